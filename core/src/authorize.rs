@@ -1,0 +1,105 @@
+//! The authorize URL that sends a browser to WeChat (PROTOCOL.md §1 step 1).
+
+use url::form_urlencoded;
+
+/// The OAuth 2.0 scope of WeChat web authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `snsapi_base`: silent, openid only.
+    Base,
+    /// `snsapi_userinfo`: consent page; nickname, avatar, unionid.
+    Userinfo,
+}
+
+impl Scope {
+    /// The wire name, `snsapi_base` or `snsapi_userinfo`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Base => "snsapi_base",
+            Scope::Userinfo => "snsapi_userinfo",
+        }
+    }
+
+    /// Parses a wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "snsapi_base" => Some(Scope::Base),
+            "snsapi_userinfo" => Some(Scope::Userinfo),
+            _ => None,
+        }
+    }
+
+    /// Whether a granted scope list (WeChat sends it comma-separated) includes `snsapi_userinfo`.
+    pub fn granted_includes_userinfo(granted: &str) -> bool {
+        granted.split(',').any(|s| s.trim() == "snsapi_userinfo")
+    }
+}
+
+/// Builds `{open_base}/connect/oauth2/authorize?appid=…&redirect_uri=…&response_type=code&scope=…&state=…[&forcePopup=true]#wechat_redirect`.
+///
+/// The parameters come in exactly WeChat's order (its page checks it), each
+/// value form-urlencoded (so `redirect_uri` is percent-encoded), and the URL
+/// always ends with `#wechat_redirect`. `open_base` has no trailing slash.
+///
+/// Source: PROTOCOL.md §1 step 1.
+pub fn authorize_url(
+    open_base: &str,
+    appid: &str,
+    redirect_uri: &str,
+    scope: Scope,
+    state: &str,
+    force_popup: bool,
+) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::with_capacity(256));
+    query
+        .append_pair("appid", appid)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("response_type", "code")
+        .append_pair("scope", scope.as_str())
+        .append_pair("state", state);
+    if force_popup {
+        query.append_pair("forcePopup", "true");
+    }
+    format!(
+        "{}/connect/oauth2/authorize?{}#wechat_redirect",
+        open_base.trim_end_matches('/'),
+        query.finish()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_wechats_parameter_order_and_encodes_redirect_uri() {
+        let url = authorize_url(
+            "https://open.weixin.qq.com/",
+            "wx520c15f417810387",
+            "https://app.example.com/_wechat/callback?x=1&y=2",
+            Scope::Userinfo,
+            "abc123",
+            false,
+        );
+        assert_eq!(
+            url,
+            "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wx520c15f417810387\
+             &redirect_uri=https%3A%2F%2Fapp.example.com%2F_wechat%2Fcallback%3Fx%3D1%26y%3D2\
+             &response_type=code&scope=snsapi_userinfo&state=abc123#wechat_redirect"
+        );
+    }
+
+    #[test]
+    fn force_popup_comes_after_state_and_before_the_fragment() {
+        let url = authorize_url("https://o", "wx1", "https://a/cb", Scope::Base, "s", true);
+        assert!(url.ends_with("&scope=snsapi_base&state=s&forcePopup=true#wechat_redirect"));
+    }
+
+    #[test]
+    fn scopes_parse_and_granted_lists_are_split() {
+        assert_eq!(Scope::parse("snsapi_base"), Some(Scope::Base));
+        assert_eq!(Scope::parse("snsapi_login"), None);
+        assert!(Scope::granted_includes_userinfo("snsapi_base,snsapi_userinfo"));
+        assert!(!Scope::granted_includes_userinfo("snsapi_base"));
+    }
+}

@@ -1,0 +1,460 @@
+//! The configuration shared by the gateway and every host: a TOML file with
+//! `[wechat]` and `[gateway]` tables, secrets overridable from the
+//! environment (README.md "Configuration" lists every key).
+//!
+//! Every problem is reported as one [`ConfigError`] line that names the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::authorize::Scope;
+use crate::secret::Secret;
+
+/// Default browser-facing WeChat host (authorize pages).
+pub const DEFAULT_OPEN_BASE: &str = "https://open.weixin.qq.com";
+/// Default server-to-server WeChat API host.
+pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// Minimum length of `[gateway] cookie_secret`, in bytes.
+pub const MIN_COOKIE_SECRET_BYTES: usize = 32;
+
+/// A configuration problem, one line, naming the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file (or a `*_file` secret) could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The path as given.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The TOML is malformed or has an unknown key.
+    #[error("config line {line}: {message}")]
+    Syntax {
+        /// 1-based line of the problem.
+        line: usize,
+        /// The parser's message, e.g. "unknown field `listn`".
+        message: String,
+    },
+    /// A key is missing or has a bad value.
+    #[error("config {key}: {problem}")]
+    Invalid {
+        /// The key, as `[table] key`.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[wechat]`: the Official Account and WeChat's endpoints.
+    pub wechat: WechatConfig,
+    /// `[gateway]`: where the gate listens, what it protects, its cookies.
+    pub gateway: GatewayConfig,
+}
+
+/// `[wechat]` settings.
+#[derive(Debug, Clone)]
+pub struct WechatConfig {
+    /// `appid` (env `WECHAT_APPID`).
+    pub appid: String,
+    /// `secret` (env `WECHAT_APP_SECRET`, or `secret_file`). Never printed.
+    pub secret: Secret,
+    /// `scope`: `snsapi_base` (default) or `snsapi_userinfo`.
+    pub scope: Scope,
+    /// `open_base`: browser-facing authorize host, default [`DEFAULT_OPEN_BASE`].
+    pub open_base: Url,
+    /// `api_base`: JSON API host, default [`DEFAULT_API_BASE`].
+    pub api_base: Url,
+    /// `timeout_ms`: per-call timeout for WeChat API calls (default 5000 ms).
+    pub timeout: Duration,
+    /// `retries`: further attempts after a `-1` or a connection failure (default 2).
+    pub retries: u32,
+}
+
+/// `[gateway]` settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `listen`: address the gateway binds, default `0.0.0.0:8080`.
+    pub listen: String,
+    /// `upstream`: `host:port` of the protected application (gateway only).
+    pub upstream: Option<String>,
+    /// `public_url`: the site's origin as browsers see it (scheme, host, port).
+    pub public_url: Url,
+    /// `prefix`: path under which the gate's routes live, default `/_wechat`.
+    pub prefix: String,
+    /// `cookie_secret` (env `WECHAT_COOKIE_SECRET`, or `cookie_secret_file`):
+    /// at least [`MIN_COOKIE_SECRET_BYTES`] bytes. Never printed.
+    pub cookie_secret: Secret,
+    /// `public_paths`: path prefixes that need no login.
+    pub public_paths: Vec<String>,
+    /// `session_lifetime_secs`: how long a session cookie lasts (default 7 days).
+    pub session_lifetime: Duration,
+}
+
+impl GatewayConfig {
+    /// The `redirect_uri` WeChat sends the browser back to: `public_url + prefix + "/callback"`.
+    pub fn callback_url(&self) -> String {
+        format!("{}{}/callback", self.origin(), self.prefix)
+    }
+
+    /// `public_url` without a trailing slash, e.g. `https://app.example.com`.
+    pub fn origin(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// Whether cookies get the `Secure` attribute (`public_url` is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    wechat: RawWechat,
+    #[serde(default)]
+    gateway: RawGateway,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWechat {
+    appid: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    scope: Option<String>,
+    open_base: Option<String>,
+    api_base: Option<String>,
+    timeout_ms: Option<u64>,
+    retries: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<String>,
+    upstream: Option<String>,
+    public_url: Option<String>,
+    prefix: Option<String>,
+    cookie_secret: Option<String>,
+    cookie_secret_file: Option<PathBuf>,
+    public_paths: Option<Vec<String>>,
+    session_lifetime_secs: Option<u64>,
+}
+
+impl Config {
+    /// Loads a TOML file, with overrides from the process environment.
+    ///
+    /// Errors: [`ConfigError::Read`] when the file can't be read, else as
+    /// [`Config::from_toml`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates TOML text; `env` looks up environment overrides
+    /// (`WECHAT_APPID`, `WECHAT_APP_SECRET`, `WECHAT_COOKIE_SECRET`), which
+    /// win over the file.
+    ///
+    /// Errors: [`ConfigError::Syntax`] for malformed TOML or an unknown key,
+    /// [`ConfigError::Invalid`] naming the first missing or bad key.
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1),
+            message: e.message().trim().to_owned(),
+        })?;
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+
+        let w = raw.wechat;
+        let appid = env("WECHAT_APPID")
+            .or(w.appid)
+            .ok_or_else(|| invalid("[wechat] appid", "missing (set it, or env WECHAT_APPID)"))?;
+        if appid.is_empty()
+            || appid.len() > 64
+            || !appid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(invalid(
+                "[wechat] appid",
+                "must be 1 to 64 letters, digits or '_' (e.g. wx1234567890abcdef)",
+            ));
+        }
+        let secret = secret_value(
+            env("WECHAT_APP_SECRET"),
+            w.secret_file,
+            w.secret,
+            "[wechat] secret",
+            "set secret, secret_file, or env WECHAT_APP_SECRET",
+        )?;
+        let scope = match w.scope.as_deref() {
+            None => Scope::Base,
+            Some(s) => Scope::parse(s).ok_or_else(|| {
+                invalid("[wechat] scope", "must be \"snsapi_base\" or \"snsapi_userinfo\"")
+            })?,
+        };
+        let open_base = base_url("[wechat] open_base", w.open_base, DEFAULT_OPEN_BASE)?;
+        let api_base = base_url("[wechat] api_base", w.api_base, DEFAULT_API_BASE)?;
+        let timeout_ms = w.timeout_ms.unwrap_or(5000);
+        if !(1..=120_000).contains(&timeout_ms) {
+            return Err(invalid("[wechat] timeout_ms", "must be 1 to 120000 (milliseconds)"));
+        }
+        let retries = w.retries.unwrap_or(2);
+        if retries > 10 {
+            return Err(invalid("[wechat] retries", "must be 0 to 10"));
+        }
+
+        let g = raw.gateway;
+        let listen = g.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("[gateway] listen", "must be an IP:port, e.g. \"0.0.0.0:8080\""));
+        }
+        if let Some(up) = &g.upstream {
+            validate_host_port(up)
+                .map_err(|p| invalid("[gateway] upstream", format!("{p}, e.g. \"127.0.0.1:3000\"")))?;
+        }
+        let public_url_text = g.public_url.ok_or_else(|| {
+            invalid(
+                "[gateway] public_url",
+                "missing (the site's origin as browsers see it, e.g. \"https://app.example.com\")",
+            )
+        })?;
+        let public_url = Url::parse(&public_url_text)
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+            })
+            .ok_or_else(|| {
+                invalid(
+                    "[gateway] public_url",
+                    "must be an http(s) origin with no path, e.g. \"https://app.example.com\"",
+                )
+            })?;
+        let prefix = g.prefix.unwrap_or_else(|| "/_wechat".to_owned());
+        if !prefix.starts_with('/')
+            || prefix.len() < 2
+            || prefix.ends_with('/')
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
+        {
+            return Err(invalid(
+                "[gateway] prefix",
+                "must start with '/', not end with '/', and use only letters, digits, '/', '_', '-', '.'",
+            ));
+        }
+        let cookie_secret = secret_value(
+            env("WECHAT_COOKIE_SECRET"),
+            g.cookie_secret_file,
+            g.cookie_secret,
+            "[gateway] cookie_secret",
+            "set cookie_secret, cookie_secret_file, or env WECHAT_COOKIE_SECRET",
+        )?;
+        if cookie_secret.expose().len() < MIN_COOKIE_SECRET_BYTES {
+            return Err(invalid(
+                "[gateway] cookie_secret",
+                format!(
+                    "must be at least {MIN_COOKIE_SECRET_BYTES} bytes (e.g. the output of `openssl rand -base64 48`)"
+                ),
+            ));
+        }
+        let public_paths = g.public_paths.unwrap_or_default();
+        if let Some(bad) = public_paths.iter().find(|p| !p.starts_with('/')) {
+            return Err(invalid(
+                "[gateway] public_paths",
+                format!("every entry must start with '/', got {bad:?}"),
+            ));
+        }
+        let lifetime = g.session_lifetime_secs.unwrap_or(7 * 24 * 3600);
+        if !(60..=366 * 24 * 3600).contains(&lifetime) {
+            return Err(invalid(
+                "[gateway] session_lifetime_secs",
+                "must be 60 to 31622400 (seconds)",
+            ));
+        }
+
+        Ok(Config {
+            wechat: WechatConfig {
+                appid,
+                secret,
+                scope,
+                open_base,
+                api_base,
+                timeout: Duration::from_millis(timeout_ms),
+                retries,
+            },
+            gateway: GatewayConfig {
+                listen,
+                upstream: g.upstream,
+                public_url,
+                prefix,
+                cookie_secret,
+                public_paths,
+                session_lifetime: Duration::from_secs(lifetime),
+            },
+        })
+    }
+}
+
+/// Picks a secret: the environment, then the `*_file`, then the inline value.
+fn secret_value(
+    from_env: Option<String>,
+    file: Option<PathBuf>,
+    inline: Option<String>,
+    key: &'static str,
+    how: &str,
+) -> Result<Secret, ConfigError> {
+    if let Some(v) = from_env {
+        return Ok(Secret::new(v));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read {
+            path: path.clone(),
+            reason: format!("{e} (the file named by {key}_file)"),
+        })?;
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            return Err(invalid(key, format!("the file {} is empty", path.display())));
+        }
+        return Ok(Secret::new(text));
+    }
+    match inline {
+        Some(v) if !v.is_empty() => Ok(Secret::new(v)),
+        _ => Err(invalid(key, format!("missing ({how})"))),
+    }
+}
+
+fn base_url(key: &'static str, value: Option<String>, default: &str) -> Result<Url, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    let url = Url::parse(text.trim_end_matches('/'))
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .filter(|u| u.query().is_none() && u.fragment().is_none())
+        .ok_or_else(|| invalid(key, format!("must be an http(s) URL, e.g. \"{default}\"")))?;
+    Ok(url)
+}
+
+fn validate_host_port(value: &str) -> Result<(), &'static str> {
+    let (host, port) = value.rsplit_once(':').ok_or("must be host:port")?;
+    if host.is_empty() || host.contains('/') {
+        return Err("must be host:port");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err("the port must be 1 to 65535"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[wechat]
+appid = "wx1234567890abcdef"
+secret = "app-secret-value"
+scope = "snsapi_userinfo"
+
+[gateway]
+listen = "127.0.0.1:8080"
+upstream = "127.0.0.1:3000"
+public_url = "https://app.example.com"
+cookie_secret = "0123456789abcdef0123456789abcdef"
+public_paths = ["/static/"]
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text, no_env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_file_loads_with_defaults() {
+        let c = Config::from_toml(GOOD, no_env).unwrap();
+        assert_eq!(c.wechat.scope, Scope::Userinfo);
+        assert_eq!(c.wechat.open_base.as_str(), "https://open.weixin.qq.com/");
+        assert_eq!(c.gateway.prefix, "/_wechat");
+        assert_eq!(
+            c.gateway.callback_url(),
+            "https://app.example.com/_wechat/callback"
+        );
+        assert!(c.gateway.secure_cookies());
+        assert!(!format!("{c:?}").contains("app-secret-value"));
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let c = Config::from_toml(GOOD, |k| match k {
+            "WECHAT_APP_SECRET" => Some("from-env".into()),
+            "WECHAT_APPID" => Some("wxfromenv".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.wechat.secret.expose(), "from-env");
+        assert_eq!(c.wechat.appid, "wxfromenv");
+    }
+
+    #[test]
+    fn each_problem_names_its_key() {
+        assert!(err(&GOOD.replace("appid = \"wx1234567890abcdef\"", ""))
+            .contains("[wechat] appid"));
+        assert!(err(&GOOD.replace("secret = \"app-secret-value\"", ""))
+            .contains("[wechat] secret"));
+        let short = GOOD.replace("0123456789abcdef0123456789abcdef", "short");
+        let e = err(&short);
+        assert!(e.contains("[gateway] cookie_secret") && e.contains("32"), "{e}");
+        assert!(!e.contains("short"));
+        assert!(err(&GOOD.replace("https://app.example.com", "app.example.com"))
+            .contains("[gateway] public_url"));
+        assert!(err(&GOOD.replace("snsapi_userinfo", "snsapi_all")).contains("[wechat] scope"));
+        assert!(err(&GOOD.replace("127.0.0.1:3000", "nowhere")).contains("[gateway] upstream"));
+        let e = err(&GOOD.replace("listen =", "listn ="));
+        assert!(e.contains("line 8") && e.contains("listn"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn secret_file_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("wechat-oauth-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, "file-secret\n").unwrap();
+        let text = GOOD.replace(
+            "secret = \"app-secret-value\"",
+            &format!("secret_file = {:?}", path.display().to_string()),
+        );
+        let c = Config::from_toml(&text, no_env).unwrap();
+        assert_eq!(c.wechat.secret.expose(), "file-secret");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

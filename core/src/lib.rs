@@ -1,0 +1,33 @@
+//! `wechat-oauth`: WeChat web authorization (公众号网页授权) done right, for
+//! gateways and hosts alike.
+//!
+//! - [`config`]: the TOML configuration shared by every host.
+//! - [`authorize`]: the authorize URL, in WeChat's exact parameter order.
+//! - [`state`]: CSRF state bound to the browser, safe return paths.
+//! - [`session`]: the sealed session cookie and the identity headers.
+//! - [`sns`]: typed `sns/oauth2/access_token` and `sns/userinfo` client.
+//! - [`flow`]: the state machine every host drives ([`Gate`]).
+//!
+//! The protocol is described in PROTOCOL.md; secrets, codes and tokens are
+//! newtypes ([`secret`]) that never print.
+
+#![deny(missing_docs)]
+
+pub mod authorize;
+pub mod config;
+pub mod errcode;
+pub mod flow;
+pub mod pages;
+pub mod seal;
+pub mod secret;
+pub mod session;
+pub mod sns;
+pub mod state;
+
+pub use authorize::Scope;
+pub use config::{Config, ConfigError};
+pub use errcode::ErrCode;
+pub use flow::{Decision, Gate, GateError, LoginOutcome, Pass, PendingLogin, RequestParts};
+pub use pages::Reply;
+pub use session::Identity;
+pub use sns::SnsError;

@@ -1,0 +1,392 @@
+//! Typed client for WeChat's web-authorization APIs: `sns/oauth2/access_token`
+//! and `sns/userinfo` (PROTOCOL.md §1 steps 2 and 4).
+//!
+//! The parsers are pure (bytes in, values out). Errors arrive as HTTP 200
+//! with `{"errcode":N,"errmsg":"…"}`, often as `text/plain`, so the body is
+//! always read as JSON whatever the content type says.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::WechatConfig;
+use crate::errcode::ErrCode;
+use crate::secret::{AccessToken, AuthorizationCode, RefreshToken, Secret};
+
+/// Largest answer body read from WeChat, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Why a WeChat API call failed. Messages never contain the secret, a code or a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SnsError {
+    /// WeChat answered with a non-zero `errcode`.
+    #[error("WeChat answered {code}")]
+    WeChat {
+        /// The code.
+        code: ErrCode,
+        /// WeChat's `errmsg`, for the operator's log (at most 200 bytes).
+        errmsg: String,
+    },
+    /// WeChat could not be reached or did not answer in time.
+    #[error("WeChat could not be reached: {0}")]
+    Transport(String),
+    /// WeChat's answer was not the JSON this API returns.
+    #[error("WeChat sent an unreadable answer: {0}")]
+    Malformed(String),
+}
+
+impl SnsError {
+    /// The errcode, when WeChat sent one.
+    pub fn errcode(&self) -> Option<ErrCode> {
+        match self {
+            SnsError::WeChat { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SnsError::Transport(_) | SnsError::WeChat { code: ErrCode::SystemBusy, .. }
+        )
+    }
+}
+
+/// The answer of `sns/oauth2/access_token` (and `refresh_token`).
+#[derive(Debug, Clone)]
+pub struct TokenResponse {
+    /// The web-authorization access token.
+    pub access_token: AccessToken,
+    /// Lifetime of `access_token`, in seconds (7200).
+    pub expires_in: u64,
+    /// The refresh token (30 days).
+    pub refresh_token: RefreshToken,
+    /// The user's openid.
+    pub openid: String,
+    /// Granted scopes, comma-separated.
+    pub scope: String,
+    /// The unionid, when the account is bound to an Open Platform account.
+    pub unionid: Option<String>,
+    /// `is_snapshotuser: 1`: a snapshot-page virtual user, not really logged in.
+    pub is_snapshot_user: bool,
+}
+
+/// The answer of `sns/userinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user's openid.
+    pub openid: String,
+    /// Nickname, arbitrary UTF-8.
+    pub nickname: String,
+    /// 1 male, 2 female, 0 unknown (WeChat sends a number or a string).
+    pub sex: u8,
+    /// Province.
+    pub province: String,
+    /// City.
+    pub city: String,
+    /// Country.
+    pub country: String,
+    /// Avatar URL; `None` when the user has none.
+    pub headimgurl: Option<String>,
+    /// Privileges.
+    pub privilege: Vec<String>,
+    /// The unionid, when bound to an Open Platform account.
+    pub unionid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    #[serde(default)]
+    errcode: Option<i64>,
+    #[serde(default)]
+    errmsg: Option<String>,
+}
+
+fn check_errcode(body: &[u8]) -> Result<(), SnsError> {
+    let fields: ErrorFields = serde_json::from_slice(body)
+        .map_err(|e| SnsError::Malformed(format!("not JSON ({e})")))?;
+    match fields.errcode {
+        Some(code) if code != 0 => {
+            let mut errmsg = fields.errmsg.unwrap_or_default();
+            if errmsg.len() > 200 {
+                let mut cut = 200;
+                while !errmsg.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                errmsg.truncate(cut);
+            }
+            Err(SnsError::WeChat {
+                code: ErrCode::from_code(code),
+                errmsg,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Parses an `sns/oauth2/access_token` or `refresh_token` answer.
+///
+/// Errors: [`SnsError::WeChat`] for a non-zero errcode, [`SnsError::Malformed`]
+/// for anything that is not the documented JSON.
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, SnsError> {
+    check_errcode(body)?;
+    #[derive(Deserialize)]
+    struct Raw {
+        access_token: String,
+        expires_in: u64,
+        refresh_token: String,
+        openid: String,
+        #[serde(default)]
+        scope: String,
+        #[serde(default)]
+        unionid: Option<String>,
+        #[serde(default)]
+        is_snapshotuser: Option<i64>,
+    }
+    let raw: Raw = serde_json::from_slice(body)
+        .map_err(|e| SnsError::Malformed(format!("token answer: {}", json_problem(&e))))?;
+    Ok(TokenResponse {
+        access_token: AccessToken::new(raw.access_token),
+        expires_in: raw.expires_in,
+        refresh_token: RefreshToken::new(raw.refresh_token),
+        openid: raw.openid,
+        scope: raw.scope,
+        unionid: raw.unionid.filter(|u| !u.is_empty()),
+        is_snapshot_user: raw.is_snapshotuser == Some(1),
+    })
+}
+
+/// Parses an `sns/userinfo` answer; `sex` may be a number or a string.
+///
+/// Errors: as [`parse_token_response`].
+pub fn parse_userinfo(body: &[u8]) -> Result<UserInfo, SnsError> {
+    check_errcode(body)?;
+    #[derive(Deserialize)]
+    struct Raw {
+        openid: String,
+        #[serde(default)]
+        nickname: String,
+        #[serde(default)]
+        sex: serde_json::Value,
+        #[serde(default)]
+        province: String,
+        #[serde(default)]
+        city: String,
+        #[serde(default)]
+        country: String,
+        #[serde(default)]
+        headimgurl: String,
+        #[serde(default)]
+        privilege: Vec<String>,
+        #[serde(default)]
+        unionid: Option<String>,
+    }
+    let raw: Raw = serde_json::from_slice(body)
+        .map_err(|e| SnsError::Malformed(format!("userinfo answer: {}", json_problem(&e))))?;
+    let sex = match &raw.sex {
+        serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+        serde_json::Value::String(s) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    };
+    Ok(UserInfo {
+        openid: raw.openid,
+        nickname: raw.nickname,
+        sex: u8::try_from(sex).ok().filter(|s| *s <= 2).unwrap_or(0),
+        province: raw.province,
+        city: raw.city,
+        country: raw.country,
+        headimgurl: Some(raw.headimgurl).filter(|h| !h.is_empty()),
+        privilege: raw.privilege,
+        unionid: raw.unionid.filter(|u| !u.is_empty()),
+    })
+}
+
+/// serde_json's problem without the input values it may echo (they could be tokens).
+fn json_problem(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line") {
+        Some(i) if text.starts_with("missing field") => text[..i].to_owned(),
+        _ => format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
+    }
+}
+
+/// The `sns/oauth2/access_token` URL for exchanging `code`. It carries the
+/// secret: send it to WeChat, never log or show it.
+pub fn access_token_url(api_base: &Url, appid: &str, secret: &Secret, code: &AuthorizationCode) -> Url {
+    let mut url = api_url(api_base, "sns/oauth2/access_token");
+    url.query_pairs_mut()
+        .append_pair("appid", appid)
+        .append_pair("secret", secret.expose())
+        .append_pair("code", code.expose())
+        .append_pair("grant_type", "authorization_code");
+    url
+}
+
+/// The `sns/userinfo` URL. It carries the access token: never log or show it.
+pub fn userinfo_url(api_base: &Url, token: &AccessToken, openid: &str, lang: &str) -> Url {
+    let mut url = api_url(api_base, "sns/userinfo");
+    url.query_pairs_mut()
+        .append_pair("access_token", token.expose())
+        .append_pair("openid", openid)
+        .append_pair("lang", lang);
+    url
+}
+
+fn api_url(api_base: &Url, path: &str) -> Url {
+    let mut url = api_base.clone();
+    let base = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{base}/{path}"));
+    url
+}
+
+/// An async client for the sns APIs over reqwest, with per-call timeouts and
+/// bounded retries (errcode `-1`, connection failures, timeouts).
+#[derive(Debug, Clone)]
+pub struct SnsClient {
+    http: reqwest::Client,
+    api_base: Url,
+    appid: String,
+    secret: Secret,
+    retries: u32,
+}
+
+impl SnsClient {
+    /// A client for the `[wechat]` settings.
+    ///
+    /// Errors: [`SnsError::Transport`] when the HTTP client can't be built (TLS set-up).
+    pub fn new(cfg: &WechatConfig) -> Result<SnsClient, SnsError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("wechat-oauth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SnsError::Transport(e.without_url().to_string()))?;
+        Ok(SnsClient {
+            http,
+            api_base: cfg.api_base.clone(),
+            appid: cfg.appid.clone(),
+            secret: cfg.secret.clone(),
+            retries: cfg.retries,
+        })
+    }
+
+    /// Exchanges an authorization code (`sns/oauth2/access_token`).
+    ///
+    /// Errors: [`SnsError`]; `-1` and transport failures are retried first.
+    pub async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenResponse, SnsError> {
+        let url = access_token_url(&self.api_base, &self.appid, &self.secret, code);
+        self.with_retries(|| async { parse_token_response(&self.get(url.clone()).await?) })
+            .await
+    }
+
+    /// Fetches the profile (`sns/userinfo`, `lang=zh_CN`).
+    ///
+    /// Errors: [`SnsError`]; 48001 when the token's scope is `snsapi_base`.
+    pub async fn userinfo(&self, token: &AccessToken, openid: &str) -> Result<UserInfo, SnsError> {
+        let url = userinfo_url(&self.api_base, token, openid, "zh_CN");
+        self.with_retries(|| async { parse_userinfo(&self.get(url.clone()).await?) })
+            .await
+    }
+
+    async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, SnsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SnsError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(e) if e.is_retryable() && attempt < self.retries => {
+                    let base = 100u64 << attempt.min(5);
+                    let jitter = rand::random_range(0..=base / 2);
+                    tracing::debug!(attempt, error = %e, "retrying WeChat API call");
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get(&self, url: Url) -> Result<Vec<u8>, SnsError> {
+        // `without_url`: reqwest's errors otherwise print the URL, which holds the secret.
+        let transport = |e: reqwest::Error| SnsError::Transport(e.without_url().to_string());
+        let mut response = self.http.get(url).send().await.map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(SnsError::Malformed(format!("HTTP status {}", response.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(SnsError::Malformed("answer larger than 64 KiB".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_answer_parses() {
+        let t = parse_token_response(
+            br#"{"access_token":"AT","expires_in":7200,"refresh_token":"RT","openid":"OID","scope":"snsapi_userinfo","is_snapshotuser":1,"unionid":"UID"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.access_token.expose(), "AT");
+        assert_eq!(t.openid, "OID");
+        assert_eq!(t.unionid.as_deref(), Some("UID"));
+        assert!(t.is_snapshot_user);
+        assert!(!format!("{t:?}").contains("\"AT\""));
+    }
+
+    #[test]
+    fn errcode_answers_become_errors() {
+        let e = parse_token_response(br#"{"errcode":40163,"errmsg":"code been used, rid: 1"}"#)
+            .unwrap_err();
+        assert_eq!(e.errcode(), Some(ErrCode::CodeBeenUsed));
+        let e = parse_userinfo(br#"{"errcode":48001,"errmsg":"api unauthorized"}"#).unwrap_err();
+        assert_eq!(e.errcode(), Some(ErrCode::ApiUnauthorized));
+        assert!(parse_token_response(br#"{"errcode":0,"errmsg":"ok"}"#).is_err());
+    }
+
+    #[test]
+    fn malformed_answers_never_echo_values() {
+        let e = parse_token_response(br#"{"access_token":"SECRET_TOKEN","expires_in":"x"}"#)
+            .unwrap_err();
+        assert!(matches!(e, SnsError::Malformed(_)));
+        assert!(!e.to_string().contains("SECRET_TOKEN"), "{e}");
+        let e = parse_token_response(b"<html>502 Bad Gateway</html>").unwrap_err();
+        assert!(matches!(e, SnsError::Malformed(_)));
+    }
+
+    #[test]
+    fn userinfo_sex_as_number_or_string_and_utf8_nickname() {
+        let u = parse_userinfo(
+            "{\"openid\":\"o1\",\"nickname\":\"微信用户🐼\",\"sex\":\"2\",\"headimgurl\":\"\",\"privilege\":[]}".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(u.sex, 2);
+        assert_eq!(u.nickname, "微信用户🐼");
+        assert_eq!(u.headimgurl, None);
+        assert_eq!(parse_userinfo(br#"{"openid":"o1","sex":1}"#).unwrap().sex, 1);
+    }
+
+    #[test]
+    fn urls_carry_the_documented_parameters() {
+        let base = Url::parse("http://127.0.0.1:9/wx").unwrap();
+        let url = access_token_url(&base, "wx1", &Secret::new("S"), &AuthorizationCode::new("C"));
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/wx/sns/oauth2/access_token?appid=wx1&secret=S&code=C&grant_type=authorization_code"
+        );
+        let url = userinfo_url(&Url::parse("https://api.weixin.qq.com").unwrap(), &AccessToken::new("T"), "o", "zh_CN");
+        assert_eq!(url.as_str(), "https://api.weixin.qq.com/sns/userinfo?access_token=T&openid=o&lang=zh_CN");
+    }
+}

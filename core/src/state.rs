@@ -1,0 +1,147 @@
+//! CSRF `state` and the return path (PROTOCOL.md §1 step 1, "state").
+//!
+//! Each login attempt gets a random state and its own short-lived sealed
+//! cookie, named after the state, holding the state and the path to return
+//! to. The callback is accepted only when that cookie is present and matches,
+//! so state survives any number of gateway instances and parallel tabs.
+
+use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
+
+use crate::seal::Sealer;
+
+/// Prefix of the per-attempt state cookie names (`wechat_state_<state>`).
+pub const STATE_COOKIE_PREFIX: &str = "wechat_state_";
+/// Length of the states this library generates, in characters.
+pub const STATE_LEN: usize = 32;
+/// Longest state WeChat accepts, in bytes.
+pub const MAX_STATE_LEN: usize = 128;
+/// How long a login attempt may take, in seconds (the code itself lives 300 s).
+pub const STATE_LIFETIME_SECS: u64 = 600;
+/// Most state cookies a browser keeps at once; older ones are expired.
+pub const MAX_STATE_COOKIES: usize = 5;
+/// Longest return path kept, in bytes.
+pub const MAX_RETURN_PATH: usize = 2048;
+
+/// A fresh random state: [`STATE_LEN`] characters of `[A-Za-z0-9]`.
+pub fn new_state() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), STATE_LEN)
+}
+
+/// Whether `state` has WeChat's form: 1 to 128 bytes of `[A-Za-z0-9]`.
+pub fn is_valid_state(state: &str) -> bool {
+    !state.is_empty()
+        && state.len() <= MAX_STATE_LEN
+        && state.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The cookie name for a state.
+pub fn state_cookie_name(state: &str) -> String {
+    format!("{STATE_COOKIE_PREFIX}{state}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct StatePayload {
+    /// The state itself.
+    s: String,
+    /// Return path.
+    rd: String,
+    /// Expires at, unix seconds.
+    exp: u64,
+}
+
+/// Seals the state cookie value for `state`, returning to `return_to`.
+pub fn seal_state(sealer: &Sealer, state: &str, return_to: &str, now: u64) -> String {
+    let payload = StatePayload {
+        s: state.to_owned(),
+        rd: return_to.to_owned(),
+        exp: now + STATE_LIFETIME_SECS,
+    };
+    let json = serde_json::to_string(&payload).expect("state serializes");
+    sealer.seal(&state_cookie_name(state), &json)
+}
+
+/// Opens the state cookie of `state`: its return path and expiry, or `None`
+/// when forged, for another state, or expired at `now`.
+pub fn open_state(sealer: &Sealer, state: &str, value: &str, now: u64) -> Option<(String, u64)> {
+    let json = sealer.open(&state_cookie_name(state), value)?;
+    let payload: StatePayload = serde_json::from_str(&json).ok()?;
+    (payload.s == state && payload.exp > now).then_some((payload.rd, payload.exp))
+}
+
+/// Validates a return path (`rd`) so that a login can never send the browser
+/// to another site: a path on this origin (`/…`, not `//…` nor `/\…`), or an
+/// absolute URL on `origin` (reduced to its path), of visible ASCII only, at
+/// most [`MAX_RETURN_PATH`] bytes, not under the gate's own `prefix`.
+/// Returns the path to use, or `None` when `rd` is refused.
+pub fn safe_return_path(rd: &str, origin: &str, prefix: &str) -> Option<String> {
+    let path = match rd.strip_prefix(origin) {
+        Some(rest) if rest.starts_with('/') => rest,
+        Some("") => "/",
+        _ => rd,
+    };
+    let ok = path.len() <= MAX_RETURN_PATH
+        && path.starts_with('/')
+        && !path.starts_with("//")
+        && path.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'\\');
+    let under_prefix = path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(['/', '?', '#']));
+    (ok && !under_prefix).then(|| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    const ORIGIN: &str = "https://app.example.com";
+
+    #[test]
+    fn states_are_random_and_valid() {
+        let a = new_state();
+        assert_eq!(a.len(), STATE_LEN);
+        assert!(is_valid_state(&a));
+        assert_ne!(a, new_state());
+        assert!(!is_valid_state(""));
+        assert!(!is_valid_state(&"a".repeat(129)));
+        assert!(is_valid_state(&"a".repeat(128)));
+        assert!(!is_valid_state("abc-def"));
+    }
+
+    #[test]
+    fn state_cookie_is_bound_to_its_state_and_expires() {
+        let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+        let v = seal_state(&s, "abc", "/orders?id=1", 100);
+        assert_eq!(open_state(&s, "abc", &v, 100), Some(("/orders?id=1".into(), 700)));
+        assert_eq!(open_state(&s, "abd", &v, 100), None);
+        assert_eq!(open_state(&s, "abc", &v, 700), None);
+    }
+
+    #[test]
+    fn return_paths_never_leave_the_origin() {
+        let ok = |rd: &str| safe_return_path(rd, ORIGIN, "/_wechat");
+        assert_eq!(ok("/orders?id=1").as_deref(), Some("/orders?id=1"));
+        assert_eq!(ok("https://app.example.com/a").as_deref(), Some("/a"));
+        assert_eq!(ok("https://app.example.com").as_deref(), Some("/"));
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+            "https://app.example.com.evil.example/",
+            "https://app.example.com@evil.example/",
+            "evil.example",
+            "/a\r\nSet-Cookie: x=1",
+            "/a b",
+            "/_wechat/logout",
+            "/_wechat",
+            "",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
+        assert_eq!(ok("/_wechatty").as_deref(), Some("/_wechatty"));
+        assert_eq!(ok(&format!("/{}", "a".repeat(MAX_RETURN_PATH))), None);
+    }
+}
