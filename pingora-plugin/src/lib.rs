@@ -1,1 +1,262 @@
+//! `wechat-oauth-pingora`: WeChat login in front of any web application, on
+//! Pingora.
+//!
+//! - [`WechatGate`]: the reusable gate component. Call
+//!   [`WechatGate::request_filter`] from your `ProxyHttp::request_filter`
+//!   (it answers login redirects, 401s and the gate's routes itself and
+//!   returns `Ok(true)`), and [`WechatGate::upstream_request_filter`] from
+//!   `upstream_request_filter` (it strips client-sent `X-WeChat-*` headers and
+//!   the gate's cookies, then adds the verified identity).
+//! - [`GatewayProxy`]: a complete `ProxyHttp` that protects one upstream.
+//! - [`build_server`]: the `wechat-gateway` server for a [`Config`].
 
+use std::borrow::Cow;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::upstreams::peer::HttpPeer;
+use wechat_oauth::session::IDENTITY_HEADER_PREFIX;
+use wechat_oauth::{Config, Decision, Gate, Pass, Reply, RequestParts};
+
+pub mod demo_app;
+pub mod logging;
+
+/// The gate component: the `wechat-oauth` flow wired to Pingora's phases.
+#[derive(Clone)]
+pub struct WechatGate {
+    gate: Arc<Gate>,
+}
+
+/// Per-request state of the gate, kept in the proxy's `CTX`.
+#[derive(Debug, Default)]
+pub struct GateCtx {
+    pass: Option<Pass>,
+}
+
+impl GateCtx {
+    /// The verified identity of a request that passed the gate, if any.
+    pub fn identity(&self) -> Option<&wechat_oauth::Identity> {
+        self.pass.as_ref()?.identity.as_ref()
+    }
+}
+
+impl WechatGate {
+    /// A gate for a [`Gate`] built from the configuration.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        WechatGate { gate }
+    }
+
+    /// The core gate.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Runs the gate on a request. `Ok(true)`: the gate answered (a redirect,
+    /// a 401, a page or one of its routes) and the request must not be
+    /// proxied; `Ok(false)`: it may go on, with its identity kept in `ctx`.
+    ///
+    /// Errors: only when writing the answer to the client fails.
+    pub async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut GateCtx,
+    ) -> pingora::Result<bool> {
+        let req = session.req_header();
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let cookie = joined_cookie_header(req);
+        let parts = RequestParts {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            cookie: cookie.as_deref(),
+            user_agent: header("user-agent"),
+            accept: header("accept"),
+            x_requested_with: header("x-requested-with"),
+        };
+        let head = req.method == http::Method::HEAD;
+        let reply = match self.gate.decide(&parts) {
+            Decision::Pass(pass) => {
+                ctx.pass = Some(pass);
+                return Ok(false);
+            }
+            Decision::Reply(reply) => reply,
+            Decision::Exchange(pending) => self.gate.complete_login(pending).await,
+        };
+        write_reply(session, reply, head).await?;
+        Ok(true)
+    }
+
+    /// Prepares a passing request for the upstream: removes every
+    /// `X-WeChat-*` header the client sent and the gate's own cookies, then
+    /// adds `X-WeChat-OpenID`, `X-WeChat-UnionID` (when known),
+    /// `X-WeChat-Scope` and `X-WeChat-Nickname` (percent-encoded UTF-8).
+    ///
+    /// Errors: only if Pingora refuses a header (never for values the gate made).
+    pub fn upstream_request_filter(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &GateCtx,
+    ) -> pingora::Result<()> {
+        let spoofed: Vec<http::HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(IDENTITY_HEADER_PREFIX))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            upstream_request.remove_header(&name);
+        }
+        let Some(pass) = &ctx.pass else {
+            return Ok(());
+        };
+        match &pass.upstream_cookie {
+            Some(cookie) => {
+                upstream_request.insert_header(http::header::COOKIE, cookie.as_str())?;
+            }
+            None => {
+                upstream_request.remove_header(&http::header::COOKIE);
+            }
+        }
+        if let Some(identity) = &pass.identity {
+            for (name, value) in identity.upstream_headers() {
+                upstream_request.insert_header(name, value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// All `Cookie` headers of a request as one value (HTTP/2 may split them).
+fn joined_cookie_header(req: &RequestHeader) -> Option<Cow<'_, str>> {
+    let mut values = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut all = format!("{first}; {second}");
+            for v in values {
+                all.push_str("; ");
+                all.push_str(v);
+            }
+            Some(Cow::Owned(all))
+        }
+    }
+}
+
+async fn write_reply(session: &mut Session, reply: Reply, head: bool) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
+    for (name, value) in reply.headers {
+        resp.append_header(name, value)?;
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+    if head || reply.body.is_empty() {
+        session.write_response_header(Box::new(resp), true).await
+    } else {
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(reply.body)), true)
+            .await
+    }
+}
+
+/// A reverse proxy to one upstream with the WeChat gate in front.
+pub struct GatewayProxy {
+    gate: WechatGate,
+    upstream: SocketAddr,
+}
+
+impl GatewayProxy {
+    /// A proxy to `upstream` guarded by `gate`.
+    pub fn new(gate: WechatGate, upstream: SocketAddr) -> Self {
+        GatewayProxy { gate, upstream }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = GateCtx;
+
+    fn new_ctx(&self) -> GateCtx {
+        GateCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut GateCtx) -> pingora::Result<bool> {
+        self.gate.request_filter(session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut GateCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut GateCtx,
+    ) -> pingora::Result<()> {
+        self.gate.upstream_request_filter(upstream_request, ctx)?;
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            upstream_request.insert_header("X-Forwarded-For", addr.ip().to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the gateway can't start; each message is one line naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration problem.
+    #[error(transparent)]
+    Config(#[from] wechat_oauth::ConfigError),
+    /// The gate could not be built.
+    #[error(transparent)]
+    Gate(#[from] wechat_oauth::GateError),
+    /// `[gateway] upstream` is missing or does not resolve.
+    #[error("config [gateway] upstream: {0}")]
+    Upstream(String),
+}
+
+/// Builds the `wechat-gateway` Pingora server for `config`: one proxy
+/// service on `[gateway] listen` with one worker thread per CPU.
+///
+/// Errors: [`StartError`] for a missing upstream or an unusable config.
+pub fn build_server(config: Config) -> Result<Server, StartError> {
+    let upstream_text = config
+        .gateway
+        .upstream
+        .clone()
+        .ok_or_else(|| StartError::Upstream("missing (host:port of the application)".into()))?;
+    let upstream = upstream_text
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| StartError::Upstream(format!("cannot resolve {upstream_text:?}")))?;
+    let listen = config.gateway.listen.clone();
+    let gate = WechatGate::new(Arc::new(Gate::new(config)?));
+
+    let mut conf = ServerConf::new().expect("Pingora's default configuration");
+    conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        GatewayProxy::new(gate, upstream),
+    );
+    service.add_tcp(&listen);
+    server.add_service(service);
+    Ok(server)
+}

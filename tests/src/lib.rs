@@ -1,1 +1,415 @@
+//! Harness for the end-to-end tests: the built binaries (`wechat-emulator`,
+//! `wechat-demo-app`, `wechat-gateway`) run as real processes on loopback
+//! ports, and a scripted browser drives them over real HTTP.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`, as the
+//! README's test command does); they are found next to the test executable.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::distr::{Alphanumeric, SampleString};
+
+/// A short random string of `[A-Za-z0-9]`.
+pub fn random(len: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+/// Path of a workspace binary in the same target directory as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed on drop; its stdout and stderr go to a log file.
+pub struct Proc {
+    child: Child,
+    /// The combined stdout/stderr log.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `name` with `args` and `env`, logging to `dir/<label>.log`.
+    pub fn start(dir: &Path, label: &str, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let log = dir.join(format!("{label}.log"));
+        let out = File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut cmd = Command::new(bin(name));
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { child, log }
+    }
+
+    /// Waits (at most `limit`) for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `url` until it answers 200, at most 20 s.
+pub async fn wait_ready(url: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not become ready within 20 s");
+}
+
+/// One HTTP answer as the scripted browser saw it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The URL requested.
+    pub url: String,
+    /// Status code.
+    pub status: u16,
+    /// Headers, lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body text.
+    pub body: String,
+}
+
+impl Answer {
+    /// First value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header.
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The `Location` header, panicking when absent.
+    pub fn location(&self) -> &str {
+        self.header("location")
+            .unwrap_or_else(|| panic!("no Location from {} ({}): {}", self.url, self.status, self.body))
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON from {}: {e}: {}", self.url, self.body))
+    }
+
+    /// Status, headers and body as one text (not the request URL), for leak checks.
+    pub fn all_text(&self) -> String {
+        let mut s = format!("{}\n", self.status);
+        for (n, v) in &self.headers {
+            s.push_str(&format!("{n}: {v}\n"));
+        }
+        s.push_str(&self.body);
+        s
+    }
+}
+
+/// A scripted browser: its own cookie jar, a User-Agent, no automatic redirects.
+pub struct Browser {
+    client: reqwest::Client,
+    /// Cookies by name (host-agnostic: everything runs on 127.0.0.1).
+    pub cookies: BTreeMap<String, String>,
+    /// User-Agent sent with every request.
+    pub user_agent: String,
+    /// Whether Set-Cookie headers are applied.
+    pub store_cookies: bool,
+    /// Every answer seen, in order.
+    pub seen: Vec<Answer>,
+}
+
+/// A WeChat in-app browser's User-Agent.
+pub const WECHAT_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 XWEB/1160065 MMWEBSDK/20231202 MicroMessenger/8.0.47.2560(0x28002F35) WeChat/arm64 Weixin NetType/WIFI Language/zh_CN ABI/arm64";
+/// A desktop browser's User-Agent.
+pub const DESKTOP_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
+
+impl Browser {
+    /// A browser with this User-Agent.
+    pub fn new(user_agent: &str) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+            user_agent: user_agent.to_owned(),
+            store_cookies: true,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The Cookie header this browser sends.
+    pub fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    /// GET `url` (any fragment dropped, as browsers do) with extra headers.
+    pub async fn get_with(&mut self, url: &str, extra: &[(&str, &str)]) -> Answer {
+        let url = url.split('#').next().unwrap().to_owned();
+        let mut req = self.client.get(&url).header("User-Agent", &self.user_agent);
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+            req = req.header("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8");
+        }
+        if !self.cookies.is_empty() {
+            req = req.header("Cookie", self.cookie_header());
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let answer = self.record(url, req.send().await.expect("request")).await;
+        answer
+    }
+
+    /// GET `url`.
+    pub async fn get(&mut self, url: &str) -> Answer {
+        self.get_with(url, &[]).await
+    }
+
+    /// POST a form to `url`.
+    pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
+        let mut req = self.client.post(url).header("User-Agent", &self.user_agent).form(form);
+        if !self.cookies.is_empty() {
+            req = req.header("Cookie", self.cookie_header());
+        }
+        self.record(url.to_owned(), req.send().await.expect("request")).await
+    }
+
+    async fn record(&mut self, url: String, resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = resp.text().await.unwrap_or_default();
+        let answer = Answer { url, status, headers, body };
+        if self.store_cookies {
+            for set in answer.headers_named("set-cookie") {
+                let c = cookie::Cookie::parse(set.to_owned()).expect("valid Set-Cookie");
+                let removed = c.max_age().is_some_and(|a| a.is_zero() || a.is_negative());
+                if removed {
+                    self.cookies.remove(c.name());
+                } else {
+                    self.cookies.insert(c.name().to_owned(), c.value().to_owned());
+                }
+            }
+        }
+        self.seen.push(answer.clone());
+        answer
+    }
+
+    /// Follows redirects from `url` (at most 10 hops) and returns the last answer.
+    pub async fn follow(&mut self, url: &str) -> Answer {
+        let mut next = url.to_owned();
+        for _ in 0..10 {
+            let answer = self.get(&next).await;
+            if !(300..400).contains(&answer.status) {
+                return answer;
+            }
+            next = absolute(&answer.url, answer.location());
+        }
+        panic!("more than 10 redirects from {url}");
+    }
+}
+
+/// Resolves a Location against the URL it came from.
+pub fn absolute(base: &str, location: &str) -> String {
+    url::Url::parse(base).unwrap().join(location).unwrap().to_string()
+}
+
+/// Emulator + demo app + gateway as three processes with a generated config.
+pub struct Stack {
+    /// Temporary directory with the config and the logs.
+    pub dir: PathBuf,
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub gateway_url: String,
+    /// `http://127.0.0.1:PORT` of the emulator.
+    pub emulator_url: String,
+    /// `http://127.0.0.1:PORT` of the demo app (the upstream).
+    pub app_url: String,
+    /// The app secret (emulator and gateway share it).
+    pub app_secret: String,
+    /// The cookie secret.
+    pub cookie_secret: String,
+    /// The appid.
+    pub appid: String,
+    /// The three processes: emulator, app, gateway.
+    pub procs: Vec<Proc>,
+}
+
+impl Stack {
+    /// Starts the three processes and waits until each answers.
+    pub async fn start() -> Stack {
+        let dir = std::env::temp_dir().join(format!("wechat-e2e-{}", random(10)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (gw_port, emu_port, app_port) = (free_port(), free_port(), free_port());
+        let gateway_url = format!("http://127.0.0.1:{gw_port}");
+        let emulator_url = format!("http://127.0.0.1:{emu_port}");
+        let app_url = format!("http://127.0.0.1:{app_port}");
+        let appid = "wx1234567890abcdef".to_owned();
+        let app_secret = format!("appsecret{}", random(24));
+        let cookie_secret = format!("cookiesecret{}", random(36));
+
+        let emulator = Proc::start(
+            &dir,
+            "emulator",
+            "wechat-emulator",
+            &[
+                "--listen",
+                &format!("127.0.0.1:{emu_port}"),
+                "--callback-host",
+                "127.0.0.1",
+                "--appid",
+                &appid,
+            ],
+            &[("WECHAT_APP_SECRET", &app_secret)],
+        );
+        let app = Proc::start(
+            &dir,
+            "app",
+            "wechat-demo-app",
+            &["--listen", &format!("127.0.0.1:{app_port}")],
+            &[],
+        );
+        let config = format!(
+            r#"[wechat]
+appid = "{appid}"
+scope = "snsapi_userinfo"
+open_base = "{emulator_url}"
+api_base = "{emulator_url}"
+timeout_ms = 3000
+
+[gateway]
+listen = "127.0.0.1:{gw_port}"
+upstream = "127.0.0.1:{app_port}"
+public_url = "{gateway_url}"
+prefix = "/_wechat"
+public_paths = ["/static/", "/echo/public"]
+"#
+        );
+        let config_path = dir.join("gateway.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let gateway = Proc::start(
+            &dir,
+            "gateway",
+            "wechat-gateway",
+            &["--config", config_path.to_str().unwrap()],
+            &[
+                ("WECHAT_APP_SECRET", &app_secret),
+                ("WECHAT_COOKIE_SECRET", &cookie_secret),
+                ("RUST_LOG", "info,wechat_oauth=trace,wechat_oauth_pingora=trace"),
+            ],
+        );
+        wait_ready(&format!("{emulator_url}/_emulator/calls")).await;
+        wait_ready(&format!("{app_url}/echo")).await;
+        wait_ready(&format!("{gateway_url}/_wechat/healthz")).await;
+        Stack {
+            dir,
+            gateway_url,
+            emulator_url,
+            app_url,
+            app_secret,
+            cookie_secret,
+            appid,
+            procs: vec![emulator, app, gateway],
+        }
+    }
+
+    /// A URL on the gateway.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway_url)
+    }
+
+    /// GET a control route of the emulator as JSON.
+    pub async fn emulator(&self, path: &str) -> serde_json::Value {
+        let text = reqwest::get(format!("{}/_emulator/{path}", self.emulator_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// How many times the emulator's `endpoint` was called.
+    pub async fn calls(&self, endpoint: &str) -> u64 {
+        self.emulator("calls").await[endpoint].as_u64().unwrap()
+    }
+
+    /// Every log line of the three processes.
+    pub fn logs(&self) -> String {
+        self.procs.iter().map(Proc::log_text).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The gateway's process.
+    pub fn gateway(&mut self) -> &mut Proc {
+        &mut self.procs[2]
+    }
+
+    /// Plays a WeChat browser's login from `path`: 302 → authorize → callback.
+    /// Returns the callback's answer (a 302 back to `path` on success).
+    pub async fn wechat_login(&self, browser: &mut Browser, path: &str) -> Answer {
+        let first = browser.get(&self.url(path)).await;
+        assert_eq!(first.status, 302, "{}: {}", first.url, first.body);
+        let authorize = browser.get(first.location()).await;
+        assert_eq!(authorize.status, 302, "emulator: {}", authorize.body);
+        let callback = authorize.location().to_owned();
+        assert!(callback.starts_with(&self.url("/_wechat/callback?")), "{callback}");
+        browser.get(&callback).await
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.procs.clear();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("logs kept in {}", self.dir.display());
+        }
+    }
+}

@@ -1,1 +1,30 @@
-fn main(){}
+//! `wechat-demo-app`: the small application the demo puts behind the gateway.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// Serve the demo application (shows the X-WeChat-* identity headers it gets).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() {
+    wechat_oauth_pingora::logging::init();
+    let args = Args::parse();
+    match wechat_oauth_pingora::demo_app::spawn(args.listen).await {
+        Ok((addr, _task)) => {
+            println!("wechat-demo-app listening on http://{addr}");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        Err(e) => {
+            eprintln!("wechat-demo-app: cannot listen on {}: {e}", args.listen);
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,1 +1,110 @@
-fn main(){}
+//! `wechat-gateway`: a reverse proxy that puts WeChat login in front of a web
+//! application. `--config FILE` runs it; `--demo` runs it with a local WeChat
+//! emulator and a demo application, no WeChat account needed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use clap::Parser;
+use rand::distr::{Alphanumeric, SampleString};
+use wechat_emulator::{Consent, EmulatorConfig};
+use wechat_oauth::Config;
+
+/// WeChat login gateway (Pingora reverse proxy).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The TOML configuration (README.md lists every key).
+    #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+    config: Option<PathBuf>,
+    /// Run the demo: gateway + local WeChat emulator + demo app on loopback.
+    #[arg(long)]
+    demo: bool,
+    /// With --demo: where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080", requires = "demo")]
+    listen: SocketAddr,
+}
+
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("wechat-gateway: {message}");
+    std::process::exit(1);
+}
+
+fn main() {
+    wechat_oauth_pingora::logging::init();
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => Config::load(path).unwrap_or_else(|e| fail(e)),
+        None => demo_config(args.listen),
+    };
+    let server = wechat_oauth_pingora::build_server(config).unwrap_or_else(|e| fail(e));
+    server.run_forever();
+}
+
+/// Starts the emulator and the demo app on their own runtime thread and
+/// returns the gateway configuration that points at them.
+fn demo_config(listen: SocketAddr) -> Config {
+    if std::net::TcpListener::bind(listen).is_err() {
+        fail(format!("--demo: {listen} is in use; pick another with --listen 127.0.0.1:PORT"));
+    }
+    let appid = "wxd3e0f1a2b3c4d5e6";
+    let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let cookie_secret = Alphanumeric.sample_string(&mut rand::rng(), 48);
+    let mut emulator = EmulatorConfig::new(appid, &secret, &listen.to_string());
+    emulator.consent = Consent::Page;
+
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        runtime.block_on(async move {
+            let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let started = async {
+                let emulator = wechat_emulator::spawn(emulator, loopback).await?;
+                let (app, _task) = wechat_oauth_pingora::demo_app::spawn(loopback).await?;
+                Ok::<_, std::io::Error>((emulator, app))
+            };
+            match started.await {
+                Ok((emulator, app)) => {
+                    let _ = tx.send(Ok((emulator.base_url(), app)));
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    let (emulator_url, app) = match rx.recv() {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => fail(format!("--demo: cannot start: {e}")),
+        Err(_) => fail("--demo: the demo services stopped"),
+    };
+    let toml = format!(
+        r#"
+[wechat]
+appid = "{appid}"
+secret = "{secret}"
+scope = "snsapi_userinfo"
+open_base = "{emulator_url}"
+api_base = "{emulator_url}"
+
+[gateway]
+listen = "{listen}"
+upstream = "{app}"
+public_url = "http://{listen}"
+cookie_secret = "{cookie_secret}"
+public_paths = ["/static/"]
+"#
+    );
+    let config = Config::from_toml(&toml, |_| None).unwrap_or_else(|e| fail(e));
+    println!(
+        "\nwechat-gateway demo\n\
+         \n  Open  http://{listen}/  in a browser.\n\
+         \n  A desktop browser gets the \"open in WeChat\" page: click \"Continue\" and the\n  \
+         local WeChat emulator ({emulator_url}) plays WeChat's consent page.\n  \
+         A WeChat browser (User-Agent containing MicroMessenger) is sent there at once.\n\
+         \n  Demo app (upstream): http://{app}   Stop: Ctrl-C\n"
+    );
+    config
+}

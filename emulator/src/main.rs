@@ -1,0 +1,50 @@
+//! `wechat-emulator`: serve a local WeChat for demos and tests.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use wechat_emulator::{Consent, EmulatorConfig};
+
+/// A local stand-in for WeChat's web authorization (authorize page and sns APIs).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on, e.g. 127.0.0.1:9000.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// The console's authorization callback domain: the host that redirect_uri
+    /// must have (host, or host:port to check the port too).
+    #[arg(long)]
+    callback_host: String,
+    /// The Official Account's appid.
+    #[arg(long, env = "WECHAT_APPID", default_value = "wx0e1a2b3c4d5e6f70")]
+    appid: String,
+    /// The app secret the token endpoint accepts.
+    #[arg(long, env = "WECHAT_APP_SECRET", hide_env_values = true, default_value = "emulator-app-secret")]
+    secret: String,
+    /// Consent at once (auto) or show a consent page with allow/deny (page).
+    #[arg(long, value_enum, default_value = "auto")]
+    consent: Consent,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mut cfg = EmulatorConfig::new(&args.appid, &args.secret, &args.callback_host);
+    cfg.consent = args.consent;
+    let running = match wechat_emulator::spawn(cfg, args.listen).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wechat-emulator: cannot listen on {}: {e}", args.listen);
+            std::process::exit(1);
+        }
+    };
+    println!("wechat-emulator listening on {}", running.base_url());
+    let _ = tokio::signal::ctrl_c().await;
+}

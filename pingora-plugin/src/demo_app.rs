@@ -1,0 +1,88 @@
+//! The demo application behind the gateway: it shows the identity headers
+//! it receives. `/echo` and `/echo/…` answer JSON of the whole request (tests read it),
+//! `/static/…` is a public path in the demo config, every other path shows an
+//! HTML page with the identity.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use html_escape::encode_text;
+
+fn decoded_nickname(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get("x-wechat-nickname")?.to_str().ok()?;
+    Some(percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
+}
+
+async fn echo(request: Request) -> Response {
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in request.headers() {
+        headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    Json(serde_json::json!({
+        "method": request.method().as_str(),
+        "path": request.uri().path(),
+        "query": request.uri().query(),
+        "headers": headers,
+        "nickname": decoded_nickname(request.headers()),
+    }))
+    .into_response()
+}
+
+async fn public_asset() -> &'static str {
+    "a public file: no login needed\n"
+}
+
+async fn page(request: Request) -> Response {
+    let headers = request.headers();
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let nickname = decoded_nickname(headers).unwrap_or_default();
+    let rows: String = ["x-wechat-openid", "x-wechat-unionid", "x-wechat-scope", "x-wechat-nickname"]
+        .iter()
+        .map(|n| format!("<tr><th>{n}</th><td><code>{}</code></td></tr>", encode_text(get(n))))
+        .collect();
+    Html(format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>Demo app</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}\
+th{{text-align:left;padding-right:1em}}td code{{word-break:break-all}}</style></head><body>\
+<h1>你好，{} · Hello</h1><p>This application sits behind <code>wechat-gateway</code>. \
+It received the verified WeChat identity below on <code>{}</code>:</p><table>{rows}</table>\
+<p>Nickname (decoded): <b>{}</b></p>\
+<p><a href=\"/_wechat/userinfo\">/_wechat/userinfo</a> · <a href=\"/echo\">/echo</a> · \
+<a href=\"/static/hello.txt\">/static/hello.txt</a> (public) · <a href=\"/_wechat/logout\">log out</a></p>\
+</body></html>",
+        encode_text(&nickname),
+        encode_text(request.uri().path()),
+        encode_text(&nickname),
+    ))
+    .into_response()
+}
+
+/// The demo application's routes.
+pub fn router() -> Router {
+    Router::new()
+        .route("/echo", get(echo).post(echo))
+        .route("/echo/{*rest}", get(echo).post(echo))
+        .route("/static/{*file}", get(public_asset))
+        .fallback(page)
+}
+
+/// Binds `addr` (port 0 picks one) and serves the demo app on the current runtime.
+///
+/// Errors: the bind error.
+pub async fn spawn(addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router()).await;
+    });
+    Ok((addr, task))
+}

@@ -1,0 +1,24 @@
+//! Log set-up shared by the binaries: `tracing` to stderr, filter from
+//! `RUST_LOG` (default `info`).
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// Directives always appended to the filter: the HTTP client's own logs print
+/// request URLs, and WeChat's API URLs carry the app secret, codes and tokens.
+pub const ALWAYS: [&str; 3] = ["reqwest=warn", "hyper_util=warn", "hyper=warn"];
+
+/// Installs the global subscriber (also capturing Pingora's `log` records).
+pub fn init() {
+    let mut filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for directive in ALWAYS {
+        filter = filter.add_directive(directive.parse().expect("static directive"));
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
