@@ -99,7 +99,9 @@ mod tests {
     fn scopes_parse_and_granted_lists_are_split() {
         assert_eq!(Scope::parse("snsapi_base"), Some(Scope::Base));
         assert_eq!(Scope::parse("snsapi_login"), None);
-        assert!(Scope::granted_includes_userinfo("snsapi_base,snsapi_userinfo"));
+        assert!(Scope::granted_includes_userinfo(
+            "snsapi_base,snsapi_userinfo"
+        ));
         assert!(!Scope::granted_includes_userinfo("snsapi_base"));
     }
 }

@@ -194,7 +194,9 @@ impl Config {
             .ok_or_else(|| invalid("[wechat] appid", "missing (set it, or env WECHAT_APPID)"))?;
         if appid.is_empty()
             || appid.len() > 64
-            || !appid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || !appid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return Err(invalid(
                 "[wechat] appid",
@@ -211,14 +213,20 @@ impl Config {
         let scope = match w.scope.as_deref() {
             None => Scope::Base,
             Some(s) => Scope::parse(s).ok_or_else(|| {
-                invalid("[wechat] scope", "must be \"snsapi_base\" or \"snsapi_userinfo\"")
+                invalid(
+                    "[wechat] scope",
+                    "must be \"snsapi_base\" or \"snsapi_userinfo\"",
+                )
             })?,
         };
         let open_base = base_url("[wechat] open_base", w.open_base, DEFAULT_OPEN_BASE)?;
         let api_base = base_url("[wechat] api_base", w.api_base, DEFAULT_API_BASE)?;
         let timeout_ms = w.timeout_ms.unwrap_or(5000);
         if !(1..=120_000).contains(&timeout_ms) {
-            return Err(invalid("[wechat] timeout_ms", "must be 1 to 120000 (milliseconds)"));
+            return Err(invalid(
+                "[wechat] timeout_ms",
+                "must be 1 to 120000 (milliseconds)",
+            ));
         }
         let retries = w.retries.unwrap_or(2);
         if retries > 10 {
@@ -228,11 +236,18 @@ impl Config {
         let g = raw.gateway;
         let listen = g.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
         if listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("[gateway] listen", "must be an IP:port, e.g. \"0.0.0.0:8080\""));
+            return Err(invalid(
+                "[gateway] listen",
+                "must be an IP:port, e.g. \"0.0.0.0:8080\"",
+            ));
         }
         if let Some(up) = &g.upstream {
-            validate_host_port(up)
-                .map_err(|p| invalid("[gateway] upstream", format!("{p}, e.g. \"127.0.0.1:3000\"")))?;
+            validate_host_port(up).map_err(|p| {
+                invalid(
+                    "[gateway] upstream",
+                    format!("{p}, e.g. \"127.0.0.1:3000\""),
+                )
+            })?;
         }
         let public_url_text = g.public_url.ok_or_else(|| {
             invalid(
@@ -340,7 +355,10 @@ fn secret_value(
         })?;
         let text = text.trim_end_matches(['\n', '\r']);
         if text.is_empty() {
-            return Err(invalid(key, format!("the file {} is empty", path.display())));
+            return Err(invalid(
+                key,
+                format!("the file {} is empty", path.display()),
+            ));
         }
         return Ok(Secret::new(text));
     }
@@ -426,16 +444,19 @@ public_paths = ["/static/"]
 
     #[test]
     fn each_problem_names_its_key() {
-        assert!(err(&GOOD.replace("appid = \"wx1234567890abcdef\"", ""))
-            .contains("[wechat] appid"));
-        assert!(err(&GOOD.replace("secret = \"app-secret-value\"", ""))
-            .contains("[wechat] secret"));
+        assert!(err(&GOOD.replace("appid = \"wx1234567890abcdef\"", "")).contains("[wechat] appid"));
+        assert!(err(&GOOD.replace("secret = \"app-secret-value\"", "")).contains("[wechat] secret"));
         let short = GOOD.replace("0123456789abcdef0123456789abcdef", "short");
         let e = err(&short);
-        assert!(e.contains("[gateway] cookie_secret") && e.contains("32"), "{e}");
+        assert!(
+            e.contains("[gateway] cookie_secret") && e.contains("32"),
+            "{e}"
+        );
         assert!(!e.contains("short"));
-        assert!(err(&GOOD.replace("https://app.example.com", "app.example.com"))
-            .contains("[gateway] public_url"));
+        assert!(
+            err(&GOOD.replace("https://app.example.com", "app.example.com"))
+                .contains("[gateway] public_url")
+        );
         assert!(err(&GOOD.replace("snsapi_userinfo", "snsapi_all")).contains("[wechat] scope"));
         assert!(err(&GOOD.replace("127.0.0.1:3000", "nowhere")).contains("[gateway] upstream"));
         let e = err(&GOOD.replace("listen =", "listn ="));

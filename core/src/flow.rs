@@ -130,7 +130,11 @@ impl Gate {
     pub fn new(config: Config) -> Result<Gate, GateError> {
         let sealer = Sealer::new(&config.gateway.cookie_secret).ok_or(GateError::CookieSecret)?;
         let sns = SnsClient::new(&config.wechat)?;
-        Ok(Gate { config, sealer, sns })
+        Ok(Gate {
+            config,
+            sealer,
+            sns,
+        })
     }
 
     /// The configuration this gate runs with.
@@ -197,12 +201,18 @@ impl Gate {
         if wants_json(req) {
             return login_required_json(&self.login_url(return_to, true));
         }
-        if req.user_agent.is_some_and(|ua| ua.contains("MicroMessenger")) {
+        if req
+            .user_agent
+            .is_some_and(|ua| ua.contains("MicroMessenger"))
+        {
             return self.start_login(return_to, cookies, now);
         }
         page(
             401,
-            Text { zh: "请在微信中打开", en: "Open this page in WeChat" },
+            Text {
+                zh: "请在微信中打开",
+                en: "Open this page in WeChat",
+            },
             Text {
                 zh: "此页面需要微信登录。请复制链接，在微信中打开。",
                 en: "This page needs a WeChat login. Copy the link and open it in WeChat.",
@@ -210,7 +220,10 @@ impl Gate {
             Some(&format!("{}{}", self.config.gateway.origin(), return_to)),
             Some((
                 &self.login_url(return_to, false),
-                Text { zh: "已在微信中？继续登录", en: "In WeChat already? Continue" },
+                Text {
+                    zh: "已在微信中？继续登录",
+                    en: "In WeChat already? Continue",
+                },
             )),
         )
     }
@@ -218,7 +231,11 @@ impl Gate {
     /// `prefix/login?rd=…`, absolute or relative.
     fn login_url(&self, return_to: &str, absolute: bool) -> String {
         let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-        let origin = if absolute { self.config.gateway.origin() } else { String::new() };
+        let origin = if absolute {
+            self.config.gateway.origin()
+        } else {
+            String::new()
+        };
         format!("{origin}{}/login?rd={rd}", self.config.gateway.prefix)
     }
 
@@ -302,8 +319,14 @@ impl Gate {
             },
             _ => page(
                 404,
-                Text { zh: "页面不存在", en: "Not found" },
-                Text { zh: "没有这个登录地址。", en: "There is no such login address." },
+                Text {
+                    zh: "页面不存在",
+                    en: "Not found",
+                },
+                Text {
+                    zh: "没有这个登录地址。",
+                    en: "There is no such login address.",
+                },
                 None,
                 None,
             ),
@@ -316,7 +339,11 @@ impl Gate {
             .find(|(k, _)| k == "rd")
             .map(|(_, v)| v.into_owned());
         rd.and_then(|rd| {
-            let safe = safe_return_path(&rd, &self.config.gateway.origin(), &self.config.gateway.prefix);
+            let safe = safe_return_path(
+                &rd,
+                &self.config.gateway.origin(),
+                &self.config.gateway.prefix,
+            );
             if safe.is_none() {
                 tracing::debug!("refused a return path that leaves the site");
             }
@@ -358,13 +385,22 @@ impl Gate {
         let Some(code) = code else {
             return Err(page(
                 403,
-                Text { zh: "您拒绝了授权", en: "You declined the login" },
+                Text {
+                    zh: "您拒绝了授权",
+                    en: "You declined the login",
+                },
                 Text {
                     zh: "没有微信授权，无法登录。",
                     en: "Without WeChat's authorization you can't log in.",
                 },
                 None,
-                Some((&self.login_url(&return_to, false), Text { zh: "重新登录", en: "Try again" })),
+                Some((
+                    &self.login_url(&return_to, false),
+                    Text {
+                        zh: "重新登录",
+                        en: "Try again",
+                    },
+                )),
             )
             .with_header("Set-Cookie", self.remove_cookie(&name)));
         };
@@ -385,13 +421,22 @@ impl Gate {
         tracing::info!(reason = why, "refused a login callback");
         page(
             400,
-            Text { zh: "登录链接无效或已过期", en: "This login link is invalid or has expired" },
+            Text {
+                zh: "登录链接无效或已过期",
+                en: "This login link is invalid or has expired",
+            },
             Text {
                 zh: "请重新登录。如果问题持续，请清除 Cookie 后再试。",
                 en: "Please log in again. If this keeps happening, clear your cookies and retry.",
             },
             Some(why),
-            Some((&self.login_url("/", false), Text { zh: "重新登录", en: "Log in again" })),
+            Some((
+                &self.login_url("/", false),
+                Text {
+                    zh: "重新登录",
+                    en: "Log in again",
+                },
+            )),
         )
     }
 
@@ -429,13 +474,20 @@ impl Gate {
                     identity.headimgurl = info.headimgurl;
                     identity.unionid = identity.unionid.or(info.unionid);
                 }
-                Err(e) => tracing::warn!(error = %e, "sns/userinfo failed; the session carries the openid only"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sns/userinfo failed; the session carries the openid only")
+                }
             }
         }
         if !is_valid_wechat_id(&identity.openid)
-            || identity.unionid.as_deref().is_some_and(|u| !is_valid_wechat_id(u))
+            || identity
+                .unionid
+                .as_deref()
+                .is_some_and(|u| !is_valid_wechat_id(u))
         {
-            return Err(SnsError::Malformed("openid or unionid has unexpected characters".into()));
+            return Err(SnsError::Malformed(
+                "openid or unionid has unexpected characters".into(),
+            ));
         }
         Ok(LoginOutcome::User(identity))
     }
@@ -490,12 +542,21 @@ impl Gate {
             _ => "",
         };
         tracing::warn!(errcode, errmsg, error = %e, elapsed_ms, "login failed");
-        let again = Text { zh: "重新登录", en: "Log in again" };
+        let again = Text {
+            zh: "重新登录",
+            en: "Log in again",
+        };
         match e.errcode() {
             Some(ErrCode::InvalidCode | ErrCode::CodeExpired | ErrCode::CodeBeenUsed) => page(
                 400,
-                Text { zh: "登录已过期", en: "The login has expired" },
-                Text { zh: "请重新登录。", en: "Please log in again." },
+                Text {
+                    zh: "登录已过期",
+                    en: "The login has expired",
+                },
+                Text {
+                    zh: "请重新登录。",
+                    en: "Please log in again.",
+                },
                 None,
                 Some((&retry, again)),
             ),
@@ -513,10 +574,16 @@ impl Gate {
                     }
                     _ => "check [wechat] api_base",
                 };
-                tracing::error!(errcode = code.code(), "WeChat refused this gateway's credentials: {fix}");
+                tracing::error!(
+                    errcode = code.code(),
+                    "WeChat refused this gateway's credentials: {fix}"
+                );
                 page(
                     500,
-                    Text { zh: "网站配置错误", en: "The site is misconfigured" },
+                    Text {
+                        zh: "网站配置错误",
+                        en: "The site is misconfigured",
+                    },
                     Text {
                         zh: "微信登录暂时不可用，网站管理员已收到通知。",
                         en: "WeChat login is unavailable; the site's operator has been told.",
@@ -527,24 +594,42 @@ impl Gate {
             }
             Some(ErrCode::DailyQuotaReached | ErrCode::TooFrequent) => page(
                 503,
-                Text { zh: "请稍后再试", en: "Please try again later" },
-                Text { zh: "登录请求过多。", en: "Too many logins right now." },
+                Text {
+                    zh: "请稍后再试",
+                    en: "Please try again later",
+                },
+                Text {
+                    zh: "登录请求过多。",
+                    en: "Too many logins right now.",
+                },
                 None,
                 Some((&retry, again)),
             )
             .with_header("Retry-After", "60".into()),
             _ if matches!(e, SnsError::Transport(_)) => page(
                 503,
-                Text { zh: "微信暂时无法访问", en: "WeChat is not reachable" },
-                Text { zh: "请稍后重试。", en: "Please try again in a moment." },
+                Text {
+                    zh: "微信暂时无法访问",
+                    en: "WeChat is not reachable",
+                },
+                Text {
+                    zh: "请稍后重试。",
+                    en: "Please try again in a moment.",
+                },
                 None,
                 Some((&retry, again)),
             )
             .with_header("Retry-After", "5".into()),
             _ => page(
                 502,
-                Text { zh: "微信登录失败", en: "WeChat login failed" },
-                Text { zh: "请重试。", en: "Please try again." },
+                Text {
+                    zh: "微信登录失败",
+                    en: "WeChat login failed",
+                },
+                Text {
+                    zh: "请重试。",
+                    en: "Please try again.",
+                },
                 errcode.map(|c| format!("errcode {c}")).as_deref(),
                 Some((&retry, again)),
             ),
@@ -600,7 +685,10 @@ struct GateCookies<'a> {
 
 impl<'a> GateCookies<'a> {
     fn parse(header: Option<&'a str>) -> Self {
-        let mut found = GateCookies { session: None, states: Vec::new() };
+        let mut found = GateCookies {
+            session: None,
+            states: Vec::new(),
+        };
         for (name, value) in cookie_pairs(header) {
             if name == SESSION_COOKIE {
                 found.session.get_or_insert(value);
@@ -635,4 +723,368 @@ pub fn strip_gate_cookies(header: Option<&str>) -> Option<String> {
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::HEADER_OPENID;
+
+    const NOW: u64 = 1_800_000_000;
+    const WECHAT: &str = "Mozilla/5.0 MicroMessenger/8.0.47";
+
+    fn gate() -> Gate {
+        let toml = r#"
+[wechat]
+appid = "wx1234567890abcdef"
+secret = "app-secret"
+scope = "snsapi_userinfo"
+open_base = "https://open.example"
+[gateway]
+upstream = "127.0.0.1:3000"
+public_url = "https://app.example.com"
+cookie_secret = "0123456789abcdef0123456789abcdef"
+public_paths = ["/static/"]
+session_lifetime_secs = 3600
+"#;
+        Gate::new(Config::from_toml(toml, |_| None).unwrap()).unwrap()
+    }
+
+    fn req<'a>(path: &'a str, query: Option<&'a str>, cookie: Option<&'a str>) -> RequestParts<'a> {
+        RequestParts {
+            method: "GET",
+            path,
+            query,
+            cookie,
+            user_agent: Some(WECHAT),
+            accept: Some("text/html"),
+            x_requested_with: None,
+        }
+    }
+
+    fn reply(d: Decision) -> Reply {
+        match d {
+            Decision::Reply(r) => r,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            openid: "oOpenid123".into(),
+            unionid: None,
+            scope: "snsapi_userinfo".into(),
+            nickname: Some("昵称".into()),
+            headimgurl: None,
+        }
+    }
+
+    /// `name=value` of the first Set-Cookie starting with `prefix`.
+    fn cookie_from(reply: &Reply, prefix: &str) -> String {
+        reply
+            .headers
+            .iter()
+            .filter(|(n, _)| *n == "Set-Cookie")
+            .map(|(_, v)| v.split(';').next().unwrap().to_owned())
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} cookie in {:?}", reply.headers))
+    }
+
+    /// Starts a login at `path` and returns (state, state cookie).
+    fn start(g: &Gate, path: &str) -> (String, String) {
+        let r = reply(g.decide_at(&req(path, None, None), NOW));
+        assert_eq!(r.status, 302);
+        let loc = url::Url::parse(r.header("Location").unwrap()).unwrap();
+        let state = loc
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        (state, cookie_from(&r, STATE_COOKIE_PREFIX))
+    }
+
+    fn logged_in_cookie(g: &Gate) -> String {
+        let (state, cookie) = start(g, "/x");
+        let q = format!("code=CODE&state={state}");
+        let Decision::Exchange(p) =
+            g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW)
+        else {
+            panic!("expected an exchange")
+        };
+        let r = g.finish_login(&p, Ok(LoginOutcome::User(identity())), NOW, Duration::ZERO);
+        cookie_from(&r, SESSION_COOKIE)
+    }
+
+    #[test]
+    fn unauthenticated_requests_get_redirect_401_json_or_page_by_client() {
+        let g = gate();
+        let r = reply(g.decide_at(&req("/orders", Some("id=1"), None), NOW));
+        assert_eq!(r.status, 302);
+        let location = r.header("Location").unwrap();
+        assert!(location.starts_with("https://open.example/connect/oauth2/authorize?appid=wx1234567890abcdef&redirect_uri=https%3A%2F%2Fapp.example.com%2F_wechat%2Fcallback&response_type=code&scope=snsapi_userinfo&state="));
+        assert!(cookie_from(&r, STATE_COOKIE_PREFIX).len() > 40);
+        assert!(r.header("Set-Cookie").unwrap().contains("Secure"));
+
+        let mut xhr = req("/api", None, None);
+        xhr.x_requested_with = Some("XMLHttpRequest");
+        let r = reply(g.decide_at(&xhr, NOW));
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.body,
+            r#"{"error":"login_required","login_url":"https://app.example.com/_wechat/login?rd=%2Fapi"}"#
+        );
+        let mut json = req("/api", None, None);
+        json.user_agent = None;
+        json.accept = Some("application/json");
+        assert_eq!(reply(g.decide_at(&json, NOW)).status, 401);
+
+        let mut desktop = req("/orders", None, None);
+        desktop.user_agent = Some("Mozilla/5.0 Chrome/126");
+        let r = reply(g.decide_at(&desktop, NOW));
+        assert_eq!(r.status, 401);
+        assert!(r.body.contains("/_wechat/login?rd=%2Forders"));
+        assert!(r.header("Set-Cookie").is_none());
+    }
+
+    #[test]
+    fn public_paths_pass_without_identity_and_without_gate_cookies() {
+        let g = gate();
+        let d = g.decide_at(
+            &req(
+                "/static/a.css",
+                None,
+                Some("theme=dark; wechat_state_abc=x; wechat_session=y"),
+            ),
+            NOW,
+        );
+        let Decision::Pass(pass) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(pass.identity, None);
+        assert_eq!(pass.upstream_cookie.as_deref(), Some("theme=dark"));
+    }
+
+    #[test]
+    fn a_full_login_passes_with_identity_until_the_session_expires() {
+        let g = gate();
+        let session = logged_in_cookie(&g);
+        let header = format!("a=1; {session}");
+        let Decision::Pass(pass) = g.decide_at(&req("/orders", None, Some(&header)), NOW + 10)
+        else {
+            panic!()
+        };
+        assert_eq!(pass.identity, Some(identity()));
+        assert_eq!(pass.upstream_cookie.as_deref(), Some("a=1"));
+        assert!(identity()
+            .upstream_headers()
+            .iter()
+            .any(|(n, v)| *n == HEADER_OPENID && v == "oOpenid123"));
+        assert_eq!(
+            reply(g.decide_at(&req("/orders", None, Some(&header)), NOW + 3600)).status,
+            302
+        );
+    }
+
+    #[test]
+    fn callback_transitions() {
+        let g = gate();
+        let (state, cookie) = start(&g, "/orders?id=1");
+        let cb =
+            |q: &str, c: Option<&str>| g.decide_at(&req("/_wechat/callback", Some(q), c), NOW + 5);
+
+        let Decision::Exchange(p) = cb(&format!("code=C0DE&state={state}"), Some(&cookie)) else {
+            panic!()
+        };
+        assert_eq!(p.return_to, "/orders?id=1");
+        assert_eq!(p.code.expose(), "C0DE");
+        assert!(!format!("{p:?}").contains("C0DE"));
+
+        let status = |d: Decision| reply(d).status;
+        assert_eq!(
+            status(cb(&format!("state={state}"), Some(&cookie))),
+            403,
+            "declined"
+        );
+        assert_eq!(status(cb("code=C", Some(&cookie))), 400, "no state");
+        assert_eq!(
+            status(cb(&format!("code=C&state={state}"), None)),
+            400,
+            "no cookie"
+        );
+        assert_eq!(
+            status(cb(&format!("code=C&state={state}x"), Some(&cookie))),
+            400,
+            "other state"
+        );
+        assert_eq!(
+            status(cb(&format!("code=C&code=D&state={state}"), Some(&cookie))),
+            400,
+            "duplicate"
+        );
+        let long = "c".repeat(MAX_CODE_LEN + 1);
+        assert_eq!(
+            status(cb(&format!("code={long}&state={state}"), Some(&cookie))),
+            400,
+            "long code"
+        );
+        assert_eq!(
+            status(cb(&format!("code=%0A&state={state}"), Some(&cookie))),
+            400,
+            "control char"
+        );
+        let late = g.decide_at(
+            &req(
+                "/_wechat/callback",
+                Some(&format!("code=C&state={state}")),
+                Some(&cookie),
+            ),
+            NOW + STATE_LIFETIME_SECS,
+        );
+        assert_eq!(reply(late).status, 400, "state cookie expired");
+        let mut post = req("/_wechat/callback", Some("code=C"), Some(&cookie));
+        post.method = "POST";
+        assert_eq!(reply(g.decide_at(&post, NOW)).status, 405);
+    }
+
+    #[test]
+    fn exchange_outcomes_map_to_pages() {
+        let g = gate();
+        let (state, cookie) = start(&g, "/p");
+        let q = format!("code=C&state={state}");
+        let pending = || match g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW)
+        {
+            Decision::Exchange(p) => p,
+            other => panic!("{other:?}"),
+        };
+        let wechat = |n: i64| {
+            Err(SnsError::WeChat {
+                code: ErrCode::from_code(n),
+                errmsg: "m".into(),
+            })
+        };
+        let cases: Vec<(Result<LoginOutcome, SnsError>, u16)> = vec![
+            (Ok(LoginOutcome::User(identity())), 302),
+            (Ok(LoginOutcome::SnapshotUser), 403),
+            (wechat(40029), 400),
+            (wechat(42003), 400),
+            (wechat(40163), 400),
+            (wechat(40125), 500),
+            (wechat(40013), 500),
+            (wechat(40164), 500),
+            (wechat(45009), 503),
+            (wechat(45011), 503),
+            (wechat(-1), 502),
+            (wechat(12345), 502),
+            (Err(SnsError::Transport("refused".into())), 503),
+            (Err(SnsError::Malformed("html".into())), 502),
+        ];
+        for (outcome, status) in cases {
+            let label = format!("{outcome:?}");
+            let r = g.finish_login(&pending(), outcome, NOW, Duration::ZERO);
+            assert_eq!(r.status, status, "{label}");
+            let removed = r.headers.iter().any(|(n, v)| {
+                *n == "Set-Cookie"
+                    && v.starts_with(&format!("wechat_state_{state}=;"))
+                    && v.contains("Max-Age=0")
+            });
+            assert!(removed, "{label}: state cookie removed");
+            if status == 302 {
+                assert_eq!(r.header("Location"), Some("/p"));
+            }
+            if status == 503 {
+                assert!(r.header("Retry-After").is_some());
+            }
+            if (400..500).contains(&status) || status == 502 || status == 503 {
+                assert!(
+                    r.body.contains("/_wechat/login?rd=%2Fp"),
+                    "{label}: offers a fresh login"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn state_cookies_are_capped() {
+        let g = gate();
+        let mut cookies = Vec::new();
+        for i in 0..(MAX_STATE_COOKIES + 2) {
+            let (_, c) = start(&g, &format!("/tab{i}"));
+            cookies.push(c);
+        }
+        cookies.push("wechat_state_forged=garbage".into());
+        let header = cookies.join("; ");
+        let r = reply(g.decide_at(&req("/again", None, Some(&header)), NOW));
+        let removals = r
+            .headers
+            .iter()
+            .filter(|(n, v)| *n == "Set-Cookie" && v.contains("Max-Age=0"))
+            .count();
+        // 7 live + 1 new must drop to 5: remove 3 live ones, and the forged one.
+        assert_eq!(
+            removals,
+            (MAX_STATE_COOKIES + 2) - (MAX_STATE_COOKIES - 1) + 1
+        );
+    }
+
+    #[test]
+    fn gate_routes() {
+        let g = gate();
+        assert_eq!(
+            reply(g.decide_at(&req("/_wechat/healthz", None, None), NOW)).status,
+            200
+        );
+        assert_eq!(
+            reply(g.decide_at(&req("/_wechat/nope", None, None), NOW)).status,
+            404
+        );
+        assert_eq!(
+            reply(g.decide_at(&req("/_wechat/userinfo", None, None), NOW)).status,
+            401
+        );
+        let session = logged_in_cookie(&g);
+        let r = reply(g.decide_at(&req("/_wechat/userinfo", None, Some(&session)), NOW));
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["openid"], "oOpenid123");
+        assert_eq!(v["nickname"], "昵称");
+        let r = reply(g.decide_at(
+            &req("/_wechat/logout", Some("rd=%2Fbye"), Some(&session)),
+            NOW,
+        ));
+        assert_eq!(r.header("Location"), Some("/bye"));
+        assert!(r
+            .header("Set-Cookie")
+            .unwrap()
+            .starts_with("wechat_session=;"));
+        let r = reply(g.decide_at(
+            &req(
+                "/_wechat/login",
+                Some("rd=https%3A%2F%2Fevil.example%2F"),
+                None,
+            ),
+            NOW,
+        ));
+        assert_eq!(r.status, 302);
+        // The start path is sealed in the state cookie: open it to check it is "/".
+        let state_cookie = cookie_from(&r, STATE_COOKIE_PREFIX);
+        let (name, value) = state_cookie.split_once('=').unwrap();
+        let state = &name[STATE_COOKIE_PREFIX.len()..];
+        assert_eq!(open_state(&g.sealer, state, value, NOW).unwrap().0, "/");
+        // A path that merely starts like the prefix is an application path.
+        assert_eq!(
+            reply(g.decide_at(&req("/_wechatx", None, None), NOW)).status,
+            302
+        );
+    }
+
+    #[test]
+    fn strip_gate_cookies_keeps_others_byte_for_byte() {
+        assert_eq!(strip_gate_cookies(None), None);
+        assert_eq!(strip_gate_cookies(Some("wechat_session=a")), None);
+        assert_eq!(
+            strip_gate_cookies(Some("a=1;b=\"x y\"; wechat_state_q=z;c=")).as_deref(),
+            Some("a=1; b=\"x y\"; c=")
+        );
+    }
 }

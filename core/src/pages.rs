@@ -109,10 +109,22 @@ mod tests {
     fn pages_escape_detail_and_links() {
         let r = page(
             400,
-            Text { zh: "标题", en: "Title" },
-            Text { zh: "消息", en: "Message" },
+            Text {
+                zh: "标题",
+                en: "Title",
+            },
+            Text {
+                zh: "消息",
+                en: "Message",
+            },
             Some("<script>x</script>"),
-            Some(("/a?b=\"c\"&d", Text { zh: "重试", en: "Retry" })),
+            Some((
+                "/a?b=\"c\"&d",
+                Text {
+                    zh: "重试",
+                    en: "Retry",
+                },
+            )),
         );
         assert_eq!(r.status, 400);
         assert!(!r.body.contains("<script>"));

@@ -67,7 +67,10 @@ mod tests {
         let a = sealer("a-very-long-cookie-secret-of-32-bytes!!");
         let sealed = a.seal("wechat_session", "{\"o\":\"openid\"}");
         assert!(!sealed.contains("openid"));
-        assert_eq!(a.open("wechat_session", &sealed).as_deref(), Some("{\"o\":\"openid\"}"));
+        assert_eq!(
+            a.open("wechat_session", &sealed).as_deref(),
+            Some("{\"o\":\"openid\"}")
+        );
         assert_eq!(a.open("wechat_state_x", &sealed), None);
         let b = sealer("another-long-cookie-secret-of-32-bytes!");
         assert_eq!(b.open("wechat_session", &sealed), None);
@@ -75,11 +78,17 @@ mod tests {
         for i in 0..bytes.len() {
             let orig = bytes[i];
             bytes[i] = if orig == b'A' { b'B' } else { b'A' };
-            assert_eq!(a.open("wechat_session", std::str::from_utf8(&bytes).unwrap()), None);
+            assert_eq!(
+                a.open("wechat_session", std::str::from_utf8(&bytes).unwrap()),
+                None
+            );
             bytes[i] = orig;
         }
         assert_eq!(a.open("wechat_session", "not base64 at all!"), None);
-        assert_eq!(a.open("wechat_session", &"A".repeat(MAX_SEALED_BYTES + 1)), None);
+        assert_eq!(
+            a.open("wechat_session", &"A".repeat(MAX_SEALED_BYTES + 1)),
+            None
+        );
     }
 
     #[test]

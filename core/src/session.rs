@@ -67,7 +67,9 @@ impl Identity {
 pub fn is_valid_wechat_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Serialize, Deserialize)]
@@ -131,7 +133,9 @@ mod tests {
         let h = identity().upstream_headers();
         let nick = &h.iter().find(|(n, _)| *n == HEADER_NICKNAME).unwrap().1;
         assert_eq!(nick, "%E5%BC%A0%E4%B8%89%20%F0%9F%90%BC%20Zo%C3%AB");
-        let decoded = percent_encoding::percent_decode_str(nick).decode_utf8().unwrap();
+        let decoded = percent_encoding::percent_decode_str(nick)
+            .decode_utf8()
+            .unwrap();
         assert_eq!(decoded, "张三 🐼 Zoë");
     }
 

@@ -48,7 +48,11 @@ impl SnsError {
     fn is_retryable(&self) -> bool {
         matches!(
             self,
-            SnsError::Transport(_) | SnsError::WeChat { code: ErrCode::SystemBusy, .. }
+            SnsError::Transport(_)
+                | SnsError::WeChat {
+                    code: ErrCode::SystemBusy,
+                    ..
+                }
         )
     }
 }
@@ -104,8 +108,8 @@ struct ErrorFields {
 }
 
 fn check_errcode(body: &[u8]) -> Result<(), SnsError> {
-    let fields: ErrorFields = serde_json::from_slice(body)
-        .map_err(|e| SnsError::Malformed(format!("not JSON ({e})")))?;
+    let fields: ErrorFields =
+        serde_json::from_slice(body).map_err(|e| SnsError::Malformed(format!("not JSON ({e})")))?;
     match fields.errcode {
         Some(code) if code != 0 => {
             let mut errmsg = fields.errmsg.unwrap_or_default();
@@ -207,13 +211,23 @@ fn json_problem(e: &serde_json::Error) -> String {
     let text = e.to_string();
     match text.find(" at line") {
         Some(i) if text.starts_with("missing field") => text[..i].to_owned(),
-        _ => format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
+        _ => format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ),
     }
 }
 
 /// The `sns/oauth2/access_token` URL for exchanging `code`. It carries the
 /// secret: send it to WeChat, never log or show it.
-pub fn access_token_url(api_base: &Url, appid: &str, secret: &Secret, code: &AuthorizationCode) -> Url {
+pub fn access_token_url(
+    api_base: &Url,
+    appid: &str,
+    secret: &Secret,
+    code: &AuthorizationCode,
+) -> Url {
     let mut url = api_url(api_base, "sns/oauth2/access_token");
     url.query_pairs_mut()
         .append_pair("appid", appid)
@@ -316,7 +330,10 @@ impl SnsClient {
         let transport = |e: reqwest::Error| SnsError::Transport(e.without_url().to_string());
         let mut response = self.http.get(url).send().await.map_err(transport)?;
         if !response.status().is_success() {
-            return Err(SnsError::Malformed(format!("HTTP status {}", response.status())));
+            return Err(SnsError::Malformed(format!(
+                "HTTP status {}",
+                response.status()
+            )));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
@@ -375,18 +392,34 @@ mod tests {
         assert_eq!(u.sex, 2);
         assert_eq!(u.nickname, "微信用户🐼");
         assert_eq!(u.headimgurl, None);
-        assert_eq!(parse_userinfo(br#"{"openid":"o1","sex":1}"#).unwrap().sex, 1);
+        assert_eq!(
+            parse_userinfo(br#"{"openid":"o1","sex":1}"#).unwrap().sex,
+            1
+        );
     }
 
     #[test]
     fn urls_carry_the_documented_parameters() {
         let base = Url::parse("http://127.0.0.1:9/wx").unwrap();
-        let url = access_token_url(&base, "wx1", &Secret::new("S"), &AuthorizationCode::new("C"));
+        let url = access_token_url(
+            &base,
+            "wx1",
+            &Secret::new("S"),
+            &AuthorizationCode::new("C"),
+        );
         assert_eq!(
             url.as_str(),
             "http://127.0.0.1:9/wx/sns/oauth2/access_token?appid=wx1&secret=S&code=C&grant_type=authorization_code"
         );
-        let url = userinfo_url(&Url::parse("https://api.weixin.qq.com").unwrap(), &AccessToken::new("T"), "o", "zh_CN");
-        assert_eq!(url.as_str(), "https://api.weixin.qq.com/sns/userinfo?access_token=T&openid=o&lang=zh_CN");
+        let url = userinfo_url(
+            &Url::parse("https://api.weixin.qq.com").unwrap(),
+            &AccessToken::new("T"),
+            "o",
+            "zh_CN",
+        );
+        assert_eq!(
+            url.as_str(),
+            "https://api.weixin.qq.com/sns/userinfo?access_token=T&openid=o&lang=zh_CN"
+        );
     }
 }

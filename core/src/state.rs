@@ -83,7 +83,9 @@ pub fn safe_return_path(rd: &str, origin: &str, prefix: &str) -> Option<String> 
     let ok = path.len() <= MAX_RETURN_PATH
         && path.starts_with('/')
         && !path.starts_with("//")
-        && path.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'\\');
+        && path
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'\\');
     let under_prefix = path == prefix
         || path
             .strip_prefix(prefix)
@@ -114,7 +116,10 @@ mod tests {
     fn state_cookie_is_bound_to_its_state_and_expires() {
         let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
         let v = seal_state(&s, "abc", "/orders?id=1", 100);
-        assert_eq!(open_state(&s, "abc", &v, 100), Some(("/orders?id=1".into(), 700)));
+        assert_eq!(
+            open_state(&s, "abc", &v, 100),
+            Some(("/orders?id=1".into(), 700))
+        );
         assert_eq!(open_state(&s, "abd", &v, 100), None);
         assert_eq!(open_state(&s, "abc", &v, 700), None);
     }

@@ -210,10 +210,8 @@ fn count(app: &App, endpoint: &'static str) {
 /// A JSON API answer as WeChat sends it: HTTP 200, `text/plain`.
 fn wechat_json(value: serde_json::Value) -> Response {
     let mut r = value.to_string().into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 
@@ -254,7 +252,10 @@ fn check_authorize(cfg: &EmulatorConfig, raw: &str) -> Result<AuthorizeRequest, 
         _ => {}
     }
     if value("redirect_uri").is_none_or(str::is_empty) {
-        return Err(error_page(10011, "redirect_uri 参数为空 (redirect_uri empty)"));
+        return Err(error_page(
+            10011,
+            "redirect_uri 参数为空 (redirect_uri empty)",
+        ));
     }
     if value("scope").is_none_or(str::is_empty) {
         return Err(error_page(10010, "scope 参数为空 (scope empty)"));
@@ -277,11 +278,17 @@ fn check_authorize(cfg: &EmulatorConfig, raw: &str) -> Result<AuthorizeRequest, 
     }
     let scope = value("scope").unwrap_or_default().to_owned();
     if scope != "snsapi_base" && scope != "snsapi_userinfo" {
-        return Err(error_page(10005, "此公众号并没有这些 scope 的权限 (no permission for this scope)"));
+        return Err(error_page(
+            10005,
+            "此公众号并没有这些 scope 的权限 (no permission for this scope)",
+        ));
     }
     let state = value("state").unwrap_or_default().to_owned();
     if state.len() > 128 || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(error_page(-1, "state 参数错误：只能为 a-zA-Z0-9，最长 128 字节"));
+        return Err(error_page(
+            -1,
+            "state 参数错误：只能为 a-zA-Z0-9，最长 128 字节",
+        ));
     }
     let force_popup = match value("forcePopup") {
         None => false,
@@ -294,7 +301,10 @@ fn check_authorize(cfg: &EmulatorConfig, raw: &str) -> Result<AuthorizeRequest, 
         .find_map(|p| p.strip_prefix("redirect_uri="))
         .unwrap_or_default();
     if raw_redirect.contains(':') || raw_redirect.contains('/') {
-        return Err(error_page(-1, "redirect_uri 参数错误：必须经过 urlEncode (redirect_uri not url-encoded)"));
+        return Err(error_page(
+            -1,
+            "redirect_uri 参数错误：必须经过 urlEncode (redirect_uri not url-encoded)",
+        ));
     }
     let redirect_uri = url::Url::parse(value("redirect_uri").unwrap_or_default())
         .ok()
@@ -306,11 +316,23 @@ fn check_authorize(cfg: &EmulatorConfig, raw: &str) -> Result<AuthorizeRequest, 
         None => host.to_owned(),
     };
     let expected = &cfg.callback_host;
-    let matches = if expected.contains(':') { &authority == expected } else { host == expected };
+    let matches = if expected.contains(':') {
+        &authority == expected
+    } else {
+        host == expected
+    };
     if !matches {
-        return Err(error_page(10003, "redirect_uri 域名与后台配置不一致 (redirect_uri domain differs from the console's)"));
+        return Err(error_page(
+            10003,
+            "redirect_uri 域名与后台配置不一致 (redirect_uri domain differs from the console's)",
+        ));
     }
-    Ok(AuthorizeRequest { redirect_uri, scope, state, force_popup })
+    Ok(AuthorizeRequest {
+        redirect_uri,
+        scope,
+        state,
+        force_popup,
+    })
 }
 
 fn back_to(mut redirect_uri: url::Url, code: Option<&str>, state: &str) -> Response {
@@ -322,7 +344,11 @@ fn back_to(mut redirect_uri: url::Url, code: Option<&str>, state: &str) -> Respo
         q.append_pair("state", state);
     }
     // WeChat answers 302 Found.
-    (StatusCode::FOUND, [(header::LOCATION, redirect_uri.as_str())]).into_response()
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, redirect_uri.as_str())],
+    )
+        .into_response()
 }
 
 fn issue_code(app: &App, scope: &str) -> String {
@@ -331,7 +357,12 @@ fn issue_code(app: &App, scope: &str) -> String {
     let openid = openid_of(&app.cfg.appid, &world.profile);
     world.codes.insert(
         code.clone(),
-        CodeEntry { openid, scope: scope.to_owned(), issued: Instant::now(), used: false },
+        CodeEntry {
+            openid,
+            scope: scope.to_owned(),
+            issued: Instant::now(),
+            used: false,
+        },
     );
     code
 }
@@ -400,7 +431,11 @@ fn token_answer(app: &App, world: &mut World, openid: String, scope: String) -> 
     let expires = Instant::now() + app.cfg.token_ttl;
     world.access_tokens.insert(
         access.clone(),
-        TokenEntry { openid: openid.clone(), scope: scope.clone(), expires },
+        TokenEntry {
+            openid: openid.clone(),
+            scope: scope.clone(),
+            expires,
+        },
     );
     world.refresh_tokens.insert(
         refresh.clone(),
@@ -425,7 +460,9 @@ fn token_answer(app: &App, world: &mut World, openid: String, scope: String) -> 
 
 fn check_app(app: &App, q: &HashMap<String, String>, grant_type: &str) -> Result<(), Response> {
     let appid = q.get("appid").filter(|v| !v.is_empty());
-    let Some(appid) = appid else { return Err(wechat_error(41002, "appid missing")) };
+    let Some(appid) = appid else {
+        return Err(wechat_error(41002, "appid missing"));
+    };
     if appid != &app.cfg.appid {
         return Err(wechat_error(40013, "invalid appid"));
     }
@@ -474,7 +511,9 @@ async fn refresh_token(State(app): State<App>, Query(q): Params) -> Response {
     let mut world = app.world.lock().unwrap();
     let (openid, scope) = match world.refresh_tokens.get(refresh.as_str()) {
         None => return wechat_error(40030, "invalid refresh_token"),
-        Some(t) if t.expires <= Instant::now() => return wechat_error(42002, "refresh_token expired"),
+        Some(t) if t.expires <= Instant::now() => {
+            return wechat_error(42002, "refresh_token expired")
+        }
         Some(t) => (t.openid.clone(), t.scope.clone()),
     };
     world.refresh_tokens.remove(refresh.as_str());
@@ -487,10 +526,12 @@ fn check_token(app: &App, q: &HashMap<String, String>) -> Result<String, Respons
         return Err(wechat_error(41001, "access_token missing"));
     };
     let world = app.world.lock().unwrap();
-    let entry = world
-        .access_tokens
-        .get(token.as_str())
-        .ok_or_else(|| wechat_error(40001, "invalid credential, access_token is invalid or not latest"))?;
+    let entry = world.access_tokens.get(token.as_str()).ok_or_else(|| {
+        wechat_error(
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        )
+    })?;
     if entry.expires <= Instant::now() {
         return Err(wechat_error(42001, "access_token expired"));
     }
@@ -566,4 +607,3 @@ async fn issued(State(app): State<App>) -> Response {
     }))
     .into_response()
 }
-

@@ -20,7 +20,12 @@ struct Args {
     #[arg(long, env = "WECHAT_APPID", default_value = "wx0e1a2b3c4d5e6f70")]
     appid: String,
     /// The app secret the token endpoint accepts.
-    #[arg(long, env = "WECHAT_APP_SECRET", hide_env_values = true, default_value = "emulator-app-secret")]
+    #[arg(
+        long,
+        env = "WECHAT_APP_SECRET",
+        hide_env_values = true,
+        default_value = "emulator-app-secret"
+    )]
     secret: String,
     /// Consent at once (auto) or show a consent page with allow/deny (page).
     #[arg(long, value_enum, default_value = "auto")]
@@ -31,8 +36,7 @@ struct Args {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();

@@ -15,7 +15,11 @@ use html_escape::encode_text;
 
 fn decoded_nickname(headers: &HeaderMap) -> Option<String> {
     let raw = headers.get("x-wechat-nickname")?.to_str().ok()?;
-    Some(percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
+    Some(
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 async fn echo(request: Request) -> Response {
@@ -42,12 +46,27 @@ async fn public_asset() -> &'static str {
 
 async fn page(request: Request) -> Response {
     let headers = request.headers();
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
     let nickname = decoded_nickname(headers).unwrap_or_default();
-    let rows: String = ["x-wechat-openid", "x-wechat-unionid", "x-wechat-scope", "x-wechat-nickname"]
-        .iter()
-        .map(|n| format!("<tr><th>{n}</th><td><code>{}</code></td></tr>", encode_text(get(n))))
-        .collect();
+    let rows: String = [
+        "x-wechat-openid",
+        "x-wechat-unionid",
+        "x-wechat-scope",
+        "x-wechat-nickname",
+    ]
+    .iter()
+    .map(|n| {
+        format!(
+            "<tr><th>{n}</th><td><code>{}</code></td></tr>",
+            encode_text(get(n))
+        )
+    })
+    .collect();
     Html(format!(
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>Demo app</title>\

@@ -190,7 +190,11 @@ impl ProxyHttp for GatewayProxy {
         GateCtx::default()
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut GateCtx) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut GateCtx,
+    ) -> pingora::Result<bool> {
         self.gate.request_filter(session, ctx).await
     }
 

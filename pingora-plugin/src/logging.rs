@@ -11,8 +11,7 @@ pub const ALWAYS: [&str; 3] = ["reqwest=warn", "hyper_util=warn", "hyper=warn"];
 
 /// Installs the global subscriber (also capturing Pingora's `log` records).
 pub fn init() {
-    let mut filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     for directive in ALWAYS {
         filter = filter.add_directive(directive.parse().expect("static directive"));
     }

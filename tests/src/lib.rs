@@ -22,7 +22,10 @@ pub fn random(len: usize) -> String {
 /// Path of a workspace binary in the same target directory as this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -34,7 +37,11 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed on drop; its stdout and stderr go to a log file.
@@ -56,7 +63,9 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc { child, log }
     }
 
@@ -70,6 +79,13 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     }
 
     /// The log so far.
@@ -116,18 +132,29 @@ pub struct Answer {
 impl Answer {
     /// First value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a header.
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The `Location` header, panicking when absent.
     pub fn location(&self) -> &str {
-        self.header("location")
-            .unwrap_or_else(|| panic!("no Location from {} ({}): {}", self.url, self.status, self.body))
+        self.header("location").unwrap_or_else(|| {
+            panic!(
+                "no Location from {} ({}): {}",
+                self.url, self.status, self.body
+            )
+        })
     }
 
     /// The body as JSON.
@@ -184,7 +211,11 @@ impl Browser {
 
     /// The Cookie header this browser sends.
     pub fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// GET `url` (any fragment dropped, as browsers do) with extra headers.
@@ -192,7 +223,10 @@ impl Browser {
         let url = url.split('#').next().unwrap().to_owned();
         let mut req = self.client.get(&url).header("User-Agent", &self.user_agent);
         if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
-            req = req.header("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8");
+            req = req.header(
+                "Accept",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            );
         }
         if !self.cookies.is_empty() {
             req = req.header("Cookie", self.cookie_header());
@@ -211,11 +245,16 @@ impl Browser {
 
     /// POST a form to `url`.
     pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
-        let mut req = self.client.post(url).header("User-Agent", &self.user_agent).form(form);
+        let mut req = self
+            .client
+            .post(url)
+            .header("User-Agent", &self.user_agent)
+            .form(form);
         if !self.cookies.is_empty() {
             req = req.header("Cookie", self.cookie_header());
         }
-        self.record(url.to_owned(), req.send().await.expect("request")).await
+        self.record(url.to_owned(), req.send().await.expect("request"))
+            .await
     }
 
     async fn record(&mut self, url: String, resp: reqwest::Response) -> Answer {
@@ -223,10 +262,20 @@ impl Browser {
         let headers: Vec<(String, String)> = resp
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = resp.text().await.unwrap_or_default();
-        let answer = Answer { url, status, headers, body };
+        let answer = Answer {
+            url,
+            status,
+            headers,
+            body,
+        };
         if self.store_cookies {
             for set in answer.headers_named("set-cookie") {
                 let c = cookie::Cookie::parse(set.to_owned()).expect("valid Set-Cookie");
@@ -234,7 +283,8 @@ impl Browser {
                 if removed {
                     self.cookies.remove(c.name());
                 } else {
-                    self.cookies.insert(c.name().to_owned(), c.value().to_owned());
+                    self.cookies
+                        .insert(c.name().to_owned(), c.value().to_owned());
                 }
             }
         }
@@ -258,7 +308,11 @@ impl Browser {
 
 /// Resolves a Location against the URL it came from.
 pub fn absolute(base: &str, location: &str) -> String {
-    url::Url::parse(base).unwrap().join(location).unwrap().to_string()
+    url::Url::parse(base)
+        .unwrap()
+        .join(location)
+        .unwrap()
+        .to_string()
 }
 
 /// Emulator + demo app + gateway as three processes with a generated config.
@@ -341,7 +395,10 @@ public_paths = ["/static/", "/echo/public"]
             &[
                 ("WECHAT_APP_SECRET", &app_secret),
                 ("WECHAT_COOKIE_SECRET", &cookie_secret),
-                ("RUST_LOG", "info,wechat_oauth=trace,wechat_oauth_pingora=trace"),
+                (
+                    "RUST_LOG",
+                    "info,wechat_oauth=trace,wechat_oauth_pingora=trace",
+                ),
             ],
         );
         wait_ready(&format!("{emulator_url}/_emulator/calls")).await;
@@ -382,7 +439,11 @@ public_paths = ["/static/", "/echo/public"]
 
     /// Every log line of the three processes.
     pub fn logs(&self) -> String {
-        self.procs.iter().map(Proc::log_text).collect::<Vec<_>>().join("\n")
+        self.procs
+            .iter()
+            .map(Proc::log_text)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The gateway's process.
@@ -398,7 +459,10 @@ public_paths = ["/static/", "/echo/public"]
         let authorize = browser.get(first.location()).await;
         assert_eq!(authorize.status, 302, "emulator: {}", authorize.body);
         let callback = authorize.location().to_owned();
-        assert!(callback.starts_with(&self.url("/_wechat/callback?")), "{callback}");
+        assert!(
+            callback.starts_with(&self.url("/_wechat/callback?")),
+            "{callback}"
+        );
         browser.get(&callback).await
     }
 }

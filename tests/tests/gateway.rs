@@ -6,7 +6,10 @@ use std::time::Duration;
 use wechat_e2e::{absolute, Browser, Proc, Stack, DESKTOP_UA, WECHAT_UA};
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8().unwrap().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .unwrap()
+        .into_owned()
 }
 
 #[tokio::test]
@@ -43,10 +46,21 @@ async fn wechat_browser_logs_in_and_the_upstream_gets_the_verified_identity() {
     assert_eq!(back.status, 302, "{}", back.body);
     assert_eq!(back.location(), "/echo?order=42&x=%E4%B8%AD");
     let set = back.headers_named("set-cookie");
-    assert!(set.iter().any(|c| c.starts_with("wechat_session=") && c.contains("HttpOnly")), "{set:?}");
-    assert!(set.iter().any(|c| c.starts_with("wechat_state_") && c.contains("Max-Age=0")), "{set:?}");
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("wechat_session=") && c.contains("HttpOnly")),
+        "{set:?}"
+    );
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("wechat_state_") && c.contains("Max-Age=0")),
+        "{set:?}"
+    );
     assert!(browser.cookies.contains_key("wechat_session"));
-    assert!(!browser.cookies.keys().any(|k| k.starts_with("wechat_state_")));
+    assert!(!browser
+        .cookies
+        .keys()
+        .any(|k| k.starts_with("wechat_state_")));
     assert_eq!(stack.calls("access_token").await, 1);
     assert_eq!(stack.calls("userinfo").await, 1);
 
@@ -82,7 +96,12 @@ async fn wechat_browser_logs_in_and_the_upstream_gets_the_verified_identity() {
     assert_eq!(out.status, 302);
     assert_eq!(out.location(), "/");
     assert!(!browser.cookies.contains_key("wechat_session"));
-    let after = browser.get_with(&stack.url("/echo"), &[("X-Requested-With", "XMLHttpRequest")]).await;
+    let after = browser
+        .get_with(
+            &stack.url("/echo"),
+            &[("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
     assert_eq!(after.status, 401);
 }
 
@@ -98,11 +117,16 @@ async fn client_sent_identity_headers_never_reach_the_upstream() {
     ];
     // Without a session, on a public path: no identity header at all.
     let mut anonymous = Browser::new(DESKTOP_UA);
-    let public = anonymous.get_with(&stack.url("/echo/public"), &forged).await;
+    let public = anonymous
+        .get_with(&stack.url("/echo/public"), &forged)
+        .await;
     assert_eq!(public.status, 200, "{}", public.body);
     let headers = public.json()["headers"].clone();
     let names: Vec<&String> = headers.as_object().unwrap().keys().collect();
-    assert!(!names.iter().any(|n| n.starts_with("x-wechat-")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("x-wechat-")),
+        "{names:?}"
+    );
 
     // With a session: only the verified values.
     let mut browser = Browser::new(WECHAT_UA);
@@ -117,7 +141,10 @@ async fn client_sent_identity_headers_never_reach_the_upstream() {
     // Spoofing without a session from a script gets no further than the gate.
     let mut script = Browser::new("curl/8");
     let refused = script
-        .get_with(&stack.url("/echo"), &[("X-WeChat-OpenID", "x"), ("Accept", "application/json")])
+        .get_with(
+            &stack.url("/echo"),
+            &[("X-WeChat-OpenID", "x"), ("Accept", "application/json")],
+        )
         .await;
     assert_eq!(refused.status, 401);
 }
@@ -141,28 +168,50 @@ async fn callbacks_with_a_missing_or_wrong_state_get_400_and_no_token_call() {
         format!("/_wechat/callback?code={}&state=WrongState123", enc(code)),
         format!("/_wechat/callback?code={}&state={long_state}", enc(code)),
         format!("/_wechat/callback?code={}&state=a%2Db", enc(code)),
-        format!("/_wechat/callback?code={}&state={state}&state={state}", enc(code)),
+        format!(
+            "/_wechat/callback?code={}&state={state}&state={state}",
+            enc(code)
+        ),
     ];
     for path in &bad {
         let answer = browser.get(&stack.url(path)).await;
         assert_eq!(answer.status, 400, "{path}: {}", answer.body);
-        assert!(answer.header("content-type").unwrap().starts_with("text/html"));
-        assert!(answer.body.contains("/_wechat/login"), "offers a fresh login");
+        assert!(answer
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(
+            answer.body.contains("/_wechat/login"),
+            "offers a fresh login"
+        );
     }
     // The right state from another browser (no state cookie) is refused too.
     let mut other = Browser::new(WECHAT_UA);
     let stolen = other.get(callback.as_str()).await;
     assert_eq!(stolen.status, 400);
     // A state cookie sealed for another state does not fit.
-    let (name, value) = browser.cookies.iter().find(|(k, _)| k.starts_with("wechat_state_")).unwrap();
+    let (name, value) = browser
+        .cookies
+        .iter()
+        .find(|(k, _)| k.starts_with("wechat_state_"))
+        .unwrap();
     let mut forger = Browser::new(WECHAT_UA);
-    forger.cookies.insert("wechat_state_WrongState123".into(), value.clone());
+    forger
+        .cookies
+        .insert("wechat_state_WrongState123".into(), value.clone());
     let answer = forger
-        .get(&stack.url(&format!("/_wechat/callback?code={}&state=WrongState123", enc(code))))
+        .get(&stack.url(&format!(
+            "/_wechat/callback?code={}&state=WrongState123",
+            enc(code)
+        )))
         .await;
     assert_eq!(answer.status, 400);
     assert!(name.ends_with(state.as_str()));
-    assert_eq!(stack.calls("access_token").await, 0, "no token call for a bad state");
+    assert_eq!(
+        stack.calls("access_token").await,
+        0,
+        "no token call for a bad state"
+    );
 
     // The genuine callback still works, and is the only token call.
     let good = browser.get(callback.as_str()).await;
@@ -178,17 +227,29 @@ async fn a_declined_authorization_gets_a_page_to_try_again_and_no_token_call() {
     // The emulator's consent page, answered with "deny".
     let with_popup = first.location().replace("#wechat_redirect", "");
     let query = with_popup.split_once('?').unwrap().1.to_owned() + "&forcePopup=true";
-    let page = browser.get(&format!("{}/connect/oauth2/authorize?{query}", stack.emulator_url)).await;
+    let page = browser
+        .get(&format!(
+            "{}/connect/oauth2/authorize?{query}",
+            stack.emulator_url
+        ))
+        .await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("decision"), "{}", page.body);
     let denied = browser
-        .post_form(&format!("{}/connect/oauth2/authorize", stack.emulator_url), &[("query", &query), ("decision", "deny")])
+        .post_form(
+            &format!("{}/connect/oauth2/authorize", stack.emulator_url),
+            &[("query", &query), ("decision", "deny")],
+        )
         .await;
     let callback = denied.location().to_owned();
     assert!(!callback.contains("code="));
     let answer = browser.get(&callback).await;
     assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(answer.body.contains("/_wechat/login?rd=%2Forders"), "{}", answer.body);
+    assert!(
+        answer.body.contains("/_wechat/login?rd=%2Forders"),
+        "{}",
+        answer.body
+    );
     assert_eq!(stack.calls("access_token").await, 0);
 }
 
@@ -199,7 +260,10 @@ async fn tampered_or_foreign_session_cookies_count_as_no_session() {
     assert_eq!(stack.wechat_login(&mut browser, "/echo").await.status, 302);
     let genuine = browser.cookies["wechat_session"].clone();
     let xhr = [("X-Requested-With", "XMLHttpRequest")];
-    assert_eq!(browser.get_with(&stack.url("/echo"), &xhr).await.status, 200);
+    assert_eq!(
+        browser.get_with(&stack.url("/echo"), &xhr).await.status,
+        200
+    );
 
     // Sealed with another gateway's key, for the same identity.
     let foreign_key = wechat_oauth::seal::Sealer::new(&wechat_oauth::secret::Secret::new(
@@ -213,7 +277,10 @@ async fn tampered_or_foreign_session_cookies_count_as_no_session() {
         nickname: None,
         headimgurl: None,
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let foreign = wechat_oauth::session::seal_session(&foreign_key, &identity, now, 3600);
 
     let mut flipped = genuine.clone().into_bytes();
@@ -245,21 +312,32 @@ async fn scripts_without_a_session_get_401_json_and_other_browsers_a_page() {
         vec![("X-Requested-With", "XMLHttpRequest")],
         vec![("Accept", "application/json")],
     ] {
-        let answer = browser.get_with(&stack.url("/api/orders?page=2"), &extra).await;
+        let answer = browser
+            .get_with(&stack.url("/api/orders?page=2"), &extra)
+            .await;
         assert_eq!(answer.status, 401, "{extra:?}");
-        assert!(answer.header("content-type").unwrap().starts_with("application/json"));
+        assert!(answer
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json"));
         let body = answer.json();
         assert_eq!(body["error"], "login_required");
         assert_eq!(
             body["login_url"],
             stack.url("/_wechat/login?rd=%2Fapi%2Forders%3Fpage%3D2")
         );
-        assert!(answer.header("set-cookie").is_none(), "no state cookie for XHR");
+        assert!(
+            answer.header("set-cookie").is_none(),
+            "no state cookie for XHR"
+        );
     }
     let mut desktop = Browser::new(DESKTOP_UA);
     let page = desktop.get(&stack.url("/orders")).await;
     assert_eq!(page.status, 401);
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     assert!(page.body.contains("微信") && page.body.contains("WeChat"));
     assert!(page.body.contains("/_wechat/login?rd=%2Forders"));
     // That login link takes a browser through WeChat back to /orders.
@@ -269,7 +347,9 @@ async fn scripts_without_a_session_get_401_json_and_other_browsers_a_page() {
     let back = desktop.get(consent.location()).await;
     assert_eq!(back.location(), "/orders");
     // Public paths need no login.
-    let asset = Browser::new(DESKTOP_UA).get(&stack.url("/static/app.css")).await;
+    let asset = Browser::new(DESKTOP_UA)
+        .get(&stack.url("/static/app.css"))
+        .await;
     assert_eq!(asset.status, 200);
 }
 
@@ -287,13 +367,20 @@ async fn return_paths_never_leave_the_site() {
     ];
     for (rd, expected) in cases {
         let mut browser = Browser::new(WECHAT_UA);
-        let back = stack.wechat_login(&mut browser, &format!("/_wechat/login?rd={rd}")).await;
+        let back = stack
+            .wechat_login(&mut browser, &format!("/_wechat/login?rd={rd}"))
+            .await;
         assert_eq!(back.status, 302, "{rd}");
         assert_eq!(back.location(), expected, "rd={rd}");
-        let logout = browser.get(&stack.url(&format!("/_wechat/logout?rd={rd}"))).await;
+        let logout = browser
+            .get(&stack.url(&format!("/_wechat/logout?rd={rd}")))
+            .await;
         assert_eq!(logout.location(), expected, "logout rd={rd}");
     }
-    let own = format!("/_wechat/login?rd={}", url::form_urlencoded::byte_serialize(stack.url("/mine").as_bytes()).collect::<String>());
+    let own = format!(
+        "/_wechat/login?rd={}",
+        url::form_urlencoded::byte_serialize(stack.url("/mine").as_bytes()).collect::<String>()
+    );
     let back = stack.wechat_login(&mut Browser::new(WECHAT_UA), &own).await;
     assert_eq!(back.location(), "/mine");
 }
@@ -340,10 +427,19 @@ async fn secrets_codes_and_tokens_appear_in_no_response_and_no_log_line() {
         .map(|a| a.all_text())
         .collect();
     let logs = stack.logs();
-    assert!(logs.contains("login completed"), "the gateway logs logins:\n{logs}");
+    assert!(
+        logs.contains("login completed"),
+        "the gateway logs logins:\n{logs}"
+    );
     for secret in &secrets {
-        assert!(!gateway_answers.contains(secret.as_str()), "a gateway answer carries a secret");
-        assert!(!logs.contains(secret.as_str()), "a log line carries a secret:\n{logs}");
+        assert!(
+            !gateway_answers.contains(secret.as_str()),
+            "a gateway answer carries a secret"
+        );
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a log line carries a secret:\n{logs}"
+        );
     }
 }
 
@@ -353,25 +449,55 @@ fn config_problems_stop_start_up_with_one_line_naming_the_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let good = "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s3cr3t-value\"\n\n[gateway]\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\npublic_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n";
     let cases = [
-        (good.replace("appid = \"wx1234567890abcdef\"\n", ""), "[wechat] appid"),
-        (good.replace("secret = \"s3cr3t-value\"\n", ""), "[wechat] secret"),
-        (good.replace("0123456789abcdef0123456789abcdef", "too-short"), "[gateway] cookie_secret"),
-        (good.replace("upstream = \"127.0.0.1:2\"\n", ""), "[gateway] upstream"),
-        (good.replace("public_url = \"https://app.example.com\"\n", ""), "[gateway] public_url"),
+        (
+            good.replace("appid = \"wx1234567890abcdef\"\n", ""),
+            "[wechat] appid",
+        ),
+        (
+            good.replace("secret = \"s3cr3t-value\"\n", ""),
+            "[wechat] secret",
+        ),
+        (
+            good.replace("0123456789abcdef0123456789abcdef", "too-short"),
+            "[gateway] cookie_secret",
+        ),
+        (
+            good.replace("upstream = \"127.0.0.1:2\"\n", ""),
+            "[gateway] upstream",
+        ),
+        (
+            good.replace("public_url = \"https://app.example.com\"\n", ""),
+            "[gateway] public_url",
+        ),
         (good.replace("listen =", "lisen ="), "lisen"),
         (good.replace("[gateway]", "[gateway"), "line"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.join(format!("c{i}.toml"));
         std::fs::write(&path, text).unwrap();
-        let mut p = Proc::start(&dir, &format!("c{i}"), "wechat-gateway", &["--config", path.to_str().unwrap()], &[]);
+        let mut p = Proc::start(
+            &dir,
+            &format!("c{i}"),
+            "wechat-gateway",
+            &["--config", path.to_str().unwrap()],
+            &[],
+        );
         assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1), "{key}");
         let out = p.log_text();
         assert!(out.contains(key), "{key}: {out}");
         assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
-        assert!(!out.contains("panicked") && !out.contains("too-short") && !out.contains("s3cr3t"), "{out}");
+        assert!(
+            !out.contains("panicked") && !out.contains("too-short") && !out.contains("s3cr3t"),
+            "{out}"
+        );
     }
-    let mut p = Proc::start(&dir, "missing", "wechat-gateway", &["--config", "/nonexistent.toml"], &[]);
+    let mut p = Proc::start(
+        &dir,
+        "missing",
+        "wechat-gateway",
+        &["--config", "/nonexistent.toml"],
+        &[],
+    );
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(p.log_text().contains("/nonexistent.toml"));
     std::fs::remove_dir_all(&dir).unwrap();

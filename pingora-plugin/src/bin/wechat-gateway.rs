@@ -46,7 +46,9 @@ fn main() {
 /// returns the gateway configuration that points at them.
 fn demo_config(listen: SocketAddr) -> Config {
     if std::net::TcpListener::bind(listen).is_err() {
-        fail(format!("--demo: {listen} is in use; pick another with --listen 127.0.0.1:PORT"));
+        fail(format!(
+            "--demo: {listen} is in use; pick another with --listen 127.0.0.1:PORT"
+        ));
     }
     let appid = "wxd3e0f1a2b3c4d5e6";
     let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);

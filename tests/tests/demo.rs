@@ -1,0 +1,62 @@
+//! `wechat-gateway --demo`: the product as a new user first runs it.
+
+use std::time::Duration;
+
+use wechat_e2e::{absolute, free_port, wait_ready, Browser, Proc, DESKTOP_UA};
+
+#[tokio::test]
+async fn the_demo_logs_a_desktop_browser_in_through_the_emulators_consent_page() {
+    let dir = std::env::temp_dir().join(format!("wechat-demo-{}", wechat_e2e::random(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut demo = Proc::start(
+        &dir,
+        "demo",
+        "wechat-gateway",
+        &["--demo", "--listen", &listen],
+        &[],
+    );
+    let base = format!("http://{listen}");
+    wait_ready(&format!("{base}/_wechat/healthz")).await;
+    assert!(
+        demo.log_text().contains(&format!("Open  {base}/")),
+        "{}",
+        demo.log_text()
+    );
+
+    let mut browser = Browser::new(DESKTOP_UA);
+    let first = browser.get(&format!("{base}/")).await;
+    assert_eq!(first.status, 401);
+    assert!(first.body.contains("/_wechat/login?rd=%2F"));
+    let start = browser.get(&format!("{base}/_wechat/login?rd=%2F")).await;
+    assert_eq!(start.status, 302);
+    let consent = browser.get(start.location()).await;
+    assert_eq!(consent.status, 200, "the demo shows a consent page");
+    let query = consent
+        .body
+        .split("name=\"query\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("consent form")
+        .replace("&amp;", "&");
+    let action = absolute(&consent.url, "/connect/oauth2/authorize");
+    let allowed = browser
+        .post_form(&action, &[("query", &query), ("decision", "allow")])
+        .await;
+    assert_eq!(allowed.status, 302);
+    let back = browser.get(allowed.location()).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    assert_eq!(back.location(), "/");
+    let page = browser.get(&format!("{base}/")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("微信用户 🐼 Zoë"), "{}", page.body);
+    assert!(page.body.contains("x-wechat-openid"));
+
+    demo.interrupt();
+    assert!(
+        demo.wait_exit(Duration::from_secs(10)).is_some(),
+        "Ctrl-C stops the demo"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
