@@ -45,11 +45,12 @@ fn main() {
 /// Starts the emulator and the demo app on their own runtime thread and
 /// returns the gateway configuration that points at them.
 fn demo_config(listen: SocketAddr) -> Config {
-    if std::net::TcpListener::bind(listen).is_err() {
+    // Held until the helpers have their ports, so neither can be given this one.
+    let reservation = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
         fail(format!(
-            "--demo: {listen} is in use; pick another with --listen 127.0.0.1:PORT"
-        ));
-    }
+            "--demo: cannot listen on {listen} ({e}); pick another with --listen 127.0.0.1:PORT"
+        ))
+    });
     let appid = "wxd3e0f1a2b3c4d5e6";
     let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let cookie_secret = Alphanumeric.sample_string(&mut rand::rng(), 48);
@@ -82,6 +83,7 @@ fn demo_config(listen: SocketAddr) -> Config {
         Ok(Err(e)) => fail(format!("--demo: cannot start: {e}")),
         Err(_) => fail("--demo: the demo services stopped"),
     };
+    drop(reservation);
     let toml = format!(
         r#"
 [wechat]
