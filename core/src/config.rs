@@ -17,7 +17,7 @@ use crate::secret::Secret;
 pub const DEFAULT_OPEN_BASE: &str = "https://open.weixin.qq.com";
 /// Default server-to-server WeChat API host.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
-/// Minimum length of `[gateway] cookie_secret`, in bytes.
+/// Minimum length of each cookie key (`[gateway] cookie_secret`, `cookie_secrets`), in bytes.
 pub const MIN_COOKIE_SECRET_BYTES: usize = 32;
 
 /// A configuration problem, one line, naming the key to fix.
@@ -95,13 +95,38 @@ pub struct GatewayConfig {
     pub public_url: Url,
     /// `prefix`: path under which the gate's routes live, default `/_wechat`.
     pub prefix: String,
-    /// `cookie_secret` (env `WECHAT_COOKIE_SECRET`, or `cookie_secret_file`):
-    /// at least [`MIN_COOKIE_SECRET_BYTES`] bytes. Never printed.
-    pub cookie_secret: Secret,
+    /// The cookie keys, each at least [`MIN_COOKIE_SECRET_BYTES`] bytes: the
+    /// first seals, every one opens (key rotation). From `cookie_secret` (env
+    /// `WECHAT_COOKIE_SECRET`, or `cookie_secret_file`) and/or the list
+    /// `cookie_secrets`; the environment's comes first. Never printed.
+    pub cookie_secrets: Vec<Secret>,
     /// `public_paths`: path prefixes that need no login.
     pub public_paths: Vec<String>,
-    /// `session_lifetime_secs`: how long a session cookie lasts (default 7 days).
+    /// `userinfo_paths`: path prefixes that need `snsapi_userinfo`; a
+    /// `snsapi_base` session there is sent to authorize again with it.
+    pub userinfo_paths: Vec<String>,
+    /// `session_lifetime_secs`: absolute lifetime of a login (default 7 days).
     pub session_lifetime: Duration,
+    /// `session_idle_secs`: a session unused this long ends (default 0: never).
+    pub session_idle: Option<Duration>,
+    /// `logout_redirect`: where `logout` sends the browser without `rd` (default `/`).
+    pub logout_redirect: String,
+    /// `allow_snapshot_users`: let snapshot-page users (`is_snapshotuser: 1`)
+    /// through, marked `X-WeChat-Snapshot: 1` (default false: refused).
+    pub allow_snapshot_users: bool,
+    /// `language`: pages in `zh`, `en`, or `auto` (by `Accept-Language`, else zh; the default).
+    pub language: Language,
+}
+
+/// The language of the gate's pages (`[gateway] language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// Chosen per request from `Accept-Language`; Chinese unless English comes first.
+    Auto,
+    /// Always Chinese.
+    Zh,
+    /// Always English.
+    En,
 }
 
 impl GatewayConfig {
@@ -152,8 +177,14 @@ struct RawGateway {
     prefix: Option<String>,
     cookie_secret: Option<String>,
     cookie_secret_file: Option<PathBuf>,
+    cookie_secrets: Option<Vec<String>>,
     public_paths: Option<Vec<String>>,
+    userinfo_paths: Option<Vec<String>>,
     session_lifetime_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
+    logout_redirect: Option<String>,
+    allow_snapshot_users: Option<bool>,
+    language: Option<String>,
 }
 
 impl Config {
@@ -284,28 +315,42 @@ impl Config {
                 "must start with '/', not end with '/', and use only letters, digits, '/', '_', '-', '.'",
             ));
         }
-        let cookie_secret = secret_value(
-            env("WECHAT_COOKIE_SECRET"),
-            g.cookie_secret_file,
-            g.cookie_secret,
-            "[gateway] cookie_secret",
-            "set cookie_secret, cookie_secret_file, or env WECHAT_COOKIE_SECRET",
-        )?;
-        if cookie_secret.expose().len() < MIN_COOKIE_SECRET_BYTES {
-            return Err(invalid(
+        let mut cookie_secrets = Vec::new();
+        let single = env("WECHAT_COOKIE_SECRET").is_some()
+            || g.cookie_secret_file.is_some()
+            || g.cookie_secret.is_some();
+        if single || g.cookie_secrets.is_none() {
+            cookie_secrets.push(secret_value(
+                env("WECHAT_COOKIE_SECRET"),
+                g.cookie_secret_file,
+                g.cookie_secret,
                 "[gateway] cookie_secret",
+                "set cookie_secret, cookie_secrets, cookie_secret_file, or env WECHAT_COOKIE_SECRET",
+            )?);
+        }
+        for value in g.cookie_secrets.unwrap_or_default() {
+            if !cookie_secrets.iter().any(|s| s.expose() == value) {
+                cookie_secrets.push(Secret::new(value));
+            }
+        }
+        if cookie_secrets
+            .iter()
+            .any(|s| s.expose().len() < MIN_COOKIE_SECRET_BYTES)
+        {
+            let key = if single && cookie_secrets[0].expose().len() < MIN_COOKIE_SECRET_BYTES {
+                "[gateway] cookie_secret"
+            } else {
+                "[gateway] cookie_secrets"
+            };
+            return Err(invalid(
+                key,
                 format!(
-                    "must be at least {MIN_COOKIE_SECRET_BYTES} bytes (e.g. the output of `openssl rand -base64 48`)"
+                    "every key must be at least {MIN_COOKIE_SECRET_BYTES} bytes (e.g. the output of `openssl rand -base64 48`)"
                 ),
             ));
         }
-        let public_paths = g.public_paths.unwrap_or_default();
-        if let Some(bad) = public_paths.iter().find(|p| !p.starts_with('/')) {
-            return Err(invalid(
-                "[gateway] public_paths",
-                format!("every entry must start with '/', got {bad:?}"),
-            ));
-        }
+        let public_paths = path_list("[gateway] public_paths", g.public_paths)?;
+        let userinfo_paths = path_list("[gateway] userinfo_paths", g.userinfo_paths)?;
         let lifetime = g.session_lifetime_secs.unwrap_or(7 * 24 * 3600);
         if !(60..=366 * 24 * 3600).contains(&lifetime) {
             return Err(invalid(
@@ -313,6 +358,36 @@ impl Config {
                 "must be 60 to 31622400 (seconds)",
             ));
         }
+        let session_idle = match g.session_idle_secs.unwrap_or(0) {
+            0 => None,
+            n if (60..=lifetime).contains(&n) => Some(Duration::from_secs(n)),
+            _ => {
+                return Err(invalid(
+                    "[gateway] session_idle_secs",
+                    "must be 0 (off) or 60 up to session_lifetime_secs (seconds)",
+                ))
+            }
+        };
+        let logout_redirect = g.logout_redirect.unwrap_or_else(|| "/".to_owned());
+        let logout_ok = (logout_redirect.starts_with('/') && !logout_redirect.starts_with("//"))
+            || Url::parse(&logout_redirect).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !logout_ok || logout_redirect.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+            return Err(invalid(
+                "[gateway] logout_redirect",
+                "must be a path like \"/\" or an http(s) URL",
+            ));
+        }
+        let language = match g.language.as_deref().unwrap_or("auto") {
+            "auto" => Language::Auto,
+            "zh" => Language::Zh,
+            "en" => Language::En,
+            _ => {
+                return Err(invalid(
+                    "[gateway] language",
+                    "must be \"auto\", \"zh\" or \"en\"",
+                ))
+            }
+        };
 
         Ok(Config {
             wechat: WechatConfig {
@@ -329,9 +404,14 @@ impl Config {
                 upstream: g.upstream,
                 public_url,
                 prefix,
-                cookie_secret,
+                cookie_secrets,
                 public_paths,
+                userinfo_paths,
                 session_lifetime: Duration::from_secs(lifetime),
+                session_idle,
+                logout_redirect,
+                allow_snapshot_users: g.allow_snapshot_users.unwrap_or(false),
+                language,
             },
         })
     }
@@ -365,6 +445,17 @@ fn secret_value(
     match inline {
         Some(v) if !v.is_empty() => Ok(Secret::new(v)),
         _ => Err(invalid(key, format!("missing ({how})"))),
+    }
+}
+
+fn path_list(key: &'static str, paths: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let paths = paths.unwrap_or_default();
+    match paths.iter().find(|p| !p.starts_with('/')) {
+        Some(bad) => Err(invalid(
+            key,
+            format!("every entry must start with '/', got {bad:?}"),
+        )),
+        None => Ok(paths),
     }
 }
 
@@ -462,6 +553,52 @@ public_paths = ["/static/"]
         let e = err(&GOOD.replace("listen =", "listn ="));
         assert!(e.contains("line 8") && e.contains("listn"), "{e}");
         assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn cookie_secrets_rotate_with_the_environment_first() {
+        let old = "old-key-0123456789abcdef0123456789";
+        let text = GOOD.replace(
+            "cookie_secret = \"0123456789abcdef0123456789abcdef\"",
+            &format!("cookie_secrets = [\"new-key-0123456789abcdef0123456789\", \"{old}\"]"),
+        );
+        let c = Config::from_toml(&text, no_env).unwrap();
+        let keys: Vec<&str> = c
+            .gateway
+            .cookie_secrets
+            .iter()
+            .map(|s| s.expose())
+            .collect();
+        assert_eq!(keys, ["new-key-0123456789abcdef0123456789", old]);
+        let c = Config::from_toml(&text, |k| {
+            (k == "WECHAT_COOKIE_SECRET").then(|| "env-key-0123456789abcdef0123456789".into())
+        })
+        .unwrap();
+        assert_eq!(c.gateway.cookie_secrets.len(), 3);
+        assert_eq!(
+            c.gateway.cookie_secrets[0].expose(),
+            "env-key-0123456789abcdef0123456789"
+        );
+        let short = text.replace(old, "short");
+        assert!(err(&short).contains("[gateway] cookie_secrets"));
+    }
+
+    #[test]
+    fn session_and_page_settings() {
+        let c = Config::from_toml(GOOD, no_env).unwrap();
+        assert_eq!(c.gateway.session_idle, None);
+        assert_eq!(c.gateway.language, Language::Auto);
+        assert!(!c.gateway.allow_snapshot_users);
+        let text = format!("{GOOD}session_idle_secs = 600\nlanguage = \"en\"\nuserinfo_paths = [\"/profile/\"]\nlogout_redirect = \"/bye\"\n");
+        let c = Config::from_toml(&text, no_env).unwrap();
+        assert_eq!(c.gateway.session_idle, Some(Duration::from_secs(600)));
+        assert_eq!(c.gateway.language, Language::En);
+        assert_eq!(c.gateway.userinfo_paths, ["/profile/"]);
+        assert_eq!(c.gateway.logout_redirect, "/bye");
+        assert!(err(&format!("{GOOD}session_idle_secs = 5\n")).contains("session_idle_secs"));
+        assert!(err(&format!("{GOOD}language = \"fr\"\n")).contains("[gateway] language"));
+        assert!(err(&format!("{GOOD}logout_redirect = \"//evil\"\n")).contains("logout_redirect"));
+        assert!(err(&format!("{GOOD}userinfo_paths = [\"profile\"]\n")).contains("userinfo_paths"));
     }
 
     #[test]

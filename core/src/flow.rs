@@ -8,35 +8,48 @@
 //! no session ──▶ Reply 302 authorize (+ state cookie)   WeChat browser
 //!            ├─▶ Reply 401 JSON {error, login_url}      XHR / API client
 //!            └─▶ Reply 401 page "open in WeChat"        other browsers
-//! callback ────▶ Reply 400 (bad/missing state)  ·  Reply 403 (denied: no code)
-//!            └─▶ Exchange(PendingLogin) ──IO──▶ Gate::finish_login ──▶ 302 back + session
-//! session ─────▶ Pass(identity)
+//! callback ────▶ Reply 400 (bad/missing state)  ·  Reply 403 (declined: no code)
+//!            └─▶ Call(login) ──IO: exchange once per code──▶ 302 back + session
+//! session ─────▶ Pass(identity)   (a base-scope session on a userinfo path: authorize again)
+//! userinfo?refresh=1 | ?check=1, logout ──▶ Call(…) ──IO: tokens, WeChat──▶ Reply
 //! ```
 //!
-//! The one IO transition, exchanging the code (and fetching the profile), is
-//! [`Gate::complete_login`]; a host that does its own IO calls
-//! [`Gate::finish_login`] with the result instead.
+//! The IO transitions run in [`Gate::complete`]. Each authorization code is
+//! exchanged once: concurrent and later duplicates of a callback (within the
+//! code's 300 s) get the same outcome. Tokens stay in the [`TokenStore`];
+//! the session cookie holds the identity and a session id only.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cookie::{Cookie, SameSite};
+use rand::distr::{Alphanumeric, SampleString};
 use url::form_urlencoded;
 
 use crate::authorize::{authorize_url, Scope};
 use crate::config::Config;
 use crate::errcode::ErrCode;
-use crate::pages::{page, Reply, Text};
+use crate::pages::{page, Lang, Reply, Text};
 use crate::seal::Sealer;
 use crate::secret::AuthorizationCode;
-use crate::session::{is_valid_wechat_id, open_session, seal_session, Identity, SESSION_COOKIE};
-use crate::sns::{SnsClient, SnsError};
+use crate::session::{
+    is_valid_wechat_id, open_session, seal_session, Identity, Session, SESSION_COOKIE,
+};
+use crate::single_flight::SingleFlight;
+use crate::sns::{SnsClient, SnsError, TokenResponse};
 use crate::state::{
     is_valid_state, new_state, open_state, safe_return_path, seal_state, state_cookie_name,
     MAX_STATE_COOKIES, STATE_COOKIE_PREFIX, STATE_LIFETIME_SECS,
 };
+use crate::store::{MemoryTokenStore, StoredTokens, TokenStore, REFRESH_TOKEN_LIFETIME_SECS};
 
 /// Longest authorization code accepted from a callback, in bytes.
 pub const MAX_CODE_LEN: usize = 512;
+/// How long an exchange's outcome is kept for duplicate callbacks, in seconds
+/// (a code lives 300 s).
+pub const CODE_OUTCOME_SECS: u64 = 300;
+/// An access token this close to expiry (seconds) is refreshed before use.
+pub const REFRESH_MARGIN_SECS: u64 = 300;
 
 /// The parts of an HTTP request the gate looks at. Header values that are
 /// not valid UTF-8 are passed as `None` (treated as absent).
@@ -56,6 +69,8 @@ pub struct RequestParts<'a> {
     pub accept: Option<&'a str>,
     /// The `X-Requested-With` header.
     pub x_requested_with: Option<&'a str>,
+    /// The `Accept-Language` header (page language).
+    pub accept_language: Option<&'a str>,
 }
 
 /// What to do with a request.
@@ -65,8 +80,8 @@ pub enum Decision {
     Pass(Pass),
     /// Answer it with this reply; nothing reaches the application.
     Reply(Reply),
-    /// A callback with a valid state: exchange the code ([`Gate::complete_login`]).
-    Exchange(PendingLogin),
+    /// Answer it after IO (WeChat, the token store): run [`Gate::complete`].
+    Call(Call),
 }
 
 /// A request that goes on to the application.
@@ -77,39 +92,79 @@ pub struct Pass {
     /// The `Cookie` header the application gets: the request's, without the
     /// gate's own cookies; `None` means remove the header.
     pub upstream_cookie: Option<String>,
+    /// A `Set-Cookie` value to add to the application's response (the
+    /// session re-sealed to keep an idle timeout from ending it).
+    pub set_cookie: Option<String>,
 }
 
-/// A callback waiting for its code exchange. Its `Debug` hides the code.
+/// Work that needs IO before the answer; run it with [`Gate::complete`].
+/// Its `Debug` shows no code or token.
 #[derive(Debug)]
-pub struct PendingLogin {
-    /// The authorization code from the callback.
-    pub code: AuthorizationCode,
-    /// Path to send the browser back to.
-    pub return_to: String,
+pub struct Call {
+    kind: CallKind,
+    lang: Lang,
+}
+
+#[derive(Debug)]
+enum CallKind {
+    Login(PendingLogin),
+    Profile { session: Session, check: bool },
+    Logout { sid: String, to: String },
+}
+
+impl Call {
+    /// Whether this is a callback's code exchange.
+    pub fn is_login(&self) -> bool {
+        matches!(self.kind, CallKind::Login(_))
+    }
+}
+
+#[derive(Debug)]
+struct PendingLogin {
+    code: AuthorizationCode,
+    return_to: String,
     state_cookie: String,
 }
 
-/// What the code exchange found out.
-#[derive(Debug, Clone)]
-pub enum LoginOutcome {
-    /// A real user.
-    User(Identity),
-    /// A snapshot-page virtual user (`is_snapshotuser: 1`): not logged in.
-    SnapshotUser,
+/// What a code exchange produced; shared by every duplicate of its callback.
+#[derive(Debug)]
+enum LoginOutcome {
+    /// A user: the identity, the session id its tokens are under, when.
+    User {
+        identity: Identity,
+        sid: String,
+        issued_at: u64,
+        return_to: String,
+    },
+    /// A snapshot-page virtual user, refused by configuration.
+    SnapshotRefused,
 }
 
-/// The gate: configuration, cookie keys and the WeChat API client.
-#[derive(Debug)]
+type LoginResult = Arc<Result<LoginOutcome, SnsError>>;
+
+/// The gate: configuration, cookie keys, the WeChat API client, the token
+/// store and the in-flight exchanges.
 pub struct Gate {
     config: Config,
     sealer: Sealer,
     sns: SnsClient,
+    store: Arc<dyn TokenStore>,
+    logins: SingleFlight<LoginResult>,
+    refreshes: SingleFlight<Result<StoredTokens, SnsError>>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a [`Gate`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
-    /// The cookie secret is too short (see [`crate::config::MIN_COOKIE_SECRET_BYTES`]).
+    /// A cookie secret is too short (see [`crate::config::MIN_COOKIE_SECRET_BYTES`]).
     #[error("config [gateway] cookie_secret: must be at least 32 bytes")]
     CookieSecret,
     /// The HTTP client for WeChat could not be set up.
@@ -123,17 +178,32 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn new_sid() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
 impl Gate {
-    /// A gate for a validated configuration.
+    /// A gate with the in-memory token store.
     ///
-    /// Errors: [`GateError`] when the cookie key or the HTTP client can't be made.
+    /// Errors: [`GateError`] when a cookie key or the HTTP client can't be made.
     pub fn new(config: Config) -> Result<Gate, GateError> {
-        let sealer = Sealer::new(&config.gateway.cookie_secret).ok_or(GateError::CookieSecret)?;
+        Self::with_store(config, Arc::new(MemoryTokenStore::default()))
+    }
+
+    /// A gate keeping tokens in `store`.
+    ///
+    /// Errors: as [`Gate::new`].
+    pub fn with_store(config: Config, store: Arc<dyn TokenStore>) -> Result<Gate, GateError> {
+        let sealer =
+            Sealer::with_rotation(&config.gateway.cookie_secrets).ok_or(GateError::CookieSecret)?;
         let sns = SnsClient::new(&config.wechat)?;
         Ok(Gate {
             config,
             sealer,
             sns,
+            store,
+            logins: SingleFlight::new(Duration::from_secs(CODE_OUTCOME_SECS), 100_000),
+            refreshes: SingleFlight::new(Duration::from_secs(5), 100_000),
         })
     }
 
@@ -142,33 +212,40 @@ impl Gate {
         &self.config
     }
 
-    /// Decides what to do with a request, now. Pure: no IO.
+    /// Decides what to do with a request, now. No IO.
     pub fn decide(&self, req: &RequestParts<'_>) -> Decision {
         self.decide_at(req, now_unix())
     }
 
     /// [`Gate::decide`] at a given time (unix seconds).
     pub fn decide_at(&self, req: &RequestParts<'_>, now: u64) -> Decision {
+        let lang = Lang::choose(self.config.gateway.language, req.accept_language);
         let cookies = GateCookies::parse(req.cookie);
         let session = cookies
             .session
             .and_then(|v| open_session(&self.sealer, v, now))
-            .map(|(identity, _)| identity);
+            .filter(|s| !self.idle_expired(s, now));
         let prefix = &self.config.gateway.prefix;
         if let Some(route) = route_under(req.path, prefix) {
-            if route == "/callback" && matches!(req.method, "GET" | "HEAD") {
-                return match self.check_callback(req.query, &cookies, now) {
-                    Ok(pending) => Decision::Exchange(pending),
-                    Err(reply) => Decision::Reply(reply),
-                };
-            }
-            return Decision::Reply(self.route(route, req, &cookies, session, now));
+            return self.route(route, req, &cookies, session, now, lang);
         }
-        if session.is_some() || self.is_public(req.path) {
-            return Decision::Pass(Pass {
-                identity: session,
-                upstream_cookie: strip_gate_cookies(req.cookie),
-            });
+        let needs_userinfo = self.needs_userinfo(req.path);
+        match session {
+            Some(s) if !needs_userinfo || Scope::granted_includes_userinfo(&s.identity.scope) => {
+                return Decision::Pass(Pass {
+                    set_cookie: self.touch(&s, now),
+                    identity: Some(s.identity),
+                    upstream_cookie: strip_gate_cookies(req.cookie),
+                });
+            }
+            None if self.is_public(req.path) => {
+                return Decision::Pass(Pass {
+                    identity: None,
+                    upstream_cookie: strip_gate_cookies(req.cookie),
+                    set_cookie: None,
+                });
+            }
+            _ => {}
         }
         let return_to = if matches!(req.method, "GET" | "HEAD") {
             match req.query {
@@ -179,7 +256,12 @@ impl Gate {
             req.path.to_owned()
         };
         let return_to = safe_return_path(&return_to, "", prefix).unwrap_or_else(|| "/".into());
-        Decision::Reply(self.login_required(req, &return_to, &cookies, now))
+        let scope = if needs_userinfo {
+            Scope::Userinfo
+        } else {
+            self.config.wechat.scope
+        };
+        Decision::Reply(self.login_required(req, &return_to, scope, &cookies, now, lang))
     }
 
     fn is_public(&self, path: &str) -> bool {
@@ -190,24 +272,58 @@ impl Gate {
             .any(|p| path.starts_with(p.as_str()))
     }
 
+    fn needs_userinfo(&self, path: &str) -> bool {
+        self.config
+            .gateway
+            .userinfo_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    }
+
+    fn idle_expired(&self, session: &Session, now: u64) -> bool {
+        self.config
+            .gateway
+            .session_idle
+            .is_some_and(|idle| now.saturating_sub(session.seen_at) >= idle.as_secs())
+    }
+
+    /// With an idle timeout, re-seals a session seen more than a quarter of
+    /// that timeout ago.
+    fn touch(&self, session: &Session, now: u64) -> Option<String> {
+        let idle = self.config.gateway.session_idle?.as_secs();
+        (now.saturating_sub(session.seen_at) >= idle / 4).then(|| {
+            let mut fresh = session.clone();
+            fresh.seen_at = now;
+            self.session_cookie(&fresh, now)
+        })
+    }
+
+    fn session_cookie(&self, session: &Session, now: u64) -> String {
+        let max_age = session.expires_at.saturating_sub(now);
+        self.set_cookie(SESSION_COOKIE, seal_session(&self.sealer, session), max_age)
+    }
+
     /// The answer to a request that needs a login.
     fn login_required(
         &self,
         req: &RequestParts<'_>,
         return_to: &str,
+        scope: Scope,
         cookies: &GateCookies<'_>,
         now: u64,
+        lang: Lang,
     ) -> Reply {
         if wants_json(req) {
-            return login_required_json(&self.login_url(return_to, true));
+            return login_required_json(&self.login_url(return_to, scope, true));
         }
         if req
             .user_agent
             .is_some_and(|ua| ua.contains("MicroMessenger"))
         {
-            return self.start_login(return_to, cookies, now);
+            return self.start_login(return_to, scope, cookies, now);
         }
         page(
+            lang,
             401,
             Text {
                 zh: "请在微信中打开",
@@ -219,7 +335,7 @@ impl Gate {
             },
             Some(&format!("{}{}", self.config.gateway.origin(), return_to)),
             Some((
-                &self.login_url(return_to, false),
+                &self.login_url(return_to, scope, false),
                 Text {
                     zh: "已在微信中？继续登录",
                     en: "In WeChat already? Continue",
@@ -228,27 +344,41 @@ impl Gate {
         )
     }
 
-    /// `prefix/login?rd=…`, absolute or relative.
-    fn login_url(&self, return_to: &str, absolute: bool) -> String {
+    /// `prefix/login?rd=…[&scope=snsapi_userinfo]`, absolute or relative.
+    fn login_url(&self, return_to: &str, scope: Scope, absolute: bool) -> String {
         let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
         let origin = if absolute {
             self.config.gateway.origin()
         } else {
             String::new()
         };
-        format!("{origin}{}/login?rd={rd}", self.config.gateway.prefix)
+        let scope = if scope == self.config.wechat.scope {
+            String::new()
+        } else {
+            format!("&scope={}", scope.as_str())
+        };
+        format!(
+            "{origin}{}/login?rd={rd}{scope}",
+            self.config.gateway.prefix
+        )
     }
 
     /// 302 to WeChat's authorize page with a new state cookie; expires the
     /// oldest state cookies so that at most [`MAX_STATE_COOKIES`] remain.
-    fn start_login(&self, return_to: &str, cookies: &GateCookies<'_>, now: u64) -> Reply {
+    fn start_login(
+        &self,
+        return_to: &str,
+        scope: Scope,
+        cookies: &GateCookies<'_>,
+        now: u64,
+    ) -> Reply {
         let wechat = &self.config.wechat;
         let state = new_state();
         let location = authorize_url(
             wechat.open_base.as_str(),
             &wechat.appid,
             &self.config.gateway.callback_url(),
-            wechat.scope,
+            scope,
             &state,
             false,
         );
@@ -280,11 +410,12 @@ impl Gate {
         route: &str,
         req: &RequestParts<'_>,
         cookies: &GateCookies<'_>,
-        session: Option<Identity>,
+        session: Option<Session>,
         now: u64,
-    ) -> Reply {
+        lang: Lang,
+    ) -> Decision {
         let read_only = matches!(req.method, "GET" | "HEAD");
-        match route {
+        let reply = match route {
             "/callback" | "/login" | "/userinfo" | "/healthz" if !read_only => {
                 Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD".into())
             }
@@ -293,31 +424,49 @@ impl Gate {
                     .with_header("Allow", "GET, HEAD, POST".into())
             }
             "/healthz" => Reply::text(200, "ok\n"),
+            "/callback" => {
+                return match self.check_callback(req.query, cookies, session, now, lang) {
+                    Ok(pending) => Decision::Call(Call {
+                        kind: CallKind::Login(pending),
+                        lang,
+                    }),
+                    Err(reply) => Decision::Reply(reply),
+                }
+            }
             "/login" => {
-                let rd = self.return_param(req.query);
-                self.start_login(&rd, cookies, now)
+                let rd = self.return_param(req.query).unwrap_or_else(|| "/".into());
+                let scope = query_param(req.query, "scope")
+                    .and_then(|s| Scope::parse(&s))
+                    .unwrap_or(self.config.wechat.scope);
+                self.start_login(&rd, scope, cookies, now)
             }
             "/logout" => {
-                let rd = self.return_param(req.query);
-                if let Some(id) = &session {
-                    tracing::info!(openid = %id.openid, "logout");
+                let to = self
+                    .return_param(req.query)
+                    .unwrap_or_else(|| self.config.gateway.logout_redirect.clone());
+                match session {
+                    Some(s) => {
+                        tracing::info!(openid = %s.identity.openid, "logout");
+                        let kind = CallKind::Logout { sid: s.sid, to };
+                        return Decision::Call(Call { kind, lang });
+                    }
+                    None => self.logged_out(to),
                 }
-                Reply::redirect(rd).with_header("Set-Cookie", self.remove_cookie(SESSION_COOKIE))
             }
             "/userinfo" => match session {
-                Some(id) => Reply::json(
-                    200,
-                    &serde_json::json!({
-                        "openid": id.openid,
-                        "unionid": id.unionid,
-                        "scope": id.scope,
-                        "nickname": id.nickname,
-                        "headimgurl": id.headimgurl,
-                    }),
-                ),
-                None => login_required_json(&self.login_url("/", true)),
+                Some(session) => {
+                    let refresh = query_param(req.query, "refresh").as_deref() == Some("1");
+                    let check = query_param(req.query, "check").as_deref() == Some("1");
+                    if refresh || check {
+                        let kind = CallKind::Profile { session, check };
+                        return Decision::Call(Call { kind, lang });
+                    }
+                    identity_json(&session.identity, None)
+                }
+                None => login_required_json(&self.login_url("/", self.config.wechat.scope, true)),
             },
             _ => page(
+                lang,
                 404,
                 Text {
                     zh: "页面不存在",
@@ -330,26 +479,26 @@ impl Gate {
                 None,
                 None,
             ),
-        }
+        };
+        Decision::Reply(reply)
     }
 
-    /// The `rd` query parameter as a safe return path, `/` when absent or refused.
-    fn return_param(&self, query: Option<&str>) -> String {
-        let rd = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .find(|(k, _)| k == "rd")
-            .map(|(_, v)| v.into_owned());
-        rd.and_then(|rd| {
-            let safe = safe_return_path(
-                &rd,
-                &self.config.gateway.origin(),
-                &self.config.gateway.prefix,
-            );
-            if safe.is_none() {
-                tracing::debug!("refused a return path that leaves the site");
-            }
-            safe
-        })
-        .unwrap_or_else(|| "/".to_owned())
+    fn logged_out(&self, to: String) -> Reply {
+        Reply::redirect(to).with_header("Set-Cookie", self.remove_cookie(SESSION_COOKIE))
+    }
+
+    /// The `rd` query parameter as a safe return path; `None` when absent or refused.
+    fn return_param(&self, query: Option<&str>) -> Option<String> {
+        let rd = query_param(query, "rd")?;
+        let safe = safe_return_path(
+            &rd,
+            &self.config.gateway.origin(),
+            &self.config.gateway.prefix,
+        );
+        if safe.is_none() {
+            tracing::debug!("refused a return path that leaves the site");
+        }
+        safe
     }
 
     /// Validates a callback's query against its state cookie.
@@ -357,7 +506,9 @@ impl Gate {
         &self,
         query: Option<&str>,
         cookies: &GateCookies<'_>,
+        session: Option<Session>,
         now: u64,
+        lang: Lang,
     ) -> Result<PendingLogin, Reply> {
         let mut code = None;
         let mut state = None;
@@ -368,22 +519,43 @@ impl Gate {
                 _ => continue,
             };
             if slot.replace(value).is_some() {
-                return Err(self.bad_callback("duplicate parameter"));
+                return Err(self.bad_callback("duplicate parameter", lang));
             }
         }
         let state = state
             .filter(|s| is_valid_state(s))
-            .ok_or_else(|| self.bad_callback("missing or malformed state"))?;
+            .ok_or_else(|| self.bad_callback("missing or malformed state", lang))?;
         let name = state_cookie_name(&state);
         let return_to = cookies
             .states
             .iter()
             .find(|(n, _)| *n == name)
             .and_then(|(_, v)| open_state(&self.sealer, &state, v, now))
-            .map(|(rd, _)| rd)
-            .ok_or_else(|| self.bad_callback("state does not match this browser's login"))?;
+            .map(|(rd, _)| rd);
+        let Some(return_to) = return_to else {
+            // A repeat of a callback that already logged this browser in
+            // (refresh, back button, WeChat's double hit): its state cookie is
+            // gone but its session is here. Send it on; change nothing.
+            if let Some(session) = session {
+                let to = code
+                    .and_then(|c| self.logins.peek(&c))
+                    .and_then(|r| match r.as_ref() {
+                        Ok(LoginOutcome::User {
+                            identity,
+                            return_to,
+                            ..
+                        }) if identity.openid == session.identity.openid => Some(return_to.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| "/".to_owned());
+                return Err(Reply::redirect(to));
+            }
+            return Err(self.bad_callback("state does not match this browser's login", lang));
+        };
         let Some(code) = code else {
+            tracing::info!("login declined by the user");
             return Err(page(
+                lang,
                 403,
                 Text {
                     zh: "您拒绝了授权",
@@ -395,7 +567,7 @@ impl Gate {
                 },
                 None,
                 Some((
-                    &self.login_url(&return_to, false),
+                    &self.login_url(&return_to, self.config.wechat.scope, false),
                     Text {
                         zh: "重新登录",
                         en: "Try again",
@@ -408,7 +580,7 @@ impl Gate {
             || code.len() > MAX_CODE_LEN
             || !code.bytes().all(|b| b.is_ascii_graphic())
         {
-            return Err(self.bad_callback("malformed code"));
+            return Err(self.bad_callback("malformed code", lang));
         }
         Ok(PendingLogin {
             code: AuthorizationCode::new(code.into_owned()),
@@ -417,9 +589,10 @@ impl Gate {
         })
     }
 
-    fn bad_callback(&self, why: &str) -> Reply {
+    fn bad_callback(&self, why: &str, lang: Lang) -> Reply {
         tracing::info!(reason = why, "refused a login callback");
         page(
+            lang,
             400,
             Text {
                 zh: "登录链接无效或已过期",
@@ -431,7 +604,7 @@ impl Gate {
             },
             Some(why),
             Some((
-                &self.login_url("/", false),
+                &self.login_url("/", self.config.wechat.scope, false),
                 Text {
                     zh: "重新登录",
                     en: "Log in again",
@@ -440,18 +613,43 @@ impl Gate {
         )
     }
 
-    /// Exchanges the code of a pending login with WeChat (and fetches the
-    /// profile with `snsapi_userinfo`), then answers as [`Gate::finish_login`].
-    pub async fn complete_login(&self, pending: PendingLogin) -> Reply {
-        let started = Instant::now();
-        let outcome = self.fetch_identity(&pending.code).await;
-        self.finish_login(&pending, outcome, now_unix(), started.elapsed())
+    /// Performs a [`Call`]'s IO (WeChat, the token store) and answers.
+    pub async fn complete(&self, call: Call) -> Reply {
+        let lang = call.lang;
+        match call.kind {
+            CallKind::Login(pending) => self.complete_login(pending, lang).await,
+            CallKind::Profile { session, check } => self.complete_profile(session, check).await,
+            CallKind::Logout { sid, to } => {
+                if let Err(e) = self.store.remove(&sid).await {
+                    tracing::warn!(error = %e, "logout: could not delete the session's tokens");
+                }
+                self.logged_out(to)
+            }
+        }
     }
 
-    async fn fetch_identity(&self, code: &AuthorizationCode) -> Result<LoginOutcome, SnsError> {
-        let token = self.sns.exchange_code(code).await?;
-        if token.is_snapshot_user {
-            return Ok(LoginOutcome::SnapshotUser);
+    async fn complete_login(&self, pending: PendingLogin, lang: Lang) -> Reply {
+        let started = Instant::now();
+        let (result, ran) = self
+            .logins
+            .run(pending.code.expose(), || async {
+                let result = self.exchange(&pending).await;
+                log_login(&result, started.elapsed());
+                Arc::new(result)
+            })
+            .await;
+        if !ran {
+            tracing::debug!("duplicate callback answered from its code's first exchange");
+        }
+        self.login_reply(&pending, &result, now_unix(), lang)
+    }
+
+    /// Exchanges the code (and fetches the profile when `snsapi_userinfo` was
+    /// granted), then stores the tokens under a new session id.
+    async fn exchange(&self, pending: &PendingLogin) -> Result<LoginOutcome, SnsError> {
+        let token = self.sns.exchange_code(&pending.code).await?;
+        if token.is_snapshot_user && !self.config.gateway.allow_snapshot_users {
+            return Ok(LoginOutcome::SnapshotRefused);
         }
         let scope = if token.scope.is_empty() {
             self.config.wechat.scope.as_str().to_owned()
@@ -464,19 +662,19 @@ impl Gate {
             scope,
             nickname: None,
             headimgurl: None,
+            snapshot: token.is_snapshot_user,
         };
-        if self.config.wechat.scope == Scope::Userinfo
-            && Scope::granted_includes_userinfo(&identity.scope)
-        {
+        if Scope::granted_includes_userinfo(&identity.scope) {
             match self.sns.userinfo(&token.access_token, &token.openid).await {
                 Ok(info) => {
                     identity.nickname = Some(info.nickname).filter(|n| !n.is_empty());
                     identity.headimgurl = info.headimgurl;
                     identity.unionid = identity.unionid.or(info.unionid);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "sns/userinfo failed; the session carries the openid only")
-                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "sns/userinfo failed; the session carries the openid only"
+                ),
             }
         }
         if !is_valid_wechat_id(&identity.openid)
@@ -489,65 +687,69 @@ impl Gate {
                 "openid or unionid has unexpected characters".into(),
             ));
         }
-        Ok(LoginOutcome::User(identity))
+        let now = now_unix();
+        let sid = new_sid();
+        if let Err(e) = self.store.put(&sid, stored_tokens(&token, now)).await {
+            tracing::warn!(error = %e, "could not store the session's tokens; profile refresh will need a new login");
+        }
+        Ok(LoginOutcome::User {
+            identity: identity.bounded(),
+            sid,
+            issued_at: now,
+            return_to: pending.return_to.clone(),
+        })
     }
 
-    /// The answer to a callback once its exchange is done: a 302 back to the
-    /// first page with the session cookie, or an error page. The state cookie
-    /// is removed either way (its code is spent).
-    pub fn finish_login(
+    fn login_reply(
         &self,
         pending: &PendingLogin,
-        outcome: Result<LoginOutcome, SnsError>,
+        result: &Result<LoginOutcome, SnsError>,
         now: u64,
-        elapsed: Duration,
+        lang: Lang,
     ) -> Reply {
-        let elapsed_ms = elapsed.as_millis() as u64;
-        let reply = match outcome {
-            Ok(LoginOutcome::User(identity)) => {
-                tracing::info!(openid = %identity.openid, scope = %identity.scope, elapsed_ms, "login completed");
-                let lifetime = self.config.gateway.session_lifetime.as_secs();
-                Reply::redirect(pending.return_to.clone()).with_header(
-                    "Set-Cookie",
-                    self.set_cookie(
-                        SESSION_COOKIE,
-                        seal_session(&self.sealer, &identity, now, lifetime),
-                        lifetime,
-                    ),
-                )
+        let reply = match result {
+            Ok(LoginOutcome::User { identity, sid, issued_at, .. }) => {
+                let session = Session {
+                    identity: identity.clone(),
+                    sid: sid.clone(),
+                    issued_at: *issued_at,
+                    expires_at: issued_at + self.config.gateway.session_lifetime.as_secs(),
+                    seen_at: now,
+                };
+                Reply::redirect(pending.return_to.clone())
+                    .with_header("Set-Cookie", self.session_cookie(&session, now))
             }
-            Ok(LoginOutcome::SnapshotUser) => {
-                tracing::info!(elapsed_ms, "login refused: snapshot user");
-                page(
-                    403,
-                    Text { zh: "请打开完整页面", en: "Open the full page" },
-                    Text {
-                        zh: "您正在浏览快照页，无法登录。请点击“使用完整服务”后再试。",
-                        en: "This is a snapshot preview, which can't log in. Open the full page and try again.",
-                    },
-                    None,
-                    Some((&self.login_url(&pending.return_to, false), Text { zh: "重新登录", en: "Try again" })),
-                )
-            }
-            Err(e) => self.login_failed(&e, &pending.return_to, elapsed_ms),
+            Ok(LoginOutcome::SnapshotRefused) => page(
+                lang,
+                403,
+                Text { zh: "请打开完整页面", en: "Open the full page" },
+                Text {
+                    zh: "您正在浏览快照页，无法登录。请点击“使用完整服务”后再试。",
+                    en: "This is a snapshot preview, which can't log in. Open the full page and try again.",
+                },
+                None,
+                Some((
+                    &self.login_url(&pending.return_to, self.config.wechat.scope, false),
+                    Text { zh: "重新登录", en: "Try again" },
+                )),
+            ),
+            Err(e) => self.login_failed(e, &pending.return_to, lang),
         };
+        // The state is used up whatever happened.
         reply.with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
     }
 
-    fn login_failed(&self, e: &SnsError, return_to: &str, elapsed_ms: u64) -> Reply {
-        let retry = self.login_url(return_to, false);
-        let errcode = e.errcode().map(ErrCode::code);
-        let errmsg = match e {
-            SnsError::WeChat { errmsg, .. } => errmsg.as_str(),
-            _ => "",
-        };
-        tracing::warn!(errcode, errmsg, error = %e, elapsed_ms, "login failed");
+    fn login_failed(&self, e: &SnsError, return_to: &str, lang: Lang) -> Reply {
+        let retry = self.login_url(return_to, self.config.wechat.scope, false);
         let again = Text {
             zh: "重新登录",
             en: "Log in again",
         };
         match e.errcode() {
-            Some(ErrCode::InvalidCode | ErrCode::CodeExpired | ErrCode::CodeBeenUsed) => page(
+            // Used by another exchange this gateway does not know of: start over.
+            Some(ErrCode::CodeBeenUsed) => Reply::redirect(retry),
+            Some(ErrCode::InvalidCode | ErrCode::CodeExpired) => page(
+                lang,
                 400,
                 Text {
                     zh: "登录已过期",
@@ -565,34 +767,22 @@ impl Gate {
                 | ErrCode::InvalidAppSecret
                 | ErrCode::IpNotWhitelisted
                 | ErrCode::InvalidGrantType),
-            ) => {
-                let fix = match code {
-                    ErrCode::InvalidAppid => "check [wechat] appid",
-                    ErrCode::InvalidAppSecret => "check [wechat] secret (env WECHAT_APP_SECRET)",
-                    ErrCode::IpNotWhitelisted => {
-                        "add this server's IP address to the account's IP whitelist in the WeChat console"
-                    }
-                    _ => "check [wechat] api_base",
-                };
-                tracing::error!(
-                    errcode = code.code(),
-                    "WeChat refused this gateway's credentials: {fix}"
-                );
-                page(
-                    500,
-                    Text {
-                        zh: "网站配置错误",
-                        en: "The site is misconfigured",
-                    },
-                    Text {
-                        zh: "微信登录暂时不可用，网站管理员已收到通知。",
-                        en: "WeChat login is unavailable; the site's operator has been told.",
-                    },
-                    Some(&format!("errcode {}", code.code())),
-                    None,
-                )
-            }
+            ) => page(
+                lang,
+                500,
+                Text {
+                    zh: "网站配置错误",
+                    en: "The site is misconfigured",
+                },
+                Text {
+                    zh: "微信登录暂时不可用，网站管理员已收到通知。",
+                    en: "WeChat login is unavailable; the site's operator has been told.",
+                },
+                Some(&format!("errcode {}", code.code())),
+                None,
+            ),
             Some(ErrCode::DailyQuotaReached | ErrCode::TooFrequent) => page(
+                lang,
                 503,
                 Text {
                     zh: "请稍后再试",
@@ -607,6 +797,7 @@ impl Gate {
             )
             .with_header("Retry-After", "60".into()),
             _ if matches!(e, SnsError::Transport(_)) => page(
+                lang,
                 503,
                 Text {
                     zh: "微信暂时无法访问",
@@ -620,7 +811,8 @@ impl Gate {
                 Some((&retry, again)),
             )
             .with_header("Retry-After", "5".into()),
-            _ => page(
+            errcode => page(
+                lang,
                 502,
                 Text {
                     zh: "微信登录失败",
@@ -630,10 +822,126 @@ impl Gate {
                     zh: "请重试。",
                     en: "Please try again.",
                 },
-                errcode.map(|c| format!("errcode {c}")).as_deref(),
+                errcode.map(|c| format!("errcode {}", c.code())).as_deref(),
                 Some((&retry, again)),
             ),
         }
+    }
+
+    /// `userinfo?refresh=1` (profile from `sns/userinfo`) and `userinfo?check=1`
+    /// (`sns/auth`), with the access token refreshed first when near expiry.
+    async fn complete_profile(&self, mut session: Session, check: bool) -> Reply {
+        let now = now_unix();
+        let tokens = match self.usable_tokens(&session, now).await {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        if check {
+            return match self
+                .sns
+                .auth(&tokens.access_token, &session.identity.openid)
+                .await
+            {
+                Ok(()) => identity_json(&session.identity, Some(true)),
+                Err(e) => self.token_failure(&session, &e).await,
+            };
+        }
+        match self
+            .sns
+            .userinfo(&tokens.access_token, &session.identity.openid)
+            .await
+        {
+            Ok(info) => {
+                let identity = &mut session.identity;
+                identity.nickname = Some(info.nickname).filter(|n| !n.is_empty());
+                identity.headimgurl = info.headimgurl;
+                identity.unionid = identity.unionid.take().or(info.unionid);
+                session.identity = session.identity.clone().bounded();
+                session.seen_at = now;
+                identity_json(&session.identity, None)
+                    .with_header("Set-Cookie", self.session_cookie(&session, now))
+            }
+            Err(e) => self.token_failure(&session, &e).await,
+        }
+    }
+
+    /// The session's tokens, refreshed (once per session at a time) when the
+    /// access token is within [`REFRESH_MARGIN_SECS`] of expiry. A missing,
+    /// invalid or expired refresh token ends the session.
+    async fn usable_tokens(&self, session: &Session, now: u64) -> Result<StoredTokens, Reply> {
+        let stored = match self.store.get(&session.sid, now).await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Err(self
+                    .end_session(session, "no tokens for this session")
+                    .await)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "token store unavailable");
+                return Err(service_unavailable_json());
+            }
+        };
+        if stored.access_expires_at > now + REFRESH_MARGIN_SECS {
+            return Ok(stored);
+        }
+        let (refreshed, _) = self
+            .refreshes
+            .run(&session.sid, || async {
+                let answer = self.sns.refresh(&stored.refresh_token).await?;
+                let mut fresh = stored_tokens(&answer, now);
+                // WeChat's refresh keeps the refresh token's 30 days from the login.
+                fresh.refresh_expires_at = stored.refresh_expires_at;
+                if let Err(e) = self.store.put(&session.sid, fresh.clone()).await {
+                    tracing::warn!(error = %e, "could not store refreshed tokens");
+                }
+                Ok(fresh)
+            })
+            .await;
+        match refreshed {
+            Ok(t) => Ok(t),
+            Err(e) => Err(self.token_failure(session, &e).await),
+        }
+    }
+
+    /// Maps a failed token call: WeChat no longer honours the tokens → the
+    /// session ends (cookie and tokens removed, 401 with a login URL); WeChat
+    /// unreachable or failing → 503/502 JSON, session kept.
+    async fn token_failure(&self, session: &Session, e: &SnsError) -> Reply {
+        match e.errcode() {
+            Some(
+                ErrCode::InvalidRefreshToken
+                | ErrCode::RefreshTokenExpired
+                | ErrCode::InvalidCredential
+                | ErrCode::InvalidAccessToken
+                | ErrCode::AccessTokenExpired
+                | ErrCode::InvalidOpenid
+                | ErrCode::PasswordChanged
+                | ErrCode::UserNotAuthorized,
+            ) => self.end_session(session, &e.to_string()).await,
+            Some(ErrCode::ApiUnauthorized) => Reply::json(
+                403,
+                &serde_json::json!({"error": "scope_required", "login_url": self.login_url("/", Scope::Userinfo, true)}),
+            ),
+            _ => {
+                tracing::warn!(error = %e, "WeChat token call failed");
+                match e {
+                    SnsError::Transport(_) => service_unavailable_json(),
+                    _ => Reply::json(
+                        502,
+                        &serde_json::json!({"error": "wechat_error", "errcode": e.errcode().map(ErrCode::code)}),
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn end_session(&self, session: &Session, why: &str) -> Reply {
+        tracing::info!(openid = %session.identity.openid, reason = why, "session ended; a new login is needed");
+        if let Err(e) = self.store.remove(&session.sid).await {
+            tracing::warn!(error = %e, "could not delete the session's tokens");
+        }
+        login_required_json(&self.login_url("/", self.config.wechat.scope, true))
+            .with_header("Set-Cookie", self.remove_cookie(SESSION_COOKIE))
     }
 
     fn set_cookie(&self, name: &str, value: String, max_age_secs: u64) -> String {
@@ -642,7 +950,9 @@ impl Gate {
             .http_only(true)
             .same_site(SameSite::Lax)
             .secure(self.config.gateway.secure_cookies())
-            .max_age(cookie::time::Duration::seconds(max_age_secs as i64))
+            .max_age(cookie::time::Duration::seconds(
+                i64::try_from(max_age_secs).unwrap_or(i64::MAX),
+            ))
             .build()
             .to_string()
     }
@@ -652,11 +962,95 @@ impl Gate {
     }
 }
 
+fn stored_tokens(token: &TokenResponse, now: u64) -> StoredTokens {
+    StoredTokens {
+        openid: token.openid.clone(),
+        scope: token.scope.clone(),
+        access_token: token.access_token.clone(),
+        access_expires_at: now + token.expires_in,
+        refresh_token: token.refresh_token.clone(),
+        refresh_expires_at: now + REFRESH_TOKEN_LIFETIME_SECS,
+    }
+}
+
+/// One log line per exchange: who logged in, or why not (never the code).
+fn log_login(result: &Result<LoginOutcome, SnsError>, elapsed: Duration) {
+    let elapsed_ms = elapsed.as_millis() as u64;
+    match result {
+        Ok(LoginOutcome::User { identity, .. }) => tracing::info!(
+            openid = %identity.openid,
+            scope = %identity.scope,
+            elapsed_ms,
+            "login completed"
+        ),
+        Ok(LoginOutcome::SnapshotRefused) => {
+            tracing::info!(elapsed_ms, "login refused: snapshot user")
+        }
+        Err(e) => {
+            let errmsg = match e {
+                SnsError::WeChat { errmsg, .. } => errmsg.as_str(),
+                _ => "",
+            };
+            tracing::warn!(errcode = e.errcode().map(ErrCode::code), errmsg, error = %e, elapsed_ms, "login failed");
+            let fix = match e.errcode() {
+                Some(ErrCode::InvalidAppid) => Some("check [wechat] appid"),
+                Some(ErrCode::InvalidAppSecret) => {
+                    Some("check [wechat] secret (env WECHAT_APP_SECRET)")
+                }
+                Some(ErrCode::IpNotWhitelisted) => Some(
+                    "add this server's IP address to the account's IP whitelist in the WeChat console",
+                ),
+                Some(ErrCode::InvalidGrantType) => Some("check [wechat] api_base"),
+                _ => None,
+            };
+            if let Some(fix) = fix {
+                tracing::error!(
+                    errcode = e.errcode().map(ErrCode::code),
+                    "WeChat refused this gateway's credentials: {fix}"
+                );
+            }
+        }
+    }
+}
+
+fn identity_json(identity: &Identity, checked: Option<bool>) -> Reply {
+    let mut body = serde_json::json!({
+        "openid": identity.openid,
+        "unionid": identity.unionid,
+        "scope": identity.scope,
+        "nickname": identity.nickname,
+        "headimgurl": identity.headimgurl,
+    });
+    if identity.snapshot {
+        body["snapshot"] = true.into();
+    }
+    if let Some(checked) = checked {
+        body["checked"] = checked.into();
+    }
+    Reply::json(200, &body)
+}
+
+fn service_unavailable_json() -> Reply {
+    Reply::json(503, &serde_json::json!({"error": "wechat_unavailable"}))
+        .with_header("Retry-After", "5".into())
+}
+
 fn login_required_json(login_url: &str) -> Reply {
     Reply::json(
         401,
         &serde_json::json!({"error": "login_required", "login_url": login_url}),
     )
+}
+
+/// The single value of a query parameter; `None` when absent or repeated.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let mut found = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k == name && found.replace(v).is_some() {
+            return None;
+        }
+    }
+    found.map(|v| v.into_owned())
 }
 
 /// Whether the client is a script (XHR/fetch) that can't follow a redirect to WeChat.
@@ -689,7 +1083,10 @@ impl<'a> GateCookies<'a> {
             session: None,
             states: Vec::new(),
         };
-        for (name, value) in cookie_pairs(header) {
+        for c in Cookie::split_parse(header.unwrap_or("")).flatten() {
+            let (Some(name), Some(value)) = (c.name_raw(), c.value_raw()) else {
+                continue;
+            };
             if name == SESSION_COOKIE {
                 found.session.get_or_insert(value);
             } else if name.starts_with(STATE_COOKIE_PREFIX) && found.states.len() < 32 {
@@ -698,13 +1095,6 @@ impl<'a> GateCookies<'a> {
         }
         found
     }
-}
-
-fn cookie_pairs(header: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
-    Cookie::split_parse(header.unwrap_or("")).filter_map(|c| {
-        let c = c.ok()?;
-        Some((c.name_raw()?, c.value_raw()?))
-    })
 }
 
 fn is_gate_cookie(name: &str) -> bool {
@@ -759,7 +1149,35 @@ session_lifetime_secs = 3600
             user_agent: Some(WECHAT),
             accept: Some("text/html"),
             x_requested_with: None,
+            accept_language: None,
         }
+    }
+
+    fn gate_with(extra: &str) -> Gate {
+        let toml = format!(
+            "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"app-secret\"\nopen_base = \"https://open.example\"\n\
+             [gateway]\npublic_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n{extra}"
+        );
+        Gate::new(Config::from_toml(&toml, |_| None).unwrap()).unwrap()
+    }
+
+    fn pending(d: Decision) -> PendingLogin {
+        match d {
+            Decision::Call(Call {
+                kind: CallKind::Login(p),
+                ..
+            }) => p,
+            other => panic!("expected a login call, got {other:?}"),
+        }
+    }
+
+    fn user(identity: Identity, return_to: &str) -> Result<LoginOutcome, SnsError> {
+        Ok(LoginOutcome::User {
+            identity,
+            sid: "sid".into(),
+            issued_at: NOW,
+            return_to: return_to.into(),
+        })
     }
 
     fn reply(d: Decision) -> Reply {
@@ -776,6 +1194,7 @@ session_lifetime_secs = 3600
             scope: "snsapi_userinfo".into(),
             nickname: Some("昵称".into()),
             headimgurl: None,
+            snapshot: false,
         }
     }
 
@@ -804,16 +1223,16 @@ session_lifetime_secs = 3600
         (state, cookie_from(&r, STATE_COOKIE_PREFIX))
     }
 
-    fn logged_in_cookie(g: &Gate) -> String {
+    fn login_as(g: &Gate, identity: Identity) -> String {
         let (state, cookie) = start(g, "/x");
         let q = format!("code=CODE&state={state}");
-        let Decision::Exchange(p) =
-            g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW)
-        else {
-            panic!("expected an exchange")
-        };
-        let r = g.finish_login(&p, Ok(LoginOutcome::User(identity())), NOW, Duration::ZERO);
+        let p = pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
+        let r = g.login_reply(&p, &user(identity, "/x"), NOW, Lang::Zh);
         cookie_from(&r, SESSION_COOKIE)
+    }
+
+    fn logged_in_cookie(g: &Gate) -> String {
+        login_as(g, identity())
     }
 
     #[test]
@@ -893,9 +1312,7 @@ session_lifetime_secs = 3600
         let cb =
             |q: &str, c: Option<&str>| g.decide_at(&req("/_wechat/callback", Some(q), c), NOW + 5);
 
-        let Decision::Exchange(p) = cb(&format!("code=C0DE&state={state}"), Some(&cookie)) else {
-            panic!()
-        };
+        let p = pending(cb(&format!("code=C0DE&state={state}"), Some(&cookie)));
         assert_eq!(p.return_to, "/orders?id=1");
         assert_eq!(p.code.expose(), "C0DE");
         assert!(!format!("{p:?}").contains("C0DE"));
@@ -952,11 +1369,8 @@ session_lifetime_secs = 3600
         let g = gate();
         let (state, cookie) = start(&g, "/p");
         let q = format!("code=C&state={state}");
-        let pending = || match g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW)
-        {
-            Decision::Exchange(p) => p,
-            other => panic!("{other:?}"),
-        };
+        let pending =
+            || pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
         let wechat = |n: i64| {
             Err(SnsError::WeChat {
                 code: ErrCode::from_code(n),
@@ -964,11 +1378,11 @@ session_lifetime_secs = 3600
             })
         };
         let cases: Vec<(Result<LoginOutcome, SnsError>, u16)> = vec![
-            (Ok(LoginOutcome::User(identity())), 302),
-            (Ok(LoginOutcome::SnapshotUser), 403),
+            (user(identity(), "/p"), 302),
+            (Ok(LoginOutcome::SnapshotRefused), 403),
             (wechat(40029), 400),
             (wechat(42003), 400),
-            (wechat(40163), 400),
+            (wechat(40163), 302),
             (wechat(40125), 500),
             (wechat(40013), 500),
             (wechat(40164), 500),
@@ -981,7 +1395,7 @@ session_lifetime_secs = 3600
         ];
         for (outcome, status) in cases {
             let label = format!("{outcome:?}");
-            let r = g.finish_login(&pending(), outcome, NOW, Duration::ZERO);
+            let r = g.login_reply(&pending(), &outcome, NOW, Lang::Zh);
             assert_eq!(r.status, status, "{label}");
             let removed = r.headers.iter().any(|(n, v)| {
                 *n == "Set-Cookie"
@@ -989,7 +1403,13 @@ session_lifetime_secs = 3600
                     && v.contains("Max-Age=0")
             });
             assert!(removed, "{label}: state cookie removed");
-            if status == 302 {
+            if status == 302 && label.contains("CodeBeenUsed") {
+                assert_eq!(
+                    r.header("Location"),
+                    Some("/_wechat/login?rd=%2Fp"),
+                    "restarts the login"
+                );
+            } else if status == 302 {
                 assert_eq!(r.header("Location"), Some("/p"));
             }
             if status == 503 {
@@ -1048,10 +1468,7 @@ session_lifetime_secs = 3600
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["openid"], "oOpenid123");
         assert_eq!(v["nickname"], "昵称");
-        let r = reply(g.decide_at(
-            &req("/_wechat/logout", Some("rd=%2Fbye"), Some(&session)),
-            NOW,
-        ));
+        let r = reply(g.decide_at(&req("/_wechat/logout", Some("rd=%2Fbye"), None), NOW));
         assert_eq!(r.header("Location"), Some("/bye"));
         assert!(r
             .header("Set-Cookie")
@@ -1075,6 +1492,162 @@ session_lifetime_secs = 3600
         assert_eq!(
             reply(g.decide_at(&req("/_wechatx", None, None), NOW)).status,
             302
+        );
+    }
+
+    #[test]
+    fn a_repeated_callback_with_a_session_goes_on_without_an_error() {
+        let g = gate();
+        let (state, cookie) = start(&g, "/orders");
+        let q = format!("code=C&state={state}");
+        let p = pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
+        let r = g.login_reply(&p, &user(identity(), "/orders"), NOW, Lang::Zh);
+        let session = cookie_from(&r, SESSION_COOKIE);
+        // The browser lost the state cookie (the first answer removed it) but has its session.
+        let again =
+            reply(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&session)), NOW + 1));
+        assert_eq!((again.status, again.header("Location")), (302, Some("/")));
+        assert!(
+            again.header("Set-Cookie").is_none(),
+            "the session is not changed"
+        );
+        // Without a session it stays a 400.
+        assert_eq!(
+            reply(g.decide_at(&req("/_wechat/callback", Some(&q), None), NOW + 1)).status,
+            400
+        );
+    }
+
+    #[test]
+    fn idle_sessions_end_and_active_ones_are_resealed() {
+        let g = gate_with("session_idle_secs = 600\n");
+        let session = logged_in_cookie(&g);
+        let at = |t: u64| g.decide_at(&req("/a", None, Some(&session)), t);
+        let Decision::Pass(p) = at(NOW + 10) else {
+            panic!()
+        };
+        assert_eq!(p.set_cookie, None, "fresh: no re-seal");
+        let Decision::Pass(p) = at(NOW + 200) else {
+            panic!()
+        };
+        let resealed = p
+            .set_cookie
+            .expect("re-sealed after a quarter of the idle time");
+        let resealed = resealed.split(';').next().unwrap().to_owned();
+        assert_eq!(
+            reply(at(NOW + 600)).status,
+            302,
+            "idle too long: a new login"
+        );
+        let later = g.decide_at(&req("/a", None, Some(&resealed)), NOW + 700);
+        assert!(
+            matches!(later, Decision::Pass(_)),
+            "the re-sealed session lives on"
+        );
+    }
+
+    #[test]
+    fn userinfo_paths_send_base_sessions_to_authorize_with_userinfo() {
+        let g = gate_with("userinfo_paths = [\"/profile/\"]\n");
+        let mut base = identity();
+        base.scope = "snsapi_base".into();
+        base.nickname = None;
+        let session = login_as(&g, base);
+        assert!(matches!(
+            g.decide_at(&req("/orders", None, Some(&session)), NOW),
+            Decision::Pass(_)
+        ));
+        let r = reply(g.decide_at(&req("/profile/me", None, Some(&session)), NOW));
+        assert_eq!(r.status, 302);
+        assert!(r
+            .header("Location")
+            .unwrap()
+            .contains("&scope=snsapi_userinfo&state="));
+        let mut xhr = req("/profile/me", None, Some(&session));
+        xhr.accept = Some("application/json");
+        let r = reply(g.decide_at(&xhr, NOW));
+        assert!(
+            r.body
+                .contains("login?rd=%2Fprofile%2Fme&scope=snsapi_userinfo"),
+            "{}",
+            r.body
+        );
+        let full = login_as(&g, identity());
+        assert!(matches!(
+            g.decide_at(&req("/profile/me", None, Some(&full)), NOW),
+            Decision::Pass(_)
+        ));
+        let r = reply(g.decide_at(
+            &req(
+                "/_wechat/login",
+                Some("rd=%2Fp&scope=snsapi_userinfo"),
+                None,
+            ),
+            NOW,
+        ));
+        assert!(r
+            .header("Location")
+            .unwrap()
+            .contains("scope=snsapi_userinfo"));
+    }
+
+    #[test]
+    fn pages_follow_the_language() {
+        let g = gate();
+        let mut r = req("/_wechat/nope", None, None);
+        assert!(reply(g.decide_at(&r, NOW)).body.contains("页面不存在"));
+        r.accept_language = Some("en-GB,en;q=0.9");
+        let body = reply(g.decide_at(&r, NOW)).body;
+        assert!(body.contains("Not found") && !body.contains("页面不存在"));
+        let g = gate_with("language = \"en\"\n");
+        assert!(reply(g.decide_at(&req("/_wechat/nope", None, None), NOW))
+            .body
+            .contains("Not found"));
+    }
+
+    #[test]
+    fn logout_and_profile_refresh_are_calls_needing_io() {
+        let g = gate();
+        let session = logged_in_cookie(&g);
+        let d = g.decide_at(&req("/_wechat/logout", None, Some(&session)), NOW);
+        assert!(
+            matches!(
+                d,
+                Decision::Call(Call {
+                    kind: CallKind::Logout { .. },
+                    ..
+                })
+            ),
+            "{d:?}"
+        );
+        let d = g.decide_at(
+            &req("/_wechat/userinfo", Some("refresh=1"), Some(&session)),
+            NOW,
+        );
+        assert!(matches!(
+            d,
+            Decision::Call(Call {
+                kind: CallKind::Profile { check: false, .. },
+                ..
+            })
+        ));
+        let d = g.decide_at(
+            &req("/_wechat/userinfo", Some("check=1"), Some(&session)),
+            NOW,
+        );
+        assert!(matches!(
+            d,
+            Decision::Call(Call {
+                kind: CallKind::Profile { check: true, .. },
+                ..
+            })
+        ));
+        let r = reply(g.decide_at(&req("/_wechat/logout", None, None), NOW));
+        assert_eq!(r.header("Location"), Some("/"));
+        let g = gate_with("logout_redirect = \"/goodbye\"\n");
+        assert_eq!(
+            reply(g.decide_at(&req("/_wechat/logout", None, None), NOW)).header("Location"),
+            Some("/goodbye")
         );
     }
 

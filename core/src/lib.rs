@@ -7,6 +7,7 @@
 //! - [`session`]: the sealed session cookie and the identity headers.
 //! - [`sns`]: typed `sns/oauth2/access_token` and `sns/userinfo` client.
 //! - [`flow`]: the state machine every host drives ([`Gate`]).
+//! - [`store`]: server-side tokens; [`single_flight`]: one exchange per code.
 //!
 //! The protocol is described in PROTOCOL.md; secrets, codes and tokens are
 //! newtypes ([`secret`]) that never print.
@@ -21,13 +22,16 @@ pub mod pages;
 pub mod seal;
 pub mod secret;
 pub mod session;
+pub mod single_flight;
 pub mod sns;
 pub mod state;
+pub mod store;
 
 pub use authorize::Scope;
 pub use config::{Config, ConfigError};
 pub use errcode::ErrCode;
-pub use flow::{Decision, Gate, GateError, LoginOutcome, Pass, PendingLogin, RequestParts};
+pub use flow::{Call, Decision, Gate, GateError, Pass, RequestParts};
 pub use pages::Reply;
-pub use session::Identity;
+pub use session::{Identity, Session};
 pub use sns::SnsError;
+pub use store::{MemoryTokenStore, StoredTokens, TokenStore};

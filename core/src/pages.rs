@@ -3,6 +3,8 @@
 
 use html_escape::{encode_double_quoted_attribute, encode_text};
 
+use crate::config::Language;
+
 /// A complete HTTP answer the host writes back as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -58,15 +60,80 @@ impl Reply {
     }
 }
 
+/// The language of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// Chinese (simplified).
+    Zh,
+    /// English.
+    En,
+}
+
+impl Lang {
+    /// The page language for a request: the configured one, or with
+    /// [`Language::Auto`] the first of `zh`/`en` in `Accept-Language` by
+    /// preference (`q`), Chinese when neither appears.
+    pub fn choose(configured: Language, accept_language: Option<&str>) -> Lang {
+        match configured {
+            Language::Zh => Lang::Zh,
+            Language::En => Lang::En,
+            Language::Auto => {
+                let mut tags: Vec<(f32, &str)> = accept_language
+                    .unwrap_or("")
+                    .split(',')
+                    .take(16)
+                    .filter_map(|item| {
+                        let mut parts = item.split(';');
+                        let tag = parts.next()?.trim();
+                        let q = parts
+                            .find_map(|p| p.trim().strip_prefix("q="))
+                            .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
+                        Some((q, tag))
+                    })
+                    .collect();
+                tags.sort_by(|a, b| b.0.total_cmp(&a.0));
+                tags.iter()
+                    .filter(|(q, _)| *q > 0.0)
+                    .find_map(|(_, tag)| {
+                        let primary = tag.split('-').next()?.to_ascii_lowercase();
+                        match primary.as_str() {
+                            "zh" => Some(Lang::Zh),
+                            "en" => Some(Lang::En),
+                            _ => None,
+                        }
+                    })
+                    .unwrap_or(Lang::Zh)
+            }
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+}
+
 /// One user-facing message in both languages.
 pub(crate) struct Text {
     pub zh: &'static str,
     pub en: &'static str,
 }
 
-/// An HTML page: a title, a message, an optional detail line (escaped) and
-/// an optional button linking to `action`.
+impl Text {
+    fn get(&self, lang: Lang) -> &'static str {
+        match lang {
+            Lang::Zh => self.zh,
+            Lang::En => self.en,
+        }
+    }
+}
+
+/// An HTML page in `lang`: a title, a message, an optional detail line
+/// (escaped) and an optional button linking to `action`.
 pub(crate) fn page(
+    lang: Lang,
     status: u16,
     title: Text,
     message: Text,
@@ -79,24 +146,22 @@ pub(crate) fn page(
     let button = action
         .map(|(href, label)| {
             format!(
-                "<p><a class=\"button\" href=\"{}\">{} · {}</a></p>",
+                "<p><a class=\"button\" href=\"{}\">{}</a></p>",
                 encode_double_quoted_attribute(href),
-                label.zh,
-                label.en
+                label.get(lang),
             )
         })
         .unwrap_or_default();
     let body = format!(
-        "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+        "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<title>{tz} · {te}</title><style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222}}\
-h1{{font-size:1.4em}}.en{{color:#666}}.detail{{color:#888;font-size:.9em;word-break:break-all}}\
+<title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222}}\
+h1{{font-size:1.4em}}.detail{{color:#888;font-size:.9em;word-break:break-all}}\
 .button{{display:inline-block;background:#07c160;color:#fff;padding:.6em 1.4em;border-radius:4px;text-decoration:none}}</style></head>\
-<body><h1>{tz}</h1><p>{mz}</p><h1 class=\"en\" lang=\"en\">{te}</h1><p class=\"en\" lang=\"en\">{me}</p>{detail}{button}</body></html>\n",
-        tz = title.zh,
-        te = title.en,
-        mz = message.zh,
-        me = message.en,
+<body><h1>{title}</h1><p>{message}</p>{detail}{button}</body></html>\n",
+        code = lang.code(),
+        title = title.get(lang),
+        message = message.get(lang),
     );
     Reply::new(status, "text/html; charset=utf-8", body)
 }
@@ -106,8 +171,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn language_follows_accept_language_else_chinese() {
+        let auto = |h| Lang::choose(Language::Auto, h);
+        assert_eq!(auto(None), Lang::Zh);
+        assert_eq!(auto(Some("en-US,en;q=0.9")), Lang::En);
+        assert_eq!(auto(Some("zh-CN,zh;q=0.9,en;q=0.8")), Lang::Zh);
+        assert_eq!(auto(Some("fr, en;q=0.5, zh;q=0.4")), Lang::En);
+        assert_eq!(auto(Some("zh;q=0.2, en;q=0.9")), Lang::En);
+        assert_eq!(auto(Some("en;q=0, de")), Lang::Zh);
+        assert_eq!(auto(Some("\u{0}garbage;q=x")), Lang::Zh);
+        assert_eq!(Lang::choose(Language::En, Some("zh-CN")), Lang::En);
+    }
+
+    #[test]
     fn pages_escape_detail_and_links() {
         let r = page(
+            Lang::En,
             400,
             Text {
                 zh: "标题",
@@ -129,6 +208,7 @@ mod tests {
         assert_eq!(r.status, 400);
         assert!(!r.body.contains("<script>"));
         assert!(r.body.contains("href=\"/a?b=&quot;c&quot;&amp;d\""));
+        assert!(r.body.contains("Retry") && !r.body.contains("重试"));
         assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     }
 }

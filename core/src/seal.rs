@@ -10,10 +10,11 @@ use crate::secret::Secret;
 /// refused unread (browsers cap a cookie at 4096 bytes).
 pub const MAX_SEALED_BYTES: usize = 4096;
 
-/// Seals and opens cookie values with keys derived (HKDF) from the cookie secret.
+/// Seals and opens cookie values with keys derived (HKDF) from the cookie
+/// secrets: the first seals, any opens, so keys rotate without logging anyone out.
 #[derive(Clone)]
 pub struct Sealer {
-    key: Key,
+    keys: Vec<Key>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -23,18 +24,27 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A sealer for `secret`; `None` when it is shorter than 32 bytes.
+    /// A sealer for one secret; `None` when it is shorter than 32 bytes.
     pub fn new(secret: &Secret) -> Option<Sealer> {
-        let bytes = secret.expose().as_bytes();
-        (bytes.len() >= crate::config::MIN_COOKIE_SECRET_BYTES).then(|| Sealer {
-            key: Key::derive_from(bytes),
+        Self::with_rotation(std::slice::from_ref(secret))
+    }
+
+    /// A sealer that seals with `secrets[0]` and opens with any of them;
+    /// `None` when the list is empty or a secret is shorter than 32 bytes.
+    pub fn with_rotation(secrets: &[Secret]) -> Option<Sealer> {
+        let long_enough = |s: &Secret| s.expose().len() >= crate::config::MIN_COOKIE_SECRET_BYTES;
+        (!secrets.is_empty() && secrets.iter().all(long_enough)).then(|| Sealer {
+            keys: secrets
+                .iter()
+                .map(|s| Key::derive_from(s.expose().as_bytes()))
+                .collect(),
         })
     }
 
     /// Encrypts `plaintext` for the cookie `name`; the result is cookie-safe base64.
     pub fn seal(&self, name: &str, plaintext: &str) -> String {
         let mut jar = CookieJar::new();
-        jar.private_mut(&self.key)
+        jar.private_mut(&self.keys[0])
             .add(Cookie::new(name.to_owned(), plaintext.to_owned()));
         jar.get(name)
             .map(|c| c.value().to_owned())
@@ -47,10 +57,12 @@ impl Sealer {
         if value.len() > MAX_SEALED_BYTES {
             return None;
         }
-        CookieJar::new()
-            .private(&self.key)
-            .decrypt(Cookie::new(name.to_owned(), value.to_owned()))
-            .map(|c| c.value().to_owned())
+        let jar = CookieJar::new();
+        self.keys.iter().find_map(|key| {
+            jar.private(key)
+                .decrypt(Cookie::new(name.to_owned(), value.to_owned()))
+                .map(|c| c.value().to_owned())
+        })
     }
 }
 
@@ -89,6 +101,22 @@ mod tests {
             a.open("wechat_session", &"A".repeat(MAX_SEALED_BYTES + 1)),
             None
         );
+    }
+
+    #[test]
+    fn rotation_seals_with_the_first_key_and_opens_with_any() {
+        let old = Secret::new("the-old-cookie-secret-of-32-bytes-or-more");
+        let new = Secret::new("the-new-cookie-secret-of-32-bytes-or-more");
+        let before = Sealer::new(&old).unwrap().seal("n", "v");
+        let rotated = Sealer::with_rotation(&[new.clone(), old]).unwrap();
+        assert_eq!(rotated.open("n", &before).as_deref(), Some("v"));
+        let after = rotated.seal("n", "w");
+        assert_eq!(
+            Sealer::new(&new).unwrap().open("n", &after).as_deref(),
+            Some("w")
+        );
+        assert_eq!(Sealer::new(&new).unwrap().open("n", &before), None);
+        assert!(Sealer::with_rotation(&[]).is_none());
     }
 
     #[test]

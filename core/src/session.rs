@@ -16,6 +16,12 @@ pub const HEADER_UNIONID: &str = "X-WeChat-UnionID";
 pub const HEADER_SCOPE: &str = "X-WeChat-Scope";
 /// Header carrying the nickname, percent-encoded UTF-8 (RFC 3986 unreserved characters kept).
 pub const HEADER_NICKNAME: &str = "X-WeChat-Nickname";
+/// Header set to `1` for a snapshot-page user, when those are allowed.
+pub const HEADER_SNAPSHOT: &str = "X-WeChat-Snapshot";
+/// Longest nickname kept, in bytes (far beyond WeChat's own limit); longer ones are cut at a character boundary.
+pub const MAX_NICKNAME_BYTES: usize = 256;
+/// Longest avatar URL kept, in bytes; a longer one is dropped.
+pub const MAX_HEADIMGURL_BYTES: usize = 512;
 /// Every request header whose name starts with this (case-insensitive) is
 /// removed before a request reaches the application, so only the gate sets them.
 pub const IDENTITY_HEADER_PREFIX: &str = "x-wechat-";
@@ -33,6 +39,10 @@ pub struct Identity {
     pub nickname: Option<String>,
     /// The avatar URL, with `snsapi_userinfo`; `None` when WeChat has none.
     pub headimgurl: Option<String>,
+    /// A snapshot-page virtual user (`is_snapshotuser: 1`), let through by
+    /// `allow_snapshot_users`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
 }
 
 const NICKNAME_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -58,7 +68,27 @@ impl Identity {
                 percent_encoding::utf8_percent_encode(n, NICKNAME_ENCODE).to_string(),
             ));
         }
+        if self.snapshot {
+            headers.push((HEADER_SNAPSHOT, "1".to_owned()));
+        }
         headers
+    }
+
+    /// Applies the size bounds that keep the session cookie under 4 KiB:
+    /// nickname cut to [`MAX_NICKNAME_BYTES`], avatar URL dropped past
+    /// [`MAX_HEADIMGURL_BYTES`].
+    pub fn bounded(mut self) -> Identity {
+        if let Some(n) = &mut self.nickname {
+            if n.len() > MAX_NICKNAME_BYTES {
+                let mut cut = MAX_NICKNAME_BYTES;
+                while !n.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                n.truncate(cut);
+            }
+        }
+        self.headimgurl = self.headimgurl.filter(|h| h.len() <= MAX_HEADIMGURL_BYTES);
+        self
     }
 }
 
@@ -72,37 +102,58 @@ pub fn is_valid_wechat_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A login: the identity plus the session id its tokens are stored under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Who logged in.
+    pub identity: Identity,
+    /// Random id keying the server-side tokens ([`crate::store::TokenStore`]).
+    pub sid: String,
+    /// Logged in at, unix seconds.
+    pub issued_at: u64,
+    /// Ends at, unix seconds (absolute lifetime).
+    pub expires_at: u64,
+    /// Last seen at, unix seconds (for the idle timeout).
+    pub seen_at: u64,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SessionPayload {
     v: u8,
     #[serde(flatten)]
     identity: Identity,
-    /// Issued at, unix seconds.
+    sid: String,
     iat: u64,
-    /// Expires at, unix seconds.
     exp: u64,
+    seen: u64,
 }
 
-/// Seals `identity` into a session cookie value valid from `now` (unix
-/// seconds) for `lifetime_secs`.
-pub fn seal_session(sealer: &Sealer, identity: &Identity, now: u64, lifetime_secs: u64) -> String {
+/// Seals a session into a cookie value.
+pub fn seal_session(sealer: &Sealer, session: &Session) -> String {
     let payload = SessionPayload {
-        v: 1,
-        identity: identity.clone(),
-        iat: now,
-        exp: now + lifetime_secs,
+        v: 2,
+        identity: session.identity.clone(),
+        sid: session.sid.clone(),
+        iat: session.issued_at,
+        exp: session.expires_at,
+        seen: session.seen_at,
     };
-    let json = serde_json::to_string(&payload).expect("identity serializes");
+    let json = serde_json::to_string(&payload).expect("session serializes");
     sealer.seal(SESSION_COOKIE, &json)
 }
 
-/// Opens a session cookie value: the identity and its expiry (unix seconds),
-/// or `None` when the value is forged, tampered, from another key, or expired at `now`.
-pub fn open_session(sealer: &Sealer, value: &str, now: u64) -> Option<(Identity, u64)> {
+/// Opens a session cookie value; `None` when it is forged, tampered, from an
+/// unknown key, or past its absolute expiry at `now` (unix seconds).
+pub fn open_session(sealer: &Sealer, value: &str, now: u64) -> Option<Session> {
     let json = sealer.open(SESSION_COOKIE, value)?;
-    let payload: SessionPayload = serde_json::from_str(&json).ok()?;
-    (payload.v == 1 && payload.exp > now && is_valid_wechat_id(&payload.identity.openid))
-        .then_some((payload.identity, payload.exp))
+    let p: SessionPayload = serde_json::from_str(&json).ok()?;
+    (p.v == 2 && p.exp > now && is_valid_wechat_id(&p.identity.openid)).then_some(Session {
+        identity: p.identity,
+        sid: p.sid,
+        issued_at: p.iat,
+        expires_at: p.exp,
+        seen_at: p.seen,
+    })
 }
 
 #[cfg(test)]
@@ -117,15 +168,52 @@ mod tests {
             scope: "snsapi_userinfo".into(),
             nickname: Some("张三 🐼 Zoë".into()),
             headimgurl: Some("https://thirdwx.qlogo.cn/mmopen/x/132".into()),
+            snapshot: false,
+        }
+    }
+
+    fn session(identity: Identity) -> Session {
+        Session {
+            identity,
+            sid: "sid123".into(),
+            issued_at: 1000,
+            expires_at: 1060,
+            seen_at: 1000,
         }
     }
 
     #[test]
     fn sessions_round_trip_and_expire() {
         let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
-        let v = seal_session(&s, &identity(), 1000, 60);
-        assert_eq!(open_session(&s, &v, 1059), Some((identity(), 1060)));
+        let v = seal_session(&s, &session(identity()));
+        assert_eq!(open_session(&s, &v, 1059), Some(session(identity())));
         assert_eq!(open_session(&s, &v, 1060), None);
+    }
+
+    #[test]
+    fn the_longest_identity_keeps_the_cookie_under_4_kib() {
+        let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+        let mut id = identity();
+        id.nickname = Some("🐼".repeat(500));
+        id.headimgurl = Some(format!("https://thirdwx.qlogo.cn/{}", "a".repeat(480)));
+        id.unionid = Some("u".repeat(128));
+        id.openid = "o".repeat(128);
+        let id = id.bounded();
+        assert_eq!(id.nickname.as_ref().unwrap().len(), MAX_NICKNAME_BYTES);
+        assert!(id.headimgurl.is_some());
+        let mut session = session(id);
+        session.sid = "s".repeat(32);
+        session.expires_at = u64::MAX / 2;
+        let cookie = format!(
+            "{SESSION_COOKIE}={}; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=31622400",
+            seal_session(&s, &session)
+        );
+        assert!(cookie.len() < 4096, "{}", cookie.len());
+        let mut header_id = session.identity.clone();
+        header_id.snapshot = true;
+        assert!(header_id
+            .upstream_headers()
+            .contains(&(HEADER_SNAPSHOT, "1".to_owned())));
     }
 
     #[test]

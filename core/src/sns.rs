@@ -237,6 +237,39 @@ pub fn access_token_url(
     url
 }
 
+/// The `sns/oauth2/refresh_token` URL (PROTOCOL.md §1 step 3). It carries
+/// the refresh token: never log or show it.
+pub fn refresh_token_url(api_base: &Url, appid: &str, refresh: &RefreshToken) -> Url {
+    let mut url = api_url(api_base, "sns/oauth2/refresh_token");
+    url.query_pairs_mut()
+        .append_pair("appid", appid)
+        .append_pair("grant_type", "refresh_token")
+        .append_pair("refresh_token", refresh.expose());
+    url
+}
+
+/// The `sns/auth` URL (PROTOCOL.md §1 step 5). It carries the access token.
+pub fn auth_url(api_base: &Url, token: &AccessToken, openid: &str) -> Url {
+    let mut url = api_url(api_base, "sns/auth");
+    url.query_pairs_mut()
+        .append_pair("access_token", token.expose())
+        .append_pair("openid", openid);
+    url
+}
+
+/// Parses an `sns/auth` answer: `Ok` for `{"errcode":0,...}`.
+///
+/// Errors: [`SnsError::WeChat`] (e.g. 40003 invalid openid), [`SnsError::Malformed`].
+pub fn parse_auth(body: &[u8]) -> Result<(), SnsError> {
+    check_errcode(body)?;
+    let fields: ErrorFields = serde_json::from_slice(body)
+        .map_err(|e| SnsError::Malformed(format!("auth answer: {}", json_problem(&e))))?;
+    match fields.errcode {
+        Some(0) => Ok(()),
+        _ => Err(SnsError::Malformed("auth answer without errcode".into())),
+    }
+}
+
 /// The `sns/userinfo` URL. It carries the access token: never log or show it.
 pub fn userinfo_url(api_base: &Url, token: &AccessToken, openid: &str, lang: &str) -> Url {
     let mut url = api_url(api_base, "sns/userinfo");
@@ -302,6 +335,24 @@ impl SnsClient {
     pub async fn userinfo(&self, token: &AccessToken, openid: &str) -> Result<UserInfo, SnsError> {
         let url = userinfo_url(&self.api_base, token, openid, "zh_CN");
         self.with_retries(|| async { parse_userinfo(&self.get(url.clone()).await?) })
+            .await
+    }
+
+    /// Refreshes an access token (`sns/oauth2/refresh_token`).
+    ///
+    /// Errors: [`SnsError`]; 40030/42002 when the refresh token is invalid or expired.
+    pub async fn refresh(&self, refresh: &RefreshToken) -> Result<TokenResponse, SnsError> {
+        let url = refresh_token_url(&self.api_base, &self.appid, refresh);
+        self.with_retries(|| async { parse_token_response(&self.get(url.clone()).await?) })
+            .await
+    }
+
+    /// Checks an access token against an openid (`sns/auth`).
+    ///
+    /// Errors: [`SnsError`]; 40003/40001/42001 when they no longer match.
+    pub async fn auth(&self, token: &AccessToken, openid: &str) -> Result<(), SnsError> {
+        let url = auth_url(&self.api_base, token, openid);
+        self.with_retries(|| async { parse_auth(&self.get(url.clone()).await?) })
             .await
     }
 
@@ -396,6 +447,27 @@ mod tests {
             parse_userinfo(br#"{"openid":"o1","sex":1}"#).unwrap().sex,
             1
         );
+    }
+
+    #[test]
+    fn refresh_and_auth_urls_carry_the_documented_parameters() {
+        let base = Url::parse("https://api.weixin.qq.com").unwrap();
+        assert_eq!(
+            refresh_token_url(&base, "wx1", &RefreshToken::new("R")).as_str(),
+            "https://api.weixin.qq.com/sns/oauth2/refresh_token?appid=wx1&grant_type=refresh_token&refresh_token=R"
+        );
+        assert_eq!(
+            auth_url(&base, &AccessToken::new("T"), "o").as_str(),
+            "https://api.weixin.qq.com/sns/auth?access_token=T&openid=o"
+        );
+    }
+
+    #[test]
+    fn auth_answers_parse() {
+        assert!(parse_auth(br#"{"errcode":0,"errmsg":"ok"}"#).is_ok());
+        let e = parse_auth(br#"{"errcode":40003,"errmsg":"invalid openid"}"#).unwrap_err();
+        assert_eq!(e.errcode(), Some(ErrCode::InvalidOpenid));
+        assert!(parse_auth(b"{}").is_err());
     }
 
     #[test]

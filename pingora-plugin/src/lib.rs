@@ -4,9 +4,10 @@
 //! - [`WechatGate`]: the reusable gate component. Call
 //!   [`WechatGate::request_filter`] from your `ProxyHttp::request_filter`
 //!   (it answers login redirects, 401s and the gate's routes itself and
-//!   returns `Ok(true)`), and [`WechatGate::upstream_request_filter`] from
+//!   returns `Ok(true)`), [`WechatGate::upstream_request_filter`] from
 //!   `upstream_request_filter` (it strips client-sent `X-WeChat-*` headers and
-//!   the gate's cookies, then adds the verified identity).
+//!   the gate's cookies, then adds the verified identity), and
+//!   [`WechatGate::response_filter`] from `response_filter` (session refresh).
 //! - [`GatewayProxy`]: a complete `ProxyHttp` that protects one upstream.
 //! - [`build_server`]: the `wechat-gateway` server for a [`Config`].
 
@@ -78,6 +79,7 @@ impl WechatGate {
             user_agent: header("user-agent"),
             accept: header("accept"),
             x_requested_with: header("x-requested-with"),
+            accept_language: header("accept-language"),
         };
         let head = req.method == http::Method::HEAD;
         let reply = match self.gate.decide(&parts) {
@@ -86,7 +88,7 @@ impl WechatGate {
                 return Ok(false);
             }
             Decision::Reply(reply) => reply,
-            Decision::Exchange(pending) => self.gate.complete_login(pending).await,
+            Decision::Call(call) => self.gate.complete(call).await,
         };
         write_reply(session, reply, head).await?;
         Ok(true)
@@ -127,6 +129,23 @@ impl WechatGate {
             for (name, value) in identity.upstream_headers() {
                 upstream_request.insert_header(name, value)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl WechatGate {
+    /// Adds the gate's `Set-Cookie` (a re-sealed session) to the
+    /// application's response. Call it from `response_filter`.
+    ///
+    /// Errors: only if Pingora refuses the header.
+    pub fn response_filter(
+        &self,
+        upstream_response: &mut ResponseHeader,
+        ctx: &GateCtx,
+    ) -> pingora::Result<()> {
+        if let Some(cookie) = ctx.pass.as_ref().and_then(|p| p.set_cookie.as_deref()) {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
         Ok(())
     }
@@ -217,6 +236,15 @@ impl ProxyHttp for GatewayProxy {
             upstream_request.insert_header("X-Forwarded-For", addr.ip().to_string())?;
         }
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut GateCtx,
+    ) -> pingora::Result<()> {
+        self.gate.response_filter(upstream_response, ctx)
     }
 }
 

@@ -276,12 +276,20 @@ async fn tampered_or_foreign_session_cookies_count_as_no_session() {
         scope: "snsapi_base".into(),
         nickname: None,
         headimgurl: None,
+        snapshot: false,
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let foreign = wechat_oauth::session::seal_session(&foreign_key, &identity, now, 3600);
+    let session = wechat_oauth::Session {
+        identity,
+        sid: "attacker".into(),
+        issued_at: now,
+        expires_at: now + 3600,
+        seen_at: now,
+    };
+    let foreign = wechat_oauth::session::seal_session(&foreign_key, &session);
 
     let mut flipped = genuine.clone().into_bytes();
     let mid = flipped.len() / 2;
@@ -338,7 +346,17 @@ async fn scripts_without_a_session_get_401_json_and_other_browsers_a_page() {
         .header("content-type")
         .unwrap()
         .starts_with("text/html"));
-    assert!(page.body.contains("微信") && page.body.contains("WeChat"));
+    assert!(page.body.contains("请在微信中打开"), "Chinese by default");
+    let english = desktop
+        .get_with(
+            &stack.url("/orders"),
+            &[("Accept-Language", "en-US,en;q=0.9")],
+        )
+        .await;
+    assert!(
+        english.body.contains("Open this page in WeChat")
+            && !english.body.contains("请在微信中打开")
+    );
     assert!(page.body.contains("/_wechat/login?rd=%2Forders"));
     // That login link takes a browser through WeChat back to /orders.
     let start = desktop.get(&stack.url("/_wechat/login?rd=%2Forders")).await;
