@@ -10,9 +10,13 @@
 //! token scope for `sns/userinfo` (48001). Errors come as HTTP 200 JSON
 //! `{"errcode","errmsg"}` with `Content-Type: text/plain`, as WeChat sends them.
 //!
-//! Control routes under `/_emulator/` let tests look inside: `calls`
-//! (count per endpoint), `user` (the logged-in user's ids), `issued` (every
-//! code and token handed out, to prove none leaks).
+//! Control routes under `/_emulator/` let tests look inside and script
+//! WeChat's misbehaviour: `GET calls` (count per endpoint), `GET|POST user`
+//! (the user behind the phone: ids, nickname, snapshot), `GET issued` (every
+//! code and token handed out, to prove none leaks), `POST|DELETE faults`
+//! (the next N calls of an endpoint answer an errcode, an HTTP status or a
+//! body, or are delayed), `POST settings` (consent auto/page/deny, code and
+//! token lifetimes).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +40,8 @@ pub enum Consent {
     Auto,
     /// Always show a consent page with "allow" and "deny".
     Page,
+    /// The user refuses at once: back to the callback with no code.
+    Deny,
 }
 
 /// The emulator's settings.
@@ -87,6 +93,8 @@ pub struct Profile {
     pub country: String,
     /// Avatar URL.
     pub headimgurl: String,
+    /// A snapshot-page virtual user: tokens carry `is_snapshotuser: 1`.
+    pub snapshot: bool,
 }
 
 impl Default for Profile {
@@ -99,6 +107,7 @@ impl Default for Profile {
             city: "深圳".into(),
             country: "中国".into(),
             headimgurl: "https://thirdwx.qlogo.cn/mmopen/emulator/132".into(),
+            snapshot: false,
         }
     }
 }
@@ -116,13 +125,42 @@ struct TokenEntry {
     expires: Instant,
 }
 
-#[derive(Default)]
+/// A scripted misbehaviour for the next calls of one endpoint
+/// (`POST /_emulator/faults`). The delay comes first; then `errcode`,
+/// `http_status` or `body`, if set, answer instead of the real endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// `authorize`, `access_token`, `refresh_token`, `userinfo` or `auth`.
+    pub endpoint: String,
+    /// How many calls it applies to (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Wait this long before answering, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Answer HTTP 200 `{"errcode":N,"errmsg":…}`.
+    pub errcode: Option<i64>,
+    /// Answer this HTTP status (with `body`, or an HTML error page).
+    pub http_status: Option<u16>,
+    /// Answer this body (HTTP 200 unless `http_status`).
+    pub body: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
 struct World {
     codes: HashMap<String, CodeEntry>,
     access_tokens: HashMap<String, TokenEntry>,
     refresh_tokens: HashMap<String, TokenEntry>,
     calls: HashMap<&'static str, u64>,
     profile: Profile,
+    faults: Vec<Fault>,
+    consent: Consent,
+    code_ttl: Duration,
+    token_ttl: Duration,
 }
 
 struct Shared {
@@ -130,13 +168,57 @@ struct Shared {
     world: Mutex<World>,
 }
 
+impl Shared {
+    /// Counts a call and applies the next fault for `endpoint`, if any:
+    /// `Some(answer)` when the fault answers instead of the endpoint.
+    async fn call(&self, endpoint: &'static str) -> Option<Response> {
+        let fault = {
+            let mut world = self.world.lock().unwrap();
+            *world.calls.entry(endpoint).or_default() += 1;
+            let i = world.faults.iter().position(|f| f.endpoint == endpoint)?;
+            let fault = world.faults[i].clone();
+            world.faults[i].count -= 1;
+            if world.faults[i].count == 0 {
+                world.faults.remove(i);
+            }
+            fault
+        };
+        if fault.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        }
+        if let Some(code) = fault.errcode {
+            return Some(wechat_error(code, "injected by the emulator"));
+        }
+        if fault.http_status.is_none() && fault.body.is_none() {
+            return None;
+        }
+        let status =
+            StatusCode::from_u16(fault.http_status.unwrap_or(200)).unwrap_or(StatusCode::OK);
+        let body = fault
+            .body
+            .unwrap_or_else(|| format!("<html><body><h1>{status}</h1></body></html>"));
+        Some((status, body).into_response())
+    }
+}
+
 type App = Arc<Shared>;
 
 /// The emulator's routes, for serving with axum.
 pub fn router(cfg: EmulatorConfig) -> Router {
+    let world = World {
+        codes: HashMap::new(),
+        access_tokens: HashMap::new(),
+        refresh_tokens: HashMap::new(),
+        calls: HashMap::new(),
+        profile: Profile::default(),
+        faults: Vec::new(),
+        consent: cfg.consent,
+        code_ttl: cfg.code_ttl,
+        token_ttl: cfg.token_ttl,
+    };
     let shared = Arc::new(Shared {
         cfg,
-        world: Mutex::new(World::default()),
+        world: Mutex::new(world),
     });
     Router::new()
         .route("/connect/oauth2/authorize", get(authorize).post(confirm))
@@ -145,8 +227,13 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         .route("/sns/userinfo", get(userinfo))
         .route("/sns/auth", get(auth))
         .route("/_emulator/calls", get(calls))
-        .route("/_emulator/user", get(user))
+        .route("/_emulator/user", get(user).post(set_user))
         .route("/_emulator/issued", get(issued))
+        .route(
+            "/_emulator/faults",
+            axum::routing::post(add_fault).delete(clear_faults),
+        )
+        .route("/_emulator/settings", axum::routing::post(settings))
         .with_state(shared)
 }
 
@@ -201,10 +288,6 @@ fn openid_of(appid: &str, profile: &Profile) -> String {
 
 fn unionid_of(profile: &Profile) -> String {
     derived_id(&format!("unionid:{}", profile.key))
-}
-
-fn count(app: &App, endpoint: &'static str) {
-    *app.world.lock().unwrap().calls.entry(endpoint).or_default() += 1;
 }
 
 /// A JSON API answer as WeChat sends it: HTTP 200, `text/plain`.
@@ -368,13 +451,19 @@ fn issue_code(app: &App, scope: &str) -> String {
 }
 
 async fn authorize(State(app): State<App>, RawQuery(raw): RawQuery) -> Response {
-    count(&app, "authorize");
+    if let Some(answer) = app.call("authorize").await {
+        return answer;
+    }
     let raw = raw.unwrap_or_default();
     let req = match check_authorize(&app.cfg, &raw) {
         Ok(r) => r,
         Err(page) => return page,
     };
-    if app.cfg.consent == Consent::Page || req.force_popup {
+    let consent = app.world.lock().unwrap().consent;
+    if consent == Consent::Deny {
+        return back_to(req.redirect_uri, None, &req.state);
+    }
+    if consent == Consent::Page || req.force_popup {
         return consent_page(&app, &raw, &req);
     }
     let code = issue_code(&app, &req.scope);
@@ -425,10 +514,10 @@ async fn confirm(State(app): State<App>, Form(form): Form<ConfirmForm>) -> Respo
 
 type Params = Query<HashMap<String, String>>;
 
-fn token_answer(app: &App, world: &mut World, openid: String, scope: String) -> Response {
+fn token_answer(world: &mut World, openid: String, scope: String) -> Response {
     let access = random_token(64);
     let refresh = random_token(64);
-    let expires = Instant::now() + app.cfg.token_ttl;
+    let expires = Instant::now() + world.token_ttl;
     world.access_tokens.insert(
         access.clone(),
         TokenEntry {
@@ -447,13 +536,16 @@ fn token_answer(app: &App, world: &mut World, openid: String, scope: String) -> 
     );
     let mut body = serde_json::json!({
         "access_token": access,
-        "expires_in": app.cfg.token_ttl.as_secs(),
+        "expires_in": world.token_ttl.as_secs(),
         "refresh_token": refresh,
         "openid": openid,
         "scope": scope,
     });
     if scope.contains("snsapi_userinfo") {
         body["unionid"] = unionid_of(&world.profile).into();
+    }
+    if world.profile.snapshot {
+        body["is_snapshotuser"] = 1.into();
     }
     wechat_json(body)
 }
@@ -473,7 +565,9 @@ fn check_app(app: &App, q: &HashMap<String, String>, grant_type: &str) -> Result
 }
 
 async fn access_token(State(app): State<App>, Query(q): Params) -> Response {
-    count(&app, "access_token");
+    if let Some(answer) = app.call("access_token").await {
+        return answer;
+    }
     if let Err(e) = check_app(&app, &q, "authorization_code") {
         return e;
     }
@@ -486,22 +580,23 @@ async fn access_token(State(app): State<App>, Query(q): Params) -> Response {
         return wechat_error(41008, "missing code");
     };
     let mut world = app.world.lock().unwrap();
+    let code_ttl = world.code_ttl;
     let (openid, scope) = match world.codes.get_mut(code.as_str()) {
         None => return wechat_error(40029, "invalid code"),
         Some(c) if c.used => return wechat_error(40163, "code been used"),
-        Some(c) if c.issued.elapsed() >= app.cfg.code_ttl => {
-            return wechat_error(42003, "code expired")
-        }
+        Some(c) if c.issued.elapsed() >= code_ttl => return wechat_error(42003, "code expired"),
         Some(c) => {
             c.used = true;
             (c.openid.clone(), c.scope.clone())
         }
     };
-    token_answer(&app, &mut world, openid, scope)
+    token_answer(&mut world, openid, scope)
 }
 
 async fn refresh_token(State(app): State<App>, Query(q): Params) -> Response {
-    count(&app, "refresh_token");
+    if let Some(answer) = app.call("refresh_token").await {
+        return answer;
+    }
     if let Err(e) = check_app(&app, &q, "refresh_token") {
         return e;
     }
@@ -517,7 +612,7 @@ async fn refresh_token(State(app): State<App>, Query(q): Params) -> Response {
         Some(t) => (t.openid.clone(), t.scope.clone()),
     };
     world.refresh_tokens.remove(refresh.as_str());
-    token_answer(&app, &mut world, openid, scope)
+    token_answer(&mut world, openid, scope)
 }
 
 /// Looks up an access token for `openid`: `Ok(scope)` or the errcode answer.
@@ -542,7 +637,9 @@ fn check_token(app: &App, q: &HashMap<String, String>) -> Result<String, Respons
 }
 
 async fn userinfo(State(app): State<App>, Query(q): Params) -> Response {
-    count(&app, "userinfo");
+    if let Some(answer) = app.call("userinfo").await {
+        return answer;
+    }
     let scope = match check_token(&app, &q) {
         Ok(s) => s,
         Err(e) => return e,
@@ -566,7 +663,9 @@ async fn userinfo(State(app): State<App>, Query(q): Params) -> Response {
 }
 
 async fn auth(State(app): State<App>, Query(q): Params) -> Response {
-    count(&app, "auth");
+    if let Some(answer) = app.call("auth").await {
+        return answer;
+    }
     match check_token(&app, &q) {
         Ok(_) => wechat_json(serde_json::json!({"errcode": 0, "errmsg": "ok"})),
         Err(e) => e,
@@ -606,4 +705,88 @@ async fn issued(State(app): State<App>) -> Response {
         "refresh_tokens": keys(&world.refresh_tokens),
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserUpdate {
+    key: Option<String>,
+    nickname: Option<String>,
+    sex: Option<u8>,
+    headimgurl: Option<String>,
+    snapshot: Option<bool>,
+}
+
+/// `POST /_emulator/user`: change the user behind the phone (any subset of fields).
+async fn set_user(State(app): State<App>, axum::Json(u): axum::Json<UserUpdate>) -> Response {
+    {
+        let mut world = app.world.lock().unwrap();
+        let p = &mut world.profile;
+        if let Some(v) = u.key {
+            p.key = v;
+        }
+        if let Some(v) = u.nickname {
+            p.nickname = v;
+        }
+        if let Some(v) = u.sex {
+            p.sex = v;
+        }
+        if let Some(v) = u.headimgurl {
+            p.headimgurl = v;
+        }
+        if let Some(v) = u.snapshot {
+            p.snapshot = v;
+        }
+    }
+    user(State(app)).await
+}
+
+/// `POST /_emulator/faults`: queue a [`Fault`].
+async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>) -> Response {
+    const ENDPOINTS: [&str; 5] = [
+        "authorize",
+        "access_token",
+        "refresh_token",
+        "userinfo",
+        "auth",
+    ];
+    if !ENDPOINTS.contains(&fault.endpoint.as_str()) || fault.count == 0 {
+        return (StatusCode::BAD_REQUEST, "unknown endpoint or count 0\n").into_response();
+    }
+    app.world.lock().unwrap().faults.push(fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /_emulator/faults`: WeChat behaves again.
+async fn clear_faults(State(app): State<App>) -> Response {
+    app.world.lock().unwrap().faults.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    consent: Option<String>,
+    code_ttl_ms: Option<u64>,
+    token_ttl_secs: Option<u64>,
+}
+
+/// `POST /_emulator/settings`: `{"consent":"auto"|"page"|"deny", "code_ttl_ms":N, "token_ttl_secs":N}`.
+async fn settings(State(app): State<App>, axum::Json(s): axum::Json<Settings>) -> Response {
+    let mut world = app.world.lock().unwrap();
+    if let Some(c) = s.consent {
+        world.consent = match c.as_str() {
+            "auto" => Consent::Auto,
+            "page" => Consent::Page,
+            "deny" => Consent::Deny,
+            _ => return (StatusCode::BAD_REQUEST, "consent: auto, page or deny\n").into_response(),
+        };
+    }
+    if let Some(ms) = s.code_ttl_ms {
+        world.code_ttl = Duration::from_millis(ms);
+    }
+    if let Some(secs) = s.token_ttl_secs {
+        world.token_ttl = Duration::from_secs(secs);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -36,13 +36,20 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port below the kernel's ephemeral range (32768 and up),
+/// so that no outgoing connection or `bind(:0)` can take it before the
+/// process that was given it binds it; never the same one twice per run.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 15_000 + (std::process::id() % 8_000) as u16;
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "no free port left below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process killed on drop; its stdout and stderr go to a log file.
@@ -339,16 +346,18 @@ pub struct Stack {
 impl Stack {
     /// Starts the three processes and waits until each answers.
     pub async fn start() -> Stack {
+        Self::start_with("", "").await
+    }
+
+    /// As [`Stack::start`], with extra lines for the `[wechat]` and
+    /// `[gateway]` tables of the gateway's config (later keys win over the
+    /// defaults only where TOML allows: don't repeat a default key).
+    pub async fn start_with(wechat_extra: &str, gateway_extra: &str) -> Stack {
         let dir = std::env::temp_dir().join(format!("wechat-e2e-{}", random(10)));
         std::fs::create_dir_all(&dir).unwrap();
         let (gw_port, emu_port, app_port) = (free_port(), free_port(), free_port());
-        let gateway_url = format!("http://127.0.0.1:{gw_port}");
-        let emulator_url = format!("http://127.0.0.1:{emu_port}");
-        let app_url = format!("http://127.0.0.1:{app_port}");
         let appid = "wx1234567890abcdef".to_owned();
         let app_secret = format!("appsecret{}", random(24));
-        let cookie_secret = format!("cookiesecret{}", random(36));
-
         let emulator = Proc::start(
             &dir,
             "emulator",
@@ -370,51 +379,104 @@ impl Stack {
             &["--listen", &format!("127.0.0.1:{app_port}")],
             &[],
         );
+        let mut stack = Stack {
+            dir,
+            gateway_url: format!("http://127.0.0.1:{gw_port}"),
+            emulator_url: format!("http://127.0.0.1:{emu_port}"),
+            app_url: format!("http://127.0.0.1:{app_port}"),
+            app_secret,
+            cookie_secret: format!("cookiesecret{}", random(36)),
+            appid,
+            procs: vec![emulator, app],
+        };
+        wait_ready(&format!("{}/_emulator/calls", stack.emulator_url)).await;
+        wait_ready(&format!("{}/echo", stack.app_url)).await;
+        let cookie_secret = stack.cookie_secret.clone();
+        stack
+            .start_gateway(wechat_extra, gateway_extra, &cookie_secret)
+            .await;
+        stack
+    }
+
+    /// (Re)starts the gateway process with a config built from the defaults
+    /// plus the extra lines, and `cookie_secret` in `WECHAT_COOKIE_SECRET`
+    /// (empty: not set, e.g. when `cookie_secrets` is among the extra lines).
+    pub async fn start_gateway(
+        &mut self,
+        wechat_extra: &str,
+        gateway_extra: &str,
+        cookie_secret: &str,
+    ) {
+        self.procs.truncate(2);
+        let port = self.gateway_url.rsplit(':').next().unwrap().to_owned();
         let config = format!(
             r#"[wechat]
 appid = "{appid}"
-scope = "snsapi_userinfo"
-open_base = "{emulator_url}"
-api_base = "{emulator_url}"
-timeout_ms = 3000
+open_base = "{emulator}"
+api_base = "{emulator}"
+{scope}{timeout}{wechat_extra}
 
 [gateway]
-listen = "127.0.0.1:{gw_port}"
-upstream = "127.0.0.1:{app_port}"
-public_url = "{gateway_url}"
+listen = "127.0.0.1:{port}"
+upstream = "{app}"
+public_url = "{gateway}"
 prefix = "/_wechat"
 public_paths = ["/static/", "/echo/public"]
-"#
+{gateway_extra}
+"#,
+            appid = self.appid,
+            emulator = self.emulator_url,
+            app = self.app_url.trim_start_matches("http://"),
+            gateway = self.gateway_url,
+            scope = if wechat_extra.contains("scope =") {
+                ""
+            } else {
+                "scope = \"snsapi_userinfo\"\n"
+            },
+            timeout = if wechat_extra.contains("timeout_ms =") {
+                ""
+            } else {
+                "timeout_ms = 3000\n"
+            },
         );
-        let config_path = dir.join("gateway.toml");
+        let n = std::fs::read_dir(&self.dir).unwrap().count();
+        let config_path = self.dir.join(format!("gateway-{n}.toml"));
         std::fs::write(&config_path, config).unwrap();
+        let mut env = vec![
+            ("WECHAT_APP_SECRET", self.app_secret.as_str()),
+            (
+                "RUST_LOG",
+                "info,wechat_oauth=trace,wechat_oauth_pingora=trace",
+            ),
+        ];
+        if !cookie_secret.is_empty() {
+            env.push(("WECHAT_COOKIE_SECRET", cookie_secret));
+        }
         let gateway = Proc::start(
-            &dir,
-            "gateway",
+            &self.dir,
+            &format!("gateway-{n}"),
             "wechat-gateway",
             &["--config", config_path.to_str().unwrap()],
-            &[
-                ("WECHAT_APP_SECRET", &app_secret),
-                ("WECHAT_COOKIE_SECRET", &cookie_secret),
-                (
-                    "RUST_LOG",
-                    "info,wechat_oauth=trace,wechat_oauth_pingora=trace",
-                ),
-            ],
+            &env,
         );
-        wait_ready(&format!("{emulator_url}/_emulator/calls")).await;
-        wait_ready(&format!("{app_url}/echo")).await;
-        wait_ready(&format!("{gateway_url}/_wechat/healthz")).await;
-        Stack {
-            dir,
-            gateway_url,
-            emulator_url,
-            app_url,
-            app_secret,
-            cookie_secret,
-            appid,
-            procs: vec![emulator, app, gateway],
-        }
+        self.procs.push(gateway);
+        wait_ready(&self.url("/_wechat/healthz")).await;
+    }
+
+    /// POSTs JSON to a control route of the emulator (`faults`, `user`, `settings`).
+    pub async fn control(&self, path: &str, body: serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_emulator/{path}", self.emulator_url))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "emulator control {path}: {}",
+            r.status()
+        );
     }
 
     /// A URL on the gateway.
@@ -438,18 +500,28 @@ public_paths = ["/static/", "/echo/public"]
         self.emulator("calls").await[endpoint].as_u64().unwrap()
     }
 
-    /// Every log line of the three processes.
+    /// Every log line of every process this stack ran (all gateway restarts too).
     pub fn logs(&self) -> String {
-        self.procs
-            .iter()
-            .map(Proc::log_text)
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut all = String::new();
+        for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                all.push('\n');
+            }
+        }
+        all
     }
 
-    /// The gateway's process.
-    pub fn gateway(&mut self) -> &mut Proc {
-        &mut self.procs[2]
+    /// The current gateway's log.
+    pub fn gateway_log(&self) -> String {
+        self.procs.last().map(Proc::log_text).unwrap_or_default()
+    }
+
+    /// Stops the emulator (WeChat down).
+    pub fn stop_emulator(&mut self) {
+        let emulator = &mut self.procs[0];
+        let _ = emulator.child.kill();
+        let _ = emulator.child.wait();
     }
 
     /// Plays a WeChat browser's login from `path`: 302 → authorize → callback.
