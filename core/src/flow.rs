@@ -212,6 +212,16 @@ impl Gate {
         &self.config
     }
 
+    /// The identity of the session in a `Cookie` header, if it holds a valid one now.
+    pub fn session_identity(&self, cookie_header: &str) -> Option<Identity> {
+        let now = now_unix();
+        GateCookies::parse(Some(cookie_header))
+            .session
+            .and_then(|v| open_session(&self.sealer, v, now))
+            .filter(|s| !self.idle_expired(s, now))
+            .map(|s| s.identity)
+    }
+
     /// Decides what to do with a request, now. No IO.
     pub fn decide(&self, req: &RequestParts<'_>) -> Decision {
         self.decide_at(req, now_unix())
@@ -733,7 +743,9 @@ impl Gate {
                     Text { zh: "重新登录", en: "Try again" },
                 )),
             ),
-            Err(e) => self.login_failed(e, &pending.return_to, lang),
+            Err(e) => self
+                .login_failed(e, &pending.return_to, lang)
+                .with_errcode(e.errcode().map(ErrCode::code)),
         };
         // The state is used up whatever happened.
         reply.with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
@@ -907,6 +919,11 @@ impl Gate {
     /// session ends (cookie and tokens removed, 401 with a login URL); WeChat
     /// unreachable or failing → 503/502 JSON, session kept.
     async fn token_failure(&self, session: &Session, e: &SnsError) -> Reply {
+        let reply = self.token_failure_reply(session, e).await;
+        reply.with_errcode(e.errcode().map(ErrCode::code))
+    }
+
+    async fn token_failure_reply(&self, session: &Session, e: &SnsError) -> Reply {
         match e.errcode() {
             Some(
                 ErrCode::InvalidRefreshToken

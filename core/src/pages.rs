@@ -14,6 +14,8 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// The body (UTF-8 HTML, JSON or text).
     pub body: String,
+    /// The WeChat `errcode` behind this answer, when WeChat refused something.
+    pub errcode: Option<i64>,
 }
 
 impl Reply {
@@ -25,6 +27,7 @@ impl Reply {
                 ("Cache-Control", "no-store".to_owned()),
             ],
             body,
+            errcode: None,
         }
     }
 
@@ -43,6 +46,12 @@ impl Reply {
         let mut reply = Reply::new(302, "text/plain; charset=utf-8", String::new());
         reply.headers.push(("Location", location));
         reply
+    }
+
+    /// Records the WeChat errcode behind this answer.
+    pub fn with_errcode(mut self, errcode: Option<i64>) -> Reply {
+        self.errcode = errcode;
+        self
     }
 
     /// Adds a header (e.g. `Set-Cookie`).

@@ -36,6 +36,55 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The target directory the binaries and libraries were built into.
+pub fn target_dir() -> PathBuf {
+    bin("wechat-gateway").parent().unwrap().to_owned()
+}
+
+/// Compiles C `sources` into `out` against `include/` and the static
+/// library, with `flags` (e.g. sanitizers). Panics with the compiler's output.
+pub fn compile_c(out: &Path, sources: &[PathBuf], flags: &[&str]) {
+    let lib = target_dir().join("libwechat_oauth.a");
+    assert!(
+        lib.exists(),
+        "{} is missing: cargo build --workspace",
+        lib.display()
+    );
+    let output = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
+        .args(flags)
+        .arg("-I")
+        .arg(workspace_root().join("include"))
+        .arg("-o")
+        .arg(out)
+        .args(sources)
+        .arg(&lib)
+        .args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+        ])
+        .output()
+        .expect("cc runs (apt-get install gcc)");
+    assert!(
+        output.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A free loopback port below the kernel's ephemeral range (32768 and up),
 /// so that no outgoing connection or `bind(:0)` can take it before the
 /// process that was given it binds it; never the same one twice per run.
@@ -60,12 +109,24 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `name` with `args` and `env`, logging to `dir/<label>.log`.
+    /// Starts the workspace binary `name` with `args` and `env`, logging to `dir/<label>.log`.
     pub fn start(dir: &Path, label: &str, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Self::start_program(dir, label, &bin(name), args, env)
+    }
+
+    /// Starts any program, as [`Proc::start`].
+    pub fn start_program(
+        dir: &Path,
+        label: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
+        let name = program.display().to_string();
         let log = dir.join(format!("{label}.log"));
         let out = File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
-        let mut cmd = Command::new(bin(name));
+        let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         cmd.env_remove("RUST_LOG");
         for (k, v) in env {
@@ -91,9 +152,14 @@ impl Proc {
 
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) on our own child's pid has no memory effects.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
     /// The log so far.

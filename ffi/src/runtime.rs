@@ -1,0 +1,28 @@
+//! The Tokio runtime that blocking calls run on: created on first use,
+//! shared by every client, shut down (its threads joined) when the last
+//! client holding it is freed, so that hosts exit clean under valgrind.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::runtime::{Builder, Runtime};
+
+static SHARED: Mutex<Weak<Runtime>> = Mutex::new(Weak::new());
+
+/// The shared runtime, started if no client holds it.
+///
+/// Errors: the operating system's, when threads can't be started.
+pub(crate) fn shared() -> std::io::Result<Arc<Runtime>> {
+    let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rt) = slot.upgrade() {
+        return Ok(rt);
+    }
+    let rt = Arc::new(
+        Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("wechat-oauth")
+            .enable_all()
+            .build()?,
+    );
+    *slot = Arc::downgrade(&rt);
+    Ok(rt)
+}
