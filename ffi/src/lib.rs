@@ -272,6 +272,28 @@ unsafe fn copy_out(
     wechat_oauth_result::Ok
 }
 
+/// Writes a header pair to the out-pointers; `INVALID_ARGUMENT` when absent.
+///
+/// # Safety
+/// `name` and `value` must be writable.
+unsafe fn write_header(
+    header: Option<(&str, &str)>,
+    name: *mut wechat_oauth_str,
+    value: *mut wechat_oauth_str,
+) -> wechat_oauth_result {
+    match header {
+        Some((n, v)) => {
+            *name = wechat_oauth_str::of(n);
+            *value = wechat_oauth_str::of(v);
+            wechat_oauth_result::Ok
+        }
+        None => fail(
+            wechat_oauth_result::InvalidArgument,
+            "header index out of range",
+        ),
+    }
+}
+
 macro_rules! non_null {
     ($($p:expr),+) => {
         $(if $p.is_null() {
@@ -785,17 +807,8 @@ pub unsafe extern "C" fn wechat_oauth_decision_header(
 ) -> wechat_oauth_result {
     boundary(AssertUnwindSafe(|| {
         non_null!(decision, name, value);
-        match headers_of(&*decision).get(index) {
-            Some((n, v)) => {
-                *name = wechat_oauth_str::of(n);
-                *value = wechat_oauth_str::of(v);
-                wechat_oauth_result::Ok
-            }
-            None => fail(
-                wechat_oauth_result::InvalidArgument,
-                "header index out of range",
-            ),
-        }
+        let headers = headers_of(&*decision);
+        write_header(headers.get(index).copied(), name, value)
     }))
 }
 
@@ -963,17 +976,8 @@ pub unsafe extern "C" fn wechat_oauth_identity_header(
 ) -> wechat_oauth_result {
     boundary(AssertUnwindSafe(|| {
         non_null!(identity, name, value);
-        match (&(*identity).headers).get(index) {
-            Some((n, v)) => {
-                *name = wechat_oauth_str::of(n);
-                *value = wechat_oauth_str::of(v);
-                wechat_oauth_result::Ok
-            }
-            None => fail(
-                wechat_oauth_result::InvalidArgument,
-                "header index out of range",
-            ),
-        }
+        let header = (&(*identity).headers).get(index);
+        write_header(header.map(|(n, v)| (*n, v.as_str())), name, value)
     }))
 }
 

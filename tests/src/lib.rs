@@ -114,6 +114,25 @@ impl Proc {
         Self::start_program(dir, label, &bin(name), args, env)
     }
 
+    /// Starts `wechat-emulator` on `127.0.0.1:port` for `appid` and `secret`,
+    /// accepting callbacks to 127.0.0.1 on any port.
+    pub fn start_emulator(dir: &Path, port: u16, appid: &str, secret: &str) -> Proc {
+        Proc::start(
+            dir,
+            "emulator",
+            "wechat-emulator",
+            &[
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--callback-host",
+                "127.0.0.1",
+                "--appid",
+                appid,
+            ],
+            &[("WECHAT_APP_SECRET", secret)],
+        )
+    }
+
     /// Starts any program, as [`Proc::start`].
     pub fn start_program(
         dir: &Path,
@@ -424,20 +443,7 @@ impl Stack {
         let (gw_port, emu_port, app_port) = (free_port(), free_port(), free_port());
         let appid = "wx1234567890abcdef".to_owned();
         let app_secret = format!("appsecret{}", random(24));
-        let emulator = Proc::start(
-            &dir,
-            "emulator",
-            "wechat-emulator",
-            &[
-                "--listen",
-                &format!("127.0.0.1:{emu_port}"),
-                "--callback-host",
-                "127.0.0.1",
-                "--appid",
-                &appid,
-            ],
-            &[("WECHAT_APP_SECRET", &app_secret)],
-        );
+        let emulator = Proc::start_emulator(&dir, emu_port, &appid, &app_secret);
         let app = Proc::start(
             &dir,
             "app",

@@ -155,20 +155,7 @@ async fn start_host(program: &Path, wrapper: Option<&[&str]>, label: &str) -> Ho
     let dir = temp_dir(label);
     let (emu_port, host_port) = (free_port(), free_port());
     let secret = format!("appsecret{}", random(20));
-    let emulator = Proc::start(
-        &dir,
-        "emulator",
-        "wechat-emulator",
-        &[
-            "--listen",
-            &format!("127.0.0.1:{emu_port}"),
-            "--callback-host",
-            "127.0.0.1",
-            "--appid",
-            "wx1234567890abcdef",
-        ],
-        &[("WECHAT_APP_SECRET", &secret)],
-    );
+    let emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
     let url = format!("http://127.0.0.1:{host_port}");
     let config = format!(
         "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
