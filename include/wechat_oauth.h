@@ -286,6 +286,22 @@ wechat_oauth_result wechat_oauth_client_new_from_file(const char *path,
                                                       const struct wechat_oauth_client **out);
 
 /**
+ * The process-wide client for the config file at `path`, created on the
+ * first call and kept until the process exits; later calls with the same
+ * path return it again. For hosts that run each request afresh (PHP):
+ * the single-flight of code exchanges and the token store then live across
+ * requests. Release each handle with [`wechat_oauth_client_free`] as usual.
+ *
+ * Errors: as [`wechat_oauth_client_new_from_file`].
+ *
+ * # Safety
+ * `path` must point at `path_len` readable bytes; `out` must be writable.
+ */
+wechat_oauth_result wechat_oauth_client_shared_from_file(const char *path,
+                                                         size_t path_len,
+                                                         const struct wechat_oauth_client **out);
+
+/**
  * Releases a client. NULL does nothing. Decisions made by it must be freed
  * first; no other thread may be using it.
  *

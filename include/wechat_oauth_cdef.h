@@ -73,6 +73,10 @@ wechat_oauth_result wechat_oauth_client_new_from_file(const char *path,
                                                       size_t path_len,
                                                       const struct wechat_oauth_client **out);
 
+wechat_oauth_result wechat_oauth_client_shared_from_file(const char *path,
+                                                         size_t path_len,
+                                                         const struct wechat_oauth_client **out);
+
 void wechat_oauth_client_free(const struct wechat_oauth_client *client);
 
 wechat_oauth_result wechat_oauth_client_prefix(const struct wechat_oauth_client *client,

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use std::ffi::c_char;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use core_lib::{Config, Decision, Gate, Identity, Pass, Reply, RequestParts};
 
@@ -435,6 +435,58 @@ pub unsafe extern "C" fn wechat_oauth_client_new_from_file(
         let path = try_str!(path, path_len);
         new_client(Config::load(Path::new(path)), out)
     }))
+}
+
+/// The process-wide client for the config file at `path`, created on the
+/// first call and kept until the process exits; later calls with the same
+/// path return it again. For hosts that run each request afresh (PHP):
+/// the single-flight of code exchanges and the token store then live across
+/// requests. Release each handle with [`wechat_oauth_client_free`] as usual.
+///
+/// Errors: as [`wechat_oauth_client_new_from_file`].
+///
+/// # Safety
+/// `path` must point at `path_len` readable bytes; `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_client_shared_from_file(
+    path: *const c_char,
+    path_len: usize,
+    out: *mut *const wechat_oauth_client,
+) -> wechat_oauth_result {
+    boundary(AssertUnwindSafe(|| {
+        non_null!(out);
+        let path = try_str!(path, path_len);
+        let mut shared = SHARED_CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, client)) = shared.iter().find(|(p, _)| p == path) {
+            *out = Arc::into_raw(client.clone());
+            return fail(wechat_oauth_result::Ok, "");
+        }
+        let mut created: *const wechat_oauth_client = std::ptr::null();
+        let result = new_client(Config::load(Path::new(path)), &mut created);
+        if result != wechat_oauth_result::Ok {
+            return result;
+        }
+        if shared.is_empty() {
+            runtime::keep_library_loaded();
+            // SAFETY: registers a plain function that only locks and clears a static.
+            libc::atexit(release_shared_clients);
+        }
+        // One reference stays in the registry for the life of the process.
+        Arc::increment_strong_count(created);
+        shared.push((path.to_owned(), Arc::from_raw(created)));
+        *out = created;
+        wechat_oauth_result::Ok
+    }))
+}
+
+/// The clients of [`wechat_oauth_client_shared_from_file`], by path.
+static SHARED_CLIENTS: Mutex<Vec<(String, Arc<wechat_oauth_client>)>> = Mutex::new(Vec::new());
+
+/// At exit, drops the registry's references, so the process ends with
+/// nothing allocated by it (memory checkers stay quiet).
+extern "C" fn release_shared_clients() {
+    let taken = std::mem::take(&mut *SHARED_CLIENTS.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(taken);
 }
 
 /// Releases a client. NULL does nothing. Decisions made by it must be freed

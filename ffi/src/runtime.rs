@@ -26,3 +26,22 @@ pub(crate) fn shared() -> std::io::Result<Arc<Runtime>> {
     *slot = Arc::downgrade(&rt);
     Ok(rt)
 }
+
+/// Pins this library in the process (`RTLD_NODELETE`), so that a host that
+/// unloads it after each request (PHP's FFI) keeps its shared clients.
+pub(crate) fn keep_library_loaded() {
+    // SAFETY: dladdr reads this function's own address; dlopen with
+    // RTLD_NOLOAD | RTLD_NODELETE only marks an already loaded object.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let here = keep_library_loaded as *const libc::c_void;
+        if libc::dladdr(here, &mut info) != 0 && !info.dli_fname.is_null() {
+            let handle = libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            );
+            // The handle is deliberately kept: closing it is what must never happen.
+            let _ = handle;
+        }
+    }
+}

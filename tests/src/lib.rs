@@ -622,3 +622,175 @@ impl Drop for Stack {
         }
     }
 }
+
+/// The ways to put the login in front of a page: the gateway, and the C,
+/// PHP and Java hosts on the C ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// `wechat-gateway` before the demo app.
+    Gateway,
+    /// `examples/c` (compiled here).
+    C,
+    /// `examples/php/serve`.
+    Php,
+    /// `examples/java/serve`.
+    Java,
+}
+
+/// A running site behind one [`Front`], with its own emulator.
+pub struct Site {
+    /// Which front.
+    pub front: Front,
+    /// `http://127.0.0.1:PORT` the browser talks to.
+    pub url: String,
+    /// The emulator's base URL.
+    pub emulator_url: String,
+    /// Temporary directory with configs and logs.
+    pub dir: PathBuf,
+    /// The processes: emulator first, the front's process last.
+    pub procs: Vec<Proc>,
+    stack: Option<Stack>,
+}
+
+impl Site {
+    /// Starts the emulator and the front, and waits until both answer.
+    pub async fn start(front: Front) -> Site {
+        if front == Front::Gateway {
+            let stack = Stack::start().await;
+            return Site {
+                front,
+                url: stack.gateway_url.clone(),
+                emulator_url: stack.emulator_url.clone(),
+                dir: stack.dir.clone(),
+                procs: Vec::new(),
+                stack: Some(stack),
+            };
+        }
+        let dir = std::env::temp_dir().join(format!("wechat-site-{front:?}-{}", random(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (emu_port, port) = (free_port(), free_port());
+        let secret = format!("appsecret{}", random(20));
+        let emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
+        let url = format!("http://127.0.0.1:{port}");
+        let emulator_url = format!("http://127.0.0.1:{emu_port}");
+        let config = format!(
+            "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
+             open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
+             [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n",
+            random(40)
+        );
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let library = target_dir().join("libwechat_oauth.so");
+        let java_build = dir.join("java-build");
+        let port_text = port.to_string();
+        let env = [
+            ("WECHAT_OAUTH_CONFIG", config_path.to_str().unwrap()),
+            ("PORT", port_text.as_str()),
+            ("WECHAT_APP_SECRET", secret.as_str()),
+            ("WECHAT_OAUTH_LIBRARY", library.to_str().unwrap()),
+            ("WECHAT_JAVA_BUILD", java_build.to_str().unwrap()),
+            ("JAVA_OPTS", "-Xmx128m"),
+        ];
+        let root = workspace_root();
+        let host = match front {
+            Front::C => {
+                let program = dir.join("c-host");
+                compile_c(&program, &[root.join("examples/c/host.c")], &[]);
+                Proc::start_program(&dir, "host", &program, &[], &env)
+            }
+            Front::Php => {
+                Proc::start_program(&dir, "host", &root.join("examples/php/serve"), &[], &env)
+            }
+            Front::Java => {
+                Proc::start_program(&dir, "host", &root.join("examples/java/serve"), &[], &env)
+            }
+            Front::Gateway => unreachable!(),
+        };
+        let site = Site {
+            front,
+            url,
+            emulator_url,
+            dir,
+            procs: vec![emulator, host],
+            stack: None,
+        };
+        wait_ready(&format!("{}/_emulator/calls", site.emulator_url)).await;
+        wait_ready_or_log(&format!("{}/_wechat/healthz", site.url), &site.procs[1]).await;
+        site
+    }
+
+    /// GET a control route of the emulator as JSON.
+    pub async fn emulator(&self, path: &str) -> serde_json::Value {
+        let text = reqwest::get(format!("{}/_emulator/{path}", self.emulator_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The pid of the front's process (the gateway's, or the host's).
+    pub fn pid(&self) -> u32 {
+        match &self.stack {
+            Some(stack) => stack.procs.last().unwrap().child.id(),
+            None => self.procs.last().unwrap().child.id(),
+        }
+    }
+
+    /// The front's log.
+    pub fn log(&self) -> String {
+        match &self.stack {
+            Some(stack) => stack.gateway_log(),
+            None => self.procs.last().unwrap().log_text(),
+        }
+    }
+
+    /// Whether the front's process is still running.
+    pub fn alive(&mut self) -> bool {
+        let proc = match &mut self.stack {
+            Some(stack) => stack.procs.last_mut().unwrap(),
+            None => self.procs.last_mut().unwrap(),
+        };
+        proc.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.procs.clear();
+        if self.stack.is_none() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Like [`wait_ready`], showing the process's log if it never answers.
+async fn wait_ready_or_log(url: &str, proc: &Proc) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{url} did not become ready within 60 s:\n{}",
+        proc.log_text()
+    );
+}
+
+/// Resident memory of a process, in KiB (from /proc).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -127,6 +127,26 @@ static void test_client_creation(void) {
   CHECK(wechat_oauth_client_new_from_file(NULL, 0, &client) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
   CHECK(wechat_oauth_client_new_from_file("\xc3", 1, &client) == WECHAT_OAUTH_RESULT_INVALID_UTF8);
 
+  /* The process-wide client for a file: the same one every time. */
+  char path[] = "/tmp/wechat-oauth-unit-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  if (fd >= 0) {
+    FILE *f = fdopen(fd, "w");
+    fputs(CONFIG, f);
+    fclose(f);
+    const wechat_oauth_client *a = NULL, *b = NULL;
+    CHECK(wechat_oauth_client_shared_from_file(path, strlen(path), &a) == OK && a != NULL);
+    CHECK(wechat_oauth_client_shared_from_file(path, strlen(path), &b) == OK && b == a);
+    wechat_oauth_client_free(a);
+    wechat_oauth_client_free(b);
+    remove(path);
+  }
+  CHECK(wechat_oauth_client_shared_from_file(NULL, 0, &client) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_shared_from_file("\xff", 1, &client) == WECHAT_OAUTH_RESULT_INVALID_UTF8);
+  CHECK(wechat_oauth_client_shared_from_file("/nonexistent/x.toml", 19, &client) ==
+        WECHAT_OAUTH_RESULT_CONFIG_UNREADABLE);
+
   wechat_oauth_client_free(NULL);
   wechat_oauth_decision_free(NULL);
   wechat_oauth_identity_free(NULL);

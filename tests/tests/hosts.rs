@@ -1,0 +1,359 @@
+//! The same login through every front: the gateway, and the C, PHP and
+//! Java hosts on the C ABI. One table of cases runs against each; every
+//! host must answer exactly as the gateway does. Then bounded load.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wechat_e2e::{rss_kib, Answer, Browser, Front, Site, DESKTOP_UA, WECHAT_UA};
+
+/// What one case saw, with the site's own URLs and random values replaced,
+/// so that different fronts can be compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    case: &'static str,
+    status: u16,
+    content_type: String,
+    location: Option<String>,
+    json: Option<serde_json::Value>,
+    sets_session: bool,
+}
+
+fn normalize(site: &Site, text: &str) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut out = text
+        .replace(&enc(&site.url), "%SITE%")
+        .replace(&site.url, "SITE")
+        .replace(&site.emulator_url, "EMULATOR");
+    if let Some(i) = out.find("state=") {
+        let end = out[i..].find(['&', '#']).map_or(out.len(), |e| i + e);
+        out.replace_range(i..end, "state=STATE");
+    }
+    out
+}
+
+fn seen(site: &Site, case: &'static str, a: &Answer) -> Seen {
+    let content_type = a.header("content-type").unwrap_or("").to_ascii_lowercase();
+    Seen {
+        case,
+        status: a.status,
+        content_type: content_type.clone(),
+        location: a.header("location").map(|l| normalize(site, l)),
+        json: content_type
+            .starts_with("application/json")
+            .then(|| serde_json::from_str(&normalize(site, &a.body)).unwrap()),
+        sets_session: a
+            .headers_named("set-cookie")
+            .iter()
+            .any(|c| c.starts_with("wechat_session=") && !c.contains("Max-Age=0")),
+    }
+}
+
+/// The table: every case, in order, against one site.
+async fn run_cases(site: &Site) -> Vec<Seen> {
+    let user = site.emulator("user").await;
+    let mut out = Vec::new();
+    let xhr = [("X-Requested-With", "XMLHttpRequest")];
+
+    let mut b = Browser::new(WECHAT_UA);
+    out.push(seen(
+        site,
+        "wechat browser, no session",
+        &b.get(&format!("{}/?a=1", site.url)).await,
+    ));
+    out.push(seen(
+        site,
+        "xhr, no session",
+        &b.get_with(&format!("{}/api/x", site.url), &xhr).await,
+    ));
+    let json = [("Accept", "application/json")];
+    out.push(seen(
+        site,
+        "json client, no session",
+        &b.get_with(&format!("{}/api/y?z=1", site.url), &json).await,
+    ));
+    out.push(seen(
+        site,
+        "desktop browser, no session",
+        &Browser::new(DESKTOP_UA)
+            .get(&format!("{}/", site.url))
+            .await,
+    ));
+    out.push(seen(
+        site,
+        "callback, wrong state",
+        &b.get(&format!("{}/_wechat/callback?code=x&state=Wrong", site.url))
+            .await,
+    ));
+    out.push(seen(
+        site,
+        "callback, no state",
+        &b.get(&format!("{}/_wechat/callback?code=x", site.url))
+            .await,
+    ));
+    out.push(seen(
+        site,
+        "healthz",
+        &b.get(&format!("{}/_wechat/healthz", site.url)).await,
+    ));
+    out.push(seen(
+        site,
+        "userinfo, no session",
+        &b.get(&format!("{}/_wechat/userinfo", site.url)).await,
+    ));
+    out.push(seen(
+        site,
+        "login route",
+        &b.get(&format!("{}/_wechat/login?rd=%2Fp%3Fq%3D1", site.url))
+            .await,
+    ));
+    out.push(seen(
+        site,
+        "login route, off-site rd",
+        &b.get(&format!(
+            "{}/_wechat/login?rd=https%3A%2F%2Fevil.example%2F",
+            site.url
+        ))
+        .await,
+    ));
+
+    // The full login.
+    let mut browser = Browser::new(WECHAT_UA);
+    let first = browser.get(&format!("{}/", site.url)).await;
+    let consent = browser.get(first.location()).await;
+    let callback = consent.location().to_owned();
+    let kept = browser.cookies.clone();
+    let back = browser.get(&callback).await;
+    out.push(seen(site, "callback", &back));
+    let page = browser.get(&format!("{}/", site.url)).await;
+    assert_eq!(page.status, 200, "{:?}: {}", site.front, page.body);
+    assert!(
+        page.body.contains(user["openid"].as_str().unwrap()),
+        "{:?}: {}",
+        site.front,
+        page.body
+    );
+    assert!(
+        page.body.contains(user["nickname"].as_str().unwrap()),
+        "{:?}: {}",
+        site.front,
+        page.body
+    );
+
+    // The same callback again (WeChat's double hit): the same outcome.
+    let mut duplicate = Browser::new(WECHAT_UA);
+    duplicate.cookies = kept;
+    out.push(seen(
+        site,
+        "duplicate callback",
+        &duplicate.get(&callback).await,
+    ));
+    let calls = site.emulator("calls").await;
+    assert_eq!(calls["access_token"], 1, "{:?}: one exchange", site.front);
+    assert!(!duplicate.seen.last().unwrap().body.contains("40163"));
+
+    out.push(seen(
+        site,
+        "userinfo",
+        &browser.get(&format!("{}/_wechat/userinfo", site.url)).await,
+    ));
+    out.push(seen(
+        site,
+        "xhr with session",
+        &browser
+            .get_with(&format!("{}/_wechat/userinfo", site.url), &xhr)
+            .await,
+    ));
+
+    let mut tampered = Browser::new(WECHAT_UA);
+    let mut value = browser.cookies["wechat_session"].clone().into_bytes();
+    let mid = value.len() / 2;
+    value[mid] = if value[mid] == b'A' { b'B' } else { b'A' };
+    tampered
+        .cookies
+        .insert("wechat_session".into(), String::from_utf8(value).unwrap());
+    out.push(seen(
+        site,
+        "tampered cookie, xhr",
+        &tampered
+            .get_with(&format!("{}/api/x", site.url), &xhr)
+            .await,
+    ));
+    out.push(seen(
+        site,
+        "tampered cookie, wechat browser",
+        &tampered.get(&format!("{}/", site.url)).await,
+    ));
+
+    out.push(seen(
+        site,
+        "logout",
+        &browser.get(&format!("{}/_wechat/logout", site.url)).await,
+    ));
+    assert!(!browser.cookies.contains_key("wechat_session"));
+    out.push(seen(
+        site,
+        "after logout, xhr",
+        &browser.get_with(&format!("{}/api/x", site.url), &xhr).await,
+    ));
+    out
+}
+
+#[tokio::test]
+async fn every_front_answers_exactly_as_the_gateway() {
+    let gateway = Site::start(Front::Gateway).await;
+    let expected = run_cases(&gateway).await;
+    // Spot-check the reference itself.
+    let by_case = |case: &str| expected.iter().find(|s| s.case == case).unwrap().clone();
+    assert_eq!(by_case("xhr, no session").status, 401);
+    assert_eq!(
+        by_case("xhr, no session").json.unwrap()["login_url"],
+        "SITE/_wechat/login?rd=%2Fapi%2Fx"
+    );
+    assert!(by_case("wechat browser, no session").location.unwrap().starts_with(
+        "EMULATOR/connect/oauth2/authorize?appid=wx1234567890abcdef&redirect_uri=%SITE%%2F_wechat%2Fcallback&response_type=code&scope=snsapi_userinfo&state=STATE"
+    ));
+    let callback = by_case("callback");
+    assert_eq!(
+        (
+            callback.status,
+            callback.location.as_deref(),
+            callback.sets_session
+        ),
+        (302, Some("/"), true)
+    );
+    assert_eq!(
+        by_case("duplicate callback"),
+        Seen {
+            case: "duplicate callback",
+            ..callback
+        }
+    );
+    assert_eq!(by_case("tampered cookie, xhr").status, 401);
+    assert_eq!(by_case("callback, wrong state").status, 400);
+
+    for front in [Front::C, Front::Php, Front::Java] {
+        let site = Site::start(front).await;
+        let got = run_cases(&site).await;
+        for (want, got) in expected.iter().zip(&got) {
+            assert_eq!(
+                want, got,
+                "{front:?} differs from the gateway on {:?}",
+                want.case
+            );
+        }
+        assert_eq!(expected.len(), got.len());
+    }
+}
+
+/// Logs in once, then sends `total` requests with at most `in_flight` at a
+/// time from `workers` client tasks (each its own connection pool): the
+/// protected page with the session, and unauthenticated XHRs. Returns the
+/// statuses seen that were not the expected ones.
+async fn load(site: &Site, total: usize, in_flight: usize, workers: usize) -> Vec<u16> {
+    let mut browser = Browser::new(WECHAT_UA);
+    let first = browser.get(&format!("{}/", site.url)).await;
+    let consent = browser.get(first.location()).await;
+    browser.get(consent.location()).await;
+    let cookie = Arc::new(browser.cookie_header());
+    let clients: Vec<reqwest::Client> = (0..workers)
+        .map(|_| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let client = clients[i % workers].clone();
+        let (url, cookie) = (site.url.clone(), cookie.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let (req, want) = if i % 4 == 3 {
+                (
+                    client
+                        .get(format!("{url}/api/x"))
+                        .header("X-Requested-With", "XMLHttpRequest"),
+                    401,
+                )
+            } else {
+                (
+                    client
+                        .get(format!("{url}/"))
+                        .header("Cookie", cookie.as_str()),
+                    200,
+                )
+            };
+            match req.send().await {
+                Ok(r) if r.status().as_u16() == want => {
+                    let _ = r.bytes().await;
+                    None
+                }
+                Ok(r) => Some(r.status().as_u16()),
+                Err(e) => {
+                    eprintln!("request failed: {e:?}");
+                    Some(0)
+                }
+            }
+        }));
+    }
+    let mut bad = Vec::new();
+    for t in tasks {
+        if let Some(status) = t.await.unwrap() {
+            bad.push(status);
+        }
+    }
+    bad
+}
+
+#[tokio::test]
+async fn the_java_host_holds_200_concurrent_requests_with_flat_memory() {
+    let mut site = Site::start(Front::Java).await;
+    let started = Instant::now();
+    let bad = load(&site, 5_000, 200, 8).await;
+    assert!(
+        bad.is_empty(),
+        "unexpected answers: {:?}",
+        &bad[..bad.len().min(20)]
+    );
+    let warm = rss_kib(site.pid());
+    let bad = load(&site, 15_000, 200, 8).await;
+    assert!(
+        bad.is_empty(),
+        "unexpected answers: {:?}",
+        &bad[..bad.len().min(20)]
+    );
+    let end = rss_kib(site.pid());
+    assert!(site.alive(), "{}", site.log());
+    eprintln!(
+        "java host: RSS {warm} KiB after 5k requests, {end} KiB after 20k ({:?})",
+        started.elapsed()
+    );
+    assert!(warm > 0 && end > 0);
+    assert!(
+        end <= warm + warm / 4 + 16 * 1024,
+        "RSS grew from {warm} KiB to {end} KiB over 15k requests"
+    );
+}
+
+#[tokio::test]
+async fn the_php_host_survives_bounded_concurrent_load() {
+    let mut site = Site::start(Front::Php).await;
+    let bad = load(&site, 2_000, 200, 8).await;
+    assert!(
+        bad.is_empty(),
+        "unexpected answers: {:?}",
+        &bad[..bad.len().min(20)]
+    );
+    assert!(site.alive(), "{}", site.log());
+    let mut browser = Browser::new(WECHAT_UA);
+    assert_eq!(
+        browser.get(&format!("{}/", site.url)).await.status,
+        302,
+        "still serving"
+    );
+}
