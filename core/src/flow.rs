@@ -212,6 +212,36 @@ impl Gate {
         &self.config
     }
 
+    /// The answer of the `auth` route (nginx `auth_request`): `req` is the
+    /// *original* request (its method and URI from `X-Original-Method` and
+    /// `X-Original-URI`, its headers). `202` when it may pass, with the
+    /// identity headers (`X-WeChat-OpenID`, …) and any `Set-Cookie` to
+    /// forward; `401` with the login JSON when it needs a login (nginx then
+    /// asks the gateway itself for the right answer: a 302, the 401 JSON or
+    /// a page). No IO.
+    pub fn decide_auth(&self, req: &RequestParts<'_>) -> Reply {
+        let login_url = |path: &str| self.login_url(path, self.config.wechat.scope, true);
+        if route_under(req.path, &self.config.gateway.prefix).is_some() {
+            // The gate's own routes are proxied to it, never auth-requested.
+            return login_required_json(&login_url("/"));
+        }
+        match self.decide(req) {
+            Decision::Pass(pass) => {
+                let mut reply = Reply::text(202, "");
+                if let Some(identity) = pass.identity {
+                    for (name, value) in identity.upstream_headers() {
+                        reply = reply.with_header(name, value);
+                    }
+                }
+                if let Some(cookie) = pass.set_cookie {
+                    reply = reply.with_header("Set-Cookie", cookie);
+                }
+                reply
+            }
+            Decision::Reply(_) | Decision::Call(_) => login_required_json(&login_url(req.path)),
+        }
+    }
+
     /// The identity of the session in a `Cookie` header, if it holds a valid one now.
     pub fn session_identity(&self, cookie_header: &str) -> Option<Identity> {
         let now = now_unix();
@@ -1665,6 +1695,29 @@ session_lifetime_secs = 3600
         assert_eq!(
             reply(g.decide_at(&req("/_wechat/logout", None, None), NOW)).header("Location"),
             Some("/goodbye")
+        );
+    }
+
+    #[test]
+    fn the_auth_route_answers_202_with_identity_or_401() {
+        let g = gate();
+        let session = logged_in_cookie(&g);
+        let r = g.decide_auth(&req("/orders", Some("id=1"), Some(&session)));
+        assert_eq!(r.status, 202);
+        assert_eq!(r.header("X-WeChat-OpenID"), Some("oOpenid123"));
+        assert_eq!(r.header("X-WeChat-Nickname"), Some("%E6%98%B5%E7%A7%B0"));
+        let r = g.decide_auth(&req("/orders", None, None));
+        assert_eq!(r.status, 401);
+        assert!(
+            r.header("Set-Cookie").is_none(),
+            "no state cookie from a subrequest"
+        );
+        let r = g.decide_auth(&req("/static/a.css", None, None));
+        assert_eq!((r.status, r.header("X-WeChat-OpenID")), (202, None));
+        assert_eq!(
+            g.decide_auth(&req("/_wechat/userinfo", None, Some(&session)))
+                .status,
+            401
         );
     }
 

@@ -71,7 +71,7 @@ impl WechatGate {
         let req = session.req_header();
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
         let cookie = joined_cookie_header(req);
-        let parts = RequestParts {
+        let mut parts = RequestParts {
             method: req.method.as_str(),
             path: req.uri.path(),
             query: req.uri.query(),
@@ -82,6 +82,20 @@ impl WechatGate {
             accept_language: header("accept-language"),
         };
         let head = req.method == http::Method::HEAD;
+        if self.is_auth_route(parts.path) {
+            // nginx auth_request: decide for the original request it names.
+            let uri = header("x-original-uri").unwrap_or("/");
+            let (path, query) = match uri.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (uri, None),
+            };
+            parts.method = header("x-original-method").unwrap_or("GET");
+            parts.path = path;
+            parts.query = query;
+            let reply = self.gate.decide_auth(&parts);
+            write_reply(session, reply, head).await?;
+            return Ok(true);
+        }
         let reply = match self.gate.decide(&parts) {
             Decision::Pass(pass) => {
                 ctx.pass = Some(pass);
@@ -92,6 +106,10 @@ impl WechatGate {
         };
         write_reply(session, reply, head).await?;
         Ok(true)
+    }
+
+    fn is_auth_route(&self, path: &str) -> bool {
+        path.strip_prefix(self.gate.config().gateway.prefix.as_str()) == Some("/auth")
     }
 
     /// Prepares a passing request for the upstream: removes every

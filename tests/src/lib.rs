@@ -426,6 +426,8 @@ pub struct Stack {
     pub appid: String,
     /// The three processes: emulator, app, gateway.
     pub procs: Vec<Proc>,
+    /// The origin browsers use, when not the gateway's own (a front before it).
+    pub public_url: Option<String>,
 }
 
 impl Stack {
@@ -438,6 +440,20 @@ impl Stack {
     /// `[gateway]` tables of the gateway's config (later keys win over the
     /// defaults only where TOML allows: don't repeat a default key).
     pub async fn start_with(wechat_extra: &str, gateway_extra: &str) -> Stack {
+        Self::start_inner(wechat_extra, gateway_extra, None).await
+    }
+
+    /// As [`Stack::start`], for a gateway behind a front (nginx) that
+    /// browsers reach at `public_url`.
+    pub async fn start_behind(public_url: &str) -> Stack {
+        Self::start_inner("", "", Some(public_url.to_owned())).await
+    }
+
+    async fn start_inner(
+        wechat_extra: &str,
+        gateway_extra: &str,
+        public_url: Option<String>,
+    ) -> Stack {
         let dir = std::env::temp_dir().join(format!("wechat-e2e-{}", random(10)));
         std::fs::create_dir_all(&dir).unwrap();
         let (gw_port, emu_port, app_port) = (free_port(), free_port(), free_port());
@@ -460,6 +476,7 @@ impl Stack {
             cookie_secret: format!("cookiesecret{}", random(36)),
             appid,
             procs: vec![emulator, app],
+            public_url,
         };
         wait_ready(&format!("{}/_emulator/calls", stack.emulator_url)).await;
         wait_ready(&format!("{}/echo", stack.app_url)).await;
@@ -499,7 +516,7 @@ public_paths = ["/static/", "/echo/public"]
             appid = self.appid,
             emulator = self.emulator_url,
             app = self.app_url.trim_start_matches("http://"),
-            gateway = self.gateway_url,
+            gateway = self.public_url.as_deref().unwrap_or(&self.gateway_url),
             scope = if wechat_extra.contains("scope =") {
                 ""
             } else {
@@ -635,6 +652,10 @@ pub enum Front {
     Php,
     /// `examples/java/serve`.
     Java,
+    /// Stock nginx with `examples/nginx/auth_request.conf` before the gateway.
+    NginxAuthRequest,
+    /// nginx with the native module, `examples/nginx/module.conf`.
+    NginxModule,
 }
 
 /// A running site behind one [`Front`], with its own emulator.
@@ -655,6 +676,9 @@ pub struct Site {
 impl Site {
     /// Starts the emulator and the front, and waits until both answer.
     pub async fn start(front: Front) -> Site {
+        if matches!(front, Front::NginxAuthRequest | Front::NginxModule) {
+            return Self::start_nginx(front).await;
+        }
         if front == Front::Gateway {
             let stack = Stack::start().await;
             return Site {
@@ -705,7 +729,7 @@ impl Site {
             Front::Java => {
                 Proc::start_program(&dir, "host", &root.join("examples/java/serve"), &[], &env)
             }
-            Front::Gateway => unreachable!(),
+            Front::Gateway | Front::NginxAuthRequest | Front::NginxModule => unreachable!(),
         };
         let site = Site {
             front,
@@ -720,6 +744,124 @@ impl Site {
         site
     }
 
+    async fn start_nginx(front: Front) -> Site {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let example = std::fs::read_to_string(workspace_root().join(match front {
+            Front::NginxAuthRequest => "examples/nginx/auth_request.conf",
+            _ => "examples/nginx/module.conf",
+        }))
+        .unwrap();
+        let mut site_conf = example.replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
+        let mut procs = Vec::new();
+        let mut stack = None;
+        let dir;
+        let emulator_url;
+        let mut load_module = String::new();
+        if front == Front::NginxAuthRequest {
+            let s = Stack::start_behind(&url).await;
+            site_conf = site_conf
+                .replace(
+                    "127.0.0.1:8080",
+                    s.gateway_url.trim_start_matches("http://"),
+                )
+                .replace("127.0.0.1:3000", s.app_url.trim_start_matches("http://"));
+            dir = s.dir.clone();
+            emulator_url = s.emulator_url.clone();
+            stack = Some(s);
+        } else {
+            dir = std::env::temp_dir().join(format!("wechat-site-{front:?}-{}", random(8)));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (emu_port, app_port) = (free_port(), free_port());
+            let secret = format!("appsecret{}", random(20));
+            procs.push(Proc::start_emulator(
+                &dir,
+                emu_port,
+                "wx1234567890abcdef",
+                &secret,
+            ));
+            procs.push(Proc::start(
+                &dir,
+                "app",
+                "wechat-demo-app",
+                &["--listen", &format!("127.0.0.1:{app_port}")],
+                &[],
+            ));
+            emulator_url = format!("http://127.0.0.1:{emu_port}");
+            let config = format!(
+                "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"{secret}\"\nscope = \"snsapi_userinfo\"\n\
+                 open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
+                 [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\npublic_paths = [\"/static/\", \"/echo/public\"]\n",
+                random(40)
+            );
+            let config_path = dir.join("wechat.toml");
+            std::fs::write(&config_path, config).unwrap();
+            site_conf = site_conf
+                .replace("127.0.0.1:3000", &format!("127.0.0.1:{app_port}"))
+                .replace("/etc/nginx/wechat.toml", config_path.to_str().unwrap());
+            load_module = format!("load_module {};\n", nginx_module().display());
+            wait_ready(&format!("{emulator_url}/_emulator/calls")).await;
+            wait_ready(&format!("http://127.0.0.1:{app_port}/echo")).await;
+        }
+        let nginx_dir = dir.join("nginx");
+        std::fs::create_dir_all(&nginx_dir).unwrap();
+        std::fs::write(nginx_dir.join("site.conf"), site_conf).unwrap();
+        let d = nginx_dir.display();
+        let main_conf = format!(
+            "{load_module}daemon off;\nmaster_process on;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             include {d}/site.conf;\n}}\n"
+        );
+        let conf_path = nginx_dir.join("nginx.conf");
+        std::fs::write(&conf_path, main_conf).unwrap();
+        let nginx = Proc::start_program(
+            &dir,
+            "nginx",
+            Path::new("nginx"),
+            &[
+                "-p",
+                nginx_dir.to_str().unwrap(),
+                "-c",
+                conf_path.to_str().unwrap(),
+                "-e",
+                nginx_dir.join("error.log").to_str().unwrap(),
+            ],
+            &[],
+        );
+        procs.push(nginx);
+        let site = Site {
+            front,
+            url,
+            emulator_url,
+            dir,
+            procs,
+            stack,
+        };
+        wait_ready_or_log(
+            &format!("{}/_wechat/healthz", site.url),
+            site.procs.last().unwrap(),
+        )
+        .await;
+        site
+    }
+
+    /// nginx's error log (nginx fronts only).
+    pub fn nginx_error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nginx/error.log")).unwrap_or_default()
+    }
+
+    /// The pids of nginx's worker processes (children of the master).
+    pub fn nginx_workers(&self) -> Vec<u32> {
+        let master = self.procs.last().unwrap().child.id();
+        std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
     /// GET a control route of the emulator as JSON.
     pub async fn emulator(&self, path: &str) -> serde_json::Value {
         let text = reqwest::get(format!("{}/_emulator/{path}", self.emulator_url))
@@ -731,27 +873,29 @@ impl Site {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// The pid of the front's process (the gateway's, or the host's).
+    /// The pid of the front's process (the gateway's, or the host's, or nginx's master).
     pub fn pid(&self) -> u32 {
-        match &self.stack {
-            Some(stack) => stack.procs.last().unwrap().child.id(),
-            None => self.procs.last().unwrap().child.id(),
+        match (&self.stack, self.procs.last()) {
+            (_, Some(front)) => front.child.id(),
+            (Some(stack), None) => stack.procs.last().unwrap().child.id(),
+            (None, None) => unreachable!(),
         }
     }
 
     /// The front's log.
     pub fn log(&self) -> String {
-        match &self.stack {
-            Some(stack) => stack.gateway_log(),
-            None => self.procs.last().unwrap().log_text(),
+        match (&self.stack, self.procs.last()) {
+            (_, Some(front)) => front.log_text(),
+            (Some(stack), None) => stack.gateway_log(),
+            (None, None) => String::new(),
         }
     }
 
     /// Whether the front's process is still running.
     pub fn alive(&mut self) -> bool {
-        let proc = match &mut self.stack {
-            Some(stack) => stack.procs.last_mut().unwrap(),
-            None => self.procs.last_mut().unwrap(),
+        let proc = match self.procs.last_mut() {
+            Some(front) => front,
+            None => self.stack.as_mut().unwrap().procs.last_mut().unwrap(),
         };
         proc.child.try_wait().unwrap().is_none()
     }
@@ -764,6 +908,35 @@ impl Drop for Site {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The nginx module, built once per test process with
+/// `examples/nginx/module/build.sh` against this build's static library.
+pub fn nginx_module() -> PathBuf {
+    static MODULE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let out = std::env::temp_dir().join(format!("wechat-nginx-module-{}", random(8)));
+            let profile = target_dir()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let output = Command::new(workspace_root().join("examples/nginx/module/build.sh"))
+                .env("PROFILE", &profile)
+                .env("OUT_DIR", &out)
+                .output()
+                .expect("build.sh runs");
+            assert!(
+                output.status.success(),
+                "build.sh failed (apt-get install nginx nginx-dev):\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            out.join("ngx_http_wechat_oauth_module.so")
+        })
+        .clone()
 }
 
 /// Like [`wait_ready`], showing the process's log if it never answers.

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wechat_e2e::{rss_kib, Answer, Browser, Front, Site, DESKTOP_UA, WECHAT_UA};
+use wechat_e2e::{
+    nginx_module, rss_kib, target_dir, Answer, Browser, Front, Site, DESKTOP_UA, WECHAT_UA,
+};
 
 /// What one case saw, with the site's own URLs and random values replaced,
 /// so that different fronts can be compared.
@@ -232,7 +234,13 @@ async fn every_front_answers_exactly_as_the_gateway() {
     assert_eq!(by_case("tampered cookie, xhr").status, 401);
     assert_eq!(by_case("callback, wrong state").status, 400);
 
-    for front in [Front::C, Front::Php, Front::Java] {
+    for front in [
+        Front::C,
+        Front::Php,
+        Front::Java,
+        Front::NginxAuthRequest,
+        Front::NginxModule,
+    ] {
         let site = Site::start(front).await;
         let got = run_cases(&site).await;
         for (want, got) in expected.iter().zip(&got) {
@@ -355,5 +363,168 @@ async fn the_php_host_survives_bounded_concurrent_load() {
         browser.get(&format!("{}/", site.url)).await.status,
         302,
         "still serving"
+    );
+}
+
+#[tokio::test]
+async fn nginx_passes_the_identity_upstream_and_never_a_spoofed_header() {
+    for front in [Front::NginxAuthRequest, Front::NginxModule] {
+        let site = Site::start(front).await;
+        let user = site.emulator("user").await;
+        let forged = [
+            ("X-WeChat-OpenID", "forged"),
+            ("X-WeChat-Nickname", "admin"),
+            ("X-WeChat-UnionID", "forged"),
+            ("X-WeChat-Snapshot", "1"),
+        ];
+        // Public path without a session: nothing claims an identity.
+        let public = Browser::new(DESKTOP_UA)
+            .get_with(&format!("{}/echo/public", site.url), &forged)
+            .await;
+        assert_eq!(public.status, 200, "{front:?}: {}", public.body);
+        let names: Vec<String> = public.json()["headers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("x-wechat-")),
+            "{front:?}: {names:?}"
+        );
+
+        let mut browser = Browser::new(WECHAT_UA);
+        let first = browser.get(&format!("{}/echo", site.url)).await;
+        let consent = browser.get(first.location()).await;
+        let back = browser.get(consent.location()).await;
+        assert_eq!((back.status, back.location()), (302, "/echo"), "{front:?}");
+        browser.cookies.insert("theme".into(), "dark".into());
+        let echo = browser
+            .get_with(&format!("{}/echo", site.url), &forged)
+            .await
+            .json();
+        let h = &echo["headers"];
+        assert_eq!(
+            h["x-wechat-openid"],
+            serde_json::json!([user["openid"]]),
+            "{front:?}"
+        );
+        assert_eq!(
+            h["x-wechat-unionid"],
+            serde_json::json!([user["unionid"]]),
+            "{front:?}"
+        );
+        assert_eq!(echo["nickname"], user["nickname"], "{front:?}");
+        assert!(h.get("x-wechat-snapshot").is_none(), "{front:?}");
+        if front == Front::NginxModule {
+            let extra = browser
+                .get_with(&format!("{}/echo", site.url), &[("X-WeChat-Admin", "1")])
+                .await
+                .json();
+            assert!(
+                extra["headers"].get("x-wechat-admin").is_none(),
+                "the module drops every X-WeChat-* header"
+            );
+            assert_eq!(
+                extra["headers"]["cookie"][0], "theme=dark",
+                "and the gate's cookies"
+            );
+        }
+        let log = site.nginx_error_log();
+        assert!(
+            !log.contains("[alert]") && !log.contains("[emerg]"),
+            "{front:?}: {log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nginx_t_stops_on_a_broken_config_file_with_the_librarys_message() {
+    let dir = std::env::temp_dir().join(format!("wechat-nginx-t-{}", wechat_e2e::random(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = dir.join("wechat.toml");
+    std::fs::write(&toml, "[wechat]\nappid = \"wx1\"\nsecret = \"s\"\n[gateway]\npublic_url = \"https://a.example\"\ncookie_secret = \"short\"\n").unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module {};\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:1; wechat_oauth_config {}; wechat_oauth on; }} }}\n",
+            nginx_module().display(),
+            toml.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("nginx")
+        .args(["-t", "-p"])
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("[gateway] cookie_secret") && text.contains("32 bytes"),
+        "{text}"
+    );
+    assert!(!text.contains("short"), "the secret is not printed: {text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = target_dir();
+}
+
+#[tokio::test]
+async fn the_nginx_module_holds_100k_requests_and_2k_logins_with_flat_worker_memory() {
+    let site = Site::start(Front::NginxModule).await;
+    let started = Instant::now();
+    let bad = load(&site, 10_000, 64, 4).await;
+    assert!(
+        bad.is_empty(),
+        "unexpected answers: {:?}",
+        &bad[..bad.len().min(20)]
+    );
+    let workers = site.nginx_workers();
+    assert_eq!(workers.len(), 1);
+
+    // 2k logins, 16 at a time: each a redirect, the emulator, a callback
+    // whose code exchange runs in nginx's thread pool.
+    let permits = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..2_000 {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let url = site.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let mut b = Browser::new(WECHAT_UA);
+            let first = b.get(&format!("{url}/")).await;
+            let consent = b.get(first.location()).await;
+            b.get(consent.location()).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 302);
+    }
+    assert_eq!(site.emulator("calls").await["access_token"], 2_000 + 1);
+    // Measured once the exchange runtime and the thread pool are up.
+    let warm = rss_kib(workers[0]);
+
+    let bad = load(&site, 90_000, 64, 4).await;
+    assert!(
+        bad.is_empty(),
+        "unexpected answers: {:?}",
+        &bad[..bad.len().min(20)]
+    );
+    assert_eq!(site.nginx_workers(), workers, "the worker never crashed");
+    let end = rss_kib(workers[0]);
+    eprintln!("nginx worker: RSS {warm} KiB after 10k requests and 2k logins, {end} KiB after 90k more ({:?})", started.elapsed());
+    assert!(
+        end <= warm + warm / 5 + 8 * 1024,
+        "worker RSS grew from {warm} KiB to {end} KiB"
+    );
+    let log = site.nginx_error_log();
+    assert!(
+        !log.contains("[alert]") && !log.contains("[emerg]") && !log.contains("[crit]"),
+        "{log}"
     );
 }
