@@ -29,9 +29,12 @@ impl Scope {
         }
     }
 
-    /// Whether a granted scope list (WeChat sends it comma-separated) includes `snsapi_userinfo`.
+    /// Whether a granted scope list (WeChat sends it comma-separated) allows
+    /// `sns/userinfo`: `snsapi_userinfo`, or qrconnect's `snsapi_login`.
     pub fn granted_includes_userinfo(granted: &str) -> bool {
-        granted.split(',').any(|s| s.trim() == "snsapi_userinfo")
+        granted
+            .split(',')
+            .any(|s| matches!(s.trim(), "snsapi_userinfo" | "snsapi_login"))
     }
 }
 
@@ -67,6 +70,26 @@ pub fn authorize_url(
     )
 }
 
+/// Builds the Open Platform website app's QR login URL,
+/// `{open_base}/connect/qrconnect?appid=…&redirect_uri=…&response_type=code&scope=snsapi_login&state=…#wechat_redirect`,
+/// in the same parameter order and encoding as [`authorize_url`].
+///
+/// Source: PROTOCOL.md §2.
+pub fn qrconnect_url(open_base: &str, appid: &str, redirect_uri: &str, state: &str) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::with_capacity(256));
+    query
+        .append_pair("appid", appid)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("response_type", "code")
+        .append_pair("scope", "snsapi_login")
+        .append_pair("state", state);
+    format!(
+        "{}/connect/qrconnect?{}#wechat_redirect",
+        open_base.trim_end_matches('/'),
+        query.finish()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +116,14 @@ mod tests {
     fn force_popup_comes_after_state_and_before_the_fragment() {
         let url = authorize_url("https://o", "wx1", "https://a/cb", Scope::Base, "s", true);
         assert!(url.ends_with("&scope=snsapi_base&state=s&forcePopup=true#wechat_redirect"));
+    }
+
+    #[test]
+    fn qrconnect_urls_keep_the_order_with_snsapi_login() {
+        assert_eq!(
+            qrconnect_url("https://open.weixin.qq.com", "wxweb", "https://a.example/cb", "s1"),
+            "https://open.weixin.qq.com/connect/qrconnect?appid=wxweb&redirect_uri=https%3A%2F%2Fa.example%2Fcb&response_type=code&scope=snsapi_login&state=s1#wechat_redirect"
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::secret::Secret;
 pub const DEFAULT_OPEN_BASE: &str = "https://open.weixin.qq.com";
 /// Default server-to-server WeChat API host.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// Default host of `showqrcode`.
+pub const DEFAULT_MP_BASE: &str = "https://mp.weixin.qq.com";
+
 /// Minimum length of each cookie key (`[gateway] cookie_secret`, `cookie_secrets`), in bytes.
 pub const MIN_COOKIE_SECRET_BYTES: usize = 32;
 
@@ -82,6 +85,36 @@ pub struct WechatConfig {
     pub timeout: Duration,
     /// `retries`: further attempts after a `-1` or a connection failure (default 2).
     pub retries: u32,
+    /// `mp_base`: host of `cgi-bin/showqrcode`, default [`DEFAULT_MP_BASE`].
+    pub mp_base: Url,
+    /// `push_token` (env `WECHAT_PUSH_TOKEN`): the server URL token that
+    /// signs WeChat's pushes (PROTOCOL.md §3). Never printed.
+    pub push_token: Option<Secret>,
+    /// `encoding_aes_key` (env `WECHAT_ENCODING_AES_KEY`): 43 characters, for
+    /// safe-mode (encrypted) pushes. Never printed.
+    pub encoding_aes_key: Option<Secret>,
+    /// `[wechat.open]`: the Open Platform website app, for qrconnect.
+    pub open: Option<OpenAppConfig>,
+}
+
+/// `[wechat.open]`: an Open Platform *website application* (PROTOCOL.md §2).
+#[derive(Debug, Clone)]
+pub struct OpenAppConfig {
+    /// `appid` (env `WECHAT_OPEN_APPID`).
+    pub appid: String,
+    /// `secret` (env `WECHAT_OPEN_SECRET`, or `secret_file`). Never printed.
+    pub secret: Secret,
+}
+
+/// How desktop browsers log in (`[gateway] desktop_login`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DesktopLogin {
+    /// A page asking to open the link in WeChat (the default).
+    Notice,
+    /// Open Platform QR login (`connect/qrconnect`, `[wechat.open]`).
+    Qrconnect,
+    /// Official Account scene QR code + signed scan push (`push_token`).
+    SceneQr,
 }
 
 /// `[gateway]` settings.
@@ -116,6 +149,10 @@ pub struct GatewayConfig {
     pub allow_snapshot_users: bool,
     /// `language`: pages in `zh`, `en`, or `auto` (by `Accept-Language`, else zh; the default).
     pub language: Language,
+    /// `desktop_login`: `notice` (default), `qrconnect` or `scene_qr`.
+    pub desktop_login: DesktopLogin,
+    /// `push_path`: where WeChat pushes events (default `<prefix>/events`).
+    pub push_path: String,
 }
 
 /// The language of the gate's pages (`[gateway] language`).
@@ -166,6 +203,18 @@ struct RawWechat {
     api_base: Option<String>,
     timeout_ms: Option<u64>,
     retries: Option<u32>,
+    mp_base: Option<String>,
+    push_token: Option<String>,
+    encoding_aes_key: Option<String>,
+    open: Option<RawOpen>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOpen {
+    appid: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -185,6 +234,8 @@ struct RawGateway {
     logout_redirect: Option<String>,
     allow_snapshot_users: Option<bool>,
     language: Option<String>,
+    desktop_login: Option<String>,
+    push_path: Option<String>,
 }
 
 impl Config {
@@ -263,6 +314,61 @@ impl Config {
         if retries > 10 {
             return Err(invalid("[wechat] retries", "must be 0 to 10"));
         }
+
+        let mp_base = base_url("[wechat] mp_base", w.mp_base, DEFAULT_MP_BASE)?;
+        let push_token = env("WECHAT_PUSH_TOKEN")
+            .or(w.push_token)
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &push_token {
+            if t.len() < 3 || t.len() > 32 || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(invalid(
+                    "[wechat] push_token",
+                    "must be 3 to 32 letters or digits, as in the WeChat console",
+                ));
+            }
+        }
+        let encoding_aes_key = env("WECHAT_ENCODING_AES_KEY")
+            .or(w.encoding_aes_key)
+            .filter(|k| !k.is_empty());
+        if let Some(k) = &encoding_aes_key {
+            if k.len() != 43 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(invalid(
+                    "[wechat] encoding_aes_key",
+                    "must be the 43 letters and digits of the console's EncodingAESKey",
+                ));
+            }
+        }
+        let open = match w.open {
+            None if env("WECHAT_OPEN_APPID").is_none() => None,
+            raw_open => {
+                let o = raw_open.unwrap_or_default();
+                let appid = env("WECHAT_OPEN_APPID").or(o.appid).ok_or_else(|| {
+                    invalid(
+                        "[wechat.open] appid",
+                        "missing (set it, or env WECHAT_OPEN_APPID)",
+                    )
+                })?;
+                if appid.is_empty()
+                    || appid.len() > 64
+                    || !appid
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(invalid(
+                        "[wechat.open] appid",
+                        "must be 1 to 64 letters, digits or '_'",
+                    ));
+                }
+                let secret = secret_value(
+                    env("WECHAT_OPEN_SECRET"),
+                    o.secret_file,
+                    o.secret,
+                    "[wechat.open] secret",
+                    "set secret, secret_file, or env WECHAT_OPEN_SECRET",
+                )?;
+                Some(OpenAppConfig { appid, secret })
+            }
+        };
 
         let g = raw.gateway;
         let listen = g.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
@@ -389,6 +495,41 @@ impl Config {
             }
         };
 
+        let desktop_login = match g.desktop_login.as_deref().unwrap_or("notice") {
+            "notice" => DesktopLogin::Notice,
+            "qrconnect" => DesktopLogin::Qrconnect,
+            "scene_qr" => DesktopLogin::SceneQr,
+            _ => {
+                return Err(invalid(
+                    "[gateway] desktop_login",
+                    "must be \"notice\", \"qrconnect\" or \"scene_qr\"",
+                ))
+            }
+        };
+        if desktop_login == DesktopLogin::Qrconnect && open.is_none() {
+            return Err(invalid(
+                "[wechat.open] appid",
+                "desktop_login = \"qrconnect\" needs the Open Platform website app ([wechat.open] appid and secret)",
+            ));
+        }
+        if desktop_login == DesktopLogin::SceneQr && push_token.is_none() {
+            return Err(invalid(
+                "[wechat] push_token",
+                "desktop_login = \"scene_qr\" needs the server URL token (push_token, or env WECHAT_PUSH_TOKEN)",
+            ));
+        }
+        let push_path = g.push_path.unwrap_or_else(|| format!("{prefix}/events"));
+        if !push_path.starts_with('/')
+            || push_path
+                .bytes()
+                .any(|b| !(0x21..0x7f).contains(&b) || b == b'?')
+        {
+            return Err(invalid(
+                "[gateway] push_path",
+                "must be a path starting with '/'",
+            ));
+        }
+
         Ok(Config {
             wechat: WechatConfig {
                 appid,
@@ -398,6 +539,10 @@ impl Config {
                 api_base,
                 timeout: Duration::from_millis(timeout_ms),
                 retries,
+                mp_base,
+                push_token: push_token.map(Secret::new),
+                encoding_aes_key: encoding_aes_key.map(Secret::new),
+                open,
             },
             gateway: GatewayConfig {
                 listen,
@@ -412,6 +557,8 @@ impl Config {
                 logout_redirect,
                 allow_snapshot_users: g.allow_snapshot_users.unwrap_or(false),
                 language,
+                desktop_login,
+                push_path,
             },
         })
     }
@@ -599,6 +746,33 @@ public_paths = ["/static/"]
         assert!(err(&format!("{GOOD}language = \"fr\"\n")).contains("[gateway] language"));
         assert!(err(&format!("{GOOD}logout_redirect = \"//evil\"\n")).contains("logout_redirect"));
         assert!(err(&format!("{GOOD}userinfo_paths = [\"profile\"]\n")).contains("userinfo_paths"));
+    }
+
+    #[test]
+    fn desktop_login_settings() {
+        let c = Config::from_toml(GOOD, no_env).unwrap();
+        assert_eq!(c.gateway.desktop_login, DesktopLogin::Notice);
+        assert_eq!(c.gateway.push_path, "/_wechat/events");
+        assert_eq!(c.wechat.mp_base.as_str(), "https://mp.weixin.qq.com/");
+        let qr = format!("{GOOD}desktop_login = \"scene_qr\"\n");
+        assert!(err(&qr).contains("[wechat] push_token"));
+        let with_open = GOOD.replace(
+            "[gateway]",
+            "push_token = \"Tok3n\"\nencoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n\n[wechat.open]\nappid = \"wxopen\"\nsecret = \"open-secret\"\n\n[gateway]",
+        );
+        let c = Config::from_toml(
+            &format!("{with_open}desktop_login = \"qrconnect\"\n"),
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(c.gateway.desktop_login, DesktopLogin::Qrconnect);
+        assert_eq!(c.wechat.open.as_ref().unwrap().appid, "wxopen");
+        assert!(!format!("{c:?}").contains("open-secret") && !format!("{c:?}").contains("Tok3n"));
+        assert!(
+            err(&format!("{GOOD}desktop_login = \"qrconnect\"\n")).contains("[wechat.open] appid")
+        );
+        assert!(err(&with_open.replace("ABCDEFG", "ABC")).contains("encoding_aes_key"));
+        assert!(err(&format!("{GOOD}desktop_login = \"sms\"\n")).contains("desktop_login"));
     }
 
     #[test]

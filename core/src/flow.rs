@@ -26,10 +26,12 @@ use cookie::{Cookie, SameSite};
 use rand::distr::{Alphanumeric, SampleString};
 use url::form_urlencoded;
 
-use crate::authorize::{authorize_url, Scope};
-use crate::config::Config;
+use crate::authorize::{authorize_url, qrconnect_url, Scope};
+use crate::config::{Config, DesktopLogin};
 use crate::errcode::ErrCode;
 use crate::pages::{page, Lang, Reply, Text};
+use crate::push::{self, PushError};
+use crate::qr::{BasicToken, SceneStatus, Scenes};
 use crate::seal::Sealer;
 use crate::secret::AuthorizationCode;
 use crate::session::{
@@ -108,8 +110,22 @@ pub struct Call {
 #[derive(Debug)]
 enum CallKind {
     Login(PendingLogin),
-    Profile { session: Session, check: bool },
-    Logout { sid: String, to: String },
+    Profile {
+        session: Session,
+        check: bool,
+    },
+    Logout {
+        sid: String,
+        to: String,
+    },
+    QrNew {
+        return_to: String,
+    },
+    QrStatus {
+        scene: String,
+        return_to: String,
+        wait: Duration,
+    },
 }
 
 impl Call {
@@ -124,6 +140,8 @@ struct PendingLogin {
     code: AuthorizationCode,
     return_to: String,
     state_cookie: String,
+    /// Exchange with the Open Platform website app (a qrconnect login).
+    open_app: bool,
 }
 
 /// What a code exchange produced; shared by every duplicate of its callback.
@@ -148,6 +166,10 @@ pub struct Gate {
     config: Config,
     sealer: Sealer,
     sns: SnsClient,
+    /// The Open Platform website app's client (`[wechat.open]`), for qrconnect.
+    open_sns: Option<SnsClient>,
+    basic_token: BasicToken,
+    scenes: Scenes,
     store: Arc<dyn TokenStore>,
     logins: SingleFlight<LoginResult>,
     refreshes: SingleFlight<Result<StoredTokens, SnsError>>,
@@ -197,10 +219,21 @@ impl Gate {
         let sealer =
             Sealer::with_rotation(&config.gateway.cookie_secrets).ok_or(GateError::CookieSecret)?;
         let sns = SnsClient::new(&config.wechat)?;
+        let open_sns = match &config.wechat.open {
+            Some(open) => Some(SnsClient::for_app(
+                &config.wechat,
+                &open.appid,
+                &open.secret,
+            )?),
+            None => None,
+        };
         Ok(Gate {
             config,
             sealer,
+            basic_token: BasicToken::new(sns.clone()),
             sns,
+            open_sns,
+            scenes: Scenes::default(),
             store,
             logins: SingleFlight::new(Duration::from_secs(CODE_OUTCOME_SECS), 100_000),
             refreshes: SingleFlight::new(Duration::from_secs(5), 100_000),
@@ -266,6 +299,13 @@ impl Gate {
             .and_then(|v| open_session(&self.sealer, v, now))
             .filter(|s| !self.idle_expired(s, now));
         let prefix = &self.config.gateway.prefix;
+        if req.path == self.config.gateway.push_path && self.config.wechat.push_token.is_some() {
+            return Decision::Reply(match req.method {
+                "GET" | "HEAD" => self.push_check(req.query, now),
+                // Hosts that can read the body call [`Gate::handle_push`].
+                _ => Reply::text(400, "a push needs its body: see Gate::handle_push\n"),
+            });
+        }
         if let Some(route) = route_under(req.path, prefix) {
             return self.route(route, req, &cookies, session, now, lang);
         }
@@ -362,6 +402,36 @@ impl Gate {
         {
             return self.start_login(return_to, scope, cookies, now);
         }
+        match self.config.gateway.desktop_login {
+            DesktopLogin::SceneQr => {
+                return crate::pages::scene_qr_page(lang, &self.config.gateway.prefix, return_to)
+            }
+            DesktopLogin::Qrconnect => {
+                let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+                let href = format!("{}/login?rd={rd}&app=open", self.config.gateway.prefix);
+                return page(
+                    lang,
+                    401,
+                    Text {
+                        zh: "微信扫码登录",
+                        en: "Log in with WeChat",
+                    },
+                    Text {
+                        zh: "请使用微信扫描二维码登录。",
+                        en: "Scan a QR code with WeChat to log in.",
+                    },
+                    None,
+                    Some((
+                        &href,
+                        Text {
+                            zh: "微信扫码登录",
+                            en: "Log in with WeChat",
+                        },
+                    )),
+                );
+            }
+            DesktopLogin::Notice => {}
+        }
         page(
             lang,
             401,
@@ -412,21 +482,46 @@ impl Gate {
         cookies: &GateCookies<'_>,
         now: u64,
     ) -> Reply {
+        self.start_login_with(return_to, scope, false, cookies, now)
+    }
+
+    /// [`Gate::start_login`]; `open_app`: through the Open Platform website
+    /// app's QR login (`connect/qrconnect`) instead of web authorization.
+    fn start_login_with(
+        &self,
+        return_to: &str,
+        scope: Scope,
+        open_app: bool,
+        cookies: &GateCookies<'_>,
+        now: u64,
+    ) -> Reply {
         let wechat = &self.config.wechat;
         let state = new_state();
-        let location = authorize_url(
-            wechat.open_base.as_str(),
-            &wechat.appid,
-            &self.config.gateway.callback_url(),
-            scope,
-            &state,
-            false,
-        );
+        let callback = self.config.gateway.callback_url();
+        let location = match (&wechat.open, open_app) {
+            (Some(open), true) => {
+                qrconnect_url(wechat.open_base.as_str(), &open.appid, &callback, &state)
+            }
+            _ => authorize_url(
+                wechat.open_base.as_str(),
+                &wechat.appid,
+                &callback,
+                scope,
+                &state,
+                false,
+            ),
+        };
         let mut reply = Reply::redirect(location).with_header(
             "Set-Cookie",
             self.set_cookie(
                 &state_cookie_name(&state),
-                seal_state(&self.sealer, &state, return_to, now),
+                seal_state(
+                    &self.sealer,
+                    &state,
+                    return_to,
+                    open_app && wechat.open.is_some(),
+                    now,
+                ),
                 STATE_LIFETIME_SECS,
             ),
         );
@@ -434,7 +529,7 @@ impl Gate {
         for (name, value) in &cookies.states {
             let state = &name[STATE_COOKIE_PREFIX.len()..];
             match open_state(&self.sealer, state, value, now) {
-                Some((_, exp)) if is_valid_state(state) => live.push((name, exp)),
+                Some(opened) if is_valid_state(state) => live.push((name, opened.expires_at)),
                 _ => reply = reply.with_header("Set-Cookie", self.remove_cookie(name)),
             }
         }
@@ -456,7 +551,9 @@ impl Gate {
     ) -> Decision {
         let read_only = matches!(req.method, "GET" | "HEAD");
         let reply = match route {
-            "/callback" | "/login" | "/userinfo" | "/healthz" if !read_only => {
+            "/callback" | "/login" | "/userinfo" | "/healthz" | "/qr/new" | "/qr/status"
+                if !read_only =>
+            {
                 Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD".into())
             }
             "/logout" if !matches!(req.method, "GET" | "HEAD" | "POST") => {
@@ -478,7 +575,8 @@ impl Gate {
                 let scope = query_param(req.query, "scope")
                     .and_then(|s| Scope::parse(&s))
                     .unwrap_or(self.config.wechat.scope);
-                self.start_login(&rd, scope, cookies, now)
+                let open_app = query_param(req.query, "app").as_deref() == Some("open");
+                self.start_login_with(&rd, scope, open_app, cookies, now)
             }
             "/logout" => {
                 let to = self
@@ -491,6 +589,44 @@ impl Gate {
                         return Decision::Call(Call { kind, lang });
                     }
                     None => self.logged_out(to),
+                }
+            }
+            "/qr/new" | "/qr/status"
+                if self.config.gateway.desktop_login != DesktopLogin::SceneQr =>
+            {
+                Reply::json(404, &serde_json::json!({"error": "scene_qr_disabled"}))
+            }
+            "/qr/new" => {
+                let return_to = self.return_param(req.query).unwrap_or_else(|| "/".into());
+                return Decision::Call(Call {
+                    kind: CallKind::QrNew { return_to },
+                    lang,
+                });
+            }
+            "/qr/status" => {
+                let asked = query_param(req.query, "scene").unwrap_or_default();
+                let mine = cookies
+                    .scene
+                    .and_then(|v| self.sealer.open(SCENE_COOKIE, v))
+                    .and_then(|json| {
+                        serde_json::from_str::<ScenePayload>(&json)
+                            .ok()
+                            .filter(|p| p.exp > now)
+                    });
+                match mine {
+                    Some(p) if !asked.is_empty() && p.sc == asked => {
+                        let wait = query_param(req.query, "wait")
+                            .and_then(|w| w.parse::<u64>().ok())
+                            .unwrap_or(QR_LONG_POLL_SECS)
+                            .min(QR_LONG_POLL_SECS);
+                        let kind = CallKind::QrStatus {
+                            scene: p.sc,
+                            return_to: p.rd,
+                            wait: Duration::from_secs(wait),
+                        };
+                        return Decision::Call(Call { kind, lang });
+                    }
+                    _ => Reply::json(403, &serde_json::json!({"error": "not_your_scene"})),
                 }
             }
             "/userinfo" => match session {
@@ -566,12 +702,13 @@ impl Gate {
             .filter(|s| is_valid_state(s))
             .ok_or_else(|| self.bad_callback("missing or malformed state", lang))?;
         let name = state_cookie_name(&state);
-        let return_to = cookies
+        let opened = cookies
             .states
             .iter()
             .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| open_state(&self.sealer, &state, v, now))
-            .map(|(rd, _)| rd);
+            .and_then(|(_, v)| open_state(&self.sealer, &state, v, now));
+        let open_app = opened.as_ref().is_some_and(|o| o.open_app);
+        let return_to = opened.map(|o| o.return_to);
         let Some(return_to) = return_to else {
             // A repeat of a callback that already logged this browser in
             // (refresh, back button, WeChat's double hit): its state cookie is
@@ -626,6 +763,7 @@ impl Gate {
             code: AuthorizationCode::new(code.into_owned()),
             return_to,
             state_cookie: name,
+            open_app,
         })
     }
 
@@ -665,6 +803,170 @@ impl Gate {
                 }
                 self.logged_out(to)
             }
+            CallKind::QrNew { return_to } => self.qr_new(return_to).await,
+            CallKind::QrStatus {
+                scene,
+                return_to,
+                wait,
+            } => self.qr_status(&scene, &return_to, wait).await,
+        }
+    }
+
+    /// `qr/new`: a new scene QR code for this browser, bound to it by the
+    /// sealed scene cookie.
+    async fn qr_new(&self, return_to: String) -> Reply {
+        let now = now_unix();
+        let scene = new_sid();
+        match self.basic_token.create_qr_scene(&scene, now).await {
+            Ok(ticket) => {
+                let expires_in = if ticket.expire_seconds == 0 {
+                    crate::qr::SCENE_LIFETIME_SECS
+                } else {
+                    ticket.expire_seconds
+                };
+                self.scenes.create(&scene, now + expires_in, now);
+                let ticket_q: String =
+                    form_urlencoded::byte_serialize(ticket.ticket.as_bytes()).collect();
+                let image = format!(
+                    "{}/cgi-bin/showqrcode?ticket={ticket_q}",
+                    self.config.wechat.mp_base.as_str().trim_end_matches('/')
+                );
+                let payload = ScenePayload {
+                    sc: scene.clone(),
+                    rd: return_to,
+                    exp: now + expires_in,
+                };
+                let sealed = self.sealer.seal(
+                    SCENE_COOKIE,
+                    &serde_json::to_string(&payload).expect("serializes"),
+                );
+                Reply::json(
+                    200,
+                    &serde_json::json!({"scene": scene, "ticket": ticket.ticket, "qr_image_url": image, "expires_in": expires_in}),
+                )
+                .with_header("Set-Cookie", self.set_cookie(SCENE_COOKIE, sealed, expires_in))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create a scene QR code");
+                let reply = match e {
+                    SnsError::Transport(_) => service_unavailable_json(),
+                    _ => Reply::json(
+                        502,
+                        &serde_json::json!({"error": "wechat_error", "errcode": e.errcode().map(ErrCode::code)}),
+                    ),
+                };
+                reply.with_errcode(e.errcode().map(ErrCode::code))
+            }
+        }
+    }
+
+    /// `qr/status`: long-polls the scene; once scanned, logs this browser in (once).
+    async fn qr_status(&self, scene: &str, return_to: &str, wait: Duration) -> Reply {
+        if matches!(self.scenes.status(scene, now_unix()), SceneStatus::Pending) && !wait.is_zero()
+        {
+            self.scenes.wait(scene, wait).await;
+        }
+        let now = now_unix();
+        match self.scenes.status(scene, now) {
+            SceneStatus::Pending => Reply::json(200, &serde_json::json!({"status": "pending"})),
+            SceneStatus::Scanned(_) => match self.scenes.claim(scene, now) {
+                Some(openid) => {
+                    tracing::info!(openid = %openid, "login completed by scene QR scan");
+                    let session = Session {
+                        identity: Identity {
+                            openid,
+                            unionid: None,
+                            scope: Scope::Base.as_str().to_owned(),
+                            nickname: None,
+                            headimgurl: None,
+                            snapshot: false,
+                        },
+                        sid: new_sid(),
+                        issued_at: now,
+                        expires_at: now + self.config.gateway.session_lifetime.as_secs(),
+                        seen_at: now,
+                    };
+                    Reply::json(
+                        200,
+                        &serde_json::json!({"status": "confirmed", "redirect": return_to}),
+                    )
+                    .with_header("Set-Cookie", self.session_cookie(&session, now))
+                    .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE))
+                }
+                None => Reply::json(200, &serde_json::json!({"status": "expired"})),
+            },
+            SceneStatus::Expired => Reply::json(200, &serde_json::json!({"status": "expired"}))
+                .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
+        }
+    }
+
+    /// The server URL check (`GET push_path?signature&timestamp&nonce&echostr`):
+    /// `echostr` back when the signature holds, else 401.
+    fn push_check(&self, query: Option<&str>, now: u64) -> Reply {
+        let Some(token) = &self.config.wechat.push_token else {
+            return Reply::text(404, "not found\n");
+        };
+        let p = |name| query_param(query, name).unwrap_or_default();
+        match push::verify(token, &p("timestamp"), &p("nonce"), &p("signature"), now) {
+            Ok(()) => Reply::text(200, &p("echostr")),
+            Err(e) => {
+                tracing::info!(reason = %e, "refused a server URL check");
+                Reply::text(401, "bad signature\n")
+            }
+        }
+    }
+
+    /// Handles a pushed event (`POST push_path?signature&timestamp&nonce[&encrypt_type=aes&msg_signature]`
+    /// with its XML `body`): verifies it, decrypts safe mode, and records a
+    /// scan of a login scene. `200 success` for every valid push (WeChat
+    /// stops retrying), `401` for a forged or stale one, `400` for a
+    /// malformed one; neither changes anything. No IO.
+    pub fn handle_push(&self, query: Option<&str>, body: &[u8]) -> Reply {
+        let now = now_unix();
+        let Some(token) = &self.config.wechat.push_token else {
+            return Reply::text(404, "not found\n");
+        };
+        let p = |name| query_param(query, name).unwrap_or_default();
+        let (timestamp, nonce) = (p("timestamp"), p("nonce"));
+        let xml = if p("encrypt_type") == "aes" {
+            let Some(key) = &self.config.wechat.encoding_aes_key else {
+                return Reply::text(400, "safe mode is not configured\n");
+            };
+            push::open_safe_mode(
+                body,
+                token,
+                key,
+                &self.config.wechat.appid,
+                &timestamp,
+                &nonce,
+                &p("msg_signature"),
+                now,
+            )
+        } else {
+            push::verify(token, &timestamp, &nonce, &p("signature"), now).map(|()| body.to_vec())
+        };
+        let event = xml.and_then(|x| push::parse_event(&x));
+        match event {
+            Ok(event) => {
+                if !self.scenes.first_push(&event.dedup_key(), now) {
+                    tracing::debug!("a push WeChat retried; already handled");
+                } else if let Some(scene) = event.scanned_scene() {
+                    if self.scenes.scanned(scene, &event.from_user, now) {
+                        tracing::info!(openid = %event.from_user, "login scene scanned");
+                    } else {
+                        tracing::info!("a scan of an unknown or used scene; ignored");
+                    }
+                }
+                Reply::text(200, "success")
+            }
+            Err(e @ (PushError::Signature | PushError::Timestamp | PushError::Decrypt(_))) => {
+                tracing::info!(reason = %e, "refused a push");
+                Reply::text(401, "refused\n")
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "refused a malformed push");
+                Reply::text(400, "malformed\n")
+            }
         }
     }
 
@@ -687,7 +989,11 @@ impl Gate {
     /// Exchanges the code (and fetches the profile when `snsapi_userinfo` was
     /// granted), then stores the tokens under a new session id.
     async fn exchange(&self, pending: &PendingLogin) -> Result<LoginOutcome, SnsError> {
-        let token = self.sns.exchange_code(&pending.code).await?;
+        let sns = match (&self.open_sns, pending.open_app) {
+            (Some(open), true) => open,
+            _ => &self.sns,
+        };
+        let token = sns.exchange_code(&pending.code).await?;
         if token.is_snapshot_user && !self.config.gateway.allow_snapshot_users {
             return Ok(LoginOutcome::SnapshotRefused);
         }
@@ -705,7 +1011,7 @@ impl Gate {
             snapshot: token.is_snapshot_user,
         };
         if Scope::granted_includes_userinfo(&identity.scope) {
-            match self.sns.userinfo(&token.access_token, &token.openid).await {
+            match sns.userinfo(&token.access_token, &token.openid).await {
                 Ok(info) => {
                     identity.nickname = Some(info.nickname).filter(|n| !n.is_empty());
                     identity.headimgurl = info.headimgurl;
@@ -1121,6 +1427,7 @@ fn route_under<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
 /// The gate's cookies in a request's `Cookie` header.
 struct GateCookies<'a> {
     session: Option<&'a str>,
+    scene: Option<&'a str>,
     states: Vec<(&'a str, &'a str)>,
 }
 
@@ -1128,6 +1435,7 @@ impl<'a> GateCookies<'a> {
     fn parse(header: Option<&'a str>) -> Self {
         let mut found = GateCookies {
             session: None,
+            scene: None,
             states: Vec::new(),
         };
         for c in Cookie::split_parse(header.unwrap_or("")).flatten() {
@@ -1136,6 +1444,8 @@ impl<'a> GateCookies<'a> {
             };
             if name == SESSION_COOKIE {
                 found.session.get_or_insert(value);
+            } else if name == SCENE_COOKIE {
+                found.scene.get_or_insert(value);
             } else if name.starts_with(STATE_COOKIE_PREFIX) && found.states.len() < 32 {
                 found.states.push((name, value));
             }
@@ -1145,7 +1455,19 @@ impl<'a> GateCookies<'a> {
 }
 
 fn is_gate_cookie(name: &str) -> bool {
-    name == SESSION_COOKIE || name.starts_with(STATE_COOKIE_PREFIX)
+    name == SESSION_COOKIE || name == SCENE_COOKIE || name.starts_with(STATE_COOKIE_PREFIX)
+}
+
+/// The cookie binding a login QR scene to the browser that asked for it.
+pub const SCENE_COOKIE: &str = "wechat_scene";
+/// The longest a `qr/status` request waits for a scan, in seconds.
+pub const QR_LONG_POLL_SECS: u64 = 25;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScenePayload {
+    sc: String,
+    rd: String,
+    exp: u64,
 }
 
 /// The `Cookie` header without the gate's own cookies (session and state),
@@ -1534,7 +1856,10 @@ session_lifetime_secs = 3600
         let state_cookie = cookie_from(&r, STATE_COOKIE_PREFIX);
         let (name, value) = state_cookie.split_once('=').unwrap();
         let state = &name[STATE_COOKIE_PREFIX.len()..];
-        assert_eq!(open_state(&g.sealer, state, value, NOW).unwrap().0, "/");
+        assert_eq!(
+            open_state(&g.sealer, state, value, NOW).unwrap().return_to,
+            "/"
+        );
         // A path that merely starts like the prefix is an application path.
         assert_eq!(
             reply(g.decide_at(&req("/_wechatx", None, None), NOW)).status,

@@ -19,6 +19,8 @@ pub mod config;
 pub mod errcode;
 pub mod flow;
 pub mod pages;
+pub mod push;
+pub mod qr;
 pub mod seal;
 pub mod secret;
 pub mod session;

@@ -19,7 +19,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn new(status: u16, content_type: &str, body: String) -> Reply {
+    pub(crate) fn new(status: u16, content_type: &str, body: String) -> Reply {
         Reply {
             status,
             headers: vec![
@@ -175,9 +175,76 @@ h1{{font-size:1.4em}}.detail{{color:#888;font-size:.9em;word-break:break-all}}\
     Reply::new(status, "text/html; charset=utf-8", body)
 }
 
+/// The desktop login page of `desktop_login = "scene_qr"`: the Official
+/// Account's QR code for this browser (`prefix/qr/new`), polled
+/// (`prefix/qr/status`, long-poll) until a scan logs it in, then on to
+/// `return_to`. One inline script, no external one. Status 401.
+pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str) -> Reply {
+    // JSON string literals, safe inside <script>.
+    let js = |s: &str| {
+        serde_json::to_string(s)
+            .unwrap_or_default()
+            .replace("</", "<\\/")
+    };
+    let (title, scan, expired, failed) = match lang {
+        Lang::Zh => (
+            "微信扫码登录",
+            "请用微信扫描二维码登录",
+            "二维码已过期，正在刷新…",
+            "网络错误，正在重试…",
+        ),
+        Lang::En => (
+            "Log in with WeChat",
+            "Scan the QR code with WeChat to log in",
+            "The QR code expired; refreshing…",
+            "Network error; retrying…",
+        ),
+    };
+    let body = format!(
+        "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222;text-align:center}}\
+#qr{{width:240px;height:240px;border:1px solid #eee;image-rendering:pixelated}}</style></head>\
+<body><h1>{title}</h1><p><img id=\"qr\" alt=\"QR\"></p><p id=\"status\">{scan}</p>\
+<noscript><p>JavaScript is needed to show the QR code.</p></noscript>\
+<script>(function(){{var prefix={prefix},rd={rd},st=document.getElementById(\"status\");\
+function fresh(){{fetch(prefix+\"/qr/new?rd=\"+encodeURIComponent(rd),{{credentials:\"same-origin\"}})\
+.then(function(r){{if(!r.ok)throw r;return r.json()}}).then(function(q){{document.getElementById(\"qr\").src=q.qr_image_url;\
+st.textContent={scan_js};poll(q.scene)}}).catch(function(){{st.textContent={failed_js};setTimeout(fresh,3000)}})}}\
+function poll(scene){{fetch(prefix+\"/qr/status?scene=\"+encodeURIComponent(scene),{{credentials:\"same-origin\"}})\
+.then(function(r){{return r.json()}}).then(function(s){{if(s.status===\"confirmed\"){{location.href=s.redirect}}\
+else if(s.status===\"pending\"){{poll(scene)}}else{{st.textContent={expired_js};fresh()}}}})\
+.catch(function(){{st.textContent={failed_js};setTimeout(function(){{poll(scene)}},1000)}})}}\
+fresh()}})();</script></body></html>\n",
+        code = lang.code(),
+        prefix = js(prefix),
+        rd = js(return_to),
+        scan_js = js(scan),
+        expired_js = js(expired),
+        failed_js = js(failed),
+    );
+    Reply::new(401, "text/html; charset=utf-8", body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_qr_page_escapes_its_values_for_the_script() {
+        let r = scene_qr_page(
+            Lang::Zh,
+            "/_wechat",
+            "/a?b=</script><script>alert(1)</script>",
+        );
+        assert_eq!(r.status, 401);
+        assert!(!r.body.contains("</script><script>alert"));
+        assert!(
+            r.body.contains("微信扫码登录")
+                && r.body.contains("/qr/new")
+                && r.body.contains("/qr/status")
+        );
+    }
 
     #[test]
     fn language_follows_accept_language_else_chinese() {

@@ -287,6 +287,54 @@ fn api_url(api_base: &Url, path: &str) -> Url {
     url
 }
 
+/// A QR code ticket from `cgi-bin/qrcode/create` (PROTOCOL.md §3 step 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrTicket {
+    /// The ticket (public: it goes in the image URL).
+    pub ticket: String,
+    /// Lifetime, seconds.
+    pub expire_seconds: u64,
+    /// The URL the QR code encodes.
+    pub url: String,
+}
+
+/// Parses a `cgi-bin/token` answer: the basic-support token and its lifetime (seconds).
+///
+/// Errors: as [`parse_token_response`].
+pub fn parse_basic_token(body: &[u8]) -> Result<(AccessToken, u64), SnsError> {
+    check_errcode(body)?;
+    #[derive(Deserialize)]
+    struct Raw {
+        access_token: String,
+        expires_in: u64,
+    }
+    let raw: Raw = serde_json::from_slice(body)
+        .map_err(|e| SnsError::Malformed(format!("token answer: {}", json_problem(&e))))?;
+    Ok((AccessToken::new(raw.access_token), raw.expires_in))
+}
+
+/// Parses a `cgi-bin/qrcode/create` answer.
+///
+/// Errors: as [`parse_token_response`]; 40001/42001 for a stale basic token.
+pub fn parse_qr_ticket(body: &[u8]) -> Result<QrTicket, SnsError> {
+    check_errcode(body)?;
+    #[derive(Deserialize)]
+    struct Raw {
+        ticket: String,
+        #[serde(default)]
+        expire_seconds: u64,
+        #[serde(default)]
+        url: String,
+    }
+    let raw: Raw = serde_json::from_slice(body)
+        .map_err(|e| SnsError::Malformed(format!("qrcode answer: {}", json_problem(&e))))?;
+    Ok(QrTicket {
+        ticket: raw.ticket,
+        expire_seconds: raw.expire_seconds,
+        url: raw.url,
+    })
+}
+
 /// An async client for the sns APIs over reqwest, with per-call timeouts and
 /// bounded retries (errcode `-1`, connection failures, timeouts).
 #[derive(Debug, Clone)]
@@ -303,6 +351,18 @@ impl SnsClient {
     ///
     /// Errors: [`SnsError::Transport`] when the HTTP client can't be built (TLS set-up).
     pub fn new(cfg: &WechatConfig) -> Result<SnsClient, SnsError> {
+        Self::for_app(cfg, &cfg.appid, &cfg.secret)
+    }
+
+    /// A client for another app (the Open Platform website app of
+    /// `[wechat.open]`) with the `[wechat]` endpoints and timeouts.
+    ///
+    /// Errors: as [`SnsClient::new`].
+    pub fn for_app(
+        cfg: &WechatConfig,
+        appid: &str,
+        secret: &Secret,
+    ) -> Result<SnsClient, SnsError> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
@@ -314,8 +374,8 @@ impl SnsClient {
         Ok(SnsClient {
             http,
             api_base: cfg.api_base.clone(),
-            appid: cfg.appid.clone(),
-            secret: cfg.secret.clone(),
+            appid: appid.to_owned(),
+            secret: secret.clone(),
             retries: cfg.retries,
         })
     }
@@ -356,6 +416,44 @@ impl SnsClient {
             .await
     }
 
+    /// A new basic-support token (`cgi-bin/token`): the token and its lifetime in seconds.
+    ///
+    /// Errors: [`SnsError`].
+    pub async fn basic_token(&self) -> Result<(AccessToken, u64), SnsError> {
+        let mut url = api_url(&self.api_base, "cgi-bin/token");
+        url.query_pairs_mut()
+            .append_pair("grant_type", "client_credential")
+            .append_pair("appid", &self.appid)
+            .append_pair("secret", self.secret.expose());
+        self.with_retries(|| async { parse_basic_token(&self.get(url.clone()).await?) })
+            .await
+    }
+
+    /// Creates a temporary `QR_STR_SCENE` QR code (`cgi-bin/qrcode/create`).
+    ///
+    /// Errors: [`SnsError`]; 40001/42001 when `token` is no longer valid.
+    pub async fn create_qr_scene(
+        &self,
+        token: &AccessToken,
+        scene: &str,
+        expire_seconds: u64,
+    ) -> Result<QrTicket, SnsError> {
+        let mut url = api_url(&self.api_base, "cgi-bin/qrcode/create");
+        url.query_pairs_mut()
+            .append_pair("access_token", token.expose());
+        let body = serde_json::json!({
+            "expire_seconds": expire_seconds,
+            "action_name": "QR_STR_SCENE",
+            "action_info": {"scene": {"scene_str": scene}},
+        })
+        .to_string();
+        self.with_retries(|| async {
+            let request = self.http.post(url.clone()).body(body.clone());
+            parse_qr_ticket(&self.send(request).await?)
+        })
+        .await
+    }
+
     async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, SnsError>
     where
         F: FnMut() -> Fut,
@@ -377,9 +475,13 @@ impl SnsClient {
     }
 
     async fn get(&self, url: Url) -> Result<Vec<u8>, SnsError> {
+        self.send(self.http.get(url)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, SnsError> {
         // `without_url`: reqwest's errors otherwise print the URL, which holds the secret.
         let transport = |e: reqwest::Error| SnsError::Transport(e.without_url().to_string());
-        let mut response = self.http.get(url).send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         if !response.status().is_success() {
             return Err(SnsError::Malformed(format!(
                 "HTTP status {}",

@@ -48,25 +48,51 @@ struct StatePayload {
     rd: String,
     /// Expires at, unix seconds.
     exp: u64,
+    /// The login goes through the Open Platform website app (qrconnect).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    open: bool,
 }
 
-/// Seals the state cookie value for `state`, returning to `return_to`.
-pub fn seal_state(sealer: &Sealer, state: &str, return_to: &str, now: u64) -> String {
+/// A state cookie's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCookie {
+    /// Where the browser returns after the login.
+    pub return_to: String,
+    /// Expires at, unix seconds.
+    pub expires_at: u64,
+    /// The login went through the Open Platform website app (qrconnect).
+    pub open_app: bool,
+}
+
+/// Seals the state cookie value for `state`, returning to `return_to`;
+/// `open_app` marks a qrconnect login.
+pub fn seal_state(
+    sealer: &Sealer,
+    state: &str,
+    return_to: &str,
+    open_app: bool,
+    now: u64,
+) -> String {
     let payload = StatePayload {
         s: state.to_owned(),
         rd: return_to.to_owned(),
         exp: now + STATE_LIFETIME_SECS,
+        open: open_app,
     };
     let json = serde_json::to_string(&payload).expect("state serializes");
     sealer.seal(&state_cookie_name(state), &json)
 }
 
-/// Opens the state cookie of `state`: its return path and expiry, or `None`
-/// when forged, for another state, or expired at `now`.
-pub fn open_state(sealer: &Sealer, state: &str, value: &str, now: u64) -> Option<(String, u64)> {
+/// Opens the state cookie of `state`, or `None` when forged, for another
+/// state, or expired at `now`.
+pub fn open_state(sealer: &Sealer, state: &str, value: &str, now: u64) -> Option<StateCookie> {
     let json = sealer.open(&state_cookie_name(state), value)?;
     let payload: StatePayload = serde_json::from_str(&json).ok()?;
-    (payload.s == state && payload.exp > now).then_some((payload.rd, payload.exp))
+    (payload.s == state && payload.exp > now).then_some(StateCookie {
+        return_to: payload.rd,
+        expires_at: payload.exp,
+        open_app: payload.open,
+    })
 }
 
 /// Validates a return path (`rd`) so that a login can never send the browser
@@ -115,11 +141,18 @@ mod tests {
     #[test]
     fn state_cookie_is_bound_to_its_state_and_expires() {
         let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
-        let v = seal_state(&s, "abc", "/orders?id=1", 100);
+        let v = seal_state(&s, "abc", "/orders?id=1", false, 100);
+        let opened = open_state(&s, "abc", &v, 100).unwrap();
         assert_eq!(
-            open_state(&s, "abc", &v, 100),
-            Some(("/orders?id=1".into(), 700))
+            (
+                opened.return_to.as_str(),
+                opened.expires_at,
+                opened.open_app
+            ),
+            ("/orders?id=1", 700, false)
         );
+        let open_app = seal_state(&s, "abc", "/", true, 100);
+        assert!(open_state(&s, "abc", &open_app, 100).unwrap().open_app);
         assert_eq!(open_state(&s, "abd", &v, 100), None);
         assert_eq!(open_state(&s, "abc", &v, 700), None);
     }

@@ -33,6 +33,9 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
+mod desktop;
+use desktop::Ticket;
+
 /// How the authorize page treats a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Consent {
@@ -60,6 +63,21 @@ pub struct EmulatorConfig {
     pub code_ttl: Duration,
     /// How long an access token lives (WeChat: 7200 s).
     pub token_ttl: Duration,
+    /// An Open Platform website app `(appid, secret)`, for `connect/qrconnect`.
+    pub open_app: Option<(String, String)>,
+    /// Where and how the account's events are pushed (the server URL configuration).
+    pub push: Option<PushTarget>,
+}
+
+/// The account's server URL configuration: where WeChat pushes events.
+#[derive(Debug, Clone)]
+pub struct PushTarget {
+    /// The server URL.
+    pub url: String,
+    /// The token that signs pushes.
+    pub token: String,
+    /// The 43-character EncodingAESKey, for safe-mode pushes.
+    pub encoding_aes_key: Option<String>,
 }
 
 impl EmulatorConfig {
@@ -72,6 +90,8 @@ impl EmulatorConfig {
             consent: Consent::Auto,
             code_ttl: Duration::from_secs(300),
             token_ttl: Duration::from_secs(7200),
+            open_app: None,
+            push: None,
         }
     }
 }
@@ -113,6 +133,7 @@ impl Default for Profile {
 }
 
 struct CodeEntry {
+    appid: String,
     openid: String,
     scope: String,
     issued: Instant,
@@ -152,6 +173,9 @@ fn one() -> u32 {
 }
 
 struct World {
+    basic_tokens: HashMap<String, Instant>,
+    basic_token_ttl: Duration,
+    tickets: HashMap<String, Ticket>,
     codes: HashMap<String, CodeEntry>,
     access_tokens: HashMap<String, TokenEntry>,
     refresh_tokens: HashMap<String, TokenEntry>,
@@ -206,6 +230,9 @@ type App = Arc<Shared>;
 /// The emulator's routes, for serving with axum.
 pub fn router(cfg: EmulatorConfig) -> Router {
     let world = World {
+        basic_tokens: HashMap::new(),
+        basic_token_ttl: Duration::from_secs(7200),
+        tickets: HashMap::new(),
         codes: HashMap::new(),
         access_tokens: HashMap::new(),
         refresh_tokens: HashMap::new(),
@@ -220,7 +247,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         cfg,
         world: Mutex::new(world),
     });
-    Router::new()
+    let router = Router::new()
         .route("/connect/oauth2/authorize", get(authorize).post(confirm))
         .route("/sns/oauth2/access_token", get(access_token))
         .route("/sns/oauth2/refresh_token", get(refresh_token))
@@ -233,8 +260,8 @@ pub fn router(cfg: EmulatorConfig) -> Router {
             "/_emulator/faults",
             axum::routing::post(add_fault).delete(clear_faults),
         )
-        .route("/_emulator/settings", axum::routing::post(settings))
-        .with_state(shared)
+        .route("/_emulator/settings", axum::routing::post(settings));
+    desktop::routes(router).with_state(shared)
 }
 
 /// A running emulator.
@@ -325,13 +352,23 @@ const AUTHORIZE_ORDER: [&str; 5] = ["appid", "redirect_uri", "response_type", "s
 
 /// Checks an authorize query exactly as WeChat's page does.
 fn check_authorize(cfg: &EmulatorConfig, raw: &str) -> Result<AuthorizeRequest, Response> {
+    check_authorize_for(cfg, raw, &cfg.appid, &["snsapi_base", "snsapi_userinfo"])
+}
+
+/// Checks an authorize or qrconnect query for `appid` and the allowed scopes.
+fn check_authorize_for(
+    cfg: &EmulatorConfig,
+    raw: &str,
+    appid: &str,
+    scopes: &[&str],
+) -> Result<AuthorizeRequest, Response> {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let value = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     match value("appid") {
         None | Some("") => return Err(error_page(10012, "appid 参数为空 (appid empty)")),
-        Some(a) if a != cfg.appid => return Err(error_page(40013, "invalid appid")),
+        Some(a) if a != appid => return Err(error_page(40013, "invalid appid")),
         _ => {}
     }
     if value("redirect_uri").is_none_or(str::is_empty) {
@@ -360,7 +397,7 @@ fn check_authorize(cfg: &EmulatorConfig, raw: &str) -> Result<AuthorizeRequest, 
         return Err(error_page(-1, "response_type 必须为 code"));
     }
     let scope = value("scope").unwrap_or_default().to_owned();
-    if scope != "snsapi_base" && scope != "snsapi_userinfo" {
+    if !scopes.contains(&scope.as_str()) {
         return Err(error_page(
             10005,
             "此公众号并没有这些 scope 的权限 (no permission for this scope)",
@@ -435,12 +472,17 @@ fn back_to(mut redirect_uri: url::Url, code: Option<&str>, state: &str) -> Respo
 }
 
 fn issue_code(app: &App, scope: &str) -> String {
+    issue_code_for(app, &app.cfg.appid, scope)
+}
+
+fn issue_code_for(app: &App, appid: &str, scope: &str) -> String {
     let code = random_token(32);
     let mut world = app.world.lock().unwrap();
-    let openid = openid_of(&app.cfg.appid, &world.profile);
+    let openid = openid_of(appid, &world.profile);
     world.codes.insert(
         code.clone(),
         CodeEntry {
+            appid: appid.to_owned(),
             openid,
             scope: scope.to_owned(),
             issued: Instant::now(),
@@ -541,7 +583,7 @@ fn token_answer(world: &mut World, openid: String, scope: String) -> Response {
         "openid": openid,
         "scope": scope,
     });
-    if scope.contains("snsapi_userinfo") {
+    if scope.contains("snsapi_userinfo") || scope.contains("snsapi_login") {
         body["unionid"] = unionid_of(&world.profile).into();
     }
     if world.profile.snapshot {
@@ -555,7 +597,8 @@ fn check_app(app: &App, q: &HashMap<String, String>, grant_type: &str) -> Result
     let Some(appid) = appid else {
         return Err(wechat_error(41002, "appid missing"));
     };
-    if appid != &app.cfg.appid {
+    let open_appid = app.cfg.open_app.as_ref().map(|(a, _)| a.as_str());
+    if appid != &app.cfg.appid && Some(appid.as_str()) != open_appid {
         return Err(wechat_error(40013, "invalid appid"));
     }
     if q.get("grant_type").map(String::as_str) != Some(grant_type) {
@@ -571,9 +614,14 @@ async fn access_token(State(app): State<App>, Query(q): Params) -> Response {
     if let Err(e) = check_app(&app, &q, "authorization_code") {
         return e;
     }
+    let appid = q.get("appid").cloned().unwrap_or_default();
+    let expected_secret = match &app.cfg.open_app {
+        Some((open, secret)) if *open == appid => secret.as_str(),
+        _ => app.cfg.secret.as_str(),
+    };
     match q.get("secret").filter(|v| !v.is_empty()) {
         None => return wechat_error(41004, "appsecret missing"),
-        Some(s) if s != &app.cfg.secret => return wechat_error(40125, "invalid appsecret"),
+        Some(s) if s != expected_secret => return wechat_error(40125, "invalid appsecret"),
         _ => {}
     }
     let Some(code) = q.get("code").filter(|v| !v.is_empty()) else {
@@ -583,6 +631,7 @@ async fn access_token(State(app): State<App>, Query(q): Params) -> Response {
     let code_ttl = world.code_ttl;
     let (openid, scope) = match world.codes.get_mut(code.as_str()) {
         None => return wechat_error(40029, "invalid code"),
+        Some(c) if c.appid != appid => return wechat_error(40029, "invalid code"),
         Some(c) if c.used => return wechat_error(40163, "code been used"),
         Some(c) if c.issued.elapsed() >= code_ttl => return wechat_error(42003, "code expired"),
         Some(c) => {
@@ -616,7 +665,7 @@ async fn refresh_token(State(app): State<App>, Query(q): Params) -> Response {
 }
 
 /// Looks up an access token for `openid`: `Ok(scope)` or the errcode answer.
-fn check_token(app: &App, q: &HashMap<String, String>) -> Result<String, Response> {
+fn check_token(app: &App, q: &HashMap<String, String>) -> Result<(String, String), Response> {
     let Some(token) = q.get("access_token").filter(|v| !v.is_empty()) else {
         return Err(wechat_error(41001, "access_token missing"));
     };
@@ -633,24 +682,24 @@ fn check_token(app: &App, q: &HashMap<String, String>) -> Result<String, Respons
     if q.get("openid") != Some(&entry.openid) {
         return Err(wechat_error(40003, "invalid openid"));
     }
-    Ok(entry.scope.clone())
+    Ok((entry.scope.clone(), entry.openid.clone()))
 }
 
 async fn userinfo(State(app): State<App>, Query(q): Params) -> Response {
     if let Some(answer) = app.call("userinfo").await {
         return answer;
     }
-    let scope = match check_token(&app, &q) {
+    let (scope, openid) = match check_token(&app, &q) {
         Ok(s) => s,
         Err(e) => return e,
     };
-    if !scope.contains("snsapi_userinfo") {
+    if !scope.contains("snsapi_userinfo") && !scope.contains("snsapi_login") {
         return wechat_error(48001, "api unauthorized");
     }
     let world = app.world.lock().unwrap();
     let p = &world.profile;
     wechat_json(serde_json::json!({
-        "openid": openid_of(&app.cfg.appid, p),
+        "openid": openid,
         "nickname": p.nickname,
         "sex": p.sex,
         "province": p.province,
@@ -675,7 +724,8 @@ async fn auth(State(app): State<App>, Query(q): Params) -> Response {
 async fn calls(State(app): State<App>) -> Response {
     let world = app.world.lock().unwrap();
     let mut body = serde_json::json!({
-        "authorize": 0, "access_token": 0, "refresh_token": 0, "userinfo": 0, "auth": 0
+        "authorize": 0, "access_token": 0, "refresh_token": 0, "userinfo": 0, "auth": 0,
+        "qrconnect": 0, "token": 0, "qrcode_create": 0, "showqrcode": 0
     });
     for (k, v) in &world.calls {
         body[*k] = (*v).into();
@@ -743,12 +793,16 @@ async fn set_user(State(app): State<App>, axum::Json(u): axum::Json<UserUpdate>)
 
 /// `POST /_emulator/faults`: queue a [`Fault`].
 async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>) -> Response {
-    const ENDPOINTS: [&str; 5] = [
+    const ENDPOINTS: [&str; 9] = [
         "authorize",
         "access_token",
         "refresh_token",
         "userinfo",
         "auth",
+        "qrconnect",
+        "token",
+        "qrcode_create",
+        "showqrcode",
     ];
     if !ENDPOINTS.contains(&fault.endpoint.as_str()) || fault.count == 0 {
         return (StatusCode::BAD_REQUEST, "unknown endpoint or count 0\n").into_response();
@@ -767,6 +821,7 @@ async fn clear_faults(State(app): State<App>) -> Response {
 #[serde(deny_unknown_fields)]
 struct Settings {
     consent: Option<String>,
+    basic_token_ttl_secs: Option<u64>,
     code_ttl_ms: Option<u64>,
     token_ttl_secs: Option<u64>,
 }
@@ -784,6 +839,9 @@ async fn settings(State(app): State<App>, axum::Json(s): axum::Json<Settings>) -
     }
     if let Some(ms) = s.code_ttl_ms {
         world.code_ttl = Duration::from_millis(ms);
+    }
+    if let Some(secs) = s.basic_token_ttl_secs {
+        world.basic_token_ttl = Duration::from_secs(secs);
     }
     if let Some(secs) = s.token_ttl_secs {
         world.token_ttl = Duration::from_secs(secs);

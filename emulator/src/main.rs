@@ -30,6 +30,31 @@ struct Args {
     /// Consent at once (auto) or show a consent page with allow/deny (page).
     #[arg(long, value_enum, default_value = "auto")]
     consent: Consent,
+    /// An Open Platform website app's appid, for connect/qrconnect.
+    #[arg(long, env = "WECHAT_OPEN_APPID")]
+    open_appid: Option<String>,
+    /// That website app's secret.
+    #[arg(
+        long,
+        env = "WECHAT_OPEN_SECRET",
+        hide_env_values = true,
+        default_value = "emulator-open-secret"
+    )]
+    open_secret: String,
+    /// The account's server URL: where scans are pushed.
+    #[arg(long)]
+    push_url: Option<String>,
+    /// The server URL token that signs pushes.
+    #[arg(
+        long,
+        env = "WECHAT_PUSH_TOKEN",
+        hide_env_values = true,
+        default_value = "emulatortoken"
+    )]
+    push_token: String,
+    /// The EncodingAESKey (43 characters) for safe-mode pushes.
+    #[arg(long, env = "WECHAT_ENCODING_AES_KEY", hide_env_values = true)]
+    encoding_aes_key: Option<String>,
 }
 
 #[tokio::main]
@@ -42,6 +67,12 @@ async fn main() {
     let args = Args::parse();
     let mut cfg = EmulatorConfig::new(&args.appid, &args.secret, &args.callback_host);
     cfg.consent = args.consent;
+    cfg.open_app = args.open_appid.map(|appid| (appid, args.open_secret));
+    cfg.push = args.push_url.map(|url| wechat_emulator::PushTarget {
+        url,
+        token: args.push_token,
+        encoding_aes_key: args.encoding_aes_key,
+    });
     let running = match wechat_emulator::spawn(cfg, args.listen).await {
         Ok(r) => r,
         Err(e) => {

@@ -82,6 +82,15 @@ impl WechatGate {
             accept_language: header("accept-language"),
         };
         let head = req.method == http::Method::HEAD;
+        if req.method == http::Method::POST && parts.path == self.gate.config().gateway.push_path {
+            let query = parts.query.map(str::to_owned);
+            let reply = match read_body(session, wechat_oauth::push::MAX_PUSH_BYTES).await {
+                Some(body) => self.gate.handle_push(query.as_deref(), &body),
+                None => Reply::text(413, "push body too large\n"),
+            };
+            write_reply(session, reply, false).await?;
+            return Ok(true);
+        }
         if self.is_auth_route(parts.path) {
             // nginx auth_request: decide for the original request it names.
             let uri = header("x-original-uri").unwrap_or("/");
@@ -186,6 +195,23 @@ fn joined_cookie_header(req: &RequestHeader) -> Option<Cow<'_, str>> {
                 all.push_str(v);
             }
             Some(Cow::Owned(all))
+        }
+    }
+}
+
+/// The request body, at most `limit` bytes; `None` when larger.
+async fn read_body(session: &mut Session, limit: usize) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Some(body),
+            Err(_) => return Some(body),
         }
     }
 }

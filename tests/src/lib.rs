@@ -36,6 +36,13 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The website app's appid in [`Stack::start_desktop`].
+pub const OPEN_APPID: &str = "wxopen1234567890ab";
+/// The server URL token in [`Stack::start_desktop`].
+pub const PUSH_TOKEN: &str = "pushToken42";
+/// The EncodingAESKey in [`Stack::start_desktop`].
+pub const ENCODING_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -117,18 +124,32 @@ impl Proc {
     /// Starts `wechat-emulator` on `127.0.0.1:port` for `appid` and `secret`,
     /// accepting callbacks to 127.0.0.1 on any port.
     pub fn start_emulator(dir: &Path, port: u16, appid: &str, secret: &str) -> Proc {
+        Self::start_emulator_with(dir, port, appid, secret, &[])
+    }
+
+    /// [`Proc::start_emulator`] with more arguments (open app, push target).
+    pub fn start_emulator_with(
+        dir: &Path,
+        port: u16,
+        appid: &str,
+        secret: &str,
+        extra: &[String],
+    ) -> Proc {
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "--listen",
+            &listen,
+            "--callback-host",
+            "127.0.0.1",
+            "--appid",
+            appid,
+        ];
+        args.extend(extra.iter().map(String::as_str));
         Proc::start(
             dir,
             "emulator",
             "wechat-emulator",
-            &[
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--callback-host",
-                "127.0.0.1",
-                "--appid",
-                appid,
-            ],
+            &args,
             &[("WECHAT_APP_SECRET", secret)],
         )
     }
@@ -440,26 +461,57 @@ impl Stack {
     /// `[gateway]` tables of the gateway's config (later keys win over the
     /// defaults only where TOML allows: don't repeat a default key).
     pub async fn start_with(wechat_extra: &str, gateway_extra: &str) -> Stack {
-        Self::start_inner(wechat_extra, gateway_extra, None).await
+        Self::start_inner(wechat_extra, gateway_extra, None, &[]).await
+    }
+
+    /// A stack for desktop login (`desktop_login` = `mode`): the emulator
+    /// knows the website app [`OPEN_APPID`] and pushes scans to the
+    /// gateway's `/_wechat/events`, signed with [`PUSH_TOKEN`] (safe mode
+    /// with [`ENCODING_AES_KEY`] when asked).
+    pub async fn start_desktop(mode: &str) -> Stack {
+        let open_secret = format!("opensecret{}", random(16));
+        let wechat_extra = format!(
+            "push_token = \"{PUSH_TOKEN}\"\nencoding_aes_key = \"{ENCODING_AES_KEY}\"\n\n\
+             [wechat.open]\nappid = \"{OPEN_APPID}\"\nsecret = \"{open_secret}\"\n"
+        );
+        let gateway_extra = format!("desktop_login = \"{mode}\"\n");
+        let emulator_extra = vec![
+            "--open-appid".to_owned(),
+            OPEN_APPID.to_owned(),
+            "--open-secret".to_owned(),
+            open_secret,
+            "--push-token".to_owned(),
+            PUSH_TOKEN.to_owned(),
+            "--encoding-aes-key".to_owned(),
+            ENCODING_AES_KEY.to_owned(),
+        ];
+        Self::start_inner(&wechat_extra, &gateway_extra, None, &emulator_extra).await
     }
 
     /// As [`Stack::start`], for a gateway behind a front (nginx) that
     /// browsers reach at `public_url`.
     pub async fn start_behind(public_url: &str) -> Stack {
-        Self::start_inner("", "", Some(public_url.to_owned())).await
+        Self::start_inner("", "", Some(public_url.to_owned()), &[]).await
     }
 
     async fn start_inner(
         wechat_extra: &str,
         gateway_extra: &str,
         public_url: Option<String>,
+        emulator_extra: &[String],
     ) -> Stack {
         let dir = std::env::temp_dir().join(format!("wechat-e2e-{}", random(10)));
         std::fs::create_dir_all(&dir).unwrap();
         let (gw_port, emu_port, app_port) = (free_port(), free_port(), free_port());
         let appid = "wx1234567890abcdef".to_owned();
         let app_secret = format!("appsecret{}", random(24));
-        let emulator = Proc::start_emulator(&dir, emu_port, &appid, &app_secret);
+        let mut emulator_args = emulator_extra.to_vec();
+        if !emulator_extra.is_empty() {
+            emulator_args.push("--push-url".to_owned());
+            emulator_args.push(format!("http://127.0.0.1:{gw_port}/_wechat/events"));
+        }
+        let emulator =
+            Proc::start_emulator_with(&dir, emu_port, &appid, &app_secret, &emulator_args);
         let app = Proc::start(
             &dir,
             "app",
@@ -503,6 +555,7 @@ impl Stack {
 appid = "{appid}"
 open_base = "{emulator}"
 api_base = "{emulator}"
+mp_base = "{emulator}"
 {scope}{timeout}{wechat_extra}
 
 [gateway]

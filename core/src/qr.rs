@@ -1,0 +1,274 @@
+//! Desktop login by the Official Account's scene QR code (PROTOCOL.md §3):
+//! the basic-support token, the scenes waiting for a scan, and the
+//! de-duplication of WeChat's push retries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::errcode::ErrCode;
+use crate::secret::AccessToken;
+use crate::sns::{QrTicket, SnsClient, SnsError};
+
+/// A basic-support token this close to expiry (seconds) is refreshed first.
+pub const BASIC_TOKEN_MARGIN_SECS: u64 = 300;
+/// Lifetime asked for a login QR code, in seconds.
+pub const SCENE_LIFETIME_SECS: u64 = 300;
+/// How long a push's de-duplication key is kept, in seconds (WeChat retries within ~15 s).
+pub const PUSH_DEDUP_SECS: u64 = 60;
+
+/// The basic-support token for `cgi-bin` APIs: one cached token per
+/// process, refreshed before expiry by one caller at a time (lock, then
+/// re-check), so concurrent callers never fetch it twice.
+#[derive(Debug)]
+pub struct BasicToken {
+    sns: SnsClient,
+    cached: Mutex<Option<(AccessToken, u64)>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl BasicToken {
+    /// A manager fetching with `sns` (the Official Account's credentials).
+    pub fn new(sns: SnsClient) -> Self {
+        BasicToken {
+            sns,
+            cached: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fresh(&self, now: u64) -> Option<AccessToken> {
+        let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        cached
+            .as_ref()
+            .filter(|(_, expires_at)| *expires_at > now + BASIC_TOKEN_MARGIN_SECS)
+            .map(|(t, _)| t.clone())
+    }
+
+    /// A valid token at `now` (unix seconds), fetching one if needed.
+    ///
+    /// Errors: the `cgi-bin/token` failure.
+    pub async fn get(&self, now: u64) -> Result<AccessToken, SnsError> {
+        if let Some(t) = self.fresh(now) {
+            return Ok(t);
+        }
+        let _only_one = self.refresh.lock().await;
+        if let Some(t) = self.fresh(now) {
+            return Ok(t);
+        }
+        let (token, expires_in) = self.sns.basic_token().await?;
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((token.clone(), now + expires_in));
+        tracing::info!(expires_in, "fetched a basic-support access token");
+        Ok(token)
+    }
+
+    /// Forgets `token` if it is the cached one (WeChat said it is no longer valid).
+    pub fn invalidate(&self, token: &AccessToken) {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.as_ref().is_some_and(|(t, _)| t == token) {
+            *cached = None;
+        }
+    }
+
+    /// Creates a scene QR code; a 40001/42001 answer refreshes the token and retries once.
+    ///
+    /// Errors: [`SnsError`].
+    pub async fn create_qr_scene(&self, scene: &str, now: u64) -> Result<QrTicket, SnsError> {
+        let token = self.get(now).await?;
+        match self
+            .sns
+            .create_qr_scene(&token, scene, SCENE_LIFETIME_SECS)
+            .await
+        {
+            Err(e)
+                if matches!(
+                    e.errcode(),
+                    Some(ErrCode::InvalidCredential | ErrCode::AccessTokenExpired)
+                ) =>
+            {
+                self.invalidate(&token);
+                let token = self.get(now).await?;
+                self.sns
+                    .create_qr_scene(&token, scene, SCENE_LIFETIME_SECS)
+                    .await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Where a scene is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SceneStatus {
+    /// Waiting for a scan.
+    Pending,
+    /// Scanned by `openid`; not yet claimed by its browser.
+    Scanned(String),
+    /// Unknown, expired, or already used.
+    Expired,
+}
+
+struct Scene {
+    expires_at: u64,
+    scanned_by: Option<String>,
+    claimed: bool,
+    notify: Arc<Notify>,
+}
+
+/// The scenes waiting for a scan, and the pushes already seen.
+#[derive(Default)]
+pub struct Scenes {
+    scenes: Mutex<HashMap<String, Scene>>,
+    seen_pushes: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for Scenes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scenes")
+    }
+}
+
+/// Most scenes and push keys kept; past it the expired ones are dropped first.
+const CAPACITY: usize = 100_000;
+
+impl Scenes {
+    /// Registers a new scene living until `expires_at` (unix seconds).
+    pub fn create(&self, scene: &str, expires_at: u64, now: u64) {
+        let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
+        if scenes.len() >= CAPACITY {
+            scenes.retain(|_, s| s.expires_at > now);
+        }
+        if scenes.len() < CAPACITY {
+            scenes.insert(
+                scene.to_owned(),
+                Scene {
+                    expires_at,
+                    scanned_by: None,
+                    claimed: false,
+                    notify: Arc::new(Notify::new()),
+                },
+            );
+        }
+    }
+
+    /// Records a scan of `scene` by `openid`; false for an unknown,
+    /// expired, already scanned or used scene (the push changes nothing).
+    pub fn scanned(&self, scene: &str, openid: &str, now: u64) -> bool {
+        let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
+        match scenes.get_mut(scene) {
+            Some(s) if s.expires_at > now && s.scanned_by.is_none() && !s.claimed => {
+                s.scanned_by = Some(openid.to_owned());
+                s.notify.notify_waiters();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The status of `scene` at `now`.
+    pub fn status(&self, scene: &str, now: u64) -> SceneStatus {
+        let scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
+        match scenes.get(scene) {
+            Some(s) if !s.claimed && s.expires_at > now => match &s.scanned_by {
+                Some(openid) => SceneStatus::Scanned(openid.clone()),
+                None => SceneStatus::Pending,
+            },
+            _ => SceneStatus::Expired,
+        }
+    }
+
+    /// Claims a scanned scene, once: its openid.
+    pub fn claim(&self, scene: &str, now: u64) -> Option<String> {
+        let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
+        let s = scenes.get_mut(scene)?;
+        if s.claimed || s.expires_at <= now {
+            return None;
+        }
+        let openid = s.scanned_by.clone()?;
+        s.claimed = true;
+        Some(openid)
+    }
+
+    /// Waits at most `limit` for a change of `scene` (a scan). Returns at once
+    /// for an unknown scene.
+    pub async fn wait(&self, scene: &str, limit: Duration) {
+        let notify = {
+            let scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
+            match scenes.get(scene) {
+                Some(s) if s.scanned_by.is_none() => s.notify.clone(),
+                _ => return,
+            }
+        };
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Re-check: the scan may have landed between the lookup and `enable`.
+        if !matches!(self.status(scene, 0), SceneStatus::Pending) {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, notified).await;
+    }
+
+    /// Whether a push with this de-duplication key is new (and remembers it).
+    pub fn first_push(&self, key: &str, now: u64) -> bool {
+        let mut seen = self.seen_pushes.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= CAPACITY {
+            seen.retain(|_, until| *until > now);
+        }
+        match seen.get(key) {
+            Some(until) if *until > now => false,
+            _ => {
+                seen.insert(key.to_owned(), now + PUSH_DEDUP_SECS);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scenes_are_scanned_once_claimed_once_and_expire() {
+        let s = Scenes::default();
+        s.create("a", 1_000, 0);
+        assert_eq!(s.status("a", 10), SceneStatus::Pending);
+        assert!(!s.scanned("nope", "o1", 10));
+        assert!(s.scanned("a", "o1", 10));
+        assert!(!s.scanned("a", "o2", 11), "a second scan changes nothing");
+        assert_eq!(s.status("a", 12), SceneStatus::Scanned("o1".into()));
+        assert_eq!(s.claim("a", 13), Some("o1".into()));
+        assert_eq!(s.claim("a", 14), None);
+        assert_eq!(s.status("a", 15), SceneStatus::Expired);
+        s.create("b", 100, 0);
+        assert_eq!(s.status("b", 100), SceneStatus::Expired);
+        assert!(!s.scanned("b", "o1", 100));
+    }
+
+    #[tokio::test]
+    async fn waiting_ends_with_the_scan() {
+        let s = Arc::new(Scenes::default());
+        s.create("w", u64::MAX, 0);
+        let s2 = s.clone();
+        let waiter = tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            s2.wait("w", Duration::from_secs(10)).await;
+            t.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(s.scanned("w", "o", 1));
+        assert!(waiter.await.unwrap() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn pushes_are_deduplicated_for_a_while() {
+        let s = Scenes::default();
+        assert!(s.first_push("k", 0));
+        assert!(!s.first_push("k", 10));
+        assert!(s.first_push("k", PUSH_DEDUP_SECS + 1));
+    }
+}

@@ -1,0 +1,422 @@
+//! Desktop login on WeChat's side: the Open Platform QR page
+//! (`connect/qrconnect`), the basic-support token (`cgi-bin/token`), scene
+//! QR codes (`cgi-bin/qrcode/create`, `cgi-bin/showqrcode` as a real PNG),
+//! and the phone that scans one: a signed push of the `SCAN`/`subscribe`
+//! event to the account's server URL, plain or in safe mode.
+
+use super::*;
+
+use aes::cipher::{block_padding::NoPadding, BlockEncryptMut, KeyIvInit};
+use axum::body::Bytes;
+
+/// A scene QR code handed out.
+pub(crate) struct Ticket {
+    scene: String,
+    url: String,
+    expires: Instant,
+}
+
+pub(crate) fn routes(router: Router<App>) -> Router<App> {
+    router
+        .route("/connect/qrconnect", get(qrconnect).post(qrconnect_confirm))
+        .route("/cgi-bin/token", get(basic_token))
+        .route("/cgi-bin/qrcode/create", axum::routing::post(qrcode_create))
+        .route("/cgi-bin/showqrcode", get(showqrcode))
+        .route("/_emulator/scan", axum::routing::post(scan))
+        .route("/_emulator/phone", get(phone))
+}
+
+fn open_appid(app: &App) -> &str {
+    app.cfg.open_app.as_ref().map_or("", |(a, _)| a.as_str())
+}
+
+/// The website app's QR login page: a QR code and, since no phone is at
+/// hand, a button that plays "scanned and confirmed".
+async fn qrconnect(State(app): State<App>, RawQuery(raw): RawQuery) -> Response {
+    if let Some(answer) = app.call("qrconnect").await {
+        return answer;
+    }
+    let raw = raw.unwrap_or_default();
+    if let Err(page) = check_authorize_for(&app.cfg, &raw, open_appid(&app), &["snsapi_login"]) {
+        return page;
+    }
+    let raw_attr = html_escape::encode_double_quoted_attribute(&raw);
+    Html(format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>微信登录 (WeChat emulator)</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:28em;margin:3em auto;text-align:center}}\
+button{{font-size:1em;padding:.6em 1.4em;border:0;border-radius:4px;background:#07c160;color:#fff}}</style></head>\
+<body><p><small>WeChat emulator · 本地模拟的微信</small></p><h2>微信登录</h2><p>请使用微信扫描二维码登录</p>\
+<form method=\"post\" action=\"/connect/qrconnect\"><input type=\"hidden\" name=\"query\" value=\"{raw_attr}\">\
+<button name=\"decision\" value=\"allow\">模拟扫码并确认 · Simulate scan and confirm</button></form></body></html>"
+    ))
+    .into_response()
+}
+
+async fn qrconnect_confirm(State(app): State<App>, Form(form): Form<ConfirmForm>) -> Response {
+    let req = match check_authorize_for(&app.cfg, &form.query, open_appid(&app), &["snsapi_login"])
+    {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    if form.decision != "allow" {
+        return back_to(req.redirect_uri, None, &req.state);
+    }
+    let appid = open_appid(&app).to_owned();
+    let code = issue_code_for(&app, &appid, "snsapi_login");
+    back_to(req.redirect_uri, Some(&code), &req.state)
+}
+
+async fn basic_token(State(app): State<App>, Query(q): Params) -> Response {
+    if let Some(answer) = app.call("token").await {
+        return answer;
+    }
+    if q.get("grant_type").map(String::as_str) != Some("client_credential") {
+        return wechat_error(40002, "invalid grant_type");
+    }
+    if q.get("appid") != Some(&app.cfg.appid) {
+        return wechat_error(40013, "invalid appid");
+    }
+    if q.get("secret") != Some(&app.cfg.secret) {
+        return wechat_error(40125, "invalid appsecret");
+    }
+    let token = random_token(64);
+    let mut world = app.world.lock().unwrap();
+    let ttl = world.basic_token_ttl;
+    world
+        .basic_tokens
+        .insert(token.clone(), Instant::now() + ttl);
+    wechat_json(serde_json::json!({"access_token": token, "expires_in": ttl.as_secs()}))
+}
+
+#[derive(Deserialize)]
+struct QrCreate {
+    #[serde(default)]
+    expire_seconds: Option<u64>,
+    action_name: String,
+    action_info: QrActionInfo,
+}
+
+#[derive(Deserialize)]
+struct QrActionInfo {
+    scene: QrScene,
+}
+
+#[derive(Deserialize)]
+struct QrScene {
+    #[serde(default)]
+    scene_id: Option<u64>,
+    #[serde(default)]
+    scene_str: Option<String>,
+}
+
+async fn qrcode_create(State(app): State<App>, Query(q): Params, body: Bytes) -> Response {
+    if let Some(answer) = app.call("qrcode_create").await {
+        return answer;
+    }
+    let Some(token) = q.get("access_token") else {
+        return wechat_error(41001, "access_token missing");
+    };
+    {
+        let world = app.world.lock().unwrap();
+        match world.basic_tokens.get(token.as_str()) {
+            None => {
+                return wechat_error(
+                    40001,
+                    "invalid credential, access_token is invalid or not latest",
+                )
+            }
+            Some(expires) if *expires <= Instant::now() => {
+                return wechat_error(42001, "access_token expired")
+            }
+            Some(_) => {}
+        }
+    }
+    let Ok(req) = serde_json::from_slice::<QrCreate>(&body) else {
+        return wechat_error(47001, "data format error");
+    };
+    let scene = match (req.action_name.as_str(), req.action_info.scene) {
+        (
+            "QR_STR_SCENE",
+            QrScene {
+                scene_str: Some(s), ..
+            },
+        ) if !s.is_empty() && s.len() <= 64 => s,
+        (
+            "QR_SCENE",
+            QrScene {
+                scene_id: Some(id), ..
+            },
+        ) => id.to_string(),
+        _ => return wechat_error(40053, "invalid action info"),
+    };
+    let expire_seconds = req.expire_seconds.unwrap_or(60).clamp(60, 2_592_000);
+    let ticket = format!("gQ{}", random_token(60));
+    let url = format!("http://weixin.qq.com/q/{}", random_token(22));
+    app.world.lock().unwrap().tickets.insert(
+        ticket.clone(),
+        Ticket {
+            scene,
+            url: url.clone(),
+            expires: Instant::now() + Duration::from_secs(expire_seconds),
+        },
+    );
+    wechat_json(serde_json::json!({"ticket": ticket, "expire_seconds": expire_seconds, "url": url}))
+}
+
+/// The ticket's QR code as a PNG (8 pixels a module, a 4-module margin).
+async fn showqrcode(State(app): State<App>, Query(q): Params) -> Response {
+    if let Some(answer) = app.call("showqrcode").await {
+        return answer;
+    }
+    let url = {
+        let world = app.world.lock().unwrap();
+        match q.get("ticket").and_then(|t| world.tickets.get(t.as_str())) {
+            Some(t) => t.url.clone(),
+            None => return (StatusCode::NOT_FOUND, "unknown ticket\n").into_response(),
+        }
+    };
+    match qr_png(&url) {
+        Some(png) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn qr_png(text: &str) -> Option<Vec<u8>> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let width = code.width();
+    let colors = code.to_colors();
+    let (scale, margin) = (8usize, 4usize);
+    let size = (width + 2 * margin) * scale;
+    let mut pixels = vec![255u8; size * size];
+    for (i, color) in colors.iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (x, y) = (i % width + margin, i / width + margin);
+            for dy in 0..scale {
+                let row = (y * scale + dy) * size;
+                pixels[row + x * scale..row + x * scale + scale].fill(0);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, size as u32, size as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().ok()?;
+        writer.write_image_data(&pixels).ok()?;
+    }
+    Some(out)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScanRequest {
+    /// The ticket scanned (or `scene`).
+    ticket: Option<String>,
+    /// The scene scanned, when no ticket is given.
+    scene: Option<String>,
+    /// The user follows the account by this scan: `subscribe` with `qrscene_`.
+    #[serde(default)]
+    subscribe: bool,
+    /// Push in safe mode (encrypted).
+    #[serde(default)]
+    safe_mode: bool,
+    /// Tests: sign with a wrong token.
+    #[serde(default)]
+    bad_signature: bool,
+    /// Tests: a timestamp this many seconds in the past.
+    #[serde(default)]
+    age_secs: u64,
+    /// Tests: the appid sealed into a safe-mode body.
+    appid: Option<String>,
+    /// Tests: the event's CreateTime (a retry repeats it).
+    create_time: Option<u64>,
+    /// Tests: a raw body instead of the event.
+    raw_body: Option<String>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn sha1_hex(parts: &[&str]) -> String {
+    let mut sorted = parts.to_vec();
+    sorted.sort_unstable();
+    Sha1::digest(sorted.concat().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `POST /_emulator/scan`: the user scans a ticket; WeChat pushes the event.
+/// Answers `{"status": N, "body": "..."}` with the server's answer.
+async fn scan(State(app): State<App>, axum::Json(req): axum::Json<ScanRequest>) -> Response {
+    let Some(target) = app.cfg.push.clone() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "no push URL configured (--push-url)\n",
+        )
+            .into_response();
+    };
+    let (scene, ticket, openid, account) = {
+        let world = app.world.lock().unwrap();
+        let (scene, ticket) = match (&req.ticket, &req.scene) {
+            (Some(t), _) => match world.tickets.get(t.as_str()) {
+                Some(entry) if entry.expires > Instant::now() => (entry.scene.clone(), t.clone()),
+                Some(_) => return (StatusCode::GONE, "ticket expired\n").into_response(),
+                None => return (StatusCode::NOT_FOUND, "unknown ticket\n").into_response(),
+            },
+            (None, Some(s)) => (s.clone(), String::new()),
+            (None, None) => return (StatusCode::BAD_REQUEST, "ticket or scene\n").into_response(),
+        };
+        (
+            scene,
+            ticket,
+            openid_of(&app.cfg.appid, &world.profile),
+            format!("gh_{}", &app.cfg.appid),
+        )
+    };
+    let (event, key) = if req.subscribe {
+        ("subscribe", format!("qrscene_{scene}"))
+    } else {
+        ("SCAN", scene)
+    };
+    let now = now_secs();
+    let create_time = req.create_time.unwrap_or(now);
+    let xml = req.raw_body.clone().unwrap_or_else(|| {
+        format!(
+            "<xml><ToUserName><![CDATA[{account}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+<CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[{event}]]></Event>\
+<EventKey><![CDATA[{key}]]></EventKey><Ticket><![CDATA[{ticket}]]></Ticket></xml>"
+        )
+    });
+    let timestamp = (now - req.age_secs).to_string();
+    let nonce = random_token(10);
+    let token = if req.bad_signature {
+        "not-the-token".to_owned()
+    } else {
+        target.token.clone()
+    };
+    let mut url = match url::Url::parse(&target.url) {
+        Ok(u) => u,
+        Err(_) => return (StatusCode::BAD_REQUEST, "bad push URL\n").into_response(),
+    };
+    let body = if req.safe_mode {
+        let Some(key) = &target.encoding_aes_key else {
+            return (
+                StatusCode::BAD_REQUEST,
+                "no EncodingAESKey (--encoding-aes-key)\n",
+            )
+                .into_response();
+        };
+        let appid = req.appid.clone().unwrap_or_else(|| app.cfg.appid.clone());
+        let Some(encrypted) = encrypt(&xml, key, &appid) else {
+            return (StatusCode::BAD_REQUEST, "bad EncodingAESKey\n").into_response();
+        };
+        url.query_pairs_mut()
+            .append_pair("signature", &sha1_hex(&[&token, &timestamp, &nonce]))
+            .append_pair("timestamp", &timestamp)
+            .append_pair("nonce", &nonce)
+            .append_pair("openid", &openid)
+            .append_pair("encrypt_type", "aes")
+            .append_pair(
+                "msg_signature",
+                &sha1_hex(&[&token, &timestamp, &nonce, &encrypted]),
+            );
+        format!("<xml><ToUserName><![CDATA[{account}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>")
+    } else {
+        url.query_pairs_mut()
+            .append_pair("signature", &sha1_hex(&[&token, &timestamp, &nonce]))
+            .append_pair("timestamp", &timestamp)
+            .append_pair("nonce", &nonce)
+            .append_pair("openid", &openid);
+        xml
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client");
+    match client
+        .post(url)
+        .header("Content-Type", "text/xml")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            axum::Json(serde_json::json!({"status": status, "body": text})).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("push failed: {}\n", e.without_url()),
+        )
+            .into_response(),
+    }
+}
+
+/// Safe mode: 16 random bytes ‖ 4-byte BE length ‖ XML ‖ appid, PKCS#7 to
+/// 32-byte blocks, AES-256-CBC with key = base64(EncodingAESKey + "="), IV = key[..16].
+fn encrypt(xml: &str, key43: &str, appid: &str) -> Option<String> {
+    let b64 = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let key = b64
+        .decode(format!("{key43}="))
+        .ok()
+        .filter(|k| k.len() == 32)?;
+    let mut plain: Vec<u8> = (0..16).map(|_| rand::random::<u8>()).collect();
+    plain.extend_from_slice(&(xml.len() as u32).to_be_bytes());
+    plain.extend_from_slice(xml.as_bytes());
+    plain.extend_from_slice(appid.as_bytes());
+    let pad = 32 - plain.len() % 32;
+    plain.extend(std::iter::repeat_n(pad as u8, pad));
+    let len = plain.len();
+    let out = cbc::Encryptor::<aes::Aes256>::new_from_slices(&key, &key[..16])
+        .ok()?
+        .encrypt_padded_mut::<NoPadding>(&mut plain, len)
+        .ok()?
+        .to_vec();
+    Some(base64::engine::general_purpose::STANDARD.encode(out))
+}
+
+/// `GET /_emulator/phone`: the demo's stand-in for a phone: every live scene
+/// QR code with a button that scans it.
+async fn phone(State(app): State<App>) -> Response {
+    let tickets: Vec<String> = {
+        let world = app.world.lock().unwrap();
+        let now = Instant::now();
+        world
+            .tickets
+            .iter()
+            .filter(|(_, t)| t.expires > now)
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let rows: String = tickets
+        .iter()
+        .map(|t| {
+            let t_js = serde_json::to_string(t).unwrap_or_default();
+            format!(
+                "<li><img src=\"/cgi-bin/showqrcode?ticket={}\" width=\"96\"> \
+<button onclick='scan({})'>扫码 · Scan</button></li>",
+                html_escape::encode_double_quoted_attribute(t),
+                html_escape::encode_single_quoted_attribute(&t_js)
+            )
+        })
+        .collect();
+    Html(format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>Phone (WeChat emulator)</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:2em auto}}li{{list-style:none;margin:1em 0}}</style></head>\
+<body><h2>手机 · The phone</h2><p>Login QR codes waiting for a scan:</p><ul>{rows}</ul>\
+<p id=\"out\"></p><script>function scan(t){{fetch('/_emulator/scan',{{method:'POST',headers:{{'Content-Type':'application/json'}},\
+body:JSON.stringify({{ticket:t}})}}).then(function(r){{return r.text()}}).then(function(x){{document.getElementById('out').textContent=x}})}}</script>\
+<p><a href=\"/_emulator/phone\">refresh</a></p></body></html>"
+    ))
+    .into_response()
+}

@@ -1,0 +1,361 @@
+//! Desktop login: the Official Account's scene QR code with signed pushes,
+//! and the Open Platform website app's qrconnect, over real HTTP; then the
+//! whole thing in headless Chromium.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wechat_e2e::{Browser, Stack, DESKTOP_UA, OPEN_APPID};
+
+async fn post_json(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Plays the phone: scans `ticket` (with extra fields), returns the gateway's answer to the push.
+async fn scan(stack: &Stack, mut body: serde_json::Value, ticket: &str) -> (u16, String) {
+    body["ticket"] = ticket.into();
+    let (status, answer) = post_json(&format!("{}/_emulator/scan", stack.emulator_url), body).await;
+    assert_eq!(status, 200, "{answer}");
+    (
+        answer["status"].as_u64().unwrap() as u16,
+        answer["body"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn new_qr(stack: &Stack, browser: &mut Browser, rd: &str) -> (String, String) {
+    let answer = browser
+        .get_with(
+            &stack.url(&format!("/_wechat/qr/new?rd={rd}")),
+            &[("Accept", "application/json")],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let q = answer.json();
+    assert!(browser.cookies.contains_key("wechat_scene"));
+    assert!(q["expires_in"].as_u64().unwrap() > 0);
+    (
+        q["scene"].as_str().unwrap().to_owned(),
+        q["ticket"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_desktop_browser_logs_in_by_scene_qr_scan() {
+    let stack = Stack::start_desktop("scene_qr").await;
+    let user = stack.emulator("user").await;
+    let mut browser = Browser::new(DESKTOP_UA);
+    let page = browser.get(&stack.url("/orders?id=1")).await;
+    assert_eq!(page.status, 401);
+    assert!(
+        page.body.contains("/qr/new") && page.body.contains("微信扫码登录"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script src"), "no external script");
+
+    let answer = browser
+        .get(&stack.url("/_wechat/qr/new?rd=%2Forders%3Fid%3D1"))
+        .await;
+    let q = answer.json();
+    let image = q["qr_image_url"].as_str().unwrap();
+    assert!(
+        image.starts_with(&format!(
+            "{}/cgi-bin/showqrcode?ticket=",
+            stack.emulator_url
+        )),
+        "{image}"
+    );
+    let png = reqwest::get(image).await.unwrap();
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert!(png.bytes().await.unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
+    let (scene, ticket) = (
+        q["scene"].as_str().unwrap().to_owned(),
+        q["ticket"].as_str().unwrap().to_owned(),
+    );
+
+    // Nothing yet.
+    let status = browser
+        .get(&stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0")))
+        .await;
+    assert_eq!(status.json()["status"], "pending");
+
+    // A long poll, answered within a second of the scan.
+    let cookie = browser.cookie_header();
+    let url = stack.url(&format!("/_wechat/qr/status?scene={scene}"));
+    let poll = tokio::spawn(async move {
+        let mut b = Browser::new(DESKTOP_UA);
+        let answer = b.get_with(&url, &[("Cookie", &cookie)]).await;
+        (answer, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pushed = Instant::now();
+    assert_eq!(
+        scan(&stack, json!({}), &ticket).await,
+        (200, "success".to_owned())
+    );
+    let (answer, answered) = poll.await.unwrap();
+    assert!(
+        answered.duration_since(pushed) < Duration::from_secs(1),
+        "{:?}",
+        answered.duration_since(pushed)
+    );
+    assert_eq!(
+        answer.json(),
+        json!({"status": "confirmed", "redirect": "/orders?id=1"})
+    );
+    let session = answer
+        .headers_named("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("wechat_session="))
+        .expect("the session")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let echo = Browser::new(DESKTOP_UA)
+        .get_with(&stack.url("/echo"), &[("Cookie", &session)])
+        .await;
+    assert_eq!(echo.json()["headers"]["x-wechat-openid"][0], user["openid"]);
+
+    // Single use: the same scene can't log in again.
+    let again = browser
+        .get(&stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0")))
+        .await;
+    assert_eq!(again.json()["status"], "expired");
+}
+
+#[tokio::test]
+async fn forged_stale_replayed_or_foreign_pushes_and_polls_change_nothing() {
+    let stack = Stack::start_desktop("scene_qr").await;
+    let mut browser = Browser::new(DESKTOP_UA);
+    let (scene, ticket) = new_qr(&stack, &mut browser, "%2F").await;
+    let status = |b: &mut Browser| {
+        let url = stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0"));
+        let mut b2 = Browser::new(DESKTOP_UA);
+        b2.cookies = b.cookies.clone();
+        async move { b2.get(&url).await.json()["status"].clone() }
+    };
+
+    assert_eq!(
+        scan(&stack, json!({"bad_signature": true}), &ticket)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        scan(&stack, json!({"age_secs": 1000}), &ticket).await.0,
+        401
+    );
+    assert_eq!(
+        scan(
+            &stack,
+            json!({"safe_mode": true, "appid": "wxsomeoneelse"}),
+            &ticket
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        scan(&stack, json!({"raw_body": "<xml><FromUserName>"}), &ticket)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        scan(&stack, json!({"raw_body": "not xml"}), &ticket)
+            .await
+            .0,
+        400
+    );
+    let (_, unknown) = post_json(
+        &format!("{}/_emulator/scan", stack.emulator_url),
+        json!({"scene": "no-such-scene"}),
+    )
+    .await;
+    assert_eq!(
+        unknown["status"], 200,
+        "unknown scenes are acknowledged and ignored"
+    );
+    assert_eq!(
+        status(&mut browser).await,
+        "pending",
+        "none of those changed the scene"
+    );
+
+    // A second browser polling someone else's scene is refused.
+    let mut other = Browser::new(DESKTOP_UA);
+    new_qr(&stack, &mut other, "%2F").await;
+    let theirs = other
+        .get(&stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0")))
+        .await;
+    assert_eq!(theirs.status, 403);
+    let nobody = Browser::new(DESKTOP_UA)
+        .get(&stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0")))
+        .await;
+    assert_eq!(nobody.status, 403);
+
+    // A real scan in safe mode, then WeChat's retry of the same push.
+    let first = scan(
+        &stack,
+        json!({"safe_mode": true, "create_time": 1_800_000_000u64}),
+        &ticket,
+    )
+    .await;
+    assert_eq!(first, (200, "success".to_owned()));
+    let retry = scan(
+        &stack,
+        json!({"safe_mode": true, "create_time": 1_800_000_000u64}),
+        &ticket,
+    )
+    .await;
+    assert_eq!(
+        retry,
+        (200, "success".to_owned()),
+        "a retry is acknowledged"
+    );
+    assert_eq!(status(&mut browser).await, "confirmed");
+    assert_eq!(status(&mut browser).await, "expired", "used once");
+    assert_eq!(theirs.json()["error"], "not_your_scene");
+
+    // The server URL check WeChat makes when the URL is configured.
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut sorted = [wechat_e2e::PUSH_TOKEN, ts.as_str(), "n0nce"];
+    sorted.sort_unstable();
+    let sig = wechat_oauth::push::signature(&sorted);
+    let ok = Browser::new(DESKTOP_UA)
+        .get(&stack.url(&format!(
+            "/_wechat/events?signature={sig}&timestamp={ts}&nonce=n0nce&echostr=hello42"
+        )))
+        .await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, "hello42"));
+    let bad = Browser::new(DESKTOP_UA)
+        .get(&stack.url(&format!(
+            "/_wechat/events?signature=00{}&timestamp={ts}&nonce=n0nce&echostr=hello42",
+            &sig[2..]
+        )))
+        .await;
+    assert_eq!(bad.status, 401);
+    assert!(!bad.body.contains("hello42"));
+    let logs = stack.logs();
+    assert!(!logs.contains(wechat_e2e::PUSH_TOKEN) && !logs.contains(wechat_e2e::ENCODING_AES_KEY));
+}
+
+#[tokio::test]
+async fn fifty_concurrent_qr_codes_after_the_basic_token_expired_fetch_it_once() {
+    let stack = Stack::start_desktop("scene_qr").await;
+    // Tokens that expire (past the 300 s margin) a second after they are issued.
+    stack
+        .control("settings", json!({"basic_token_ttl_secs": 301}))
+        .await;
+    let mut first = Browser::new(DESKTOP_UA);
+    new_qr(&stack, &mut first, "%2F").await;
+    assert_eq!(stack.calls("token").await, 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let url = stack.url("/_wechat/qr/new");
+        tasks.push(tokio::spawn(async move {
+            Browser::new(DESKTOP_UA).get(&url).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(stack.calls("token").await, 2, "one refresh for all fifty");
+    assert_eq!(stack.calls("qrcode_create").await, 51);
+
+    // WeChat says the token is no longer valid: one refresh, one retry.
+    stack
+        .control("settings", json!({"basic_token_ttl_secs": 7200}))
+        .await;
+    stack
+        .control(
+            "faults",
+            json!({"endpoint": "qrcode_create", "errcode": 40001}),
+        )
+        .await;
+    let answer = Browser::new(DESKTOP_UA)
+        .get(&stack.url("/_wechat/qr/new"))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(stack.calls("token").await, 3);
+}
+
+#[tokio::test]
+async fn qrconnect_logs_in_with_the_website_apps_credentials() {
+    let stack = Stack::start_desktop("qrconnect").await;
+    let user = stack.emulator("user").await;
+    let mut browser = Browser::new(DESKTOP_UA);
+    let page = browser.get(&stack.url("/orders")).await;
+    assert_eq!(page.status, 401);
+    assert!(
+        page.body
+            .contains("/_wechat/login?rd=%2Forders&amp;app=open"),
+        "{}",
+        page.body
+    );
+    let start = browser
+        .get(&stack.url("/_wechat/login?rd=%2Forders&app=open"))
+        .await;
+    let location = start.location().to_owned();
+    assert!(
+        location.starts_with(&format!(
+            "{}/connect/qrconnect?appid={OPEN_APPID}&redirect_uri=",
+            stack.emulator_url
+        )) && location.contains("&response_type=code&scope=snsapi_login&state=")
+            && location.ends_with("#wechat_redirect"),
+        "{location}"
+    );
+    let qr_page = browser.get(&location).await;
+    assert_eq!(qr_page.status, 200);
+    let query = location
+        .split_once('?')
+        .unwrap()
+        .1
+        .trim_end_matches("#wechat_redirect")
+        .to_owned();
+    let confirmed = browser
+        .post_form(
+            &format!("{}/connect/qrconnect", stack.emulator_url),
+            &[("query", &query), ("decision", "allow")],
+        )
+        .await;
+    let back = browser.get(confirmed.location()).await;
+    assert_eq!(
+        (back.status, back.location()),
+        (302, "/orders"),
+        "{}",
+        back.body
+    );
+    let echo = browser.get(&stack.url("/echo")).await.json();
+    let h = &echo["headers"];
+    assert_eq!(
+        h["x-wechat-unionid"][0], user["unionid"],
+        "the unionid ties the website app to the account"
+    );
+    assert_ne!(
+        h["x-wechat-openid"][0], user["openid"],
+        "an openid of the website app, not the account's"
+    );
+    assert_eq!(h["x-wechat-scope"][0], "snsapi_login");
+    assert_eq!(echo["nickname"], user["nickname"]);
+    assert_eq!(stack.calls("access_token").await, 1);
+}
