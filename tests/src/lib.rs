@@ -357,6 +357,18 @@ impl Browser {
         self.get_with(url, &[]).await
     }
 
+    /// POST JSON to `url`.
+    pub async fn post_json(&mut self, url: &str, body: &serde_json::Value) -> Answer {
+        let req = self
+            .client
+            .post(url)
+            .header("User-Agent", &self.user_agent)
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        self.record(url.to_owned(), req.send().await.expect("request"))
+            .await
+    }
+
     /// POST a form to `url`.
     pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
         let mut req = self

@@ -25,10 +25,44 @@ async fn the_demo_logs_a_desktop_browser_in_through_the_emulators_consent_page()
         demo.log_text()
     );
 
-    let mut browser = Browser::new(DESKTOP_UA);
-    let first = browser.get(&format!("{base}/")).await;
+    // A desktop browser gets the QR login; the emulator's phone page scans it.
+    let log = demo.log_text();
+    let phone = log
+        .split_whitespace()
+        .find(|w| w.ends_with("/_emulator/phone"))
+        .expect("the banner names the phone page")
+        .to_owned();
+    let emulator = phone.trim_end_matches("/_emulator/phone").to_owned();
+    let mut desktop = Browser::new(DESKTOP_UA);
+    let first = desktop.get(&format!("{base}/")).await;
     assert_eq!(first.status, 401);
-    assert!(first.body.contains("/_wechat/login?rd=%2F"));
+    assert!(first.body.contains("/qr/new"), "{}", first.body);
+    let qr = desktop
+        .get(&format!("{base}/_wechat/qr/new?rd=%2F"))
+        .await
+        .json();
+    let phone_page = desktop.get(&phone).await;
+    assert!(phone_page.body.contains(qr["ticket"].as_str().unwrap()));
+    let scanned = desktop
+        .post_json(
+            &format!("{emulator}/_emulator/scan"),
+            &serde_json::json!({"ticket": qr["ticket"]}),
+        )
+        .await;
+    assert_eq!(scanned.status, 200, "{}", scanned.body);
+    let status = desktop
+        .get(&format!(
+            "{base}/_wechat/qr/status?scene={}",
+            qr["scene"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status.json()["status"], "confirmed");
+    let page = desktop.get(&format!("{base}/")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("x-wechat-openid"));
+
+    // The login link takes any browser through the emulator's consent page.
+    let mut browser = Browser::new(DESKTOP_UA);
     let start = browser.get(&format!("{base}/_wechat/login?rd=%2F")).await;
     assert_eq!(start.status, 302);
     let consent = browser.get(start.location()).await;

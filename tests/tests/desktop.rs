@@ -359,3 +359,118 @@ async fn qrconnect_logs_in_with_the_website_apps_credentials() {
     assert_eq!(echo["nickname"], user["nickname"]);
     assert_eq!(stack.calls("access_token").await, 1);
 }
+
+/// Runs chromedriver on a free port; killed on drop.
+fn chromedriver() -> (wechat_e2e::Proc, u16) {
+    let port = wechat_e2e::free_port();
+    let dir = std::env::temp_dir().join(format!("wechat-chrome-{}", wechat_e2e::random(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proc = wechat_e2e::Proc::start_program(
+        &dir,
+        "chromedriver",
+        std::path::Path::new("chromedriver"),
+        &[&format!("--port={port}")],
+        &[],
+    );
+    (proc, port)
+}
+
+#[tokio::test]
+async fn headless_chromium_logs_in_by_scanning_the_qr_code() {
+    let stack = Stack::start_desktop("scene_qr").await;
+    let user = stack.emulator("user").await;
+    let (_driver, port) = chromedriver();
+    let profile =
+        std::env::temp_dir().join(format!("wechat-chrome-profile-{}", wechat_e2e::random(8)));
+    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=900,760",
+                format!("--user-data-dir={}", profile.display()),
+                format!("--user-agent={DESKTOP_UA}"),
+            ]
+        }
+    }))
+    .unwrap();
+    let mut client = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.is_none() {
+        // WebDriver on loopback: plain HTTP.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match fantoccini::ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => client = Some(c),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("chromedriver (apt-get install chromium chromium-driver): {e}"),
+        }
+    }
+    let client = client.unwrap();
+
+    client.goto(&stack.url("/")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let src = loop {
+        let src = client
+            .execute("var i=document.getElementById('qr');return i&&i.complete&&i.naturalWidth>0?i.src:null;", vec![])
+            .await
+            .unwrap();
+        if let Some(s) = src.as_str() {
+            break s.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the QR image never showed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let shots = wechat_e2e::target_dir().join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    std::fs::write(
+        shots.join("desktop-login.png"),
+        client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    let ticket = url::Url::parse(&src)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "ticket")
+        .unwrap()
+        .1
+        .into_owned();
+    let pushed = Instant::now();
+    assert_eq!(
+        scan(&stack, json!({}), &ticket).await,
+        (200, "success".to_owned())
+    );
+    let openid = user["openid"].as_str().unwrap();
+    loop {
+        let source = client.source().await.unwrap_or_default();
+        if source.contains(openid) {
+            break;
+        }
+        assert!(
+            pushed.elapsed() < Duration::from_secs(2),
+            "not logged in within 2 s of the push:\n{source}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let landed = pushed.elapsed();
+    assert_eq!(client.current_url().await.unwrap().path(), "/");
+    std::fs::write(
+        shots.join("desktop-logged-in.png"),
+        client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    eprintln!(
+        "logged in {landed:?} after the push; screenshots in {}",
+        shots.display()
+    );
+    client.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+}

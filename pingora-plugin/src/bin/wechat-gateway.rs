@@ -54,8 +54,14 @@ fn demo_config(listen: SocketAddr) -> Config {
     let appid = "wxd3e0f1a2b3c4d5e6";
     let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let cookie_secret = Alphanumeric.sample_string(&mut rand::rng(), 48);
+    let push_token = Alphanumeric.sample_string(&mut rand::rng(), 24);
     let mut emulator = EmulatorConfig::new(appid, &secret, &listen.to_string());
     emulator.consent = Consent::Page;
+    emulator.push = Some(wechat_emulator::PushTarget {
+        url: format!("http://{listen}/_wechat/events"),
+        token: push_token.clone(),
+        encoding_aes_key: None,
+    });
 
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -92,6 +98,8 @@ secret = "{secret}"
 scope = "snsapi_userinfo"
 open_base = "{emulator_url}"
 api_base = "{emulator_url}"
+mp_base = "{emulator_url}"
+push_token = "{push_token}"
 
 [gateway]
 listen = "{listen}"
@@ -99,15 +107,17 @@ upstream = "{app}"
 public_url = "http://{listen}"
 cookie_secret = "{cookie_secret}"
 public_paths = ["/static/"]
+desktop_login = "scene_qr"
 "#
     );
     let config = Config::from_toml(&toml, |_| None).unwrap_or_else(|e| fail(e));
     println!(
         "\nwechat-gateway demo\n\
          \n  Open  http://{listen}/  in a browser.\n\
-         \n  A desktop browser gets the \"open in WeChat\" page: click \"Continue\" and the\n  \
-         local WeChat emulator ({emulator_url}) plays WeChat's consent page.\n  \
-         A WeChat browser (User-Agent containing MicroMessenger) is sent there at once.\n\
+         \n  A desktop browser shows a QR code to scan. The phone is simulated: open\n  \
+         {emulator_url}/_emulator/phone  and press \"Scan\"; the page logs in by itself.\n  \
+         A WeChat browser (User-Agent containing MicroMessenger) goes through the\n  \
+         local WeChat emulator's consent page instead.\n\
          \n  Demo app (upstream): http://{app}   Stop: Ctrl-C\n"
     );
     config
