@@ -327,12 +327,13 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
   server {{ listen 127.0.0.1:{up}; location / {{ return 200 \"ok\\n\"; }} }}\n\
   server {{ listen 127.0.0.1:{np}; location / {{ proxy_pass http://app; }} }}\n\
   server {{ listen 127.0.0.1:{mp}; wechat_oauth_config {config}; wechat_oauth on;\n\
-    location / {{ proxy_set_header X-WeChat-OpenID $wechat_openid; proxy_set_header X-WeChat-Nickname $wechat_nickname; proxy_pass http://app; }} }}\n\
+    location / {{ proxy_set_header X-WeChat-OpenID $wechat_openid; proxy_set_header X-WeChat-Nickname $wechat_nickname;\n\
+      proxy_set_header Connection \"\"; proxy_pass http://app; }} }}\n\
   server {{ listen 127.0.0.1:{ap};\n\
     location = /_wechat/auth {{ internal; proxy_pass http://gateway; proxy_pass_request_body off; proxy_set_header Content-Length \"\";\n\
-      proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Original-Method $request_method; }}\n\
-    location / {{ auth_request /_wechat/auth; auth_request_set $wechat_openid $upstream_http_x_wechat_openid;\n\
-      proxy_set_header X-WeChat-OpenID $wechat_openid; proxy_pass http://app; }} }}\n\
+      proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Original-Method $request_method; proxy_set_header Connection \"\"; }}\n\
+    location / {{ auth_request /_wechat/auth; auth_request_set $gateway_openid $upstream_http_x_wechat_openid;\n\
+      proxy_set_header X-WeChat-OpenID $gateway_openid; proxy_set_header Connection \"\"; proxy_pass http://app; }} }}\n\
 }}\n",
         module = module.display(),
         workers = std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -666,7 +667,22 @@ fn micro_table(text: &str) -> String {
             if mid.len() >= 4 {
                 writeln!(out, "| {name} | {} {} |", mid[2], mid[3]).unwrap();
             }
-        } else if !line.starts_with(' ') && !line.trim().is_empty() && !line.contains(':') {
+        } else if !line.starts_with(' ')
+            && !line.trim().is_empty()
+            && ![
+                "Found ",
+                "Benchmarking",
+                "Gnuplot",
+                "Running",
+                "Warning",
+                "change",
+                "No change",
+                "Performance",
+                "Change",
+            ]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
             name = line.trim().to_owned();
         }
     }

@@ -292,7 +292,8 @@ impl Gate {
 
     /// [`Gate::decide`] at a given time (unix seconds).
     pub fn decide_at(&self, req: &RequestParts<'_>, now: u64) -> Decision {
-        let lang = Lang::choose(self.config.gateway.language, req.accept_language);
+        // Only pages need the language: not computed for requests that pass.
+        let lang = || Lang::choose(self.config.gateway.language, req.accept_language);
         let cookies = GateCookies::parse(req.cookie);
         let session = cookies
             .session
@@ -307,7 +308,7 @@ impl Gate {
             });
         }
         if let Some(route) = route_under(req.path, prefix) {
-            return self.route(route, req, &cookies, session, now, lang);
+            return self.route(route, req, &cookies, session, now, lang());
         }
         let needs_userinfo = self.needs_userinfo(req.path);
         match session {
@@ -341,7 +342,7 @@ impl Gate {
         } else {
             self.config.wechat.scope
         };
-        Decision::Reply(self.login_required(req, &return_to, scope, &cookies, now, lang))
+        Decision::Reply(self.login_required(req, &return_to, scope, &cookies, now, lang()))
     }
 
     fn is_public(&self, path: &str) -> bool {

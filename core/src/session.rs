@@ -117,22 +117,46 @@ pub struct Session {
     pub seen_at: u64,
 }
 
+// Short field names keep the cookie small; no `flatten`, which would make
+// serde buffer every field on the per-request path.
 #[derive(Serialize, Deserialize)]
 struct SessionPayload {
     v: u8,
-    #[serde(flatten)]
-    identity: Identity,
+    /// openid
+    o: String,
+    /// unionid
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<String>,
+    /// scope
+    s: String,
+    /// nickname
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
+    /// headimgurl
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    h: Option<String>,
+    /// snapshot user
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    snap: bool,
     sid: String,
     iat: u64,
     exp: u64,
     seen: u64,
 }
 
+const SESSION_VERSION: u8 = 3;
+
 /// Seals a session into a cookie value.
 pub fn seal_session(sealer: &Sealer, session: &Session) -> String {
+    let id = &session.identity;
     let payload = SessionPayload {
-        v: 2,
-        identity: session.identity.clone(),
+        v: SESSION_VERSION,
+        o: id.openid.clone(),
+        u: id.unionid.clone(),
+        s: id.scope.clone(),
+        n: id.nickname.clone(),
+        h: id.headimgurl.clone(),
+        snap: id.snapshot,
         sid: session.sid.clone(),
         iat: session.issued_at,
         exp: session.expires_at,
@@ -147,8 +171,15 @@ pub fn seal_session(sealer: &Sealer, session: &Session) -> String {
 pub fn open_session(sealer: &Sealer, value: &str, now: u64) -> Option<Session> {
     let json = sealer.open(SESSION_COOKIE, value)?;
     let p: SessionPayload = serde_json::from_str(&json).ok()?;
-    (p.v == 2 && p.exp > now && is_valid_wechat_id(&p.identity.openid)).then_some(Session {
-        identity: p.identity,
+    (p.v == SESSION_VERSION && p.exp > now && is_valid_wechat_id(&p.o)).then_some(Session {
+        identity: Identity {
+            openid: p.o,
+            unionid: p.u,
+            scope: p.s,
+            nickname: p.n,
+            headimgurl: p.h,
+            snapshot: p.snap,
+        },
         sid: p.sid,
         issued_at: p.iat,
         expires_at: p.exp,

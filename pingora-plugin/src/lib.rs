@@ -132,14 +132,17 @@ impl WechatGate {
         upstream_request: &mut RequestHeader,
         ctx: &GateCtx,
     ) -> pingora::Result<()> {
-        let spoofed: Vec<http::HeaderName> = upstream_request
-            .headers
-            .keys()
-            .filter(|name| name.as_str().starts_with(IDENTITY_HEADER_PREFIX))
-            .cloned()
-            .collect();
-        for name in spoofed {
-            upstream_request.remove_header(&name);
+        let spoofed = |name: &http::HeaderName| name.as_str().starts_with(IDENTITY_HEADER_PREFIX);
+        if upstream_request.headers.keys().any(spoofed) {
+            let names: Vec<http::HeaderName> = upstream_request
+                .headers
+                .keys()
+                .filter(|n| spoofed(n))
+                .cloned()
+                .collect();
+            for name in names {
+                upstream_request.remove_header(&name);
+            }
         }
         let Some(pass) = &ctx.pass else {
             return Ok(());
