@@ -526,13 +526,20 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
     )
     .unwrap();
     writeln!(table, "|---|---:|---:|---:|---|").unwrap();
-    for (row, m) in rows.iter().zip(&med) {
+    // Ratios are medians over rounds of each row against its baseline run
+    // just before it: the machine's drift between rounds cancels out.
+    let paired = |row: usize, base: usize, f: &dyn Fn(&Sample, &Sample) -> f64| {
+        median(rows[row].samples.iter().zip(&rows[base].samples).map(|(a, b)| f(a, b)).collect())
+    };
+    let ratio_of = |row: usize, base: usize| paired(row, base, &|a, b| a.rps / b.rps);
+    let added_p99 = |row: usize, base: usize| paired(row, base, &|a, b| a.p99_us - b.p99_us);
+    for (i, (row, m)) in rows.iter().zip(&med).enumerate() {
         let ratio = row.baseline.map_or("baseline".to_owned(), |b| {
             format!(
                 "{:.2}× {} ({:+.0} µs p99)",
-                m.rps / med[b].rps,
+                ratio_of(i, b),
                 rows[b].name,
-                m.p99_us - med[b].p99_us
+                added_p99(i, b)
             )
         });
         writeln!(
@@ -542,7 +549,7 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
         )
         .unwrap();
     }
-    let module_vs_auth = med[5].rps / med[6].rps;
+    let module_vs_auth = ratio_of(5, 6);
     writeln!(
         table,
         "\nnginx + module ÷ nginx auth_request: **{module_vs_auth:.2}×**"
@@ -557,19 +564,19 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
         )
         .unwrap();
     };
-    let gw_ratio = med[2].rps / med[1].rps;
+    let gw_ratio = ratio_of(2, 1);
     target(
         "gateway ≥ 0.95× bare Pingora",
         gw_ratio >= 0.95,
         format!("{gw_ratio:.2}×"),
     );
-    let added = med[2].p99_us - med[1].p99_us;
+    let added = added_p99(2, 1);
     target(
         "gateway adds ≤ 100 µs p99",
         added <= 100.0,
         format!("{added:+.0} µs"),
     );
-    let mod_ratio = med[5].rps / med[4].rps;
+    let mod_ratio = ratio_of(5, 4);
     target(
         "module ≥ 0.95× bare nginx",
         mod_ratio >= 0.95,
@@ -618,8 +625,9 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
         .unwrap_or_default();
     let report = format!(
         "# Benchmark results\n\n{date} · {cpu} · {cores} cores · {rustc} · Pingora 0.9.1 · {nginx} · {wrk}\n\n\
-`bench/run`: wrk -t{t} -c{c} -d{dur}s, {rounds} interleaved rounds, medians; everything on loopback on this one machine, \
-so the absolute numbers include wrk sharing the cores; the ratios are what the run measures.\n\n\
+`bench/run`: wrk -t{t} -c{c} -d{dur}s, {rounds} interleaved rounds; req/s and latencies are medians over rounds, \
+ratios the median over rounds of each row against its baseline measured just before it. Everything runs on loopback \
+on this one machine, wrk sharing the cores with the proxies, so absolute numbers are low and noisy; the ratios are what the run measures.\n\n\
 ## Requests\n\n{table}\n## Logins and memory\n\n\
 | measure | value |\n|---|---:|\n| logins/s (redirect, authorize, callback, first page; 32 at a time) | {logins_per_s:.0} |\n\
 | gateway RSS idle | {idle:.1} MiB |\n| gateway RSS after {n} more stored sessions | {after:.1} MiB ({per_session_bytes:.0} B each) |\n\

@@ -274,17 +274,7 @@ impl Config {
         let appid = env("WECHAT_APPID")
             .or(w.appid)
             .ok_or_else(|| invalid("[wechat] appid", "missing (set it, or env WECHAT_APPID)"))?;
-        if appid.is_empty()
-            || appid.len() > 64
-            || !appid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(invalid(
-                "[wechat] appid",
-                "must be 1 to 64 letters, digits or '_' (e.g. wx1234567890abcdef)",
-            ));
-        }
+        check_appid("[wechat] appid", &appid)?;
         let secret = secret_value(
             env("WECHAT_APP_SECRET"),
             w.secret_file,
@@ -348,17 +338,7 @@ impl Config {
                         "missing (set it, or env WECHAT_OPEN_APPID)",
                     )
                 })?;
-                if appid.is_empty()
-                    || appid.len() > 64
-                    || !appid
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
-                    return Err(invalid(
-                        "[wechat.open] appid",
-                        "must be 1 to 64 letters, digits or '_'",
-                    ));
-                }
+                check_appid("[wechat.open] appid", &appid)?;
                 let secret = secret_value(
                     env("WECHAT_OPEN_SECRET"),
                     o.secret_file,
@@ -592,6 +572,22 @@ fn secret_value(
     match inline {
         Some(v) if !v.is_empty() => Ok(Secret::new(v)),
         _ => Err(invalid(key, format!("missing ({how})"))),
+    }
+}
+
+fn check_appid(key: &'static str, appid: &str) -> Result<(), ConfigError> {
+    let ok = !appid.is_empty()
+        && appid.len() <= 64
+        && appid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            "must be 1 to 64 letters, digits or '_' (e.g. wx1234567890abcdef)",
+        ))
     }
 }
 

@@ -215,17 +215,25 @@ impl Drop for Proc {
     }
 }
 
-/// Polls `url` until it answers 200, at most 20 s.
-pub async fn wait_ready(url: &str) {
+/// Polls `url` until it answers 200, at most `limit`; whether it did.
+async fn poll_until_ok(url: &str, limit: Duration) -> bool {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(r) = client.get(url).send().await {
             if r.status() == 200 {
-                return;
+                return true;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Polls `url` until it answers 200, at most 20 s.
+pub async fn wait_ready(url: &str) {
+    if poll_until_ok(url, Duration::from_secs(20)).await {
+        return;
     }
     panic!("{url} did not become ready within 20 s");
 }
@@ -1006,15 +1014,8 @@ pub fn nginx_module() -> PathBuf {
 
 /// Like [`wait_ready`], showing the process's log if it never answers.
 async fn wait_ready_or_log(url: &str, proc: &Proc) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(url).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if poll_until_ok(url, Duration::from_secs(60)).await {
+        return;
     }
     panic!(
         "{url} did not become ready within 60 s:\n{}",
