@@ -529,7 +529,14 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
     // Ratios are medians over rounds of each row against its baseline run
     // just before it: the machine's drift between rounds cancels out.
     let paired = |row: usize, base: usize, f: &dyn Fn(&Sample, &Sample) -> f64| {
-        median(rows[row].samples.iter().zip(&rows[base].samples).map(|(a, b)| f(a, b)).collect())
+        median(
+            rows[row]
+                .samples
+                .iter()
+                .zip(&rows[base].samples)
+                .map(|(a, b)| f(a, b))
+                .collect(),
+        )
     };
     let ratio_of = |row: usize, base: usize| paired(row, base, &|a, b| a.rps / b.rps);
     let added_p99 = |row: usize, base: usize| paired(row, base, &|a, b| a.p99_us - b.p99_us);
