@@ -496,9 +496,14 @@ extern "C" fn release_shared_clients() {
 /// `client` must come from a `_new` function and not be freed twice.
 #[no_mangle]
 pub unsafe extern "C" fn wechat_oauth_client_free(client: *const wechat_oauth_client) {
+    release(client.is_null(), || drop(Arc::from_raw(client)));
+}
+
+/// Runs a `_free` function's `drop` unless its pointer is NULL, inside the panic boundary.
+fn release(is_null: bool, drop_it: impl FnOnce()) {
     let _ = boundary(AssertUnwindSafe(|| {
-        if !client.is_null() {
-            drop(Arc::from_raw(client));
+        if !is_null {
+            drop_it();
         }
         wechat_oauth_result::Ok
     }));
@@ -950,12 +955,7 @@ pub unsafe extern "C" fn wechat_oauth_decision_upstream_cookie(
 /// `decision` must come from this library and not be freed twice.
 #[no_mangle]
 pub unsafe extern "C" fn wechat_oauth_decision_free(decision: *mut wechat_oauth_decision) {
-    let _ = boundary(AssertUnwindSafe(|| {
-        if !decision.is_null() {
-            drop(Box::from_raw(decision));
-        }
-        wechat_oauth_result::Ok
-    }));
+    release(decision.is_null(), || drop(Box::from_raw(decision)));
 }
 
 /// An identity field (a `wechat_oauth_identity_field` value), borrowed
@@ -1040,10 +1040,5 @@ pub unsafe extern "C" fn wechat_oauth_identity_header(
 /// `identity` must be owned (from `_session_identity`) and not freed twice.
 #[no_mangle]
 pub unsafe extern "C" fn wechat_oauth_identity_free(identity: *mut wechat_oauth_identity) {
-    let _ = boundary(AssertUnwindSafe(|| {
-        if !identity.is_null() {
-            drop(Box::from_raw(identity));
-        }
-        wechat_oauth_result::Ok
-    }));
+    release(identity.is_null(), || drop(Box::from_raw(identity)));
 }

@@ -36,6 +36,17 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// GET `/_emulator/{path}` of the emulator at `base` as JSON.
+pub async fn emulator_json(base: &str, path: &str) -> serde_json::Value {
+    let text = reqwest::get(format!("{base}/_emulator/{path}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// The website app's appid in [`Stack::start_desktop`].
 pub const OPEN_APPID: &str = "wxopen1234567890ab";
 /// The server URL token in [`Stack::start_desktop`].
@@ -648,13 +659,7 @@ public_paths = ["/static/", "/echo/public"]
 
     /// GET a control route of the emulator as JSON.
     pub async fn emulator(&self, path: &str) -> serde_json::Value {
-        let text = reqwest::get(format!("{}/_emulator/{path}", self.emulator_url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
+        emulator_json(&self.emulator_url, path).await
     }
 
     /// How many times the emulator's `endpoint` was called.
@@ -937,13 +942,7 @@ impl Site {
 
     /// GET a control route of the emulator as JSON.
     pub async fn emulator(&self, path: &str) -> serde_json::Value {
-        let text = reqwest::get(format!("{}/_emulator/{path}", self.emulator_url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
+        emulator_json(&self.emulator_url, path).await
     }
 
     /// The pid of the front's process (the gateway's, or the host's, or nginx's master).
