@@ -882,7 +882,7 @@ impl Gate {
                             headimgurl: None,
                             snapshot: false,
                         },
-                        sid: new_sid(),
+                        sid: format!("{SCENE_SID_PREFIX}{}", new_sid()),
                         issued_at: now,
                         expires_at: now + self.config.gateway.session_lifetime.as_secs(),
                         seen_at: now,
@@ -1180,6 +1180,11 @@ impl Gate {
     /// `userinfo?refresh=1` (profile from `sns/userinfo`) and `userinfo?check=1`
     /// (`sns/auth`), with the access token refreshed first when near expiry.
     async fn complete_profile(&self, mut session: Session, check: bool) -> Reply {
+        if session.sid.starts_with(SCENE_SID_PREFIX) {
+            // A scene QR login has no web-authorization tokens: nothing to
+            // refresh or check with WeChat; the session stays as it is.
+            return identity_json(&session.identity, check.then_some(false));
+        }
         let now = now_unix();
         let tokens = match self.usable_tokens(&session, now).await {
             Ok(t) => t,
@@ -1458,6 +1463,9 @@ impl<'a> GateCookies<'a> {
 fn is_gate_cookie(name: &str) -> bool {
     name == SESSION_COOKIE || name == SCENE_COOKIE || name.starts_with(STATE_COOKIE_PREFIX)
 }
+
+/// Session ids of scene QR logins start with this: they have no tokens.
+const SCENE_SID_PREFIX: &str = "qr-";
 
 /// The cookie binding a login QR scene to the browser that asked for it.
 pub const SCENE_COOKIE: &str = "wechat_scene";

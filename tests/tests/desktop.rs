@@ -128,6 +128,28 @@ async fn a_desktop_browser_logs_in_by_scene_qr_scan() {
         .get_with(&stack.url("/echo"), &[("Cookie", &session)])
         .await;
     assert_eq!(echo.json()["headers"]["x-wechat-openid"][0], user["openid"]);
+    // Such a session has no tokens: a profile refresh keeps it as it is.
+    let mut logged_in = Browser::new(DESKTOP_UA);
+    let refreshed = logged_in
+        .get_with(
+            &stack.url("/_wechat/userinfo?refresh=1"),
+            &[("Cookie", &session)],
+        )
+        .await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(refreshed.json()["openid"], user["openid"]);
+    assert!(
+        refreshed.header("set-cookie").is_none(),
+        "the session is not ended"
+    );
+    let checked = logged_in
+        .get_with(
+            &stack.url("/_wechat/userinfo?check=1"),
+            &[("Cookie", &session)],
+        )
+        .await;
+    assert_eq!(checked.status, 200);
+    assert_eq!(checked.json()["checked"], false);
 
     // Single use: the same scene can't log in again.
     let again = browser
