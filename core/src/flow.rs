@@ -128,13 +128,6 @@ enum CallKind {
     },
 }
 
-impl Call {
-    /// Whether this is a callback's code exchange.
-    pub fn is_login(&self) -> bool {
-        matches!(self.kind, CallKind::Login(_))
-    }
-}
-
 #[derive(Debug)]
 struct PendingLogin {
     code: AuthorizationCode,

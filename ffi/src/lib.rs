@@ -975,12 +975,13 @@ pub unsafe extern "C" fn wechat_oauth_identity_get(
     boundary(AssertUnwindSafe(|| {
         non_null!(identity, out);
         let id = &(*identity).identity;
+        use wechat_oauth_identity_field as F;
         let value = match field {
-            1 => Some(id.openid.as_str()),
-            2 => id.unionid.as_deref(),
-            3 => Some(id.scope.as_str()),
-            4 => id.nickname.as_deref(),
-            5 => id.headimgurl.as_deref(),
+            f if f == F::Openid as u32 => Some(id.openid.as_str()),
+            f if f == F::Unionid as u32 => id.unionid.as_deref(),
+            f if f == F::Scope as u32 => Some(id.scope.as_str()),
+            f if f == F::Nickname as u32 => id.nickname.as_deref(),
+            f if f == F::Headimgurl as u32 => id.headimgurl.as_deref(),
             _ => {
                 return fail(
                     wechat_oauth_result::InvalidArgument,
