@@ -36,7 +36,7 @@ fn options() -> Options {
     let mut o = Options {
         duration: 5,
         connections: 64,
-        threads: 2,
+        threads: side_cpus(Side::Load) as u32,
         rounds: 3,
         sessions: 100_000,
         micro: None,
@@ -69,9 +69,52 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(program: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
+/// Where processes run: with 2 or more CPUs, the proxy under test gets CPU 0
+/// to itself and the load side (wrk, the upstream, the emulator) the others,
+/// so each row measures the proxy's own cost per request, not the scheduler's
+/// mix of four busy processes on shared cores.
+#[derive(Clone, Copy)]
+enum Side {
+    Proxy,
+    Load,
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `taskset` arguments for a side; none on a single-CPU machine.
+fn cpu_list(side: Side) -> Option<String> {
+    let n = cpus();
+    (n >= 2).then(|| match side {
+        Side::Proxy => "0".to_owned(),
+        Side::Load => format!("1-{}", n - 1),
+    })
+}
+
+/// CPUs a side has (the proxy side's processes run one worker per CPU).
+fn side_cpus(side: Side) -> usize {
+    match (side, cpus()) {
+        (_, n) if n < 2 => n,
+        (Side::Proxy, _) => 1,
+        (Side::Load, n) => n - 1,
+    }
+}
+
+fn command_on(side: Side, program: &Path) -> Command {
+    match cpu_list(side) {
+        Some(list) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(list).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+fn spawn(side: Side, program: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
     let out = std::fs::File::create(log).unwrap();
-    let mut cmd = Command::new(program);
+    let mut cmd = command_on(side, program);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -140,7 +183,7 @@ fn parse_latency(text: &str) -> f64 {
 }
 
 fn wrk(o: &Options, url: &str, headers: &[String]) -> Sample {
-    let mut cmd = Command::new("wrk");
+    let mut cmd = command_on(Side::Load, Path::new("wrk"));
     cmd.args([
         format!("-t{}", o.threads),
         format!("-c{}", o.connections),
@@ -315,16 +358,26 @@ async fn main() {
     let config = dir.join("gateway.toml");
     std::fs::write(&config, &toml).unwrap();
 
-    // nginx: the upstream, the bare proxy, the module, auth_request → gateway.
+    // nginx twice: the upstream on the load side; the bare proxy, the module
+    // and auth_request → gateway on the proxy side.
     let d = dir.display();
-    let nginx_conf = format!(
-        "load_module {module};\ndaemon off;\nuser root;\nworker_processes {workers};\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+    let nginx_head = |name: &str, workers: usize| {
+        format!(
+            "daemon off;\nuser root;\nworker_processes {workers};\npid {d}/{name}.pid;\nerror_log {d}/{name}-error.log warn;\n\
 events {{ worker_connections 4096; }}\n\
-http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+http {{\n  access_log off;\n  client_body_temp_path {d}/{name}-body; proxy_temp_path {d}/{name}-proxy; fastcgi_temp_path {d}/{name}-fcgi; \
+uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
+        )
+    };
+    let upstream_conf = format!(
+        "{}  server {{ listen 127.0.0.1:{up}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n",
+        nginx_head("upstream", side_cpus(Side::Load))
+    );
+    let nginx_conf = format!(
+        "load_module {module};\n{head}\
   upstream app {{ server 127.0.0.1:{up}; keepalive 128; }}\n\
   upstream gateway {{ server 127.0.0.1:{gw}; keepalive 128; }}\n\
   proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n\
-  server {{ listen 127.0.0.1:{up}; location / {{ return 200 \"ok\\n\"; }} }}\n\
   server {{ listen 127.0.0.1:{np}; location / {{ proxy_pass http://app; }} }}\n\
   server {{ listen 127.0.0.1:{mp}; wechat_oauth_config {config}; wechat_oauth on;\n\
     location / {{ proxy_set_header X-WeChat-OpenID $wechat_openid; proxy_set_header X-WeChat-Nickname $wechat_nickname;\n\
@@ -336,25 +389,31 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
       proxy_set_header X-WeChat-OpenID $gateway_openid; proxy_set_header Connection \"\"; proxy_pass http://app; }} }}\n\
 }}\n",
         module = module.display(),
-        workers = std::thread::available_parallelism().map_or(1, |n| n.get()),
+        head = nginx_head("proxy", side_cpus(Side::Proxy)),
         config = config.display(),
     );
-    let nginx_conf_path = dir.join("nginx.conf");
-    std::fs::write(&nginx_conf_path, nginx_conf).unwrap();
-    let _nginx = spawn(
-        Path::new("nginx"),
-        &[
-            "-p",
-            &dir.to_string_lossy(),
-            "-c",
-            &nginx_conf_path.to_string_lossy(),
-            "-e",
-            &format!("{d}/nginx-error.log"),
-        ],
-        &[],
-        &dir.join("nginx.log"),
-    );
+    let nginx = |side: Side, name: &str, conf: &str| {
+        let path = dir.join(format!("{name}.conf"));
+        std::fs::write(&path, conf).unwrap();
+        spawn(
+            side,
+            Path::new("nginx"),
+            &[
+                "-p",
+                &dir.to_string_lossy(),
+                "-c",
+                &path.to_string_lossy(),
+                "-e",
+                &format!("{d}/{name}-error.log"),
+            ],
+            &[],
+            &dir.join(format!("{name}.log")),
+        )
+    };
+    let _upstream = nginx(Side::Load, "upstream", &upstream_conf);
+    let _nginx = nginx(Side::Proxy, "proxy", &nginx_conf);
     let _emulator = spawn(
+        Side::Load,
         &release.join("wechat-emulator"),
         &[
             "--listen",
@@ -368,12 +427,14 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
         &dir.join("emulator.log"),
     );
     let _bare = spawn(
+        Side::Proxy,
         &release.join("bare-pingora"),
         &[&format!("127.0.0.1:{bp}"), &format!("127.0.0.1:{up}")],
         &[],
         &dir.join("bare.log"),
     );
     let gateway = spawn(
+        Side::Proxy,
         &release.join("wechat-gateway"),
         &["--config", &config.to_string_lossy()],
         &[],
@@ -409,14 +470,14 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
         Row {
             name: "upstream direct (nginx return 200)",
             url: format!("http://127.0.0.1:{up}/"),
-            headers: vec![],
+            headers: with_session.clone(),
             baseline: None,
             samples: vec![],
         },
         Row {
             name: "bare Pingora proxy",
             url: format!("http://127.0.0.1:{bp}/"),
-            headers: vec![],
+            headers: with_session.clone(),
             baseline: None,
             samples: vec![],
         },
@@ -437,7 +498,7 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
         Row {
             name: "bare nginx proxy",
             url: format!("http://127.0.0.1:{np}/"),
-            headers: vec![],
+            headers: with_session.clone(),
             baseline: None,
             samples: vec![],
         },
@@ -506,6 +567,7 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
     for _ in 0..3 {
         let started = Instant::now();
         let p = spawn(
+            Side::Proxy,
             &release.join("wechat-gateway"),
             &["--config", &start_config.to_string_lossy()],
             &[],
@@ -633,13 +695,21 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d
     let report = format!(
         "# Benchmark results\n\n{date} · {cpu} · {cores} cores · {rustc} · Pingora 0.9.1 · {nginx} · {wrk}\n\n\
 `bench/run`: wrk -t{t} -c{c} -d{dur}s, {rounds} interleaved rounds; req/s and latencies are medians over rounds, \
-ratios the median over rounds of each row against its baseline measured just before it. Everything runs on loopback \
-on this one machine, wrk sharing the cores with the proxies, so absolute numbers are low and noisy; the ratios are what the run measures.\n\n\
+ratios the median over rounds of each row against its baseline measured just before it. Every row sends the same request \
+(the session cookie and a WeChat User-Agent). Everything runs on loopback on this one machine: {placement}\n\n\
 ## Requests\n\n{table}\n## Logins and memory\n\n\
 | measure | value |\n|---|---:|\n| logins/s (redirect, authorize, callback, first page; 32 at a time) | {logins_per_s:.0} |\n\
 | gateway RSS idle | {idle:.1} MiB |\n| gateway RSS after {n} more stored sessions | {after:.1} MiB ({per_session_bytes:.0} B each) |\n\
 | start-up to first served request | {startup_ms:.0} ms |\n\n## Targets\n\n| target | measured | |\n|---|---|---|\n{targets}\n{micro}",
-        cores = std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores = cpus(),
+        placement = match cpu_list(Side::Load) {
+            Some(load) => format!(
+                "the proxy under test (bare Pingora, the gateway, or nginx with one worker; for auth_request nginx and the gateway) \
+runs alone on CPU 0 with one worker thread, wrk, the upstream nginx and the emulator on CPUs {load}, so each ratio is the \
+proxy's own cost per request against its baseline's."
+            ),
+            None => "one CPU shared by wrk, the upstream and the proxies, so the numbers are noisy.".to_owned(),
+        },
         rustc = version_of("rustc", &["--version"]),
         nginx = version_of("nginx", &["-v"]),
         wrk = version_of("wrk", &["-v"]).split(" [").next().unwrap_or("").to_owned(),

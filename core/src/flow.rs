@@ -256,7 +256,7 @@ impl Gate {
                 let mut reply = Reply::text(202, "");
                 if let Some(identity) = pass.identity {
                     for (name, value) in identity.upstream_headers() {
-                        reply = reply.with_header(name, value);
+                        reply = reply.with_header(name, value.into_owned());
                     }
                 }
                 if let Some(cookie) = pass.set_cookie {
@@ -1316,8 +1316,6 @@ impl Gate {
 
 fn stored_tokens(token: &TokenResponse, now: u64) -> StoredTokens {
     StoredTokens {
-        openid: token.openid.clone(),
-        scope: token.scope.clone(),
         access_token: token.access_token.clone(),
         access_expires_at: now + token.expires_in,
         refresh_token: token.refresh_token.clone(),
@@ -1668,8 +1666,7 @@ session_lifetime_secs = 3600
         assert_eq!(pass.upstream_cookie.as_deref(), Some("a=1"));
         assert!(identity()
             .upstream_headers()
-            .iter()
-            .any(|(n, v)| *n == HEADER_OPENID && v == "oOpenid123"));
+            .any(|(n, v)| n == HEADER_OPENID && v == "oOpenid123"));
         assert_eq!(
             reply(g.decide_at(&req("/orders", None, Some(&header)), NOW + 3600)).status,
             302

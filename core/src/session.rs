@@ -1,6 +1,8 @@
 //! The session: the verified identity a browser carries in a sealed cookie.
 //! It holds identity only, never a token (PROTOCOL.md §1 step 2).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::seal::Sealer;
@@ -54,24 +56,23 @@ const NICKNAME_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
 impl Identity {
     /// The headers the application receives: `(name, value)` pairs, values
     /// header-safe (the nickname percent-encoded UTF-8).
-    pub fn upstream_headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            (HEADER_OPENID, self.openid.clone()),
-            (HEADER_SCOPE, self.scope.clone()),
-        ];
-        if let Some(u) = &self.unionid {
-            headers.push((HEADER_UNIONID, u.clone()));
-        }
-        if let Some(n) = &self.nickname {
-            headers.push((
-                HEADER_NICKNAME,
-                percent_encoding::utf8_percent_encode(n, NICKNAME_ENCODE).to_string(),
-            ));
-        }
-        if self.snapshot {
-            headers.push((HEADER_SNAPSHOT, "1".to_owned()));
-        }
-        headers
+    /// Borrowed from the identity (no allocation) except an encoded nickname.
+    pub fn upstream_headers(&self) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> {
+        [
+            Some((HEADER_OPENID, Cow::Borrowed(self.openid.as_str()))),
+            Some((HEADER_SCOPE, Cow::Borrowed(self.scope.as_str()))),
+            self.unionid
+                .as_deref()
+                .map(|u| (HEADER_UNIONID, Cow::Borrowed(u))),
+            self.nickname.as_deref().map(|n| {
+                let encoded = percent_encoding::utf8_percent_encode(n, NICKNAME_ENCODE);
+                (HEADER_NICKNAME, Cow::from(encoded))
+            }),
+            self.snapshot
+                .then_some((HEADER_SNAPSHOT, Cow::Borrowed("1"))),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// Applies the size bounds that keep the session cookie under 4 KiB:
@@ -244,12 +245,13 @@ mod tests {
         header_id.snapshot = true;
         assert!(header_id
             .upstream_headers()
-            .contains(&(HEADER_SNAPSHOT, "1".to_owned())));
+            .any(|h| h == (HEADER_SNAPSHOT, "1".into())));
     }
 
     #[test]
     fn nickname_header_is_percent_encoded_utf8() {
-        let h = identity().upstream_headers();
+        let id = identity();
+        let h: Vec<_> = id.upstream_headers().collect();
         let nick = &h.iter().find(|(n, _)| *n == HEADER_NICKNAME).unwrap().1;
         assert_eq!(nick, "%E5%BC%A0%E4%B8%89%20%F0%9F%90%BC%20Zo%C3%AB");
         let decoded = percent_encoding::percent_decode_str(nick)

@@ -12,13 +12,10 @@ use crate::secret::{AccessToken, RefreshToken};
 /// Lifetime of a refresh token, in seconds (30 days; PROTOCOL.md §1 step 3).
 pub const REFRESH_TOKEN_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 
-/// The tokens of one session. `Debug` never shows a token.
+/// The tokens of one session (its openid and scope are in the session
+/// cookie). `Debug` never shows a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredTokens {
-    /// The user's openid the tokens belong to.
-    pub openid: String,
-    /// Granted scope, comma-separated.
-    pub scope: String,
     /// The access token.
     pub access_token: AccessToken,
     /// When the access token expires, unix seconds.
@@ -96,8 +93,6 @@ mod tests {
 
     fn tokens(n: u64) -> StoredTokens {
         StoredTokens {
-            openid: "o".into(),
-            scope: "snsapi_base".into(),
             access_token: AccessToken::new(format!("AT{n}")),
             access_expires_at: n + 7200,
             refresh_token: RefreshToken::new(format!("RT{n}")),

@@ -235,7 +235,10 @@ pub struct wechat_oauth_identity {
 
 impl wechat_oauth_identity {
     fn new(identity: Identity) -> Box<wechat_oauth_identity> {
-        let headers = identity.upstream_headers();
+        let headers = identity
+            .upstream_headers()
+            .map(|(name, value)| (name, value.into_owned()))
+            .collect();
         Box::new(wechat_oauth_identity { identity, headers })
     }
 }

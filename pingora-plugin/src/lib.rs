@@ -156,8 +156,9 @@ impl WechatGate {
             }
         }
         if let Some(identity) = &pass.identity {
+            // Appended: every client-sent X-WeChat-* header is gone by now.
             for (name, value) in identity.upstream_headers() {
-                upstream_request.insert_header(name, value)?;
+                upstream_request.append_header(name, value.as_ref())?;
             }
         }
         Ok(())
