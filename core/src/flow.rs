@@ -35,7 +35,8 @@ use crate::qr::{BasicToken, SceneStatus, Scenes};
 use crate::seal::Sealer;
 use crate::secret::AuthorizationCode;
 use crate::session::{
-    is_valid_wechat_id, open_session, seal_session, Identity, Session, SESSION_COOKIE,
+    is_valid_scope, is_valid_wechat_id, open_session, seal_session, Identity, Session,
+    SESSION_COOKIE,
 };
 use crate::single_flight::SingleFlight;
 use crate::sns::{SnsClient, SnsError, TokenResponse};
@@ -1022,9 +1023,10 @@ impl Gate {
                 .unionid
                 .as_deref()
                 .is_some_and(|u| !is_valid_wechat_id(u))
+            || !is_valid_scope(&identity.scope)
         {
             return Err(SnsError::Malformed(
-                "openid or unionid has unexpected characters".into(),
+                "openid, unionid or scope has unexpected characters".into(),
             ));
         }
         let now = now_unix();
@@ -1443,7 +1445,12 @@ impl<'a> GateCookies<'a> {
                 found.session.get_or_insert(value);
             } else if name == SCENE_COOKIE {
                 found.scene.get_or_insert(value);
-            } else if name.starts_with(STATE_COOKIE_PREFIX) && found.states.len() < 32 {
+            } else if name
+                .strip_prefix(STATE_COOKIE_PREFIX)
+                .is_some_and(is_valid_state)
+                && found.states.len() < 32
+            {
+                // Only names the gate could have set: others are never echoed back.
                 found.states.push((name, value));
             }
         }

@@ -155,9 +155,13 @@ mod tests {
         let secret = "a-very-long-cookie-secret-of-32-bytes!!";
         let key = Key::derive_from(secret.as_bytes());
         let mut jar = CookieJar::new();
-        jar.private_mut(&key).add(Cookie::new("wechat_session", "v1"));
+        jar.private_mut(&key)
+            .add(Cookie::new("wechat_session", "v1"));
         let by_jar = jar.get("wechat_session").unwrap().value().to_owned();
-        assert_eq!(sealer(secret).open("wechat_session", &by_jar).as_deref(), Some("v1"));
+        assert_eq!(
+            sealer(secret).open("wechat_session", &by_jar).as_deref(),
+            Some("v1")
+        );
         let ours = sealer(secret).seal("wechat_session", "v2");
         let opened = CookieJar::new()
             .private(&key)

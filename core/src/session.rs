@@ -103,6 +103,17 @@ pub fn is_valid_wechat_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Whether `scope` is a granted-scope list as WeChat sends it: 1 to 128
+/// bytes of `[a-z_,]` (e.g. `snsapi_base,snsapi_userinfo`). It becomes the
+/// `X-WeChat-Scope` header, so nothing else may pass.
+pub fn is_valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.len() <= 128
+        && scope
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b',')
+}
+
 /// A login: the identity plus the session id its tokens are stored under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -172,7 +183,13 @@ pub fn seal_session(sealer: &Sealer, session: &Session) -> String {
 pub fn open_session(sealer: &Sealer, value: &str, now: u64) -> Option<Session> {
     let json = sealer.open(SESSION_COOKIE, value)?;
     let p: SessionPayload = serde_json::from_str(&json).ok()?;
-    (p.v == SESSION_VERSION && p.exp > now && is_valid_wechat_id(&p.o)).then_some(Session {
+    // Checked again here: each field becomes an upstream header.
+    let valid = p.v == SESSION_VERSION
+        && p.exp > now
+        && is_valid_wechat_id(&p.o)
+        && p.u.as_deref().is_none_or(is_valid_wechat_id)
+        && is_valid_scope(&p.s);
+    valid.then_some(Session {
         identity: Identity {
             openid: p.o,
             unionid: p.u,

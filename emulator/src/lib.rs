@@ -148,7 +148,8 @@ struct TokenEntry {
 
 /// A scripted misbehaviour for the next calls of one endpoint
 /// (`POST /_emulator/faults`). The delay comes first; then `errcode`,
-/// `http_status` or `body`, if set, answer instead of the real endpoint.
+/// `drop_connection`, `http_status` or `body`, if set, answer instead of the
+/// real endpoint.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
@@ -166,6 +167,9 @@ pub struct Fault {
     pub http_status: Option<u16>,
     /// Answer this body (HTTP 200 unless `http_status`).
     pub body: Option<String>,
+    /// Send the status line and headers, then drop the connection mid-body.
+    #[serde(default)]
+    pub drop_connection: bool,
 }
 
 fn one() -> u32 {
@@ -212,6 +216,12 @@ impl Shared {
         }
         if let Some(code) = fault.errcode {
             return Some(wechat_error(code, "injected by the emulator"));
+        }
+        if fault.drop_connection {
+            let broken = futures_util::stream::once(async {
+                Err::<axum::body::Bytes, _>(std::io::Error::other("connection dropped by a fault"))
+            });
+            return Some(axum::body::Body::from_stream(broken).into_response());
         }
         if fault.http_status.is_none() && fault.body.is_none() {
             return None;

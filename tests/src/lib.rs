@@ -679,9 +679,51 @@ public_paths = ["/static/", "/echo/public"]
         all
     }
 
+    /// The current gateway's process id.
+    pub fn gateway_pid(&self) -> u32 {
+        self.procs.last().unwrap().child.id()
+    }
+
     /// The current gateway's log.
     pub fn gateway_log(&self) -> String {
         self.procs.last().map(Proc::log_text).unwrap_or_default()
+    }
+
+    /// Starts the emulator again on its port (WeChat back), with its own log.
+    pub async fn restart_emulator(&mut self) {
+        let port: u16 = self
+            .emulator_url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let n = std::fs::read_dir(&self.dir).unwrap().count();
+        self.procs[0] = Proc::start(
+            &self.dir,
+            &format!("emulator-{n}"),
+            "wechat-emulator",
+            &[
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--callback-host",
+                "127.0.0.1",
+                "--appid",
+                &self.appid,
+            ],
+            &[("WECHAT_APP_SECRET", &self.app_secret)],
+        );
+        wait_ready(&format!("{}/_emulator/calls", self.emulator_url)).await;
+    }
+
+    /// Clears every queued emulator fault (WeChat recovers).
+    pub async fn clear_faults(&self) {
+        let r = reqwest::Client::new()
+            .delete(format!("{}/_emulator/faults", self.emulator_url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "clearing faults: {}", r.status());
     }
 
     /// Stops the emulator (WeChat down).
