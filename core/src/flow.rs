@@ -42,7 +42,7 @@ use crate::single_flight::SingleFlight;
 use crate::sns::{SnsClient, SnsError, TokenResponse};
 use crate::state::{
     is_valid_state, new_state, open_state, safe_return_path, seal_state, state_cookie_name,
-    MAX_STATE_COOKIES, STATE_COOKIE_PREFIX, STATE_LIFETIME_SECS,
+    UsedStates, MAX_STATE_COOKIES, STATE_COOKIE_PREFIX, STATE_LIFETIME_SECS,
 };
 use crate::store::{MemoryTokenStore, StoredTokens, TokenStore, REFRESH_TOKEN_LIFETIME_SECS};
 
@@ -166,6 +166,7 @@ pub struct Gate {
     scenes: Scenes,
     store: Arc<dyn TokenStore>,
     logins: SingleFlight<LoginResult>,
+    used_states: UsedStates,
     refreshes: SingleFlight<Result<StoredTokens, SnsError>>,
 }
 
@@ -230,6 +231,7 @@ impl Gate {
             scenes: Scenes::default(),
             store,
             logins: SingleFlight::new(Duration::from_secs(CODE_OUTCOME_SECS), 100_000),
+            used_states: UsedStates::default(),
             refreshes: SingleFlight::new(Duration::from_secs(5), 100_000),
         })
     }
@@ -753,6 +755,12 @@ impl Gate {
             || !code.bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(self.bad_callback("malformed code", lang));
+        }
+        if !self
+            .used_states
+            .claim(&state, &code, now, now + STATE_LIFETIME_SECS)
+        {
+            return Err(self.bad_callback("this login's state was already used", lang));
         }
         Ok(PendingLogin {
             code: AuthorizationCode::new(code.into_owned()),

@@ -119,9 +119,60 @@ pub fn safe_return_path(rd: &str, origin: &str, prefix: &str) -> Option<String> 
     (ok && !under_prefix).then(|| path.to_owned())
 }
 
+/// Most states a [`UsedStates`] remembers; past it the expired go first,
+/// then any (memory stays bounded under a flood of logins).
+pub const USED_STATES_CAPACITY: usize = 200_000;
+
+/// The states whose callback already came, each with its code, until the
+/// state cookie would expire: a state is good for one code (a repeat of the
+/// same callback shares its outcome) and never for a second one, so a state
+/// cookie that leaked can't carry someone else's code into a login.
+/// Entries are keyed by keyed hashes (24 bytes each), never the values.
+#[derive(Debug, Default)]
+pub struct UsedStates {
+    hasher: std::hash::RandomState,
+    map: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
+}
+
+impl UsedStates {
+    /// Claims `state` for `code` until `expires_at` (unix seconds); `false`
+    /// when the state already went with another code before `now`.
+    pub fn claim(&self, state: &str, code: &str, now: u64, expires_at: u64) -> bool {
+        use std::hash::BuildHasher;
+        let (state, code) = (self.hasher.hash_one(state), self.hasher.hash_one(code));
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(used_with, until)) = map.get(&state) {
+            if until > now {
+                return used_with == code;
+            }
+        }
+        if map.len() >= USED_STATES_CAPACITY {
+            map.retain(|_, (_, until)| *until > now);
+            if map.len() >= USED_STATES_CAPACITY {
+                let excess: Vec<u64> = map.keys().take(map.len() / 10 + 1).copied().collect();
+                for key in excess {
+                    map.remove(&key);
+                }
+            }
+        }
+        map.insert(state, (code, expires_at));
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_goes_with_one_code_until_it_expires() {
+        let used = UsedStates::default();
+        assert!(used.claim("s1", "c1", 100, 700));
+        assert!(used.claim("s1", "c1", 101, 700), "the same callback again");
+        assert!(!used.claim("s1", "c2", 102, 700), "another code");
+        assert!(used.claim("s2", "c2", 102, 700));
+        assert!(used.claim("s1", "c3", 700, 1300), "after the state's end");
+    }
     use crate::secret::Secret;
 
     const ORIGIN: &str = "https://app.example.com";

@@ -763,6 +763,7 @@ async fn issued(State(app): State<App>) -> Response {
         "codes": world.codes.keys().cloned().collect::<Vec<_>>(),
         "access_tokens": keys(&world.access_tokens),
         "refresh_tokens": keys(&world.refresh_tokens),
+        "basic_tokens": world.basic_tokens.keys().cloned().collect::<Vec<_>>(),
     }))
     .into_response()
 }

@@ -5,9 +5,20 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Directives always appended to the filter: the HTTP client's own logs print
-/// request URLs, and WeChat's API URLs carry the app secret, codes and tokens.
-pub const ALWAYS: [&str; 3] = ["reqwest=warn", "hyper_util=warn", "hyper=warn"];
+/// Directives always appended to the filter, whatever `RUST_LOG` says. The
+/// HTTP client's own logs print request URLs, and WeChat's API URLs carry
+/// the app secret, codes and tokens; Pingora's debug and trace records print
+/// whole requests, with the callback's code and the session cookie.
+pub const ALWAYS: [&str; 8] = [
+    "reqwest=warn",
+    "hyper_util=warn",
+    "hyper=warn",
+    "pingora=info",
+    "pingora_core=info",
+    "pingora_proxy=info",
+    "pingora_cache=info",
+    "pingora_pool=info",
+];
 
 /// Installs the global subscriber (also capturing Pingora's `log` records).
 pub fn init() {

@@ -617,10 +617,7 @@ public_paths = ["/static/", "/echo/public"]
         std::fs::write(&config_path, config).unwrap();
         let mut env = vec![
             ("WECHAT_APP_SECRET", self.app_secret.as_str()),
-            (
-                "RUST_LOG",
-                "info,wechat_oauth=trace,wechat_oauth_pingora=trace",
-            ),
+            ("RUST_LOG", "trace"),
         ];
         if !cookie_secret.is_empty() {
             env.push(("WECHAT_COOKIE_SECRET", cookie_secret));
@@ -749,8 +746,63 @@ public_paths = ["/static/", "/echo/public"]
     }
 }
 
+/// Every code and token the emulator at `emulator_url` handed out (a plain
+/// blocking HTTP/1.0 GET, usable from `Drop`); empty when it is down.
+fn issued_secrets(emulator_url: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let addr = emulator_url.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return Vec::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.write_all(b"GET /_emulator/issued HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let issued: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let mut found = Vec::new();
+    if let Some(map) = issued.as_object() {
+        for values in map.values() {
+            for v in values.as_array().into_iter().flatten() {
+                if let Some(s) = v.as_str().filter(|s| s.len() >= 8) {
+                    found.push(s.to_owned());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Panics when a log in `dir` (the emulator's aside: it is WeChat) holds
+/// any of `secrets`. Every stack runs this when dropped, with its gateway
+/// at `RUST_LOG=trace`, so the whole suite's logs are scanned.
+pub fn assert_no_secret_in_logs(dir: &Path, secrets: &[String]) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".log") || name.starts_with("emulator") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+        for secret in secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} carries a secret, code or token",
+                path.display()
+            );
+        }
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let mut secrets = issued_secrets(&self.emulator_url);
+            secrets.push(self.app_secret.clone());
+            secrets.push(self.cookie_secret.clone());
+            self.procs.clear();
+            assert_no_secret_in_logs(&self.dir, &secrets);
+        }
         self.procs.clear();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
