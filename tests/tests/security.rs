@@ -1,0 +1,235 @@
+//! Security tests that try to break in: session fixation, state replay,
+//! CRLF and header injection through every value a user controls, and the
+//! cookie flags. (The log scan for secrets runs in every stack's `Drop`.)
+
+use std::io::{Read, Write};
+
+use serde_json::json;
+use wechat_e2e::{Browser, Stack, WECHAT_UA};
+
+fn set_cookies<'a>(answer: &'a wechat_e2e::Answer, prefix: &str) -> Vec<&'a str> {
+    answer
+        .headers_named("set-cookie")
+        .into_iter()
+        .filter(|c| c.starts_with(prefix))
+        .collect()
+}
+
+fn session_of(answer: &wechat_e2e::Answer) -> String {
+    set_cookies(answer, "wechat_session=")
+        .into_iter()
+        .find(|c| !c.contains("Max-Age=0"))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_session_cookie_from_before_the_login_is_never_promoted() {
+    let stack = Stack::start().await;
+    let mut browser = Browser::new(WECHAT_UA);
+    let first_login = stack.wechat_login(&mut browser, "/orders").await;
+    let before = session_of(&first_login);
+    // The same browser (or one an attacker planted a cookie in) logs in again.
+    browser.cookies.insert("wechat_planted".into(), "x".into());
+    let login = browser.get(&stack.url("/_wechat/login?rd=%2Forders")).await;
+    assert_eq!(login.status, 302);
+    let consent = browser.get(login.location()).await;
+    let back = browser.get(consent.location()).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let after = session_of(&back);
+    assert_ne!(after, before, "a fresh session cookie is issued");
+    let sealer = wechat_oauth::seal::Sealer::new(&wechat_oauth::secret::Secret::new(
+        stack.cookie_secret.clone(),
+    ))
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let open = |c: &str| {
+        wechat_oauth::session::open_session(&sealer, c.split_once('=').unwrap().1, now)
+            .expect("a session the gateway sealed")
+    };
+    assert_ne!(open(&before).sid, open(&after).sid, "a new session id");
+
+    // A planted session value that is not ours never passes, and a login replaces it.
+    let mut victim = Browser::new(WECHAT_UA);
+    victim
+        .cookies
+        .insert("wechat_session".into(), "attacker-chosen-value".into());
+    let page = victim.get(&stack.url("/orders")).await;
+    assert_eq!(page.status, 302, "the planted value is no session");
+    let consent = victim.get(page.location()).await;
+    let back = victim.get(consent.location()).await;
+    assert_ne!(session_of(&back), "wechat_session=attacker-chosen-value");
+}
+
+#[tokio::test]
+async fn a_used_state_cookie_cannot_carry_another_code() {
+    let stack = Stack::start().await;
+    let mut victim = Browser::new(WECHAT_UA);
+    victim.store_cookies = true;
+    let first = victim.get(&stack.url("/orders")).await;
+    let consent = victim.get(first.location()).await;
+    let callback = consent.location().to_owned();
+    let leaked_cookies = victim.cookies.clone();
+    let back = victim.get(&callback).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+
+    // Someone holding the used state cookie brings a code of their own.
+    let mut attacker = Browser::new(WECHAT_UA);
+    let own = attacker.get(&stack.url("/elsewhere")).await;
+    let own_consent = attacker.get(own.location()).await;
+    let own_code = url::Url::parse(own_consent.location())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let state = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut replay = Browser::new(WECHAT_UA);
+    replay.cookies = leaked_cookies.clone();
+    let replayed = replay
+        .get(&stack.url(&format!("/_wechat/callback?code={own_code}&state={state}")))
+        .await;
+    assert_eq!(replayed.status, 400, "{}", replayed.body);
+    assert!(set_cookies(&replayed, "wechat_session=")
+        .iter()
+        .all(|c| c.contains("Max-Age=0")));
+    assert!(
+        replayed.body.contains("/_wechat/login"),
+        "a way to log in again"
+    );
+
+    // The victim's own duplicate callback (same state, same code) still ends logged in.
+    let mut duplicate = Browser::new(WECHAT_UA);
+    duplicate.cookies = leaked_cookies;
+    let again = duplicate.get(&callback).await;
+    assert_eq!(again.status, 302, "{}", again.body);
+    assert_eq!(again.location(), "/orders");
+}
+
+/// The raw response head of a request sent byte for byte.
+fn raw_head(gateway_url: &str, request: &str) -> String {
+    let addr = gateway_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.split("\r\n\r\n").next().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn crlf_in_any_user_value_never_makes_a_header() {
+    let stack = Stack::start().await;
+    const EVIL: &str = "%0D%0AX-Injected:%201%0D%0ASet-Cookie:%20injected=1";
+    let targets = [
+        format!("/_wechat/login?rd=%2Fa{EVIL}"),
+        format!("/_wechat/login?rd=%2Fa&scope=snsapi_userinfo{EVIL}"),
+        format!("/_wechat/login?rd=%2Fa&app=open{EVIL}"),
+        format!("/a{EVIL}"),
+        format!("/orders?x={EVIL}"),
+        format!("/_wechat/callback?code=a{EVIL}&state=abc"),
+        format!("/_wechat/callback?code=abc&state=s{EVIL}"),
+        format!("/_wechat/logout?rd={EVIL}"),
+        format!("/_wechat/qr/status?scene={EVIL}"),
+        format!("/_wechat/userinfo?refresh=1{EVIL}"),
+    ];
+    let extra_headers = [
+        String::new(),
+        format!("Cookie: wechat_state_abc{EVIL}=1; wechat_session={EVIL}\r\n"),
+        format!("X-Original-URI: /p{EVIL}\r\nX-Original-Method: GET{EVIL}\r\n"),
+    ];
+    for target in &targets {
+        for extra in &extra_headers {
+            for path in [target.clone(), "/_wechat/auth".to_owned()] {
+                let head = raw_head(
+                    &stack.gateway_url,
+                    &format!(
+                        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {WECHAT_UA}\r\n{extra}Connection: close\r\n\r\n"
+                    ),
+                );
+                assert!(head.starts_with("HTTP/1.1 "), "{path}: {head}");
+                let status: u16 = head[9..12].parse().unwrap();
+                assert!(status < 500, "{path} {extra:?}: {head}");
+                for line in head.lines().skip(1) {
+                    let lower = line.to_ascii_lowercase();
+                    assert!(
+                        !lower.starts_with("x-injected")
+                            && !lower.starts_with("set-cookie: injected"),
+                        "{path} {extra:?} injected a header:\n{head}"
+                    );
+                }
+            }
+        }
+    }
+
+    // A nickname with CR/LF from WeChat reaches the application percent-encoded.
+    stack
+        .control("user", json!({"nickname": "evil\r\nX-Injected: 1"}))
+        .await;
+    let mut browser = Browser::new(WECHAT_UA);
+    let back = stack.wechat_login(&mut browser, "/echo").await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let echo = browser.get(&stack.url("/echo")).await.json();
+    assert!(echo["headers"].get("x-injected").is_none(), "{echo}");
+    assert_eq!(
+        echo["headers"]["x-wechat-nickname"],
+        json!(["evil%0D%0AX-Injected%3A%201"])
+    );
+}
+
+fn assert_flags(cookie: &str, secure: bool) {
+    let lower = cookie.to_ascii_lowercase();
+    assert!(lower.contains("; httponly"), "{cookie}");
+    assert!(lower.contains("; samesite=lax"), "{cookie}");
+    assert!(lower.contains("; path=/"), "{cookie}");
+    assert_eq!(lower.contains("; secure"), secure, "{cookie}");
+}
+
+#[tokio::test]
+async fn every_gate_cookie_is_httponly_samesite_lax_and_secure_behind_https() {
+    let stack = Stack::start().await;
+    let mut browser = Browser::new(WECHAT_UA);
+    let first = browser.get(&stack.url("/orders")).await;
+    let consent = browser.get(first.location()).await;
+    let back = browser.get(consent.location()).await;
+    let logout = browser.get(&stack.url("/_wechat/logout")).await;
+    let mut seen = 0;
+    for answer in [&first, &back, &logout] {
+        for cookie in set_cookies(answer, "wechat_") {
+            assert_flags(cookie, false);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "state, session and its removal: {seen}");
+
+    let behind = Stack::start_behind("https://app.example.test").await;
+    let mut browser = Browser::new(WECHAT_UA);
+    let first = browser.get(&behind.url("/orders")).await;
+    assert_eq!(first.status, 302);
+    browser.cookies.insert("wechat_session".into(), "x".into());
+    let logout = browser.get(&behind.url("/_wechat/logout")).await;
+    let cookies: Vec<&str> = set_cookies(&first, "wechat_")
+        .into_iter()
+        .chain(set_cookies(&logout, "wechat_"))
+        .collect();
+    assert!(cookies.len() >= 2, "{cookies:?}");
+    for cookie in cookies {
+        assert_flags(cookie, true);
+    }
+}
