@@ -88,6 +88,7 @@ fn cpu_list(side: Side) -> Option<String> {
     let n = cpus();
     (n >= 2).then(|| match side {
         Side::Proxy => "0".to_owned(),
+        Side::Load if n == 2 => "1".to_owned(),
         Side::Load => format!("1-{}", n - 1),
     })
 }
@@ -705,7 +706,7 @@ ratios the median over rounds of each row against its baseline measured just bef
         placement = match cpu_list(Side::Load) {
             Some(load) => format!(
                 "the proxy under test (bare Pingora, the gateway, or nginx with one worker; for auth_request nginx and the gateway) \
-runs alone on CPU 0 with one worker thread, wrk, the upstream nginx and the emulator on CPUs {load}, so each ratio is the \
+runs alone on CPU 0 with one worker thread, wrk, the upstream nginx and the emulator on CPU {load}, so each ratio is the \
 proxy's own cost per request against its baseline's."
             ),
             None => "one CPU shared by wrk, the upstream and the proxies, so the numbers are noisy.".to_owned(),

@@ -66,6 +66,23 @@ pub struct Config {
     pub wechat: WechatConfig,
     /// `[gateway]`: where the gate listens, what it protects, its cookies.
     pub gateway: GatewayConfig,
+    /// `[store]`: where login state lives (this process, or Redis shared by
+    /// several gateways and hosts).
+    pub store: StoreConfig,
+}
+
+/// `[store]` settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `url` (env `WECHAT_STORE_URL`): `memory` (the default: this process
+    /// only) or a Redis URL, `redis://[user:password@]host:port[/db]` or
+    /// `rediss://…` (TLS). Kept as a secret: it may hold a password.
+    pub url: Option<Secret>,
+    /// `key_prefix`: the start of every Redis key (default `wechat:`), so
+    /// several sites can share one Redis.
+    pub key_prefix: String,
+    /// `timeout_ms`: the longest one Redis command may take (default 500).
+    pub timeout: Duration,
 }
 
 /// `[wechat]` settings.
@@ -190,6 +207,16 @@ struct RawFile {
     wechat: RawWechat,
     #[serde(default)]
     gateway: RawGateway,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    key_prefix: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -510,7 +537,45 @@ impl Config {
             ));
         }
 
+        let s = raw.store;
+        let store_url = env("WECHAT_STORE_URL").or(s.url);
+        let store_url = match store_url.as_deref() {
+            None | Some("memory") => None,
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                if redis_url_parses(u) {
+                    Some(Secret::new(u))
+                } else {
+                    return Err(invalid(
+                        "[store] url",
+                        "not a valid Redis URL (redis://host:port/db or rediss://…)",
+                    ));
+                }
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "[store] url",
+                    "must be \"memory\" or a redis:// or rediss:// URL",
+                ))
+            }
+        };
+        let key_prefix = s.key_prefix.unwrap_or_else(|| "wechat:".into());
+        if key_prefix.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(invalid(
+                "[store] key_prefix",
+                "visible ASCII only, e.g. \"wechat:\"",
+            ));
+        }
+        let store_timeout_ms = s.timeout_ms.unwrap_or(500);
+        if !(1..=60_000).contains(&store_timeout_ms) {
+            return Err(invalid("[store] timeout_ms", "between 1 and 60000"));
+        }
+
         Ok(Config {
+            store: StoreConfig {
+                url: store_url,
+                key_prefix,
+                timeout: Duration::from_millis(store_timeout_ms),
+            },
             wechat: WechatConfig {
                 appid,
                 secret,
@@ -542,6 +607,11 @@ impl Config {
             },
         })
     }
+}
+
+fn redis_url_parses(url: &str) -> bool {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info().is_ok()
 }
 
 /// Picks a secret: the environment, then the `*_file`, then the inline value.

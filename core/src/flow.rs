@@ -38,6 +38,7 @@ use crate::session::{
     is_valid_scope, is_valid_wechat_id, open_session, seal_session, Identity, Session,
     SESSION_COOKIE,
 };
+use crate::shared::{key_hash, RedisStore};
 use crate::single_flight::SingleFlight;
 use crate::sns::{SnsClient, SnsError, TokenResponse};
 use crate::state::{
@@ -141,15 +142,45 @@ struct PendingLogin {
 /// What a code exchange produced; shared by every duplicate of its callback.
 #[derive(Debug)]
 enum LoginOutcome {
-    /// A user: the identity, the session id its tokens are under, when.
-    User {
-        identity: Identity,
-        sid: String,
-        issued_at: u64,
-        return_to: String,
-    },
+    /// A user, packed: kept for the code's 300 s, once per login.
+    User(PackedLogin),
     /// A snapshot-page virtual user, refused by configuration.
     SnapshotRefused,
+}
+
+/// A completed login: the identity, the session id its tokens are under,
+/// when, and where the user goes back to.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct LoginRecord {
+    identity: Identity,
+    sid: String,
+    issued_at: u64,
+    return_to: String,
+}
+
+/// A [`LoginRecord`] as one JSON allocation instead of eight strings: the
+/// duplicate-callback cache holds one per login for 300 s. `Debug` shows
+/// nothing of it (it holds the session id).
+struct PackedLogin(Box<str>);
+
+impl std::fmt::Debug for PackedLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackedLogin(..)")
+    }
+}
+
+impl PackedLogin {
+    fn pack(record: &LoginRecord) -> PackedLogin {
+        PackedLogin(
+            serde_json::to_string(record)
+                .expect("a login record serializes")
+                .into_boxed_str(),
+        )
+    }
+
+    fn unpack(&self) -> LoginRecord {
+        serde_json::from_str(&self.0).expect("a record this process packed")
+    }
 }
 
 type LoginResult = Arc<Result<LoginOutcome, SnsError>>;
@@ -168,6 +199,8 @@ pub struct Gate {
     logins: SingleFlight<LoginResult>,
     used_states: UsedStates,
     refreshes: SingleFlight<Result<StoredTokens, SnsError>>,
+    /// Redis, when `[store] url` names one: shared by every instance.
+    shared: Option<Arc<RedisStore>>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -187,6 +220,9 @@ pub enum GateError {
     /// The HTTP client for WeChat could not be set up.
     #[error("cannot set up the WeChat API client: {0}")]
     Client(#[from] SnsError),
+    /// `[store] url` can't be used.
+    #[error("config [store] url: {0}")]
+    Store(String),
 }
 
 fn now_unix() -> u64 {
@@ -200,11 +236,21 @@ fn new_sid() -> String {
 }
 
 impl Gate {
-    /// A gate with the in-memory token store.
+    /// A gate with the store `[store]` names: this process's memory, or
+    /// Redis shared with other instances (tokens, code exchanges, states).
     ///
-    /// Errors: [`GateError`] when a cookie key or the HTTP client can't be made.
+    /// Errors: [`GateError`] when a cookie key, the HTTP client or the store
+    /// can't be made.
     pub fn new(config: Config) -> Result<Gate, GateError> {
-        Self::with_store(config, Arc::new(MemoryTokenStore::default()))
+        match RedisStore::from_config(&config.store).map_err(|e| GateError::Store(e.0))? {
+            Some(redis) => {
+                let redis = Arc::new(redis);
+                let mut gate = Self::with_store(config, redis.clone())?;
+                gate.shared = Some(redis);
+                Ok(gate)
+            }
+            None => Self::with_store(config, Arc::new(MemoryTokenStore::default())),
+        }
     }
 
     /// A gate keeping tokens in `store`.
@@ -233,6 +279,7 @@ impl Gate {
             logins: SingleFlight::new(Duration::from_secs(CODE_OUTCOME_SECS), 100_000),
             used_states: UsedStates::default(),
             refreshes: SingleFlight::new(Duration::from_secs(5), 100_000),
+            shared: None,
         })
     }
 
@@ -714,11 +761,9 @@ impl Gate {
                 let to = code
                     .and_then(|c| self.logins.peek(&c))
                     .and_then(|r| match r.as_ref() {
-                        Ok(LoginOutcome::User {
-                            identity,
-                            return_to,
-                            ..
-                        }) if identity.openid == session.identity.openid => Some(return_to.clone()),
+                        Ok(LoginOutcome::User(packed)) => Some(packed.unpack())
+                            .filter(|r| r.identity.openid == session.identity.openid)
+                            .map(|r| r.return_to),
                         _ => None,
                     })
                     .unwrap_or_else(|| "/".to_owned());
@@ -975,11 +1020,31 @@ impl Gate {
 
     async fn complete_login(&self, pending: PendingLogin, lang: Lang) -> Reply {
         let started = Instant::now();
+        if let Some(shared) = &self.shared {
+            match claim_shared_state(shared, &pending).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self
+                        .bad_callback("this login's state was already used", lang)
+                        .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
+                }
+                Err(e) => {
+                    let failed = Err(SnsError::Store(e.0));
+                    return self.login_reply(&pending, &failed, now_unix(), lang);
+                }
+            }
+        }
         let (result, ran) = self
             .logins
             .run(pending.code.expose(), || async {
-                let result = self.exchange(&pending).await;
-                log_login(&result, started.elapsed());
+                let result = match &self.shared {
+                    Some(shared) => self.shared_exchange(shared, &pending, started).await,
+                    None => {
+                        let result = self.exchange(&pending).await;
+                        log_login(&result, started.elapsed());
+                        result
+                    }
+                };
                 Arc::new(result)
             })
             .await;
@@ -987,6 +1052,57 @@ impl Gate {
             tracing::debug!("duplicate callback answered from its code's first exchange");
         }
         self.login_reply(&pending, &result, now_unix(), lang)
+    }
+
+    /// The code's exchange across instances: the first to take the code's
+    /// lock exchanges it and keeps the outcome in Redis for the code's 300 s;
+    /// the others wait for that outcome (at most timeout × attempts + 2 s).
+    async fn shared_exchange(
+        &self,
+        shared: &RedisStore,
+        pending: &PendingLogin,
+        started: Instant,
+    ) -> Result<LoginOutcome, SnsError> {
+        let id = key_hash(pending.code.expose());
+        let (result_key, lock_key) = (format!("login:{id}"), format!("login-lock:{id}"));
+        let attempts = self.config.wechat.retries + 1;
+        let lock_ttl = self.config.wechat.timeout * attempts + Duration::from_secs(1);
+        let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
+        let store_error = |e: crate::store::StoreError| SnsError::Store(e.0);
+        loop {
+            if let Some(shared_outcome) = shared.get(&result_key).await.map_err(store_error)? {
+                tracing::debug!("code exchanged by another instance: its outcome is shared");
+                return decode_outcome(&shared_outcome);
+            }
+            if shared
+                .set_if_absent(&lock_key, "1", lock_ttl)
+                .await
+                .map_err(store_error)?
+            {
+                let result = self.exchange(pending).await;
+                log_login(&result, started.elapsed());
+                if let Some(encoded) = encode_outcome(&result) {
+                    if let Err(e) = shared
+                        .set(
+                            &result_key,
+                            &encoded,
+                            Duration::from_secs(CODE_OUTCOME_SECS),
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %e, "could not share a code's outcome");
+                    }
+                }
+                let _ = shared.delete(&lock_key).await;
+                return result;
+            }
+            if Instant::now() >= deadline {
+                return Err(SnsError::Store(
+                    "another instance's exchange of this code did not finish".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Exchanges the code (and fetches the profile when `snsapi_userinfo` was
@@ -1042,12 +1158,12 @@ impl Gate {
         if let Err(e) = self.store.put(&sid, stored_tokens(&token, now)).await {
             tracing::warn!(error = %e, "could not store the session's tokens; profile refresh will need a new login");
         }
-        Ok(LoginOutcome::User {
+        Ok(LoginOutcome::User(PackedLogin::pack(&LoginRecord {
             identity: identity.bounded(),
             sid,
             issued_at: now,
             return_to: pending.return_to.clone(),
-        })
+        })))
     }
 
     fn login_reply(
@@ -1058,11 +1174,17 @@ impl Gate {
         lang: Lang,
     ) -> Reply {
         let reply = match result {
-            Ok(LoginOutcome::User { identity, sid, issued_at, .. }) => {
+            Ok(LoginOutcome::User(packed)) => {
+                let LoginRecord {
+                    identity,
+                    sid,
+                    issued_at,
+                    ..
+                } = packed.unpack();
                 let session = Session {
-                    identity: identity.clone(),
-                    sid: sid.clone(),
-                    issued_at: *issued_at,
+                    identity,
+                    sid,
+                    issued_at,
                     expires_at: issued_at + self.config.gateway.session_lifetime.as_secs(),
                     seen_at: now,
                 };
@@ -1148,6 +1270,21 @@ impl Gate {
                 Some((&retry, again)),
             )
             .with_header("Retry-After", "60".into()),
+            _ if matches!(e, SnsError::Store(_)) => page(
+                lang,
+                503,
+                Text {
+                    zh: "登录暂时不可用",
+                    en: "Login is unavailable for a moment",
+                },
+                Text {
+                    zh: "请稍后重试。已登录的用户不受影响。",
+                    en: "Please try again in a moment. Signed-in users are not affected.",
+                },
+                None,
+                Some((&retry, again)),
+            )
+            .with_header("Retry-After", "5".into()),
             _ if matches!(e, SnsError::Transport(_)) => page(
                 lang,
                 503,
@@ -1333,16 +1470,65 @@ fn stored_tokens(token: &TokenResponse, now: u64) -> StoredTokens {
     }
 }
 
+/// Claims the login's state for its code in Redis (its single use across
+/// instances); `false` when it already went with another code.
+async fn claim_shared_state(
+    shared: &RedisStore,
+    pending: &PendingLogin,
+) -> Result<bool, crate::store::StoreError> {
+    let key = format!("state:{}", key_hash(&pending.state_cookie));
+    let code = key_hash(pending.code.expose());
+    let ttl = Duration::from_secs(STATE_LIFETIME_SECS);
+    if shared.set_if_absent(&key, &code, ttl).await? {
+        return Ok(true);
+    }
+    Ok(shared
+        .get(&key)
+        .await?
+        .is_none_or(|used_with| used_with == code))
+}
+
+/// A code's outcome as kept in Redis: `u` + the packed login, `s` (a
+/// refused snapshot user) or `e` + WeChat's errcode. Transport failures are
+/// not shared: another instance may still succeed.
+fn encode_outcome(result: &Result<LoginOutcome, SnsError>) -> Option<String> {
+    match result {
+        Ok(LoginOutcome::User(packed)) => Some(format!("u{}", packed.0)),
+        Ok(LoginOutcome::SnapshotRefused) => Some("s".into()),
+        Err(SnsError::WeChat { code, .. }) => Some(format!("e{}", code.code())),
+        Err(_) => None,
+    }
+}
+
+fn decode_outcome(encoded: &str) -> Result<LoginOutcome, SnsError> {
+    let unreadable = || SnsError::Store("an unreadable shared login outcome".into());
+    match encoded.split_at_checked(1).ok_or_else(unreadable)? {
+        ("u", packed) => {
+            serde_json::from_str::<LoginRecord>(packed).map_err(|_| unreadable())?;
+            Ok(LoginOutcome::User(PackedLogin(packed.into())))
+        }
+        ("s", _) => Ok(LoginOutcome::SnapshotRefused),
+        ("e", code) => Err(SnsError::WeChat {
+            code: ErrCode::from_code(code.parse().map_err(|_| unreadable())?),
+            errmsg: "answered to another instance".into(),
+        }),
+        _ => Err(unreadable()),
+    }
+}
+
 /// One log line per exchange: who logged in, or why not (never the code).
 fn log_login(result: &Result<LoginOutcome, SnsError>, elapsed: Duration) {
     let elapsed_ms = elapsed.as_millis() as u64;
     match result {
-        Ok(LoginOutcome::User { identity, .. }) => tracing::info!(
-            openid = %identity.openid,
-            scope = %identity.scope,
-            elapsed_ms,
-            "login completed"
-        ),
+        Ok(LoginOutcome::User(packed)) => {
+            let identity = packed.unpack().identity;
+            tracing::info!(
+                openid = %identity.openid,
+                scope = %identity.scope,
+                elapsed_ms,
+                "login completed"
+            )
+        }
         Ok(LoginOutcome::SnapshotRefused) => {
             tracing::info!(elapsed_ms, "login refused: snapshot user")
         }
@@ -1556,12 +1742,12 @@ session_lifetime_secs = 3600
     }
 
     fn user(identity: Identity, return_to: &str) -> Result<LoginOutcome, SnsError> {
-        Ok(LoginOutcome::User {
+        Ok(LoginOutcome::User(PackedLogin::pack(&LoginRecord {
             identity,
             sid: "sid".into(),
             issued_at: NOW,
             return_to: return_to.into(),
-        })
+        })))
     }
 
     fn reply(d: Decision) -> Reply {

@@ -24,6 +24,7 @@ pub mod qr;
 pub mod seal;
 pub mod secret;
 pub mod session;
+pub mod shared;
 pub mod single_flight;
 pub mod sns;
 pub mod state;

@@ -748,7 +748,7 @@ public_paths = ["/static/", "/echo/public"]
 
 /// Every code and token the emulator at `emulator_url` handed out (a plain
 /// blocking HTTP/1.0 GET, usable from `Drop`); empty when it is down.
-fn issued_secrets(emulator_url: &str) -> Vec<String> {
+pub fn issued_secrets(emulator_url: &str) -> Vec<String> {
     use std::io::{Read, Write};
     let addr = emulator_url.trim_start_matches("http://");
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else {

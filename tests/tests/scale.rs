@@ -1,0 +1,309 @@
+//! Several gateways sharing one Redis (`[store] url`): each login's
+//! requests spread over three instances, duplicate callbacks exchanged once
+//! across all of them, a state used once across all of them, tokens
+//! shared, and Redis going down and coming back while they run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wechat_e2e::{
+    assert_no_secret_in_logs, free_port, issued_secrets, random, wait_ready, Browser, Proc,
+    WECHAT_UA,
+};
+
+const APPID: &str = "wx1234567890abcdef";
+
+/// One Redis, the emulator, the demo app and three gateways on loopback.
+/// Browsers see one origin (the first gateway's, as behind a load
+/// balancer); tests send each request to the instance they choose.
+struct Cluster {
+    dir: PathBuf,
+    redis_port: u16,
+    redis: Option<Proc>,
+    emulator_url: String,
+    gateways: Vec<(String, Proc)>,
+    others: Vec<Proc>,
+    app_secret: String,
+    cookie_secret: String,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("wechat-scale-{}", random(10)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (redis_port, emu_port, app_port) = (free_port(), free_port(), free_port());
+        let app_secret = format!("appsecret{}", random(24));
+        let cookie_secret = format!("cookiesecret{}", random(36));
+        let emulator = Proc::start_emulator(&dir, emu_port, APPID, &app_secret);
+        let app = Proc::start(
+            &dir,
+            "app",
+            "wechat-demo-app",
+            &["--listen", &format!("127.0.0.1:{app_port}")],
+            &[],
+        );
+        let mut cluster = Cluster {
+            dir,
+            redis_port,
+            redis: None,
+            emulator_url: format!("http://127.0.0.1:{emu_port}"),
+            gateways: Vec::new(),
+            others: vec![emulator, app],
+            app_secret,
+            cookie_secret,
+        };
+        cluster.start_redis().await;
+        wait_ready(&format!("{}/_emulator/calls", cluster.emulator_url)).await;
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let origin = format!("http://127.0.0.1:{}", ports[0]);
+        for (i, port) in ports.iter().enumerate() {
+            let config = format!(
+                "[wechat]\nappid = \"{APPID}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\nscope = \"snsapi_userinfo\"\n\
+                 timeout_ms = 2000\n\n[gateway]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
+                 public_url = \"{origin}\"\n\n[store]\nurl = \"redis://127.0.0.1:{redis_port}/\"\nkey_prefix = \"test:\"\ntimeout_ms = 300\n",
+                emu = cluster.emulator_url,
+            );
+            let path = cluster.dir.join(format!("gateway-{i}.toml"));
+            std::fs::write(&path, config).unwrap();
+            let gateway = Proc::start(
+                &cluster.dir,
+                &format!("gateway-{i}"),
+                "wechat-gateway",
+                &["--config", path.to_str().unwrap()],
+                &[
+                    ("WECHAT_APP_SECRET", &cluster.app_secret),
+                    ("WECHAT_COOKIE_SECRET", &cluster.cookie_secret),
+                    ("RUST_LOG", "trace"),
+                ],
+            );
+            let url = format!("http://127.0.0.1:{port}");
+            wait_ready(&format!("{url}/_wechat/healthz")).await;
+            cluster.gateways.push((url, gateway));
+        }
+        cluster
+    }
+
+    async fn start_redis(&mut self) {
+        let n = std::fs::read_dir(&self.dir).unwrap().count();
+        let port = self.redis_port.to_string();
+        self.redis = Some(Proc::start_program(
+            &self.dir,
+            &format!("redis-{n}"),
+            &PathBuf::from("redis-server"),
+            &[
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            &[],
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.redis_port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stop_redis(&mut self) {
+        self.redis = None;
+    }
+
+    /// `url` (on the shared origin) sent to gateway `i`.
+    fn on(&self, i: usize, url: &str) -> String {
+        let origin = &self.gateways[0].0;
+        match url.strip_prefix(origin.as_str()) {
+            Some(rest) => format!("{}{rest}", self.gateways[i % 3].0),
+            None if url.starts_with('/') => format!("{}{url}", self.gateways[i % 3].0),
+            None => url.to_owned(),
+        }
+    }
+
+    async fn calls(&self, endpoint: &str) -> u64 {
+        wechat_e2e::emulator_json(&self.emulator_url, "calls").await[endpoint]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// A login whose redirect, callback and first page go to instances
+    /// `first`, `first + 1` and `first + 2`. Returns the browser, logged in.
+    async fn login_round_robin(&self, first: usize) -> Browser {
+        let mut browser = Browser::new(WECHAT_UA);
+        let start = browser.get(&self.on(first, "/orders")).await;
+        assert_eq!(start.status, 302, "{}", start.body);
+        let consent = browser.get(start.location()).await;
+        assert_eq!(consent.status, 302, "{}", consent.body);
+        let back = browser.get(&self.on(first + 1, consent.location())).await;
+        assert_eq!(
+            back.status,
+            302,
+            "callback on instance {}: {}",
+            (first + 1) % 3,
+            back.body
+        );
+        assert_eq!(back.location(), "/orders");
+        let page = browser.get(&self.on(first + 2, "/echo")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.json()["headers"]["x-wechat-openid"][0].is_string());
+        browser
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let mut secrets = issued_secrets(&self.emulator_url);
+            secrets.push(self.app_secret.clone());
+            secrets.push(self.cookie_secret.clone());
+            self.gateways.clear();
+            self.others.clear();
+            self.redis = None;
+            assert_no_secret_in_logs(&self.dir, &secrets);
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn logins_spread_over_three_gateways_all_succeed_and_share_tokens() {
+    let cluster = Cluster::start().await;
+    for first in 0..9 {
+        let mut browser = cluster.login_round_robin(first).await;
+        // The tokens stored by the instance that exchanged the code serve
+        // a profile refresh on another.
+        let refreshed = browser
+            .get_with(
+                &cluster.on(first + 2, "/_wechat/userinfo?refresh=1"),
+                &[("Accept", "application/json")],
+            )
+            .await;
+        assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+        assert!(refreshed.json()["openid"].is_string());
+    }
+    assert_eq!(cluster.calls("access_token").await, 9);
+}
+
+#[tokio::test]
+async fn three_hundred_duplicate_callbacks_over_three_gateways_make_one_exchange() {
+    let cluster = Arc::new(Cluster::start().await);
+    let mut browser = Browser::new(WECHAT_UA);
+    browser.store_cookies = true;
+    let start = browser.get(&cluster.on(0, "/orders")).await;
+    let consent = browser.get(start.location()).await;
+    let callback = consent.location().to_owned();
+    let cookies = browser.cookie_header();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let (cluster, callback, cookies) = (cluster.clone(), callback.clone(), cookies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut b = Browser::new(WECHAT_UA);
+            let answer = b
+                .get_with(&cluster.on(i, &callback), &[("Cookie", &cookies)])
+                .await;
+            assert_eq!(answer.status, 302, "{}", answer.body);
+            assert_eq!(answer.location(), "/orders");
+            answer
+                .headers_named("set-cookie")
+                .into_iter()
+                .any(|c| c.starts_with("wechat_session=") && !c.contains("Max-Age=0"))
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap(), "every duplicate is logged in");
+    }
+    assert_eq!(cluster.calls("access_token").await, 1);
+}
+
+#[tokio::test]
+async fn a_state_used_on_one_gateway_cannot_carry_another_code_on_another() {
+    let cluster = Cluster::start().await;
+    let mut victim = Browser::new(WECHAT_UA);
+    victim.store_cookies = true;
+    let start = victim.get(&cluster.on(0, "/orders")).await;
+    let consent = victim.get(start.location()).await;
+    let callback = consent.location().to_owned();
+    let kept = victim.cookies.clone();
+    assert_eq!(victim.get(&cluster.on(1, &callback)).await.status, 302);
+    let mut other = Browser::new(WECHAT_UA);
+    let own = other.get(&cluster.on(0, "/x")).await;
+    let own_callback = other.get(own.location()).await.location().to_owned();
+    let code = |u: &str| {
+        url::Url::parse(u)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned()
+    };
+    let forged = callback.replace(&code(&callback), &code(&own_callback));
+    let mut replay = Browser::new(WECHAT_UA);
+    replay.cookies = kept;
+    let answer = replay.get(&cluster.on(2, &forged)).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn with_redis_down_users_keep_passing_logins_get_503_and_recover_by_themselves() {
+    let mut cluster = Cluster::start().await;
+    let mut user = cluster.login_round_robin(0).await;
+    cluster.stop_redis();
+    for i in 0..6 {
+        let page = user.get(&cluster.on(i, "/echo")).await;
+        assert_eq!(page.status, 200, "a signed-in user passes on instance {i}");
+    }
+    for i in 0..6 {
+        let mut browser = Browser::new(WECHAT_UA);
+        let start = browser.get(&cluster.on(i, "/orders")).await;
+        let consent = browser.get(start.location()).await;
+        let started = Instant::now();
+        let back = browser.get(&cluster.on(i + 1, consent.location())).await;
+        assert_eq!(back.status, 503, "{}", back.body);
+        assert!(
+            back.body.contains("/_wechat/login?rd=%2Forders"),
+            "{}",
+            back.body
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    cluster.start_redis().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for first in 0..3 {
+        cluster.login_round_robin(first).await;
+    }
+    // One line when the outage starts and one when it ends, per instance.
+    for (i, (_, gateway)) in cluster.gateways.iter().enumerate() {
+        let log = gateway.log_text();
+        assert_eq!(
+            log.matches("is unreachable").count(),
+            1,
+            "instance {i}:\n{log}"
+        );
+        assert_eq!(log.matches("reachable again").count(), 1, "instance {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_login_started_on_a_gateway_that_dies_finishes_on_another() {
+    let mut cluster = Cluster::start().await;
+    let mut browser = Browser::new(WECHAT_UA);
+    let start = browser.get(&cluster.on(0, "/orders")).await;
+    let consent = browser.get(start.location()).await;
+    cluster.gateways[0].1.interrupt();
+    let back = browser.get(&cluster.on(1, consent.location())).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    assert_eq!(back.location(), "/orders");
+    let page = browser.get(&cluster.on(2, "/echo")).await;
+    assert_eq!(page.status, 200);
+}
