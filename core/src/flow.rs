@@ -246,6 +246,7 @@ impl Gate {
             Some(redis) => {
                 let redis = Arc::new(redis);
                 let mut gate = Self::with_store(config, redis.clone())?;
+                gate.basic_token = BasicToken::shared(gate.sns.clone(), redis.clone());
                 gate.shared = Some(redis);
                 Ok(gate)
             }
@@ -873,6 +874,13 @@ impl Gate {
                     ticket.expire_seconds
                 };
                 self.scenes.create(&scene, now + expires_in, now);
+                if let Some(shared) = &self.shared {
+                    let key = format!("scene:{scene}");
+                    let ttl = Duration::from_secs(expires_in);
+                    if shared.set(&key, SCENE_PENDING, ttl).await.is_err() {
+                        return service_unavailable_json();
+                    }
+                }
                 let ticket_q: String =
                     form_urlencoded::byte_serialize(ticket.ticket.as_bytes()).collect();
                 let image = format!(
@@ -908,16 +916,60 @@ impl Gate {
         }
     }
 
+    /// A scene's state as the instances share it: pending, scanned by an
+    /// openid (claimed at most once), or gone. Polled every 100 ms while a
+    /// browser long-polls, so a scan pushed to any instance is seen within
+    /// a second.
+    async fn shared_scene(
+        &self,
+        shared: &RedisStore,
+        scene: &str,
+        wait: Duration,
+    ) -> Result<SceneStatus, crate::store::StoreError> {
+        let key = format!("scene:{scene}");
+        let deadline = Instant::now() + wait;
+        loop {
+            let status = shared.eval(CLAIM_SCRIPT, &key, "").await?;
+            match status.as_deref() {
+                Some(SCENE_PENDING) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some(SCENE_PENDING) => return Ok(SceneStatus::Pending),
+                Some(v) => match v.strip_prefix("s:") {
+                    Some(openid) => return Ok(SceneStatus::Scanned(openid.to_owned())),
+                    None => return Ok(SceneStatus::Expired),
+                },
+                None => return Ok(SceneStatus::Expired),
+            }
+        }
+    }
+
     /// `qr/status`: long-polls the scene; once scanned, logs this browser in (once).
     async fn qr_status(&self, scene: &str, return_to: &str, wait: Duration) -> Reply {
-        if matches!(self.scenes.status(scene, now_unix()), SceneStatus::Pending) && !wait.is_zero()
-        {
-            self.scenes.wait(scene, wait).await;
-        }
+        let claimed = match &self.shared {
+            Some(shared) => match self.shared_scene(shared, scene, wait).await {
+                Ok(SceneStatus::Scanned(openid)) => Some(Some(openid)),
+                Ok(SceneStatus::Pending) => None,
+                Ok(SceneStatus::Expired) => Some(None),
+                Err(_) => return service_unavailable_json(),
+            },
+            None => {
+                if matches!(self.scenes.status(scene, now_unix()), SceneStatus::Pending)
+                    && !wait.is_zero()
+                {
+                    self.scenes.wait(scene, wait).await;
+                }
+                match self.scenes.status(scene, now_unix()) {
+                    SceneStatus::Pending => None,
+                    SceneStatus::Scanned(_) => Some(self.scenes.claim(scene, now_unix())),
+                    SceneStatus::Expired => Some(None),
+                }
+            }
+        };
         let now = now_unix();
-        match self.scenes.status(scene, now) {
-            SceneStatus::Pending => Reply::json(200, &serde_json::json!({"status": "pending"})),
-            SceneStatus::Scanned(_) => match self.scenes.claim(scene, now) {
+        match claimed {
+            None => Reply::json(200, &serde_json::json!({"status": "pending"})),
+            Some(claimed) => match claimed {
                 Some(openid) => {
                     tracing::info!(openid = %openid, "login completed by scene QR scan");
                     let session = Session {
@@ -941,10 +993,9 @@ impl Gate {
                     .with_header("Set-Cookie", self.session_cookie(&session, now))
                     .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE))
                 }
-                None => Reply::json(200, &serde_json::json!({"status": "expired"})),
+                None => Reply::json(200, &serde_json::json!({"status": "expired"}))
+                    .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
             },
-            SceneStatus::Expired => Reply::json(200, &serde_json::json!({"status": "expired"}))
-                .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
         }
     }
 
@@ -968,8 +1019,10 @@ impl Gate {
     /// with its XML `body`): verifies it, decrypts safe mode, and records a
     /// scan of a login scene. `200 success` for every valid push (WeChat
     /// stops retrying), `401` for a forged or stale one, `400` for a
-    /// malformed one; neither changes anything. No IO.
-    pub fn handle_push(&self, query: Option<&str>, body: &[u8]) -> Reply {
+    /// malformed one; neither changes anything. With a shared store the
+    /// scan and the de-duplication go through Redis (`503` when it is
+    /// down: WeChat retries); else no IO.
+    pub async fn handle_push(&self, query: Option<&str>, body: &[u8]) -> Reply {
         let now = now_unix();
         let Some(token) = &self.config.wechat.push_token else {
             return Reply::text(404, "not found\n");
@@ -996,16 +1049,14 @@ impl Gate {
         let event = xml.and_then(|x| push::parse_event(&x));
         match event {
             Ok(event) => {
-                if !self.scenes.first_push(&event.dedup_key(), now) {
-                    tracing::debug!("a push WeChat retried; already handled");
-                } else if let Some(scene) = event.scanned_scene() {
-                    if self.scenes.scanned(scene, &event.from_user, now) {
-                        tracing::info!(openid = %event.from_user, "login scene scanned");
-                    } else {
-                        tracing::info!("a scan of an unknown or used scene; ignored");
-                    }
+                let recorded = match &self.shared {
+                    Some(shared) => self.shared_push(shared, &event).await,
+                    None => Ok(self.local_push(&event, now)),
+                };
+                match recorded {
+                    Ok(()) => Reply::text(200, "success"),
+                    Err(_) => Reply::text(503, "the login store is unreachable; retry\n"),
                 }
-                Reply::text(200, "success")
             }
             Err(e @ (PushError::Signature | PushError::Timestamp | PushError::Decrypt(_))) => {
                 tracing::info!(reason = %e, "refused a push");
@@ -1014,6 +1065,52 @@ impl Gate {
             Err(e) => {
                 tracing::info!(reason = %e, "refused a malformed push");
                 Reply::text(400, "malformed\n")
+            }
+        }
+    }
+
+    fn local_push(&self, event: &push::PushEvent, now: u64) {
+        if !self.scenes.first_push(&event.dedup_key(), now) {
+            tracing::debug!("a push WeChat retried; already handled");
+        } else if let Some(scene) = event.scanned_scene() {
+            if self.scenes.scanned(scene, &event.from_user, now) {
+                tracing::info!(openid = %event.from_user, "login scene scanned");
+            } else {
+                tracing::info!("a scan of an unknown or used scene; ignored");
+            }
+        }
+    }
+
+    /// A push through Redis: de-duplicated across instances, the scene
+    /// marked scanned for whichever instance the browser polls.
+    async fn shared_push(
+        &self,
+        shared: &RedisStore,
+        event: &push::PushEvent,
+    ) -> Result<(), crate::store::StoreError> {
+        let dedup = format!("push:{}", key_hash(&event.dedup_key()));
+        let ttl = Duration::from_secs(crate::qr::PUSH_DEDUP_SECS);
+        if !shared.set_if_absent(&dedup, "1", ttl).await? {
+            tracing::debug!("a push WeChat retried; already handled");
+            return Ok(());
+        }
+        let Some(scene) = event.scanned_scene() else {
+            return Ok(());
+        };
+        let key = format!("scene:{scene}");
+        match shared.eval(SCAN_SCRIPT, &key, &event.from_user).await {
+            Ok(Some(v)) if v == "1" => {
+                tracing::info!(openid = %event.from_user, "login scene scanned");
+                Ok(())
+            }
+            Ok(_) => {
+                tracing::info!("a scan of an unknown or used scene; ignored");
+                Ok(())
+            }
+            Err(e) => {
+                // Let WeChat's retry try again.
+                let _ = shared.delete(&dedup).await;
+                Err(e)
             }
         }
     }
@@ -1079,6 +1176,12 @@ impl Gate {
                 .await
                 .map_err(store_error)?
             {
+                // Checked again under the lock: the last holder may have
+                // finished between the first look and the lock.
+                if let Some(shared_outcome) = shared.get(&result_key).await.map_err(store_error)? {
+                    let _ = shared.delete(&lock_key).await;
+                    return decode_outcome(&shared_outcome);
+                }
                 let result = self.exchange(pending).await;
                 log_login(&result, started.elapsed());
                 if let Some(encoded) = encode_outcome(&result) {
@@ -1655,6 +1758,17 @@ impl<'a> GateCookies<'a> {
 fn is_gate_cookie(name: &str) -> bool {
     name == SESSION_COOKIE || name == SCENE_COOKIE || name.starts_with(STATE_COOKIE_PREFIX)
 }
+
+/// A shared scene waiting for its scan (`scene:<id>` in Redis); then
+/// `s:<openid>` once scanned, `c` once its browser is logged in.
+const SCENE_PENDING: &str = "p";
+/// Marks a pending scene scanned by `ARGV[1]`; `1` when it was pending.
+const SCAN_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == 'p' then \
+    redis.call('SET', KEYS[1], 's:' .. ARGV[1], 'KEEPTTL') return '1' end return '0'";
+/// A scene's value; a scanned one is claimed (set to `c`) in the same step,
+/// so only one poll logs its browser in.
+const CLAIM_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v and string.sub(v, 1, 2) == 's:' then redis.call('SET', KEYS[1], 'c', 'KEEPTTL') end return v";
 
 /// Session ids of scene QR logins start with this: they have no tokens.
 const SCENE_SID_PREFIX: &str = "qr-";

@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use serde::{Deserialize, Serialize};
+
 use crate::errcode::ErrCode;
 use crate::secret::AccessToken;
+use crate::shared::RedisStore;
 use crate::sns::{QrTicket, SnsClient, SnsError};
+use crate::store::StoreError;
 
 /// A basic-support token this close to expiry (seconds) is refreshed first.
 pub const BASIC_TOKEN_MARGIN_SECS: u64 = 300;
@@ -27,6 +31,20 @@ pub struct BasicToken {
     sns: SnsClient,
     cached: Mutex<Option<(AccessToken, u64)>>,
     refresh: tokio::sync::Mutex<()>,
+    /// Redis, when several instances share one token.
+    shared: Option<Arc<RedisStore>>,
+}
+
+/// Redis keys of the shared basic-support token and its refresh lock.
+const SHARED_TOKEN_KEY: &str = "basic-token";
+const SHARED_TOKEN_LOCK: &str = "basic-token-lock";
+/// The longest one instance's refresh may hold the lock, and the others wait.
+const SHARED_REFRESH_SECS: u64 = 15;
+
+#[derive(Serialize, Deserialize)]
+struct SharedToken {
+    t: String,
+    exp: u64,
 }
 
 impl BasicToken {
@@ -36,6 +54,16 @@ impl BasicToken {
             sns,
             cached: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
+            shared: None,
+        }
+    }
+
+    /// The same, sharing the token with every instance through `shared`:
+    /// one `cgi-bin/token` call per refresh window across all of them.
+    pub fn shared(sns: SnsClient, shared: Arc<RedisStore>) -> Self {
+        BasicToken {
+            shared: Some(shared),
+            ..BasicToken::new(sns)
         }
     }
 
@@ -58,18 +86,94 @@ impl BasicToken {
         if let Some(t) = self.fresh(now) {
             return Ok(t);
         }
-        let (token, expires_in) = self.sns.basic_token().await?;
-        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((token.clone(), now + expires_in));
-        tracing::info!(expires_in, "fetched a basic-support access token");
+        let (token, expires_at) = match &self.shared {
+            Some(shared) => self.shared_fetch(shared, now).await?,
+            None => {
+                let (token, expires_in) = self.sns.basic_token().await?;
+                tracing::info!(expires_in, "fetched a basic-support access token");
+                (token, now + expires_in)
+            }
+        };
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((token.clone(), expires_at));
         Ok(token)
     }
 
+    /// The shared token, fetched by whichever instance takes the lock
+    /// (after checking again that no other did meanwhile); the others wait
+    /// for it.
+    async fn shared_fetch(
+        &self,
+        shared: &RedisStore,
+        now: u64,
+    ) -> Result<(AccessToken, u64), SnsError> {
+        let store = |e: StoreError| SnsError::Store(e.0);
+        let fresh = |value: Option<String>| {
+            value
+                .and_then(|v| serde_json::from_str::<SharedToken>(&v).ok())
+                .filter(|t| t.exp > now + BASIC_TOKEN_MARGIN_SECS)
+                .map(|t| (AccessToken::new(t.t), t.exp))
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(SHARED_REFRESH_SECS);
+        loop {
+            if let Some(found) = fresh(shared.get(SHARED_TOKEN_KEY).await.map_err(store)?) {
+                return Ok(found);
+            }
+            let lock_ttl = Duration::from_secs(SHARED_REFRESH_SECS);
+            if shared
+                .set_if_absent(SHARED_TOKEN_LOCK, "1", lock_ttl)
+                .await
+                .map_err(store)?
+            {
+                let result = match fresh(shared.get(SHARED_TOKEN_KEY).await.map_err(store)?) {
+                    Some(found) => Ok(found),
+                    None => self.sns.basic_token().await.map(|(token, expires_in)| {
+                        tracing::info!(
+                            expires_in,
+                            "fetched a basic-support access token for every instance"
+                        );
+                        (token, now + expires_in)
+                    }),
+                };
+                if let Ok((token, expires_at)) = &result {
+                    let value = serde_json::to_string(&SharedToken {
+                        t: token.expose().to_owned(),
+                        exp: *expires_at,
+                    })
+                    .expect("serializes");
+                    let ttl = Duration::from_secs(expires_at.saturating_sub(now).max(1));
+                    shared
+                        .set(SHARED_TOKEN_KEY, &value, ttl)
+                        .await
+                        .map_err(store)?;
+                }
+                let _ = shared.delete(SHARED_TOKEN_LOCK).await;
+                return result;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SnsError::Store(
+                    "another instance's basic token fetch did not finish".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Forgets `token` if it is the cached one (WeChat said it is no longer valid).
-    pub fn invalidate(&self, token: &AccessToken) {
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if cached.as_ref().is_some_and(|(t, _)| t == token) {
-            *cached = None;
+    pub async fn invalidate(&self, token: &AccessToken) {
+        {
+            let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            if cached.as_ref().is_some_and(|(t, _)| t == token) {
+                *cached = None;
+            }
+        }
+        if let Some(shared) = &self.shared {
+            let held = shared.get(SHARED_TOKEN_KEY).await.ok().flatten();
+            if held
+                .and_then(|v| serde_json::from_str::<SharedToken>(&v).ok())
+                .is_some_and(|t| t.t == token.expose())
+            {
+                let _ = shared.delete(SHARED_TOKEN_KEY).await;
+            }
         }
     }
 
@@ -89,7 +193,7 @@ impl BasicToken {
                     Some(ErrCode::InvalidCredential | ErrCode::AccessTokenExpired)
                 ) =>
             {
-                self.invalidate(&token);
+                self.invalidate(&token).await;
                 let token = self.get(now).await?;
                 self.sns
                     .create_qr_scene(&token, scene, SCENE_LIFETIME_SECS)

@@ -176,6 +176,26 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
+    /// Runs a Lua `script` on one `key` with one argument; its string
+    /// answer (Redis runs it atomically).
+    ///
+    /// Errors: [`StoreError`].
+    pub async fn eval(
+        &self,
+        script: &str,
+        key: &str,
+        arg: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.run(
+            redis::cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(self.key(key))
+                .arg(arg),
+        )
+        .await
+    }
+
     /// Deletes `key`.
     ///
     /// Errors: [`StoreError`].

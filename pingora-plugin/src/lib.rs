@@ -85,7 +85,7 @@ impl WechatGate {
         if req.method == http::Method::POST && parts.path == self.gate.config().gateway.push_path {
             let query = parts.query.map(str::to_owned);
             let reply = match read_body(session, wechat_oauth::push::MAX_PUSH_BYTES).await {
-                Some(body) => self.gate.handle_push(query.as_deref(), &body),
+                Some(body) => self.gate.handle_push(query.as_deref(), &body).await,
                 None => Reply::text(413, "push body too large\n"),
             };
             write_reply(session, reply, false).await?;

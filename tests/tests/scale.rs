@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use wechat_e2e::{
     assert_no_secret_in_logs, free_port, issued_secrets, random, wait_ready, Browser, Proc,
-    WECHAT_UA,
+    DESKTOP_UA, PUSH_TOKEN, WECHAT_UA,
 };
 
 const APPID: &str = "wx1234567890abcdef";
@@ -33,9 +34,22 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("wechat-scale-{}", random(10)));
         std::fs::create_dir_all(&dir).unwrap();
         let (redis_port, emu_port, app_port) = (free_port(), free_port(), free_port());
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let app_secret = format!("appsecret{}", random(24));
         let cookie_secret = format!("cookiesecret{}", random(36));
-        let emulator = Proc::start_emulator(&dir, emu_port, APPID, &app_secret);
+        // WeChat pushes every scan to the first instance.
+        let emulator = Proc::start_emulator_with(
+            &dir,
+            emu_port,
+            APPID,
+            &app_secret,
+            &[
+                "--push-token".to_owned(),
+                PUSH_TOKEN.to_owned(),
+                "--push-url".to_owned(),
+                format!("http://127.0.0.1:{}/_wechat/events", ports[0]),
+            ],
+        );
         let app = Proc::start(
             &dir,
             "app",
@@ -55,12 +69,11 @@ impl Cluster {
         };
         cluster.start_redis().await;
         wait_ready(&format!("{}/_emulator/calls", cluster.emulator_url)).await;
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let origin = format!("http://127.0.0.1:{}", ports[0]);
         for (i, port) in ports.iter().enumerate() {
             let config = format!(
-                "[wechat]\nappid = \"{APPID}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\nscope = \"snsapi_userinfo\"\n\
-                 timeout_ms = 2000\n\n[gateway]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
+                "[wechat]\nappid = \"{APPID}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\nmp_base = \"{emu}\"\n\
+                 scope = \"snsapi_userinfo\"\ntimeout_ms = 2000\npush_token = \"{PUSH_TOKEN}\"\n\n[gateway]\ndesktop_login = \"scene_qr\"\n\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
                  public_url = \"{origin}\"\n\n[store]\nurl = \"redis://127.0.0.1:{redis_port}/\"\nkey_prefix = \"test:\"\ntimeout_ms = 300\n",
                 emu = cluster.emulator_url,
             );
@@ -122,6 +135,17 @@ impl Cluster {
             None if url.starts_with('/') => format!("{}{url}", self.gateways[i % 3].0),
             None => url.to_owned(),
         }
+    }
+
+    async fn control(&self, path: &str, body: serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_emulator/{path}", self.emulator_url))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
     }
 
     async fn calls(&self, endpoint: &str) -> u64 {
@@ -296,7 +320,7 @@ async fn with_redis_down_users_keep_passing_logins_get_503_and_recover_by_themse
 
 #[tokio::test]
 async fn a_login_started_on_a_gateway_that_dies_finishes_on_another() {
-    let mut cluster = Cluster::start().await;
+    let cluster = Cluster::start().await;
     let mut browser = Browser::new(WECHAT_UA);
     let start = browser.get(&cluster.on(0, "/orders")).await;
     let consent = browser.get(start.location()).await;
@@ -306,4 +330,101 @@ async fn a_login_started_on_a_gateway_that_dies_finishes_on_another() {
     assert_eq!(back.location(), "/orders");
     let page = browser.get(&cluster.on(2, "/echo")).await;
     assert_eq!(page.status, 200);
+}
+
+/// A desktop browser's scene QR login: the QR from instance `i`, the scan
+/// pushed by WeChat to instance 0, the long poll on instance `i + 1`.
+async fn qr_login(cluster: &Cluster, i: usize) {
+    let mut browser = Browser::new(DESKTOP_UA);
+    let created = browser
+        .get_with(
+            &cluster.on(i, "/_wechat/qr/new?rd=%2Forders"),
+            &[("Accept", "application/json")],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let q = created.json();
+    let (scene, ticket) = (
+        q["scene"].as_str().unwrap().to_owned(),
+        q["ticket"].as_str().unwrap().to_owned(),
+    );
+    let cookie = browser.cookie_header();
+    let poll_url = cluster.on(i + 1, &format!("/_wechat/qr/status?scene={scene}"));
+    let poll = tokio::spawn(async move {
+        let mut b = Browser::new(DESKTOP_UA);
+        b.get_with(&poll_url, &[("Cookie", &cookie)]).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pushed = Instant::now();
+    cluster.control("scan", json!({ "ticket": ticket })).await;
+    let answer = poll.await.unwrap();
+    assert!(
+        pushed.elapsed() < Duration::from_millis(1500),
+        "the poll on another instance learned of the scan in {:?}",
+        pushed.elapsed()
+    );
+    assert_eq!(
+        answer.json(),
+        json!({"status": "confirmed", "redirect": "/orders"}),
+        "QR login {i}"
+    );
+    assert!(answer
+        .headers_named("set-cookie")
+        .iter()
+        .any(|c| c.starts_with("wechat_session=") && !c.contains("Max-Age=0")));
+}
+
+#[tokio::test]
+async fn a_hundred_qr_logins_whose_scans_land_on_another_instance_all_confirm() {
+    let cluster = Arc::new(Cluster::start().await);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let cluster = cluster.clone();
+        tasks.push(tokio::spawn(async move { qr_login(&cluster, i).await }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        cluster.calls("token").await,
+        1,
+        "one basic token for all three"
+    );
+}
+
+#[tokio::test]
+async fn fifty_qr_codes_over_three_instances_after_the_token_expired_fetch_it_once() {
+    let cluster = Arc::new(Cluster::start().await);
+    // Tokens that expire (past the 300 s margin) 3 s after they are issued:
+    // long enough for fifty requests on a loaded machine.
+    cluster
+        .control("settings", json!({"basic_token_ttl_secs": 303}))
+        .await;
+    for i in 0..3 {
+        let answer = Browser::new(DESKTOP_UA)
+            .get(&cluster.on(i, "/_wechat/qr/new"))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(
+        cluster.calls("token").await,
+        1,
+        "the first instance's token serves all three"
+    );
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let url = cluster.on(i, "/_wechat/qr/new");
+        tasks.push(tokio::spawn(async move {
+            Browser::new(DESKTOP_UA).get(&url).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(
+        cluster.calls("token").await,
+        2,
+        "one refresh for all fifty on three instances"
+    );
 }
