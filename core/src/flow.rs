@@ -32,6 +32,7 @@ use crate::errcode::ErrCode;
 use crate::pages::{page, Lang, Reply, Text};
 use crate::push::{self, PushError};
 use crate::qr::{BasicToken, SceneStatus, Scenes};
+use crate::revocation::Revocations;
 use crate::seal::Sealer;
 use crate::secret::AuthorizationCode;
 use crate::session::{
@@ -118,6 +119,8 @@ enum CallKind {
     },
     Logout {
         sid: String,
+        /// The session cookie's end, unix seconds.
+        until: u64,
         to: String,
     },
     QrNew {
@@ -201,6 +204,9 @@ pub struct Gate {
     refreshes: SingleFlight<Result<StoredTokens, SnsError>>,
     /// Redis, when `[store] url` names one: shared by every instance.
     shared: Option<Arc<RedisStore>>,
+    revocations: Revocations,
+    /// The highest logout time (ms) read from the shared store.
+    revocations_seen_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Gate {
@@ -281,6 +287,8 @@ impl Gate {
             used_states: UsedStates::default(),
             refreshes: SingleFlight::new(Duration::from_secs(5), 100_000),
             shared: None,
+            revocations: Revocations::default(),
+            revocations_seen_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -342,7 +350,7 @@ impl Gate {
         let session = cookies
             .session
             .and_then(|v| open_session(&self.sealer, v, now))
-            .filter(|s| !self.idle_expired(s, now));
+            .filter(|s| !self.idle_expired(s, now) && !self.revocations.is_revoked(&s.sid, now));
         let prefix = &self.config.gateway.prefix;
         if req.path == self.config.gateway.push_path && self.config.wechat.push_token.is_some() {
             return Decision::Reply(match req.method {
@@ -630,7 +638,12 @@ impl Gate {
                 match session {
                     Some(s) => {
                         tracing::info!(openid = %s.identity.openid, "logout");
-                        let kind = CallKind::Logout { sid: s.sid, to };
+                        self.revocations.revoke(&s.sid, s.expires_at, now);
+                        let kind = CallKind::Logout {
+                            sid: s.sid,
+                            until: s.expires_at,
+                            to,
+                        };
                         return Decision::Call(Call { kind, lang });
                     }
                     None => self.logged_out(to),
@@ -840,15 +853,72 @@ impl Gate {
         )
     }
 
+    /// Whether this gate shares its state with other instances (`[store]
+    /// url` names Redis); then the host runs [`Gate::sync_revocations`]
+    /// about every 500 ms.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Reads the logouts other instances recorded since the last call
+    /// (every instance refuses a logged-out session within one period of
+    /// this), and forgets those past every cookie's end. No-op without a
+    /// shared store. Never called on the request path.
+    ///
+    /// Errors: [`crate::store::StoreError`] while Redis is unreachable (the
+    /// outage is logged once by the store).
+    pub async fn sync_revocations(&self) -> Result<(), crate::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let now = now_unix();
+        let seen = self.revocations_seen_ms.load(Ordering::Relaxed);
+        let since = if seen == 0 {
+            // On start: every logout of the longest session lifetime back.
+            (now.saturating_sub(self.config.gateway.session_lifetime.as_secs())) * 1000
+        } else {
+            seen
+        };
+        // A second of overlap: a logout stamped with the same millisecond as
+        // the last one read may have landed after that read.
+        let entries = shared
+            .zrange_after(REVOCATIONS_KEY, since.saturating_sub(1000))
+            .await?;
+        let mut highest = since;
+        for (member, at_ms) in entries {
+            if let Some((sid, until)) = member.split_once(' ') {
+                if let Ok(until) = until.parse() {
+                    self.revocations.revoke(sid, until, now);
+                }
+            }
+            highest = highest.max(at_ms);
+        }
+        self.revocations_seen_ms.store(highest, Ordering::Relaxed);
+        let horizon = now.saturating_sub(self.config.gateway.session_lifetime.as_secs()) * 1000;
+        shared.zremove_before(REVOCATIONS_KEY, horizon).await
+    }
+
     /// Performs a [`Call`]'s IO (WeChat, the token store) and answers.
     pub async fn complete(&self, call: Call) -> Reply {
         let lang = call.lang;
         match call.kind {
             CallKind::Login(pending) => self.complete_login(pending, lang).await,
             CallKind::Profile { session, check } => self.complete_profile(session, check).await,
-            CallKind::Logout { sid, to } => {
+            CallKind::Logout { sid, until, to } => {
                 if let Err(e) = self.store.remove(&sid).await {
                     tracing::warn!(error = %e, "logout: could not delete the session's tokens");
+                }
+                if let Some(shared) = &self.shared {
+                    let now_ms = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    if let Err(e) = shared
+                        .zadd(REVOCATIONS_KEY, now_ms, &format!("{sid} {until}"))
+                        .await
+                    {
+                        tracing::warn!(error = %e, "logout: the other instances were not told");
+                    }
                 }
                 self.logged_out(to)
             }
@@ -1572,6 +1642,10 @@ fn stored_tokens(token: &TokenResponse, now: u64) -> StoredTokens {
         refresh_expires_at: now + REFRESH_TOKEN_LIFETIME_SECS,
     }
 }
+
+/// The shared sorted set of logouts: `"<sid> <until>"` scored by the
+/// logout time in ms.
+const REVOCATIONS_KEY: &str = "revoked";
 
 /// Claims the login's state for its code in Redis (its single use across
 /// instances); `false` when it already went with another code.

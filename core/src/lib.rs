@@ -21,6 +21,7 @@ pub mod flow;
 pub mod pages;
 pub mod push;
 pub mod qr;
+pub mod revocation;
 pub mod seal;
 pub mod secret;
 pub mod session;

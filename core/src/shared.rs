@@ -196,6 +196,50 @@ impl RedisStore {
         .await
     }
 
+    /// Adds `member` to the sorted set `key` with `score`.
+    ///
+    /// Errors: [`StoreError`].
+    pub async fn zadd(&self, key: &str, score: u64, member: &str) -> Result<(), StoreError> {
+        self.run::<()>(redis::cmd("ZADD").arg(self.key(key)).arg(score).arg(member))
+            .await
+    }
+
+    /// The members of the sorted set `key` scored above `after`, with
+    /// their scores, lowest first (at most 10,000).
+    ///
+    /// Errors: [`StoreError`].
+    pub async fn zrange_after(
+        &self,
+        key: &str,
+        after: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.run(
+            redis::cmd("ZRANGE")
+                .arg(self.key(key))
+                .arg(format!("({after}"))
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(10_000)
+                .arg("WITHSCORES"),
+        )
+        .await
+    }
+
+    /// Removes the members of the sorted set `key` scored below `before`.
+    ///
+    /// Errors: [`StoreError`].
+    pub async fn zremove_before(&self, key: &str, before: u64) -> Result<(), StoreError> {
+        self.run::<()>(
+            redis::cmd("ZREMRANGEBYSCORE")
+                .arg(self.key(key))
+                .arg("-inf")
+                .arg(format!("({before}")),
+        )
+        .await
+    }
+
     /// Deletes `key`.
     ///
     /// Errors: [`StoreError`].

@@ -203,7 +203,9 @@ pub enum wechat_oauth_identity_field {
 /// store. Thread-safe. Create with [`wechat_oauth_client_new_from_toml`] or
 /// [`wechat_oauth_client_new_from_file`], release with [`wechat_oauth_client_free`].
 pub struct wechat_oauth_client {
-    gate: Gate,
+    /// Shared with the logout sync task of a `[store]`-shared client, which
+    /// holds it weakly.
+    gate: Arc<Gate>,
     // Declared after `gate` so that it is dropped after it.
     runtime: OnceLock<Arc<tokio::runtime::Runtime>>,
 }
@@ -390,9 +392,25 @@ fn new_client(
         Err(e) => return fail(wechat_oauth_result::ConfigInvalid, e.to_string()),
     };
     let client = Arc::new(wechat_oauth_client {
-        gate,
+        gate: Arc::new(gate),
         runtime: OnceLock::new(),
     });
+    if client.gate.is_shared() {
+        // Other instances' logouts, read every 500 ms off the request path.
+        match client.runtime() {
+            Ok(rt) => {
+                let gate = Arc::downgrade(&client.gate);
+                rt.spawn(async move {
+                    while let Some(gate) = gate.upgrade() {
+                        let _ = gate.sync_revocations().await;
+                        drop(gate);
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                });
+            }
+            Err(e) => return e,
+        }
+    }
     // SAFETY: the caller checked `out` is non-NULL.
     unsafe { *out = Arc::into_raw(client) };
     fail(wechat_oauth_result::Ok, "")

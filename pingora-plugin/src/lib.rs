@@ -20,7 +20,8 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::upstreams::peer::HttpPeer;
 use wechat_oauth::session::IDENTITY_HEADER_PREFIX;
 use wechat_oauth::{Config, Decision, Gate, Pass, Reply, RequestParts};
@@ -326,7 +327,9 @@ pub fn build_server(config: Config) -> Result<Server, StartError> {
         .and_then(|mut a| a.next())
         .ok_or_else(|| StartError::Upstream(format!("cannot resolve {upstream_text:?}")))?;
     let listen = config.gateway.listen.clone();
-    let gate = WechatGate::new(Arc::new(Gate::new(config)?));
+    let core_gate = Arc::new(Gate::new(config)?);
+    let shared = core_gate.is_shared();
+    let gate = WechatGate::new(core_gate.clone());
 
     let mut conf = ServerConf::new().expect("Pingora's default configuration");
     conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -338,5 +341,28 @@ pub fn build_server(config: Config) -> Result<Server, StartError> {
     );
     service.add_tcp(&listen);
     server.add_service(service);
+    if shared {
+        server.add_service(background_service(
+            "wechat shared-state sync",
+            SharedStateSync(core_gate),
+        ));
+    }
     Ok(server)
+}
+
+/// Reads the logouts of the other instances every 500 ms (`[store]` shared).
+struct SharedStateSync(Arc<Gate>);
+
+#[async_trait]
+impl BackgroundService for SharedStateSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            // Failures are logged once per outage by the store.
+            let _ = self.0.sync_revocations().await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wechat_e2e::{
-    assert_no_secret_in_logs, free_port, issued_secrets, random, wait_ready, Browser, Proc,
-    DESKTOP_UA, PUSH_TOKEN, WECHAT_UA,
+    assert_no_secret_in_logs, compile_c, free_port, issued_secrets, random, wait_ready,
+    workspace_root, Browser, Proc, DESKTOP_UA, PUSH_TOKEN, WECHAT_UA,
 };
 
 const APPID: &str = "wx1234567890abcdef";
@@ -427,4 +427,120 @@ async fn fifty_qr_codes_over_three_instances_after_the_token_expired_fetch_it_on
         2,
         "one refresh for all fifty on three instances"
     );
+}
+
+#[tokio::test]
+async fn a_logout_on_one_instance_is_refused_by_every_instance() {
+    let cluster = Cluster::start().await;
+    let mut user = cluster.login_round_robin(0).await;
+    let copied = user.cookie_header();
+    for i in 0..3 {
+        let page = user.get(&cluster.on(i, "/echo")).await;
+        assert_eq!(page.status, 200);
+    }
+    let out = user.get(&cluster.on(0, "/_wechat/logout")).await;
+    assert_eq!(out.status, 302);
+    // Each instance reads logouts every 500 ms.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for i in 0..3 {
+        let mut replay = Browser::new(WECHAT_UA);
+        let page = replay
+            .get_with(
+                &cluster.on(i, "/echo"),
+                &[("Cookie", &copied), ("X-Requested-With", "XMLHttpRequest")],
+            )
+            .await;
+        assert_eq!(
+            page.status, 401,
+            "instance {i} refuses the logged-out session"
+        );
+    }
+    // A new login of the same user is a new session, and passes everywhere.
+    let mut again = cluster.login_round_robin(1).await;
+    for i in 0..3 {
+        assert_eq!(again.get(&cluster.on(i, "/echo")).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn two_c_hosts_share_logins_and_logouts_through_redis() {
+    let cluster = Cluster::start().await;
+    let program = cluster.dir.join("c-host");
+    compile_c(&program, &[workspace_root().join("examples/c/host.c")], &[]);
+    let ports = [free_port(), free_port()];
+    let origin = format!("http://127.0.0.1:{}", ports[0]);
+    let config = format!(
+        "[wechat]\nappid = \"{APPID}\"\nscope = \"snsapi_userinfo\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\n\n\
+         [gateway]\npublic_url = \"{origin}\"\n\n[store]\nurl = \"redis://127.0.0.1:{redis}/\"\nkey_prefix = \"test:\"\n",
+        emu = cluster.emulator_url,
+        redis = cluster.redis_port,
+    );
+    let path = cluster.dir.join("c-host.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut hosts = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        hosts.push(Proc::start_program(
+            &cluster.dir,
+            &format!("c-host-{i}"),
+            &program,
+            &[],
+            &[
+                ("WECHAT_OAUTH_CONFIG", path.to_str().unwrap()),
+                ("PORT", &port.to_string()),
+                ("WECHAT_APP_SECRET", &cluster.app_secret),
+                ("WECHAT_COOKIE_SECRET", &cluster.cookie_secret),
+            ],
+        ));
+        wait_ready(&format!("http://127.0.0.1:{port}/_wechat/healthz")).await;
+    }
+    let on = |i: usize, url: &str| {
+        let base = format!("http://127.0.0.1:{}", ports[i % 2]);
+        match url.strip_prefix(origin.as_str()) {
+            Some(rest) => format!("{base}{rest}"),
+            None if url.starts_with('/') => format!("{base}{url}"),
+            None => url.to_owned(),
+        }
+    };
+    let before = cluster.calls("access_token").await;
+    let mut browser = Browser::new(WECHAT_UA);
+    browser.store_cookies = true;
+    let first = browser.get(&on(0, "/")).await;
+    assert_eq!(first.status, 302, "{}", first.body);
+    let consent = browser.get(first.location()).await;
+    let callback = consent.location().to_owned();
+    let kept = browser.cookie_header();
+    let back = browser.get(&on(1, &callback)).await;
+    assert_eq!(
+        back.status, 302,
+        "the callback on the other host: {}",
+        back.body
+    );
+    // WeChat's duplicate callback on the first host: the same login, no new exchange.
+    let mut duplicate = Browser::new(WECHAT_UA);
+    let dup = duplicate
+        .get_with(&on(0, &callback), &[("Cookie", &kept)])
+        .await;
+    assert_eq!(dup.status, 302, "{}", dup.body);
+    assert_eq!(dup.location(), "/");
+    assert_eq!(cluster.calls("access_token").await, before + 1);
+    for i in 0..2 {
+        let page = browser.get(&on(i, "/")).await;
+        assert_eq!(page.status, 200, "host {i}: {}", page.body);
+    }
+    let copied = browser.cookie_header();
+    let out = browser.get(&on(0, "/_wechat/logout")).await;
+    assert_eq!(out.status, 302);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut replay = Browser::new(WECHAT_UA);
+    let refused = replay
+        .get_with(
+            &on(1, "/"),
+            &[("Cookie", &copied), ("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(
+        refused.status, 401,
+        "the other host refuses the logged-out session"
+    );
+    drop(hosts);
 }

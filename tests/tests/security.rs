@@ -233,3 +233,23 @@ async fn every_gate_cookie_is_httponly_samesite_lax_and_secure_behind_https() {
         assert_flags(cookie, true);
     }
 }
+
+#[tokio::test]
+async fn a_copy_of_a_logged_out_session_cookie_no_longer_passes() {
+    let stack = Stack::start().await;
+    let mut browser = Browser::new(WECHAT_UA);
+    let back = stack.wechat_login(&mut browser, "/echo").await;
+    assert_eq!(back.status, 302);
+    let copied = browser.cookie_header();
+    assert_eq!(browser.get(&stack.url("/echo")).await.status, 200);
+    let out = browser.get(&stack.url("/_wechat/logout")).await;
+    assert_eq!(out.status, 302);
+    let mut replay = Browser::new(WECHAT_UA);
+    let page = replay
+        .get_with(
+            &stack.url("/echo"),
+            &[("Cookie", &copied), ("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(page.status, 401, "{}", page.body);
+}
