@@ -2380,6 +2380,15 @@ session_lifetime_secs = 3600
             ),
             "{d:?}"
         );
+        // The logout ended that session at once, on this gate.
+        assert!(matches!(
+            g.decide_at(
+                &req("/_wechat/userinfo", Some("refresh=1"), Some(&session)),
+                NOW
+            ),
+            Decision::Reply(_)
+        ));
+        let g = gate();
         let d = g.decide_at(
             &req("/_wechat/userinfo", Some("refresh=1"), Some(&session)),
             NOW,

@@ -227,6 +227,7 @@ struct Scene {
 pub struct Scenes {
     scenes: Mutex<HashMap<String, Scene>>,
     seen_pushes: Mutex<HashMap<String, u64>>,
+    inserts: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Scenes {
@@ -239,10 +240,19 @@ impl std::fmt::Debug for Scenes {
 const CAPACITY: usize = 100_000;
 
 impl Scenes {
+    /// Every [`crate::single_flight::SWEEP_EVERY`] insertions, expired
+    /// entries are swept, so memory follows the recent rate.
+    fn sweep_due(&self) -> bool {
+        let n = self
+            .inserts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        n % crate::single_flight::SWEEP_EVERY == crate::single_flight::SWEEP_EVERY - 1
+    }
+
     /// Registers a new scene living until `expires_at` (unix seconds).
     pub fn create(&self, scene: &str, expires_at: u64, now: u64) {
         let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
-        if scenes.len() >= CAPACITY {
+        if self.sweep_due() || scenes.len() >= CAPACITY {
             scenes.retain(|_, s| s.expires_at > now);
         }
         if scenes.len() < CAPACITY {
@@ -319,7 +329,7 @@ impl Scenes {
     /// Whether a push with this de-duplication key is new (and remembers it).
     pub fn first_push(&self, key: &str, now: u64) -> bool {
         let mut seen = self.seen_pushes.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= CAPACITY {
+        if self.sweep_due() || seen.len() >= CAPACITY {
             seen.retain(|_, until| *until > now);
         }
         match seen.get(key) {

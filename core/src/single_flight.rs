@@ -20,7 +20,12 @@ pub struct SingleFlight<V> {
     slots: Mutex<HashMap<String, (Instant, Arc<OnceCell<V>>)>>,
     ttl: Duration,
     capacity: usize,
+    inserts: std::sync::atomic::AtomicUsize,
 }
+
+/// Expired entries are swept every this many insertions, so memory follows
+/// the rate of recent calls rather than growing to the capacity.
+pub const SWEEP_EVERY: usize = 1024;
 
 impl<V: Clone> SingleFlight<V> {
     /// A single-flight whose results are kept `ttl` after the first call.
@@ -29,6 +34,7 @@ impl<V: Clone> SingleFlight<V> {
             slots: Mutex::new(HashMap::new()),
             ttl,
             capacity: capacity.max(1),
+            inserts: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -83,6 +89,13 @@ impl<V: Clone> SingleFlight<V> {
         }
         let cell = Arc::new(OnceCell::new());
         slots.insert(key.to_owned(), (Instant::now(), cell.clone()));
+        let inserted = self
+            .inserts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if inserted % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            let ttl = self.ttl;
+            slots.retain(|_, (born, _)| born.elapsed() < ttl);
+        }
         cell
     }
 }

@@ -132,6 +132,7 @@ pub const USED_STATES_CAPACITY: usize = 200_000;
 pub struct UsedStates {
     hasher: std::hash::RandomState,
     map: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
+    claims: std::sync::atomic::AtomicUsize,
 }
 
 impl UsedStates {
@@ -146,7 +147,11 @@ impl UsedStates {
                 return used_with == code;
             }
         }
-        if map.len() >= USED_STATES_CAPACITY {
+        let claims = self
+            .claims
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sweep = claims % crate::single_flight::SWEEP_EVERY == 0;
+        if sweep || map.len() >= USED_STATES_CAPACITY {
             map.retain(|_, (_, until)| *until > now);
             if map.len() >= USED_STATES_CAPACITY {
                 let excess: Vec<u64> = map.keys().take(map.len() / 10 + 1).copied().collect();
