@@ -75,9 +75,13 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// `url` (env `WECHAT_STORE_URL`): `memory` (the default: this process
-    /// only) or a Redis URL, `redis://[user:password@]host:port[/db]` or
-    /// `rediss://…` (TLS). Kept as a secret: it may hold a password.
+    /// only) or a Redis URL, `redis://[user:password@]host:port[/db]`,
+    /// `rediss://…` (TLS) or `redis+sentinel://host:port[,host:port…]/master[/db]`.
+    /// Kept as a secret: it may hold a password.
     pub url: Option<Secret>,
+    /// `cluster_nodes`: a Redis Cluster's node URLs
+    /// (`["redis://10.0.0.1:6379", …]`), instead of `url`.
+    pub cluster_nodes: Vec<Secret>,
     /// `key_prefix`: the start of every Redis key (default `wechat:`), so
     /// several sites can share one Redis.
     pub key_prefix: String,
@@ -215,6 +219,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     url: Option<String>,
+    cluster_nodes: Option<Vec<String>>,
     key_prefix: Option<String>,
     timeout_ms: Option<u64>,
 }
@@ -541,6 +546,16 @@ impl Config {
         let store_url = env("WECHAT_STORE_URL").or(s.url);
         let store_url = match store_url.as_deref() {
             None | Some("memory") => None,
+            Some(u) if u.starts_with("redis+sentinel://") => {
+                if crate::shared::sentinel_url_parses(u) {
+                    Some(Secret::new(u))
+                } else {
+                    return Err(invalid(
+                        "[store] url",
+                        "a Sentinel URL is redis+sentinel://host:port[,host:port…]/master[/db]",
+                    ));
+                }
+            }
             Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
                 if redis_url_parses(u) {
                     Some(Secret::new(u))
@@ -554,10 +569,24 @@ impl Config {
             Some(_) => {
                 return Err(invalid(
                     "[store] url",
-                    "must be \"memory\" or a redis:// or rediss:// URL",
+                    "must be \"memory\" or a redis://, rediss:// or redis+sentinel:// URL",
                 ))
             }
         };
+        let cluster_nodes = s.cluster_nodes.unwrap_or_default();
+        if !cluster_nodes.is_empty() && store_url.is_some() {
+            return Err(invalid(
+                "[store] cluster_nodes",
+                "give either url or cluster_nodes, not both",
+            ));
+        }
+        if let Some(bad) = cluster_nodes.iter().find(|n| !redis_url_parses(n)) {
+            let shown = bad.split('@').next_back().unwrap_or_default().to_owned();
+            return Err(invalid(
+                "[store] cluster_nodes",
+                format!("{shown:?} is not a redis:// URL"),
+            ));
+        }
         let key_prefix = s.key_prefix.unwrap_or_else(|| "wechat:".into());
         if key_prefix.bytes().any(|b| !b.is_ascii_graphic()) {
             return Err(invalid(
@@ -573,6 +602,7 @@ impl Config {
         Ok(Config {
             store: StoreConfig {
                 url: store_url,
+                cluster_nodes: cluster_nodes.into_iter().map(Secret::new).collect(),
                 key_prefix,
                 timeout: Duration::from_millis(store_timeout_ms),
             },

@@ -25,12 +25,61 @@ use crate::store::{StoreError, StoredTokens, TokenStore};
 /// outage costs each login one fast failure, not a connect timeout.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
+/// Where the connection comes from: one Redis, the master a set of
+/// Sentinels names, or a Redis Cluster.
+enum Source {
+    Single(redis::Client),
+    Sentinel {
+        sentinels: tokio::sync::Mutex<redis::sentinel::Sentinel>,
+        service: String,
+        db: i64,
+    },
+    Cluster(redis::cluster::ClusterClient),
+}
+
+#[derive(Clone)]
+enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Connection {
+    async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Connection::Single(c) => cmd.query_async(c).await,
+            Connection::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+}
+
+/// A `redis+sentinel://host:port[,host:port…]/service[/db]` URL: the
+/// Sentinels' URLs, the monitored master's name and the database.
+fn parse_sentinel_url(url: &str) -> Option<(Vec<String>, String, i64)> {
+    let rest = url.strip_prefix("redis+sentinel://")?;
+    let (hosts, path) = rest.split_once('/')?;
+    let (service, db) = match path.split_once('/') {
+        Some((s, db)) => (s, db.parse().ok()?),
+        None => (path, 0),
+    };
+    let sentinels: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    (!sentinels.is_empty() && !service.is_empty()).then(|| (sentinels, service.to_owned(), db))
+}
+
+/// Whether `url` is a `redis+sentinel://` URL this store can use.
+pub fn sentinel_url_parses(url: &str) -> bool {
+    parse_sentinel_url(url).is_some()
+}
+
 /// A Redis connection with the gate's key prefix and timeouts. It connects
 /// on first use and again after any failure; an outage is logged once when
 /// it starts and once when it ends, never per request.
 pub struct RedisStore {
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    source: Source,
+    connection: tokio::sync::Mutex<Option<Connection>>,
     prefix: String,
     timeout: Duration,
     down: AtomicBool,
@@ -53,13 +102,36 @@ impl RedisStore {
     /// Errors: [`StoreError`] when the URL can't be used (checked at config
     /// load already, so only for a hand-built config).
     pub fn from_config(config: &StoreConfig) -> Result<Option<RedisStore>, StoreError> {
-        let Some(url) = &config.url else {
-            return Ok(None);
+        let unusable = |what: &str| StoreError(format!("{what} is not usable"));
+        let source = if !config.cluster_nodes.is_empty() {
+            let nodes: Vec<&str> = config.cluster_nodes.iter().map(|n| n.expose()).collect();
+            Source::Cluster(
+                redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(config.timeout)
+                    .response_timeout(config.timeout)
+                    .build()
+                    .map_err(|_| unusable("[store] cluster_nodes"))?,
+            )
+        } else {
+            let Some(url) = &config.url else {
+                return Ok(None);
+            };
+            match parse_sentinel_url(url.expose()) {
+                Some((sentinels, service, db)) => Source::Sentinel {
+                    sentinels: tokio::sync::Mutex::new(
+                        redis::sentinel::Sentinel::build(sentinels)
+                            .map_err(|_| unusable("[store] url"))?,
+                    ),
+                    service,
+                    db,
+                },
+                None => Source::Single(
+                    redis::Client::open(url.expose()).map_err(|_| unusable("[store] url"))?,
+                ),
+            }
         };
-        let client = redis::Client::open(url.expose())
-            .map_err(|_| StoreError("[store] url is not a usable Redis URL".into()))?;
         Ok(Some(RedisStore {
-            client,
+            source,
             connection: tokio::sync::Mutex::new(None),
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
@@ -73,7 +145,44 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn connect(&self) -> redis::RedisResult<Connection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        match &self.source {
+            Source::Single(client) => Ok(Connection::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            )),
+            Source::Sentinel {
+                sentinels,
+                service,
+                db,
+            } => {
+                let master = sentinels
+                    .lock()
+                    .await
+                    .async_master_for(service, None)
+                    .await?;
+                let mut c = master
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                if *db != 0 {
+                    redis::cmd("SELECT")
+                        .arg(*db)
+                        .query_async::<()>(&mut c)
+                        .await?;
+                }
+                Ok(Connection::Single(c))
+            }
+            Source::Cluster(client) => {
+                Ok(Connection::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    async fn connection(&self) -> Result<Connection, StoreError> {
         let mut slot = self.connection.lock().await;
         if let Some(c) = &*slot {
             return Ok(c.clone());
@@ -83,14 +192,14 @@ impl RedisStore {
         if self.down.load(Ordering::Relaxed) && since_failure < RECONNECT_PAUSE.as_millis() as u64 {
             return Err(StoreError("Redis is unreachable".into()));
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
+        let connected = tokio::time::timeout(self.timeout * 4, self.connect())
             .await
-        {
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            });
+        match connected {
             Ok(c) => {
                 *slot = Some(c.clone());
                 Ok(c)
@@ -116,7 +225,14 @@ impl RedisStore {
 
     async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut c = self.connection().await?;
-        match cmd.query_async::<T>(&mut c).await {
+        let answer = tokio::time::timeout(self.timeout, c.query::<T>(cmd))
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            });
+        match answer {
             Ok(v) => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::warn!("Redis ([store] url) is reachable again");

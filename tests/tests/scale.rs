@@ -15,6 +15,16 @@ use wechat_e2e::{
 
 const APPID: &str = "wx1234567890abcdef";
 
+/// What the gateways' `[store]` points at.
+enum Backend {
+    /// One Redis (`url = "redis://…"`).
+    Single,
+    /// A three-master Redis Cluster (`cluster_nodes`).
+    Cluster,
+    /// The single Redis behind a Sentinel (`url = "redis+sentinel://…"`).
+    Sentinel,
+}
+
 /// One Redis, the emulator, the demo app and three gateways on loopback.
 /// Browsers see one origin (the first gateway's, as behind a load
 /// balancer); tests send each request to the instance they choose.
@@ -22,6 +32,8 @@ struct Cluster {
     dir: PathBuf,
     redis_port: u16,
     redis: Option<Proc>,
+    /// Redis Cluster nodes or a Sentinel, by [`Cluster::start_on`].
+    extra_redis: Vec<Proc>,
     emulator_url: String,
     gateways: Vec<(String, Proc)>,
     others: Vec<Proc>,
@@ -31,6 +43,10 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_on(Backend::Single).await
+    }
+
+    async fn start_on(backend: Backend) -> Cluster {
         let dir = std::env::temp_dir().join(format!("wechat-scale-{}", random(10)));
         std::fs::create_dir_all(&dir).unwrap();
         let (redis_port, emu_port, app_port) = (free_port(), free_port(), free_port());
@@ -61,6 +77,7 @@ impl Cluster {
             dir,
             redis_port,
             redis: None,
+            extra_redis: Vec::new(),
             emulator_url: format!("http://127.0.0.1:{emu_port}"),
             gateways: Vec::new(),
             others: vec![emulator, app],
@@ -68,13 +85,24 @@ impl Cluster {
             cookie_secret,
         };
         cluster.start_redis().await;
+        let store = match backend {
+            Backend::Single => format!("url = \"redis://127.0.0.1:{redis_port}/\""),
+            Backend::Cluster => {
+                let nodes = cluster.start_redis_cluster().await;
+                format!("cluster_nodes = [{nodes}]")
+            }
+            Backend::Sentinel => {
+                let sentinel = cluster.start_sentinel().await;
+                format!("url = \"redis+sentinel://127.0.0.1:{sentinel}/themaster/2\"")
+            }
+        };
         wait_ready(&format!("{}/_emulator/calls", cluster.emulator_url)).await;
         let origin = format!("http://127.0.0.1:{}", ports[0]);
         for (i, port) in ports.iter().enumerate() {
             let config = format!(
                 "[wechat]\nappid = \"{APPID}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\nmp_base = \"{emu}\"\n\
                  scope = \"snsapi_userinfo\"\ntimeout_ms = 2000\npush_token = \"{PUSH_TOKEN}\"\n\n[gateway]\ndesktop_login = \"scene_qr\"\n\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
-                 public_url = \"{origin}\"\n\n[store]\nurl = \"redis://127.0.0.1:{redis_port}/\"\nkey_prefix = \"test:\"\ntimeout_ms = 300\n",
+                 public_url = \"{origin}\"\n\n[store]\n{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n",
                 emu = cluster.emulator_url,
             );
             let path = cluster.dir.join(format!("gateway-{i}.toml"));
@@ -121,6 +149,102 @@ impl Cluster {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn redis_server(&self, label: &str, args: &[&str]) -> Proc {
+        Proc::start_program(&self.dir, label, &PathBuf::from("redis-server"), args, &[])
+    }
+
+    async fn wait_port(port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis on {port} did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Three Redis Cluster masters (`redis-cli --cluster create`); their
+    /// URLs as a TOML list.
+    async fn start_redis_cluster(&mut self) -> String {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        for port in &ports {
+            let p = port.to_string();
+            let conf = self.dir.join(format!("nodes-{port}.conf"));
+            let proc = self.redis_server(
+                &format!("redis-cluster-{port}"),
+                &[
+                    "--port",
+                    &p,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    conf.to_str().unwrap(),
+                    "--dir",
+                    self.dir.to_str().unwrap(),
+                ],
+            );
+            self.extra_redis.push(proc);
+            Self::wait_port(*port).await;
+        }
+        let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
+        args.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        let out = std::process::Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Until every node agrees the cluster is up.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in &ports {
+            loop {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the Redis Cluster did not come up"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        ports
+            .iter()
+            .map(|p| format!("\"redis://127.0.0.1:{p}/\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// A Sentinel monitoring the single Redis as `themaster`; its port.
+    async fn start_sentinel(&mut self) -> u16 {
+        let port = free_port();
+        let conf = self.dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor themaster 127.0.0.1 {} 1\n",
+                self.redis_port
+            ),
+        )
+        .unwrap();
+        let proc = self.redis_server("sentinel", &[conf.to_str().unwrap(), "--sentinel"]);
+        self.extra_redis.push(proc);
+        Self::wait_port(port).await;
+        port
     }
 
     fn stop_redis(&mut self) {
@@ -187,6 +311,7 @@ impl Drop for Cluster {
             self.gateways.clear();
             self.others.clear();
             self.redis = None;
+            self.extra_redis.clear();
             assert_no_secret_in_logs(&self.dir, &secrets);
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
@@ -543,4 +668,44 @@ async fn two_c_hosts_share_logins_and_logouts_through_redis() {
         "the other host refuses the logged-out session"
     );
     drop(hosts);
+}
+
+/// Round-robin logins and 100 duplicate callbacks on a store backend.
+async fn logins_and_duplicates_work_on(backend: Backend) {
+    let cluster = Arc::new(Cluster::start_on(backend).await);
+    for first in 0..3 {
+        cluster.login_round_robin(first).await;
+    }
+    let mut browser = Browser::new(WECHAT_UA);
+    browser.store_cookies = true;
+    let start = browser.get(&cluster.on(0, "/orders")).await;
+    let consent = browser.get(start.location()).await;
+    let callback = consent.location().to_owned();
+    let cookies = browser.cookie_header();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (cluster, callback, cookies) = (cluster.clone(), callback.clone(), cookies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut b = Browser::new(WECHAT_UA);
+            let answer = b
+                .get_with(&cluster.on(i, &callback), &[("Cookie", &cookies)])
+                .await;
+            (answer.status, answer.location().to_owned())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), (302, "/orders".to_owned()));
+    }
+    assert_eq!(cluster.calls("access_token").await, 4);
+    qr_login(&cluster, 1).await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_store_shares_logins_across_instances() {
+    logins_and_duplicates_work_on(Backend::Cluster).await;
+}
+
+#[tokio::test]
+async fn a_sentinel_named_store_shares_logins_across_instances() {
+    logins_and_duplicates_work_on(Backend::Sentinel).await;
 }
