@@ -1554,19 +1554,79 @@ impl Gate {
         let (refreshed, _) = self
             .refreshes
             .run(&session.sid, || async {
-                let answer = self.sns.refresh(&stored.refresh_token).await?;
-                let mut fresh = stored_tokens(&answer, now);
-                // WeChat's refresh keeps the refresh token's 30 days from the login.
-                fresh.refresh_expires_at = stored.refresh_expires_at;
-                if let Err(e) = self.store.put(&session.sid, fresh.clone()).await {
-                    tracing::warn!(error = %e, "could not store refreshed tokens");
+                match &self.shared {
+                    Some(shared) => {
+                        self.shared_refresh(shared, &session.sid, &stored, now)
+                            .await
+                    }
+                    None => self.refresh(&session.sid, &stored, now).await,
                 }
-                Ok(fresh)
             })
             .await;
         match refreshed {
             Ok(t) => Ok(t),
             Err(e) => Err(self.token_failure(session, &e).await),
+        }
+    }
+
+    async fn refresh(
+        &self,
+        sid: &str,
+        stored: &StoredTokens,
+        now: u64,
+    ) -> Result<StoredTokens, SnsError> {
+        let answer = self.sns.refresh(&stored.refresh_token).await?;
+        let mut fresh = stored_tokens(&answer, now);
+        // WeChat's refresh keeps the refresh token's 30 days from the login.
+        fresh.refresh_expires_at = stored.refresh_expires_at;
+        if let Err(e) = self.store.put(sid, fresh.clone()).await {
+            tracing::warn!(error = %e, "could not store refreshed tokens");
+        }
+        Ok(fresh)
+    }
+
+    /// A refresh under the session's lock in Redis, so two instances never
+    /// send the same refresh token: the one that takes the lock refreshes
+    /// (after reading the tokens again), the others wait and read its result.
+    async fn shared_refresh(
+        &self,
+        shared: &RedisStore,
+        sid: &str,
+        stored: &StoredTokens,
+        now: u64,
+    ) -> Result<StoredTokens, SnsError> {
+        let store_error = |e: crate::store::StoreError| SnsError::Store(e.0);
+        let lock = format!("refresh-lock:{sid}");
+        let attempts = self.config.wechat.retries + 1;
+        let lock_ttl = self.config.wechat.timeout * attempts + Duration::from_secs(1);
+        let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
+        let renewed = |t: &StoredTokens| t.access_token != stored.access_token;
+        loop {
+            if shared
+                .set_if_absent(&lock, "1", lock_ttl)
+                .await
+                .map_err(store_error)?
+            {
+                let current = self.store.get(sid, now).await.map_err(store_error)?;
+                let result = match current {
+                    Some(t) if renewed(&t) => Ok(t),
+                    Some(t) => self.refresh(sid, &t, now).await,
+                    None => self.refresh(sid, stored, now).await,
+                };
+                let _ = shared.delete(&lock).await;
+                return result;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(t) = self.store.get(sid, now).await.map_err(store_error)? {
+                if renewed(&t) {
+                    return Ok(t);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(SnsError::Store(
+                    "another instance's token refresh did not finish".into(),
+                ));
+            }
         }
     }
 

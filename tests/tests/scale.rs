@@ -709,3 +709,38 @@ async fn a_redis_cluster_store_shares_logins_across_instances() {
 async fn a_sentinel_named_store_shares_logins_across_instances() {
     logins_and_duplicates_work_on(Backend::Sentinel).await;
 }
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_session_on_three_instances_send_its_refresh_token_once() {
+    let cluster = Arc::new(Cluster::start().await);
+    // Access tokens always within the refresh margin, and a slow refresh, so
+    // every request below finds the token due while the first refresh runs.
+    cluster
+        .control("settings", json!({"token_ttl_secs": 60}))
+        .await;
+    let browser = cluster.login_round_robin(0).await;
+    cluster
+        .control(
+            "faults",
+            json!({"endpoint": "refresh_token", "delay_ms": 600}),
+        )
+        .await;
+    let cookie = browser.cookie_header();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (cluster, cookie) = (cluster.clone(), cookie.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut b = Browser::new(WECHAT_UA);
+            b.get_with(
+                &cluster.on(i, "/_wechat/userinfo?refresh=1"),
+                &[("Cookie", &cookie), ("Accept", "application/json")],
+            )
+            .await
+            .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(cluster.calls("refresh_token").await, 1);
+}
