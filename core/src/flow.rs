@@ -140,6 +140,9 @@ struct PendingLogin {
     state_cookie: String,
     /// Exchange with the Open Platform website app (a qrconnect login).
     open_app: bool,
+    /// Answer in JSON (`POST <prefix>/exchange`, a front end's own
+    /// redirect_uri) instead of redirecting.
+    json: bool,
 }
 
 /// What a code exchange produced; shared by every duplicate of its callback.
@@ -548,9 +551,23 @@ impl Gate {
         cookies: &GateCookies<'_>,
         now: u64,
     ) -> Reply {
+        let callback = self.config.gateway.callback_url();
+        self.start_login_to(return_to, scope, open_app, &callback, cookies, now)
+    }
+
+    /// [`Gate::start_login_with`] with WeChat sending the browser back to
+    /// `callback` (the gate's own, or a front end's page).
+    fn start_login_to(
+        &self,
+        return_to: &str,
+        scope: Scope,
+        open_app: bool,
+        callback: &str,
+        cookies: &GateCookies<'_>,
+        now: u64,
+    ) -> Reply {
         let wechat = &self.config.wechat;
         let state = new_state();
-        let callback = self.config.gateway.callback_url();
         let location = match (&wechat.open, open_app) {
             (Some(open), true) => {
                 qrconnect_url(wechat.open_base.as_str(), &open.appid, &callback, &state)
@@ -605,9 +622,36 @@ impl Gate {
         let read_only = matches!(req.method, "GET" | "HEAD");
         let reply = match route {
             "/callback" | "/login" | "/userinfo" | "/healthz" | "/qr/new" | "/qr/status"
+            | "/authorize-url"
                 if !read_only =>
             {
                 Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD".into())
+            }
+            "/exchange" if req.method != "POST" => Reply::json(
+                405,
+                &serde_json::json!({"error": "method_not_allowed", "hint": "POST {\"code\", \"state\"} as JSON"}),
+            )
+            .with_header("Allow", "POST".into()),
+            // Hosts that read the body call [`Gate::decide_exchange`].
+            "/exchange" => Reply::json(
+                400,
+                &serde_json::json!({"error": "body_required", "hint": "this host does not pass request bodies to the gate"}),
+            ),
+            "/authorize-url" => {
+                let rd = self.return_param(req.query).unwrap_or_else(|| "/".into());
+                let scope = query_param(req.query, "scope")
+                    .and_then(|s| Scope::parse(&s))
+                    .unwrap_or(self.config.wechat.scope);
+                // The front end's own page is the redirect_uri.
+                let redirect_uri = format!("{}{rd}", self.config.gateway.origin());
+                let started = self.start_login_to(&rd, scope, false, &redirect_uri, cookies, now);
+                let url = started.header("location").unwrap_or_default().to_owned();
+                let mut reply = Reply::json(200, &serde_json::json!({"url": url}))
+                    .with_header("Cache-Control", "no-store".into());
+                for cookie in started.header_values("set-cookie") {
+                    reply = reply.with_header("Set-Cookie", cookie);
+                }
+                reply
             }
             "/logout" if !matches!(req.method, "GET" | "HEAD" | "POST") => {
                 Reply::text(405, "method not allowed\n")
@@ -826,6 +870,7 @@ impl Gate {
             return_to,
             state_cookie: name,
             open_app,
+            json: false,
         })
     }
 
@@ -1066,6 +1111,67 @@ impl Gate {
                 None => Reply::json(200, &serde_json::json!({"status": "expired"}))
                     .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
             },
+        }
+    }
+
+    /// The front end's code hand-off (`POST <prefix>/exchange`, PROTOCOL.md
+    /// seed 003): a page that is itself the redirect_uri (from
+    /// `GET <prefix>/authorize-url?rd=`) posts `{"code": …, "state": …}`
+    /// (JSON, at most 4 KiB). The state is checked against this browser's
+    /// state cookie and the code exchanged once (the same single-flight as
+    /// the callback); the answer is a [`Decision::Call`] whose reply is the
+    /// identity JSON with the session cookie, or `{"error", "errcode",
+    /// "login_url"}`. A bad body, state or code is a 4xx JSON answer.
+    pub fn decide_exchange(&self, req: &RequestParts<'_>, body: &[u8]) -> Decision {
+        #[derive(serde::Deserialize)]
+        struct Handoff {
+            code: String,
+            state: String,
+        }
+        let now = now_unix();
+        let lang = Lang::choose(self.config.gateway.language, req.accept_language);
+        let cookies = GateCookies::parse(req.cookie);
+        let session = cookies
+            .session
+            .and_then(|v| open_session(&self.sealer, v, now))
+            .filter(|s| !self.idle_expired(s, now) && !self.revocations.is_revoked(&s.sid, now));
+        let login_url = self.login_url("/", self.config.wechat.scope, true);
+        let handoff = (body.len() <= 4096)
+            .then(|| serde_json::from_slice::<Handoff>(body).ok())
+            .flatten();
+        let Some(handoff) = handoff else {
+            return Decision::Reply(Reply::json(
+                400,
+                &serde_json::json!({"error": "bad_request", "hint": "POST {\"code\": …, \"state\": …} as JSON", "login_url": login_url}),
+            ));
+        };
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("code", &handoff.code)
+            .append_pair("state", &handoff.state)
+            .finish();
+        let known = session.as_ref().map(|s| s.identity.clone());
+        match self.check_callback(Some(&query), &cookies, session, now, lang) {
+            Ok(mut pending) => {
+                pending.json = true;
+                Decision::Call(Call {
+                    kind: CallKind::Login(pending),
+                    lang,
+                })
+            }
+            // A repeat of a hand-off that already logged this browser in.
+            Err(page) if page.status == 302 && known.is_some() => {
+                Decision::Reply(identity_json(&known.expect("checked"), None))
+            }
+            Err(page) => {
+                let mut reply = Reply::json(
+                    page.status.max(400),
+                    &serde_json::json!({"error": "invalid_state", "login_url": login_url}),
+                );
+                for cookie in page.header_values("set-cookie") {
+                    reply = reply.with_header("Set-Cookie", cookie);
+                }
+                Decision::Reply(reply)
+            }
         }
     }
 
@@ -1340,6 +1446,54 @@ impl Gate {
     }
 
     fn login_reply(
+        &self,
+        pending: &PendingLogin,
+        result: &Result<LoginOutcome, SnsError>,
+        now: u64,
+        lang: Lang,
+    ) -> Reply {
+        let reply = self.login_reply_page(pending, result, now, lang);
+        if !pending.json {
+            return reply;
+        }
+        // The front end's exchange: the same outcome as JSON.
+        let cookies: Vec<String> = reply.header_values("set-cookie");
+        let mut answer = match result {
+            Ok(LoginOutcome::User(packed)) => identity_json(&packed.unpack().identity, None),
+            _ => {
+                let errcode = result
+                    .as_ref()
+                    .err()
+                    .and_then(SnsError::errcode)
+                    .map(ErrCode::code);
+                let status = if reply.status == 302 {
+                    409
+                } else {
+                    reply.status
+                };
+                let error = match result {
+                    Ok(_) => "snapshot_user",
+                    Err(SnsError::Transport(_) | SnsError::Store(_)) => "wechat_unavailable",
+                    Err(_) => "login_failed",
+                };
+                Reply::json(
+                    status,
+                    &serde_json::json!({
+                        "error": error,
+                        "errcode": errcode,
+                        "login_url": self.login_url(&pending.return_to, self.config.wechat.scope, true),
+                    }),
+                )
+                .with_errcode(errcode)
+            }
+        };
+        for cookie in cookies {
+            answer = answer.with_header("Set-Cookie", cookie);
+        }
+        answer
+    }
+
+    fn login_reply_page(
         &self,
         pending: &PendingLogin,
         result: &Result<LoginOutcome, SnsError>,

@@ -85,12 +85,19 @@ It received the verified WeChat identity below on <code>{}</code>:</p><table>{ro
     .into_response()
 }
 
+/// `examples/spa/index.html`: a single-page app that is its own
+/// redirect_uri and hands the code to the gateway (`/_wechat/exchange`).
+async fn spa() -> Response {
+    axum::response::Html(include_str!("../../examples/spa/index.html")).into_response()
+}
+
 /// The demo application's routes.
 pub fn router() -> Router {
     Router::new()
         .route("/echo", get(echo).post(echo))
         .route("/echo/{*rest}", get(echo).post(echo))
         .route("/static/{*file}", get(public_asset))
+        .route("/spa/", get(spa))
         .fallback(page)
 }
 

@@ -92,6 +92,37 @@ impl WechatGate {
             write_reply(session, reply, false).await?;
             return Ok(true);
         }
+        if req.method == http::Method::POST && self.is_route(parts.path, "/exchange") {
+            // A front end hands over the code it got on its own page.
+            let (path, cookie) = (parts.path.to_owned(), parts.cookie.map(str::to_owned));
+            let language = parts.accept_language.map(str::to_owned);
+            let decision = match read_body(session, 4096).await {
+                Some(body) => {
+                    let parts = RequestParts {
+                        method: "POST",
+                        path: &path,
+                        query: None,
+                        cookie: cookie.as_deref(),
+                        user_agent: None,
+                        accept: Some("application/json"),
+                        x_requested_with: None,
+                        accept_language: language.as_deref(),
+                    };
+                    self.gate.decide_exchange(&parts, &body)
+                }
+                None => wechat_oauth::Decision::Reply(Reply::json(
+                    413,
+                    &serde_json::json!({"error": "body_too_large"}),
+                )),
+            };
+            let reply = match decision {
+                Decision::Call(call) => self.gate.complete(call).await,
+                Decision::Reply(reply) => reply,
+                Decision::Pass(_) => Reply::text(500, "unexpected\n"),
+            };
+            write_reply(session, reply, false).await?;
+            return Ok(true);
+        }
         if self.is_auth_route(parts.path) {
             // nginx auth_request: decide for the original request it names.
             let uri = header("x-original-uri").unwrap_or("/");
@@ -119,7 +150,11 @@ impl WechatGate {
     }
 
     fn is_auth_route(&self, path: &str) -> bool {
-        path.strip_prefix(self.gate.config().gateway.prefix.as_str()) == Some("/auth")
+        self.is_route(path, "/auth")
+    }
+
+    fn is_route(&self, path: &str, route: &str) -> bool {
+        path.strip_prefix(self.gate.config().gateway.prefix.as_str()) == Some(route)
     }
 
     /// Prepares a passing request for the upstream: removes every

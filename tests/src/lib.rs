@@ -378,12 +378,15 @@ impl Browser {
 
     /// POST JSON to `url`.
     pub async fn post_json(&mut self, url: &str, body: &serde_json::Value) -> Answer {
-        let req = self
+        let mut req = self
             .client
             .post(url)
             .header("User-Agent", &self.user_agent)
             .header("Content-Type", "application/json")
             .body(body.to_string());
+        if !self.cookies.is_empty() {
+            req = req.header("Cookie", self.cookie_header());
+        }
         self.record(url.to_owned(), req.send().await.expect("request"))
             .await
     }
@@ -594,7 +597,7 @@ listen = "127.0.0.1:{port}"
 upstream = "{app}"
 public_url = "{gateway}"
 prefix = "/_wechat"
-public_paths = ["/static/", "/echo/public"]
+public_paths = ["/static/", "/echo/public", "/spa/"]
 {gateway_extra}
 "#,
             appid = self.appid,
@@ -1125,4 +1128,50 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Headless Chromium driven over WebDriver (chromedriver on a free port,
+/// plain HTTP on loopback), with `user_agent` and a fresh profile. Keep the
+/// returned process: chromedriver is killed when it is dropped.
+pub async fn chromium(user_agent: &str) -> (Proc, fantoccini::Client) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("wechat-chrome-{}", random(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let driver = Proc::start_program(
+        &dir,
+        "chromedriver",
+        Path::new("chromedriver"),
+        &[&format!("--port={port}")],
+        &[],
+    );
+    let profile = dir.join("profile");
+    let caps: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_value(serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=900,760",
+                    format!("--user-data-dir={}", profile.display()),
+                    format!("--user-agent={user_agent}"),
+                ]
+            }
+        }))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match fantoccini::ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("chromedriver (apt-get install chromium chromium-driver): {e}"),
+        }
+    }
 }

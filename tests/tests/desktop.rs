@@ -383,60 +383,11 @@ async fn qrconnect_logs_in_with_the_website_apps_credentials() {
     assert_eq!(stack.calls("access_token").await, 1);
 }
 
-/// Runs chromedriver on a free port; killed on drop.
-fn chromedriver() -> (wechat_e2e::Proc, u16) {
-    let port = wechat_e2e::free_port();
-    let dir = std::env::temp_dir().join(format!("wechat-chrome-{}", wechat_e2e::random(8)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let proc = wechat_e2e::Proc::start_program(
-        &dir,
-        "chromedriver",
-        std::path::Path::new("chromedriver"),
-        &[&format!("--port={port}")],
-        &[],
-    );
-    (proc, port)
-}
-
 #[tokio::test]
 async fn headless_chromium_logs_in_by_scanning_the_qr_code() {
     let stack = Stack::start_desktop("scene_qr").await;
     let user = stack.emulator("user").await;
-    let (_driver, port) = chromedriver();
-    let profile =
-        std::env::temp_dir().join(format!("wechat-chrome-profile-{}", wechat_e2e::random(8)));
-    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=900,760",
-                format!("--user-data-dir={}", profile.display()),
-                format!("--user-agent={DESKTOP_UA}"),
-            ]
-        }
-    }))
-    .unwrap();
-    let mut client = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.is_none() {
-        // WebDriver on loopback: plain HTTP.
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match fantoccini::ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(c) => client = Some(c),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("chromedriver (apt-get install chromium chromium-driver): {e}"),
-        }
-    }
-    let client = client.unwrap();
+    let (_driver, client) = wechat_e2e::chromium(DESKTOP_UA).await;
 
     client.goto(&stack.url("/")).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -495,5 +446,4 @@ async fn headless_chromium_logs_in_by_scanning_the_qr_code() {
         shots.display()
     );
     client.close().await.unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
 }

@@ -106,7 +106,7 @@ listen = "{listen}"
 upstream = "{app}"
 public_url = "http://{listen}"
 cookie_secret = "{cookie_secret}"
-public_paths = ["/static/"]
+public_paths = ["/static/", "/spa/"]
 desktop_login = "scene_qr"
 "#
     );
