@@ -174,6 +174,12 @@ pub struct GatewayConfig {
     pub desktop_login: DesktopLogin,
     /// `push_path`: where WeChat pushes events (default `<prefix>/events`).
     pub push_path: String,
+    /// `metrics_listen`: where the gateway serves Prometheus metrics
+    /// (`GET /metrics`), e.g. `127.0.0.1:9102`; none by default.
+    pub metrics_listen: Option<String>,
+    /// `log_openid`: `plain` (default) or `hash`: log lines show each
+    /// openid as `sha1:` + 16 hex digits of its SHA-1.
+    pub log_openid_hashed: bool,
 }
 
 /// The language of the gate's pages (`[gateway] language`).
@@ -268,6 +274,8 @@ struct RawGateway {
     language: Option<String>,
     desktop_login: Option<String>,
     push_path: Option<String>,
+    metrics_listen: Option<String>,
+    log_openid: Option<String>,
 }
 
 impl Config {
@@ -281,6 +289,79 @@ impl Config {
             reason: e.to_string(),
         })?;
         Self::from_toml(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Every problem of a configuration, one [`ConfigError`] each (empty
+    /// when it loads): each problem found is set aside (its key given a
+    /// valid value, or removed when it has a default) and the check runs
+    /// again, so one bad key does not hide the next. `env` as for
+    /// [`Config::from_toml`]; a bad environment override is reported and
+    /// then ignored.
+    pub fn check(text: &str, env: impl Fn(&str) -> Option<String>) -> Vec<ConfigError> {
+        let mut doc: toml::Table = match text.parse() {
+            Ok(doc) => doc,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                return vec![ConfigError::Syntax {
+                    line: e
+                        .span()
+                        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                        .unwrap_or(1),
+                    message: e.message().trim().to_owned(),
+                }];
+            }
+        };
+        let mut ignored_env: Vec<&'static str> = Vec::new();
+        let mut problems: Vec<ConfigError> = Vec::new();
+        for _ in 0..64 {
+            let rendered = toml::to_string(&doc).expect("a parsed table renders");
+            let err = match Config::from_toml(&rendered, |k| {
+                if ignored_env.contains(&k) {
+                    None
+                } else {
+                    env(k)
+                }
+            }) {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            let repaired = match &err {
+                ConfigError::Invalid { key, .. } => {
+                    if let Some(var) = env_override_of(key).filter(|v| env(v).is_some()) {
+                        ignored_env.push(var);
+                    }
+                    repair_key(&mut doc, key)
+                }
+                ConfigError::Syntax { line, .. } => {
+                    match key_at_line(&rendered, *line) {
+                        Some((table, key)) => {
+                            let removed = remove_key(&mut doc, &table, &key);
+                            problems.push(ConfigError::Syntax {
+                                line: line_of_key(text, &table, &key).unwrap_or(1),
+                                message: match &err {
+                                    ConfigError::Syntax { message, .. } => message.clone(),
+                                    _ => unreachable!(),
+                                },
+                            });
+                            if removed {
+                                continue;
+                            }
+                            break;
+                        }
+                        None => false,
+                    }
+                }
+                ConfigError::Read { .. } => false,
+            };
+            let repeated = problems.iter().any(|p| p.to_string() == err.to_string());
+            if !repeated {
+                problems.push(err);
+            }
+            if !repaired || repeated {
+                break;
+            }
+        }
+        problems
     }
 
     /// Parses and validates TOML text; `env` looks up environment overrides
@@ -542,6 +623,11 @@ impl Config {
             ));
         }
 
+        let log_openid_hashed = match g.log_openid.as_deref() {
+            None | Some("plain") => false,
+            Some("hash") => true,
+            Some(_) => return Err(invalid("[gateway] log_openid", "\"plain\" or \"hash\"")),
+        };
         let s = raw.store;
         let store_url = env("WECHAT_STORE_URL").or(s.url);
         let store_url = match store_url.as_deref() {
@@ -634,9 +720,133 @@ impl Config {
                 language,
                 desktop_login,
                 push_path,
+                metrics_listen: g.metrics_listen,
+                log_openid_hashed,
             },
         })
     }
+}
+
+/// The environment variable that overrides a key, if any.
+fn env_override_of(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "[wechat] appid" => "WECHAT_APPID",
+        "[wechat] secret" => "WECHAT_APP_SECRET",
+        "[wechat] push_token" => "WECHAT_PUSH_TOKEN",
+        "[wechat] encoding_aes_key" => "WECHAT_ENCODING_AES_KEY",
+        "[wechat.open] appid" => "WECHAT_OPEN_APPID",
+        "[wechat.open] secret" => "WECHAT_OPEN_SECRET",
+        "[gateway] cookie_secret" | "[gateway] cookie_secrets" => "WECHAT_COOKIE_SECRET",
+        "[store] url" => "WECHAT_STORE_URL",
+        _ => return None,
+    })
+}
+
+/// Sets a problem key aside for [`Config::check`]: a valid stand-in for a
+/// required key, else removed (its default applies). `false` when nothing
+/// could be changed.
+fn repair_key(doc: &mut toml::Table, key: &str) -> bool {
+    use toml::Value;
+    let Some((table, name)) = key
+        .strip_prefix('[')
+        .and_then(|k| k.split_once("] "))
+    else {
+        return false;
+    };
+    let path: Vec<&str> = table.split('.').collect();
+    let stand_in = |v: &str| Value::String(v.to_owned());
+    let set = |doc: &mut toml::Table, path: &[&str], name: &str, value: Value| {
+        let mut t = doc;
+        for part in path {
+            let slot = t
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Table(toml::Table::new()));
+            if !slot.is_table() {
+                *slot = Value::Table(toml::Table::new());
+            }
+            t = slot.as_table_mut().expect("made a table");
+        }
+        t.insert(name.to_owned(), value);
+    };
+    let secret = "c".repeat(MIN_COOKIE_SECRET_BYTES);
+    match (table, name) {
+        ("wechat", "appid") => set(doc, &path, name, stand_in("wx0000000000000000")),
+        ("wechat", "secret") => {
+            remove_key(doc, "wechat", "secret_file");
+            set(doc, &["wechat"], "secret", stand_in("stand-in-secret"));
+        }
+        ("wechat", "push_token") => set(doc, &path, name, stand_in("standintoken")),
+        ("wechat", "encoding_aes_key") => set(doc, &path, name, stand_in(&"a".repeat(43))),
+        ("wechat.open", _) => {
+            remove_key(doc, "wechat.open", "secret_file");
+            set(doc, &["wechat", "open"], "appid", stand_in("wx0000000000000001"));
+            set(doc, &["wechat", "open"], "secret", stand_in("stand-in-secret"));
+        }
+        ("gateway", "public_url") => set(doc, &path, name, stand_in("https://example.invalid")),
+        ("gateway", "cookie_secret" | "cookie_secrets") => {
+            remove_key(doc, "gateway", "cookie_secret_file");
+            remove_key(doc, "gateway", "cookie_secrets");
+            set(doc, &["gateway"], "cookie_secret", stand_in(&secret));
+        }
+        _ => return remove_key(doc, table, name),
+    }
+    true
+}
+
+/// Removes `key` from `[table]` (dotted for nested tables); whether it was there.
+fn remove_key(doc: &mut toml::Table, table: &str, key: &str) -> bool {
+    let mut t = doc;
+    if !table.is_empty() {
+        for part in table.split('.') {
+            t = match t.get_mut(part) {
+                Some(toml::Value::Table(inner)) => inner,
+                _ => return false,
+            };
+        }
+    }
+    t.remove(key).is_some()
+}
+
+/// The `(table, key)` defined at 1-based `line` of rendered TOML.
+fn key_at_line(text: &str, line: usize) -> Option<(String, String)> {
+    let mut table = String::new();
+    for (n, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if let Some(h) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            table = h.trim().to_owned();
+            if n + 1 == line {
+                // An unknown table: its name, at the top level.
+                let (parent, name) = table.rsplit_once('.').unwrap_or(("", &table));
+                return Some((parent.to_owned(), name.to_owned()));
+            }
+            continue;
+        }
+        if n + 1 == line {
+            let key = l.split('=').next()?.trim().trim_matches('"').to_owned();
+            return (!key.is_empty()).then_some((table, key));
+        }
+    }
+    None
+}
+
+/// The 1-based line of the original text where `[table] key` is set.
+fn line_of_key(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (n, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if let Some(h) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.trim().to_owned();
+            let full = if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") };
+            if current == full {
+                return Some(n + 1);
+            }
+            continue;
+        }
+        if current == table && l.split('=').next().map(str::trim) == Some(key) {
+            return Some(n + 1);
+        }
+    }
+    None
 }
 
 fn redis_url_parses(url: &str) -> bool {
@@ -726,6 +936,69 @@ fn validate_host_port(value: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_reports_every_problem_of_a_broken_config_each_naming_its_key() {
+        let broken = r#"
+[wechat]
+scope = "snsapi_everything"
+timeout_ms = 0
+open_base = "ftp://open.example"
+
+[gateway]
+public_url = "not a url"
+cookie_secret = "short"
+prefix = "no-slash"
+language = "fr"
+desktop_login = "maybe"
+listn = "0.0.0.0:80"
+
+[store]
+url = "mysql://db"
+timeout_ms = 0
+"#;
+        let problems: Vec<String> = Config::check(broken, |_| None)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for key in [
+            "[wechat] appid",
+            "[wechat] secret",
+            "[wechat] scope",
+            "[wechat] timeout_ms",
+            "[wechat] open_base",
+            "[gateway] public_url",
+            "[gateway] cookie_secret",
+            "[gateway] prefix",
+            "[gateway] language",
+            "[gateway] desktop_login",
+            "[store] url",
+            "[store] timeout_ms",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(key)),
+                "{key} not reported:\n{}",
+                problems.join("\n")
+            );
+        }
+        assert!(
+            problems.iter().any(|p| p.contains("line 13") && p.contains("listn")),
+            "the unknown key, at its line:\n{}",
+            problems.join("\n")
+        );
+        assert_eq!(problems.len(), 13, "{}", problems.join("\n"));
+        // A good config has none; a bad environment override is reported.
+        let good = "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\n[gateway]\npublic_url = \"https://a.example\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n";
+        assert!(Config::check(good, |_| None).is_empty());
+        let env = |k: &str| (k == "WECHAT_COOKIE_SECRET").then(|| "short".to_owned());
+        let problems = Config::check(good, env);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].to_string().contains("[gateway] cookie_secret"));
+        // Malformed TOML: one line, where it is.
+        let problems = Config::check("[wechat\nappid = 1", |_| None);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].to_string().starts_with("config line 1"));
+    }
 
     const GOOD: &str = r#"
 [wechat]

@@ -200,14 +200,15 @@ pub struct Gate {
     /// The Open Platform website app's client (`[wechat.open]`), for qrconnect.
     open_sns: Option<SnsClient>,
     basic_token: BasicToken,
-    scenes: Scenes,
+    // The state below is kept across a reload ([`Gate::reload`]).
+    scenes: Arc<Scenes>,
     store: Arc<dyn TokenStore>,
-    logins: SingleFlight<LoginResult>,
-    used_states: UsedStates,
-    refreshes: SingleFlight<Result<StoredTokens, SnsError>>,
+    logins: Arc<SingleFlight<LoginResult>>,
+    used_states: Arc<UsedStates>,
+    refreshes: Arc<SingleFlight<Result<StoredTokens, SnsError>>>,
     /// Redis, when `[store] url` names one: shared by every instance.
     shared: Option<Arc<RedisStore>>,
-    revocations: Revocations,
+    revocations: Arc<Revocations>,
     /// The highest logout time (ms) read from the shared store.
     revocations_seen_ms: std::sync::atomic::AtomicU64,
 }
@@ -284,13 +285,16 @@ impl Gate {
             basic_token: BasicToken::new(sns.clone()),
             sns,
             open_sns,
-            scenes: Scenes::default(),
+            scenes: Arc::default(),
             store,
-            logins: SingleFlight::new(Duration::from_secs(CODE_OUTCOME_SECS), 100_000),
-            used_states: UsedStates::default(),
-            refreshes: SingleFlight::new(Duration::from_secs(5), 100_000),
+            logins: Arc::new(SingleFlight::new(
+                Duration::from_secs(CODE_OUTCOME_SECS),
+                100_000,
+            )),
+            used_states: Arc::default(),
+            refreshes: Arc::new(SingleFlight::new(Duration::from_secs(5), 100_000)),
             shared: None,
-            revocations: Revocations::default(),
+            revocations: Arc::default(),
             revocations_seen_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -336,13 +340,19 @@ impl Gate {
         GateCookies::parse(Some(cookie_header))
             .session
             .and_then(|v| open_session(&self.sealer, v, now))
-            .filter(|s| !self.idle_expired(s, now))
+            .filter(|s| !self.idle_expired(s, now) && !self.revocations.is_revoked(&s.sid, now))
             .map(|s| s.identity)
     }
 
     /// Decides what to do with a request, now. No IO.
     pub fn decide(&self, req: &RequestParts<'_>) -> Decision {
-        self.decide_at(req, now_unix())
+        let decision = self.decide_at(req, now_unix());
+        match &decision {
+            Decision::Pass(_) => crate::metrics::REQUESTS.with_label_values(&["pass"]).inc(),
+            Decision::Reply(reply) => crate::metrics::count_reply(reply.status),
+            Decision::Call(_) => {}
+        }
+        decision
     }
 
     /// [`Gate::decide`] at a given time (unix seconds).
@@ -568,6 +578,7 @@ impl Gate {
     ) -> Reply {
         let wechat = &self.config.wechat;
         let state = new_state();
+        crate::metrics::LOGINS_STARTED.inc();
         let location = match (&wechat.open, open_app) {
             (Some(open), true) => {
                 qrconnect_url(wechat.open_base.as_str(), &open.appid, &callback, &state)
@@ -681,7 +692,7 @@ impl Gate {
                     .unwrap_or_else(|| self.config.gateway.logout_redirect.clone());
                 match session {
                     Some(s) => {
-                        tracing::info!(openid = %s.identity.openid, "logout");
+                        tracing::info!(openid = %self.log_id(&s.identity.openid), "logout");
                         self.revocations.revoke(&s.sid, s.expires_at, now);
                         let kind = CallKind::Logout {
                             sid: s.sid,
@@ -898,6 +909,64 @@ impl Gate {
         )
     }
 
+    fn log_login(&self, result: &Result<LoginOutcome, SnsError>, elapsed: Duration) {
+        log_login(result, elapsed, self.config.gateway.log_openid_hashed);
+    }
+
+    /// An openid as log lines show it (hashed with `log_openid = "hash"`).
+    fn log_id<'a>(&self, openid: &'a str) -> std::borrow::Cow<'a, str> {
+        log_id(openid, self.config.gateway.log_openid_hashed)
+    }
+
+    /// A gate for a changed configuration (e.g. new cookie keys) that keeps
+    /// this one's state: sessions' tokens (when `[store]` is unchanged),
+    /// logouts, codes in flight and their outcomes, states used, QR scenes.
+    /// Sessions sealed under a key the new configuration still lists stay
+    /// valid.
+    ///
+    /// Errors: as [`Gate::new`].
+    pub fn reload(&self, config: Config) -> Result<Gate, GateError> {
+        let same_store = config.store.url.as_ref().map(|s| s.expose())
+            == self.config.store.url.as_ref().map(|s| s.expose())
+            && config.store.cluster_nodes.iter().map(|s| s.expose()).eq(self
+                .config
+                .store
+                .cluster_nodes
+                .iter()
+                .map(|s| s.expose()))
+            && config.store.key_prefix == self.config.store.key_prefix;
+        let mut gate = if same_store {
+            let mut gate = Self::with_store(config, self.store.clone())?;
+            if let Some(shared) = &self.shared {
+                gate.basic_token = BasicToken::shared(gate.sns.clone(), shared.clone());
+                gate.shared = Some(shared.clone());
+            }
+            gate
+        } else {
+            Gate::new(config)?
+        };
+        gate.scenes = self.scenes.clone();
+        gate.logins = self.logins.clone();
+        gate.used_states = self.used_states.clone();
+        gate.refreshes = self.refreshes.clone();
+        gate.revocations = self.revocations.clone();
+        gate.revocations_seen_ms = std::sync::atomic::AtomicU64::new(
+            self.revocations_seen_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        Ok(gate)
+    }
+
+    /// Whether the shared store answers (`PING`); `Ok` without one.
+    ///
+    /// Errors: [`crate::store::StoreError`] when Redis can't be reached.
+    pub async fn store_ready(&self) -> Result<(), crate::store::StoreError> {
+        match &self.shared {
+            Some(shared) => shared.ping().await,
+            None => Ok(()),
+        }
+    }
+
     /// Whether this gate shares its state with other instances (`[store]
     /// url` names Redis); then the host runs [`Gate::sync_revocations`]
     /// about every 500 ms.
@@ -946,6 +1015,12 @@ impl Gate {
 
     /// Performs a [`Call`]'s IO (WeChat, the token store) and answers.
     pub async fn complete(&self, call: Call) -> Reply {
+        let reply = self.complete_uncounted(call).await;
+        crate::metrics::count_reply(reply.status);
+        reply
+    }
+
+    async fn complete_uncounted(&self, call: Call) -> Reply {
         let lang = call.lang;
         match call.kind {
             CallKind::Login(pending) => self.complete_login(pending, lang).await,
@@ -989,6 +1064,7 @@ impl Gate {
                     ticket.expire_seconds
                 };
                 self.scenes.create(&scene, now + expires_in, now);
+                crate::metrics::QR_SCENES.with_label_values(&["created"]).inc();
                 if let Some(shared) = &self.shared {
                     let key = format!("scene:{scene}");
                     let ttl = Duration::from_secs(expires_in);
@@ -1082,11 +1158,16 @@ impl Gate {
             }
         };
         let now = now_unix();
+        match &claimed {
+            Some(Some(_)) => crate::metrics::QR_SCENES.with_label_values(&["confirmed"]).inc(),
+            Some(None) => crate::metrics::QR_SCENES.with_label_values(&["expired"]).inc(),
+            None => {}
+        }
         match claimed {
             None => Reply::json(200, &serde_json::json!({"status": "pending"})),
             Some(claimed) => match claimed {
                 Some(openid) => {
-                    tracing::info!(openid = %openid, "login completed by scene QR scan");
+                    tracing::info!(outcome = "completed", openid = %self.log_id(&openid), "login completed by scene QR scan");
                     let session = Session {
                         identity: Identity {
                             openid,
@@ -1250,7 +1331,7 @@ impl Gate {
             tracing::debug!("a push WeChat retried; already handled");
         } else if let Some(scene) = event.scanned_scene() {
             if self.scenes.scanned(scene, &event.from_user, now) {
-                tracing::info!(openid = %event.from_user, "login scene scanned");
+                tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
             } else {
                 tracing::info!("a scan of an unknown or used scene; ignored");
             }
@@ -1276,7 +1357,7 @@ impl Gate {
         let key = format!("scene:{scene}");
         match shared.eval(SCAN_SCRIPT, &key, &event.from_user).await {
             Ok(Some(v)) if v == "1" => {
-                tracing::info!(openid = %event.from_user, "login scene scanned");
+                tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
                 Ok(())
             }
             Ok(_) => {
@@ -1303,6 +1384,7 @@ impl Gate {
                 }
                 Err(e) => {
                     let failed = Err(SnsError::Store(e.0));
+                    self.log_login(&failed, started.elapsed());
                     return self.login_reply(&pending, &failed, now_unix(), lang);
                 }
             }
@@ -1311,10 +1393,16 @@ impl Gate {
             .logins
             .run(pending.code.expose(), || async {
                 let result = match &self.shared {
-                    Some(shared) => self.shared_exchange(shared, &pending, started).await,
+                    Some(shared) => {
+                        let result = self.shared_exchange(shared, &pending, started).await;
+                        if matches!(result, Err(SnsError::Store(_))) {
+                            self.log_login(&result, started.elapsed());
+                        }
+                        result
+                    }
                     None => {
                         let result = self.exchange(&pending).await;
-                        log_login(&result, started.elapsed());
+                        self.log_login(&result, started.elapsed());
                         result
                     }
                 };
@@ -1322,6 +1410,7 @@ impl Gate {
             })
             .await;
         if !ran {
+            crate::metrics::EXCHANGE_JOINS.inc();
             tracing::debug!("duplicate callback answered from its code's first exchange");
         }
         self.login_reply(&pending, &result, now_unix(), lang)
@@ -1359,7 +1448,7 @@ impl Gate {
                     return decode_outcome(&shared_outcome);
                 }
                 let result = self.exchange(pending).await;
-                log_login(&result, started.elapsed());
+                self.log_login(&result, started.elapsed());
                 if let Some(encoded) = encode_outcome(&result) {
                     if let Err(e) = shared
                         .set(
@@ -1822,7 +1911,7 @@ impl Gate {
     }
 
     async fn end_session(&self, session: &Session, why: &str) -> Reply {
-        tracing::info!(openid = %session.identity.openid, reason = why, "session ended; a new login is needed");
+        tracing::info!(openid = %self.log_id(&session.identity.openid), reason = why, "session ended; a new login is needed");
         if let Err(e) = self.store.remove(&session.sid).await {
             tracing::warn!(error = %e, "could not delete the session's tokens");
         }
@@ -1907,28 +1996,52 @@ fn decode_outcome(encoded: &str) -> Result<LoginOutcome, SnsError> {
     }
 }
 
-/// One log line per exchange: who logged in, or why not (never the code).
-fn log_login(result: &Result<LoginOutcome, SnsError>, elapsed: Duration) {
+/// One log line per exchange: the outcome, who logged in (the openid, or
+/// its hash with `[gateway] log_openid = "hash"`), WeChat's errcode and the
+/// latency; never the code or a token. A store outage is logged once by the
+/// store, so its failed logins log at debug.
+fn log_login(result: &Result<LoginOutcome, SnsError>, elapsed: Duration, hash_openid: bool) {
     let elapsed_ms = elapsed.as_millis() as u64;
+    match result {
+        Ok(LoginOutcome::User(_)) => crate::metrics::LOGINS_COMPLETED.inc(),
+        Ok(LoginOutcome::SnapshotRefused) => crate::metrics::LOGINS_FAILED
+            .with_label_values(&["snapshot"])
+            .inc(),
+        Err(e) => {
+            let errcode = match e {
+                SnsError::WeChat { code, .. } => code.code().to_string(),
+                SnsError::Transport(_) => "transport".into(),
+                SnsError::Store(_) => "store".into(),
+                SnsError::Malformed(_) => "malformed".into(),
+            };
+            crate::metrics::LOGINS_FAILED
+                .with_label_values(&[errcode.as_str()])
+                .inc();
+        }
+    }
     match result {
         Ok(LoginOutcome::User(packed)) => {
             let identity = packed.unpack().identity;
             tracing::info!(
-                openid = %identity.openid,
+                outcome = "completed",
+                openid = %log_id(&identity.openid, hash_openid),
                 scope = %identity.scope,
                 elapsed_ms,
                 "login completed"
             )
         }
         Ok(LoginOutcome::SnapshotRefused) => {
-            tracing::info!(elapsed_ms, "login refused: snapshot user")
+            tracing::info!(outcome = "refused", elapsed_ms, "login refused: snapshot user")
+        }
+        Err(e @ SnsError::Store(_)) => {
+            tracing::debug!(outcome = "failed", error = %e, elapsed_ms, "login failed")
         }
         Err(e) => {
             let errmsg = match e {
                 SnsError::WeChat { errmsg, .. } => errmsg.as_str(),
                 _ => "",
             };
-            tracing::warn!(errcode = e.errcode().map(ErrCode::code), errmsg, error = %e, elapsed_ms, "login failed");
+            tracing::warn!(outcome = "failed", errcode = e.errcode().map(ErrCode::code), errmsg, error = %e, elapsed_ms, "login failed");
             let fix = match e.errcode() {
                 Some(ErrCode::InvalidAppid) => Some("check [wechat] appid"),
                 Some(ErrCode::InvalidAppSecret) => {
@@ -1947,6 +2060,16 @@ fn log_login(result: &Result<LoginOutcome, SnsError>, elapsed: Duration) {
                 );
             }
         }
+    }
+}
+
+/// `openid`, or with `hash` the first 16 hex digits of its SHA-1 (the same
+/// user gives the same value in every line, the openid itself appears in none).
+fn log_id(openid: &str, hash: bool) -> std::borrow::Cow<'_, str> {
+    if hash {
+        std::borrow::Cow::Owned(format!("sha1:{}", &key_hash(openid)[..16]))
+    } else {
+        std::borrow::Cow::Borrowed(openid)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod errcode;
 pub mod flow;
 pub mod pages;
 pub mod push;
+pub mod metrics;
 pub mod qr;
 pub mod revocation;
 pub mod seal;

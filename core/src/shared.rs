@@ -190,6 +190,7 @@ impl RedisStore {
         let since_failure = (self.started.elapsed().as_millis() as u64)
             .saturating_sub(self.failed_at_ms.load(Ordering::Relaxed));
         if self.down.load(Ordering::Relaxed) && since_failure < RECONNECT_PAUSE.as_millis() as u64 {
+            crate::metrics::STORE_ERRORS.inc();
             return Err(StoreError("Redis is unreachable".into()));
         }
         let connected = tokio::time::timeout(self.timeout * 4, self.connect())
@@ -213,6 +214,7 @@ impl RedisStore {
     }
 
     fn failed(&self, e: &redis::RedisError) -> StoreError {
+        crate::metrics::STORE_ERRORS.inc();
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 kind = ?e.kind(),
@@ -354,6 +356,13 @@ impl RedisStore {
                 .arg(format!("({before}")),
         )
         .await
+    }
+
+    /// Checks that Redis answers.
+    ///
+    /// Errors: [`StoreError`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
     }
 
     /// Deletes `key`.

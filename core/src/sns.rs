@@ -388,8 +388,9 @@ impl SnsClient {
     ///
     /// Errors: [`SnsError`]; `-1` and transport failures are retried first.
     pub async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenResponse, SnsError> {
+        const ENDPOINT: &str = "sns/oauth2/access_token";
         let url = access_token_url(&self.api_base, &self.appid, &self.secret, code);
-        self.with_retries(|| async { parse_token_response(&self.get(url.clone()).await?) })
+        self.with_retries(ENDPOINT, || async { parse_token_response(&self.get(url.clone()).await?) })
             .await
     }
 
@@ -397,8 +398,9 @@ impl SnsClient {
     ///
     /// Errors: [`SnsError`]; 48001 when the token's scope is `snsapi_base`.
     pub async fn userinfo(&self, token: &AccessToken, openid: &str) -> Result<UserInfo, SnsError> {
+        const ENDPOINT: &str = "sns/userinfo";
         let url = userinfo_url(&self.api_base, token, openid, "zh_CN");
-        self.with_retries(|| async { parse_userinfo(&self.get(url.clone()).await?) })
+        self.with_retries(ENDPOINT, || async { parse_userinfo(&self.get(url.clone()).await?) })
             .await
     }
 
@@ -406,8 +408,9 @@ impl SnsClient {
     ///
     /// Errors: [`SnsError`]; 40030/42002 when the refresh token is invalid or expired.
     pub async fn refresh(&self, refresh: &RefreshToken) -> Result<TokenResponse, SnsError> {
+        const ENDPOINT: &str = "sns/oauth2/refresh_token";
         let url = refresh_token_url(&self.api_base, &self.appid, refresh);
-        self.with_retries(|| async { parse_token_response(&self.get(url.clone()).await?) })
+        self.with_retries(ENDPOINT, || async { parse_token_response(&self.get(url.clone()).await?) })
             .await
     }
 
@@ -415,8 +418,9 @@ impl SnsClient {
     ///
     /// Errors: [`SnsError`]; 40003/40001/42001 when they no longer match.
     pub async fn auth(&self, token: &AccessToken, openid: &str) -> Result<(), SnsError> {
+        const ENDPOINT: &str = "sns/auth";
         let url = auth_url(&self.api_base, token, openid);
-        self.with_retries(|| async { parse_auth(&self.get(url.clone()).await?) })
+        self.with_retries(ENDPOINT, || async { parse_auth(&self.get(url.clone()).await?) })
             .await
     }
 
@@ -424,12 +428,13 @@ impl SnsClient {
     ///
     /// Errors: [`SnsError`].
     pub async fn basic_token(&self) -> Result<(AccessToken, u64), SnsError> {
+        const ENDPOINT: &str = "cgi-bin/token";
         let mut url = api_url(&self.api_base, "cgi-bin/token");
         url.query_pairs_mut()
             .append_pair("grant_type", "client_credential")
             .append_pair("appid", &self.appid)
             .append_pair("secret", self.secret.expose());
-        self.with_retries(|| async { parse_basic_token(&self.get(url.clone()).await?) })
+        self.with_retries(ENDPOINT, || async { parse_basic_token(&self.get(url.clone()).await?) })
             .await
     }
 
@@ -442,6 +447,7 @@ impl SnsClient {
         scene: &str,
         expire_seconds: u64,
     ) -> Result<QrTicket, SnsError> {
+        const ENDPOINT: &str = "cgi-bin/qrcode/create";
         let mut url = api_url(&self.api_base, "cgi-bin/qrcode/create");
         url.query_pairs_mut()
             .append_pair("access_token", token.expose());
@@ -451,22 +457,39 @@ impl SnsClient {
             "action_info": {"scene": {"scene_str": scene}},
         })
         .to_string();
-        self.with_retries(|| async {
+        self.with_retries(ENDPOINT, || async {
             let request = self.http.post(url.clone()).body(body.clone());
             parse_qr_ticket(&self.send(request).await?)
         })
         .await
     }
 
-    async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, SnsError>
+    /// Runs `call` with bounded retries, counting each attempt (by
+    /// `endpoint` and errcode), its latency and the retries.
+    async fn with_retries<T, F, Fut>(&self, endpoint: &'static str, mut call: F) -> Result<T, SnsError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, SnsError>>,
     {
         let mut attempt = 0;
         loop {
-            match call().await {
+            let started = std::time::Instant::now();
+            let result = call().await;
+            crate::metrics::WECHAT_SECONDS
+                .with_label_values(&[endpoint])
+                .observe(started.elapsed().as_secs_f64());
+            let errcode = match &result {
+                Ok(_) => "0".to_owned(),
+                Err(SnsError::WeChat { code, .. }) => code.code().to_string(),
+                Err(SnsError::Transport(_)) => "transport".to_owned(),
+                Err(_) => "malformed".to_owned(),
+            };
+            crate::metrics::WECHAT_CALLS
+                .with_label_values(&[endpoint, errcode.as_str()])
+                .inc();
+            match result {
                 Err(e) if e.is_retryable() && attempt < self.retries => {
+                    crate::metrics::WECHAT_RETRIES.with_label_values(&[endpoint]).inc();
                     let base = 100u64 << attempt.min(5);
                     let jitter = rand::random_range(0..=base / 2);
                     tracing::debug!(attempt, error = %e, "retrying WeChat API call");

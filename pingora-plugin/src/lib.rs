@@ -30,9 +30,10 @@ pub mod demo_app;
 pub mod logging;
 
 /// The gate component: the `wechat-oauth` flow wired to Pingora's phases.
+/// Clones share one gate, which [`WechatGate::replace`] swaps (a reload).
 #[derive(Clone)]
 pub struct WechatGate {
-    gate: Arc<Gate>,
+    gate: Arc<std::sync::RwLock<Arc<Gate>>>,
 }
 
 /// Per-request state of the gate, kept in the proxy's `CTX`.
@@ -51,12 +52,23 @@ impl GateCtx {
 impl WechatGate {
     /// A gate for a [`Gate`] built from the configuration.
     pub fn new(gate: Arc<Gate>) -> Self {
-        WechatGate { gate }
+        WechatGate {
+            gate: Arc::new(std::sync::RwLock::new(gate)),
+        }
     }
 
-    /// The core gate.
-    pub fn gate(&self) -> &Gate {
-        &self.gate
+    /// The current core gate.
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new core gate (a reloaded configuration); requests under
+    /// way finish with the one they started with.
+    pub fn replace(&self, gate: Gate) {
+        *self.gate.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(gate);
     }
 
     /// Runs the gate on a request. `Ok(true)`: the gate answered (a redirect,
@@ -69,6 +81,7 @@ impl WechatGate {
         session: &mut Session,
         ctx: &mut GateCtx,
     ) -> pingora::Result<bool> {
+        let gate = self.gate();
         let req = session.req_header();
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
         let cookie = joined_cookie_header(req);
@@ -83,16 +96,16 @@ impl WechatGate {
             accept_language: header("accept-language"),
         };
         let head = req.method == http::Method::HEAD;
-        if req.method == http::Method::POST && parts.path == self.gate.config().gateway.push_path {
+        if req.method == http::Method::POST && parts.path == gate.config().gateway.push_path {
             let query = parts.query.map(str::to_owned);
             let reply = match read_body(session, wechat_oauth::push::MAX_PUSH_BYTES).await {
-                Some(body) => self.gate.handle_push(query.as_deref(), &body).await,
+                Some(body) => gate.handle_push(query.as_deref(), &body).await,
                 None => Reply::text(413, "push body too large\n"),
             };
             write_reply(session, reply, false).await?;
             return Ok(true);
         }
-        if req.method == http::Method::POST && self.is_route(parts.path, "/exchange") {
+        if req.method == http::Method::POST && is_route(&gate, parts.path, "/exchange") {
             // A front end hands over the code it got on its own page.
             let (path, cookie) = (parts.path.to_owned(), parts.cookie.map(str::to_owned));
             let language = parts.accept_language.map(str::to_owned);
@@ -108,7 +121,7 @@ impl WechatGate {
                         x_requested_with: None,
                         accept_language: language.as_deref(),
                     };
-                    self.gate.decide_exchange(&parts, &body)
+                    gate.decide_exchange(&parts, &body)
                 }
                 None => wechat_oauth::Decision::Reply(Reply::json(
                     413,
@@ -116,14 +129,19 @@ impl WechatGate {
                 )),
             };
             let reply = match decision {
-                Decision::Call(call) => self.gate.complete(call).await,
+                Decision::Call(call) => gate.complete(call).await,
                 Decision::Reply(reply) => reply,
                 Decision::Pass(_) => Reply::text(500, "unexpected\n"),
             };
             write_reply(session, reply, false).await?;
             return Ok(true);
         }
-        if self.is_auth_route(parts.path) {
+        if is_route(&gate, parts.path, "/ready") {
+            let reply = self.ready().await;
+            write_reply(session, reply, head).await?;
+            return Ok(true);
+        }
+        if is_route(&gate, parts.path, "/auth") {
             // nginx auth_request: decide for the original request it names.
             let uri = header("x-original-uri").unwrap_or("/");
             let (path, query) = match uri.split_once('?') {
@@ -133,28 +151,47 @@ impl WechatGate {
             parts.method = header("x-original-method").unwrap_or("GET");
             parts.path = path;
             parts.query = query;
-            let reply = self.gate.decide_auth(&parts);
+            let reply = gate.decide_auth(&parts);
             write_reply(session, reply, head).await?;
             return Ok(true);
         }
-        let reply = match self.gate.decide(&parts) {
+        let reply = match gate.decide(&parts) {
             Decision::Pass(pass) => {
                 ctx.pass = Some(pass);
                 return Ok(false);
             }
             Decision::Reply(reply) => reply,
-            Decision::Call(call) => self.gate.complete(call).await,
+            Decision::Call(call) => gate.complete(call).await,
         };
         write_reply(session, reply, head).await?;
         Ok(true)
     }
 
-    fn is_auth_route(&self, path: &str) -> bool {
-        self.is_route(path, "/auth")
-    }
-
-    fn is_route(&self, path: &str, route: &str) -> bool {
-        path.strip_prefix(self.gate.config().gateway.prefix.as_str()) == Some(route)
+    /// `<prefix>/ready`: 200 when the configuration is loaded, the shared
+    /// store answers and the upstream accepts a connection (1 s each);
+    /// else 503 naming what is not ready. (`<prefix>/healthz`: the process
+    /// is alive.)
+    async fn ready(&self) -> Reply {
+        let gate = self.gate();
+        let limit = std::time::Duration::from_secs(1);
+        let store = matches!(
+            tokio::time::timeout(limit, gate.store_ready()).await,
+            Ok(Ok(()))
+        );
+        let upstream = match &gate.config().gateway.upstream {
+            Some(addr) => matches!(
+                tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr.as_str())).await,
+                Ok(Ok(_))
+            ),
+            None => true,
+        };
+        let status = if store && upstream { 200 } else { 503 };
+        let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+        Reply::json(
+            status,
+            &serde_json::json!({"ready": status == 200, "config": "ok", "store": word(store), "upstream": word(upstream)}),
+        )
+        .with_header("Cache-Control", "no-store".into())
     }
 
     /// Prepares a passing request for the upstream: removes every
@@ -216,6 +253,11 @@ impl WechatGate {
         }
         Ok(())
     }
+}
+
+/// Whether `path` is the gate's route `route` (e.g. `/auth`) under its prefix.
+fn is_route(gate: &Gate, path: &str, route: &str) -> bool {
+    path.strip_prefix(gate.config().gateway.prefix.as_str()) == Some(route)
 }
 
 /// All `Cookie` headers of a request as one value (HTTP/2 may split them).
@@ -351,6 +393,25 @@ pub enum StartError {
 ///
 /// Errors: [`StartError`] for a missing upstream or an unusable config.
 pub fn build_server(config: Config) -> Result<Server, StartError> {
+    build_server_inner(config, None)
+}
+
+/// [`build_server`] for the configuration file at `path`, reloaded on
+/// SIGHUP: cookie keys, `[wechat]`, `[gateway]` routes and paths, and
+/// `[store]` change without dropping connections or sessions (`listen`,
+/// `upstream` and `metrics_listen` need a restart). A reload that fails
+/// keeps the running configuration and logs why.
+///
+/// Errors: [`StartError`].
+pub fn build_server_from_file(path: &std::path::Path) -> Result<Server, StartError> {
+    let config = Config::load(path)?;
+    build_server_inner(config, Some(path.to_owned()))
+}
+
+fn build_server_inner(
+    config: Config,
+    reload_from: Option<std::path::PathBuf>,
+) -> Result<Server, StartError> {
     let upstream_text = config
         .gateway
         .upstream
@@ -362,9 +423,10 @@ pub fn build_server(config: Config) -> Result<Server, StartError> {
         .and_then(|mut a| a.next())
         .ok_or_else(|| StartError::Upstream(format!("cannot resolve {upstream_text:?}")))?;
     let listen = config.gateway.listen.clone();
+    let metrics_listen = config.gateway.metrics_listen.clone();
     let core_gate = Arc::new(Gate::new(config)?);
     let shared = core_gate.is_shared();
-    let gate = WechatGate::new(core_gate.clone());
+    let gate = WechatGate::new(core_gate);
 
     let mut conf = ServerConf::new().expect("Pingora's default configuration");
     conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -372,28 +434,102 @@ pub fn build_server(config: Config) -> Result<Server, StartError> {
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service(
         &server.configuration,
-        GatewayProxy::new(gate, upstream),
+        GatewayProxy::new(gate.clone(), upstream),
     );
     service.add_tcp(&listen);
     server.add_service(service);
+    if let Some(addr) = &metrics_listen {
+        let mut metrics = pingora::services::listening::Service::new(
+            "wechat metrics".to_owned(),
+            MetricsApp,
+        );
+        metrics.add_tcp(addr);
+        server.add_service(metrics);
+    }
     if shared {
         server.add_service(background_service(
             "wechat shared-state sync",
-            SharedStateSync(core_gate),
+            SharedStateSync(gate.clone()),
+        ));
+    }
+    if let Some(path) = reload_from {
+        server.add_service(background_service(
+            "wechat reload on SIGHUP",
+            ReloadOnHangup { gate, path },
         ));
     }
     Ok(server)
 }
 
+/// Reloads the configuration file on SIGHUP (see [`build_server_from_file`]).
+struct ReloadOnHangup {
+    gate: WechatGate,
+    path: std::path::PathBuf,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reloading is off");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {}
+                _ = shutdown.changed() => return,
+            }
+            let reloaded = Config::load(&self.path)
+                .map_err(|e| e.to_string())
+                .and_then(|config| self.gate.gate().reload(config).map_err(|e| e.to_string()));
+            match reloaded {
+                Ok(gate) => {
+                    self.gate.replace(gate);
+                    tracing::info!(config = %self.path.display(), "configuration reloaded");
+                }
+                Err(e) => tracing::error!(
+                    config = %self.path.display(),
+                    "reload failed, the running configuration stays: {e}"
+                ),
+            }
+        }
+    }
+}
+
+/// Serves the process's metrics (Prometheus text format) on
+/// `[gateway] metrics_listen`, at `/metrics` (any other path: 404).
+struct MetricsApp;
+
+#[async_trait]
+impl pingora::apps::http_app::ServeHttp for MetricsApp {
+    async fn response(
+        &self,
+        session: &mut pingora::protocols::http::ServerSession,
+    ) -> http::Response<Vec<u8>> {
+        let (status, body) = if session.req_header().uri.path() == "/metrics" {
+            (200, wechat_oauth::metrics::render().into_bytes())
+        } else {
+            (404, b"metrics are at /metrics\n".to_vec())
+        };
+        http::Response::builder()
+            .status(status)
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            .header("Content-Length", body.len())
+            .body(body)
+            .expect("a valid response")
+    }
+}
+
 /// Reads the logouts of the other instances every 500 ms (`[store]` shared).
-struct SharedStateSync(Arc<Gate>);
+struct SharedStateSync(WechatGate);
 
 #[async_trait]
 impl BackgroundService for SharedStateSync {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
             // Failures are logged once per outage by the store.
-            let _ = self.0.sync_revocations().await;
+            let _ = self.0.gate().sync_revocations().await;
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                 _ = shutdown.changed() => return,

@@ -20,15 +20,28 @@ pub const ALWAYS: [&str; 8] = [
     "pingora_pool=info",
 ];
 
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`
+    /// (with `message`), for log collectors.
+    Json,
+}
+
 /// Installs the global subscriber (also capturing Pingora's `log` records).
-pub fn init() {
+pub fn init(format: Format) {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     for directive in ALWAYS {
         filter = filter.add_directive(directive.parse().expect("static directive"));
     }
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        Format::Json => builder.json().with_current_span(false).try_init(),
+    };
 }

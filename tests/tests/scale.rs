@@ -36,6 +36,8 @@ struct Cluster {
     extra_redis: Vec<Proc>,
     emulator_url: String,
     gateways: Vec<(String, Proc)>,
+    /// Each gateway's metrics URL.
+    metrics: Vec<String>,
     others: Vec<Proc>,
     app_secret: String,
     cookie_secret: String,
@@ -80,6 +82,7 @@ impl Cluster {
             extra_redis: Vec::new(),
             emulator_url: format!("http://127.0.0.1:{emu_port}"),
             gateways: Vec::new(),
+            metrics: Vec::new(),
             others: vec![emulator, app],
             app_secret,
             cookie_secret,
@@ -105,6 +108,14 @@ impl Cluster {
                  public_url = \"{origin}\"\n\n[store]\n{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n",
                 emu = cluster.emulator_url,
             );
+            let metrics_port = free_port();
+            let config = config.replace(
+                "\n\n[store]",
+                &format!("\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n[store]"),
+            );
+            cluster
+                .metrics
+                .push(format!("http://127.0.0.1:{metrics_port}/metrics"));
             let path = cluster.dir.join(format!("gateway-{i}.toml"));
             std::fs::write(&path, config).unwrap();
             let gateway = Proc::start(
@@ -426,8 +437,28 @@ async fn with_redis_down_users_keep_passing_logins_get_503_and_recover_by_themse
             started.elapsed()
         );
     }
+    // Each instance says it is not ready, and counted the store's failures.
+    for i in 0..3 {
+        let ready = Browser::new(WECHAT_UA).get(&cluster.on(i, "/_wechat/ready")).await;
+        assert_eq!(ready.status, 503, "{}", ready.body);
+        assert_eq!(ready.json()["store"], "unreachable");
+    }
+    let mut store_errors = 0.0;
+    for url in &cluster.metrics {
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        store_errors += text
+            .lines()
+            .find_map(|l| l.strip_prefix("wechat_gateway_store_errors_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    assert!(store_errors >= 6.0, "store errors counted: {store_errors}");
     cluster.start_redis().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        Browser::new(WECHAT_UA).get(&cluster.on(0, "/_wechat/ready")).await.status,
+        200
+    );
     for first in 0..3 {
         cluster.login_round_robin(first).await;
     }
@@ -435,7 +466,7 @@ async fn with_redis_down_users_keep_passing_logins_get_503_and_recover_by_themse
     for (i, (_, gateway)) in cluster.gateways.iter().enumerate() {
         let log = gateway.log_text();
         assert_eq!(
-            log.matches("is unreachable").count(),
+            log.matches("Redis ([store] url) is unreachable").count(),
             1,
             "instance {i}:\n{log}"
         );

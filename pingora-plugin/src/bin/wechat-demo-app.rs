@@ -15,7 +15,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    wechat_oauth_pingora::logging::init();
+    wechat_oauth_pingora::logging::init(wechat_oauth_pingora::logging::Format::Text);
     let args = Args::parse();
     match wechat_oauth_pingora::demo_app::spawn(args.listen).await {
         Ok((addr, _task)) => {

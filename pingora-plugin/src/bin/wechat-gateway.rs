@@ -15,9 +15,16 @@ use wechat_oauth::Config;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The TOML configuration (README.md lists every key).
-    #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+    /// The TOML configuration (README.md lists every key); SIGHUP reloads it.
+    #[arg(long, required_unless_present_any = ["demo", "check_config"], conflicts_with = "demo")]
     config: Option<PathBuf>,
+    /// Check a configuration file: every problem on its own line naming the
+    /// key; exit 0 when it is valid, 1 when not.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["demo", "config"])]
+    check_config: Option<PathBuf>,
+    /// Log lines as text or JSON (one object per line).
+    #[arg(long, value_enum, default_value = "text", env = "WECHAT_LOG_FORMAT")]
+    log_format: wechat_oauth_pingora::logging::Format,
     /// Run the demo: gateway + local WeChat emulator + demo app on loopback.
     #[arg(long)]
     demo: bool,
@@ -32,14 +39,48 @@ fn fail(message: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
-    wechat_oauth_pingora::logging::init();
     let args = Args::parse();
-    let config = match &args.config {
-        Some(path) => Config::load(path).unwrap_or_else(|e| fail(e)),
-        None => demo_config(args.listen),
-    };
-    let server = wechat_oauth_pingora::build_server(config).unwrap_or_else(|e| fail(e));
+    if let Some(path) = &args.check_config {
+        std::process::exit(check_config(path));
+    }
+    wechat_oauth_pingora::logging::init(args.log_format);
+    let server = match &args.config {
+        Some(path) => wechat_oauth_pingora::build_server_from_file(path),
+        None => wechat_oauth_pingora::build_server(demo_config(args.listen)),
+    }
+    .unwrap_or_else(|e| fail(e));
     server.run_forever();
+}
+
+/// `--check-config FILE`: each problem on its own line; the exit code.
+fn check_config(path: &std::path::Path) -> i32 {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("wechat-gateway: cannot read {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let mut problems: Vec<String> = Config::check(&text, |name| std::env::var(name).ok())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if problems.is_empty() {
+        if let Ok(config) = Config::from_toml(&text, |name| std::env::var(name).ok()) {
+            if config.gateway.upstream.is_none() {
+                problems.push("config [gateway] upstream: missing (host:port of the application)".into());
+            }
+        }
+    }
+    for p in &problems {
+        eprintln!("wechat-gateway: {p}");
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        0
+    } else {
+        1
+    }
 }
 
 /// Starts the emulator and the demo app on their own runtime thread and

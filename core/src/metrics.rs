@@ -1,0 +1,140 @@
+//! The gate's Prometheus metrics (`wechat_gateway_*`), in the process's
+//! default registry: every host of the gate counts the same events. The
+//! gateway serves them on `[gateway] metrics_listen`; [`render`] gives the
+//! text format to any other host.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, HistogramVec,
+    IntCounter, IntCounterVec,
+};
+
+/// Requests by what the gate did: `pass`, `redirect` (a login or a return),
+/// `unauthorized` (401 JSON), `route` (the gate's own 2xx answers),
+/// `client_error` (other 4xx pages), `server_error` (5xx pages).
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_requests_total",
+        "Requests by the gate's outcome",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// Logins sent to WeChat's authorize page (or handed an authorize URL).
+pub static LOGINS_STARTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "wechat_gateway_logins_started_total",
+        "Logins sent to WeChat's authorize page"
+    )
+    .expect("metric registers once")
+});
+
+/// Code exchanges that ended in a session.
+pub static LOGINS_COMPLETED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "wechat_gateway_logins_completed_total",
+        "Code exchanges that ended in a session"
+    )
+    .expect("metric registers once")
+});
+
+/// Code exchanges that failed, by WeChat's errcode (`transport`, `store`,
+/// `malformed` or `snapshot` when there is none).
+pub static LOGINS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_logins_failed_total",
+        "Code exchanges that failed, by errcode",
+        &["errcode"]
+    )
+    .expect("metric registers once")
+});
+
+/// WeChat API calls (each attempt) by endpoint and errcode (`0` for a
+/// success, `transport` or `malformed` when WeChat gave none).
+pub static WECHAT_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_wechat_api_calls_total",
+        "WeChat API calls by endpoint and errcode",
+        &["endpoint", "errcode"]
+    )
+    .expect("metric registers once")
+});
+
+/// WeChat API call latency (each attempt), seconds, by endpoint.
+pub static WECHAT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "wechat_gateway_wechat_api_duration_seconds",
+        "WeChat API call latency by endpoint",
+        &["endpoint"],
+        vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});
+
+/// Retries of WeChat API calls (errcode -1, connection failures), by endpoint.
+pub static WECHAT_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_wechat_api_retries_total",
+        "Retries of WeChat API calls by endpoint",
+        &["endpoint"]
+    )
+    .expect("metric registers once")
+});
+
+/// Callbacks answered by joining another's exchange of the same code.
+pub static EXCHANGE_JOINS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "wechat_gateway_code_exchange_joins_total",
+        "Callbacks that joined the exchange of their code instead of sending it again"
+    )
+    .expect("metric registers once")
+});
+
+/// Scene QR codes by what became of them: `created`, `confirmed`, `expired`.
+pub static QR_SCENES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_qr_scenes_total",
+        "Scene QR codes by status",
+        &["status"]
+    )
+    .expect("metric registers once")
+});
+
+/// Failed commands of the shared store (Redis).
+pub static STORE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "wechat_gateway_store_errors_total",
+        "Failed commands of the shared store (Redis)"
+    )
+    .expect("metric registers once")
+});
+
+/// Counts a request the gate answered itself, by its status.
+pub fn count_reply(status: u16) {
+    let outcome = match status {
+        301..=303 | 307 | 308 => "redirect",
+        401 => "unauthorized",
+        200..=299 => "route",
+        400..=499 => "client_error",
+        _ => "server_error",
+    };
+    REQUESTS.with_label_values(&[outcome]).inc();
+}
+
+/// Every metric of the process, in Prometheus' text format (version 0.0.4).
+pub fn render() -> String {
+    use prometheus::Encoder;
+    // Registered on first use: make every family appear from the start.
+    for family in [&*LOGINS_STARTED, &*LOGINS_COMPLETED, &*EXCHANGE_JOINS, &*STORE_ERRORS] {
+        let _ = family.get();
+    }
+    let _ = (&*REQUESTS, &*LOGINS_FAILED, &*WECHAT_CALLS, &*WECHAT_SECONDS);
+    let _ = (&*WECHAT_RETRIES, &*QR_SCENES);
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&prometheus::gather(), &mut out)
+        .expect("text encoding never fails");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}

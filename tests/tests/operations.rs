@@ -1,0 +1,346 @@
+//! Operations: Prometheus metrics scraped over HTTP move with the events
+//! that should move them; `ready` fails when the upstream is down.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use wechat_e2e::{free_port, Browser, Stack, DESKTOP_UA, WECHAT_UA};
+
+/// Every sample of a scrape, keyed by its series (`name{labels}`).
+async fn scrape(url: &str) -> HashMap<String, f64> {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+struct Metrics {
+    url: String,
+    before: HashMap<String, f64>,
+}
+
+impl Metrics {
+    async fn start(url: String) -> Metrics {
+        let before = scrape(&url).await;
+        Metrics { url, before }
+    }
+
+    /// How much each series moved since the last look.
+    async fn delta(&mut self) -> HashMap<String, f64> {
+        let now = scrape(&self.url).await;
+        let moved = now
+            .iter()
+            .map(|(k, v)| (k.clone(), v - self.before.get(k).copied().unwrap_or(0.0)))
+            .filter(|(_, d)| *d != 0.0)
+            .collect();
+        self.before = now;
+        moved
+    }
+}
+
+fn moved(delta: &HashMap<String, f64>, series: &str) -> f64 {
+    delta.get(series).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
+    let port = free_port();
+    let stack = Stack::start_with(
+        "retries = 1",
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    )
+    .await;
+    let mut m = Metrics::start(format!("http://127.0.0.1:{port}/metrics")).await;
+    assert_eq!(
+        reqwest::get(format!("http://127.0.0.1:{port}/nope")).await.unwrap().status(),
+        404
+    );
+
+    // A login: the redirect, the exchange, the profile, the first page.
+    let mut browser = Browser::new(WECHAT_UA);
+    browser.store_cookies = true;
+    let first = browser.get(&stack.url("/echo")).await;
+    let consent = browser.get(first.location()).await;
+    let callback = consent.location().to_owned();
+    let kept = browser.cookies.clone();
+    browser.get(&callback).await;
+    browser.get(&stack.url("/echo")).await;
+    let d = m.delta().await;
+    assert_eq!(moved(&d, "wechat_gateway_logins_started_total"), 1.0, "{d:?}");
+    assert_eq!(moved(&d, "wechat_gateway_logins_completed_total"), 1.0, "{d:?}");
+    assert_eq!(moved(&d, r#"wechat_gateway_requests_total{outcome="redirect"}"#), 2.0, "{d:?}");
+    assert_eq!(moved(&d, r#"wechat_gateway_requests_total{outcome="pass"}"#), 1.0, "{d:?}");
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="0"}"#),
+        1.0,
+        "{d:?}"
+    );
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/userinfo",errcode="0"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_wechat_api_duration_seconds_count{endpoint="sns/oauth2/access_token"}"#),
+        1.0
+    );
+
+    // WeChat's duplicate callback joins the first exchange.
+    let mut duplicate = Browser::new(WECHAT_UA);
+    duplicate.cookies = kept;
+    duplicate.get(&callback).await;
+    let d = m.delta().await;
+    assert_eq!(moved(&d, "wechat_gateway_code_exchange_joins_total"), 1.0, "{d:?}");
+
+    // An API call without a session: a 401.
+    Browser::new(WECHAT_UA)
+        .get_with(&stack.url("/echo"), &[("X-Requested-With", "XMLHttpRequest")])
+        .await;
+    let d = m.delta().await;
+    assert_eq!(moved(&d, r#"wechat_gateway_requests_total{outcome="unauthorized"}"#), 1.0, "{d:?}");
+
+    // A busy WeChat, retried, then a refused code: a failed login by errcode.
+    stack
+        .control("faults", json!({"endpoint": "access_token", "errcode": -1}))
+        .await;
+    stack
+        .control("faults", json!({"endpoint": "access_token", "errcode": 40029, "count": 1}))
+        .await;
+    let mut failing = Browser::new(WECHAT_UA);
+    let back = stack.wechat_login(&mut failing, "/echo").await;
+    assert_eq!(back.status, 400, "{}", back.body);
+    let d = m.delta().await;
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_wechat_api_retries_total{endpoint="sns/oauth2/access_token"}"#),
+        1.0,
+        "{d:?}"
+    );
+    assert_eq!(moved(&d, r#"wechat_gateway_logins_failed_total{errcode="40029"}"#), 1.0, "{d:?}");
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="-1"}"#),
+        1.0
+    );
+    assert_eq!(moved(&d, r#"wechat_gateway_requests_total{outcome="client_error"}"#), 1.0, "{d:?}");
+}
+
+#[tokio::test]
+async fn qr_scene_metrics_count_created_confirmed_and_expired() {
+    let mut stack = Stack::start_desktop("scene_qr").await;
+    let port = free_port();
+    let cookie_secret = stack.cookie_secret.clone();
+    let wechat_extra = format!(
+        "push_token = \"{}\"\nencoding_aes_key = \"{}\"\n\n[wechat.open]\nappid = \"{}\"\nsecret = \"unused-open-secret\"\n",
+        wechat_e2e::PUSH_TOKEN,
+        wechat_e2e::ENCODING_AES_KEY,
+        wechat_e2e::OPEN_APPID,
+    );
+    stack
+        .start_gateway(
+            &wechat_extra,
+            &format!("desktop_login = \"scene_qr\"\nmetrics_listen = \"127.0.0.1:{port}\""),
+            &cookie_secret,
+        )
+        .await;
+    let mut m = Metrics::start(format!("http://127.0.0.1:{port}/metrics")).await;
+    let mut browser = Browser::new(DESKTOP_UA);
+    let created = browser
+        .get_with(&stack.url("/_wechat/qr/new"), &[("Accept", "application/json")])
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let q = created.json();
+    let scanned = reqwest::Client::new()
+        .post(format!("{}/_emulator/scan", stack.emulator_url))
+        .header("Content-Type", "application/json")
+        .body(json!({"ticket": q["ticket"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(scanned.status().is_success());
+    let scene = q["scene"].as_str().unwrap();
+    let status_url = stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0"));
+    assert_eq!(browser.get(&status_url).await.json()["status"], "confirmed");
+    let d = m.delta().await;
+    assert_eq!(moved(&d, r#"wechat_gateway_qr_scenes_total{status="created"}"#), 1.0, "{d:?}");
+    assert_eq!(moved(&d, r#"wechat_gateway_qr_scenes_total{status="confirmed"}"#), 1.0, "{d:?}");
+    assert_eq!(moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/token",errcode="0"}"#), 1.0);
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/qrcode/create",errcode="0"}"#),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn ready_fails_while_the_upstream_is_down_and_healthz_does_not() {
+    let mut stack = Stack::start().await;
+    let ready = Browser::new(WECHAT_UA).get(&stack.url("/_wechat/ready")).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json()["ready"], true);
+    // The application (the upstream) stops.
+    stack.procs[1] = wechat_e2e::Proc::start_program(
+        &stack.dir,
+        "sleeper",
+        std::path::Path::new("sleep"),
+        &["60"],
+        &[],
+    );
+    let down = Browser::new(WECHAT_UA).get(&stack.url("/_wechat/ready")).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert_eq!(down.json()["upstream"], "unreachable");
+    assert_eq!(down.json()["store"], "ok");
+    let alive = Browser::new(WECHAT_UA).get(&stack.url("/_wechat/healthz")).await;
+    assert_eq!(alive.status, 200);
+}
+
+/// A login through the stack; the session cookie (`name=value`).
+async fn login(stack: &Stack) -> String {
+    let mut browser = Browser::new(WECHAT_UA);
+    let back = stack.wechat_login(&mut browser, "/echo").await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    format!("wechat_session={}", browser.cookies["wechat_session"])
+}
+
+async fn passes(stack: &Stack, cookie: &str) -> bool {
+    Browser::new(WECHAT_UA)
+        .get_with(
+            &stack.url("/echo"),
+            &[("Cookie", cookie), ("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await
+        .status
+        == 200
+}
+
+fn opens_with(secret: &str, cookie: &str) -> bool {
+    let sealer =
+        wechat_oauth::seal::Sealer::new(&wechat_oauth::secret::Secret::new(secret)).unwrap();
+    sealer
+        .open("wechat_session", cookie.split_once('=').unwrap().1)
+        .is_some()
+}
+
+#[tokio::test]
+async fn sighup_reloads_cookie_keys_without_ending_sessions_or_the_process() {
+    let old = format!("old-cookie-key-{}", wechat_e2e::random(32));
+    let new = format!("new-cookie-key-{}", wechat_e2e::random(32));
+    let mut stack = Stack::start().await;
+    stack
+        .start_gateway("", &format!("cookie_secrets = [\"{old}\"]"), "")
+        .await;
+    let pid = stack.gateway_pid();
+    let before = login(&stack).await;
+    assert!(opens_with(&old, &before));
+
+    let config = std::fs::read_to_string(&stack.gateway_config).unwrap();
+    let rotated = config.replace(
+        &format!("cookie_secrets = [\"{old}\"]"),
+        &format!("cookie_secrets = [\"{new}\", \"{old}\"]"),
+    );
+    assert_ne!(config, rotated);
+    std::fs::write(&stack.gateway_config, rotated).unwrap();
+    stack.procs.last().unwrap().signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stack.gateway_log().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", stack.gateway_log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stack.gateway_pid(), pid, "the same process");
+    assert!(passes(&stack, &before).await, "a session from before the reload");
+    let after = login(&stack).await;
+    assert!(opens_with(&new, &after), "sealed with the new key");
+    assert!(!opens_with(&old, &after));
+    assert!(passes(&stack, &after).await);
+
+    // A file that does not load: logged, the running configuration stays.
+    std::fs::write(&stack.gateway_config, "[gateway]\ncookie_secret = \"short\"\n").unwrap();
+    stack.procs.last().unwrap().signal(libc::SIGHUP);
+    while !stack.gateway_log().contains("reload failed") {
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(passes(&stack, &after).await);
+    assert!(passes(&stack, &login(&stack).await).await);
+}
+
+#[test]
+fn check_config_lists_every_problem_and_passes_a_good_file() {
+    let dir = std::env::temp_dir().join(format!("wechat-check-{}", wechat_e2e::random(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[wechat]\nscope = \"everything\"\nretries = 99\n\n[gateway]\nupstream = \"127.0.0.1:3000\"\npublic_url = \"ftp://x\"\n\
+         cookie_secret = \"short\"\nlanguage = \"fr\"\nlistn = \"x\"\n\n[store]\nurl = \"mysql://db\"\n",
+    )
+    .unwrap();
+    let run = |path: &std::path::Path| {
+        std::process::Command::new(wechat_e2e::bin("wechat-gateway"))
+            .arg("--check-config")
+            .arg(path)
+            .env_remove("WECHAT_APP_SECRET")
+            .env_remove("WECHAT_COOKIE_SECRET")
+            .output()
+            .unwrap()
+    };
+    let out = run(&broken);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    for key in [
+        "[wechat] appid",
+        "[wechat] secret",
+        "[wechat] scope",
+        "[wechat] retries",
+        "[gateway] public_url",
+        "[gateway] cookie_secret",
+        "[gateway] language",
+        "[store] url",
+        "line 10",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with("wechat-gateway: config") && l.contains(key)),
+            "{key} missing:\n{text}"
+        );
+    }
+    assert_eq!(lines.len(), 9, "one line per problem:\n{text}");
+
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\n\n[gateway]\nupstream = \"127.0.0.1:3000\"\n\
+         public_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n",
+    )
+    .unwrap();
+    let out = run(&good);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn json_logs_carry_one_line_per_login_with_a_hashed_openid() {
+    let mut stack = Stack::start().await;
+    stack.gateway_env = vec![("WECHAT_LOG_FORMAT".into(), "json".into())];
+    let secret = stack.cookie_secret.clone();
+    stack.start_gateway("", "log_openid = \"hash\"", &secret).await;
+    let user = stack.emulator("user").await;
+    let openid = user["openid"].as_str().unwrap();
+    login(&stack).await;
+    let log = stack.gateway_log();
+    let mut logins = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if entry["fields"]["message"] == "login completed" {
+            logins.push(entry);
+        }
+    }
+    assert_eq!(logins.len(), 1, "{log}");
+    let fields = &logins[0]["fields"];
+    assert_eq!(fields["outcome"], "completed");
+    assert!(fields["elapsed_ms"].is_u64());
+    assert!(fields["openid"].as_str().unwrap().starts_with("sha1:"), "{fields}");
+    assert!(!log.contains(openid), "the plain openid is in no line");
+}
