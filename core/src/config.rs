@@ -332,25 +332,23 @@ impl Config {
                     }
                     repair_key(&mut doc, key)
                 }
-                ConfigError::Syntax { line, .. } => {
-                    match key_at_line(&rendered, *line) {
-                        Some((table, key)) => {
-                            let removed = remove_key(&mut doc, &table, &key);
-                            problems.push(ConfigError::Syntax {
-                                line: line_of_key(text, &table, &key).unwrap_or(1),
-                                message: match &err {
-                                    ConfigError::Syntax { message, .. } => message.clone(),
-                                    _ => unreachable!(),
-                                },
-                            });
-                            if removed {
-                                continue;
-                            }
-                            break;
+                ConfigError::Syntax { line, .. } => match key_at_line(&rendered, *line) {
+                    Some((table, key)) => {
+                        let removed = remove_key(&mut doc, &table, &key);
+                        problems.push(ConfigError::Syntax {
+                            line: line_of_key(text, &table, &key).unwrap_or(1),
+                            message: match &err {
+                                ConfigError::Syntax { message, .. } => message.clone(),
+                                _ => unreachable!(),
+                            },
+                        });
+                        if removed {
+                            continue;
                         }
-                        None => false,
+                        break;
                     }
-                }
+                    None => false,
+                },
                 ConfigError::Read { .. } => false,
             };
             let repeated = problems.iter().any(|p| p.to_string() == err.to_string());
@@ -747,10 +745,7 @@ fn env_override_of(key: &str) -> Option<&'static str> {
 /// could be changed.
 fn repair_key(doc: &mut toml::Table, key: &str) -> bool {
     use toml::Value;
-    let Some((table, name)) = key
-        .strip_prefix('[')
-        .and_then(|k| k.split_once("] "))
-    else {
+    let Some((table, name)) = key.strip_prefix('[').and_then(|k| k.split_once("] ")) else {
         return false;
     };
     let path: Vec<&str> = table.split('.').collect();
@@ -779,8 +774,18 @@ fn repair_key(doc: &mut toml::Table, key: &str) -> bool {
         ("wechat", "encoding_aes_key") => set(doc, &path, name, stand_in(&"a".repeat(43))),
         ("wechat.open", _) => {
             remove_key(doc, "wechat.open", "secret_file");
-            set(doc, &["wechat", "open"], "appid", stand_in("wx0000000000000001"));
-            set(doc, &["wechat", "open"], "secret", stand_in("stand-in-secret"));
+            set(
+                doc,
+                &["wechat", "open"],
+                "appid",
+                stand_in("wx0000000000000001"),
+            );
+            set(
+                doc,
+                &["wechat", "open"],
+                "secret",
+                stand_in("stand-in-secret"),
+            );
         }
         ("gateway", "public_url") => set(doc, &path, name, stand_in("https://example.invalid")),
         ("gateway", "cookie_secret" | "cookie_secrets") => {
@@ -836,7 +841,11 @@ fn line_of_key(text: &str, table: &str, key: &str) -> Option<usize> {
         let l = l.trim();
         if let Some(h) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             current = h.trim().to_owned();
-            let full = if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") };
+            let full = if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            };
             if current == full {
                 return Some(n + 1);
             }
@@ -982,7 +991,9 @@ timeout_ms = 0
             );
         }
         assert!(
-            problems.iter().any(|p| p.contains("line 13") && p.contains("listn")),
+            problems
+                .iter()
+                .any(|p| p.contains("line 13") && p.contains("listn")),
             "the unknown key, at its line:\n{}",
             problems.join("\n")
         );

@@ -928,12 +928,12 @@ impl Gate {
     pub fn reload(&self, config: Config) -> Result<Gate, GateError> {
         let same_store = config.store.url.as_ref().map(|s| s.expose())
             == self.config.store.url.as_ref().map(|s| s.expose())
-            && config.store.cluster_nodes.iter().map(|s| s.expose()).eq(self
-                .config
+            && config
                 .store
                 .cluster_nodes
                 .iter()
-                .map(|s| s.expose()))
+                .map(|s| s.expose())
+                .eq(self.config.store.cluster_nodes.iter().map(|s| s.expose()))
             && config.store.key_prefix == self.config.store.key_prefix;
         let mut gate = if same_store {
             let mut gate = Self::with_store(config, self.store.clone())?;
@@ -1064,7 +1064,9 @@ impl Gate {
                     ticket.expire_seconds
                 };
                 self.scenes.create(&scene, now + expires_in, now);
-                crate::metrics::QR_SCENES.with_label_values(&["created"]).inc();
+                crate::metrics::QR_SCENES
+                    .with_label_values(&["created"])
+                    .inc();
                 if let Some(shared) = &self.shared {
                     let key = format!("scene:{scene}");
                     let ttl = Duration::from_secs(expires_in);
@@ -1159,8 +1161,12 @@ impl Gate {
         };
         let now = now_unix();
         match &claimed {
-            Some(Some(_)) => crate::metrics::QR_SCENES.with_label_values(&["confirmed"]).inc(),
-            Some(None) => crate::metrics::QR_SCENES.with_label_values(&["expired"]).inc(),
+            Some(Some(_)) => crate::metrics::QR_SCENES
+                .with_label_values(&["confirmed"])
+                .inc(),
+            Some(None) => crate::metrics::QR_SCENES
+                .with_label_values(&["expired"])
+                .inc(),
             None => {}
         }
         match claimed {
@@ -2031,7 +2037,11 @@ fn log_login(result: &Result<LoginOutcome, SnsError>, elapsed: Duration, hash_op
             )
         }
         Ok(LoginOutcome::SnapshotRefused) => {
-            tracing::info!(outcome = "refused", elapsed_ms, "login refused: snapshot user")
+            tracing::info!(
+                outcome = "refused",
+                elapsed_ms,
+                "login refused: snapshot user"
+            )
         }
         Err(e @ SnsError::Store(_)) => {
             tracing::debug!(outcome = "failed", error = %e, elapsed_ms, "login failed")

@@ -127,10 +127,20 @@ pub fn count_reply(status: u16) {
 pub fn render() -> String {
     use prometheus::Encoder;
     // Registered on first use: make every family appear from the start.
-    for family in [&*LOGINS_STARTED, &*LOGINS_COMPLETED, &*EXCHANGE_JOINS, &*STORE_ERRORS] {
+    for family in [
+        &*LOGINS_STARTED,
+        &*LOGINS_COMPLETED,
+        &*EXCHANGE_JOINS,
+        &*STORE_ERRORS,
+    ] {
         let _ = family.get();
     }
-    let _ = (&*REQUESTS, &*LOGINS_FAILED, &*WECHAT_CALLS, &*WECHAT_SECONDS);
+    let _ = (
+        &*REQUESTS,
+        &*LOGINS_FAILED,
+        &*WECHAT_CALLS,
+        &*WECHAT_SECONDS,
+    );
     let _ = (&*WECHAT_RETRIES, &*QR_SCENES);
     let mut out = Vec::new();
     prometheus::TextEncoder::new()

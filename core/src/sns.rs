@@ -390,8 +390,10 @@ impl SnsClient {
     pub async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenResponse, SnsError> {
         const ENDPOINT: &str = "sns/oauth2/access_token";
         let url = access_token_url(&self.api_base, &self.appid, &self.secret, code);
-        self.with_retries(ENDPOINT, || async { parse_token_response(&self.get(url.clone()).await?) })
-            .await
+        self.with_retries(ENDPOINT, || async {
+            parse_token_response(&self.get(url.clone()).await?)
+        })
+        .await
     }
 
     /// Fetches the profile (`sns/userinfo`, `lang=zh_CN`).
@@ -400,8 +402,10 @@ impl SnsClient {
     pub async fn userinfo(&self, token: &AccessToken, openid: &str) -> Result<UserInfo, SnsError> {
         const ENDPOINT: &str = "sns/userinfo";
         let url = userinfo_url(&self.api_base, token, openid, "zh_CN");
-        self.with_retries(ENDPOINT, || async { parse_userinfo(&self.get(url.clone()).await?) })
-            .await
+        self.with_retries(ENDPOINT, || async {
+            parse_userinfo(&self.get(url.clone()).await?)
+        })
+        .await
     }
 
     /// Refreshes an access token (`sns/oauth2/refresh_token`).
@@ -410,8 +414,10 @@ impl SnsClient {
     pub async fn refresh(&self, refresh: &RefreshToken) -> Result<TokenResponse, SnsError> {
         const ENDPOINT: &str = "sns/oauth2/refresh_token";
         let url = refresh_token_url(&self.api_base, &self.appid, refresh);
-        self.with_retries(ENDPOINT, || async { parse_token_response(&self.get(url.clone()).await?) })
-            .await
+        self.with_retries(ENDPOINT, || async {
+            parse_token_response(&self.get(url.clone()).await?)
+        })
+        .await
     }
 
     /// Checks an access token against an openid (`sns/auth`).
@@ -420,8 +426,10 @@ impl SnsClient {
     pub async fn auth(&self, token: &AccessToken, openid: &str) -> Result<(), SnsError> {
         const ENDPOINT: &str = "sns/auth";
         let url = auth_url(&self.api_base, token, openid);
-        self.with_retries(ENDPOINT, || async { parse_auth(&self.get(url.clone()).await?) })
-            .await
+        self.with_retries(ENDPOINT, || async {
+            parse_auth(&self.get(url.clone()).await?)
+        })
+        .await
     }
 
     /// A new basic-support token (`cgi-bin/token`): the token and its lifetime in seconds.
@@ -434,8 +442,10 @@ impl SnsClient {
             .append_pair("grant_type", "client_credential")
             .append_pair("appid", &self.appid)
             .append_pair("secret", self.secret.expose());
-        self.with_retries(ENDPOINT, || async { parse_basic_token(&self.get(url.clone()).await?) })
-            .await
+        self.with_retries(ENDPOINT, || async {
+            parse_basic_token(&self.get(url.clone()).await?)
+        })
+        .await
     }
 
     /// Creates a temporary `QR_STR_SCENE` QR code (`cgi-bin/qrcode/create`).
@@ -466,7 +476,11 @@ impl SnsClient {
 
     /// Runs `call` with bounded retries, counting each attempt (by
     /// `endpoint` and errcode), its latency and the retries.
-    async fn with_retries<T, F, Fut>(&self, endpoint: &'static str, mut call: F) -> Result<T, SnsError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        endpoint: &'static str,
+        mut call: F,
+    ) -> Result<T, SnsError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, SnsError>>,
@@ -489,7 +503,9 @@ impl SnsClient {
                 .inc();
             match result {
                 Err(e) if e.is_retryable() && attempt < self.retries => {
-                    crate::metrics::WECHAT_RETRIES.with_label_values(&[endpoint]).inc();
+                    crate::metrics::WECHAT_RETRIES
+                        .with_label_values(&[endpoint])
+                        .inc();
                     let base = 100u64 << attempt.min(5);
                     let jitter = rand::random_range(0..=base / 2);
                     tracing::debug!(attempt, error = %e, "retrying WeChat API call");

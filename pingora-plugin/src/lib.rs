@@ -59,10 +59,7 @@ impl WechatGate {
 
     /// The current core gate.
     pub fn gate(&self) -> Arc<Gate> {
-        self.gate
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.gate.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Swaps in a new core gate (a reloaded configuration); requests under
@@ -439,10 +436,8 @@ fn build_server_inner(
     service.add_tcp(&listen);
     server.add_service(service);
     if let Some(addr) = &metrics_listen {
-        let mut metrics = pingora::services::listening::Service::new(
-            "wechat metrics".to_owned(),
-            MetricsApp,
-        );
+        let mut metrics =
+            pingora::services::listening::Service::new("wechat metrics".to_owned(), MetricsApp);
         metrics.add_tcp(addr);
         server.add_service(metrics);
     }

@@ -41,7 +41,9 @@ pub fn init(format: Format) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        Format::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
         Format::Json => builder.json().with_current_span(false).try_init(),
     };
 }

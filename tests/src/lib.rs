@@ -631,7 +631,11 @@ public_paths = ["/static/", "/echo/public", "/spa/"]
         if !cookie_secret.is_empty() {
             env.push(("WECHAT_COOKIE_SECRET", cookie_secret));
         }
-        env.extend(self.gateway_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        env.extend(
+            self.gateway_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         self.gateway_config = config_path.clone();
         let gateway = Proc::start(
             &self.dir,
@@ -813,7 +817,11 @@ pub fn assert_no_secret_in_logs(dir: &Path, secrets: &[String]) {
             .split(|c: char| !is_part(c))
             .any(|run| wanted.contains(run))
             || other.iter().any(|s| text.contains(s));
-        assert!(!leaked, "{} carries a secret, code or token", path.display());
+        assert!(
+            !leaked,
+            "{} carries a secret, code or token",
+            path.display()
+        );
     }
 }
 

@@ -56,7 +56,10 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     .await;
     let mut m = Metrics::start(format!("http://127.0.0.1:{port}/metrics")).await;
     assert_eq!(
-        reqwest::get(format!("http://127.0.0.1:{port}/nope")).await.unwrap().status(),
+        reqwest::get(format!("http://127.0.0.1:{port}/nope"))
+            .await
+            .unwrap()
+            .status(),
         404
     );
 
@@ -70,21 +73,46 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     browser.get(&callback).await;
     browser.get(&stack.url("/echo")).await;
     let d = m.delta().await;
-    assert_eq!(moved(&d, "wechat_gateway_logins_started_total"), 1.0, "{d:?}");
-    assert_eq!(moved(&d, "wechat_gateway_logins_completed_total"), 1.0, "{d:?}");
-    assert_eq!(moved(&d, r#"wechat_gateway_requests_total{outcome="redirect"}"#), 2.0, "{d:?}");
-    assert_eq!(moved(&d, r#"wechat_gateway_requests_total{outcome="pass"}"#), 1.0, "{d:?}");
     assert_eq!(
-        moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="0"}"#),
+        moved(&d, "wechat_gateway_logins_started_total"),
         1.0,
         "{d:?}"
     );
     assert_eq!(
-        moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/userinfo",errcode="0"}"#),
+        moved(&d, "wechat_gateway_logins_completed_total"),
+        1.0,
+        "{d:?}"
+    );
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_requests_total{outcome="redirect"}"#),
+        2.0,
+        "{d:?}"
+    );
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_requests_total{outcome="pass"}"#),
+        1.0,
+        "{d:?}"
+    );
+    assert_eq!(
+        moved(
+            &d,
+            r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="0"}"#
+        ),
+        1.0,
+        "{d:?}"
+    );
+    assert_eq!(
+        moved(
+            &d,
+            r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/userinfo",errcode="0"}"#
+        ),
         1.0
     );
     assert_eq!(
-        moved(&d, r#"wechat_gateway_wechat_api_duration_seconds_count{endpoint="sns/oauth2/access_token"}"#),
+        moved(
+            &d,
+            r#"wechat_gateway_wechat_api_duration_seconds_count{endpoint="sns/oauth2/access_token"}"#
+        ),
         1.0
     );
 
@@ -93,37 +121,71 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     duplicate.cookies = kept;
     duplicate.get(&callback).await;
     let d = m.delta().await;
-    assert_eq!(moved(&d, "wechat_gateway_code_exchange_joins_total"), 1.0, "{d:?}");
+    assert_eq!(
+        moved(&d, "wechat_gateway_code_exchange_joins_total"),
+        1.0,
+        "{d:?}"
+    );
 
     // An API call without a session: a 401.
     Browser::new(WECHAT_UA)
-        .get_with(&stack.url("/echo"), &[("X-Requested-With", "XMLHttpRequest")])
+        .get_with(
+            &stack.url("/echo"),
+            &[("X-Requested-With", "XMLHttpRequest")],
+        )
         .await;
     let d = m.delta().await;
-    assert_eq!(moved(&d, r#"wechat_gateway_requests_total{outcome="unauthorized"}"#), 1.0, "{d:?}");
+    assert_eq!(
+        moved(
+            &d,
+            r#"wechat_gateway_requests_total{outcome="unauthorized"}"#
+        ),
+        1.0,
+        "{d:?}"
+    );
 
     // A busy WeChat, retried, then a refused code: a failed login by errcode.
     stack
         .control("faults", json!({"endpoint": "access_token", "errcode": -1}))
         .await;
     stack
-        .control("faults", json!({"endpoint": "access_token", "errcode": 40029, "count": 1}))
+        .control(
+            "faults",
+            json!({"endpoint": "access_token", "errcode": 40029, "count": 1}),
+        )
         .await;
     let mut failing = Browser::new(WECHAT_UA);
     let back = stack.wechat_login(&mut failing, "/echo").await;
     assert_eq!(back.status, 400, "{}", back.body);
     let d = m.delta().await;
     assert_eq!(
-        moved(&d, r#"wechat_gateway_wechat_api_retries_total{endpoint="sns/oauth2/access_token"}"#),
+        moved(
+            &d,
+            r#"wechat_gateway_wechat_api_retries_total{endpoint="sns/oauth2/access_token"}"#
+        ),
         1.0,
         "{d:?}"
     );
-    assert_eq!(moved(&d, r#"wechat_gateway_logins_failed_total{errcode="40029"}"#), 1.0, "{d:?}");
     assert_eq!(
-        moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="-1"}"#),
+        moved(&d, r#"wechat_gateway_logins_failed_total{errcode="40029"}"#),
+        1.0,
+        "{d:?}"
+    );
+    assert_eq!(
+        moved(
+            &d,
+            r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="-1"}"#
+        ),
         1.0
     );
-    assert_eq!(moved(&d, r#"wechat_gateway_requests_total{outcome="client_error"}"#), 1.0, "{d:?}");
+    assert_eq!(
+        moved(
+            &d,
+            r#"wechat_gateway_requests_total{outcome="client_error"}"#
+        ),
+        1.0,
+        "{d:?}"
+    );
 }
 
 #[tokio::test]
@@ -147,7 +209,10 @@ async fn qr_scene_metrics_count_created_confirmed_and_expired() {
     let mut m = Metrics::start(format!("http://127.0.0.1:{port}/metrics")).await;
     let mut browser = Browser::new(DESKTOP_UA);
     let created = browser
-        .get_with(&stack.url("/_wechat/qr/new"), &[("Accept", "application/json")])
+        .get_with(
+            &stack.url("/_wechat/qr/new"),
+            &[("Accept", "application/json")],
+        )
         .await;
     assert_eq!(created.status, 200, "{}", created.body);
     let q = created.json();
@@ -163,11 +228,28 @@ async fn qr_scene_metrics_count_created_confirmed_and_expired() {
     let status_url = stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0"));
     assert_eq!(browser.get(&status_url).await.json()["status"], "confirmed");
     let d = m.delta().await;
-    assert_eq!(moved(&d, r#"wechat_gateway_qr_scenes_total{status="created"}"#), 1.0, "{d:?}");
-    assert_eq!(moved(&d, r#"wechat_gateway_qr_scenes_total{status="confirmed"}"#), 1.0, "{d:?}");
-    assert_eq!(moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/token",errcode="0"}"#), 1.0);
     assert_eq!(
-        moved(&d, r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/qrcode/create",errcode="0"}"#),
+        moved(&d, r#"wechat_gateway_qr_scenes_total{status="created"}"#),
+        1.0,
+        "{d:?}"
+    );
+    assert_eq!(
+        moved(&d, r#"wechat_gateway_qr_scenes_total{status="confirmed"}"#),
+        1.0,
+        "{d:?}"
+    );
+    assert_eq!(
+        moved(
+            &d,
+            r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/token",errcode="0"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            &d,
+            r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/qrcode/create",errcode="0"}"#
+        ),
         1.0
     );
 }
@@ -175,7 +257,9 @@ async fn qr_scene_metrics_count_created_confirmed_and_expired() {
 #[tokio::test]
 async fn ready_fails_while_the_upstream_is_down_and_healthz_does_not() {
     let mut stack = Stack::start().await;
-    let ready = Browser::new(WECHAT_UA).get(&stack.url("/_wechat/ready")).await;
+    let ready = Browser::new(WECHAT_UA)
+        .get(&stack.url("/_wechat/ready"))
+        .await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["ready"], true);
     // The application (the upstream) stops.
@@ -186,11 +270,15 @@ async fn ready_fails_while_the_upstream_is_down_and_healthz_does_not() {
         &["60"],
         &[],
     );
-    let down = Browser::new(WECHAT_UA).get(&stack.url("/_wechat/ready")).await;
+    let down = Browser::new(WECHAT_UA)
+        .get(&stack.url("/_wechat/ready"))
+        .await;
     assert_eq!(down.status, 503, "{}", down.body);
     assert_eq!(down.json()["upstream"], "unreachable");
     assert_eq!(down.json()["store"], "ok");
-    let alive = Browser::new(WECHAT_UA).get(&stack.url("/_wechat/healthz")).await;
+    let alive = Browser::new(WECHAT_UA)
+        .get(&stack.url("/_wechat/healthz"))
+        .await;
     assert_eq!(alive.status, 200);
 }
 
@@ -243,18 +331,29 @@ async fn sighup_reloads_cookie_keys_without_ending_sessions_or_the_process() {
     stack.procs.last().unwrap().signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !stack.gateway_log().contains("configuration reloaded") {
-        assert!(std::time::Instant::now() < deadline, "{}", stack.gateway_log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stack.gateway_log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(stack.gateway_pid(), pid, "the same process");
-    assert!(passes(&stack, &before).await, "a session from before the reload");
+    assert!(
+        passes(&stack, &before).await,
+        "a session from before the reload"
+    );
     let after = login(&stack).await;
     assert!(opens_with(&new, &after), "sealed with the new key");
     assert!(!opens_with(&old, &after));
     assert!(passes(&stack, &after).await);
 
     // A file that does not load: logged, the running configuration stays.
-    std::fs::write(&stack.gateway_config, "[gateway]\ncookie_secret = \"short\"\n").unwrap();
+    std::fs::write(
+        &stack.gateway_config,
+        "[gateway]\ncookie_secret = \"short\"\n",
+    )
+    .unwrap();
     stack.procs.last().unwrap().signal(libc::SIGHUP);
     while !stack.gateway_log().contains("reload failed") {
         assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(5));
@@ -300,7 +399,9 @@ fn check_config_lists_every_problem_and_passes_a_good_file() {
         "line 10",
     ] {
         assert!(
-            lines.iter().any(|l| l.starts_with("wechat-gateway: config") && l.contains(key)),
+            lines
+                .iter()
+                .any(|l| l.starts_with("wechat-gateway: config") && l.contains(key)),
             "{key} missing:\n{text}"
         );
     }
@@ -314,7 +415,12 @@ fn check_config_lists_every_problem_and_passes_a_good_file() {
     )
     .unwrap();
     let out = run(&good);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -324,7 +430,9 @@ async fn json_logs_carry_one_line_per_login_with_a_hashed_openid() {
     let mut stack = Stack::start().await;
     stack.gateway_env = vec![("WECHAT_LOG_FORMAT".into(), "json".into())];
     let secret = stack.cookie_secret.clone();
-    stack.start_gateway("", "log_openid = \"hash\"", &secret).await;
+    stack
+        .start_gateway("", "log_openid = \"hash\"", &secret)
+        .await;
     let user = stack.emulator("user").await;
     let openid = user["openid"].as_str().unwrap();
     login(&stack).await;
@@ -341,6 +449,9 @@ async fn json_logs_carry_one_line_per_login_with_a_hashed_openid() {
     let fields = &logins[0]["fields"];
     assert_eq!(fields["outcome"], "completed");
     assert!(fields["elapsed_ms"].is_u64());
-    assert!(fields["openid"].as_str().unwrap().starts_with("sha1:"), "{fields}");
+    assert!(
+        fields["openid"].as_str().unwrap().starts_with("sha1:"),
+        "{fields}"
+    );
     assert!(!log.contains(openid), "the plain openid is in no line");
 }

@@ -439,7 +439,9 @@ async fn with_redis_down_users_keep_passing_logins_get_503_and_recover_by_themse
     }
     // Each instance says it is not ready, and counted the store's failures.
     for i in 0..3 {
-        let ready = Browser::new(WECHAT_UA).get(&cluster.on(i, "/_wechat/ready")).await;
+        let ready = Browser::new(WECHAT_UA)
+            .get(&cluster.on(i, "/_wechat/ready"))
+            .await;
         assert_eq!(ready.status, 503, "{}", ready.body);
         assert_eq!(ready.json()["store"], "unreachable");
     }
@@ -456,7 +458,10 @@ async fn with_redis_down_users_keep_passing_logins_get_503_and_recover_by_themse
     cluster.start_redis().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        Browser::new(WECHAT_UA).get(&cluster.on(0, "/_wechat/ready")).await.status,
+        Browser::new(WECHAT_UA)
+            .get(&cluster.on(0, "/_wechat/ready"))
+            .await
+            .status,
         200
     );
     for first in 0..3 {

@@ -68,7 +68,9 @@ fn check_config(path: &std::path::Path) -> i32 {
     if problems.is_empty() {
         if let Ok(config) = Config::from_toml(&text, |name| std::env::var(name).ok()) {
             if config.gateway.upstream.is_none() {
-                problems.push("config [gateway] upstream: missing (host:port of the application)".into());
+                problems.push(
+                    "config [gateway] upstream: missing (host:port of the application)".into(),
+                );
             }
         }
     }
