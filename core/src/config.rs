@@ -180,6 +180,9 @@ pub struct GatewayConfig {
     /// `log_openid`: `plain` (default) or `hash`: log lines show each
     /// openid as `sha1:` + 16 hex digits of its SHA-1.
     pub log_openid_hashed: bool,
+    /// `tls_cert` and `tls_key`: PEM files; with both, the gateway serves
+    /// HTTPS on `listen` (TLS by Pingora).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The language of the gate's pages (`[gateway] language`).
@@ -276,6 +279,8 @@ struct RawGateway {
     push_path: Option<String>,
     metrics_listen: Option<String>,
     log_openid: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -626,6 +631,29 @@ impl Config {
             Some("hash") => true,
             Some(_) => return Err(invalid("[gateway] log_openid", "\"plain\" or \"hash\"")),
         };
+        let tls = match (g.tls_cert, g.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                for (path, name) in [(&cert, "[gateway] tls_cert"), (&key, "[gateway] tls_key")] {
+                    if !path.is_file() {
+                        return Err(invalid(
+                            name,
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+                Some((cert, key))
+            }
+            (Some(_), None) => {
+                return Err(invalid("[gateway] tls_key", "tls_cert needs tls_key (PEM)"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "[gateway] tls_cert",
+                    "tls_key needs tls_cert (PEM)",
+                ))
+            }
+        };
         let s = raw.store;
         let store_url = env("WECHAT_STORE_URL").or(s.url);
         let store_url = match store_url.as_deref() {
@@ -720,6 +748,7 @@ impl Config {
                 push_path,
                 metrics_listen: g.metrics_listen,
                 log_openid_hashed,
+                tls,
             },
         })
     }

@@ -383,6 +383,9 @@ pub enum StartError {
     /// `[gateway] upstream` is missing or does not resolve.
     #[error("config [gateway] upstream: {0}")]
     Upstream(String),
+    /// `[gateway] tls_cert`/`tls_key` can't be used.
+    #[error("config [gateway] tls_cert/tls_key: {0}")]
+    Tls(String),
 }
 
 /// Builds the `wechat-gateway` Pingora server for `config`: one proxy
@@ -421,6 +424,7 @@ fn build_server_inner(
         .ok_or_else(|| StartError::Upstream(format!("cannot resolve {upstream_text:?}")))?;
     let listen = config.gateway.listen.clone();
     let metrics_listen = config.gateway.metrics_listen.clone();
+    let tls = config.gateway.tls.clone();
     let core_gate = Arc::new(Gate::new(config)?);
     let shared = core_gate.is_shared();
     let gate = WechatGate::new(core_gate);
@@ -433,7 +437,12 @@ fn build_server_inner(
         &server.configuration,
         GatewayProxy::new(gate.clone(), upstream),
     );
-    service.add_tcp(&listen);
+    match &tls {
+        Some((cert, key)) => service
+            .add_tls(&listen, &cert.to_string_lossy(), &key.to_string_lossy())
+            .map_err(|e| StartError::Tls(e.to_string()))?,
+        None => service.add_tcp(&listen),
+    }
     server.add_service(service);
     if let Some(addr) = &metrics_listen {
         let mut metrics =

@@ -455,3 +455,102 @@ async fn json_logs_carry_one_line_per_login_with_a_hashed_openid() {
     );
     assert!(!log.contains(openid), "the plain openid is in no line");
 }
+
+#[tokio::test]
+async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
+    let stack = Stack::start().await;
+    let dir = stack.dir.clone();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let origin = format!("https://127.0.0.1:{port}");
+    let config = format!(
+        "[wechat]\nappid = \"{appid}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\n\n\
+         [gateway]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{app}\"\npublic_url = \"{origin}\"\n\
+         public_paths = [\"/echo/public\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n",
+        appid = stack.appid,
+        emu = stack.emulator_url,
+        app = stack.app_url.trim_start_matches("http://"),
+        cert = cert.display(),
+        key = key.display(),
+    );
+    let path = dir.join("tls.toml");
+    std::fs::write(&path, config).unwrap();
+    let _gateway = wechat_e2e::Proc::start(
+        &dir,
+        "gateway-tls",
+        "wechat-gateway",
+        &["--config", path.to_str().unwrap()],
+        &[
+            ("WECHAT_APP_SECRET", stack.app_secret.as_str()),
+            ("WECHAT_COOKIE_SECRET", stack.cookie_secret.as_str()),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let health = loop {
+        match client.get(format!("{origin}/_wechat/healthz")).send().await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no HTTPS answer: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(health.status(), 200);
+    let proxied = client
+        .get(format!("{origin}/echo/public"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 200, "the application behind HTTPS");
+    let login = client
+        .get(format!("{origin}/orders"))
+        .header("User-Agent", WECHAT_UA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 302);
+    let state_cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("wechat_state_"))
+        .unwrap();
+    assert!(state_cookie.contains("; Secure"), "{state_cookie}");
+    // Plain HTTP on the TLS port is refused.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/_wechat/healthz"))
+            .await
+            .map_or(true, |r| r.status() != 200)
+    );
+}
