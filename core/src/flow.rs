@@ -334,13 +334,19 @@ impl Gate {
         }
     }
 
-    /// The identity of the session in a `Cookie` header, if it holds a valid one now.
-    pub fn session_identity(&self, cookie_header: &str) -> Option<Identity> {
-        let now = now_unix();
-        GateCookies::parse(Some(cookie_header))
+    /// The session in the request's cookies, if it opens and has neither
+    /// idled out nor been logged out at `now`.
+    fn live_session(&self, cookies: &GateCookies<'_>, now: u64) -> Option<Session> {
+        cookies
             .session
             .and_then(|v| open_session(&self.sealer, v, now))
             .filter(|s| !self.idle_expired(s, now) && !self.revocations.is_revoked(&s.sid, now))
+    }
+
+    /// The identity of the session in a `Cookie` header, if it holds a valid one now.
+    pub fn session_identity(&self, cookie_header: &str) -> Option<Identity> {
+        let now = now_unix();
+        self.live_session(&GateCookies::parse(Some(cookie_header)), now)
             .map(|s| s.identity)
     }
 
@@ -360,10 +366,7 @@ impl Gate {
         // Only pages need the language: not computed for requests that pass.
         let lang = || Lang::choose(self.config.gateway.language, req.accept_language);
         let cookies = GateCookies::parse(req.cookie);
-        let session = cookies
-            .session
-            .and_then(|v| open_session(&self.sealer, v, now))
-            .filter(|s| !self.idle_expired(s, now) && !self.revocations.is_revoked(&s.sid, now));
+        let session = self.live_session(&cookies, now);
         let prefix = &self.config.gateway.prefix;
         if req.path == self.config.gateway.push_path && self.config.wechat.push_token.is_some() {
             return Decision::Reply(match req.method {
@@ -1218,10 +1221,7 @@ impl Gate {
         let now = now_unix();
         let lang = Lang::choose(self.config.gateway.language, req.accept_language);
         let cookies = GateCookies::parse(req.cookie);
-        let session = cookies
-            .session
-            .and_then(|v| open_session(&self.sealer, v, now))
-            .filter(|s| !self.idle_expired(s, now) && !self.revocations.is_revoked(&s.sid, now));
+        let session = self.live_session(&cookies, now);
         let login_url = self.login_url("/", self.config.wechat.scope, true);
         let handoff = (body.len() <= 4096)
             .then(|| serde_json::from_slice::<Handoff>(body).ok())
