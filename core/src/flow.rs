@@ -584,12 +584,12 @@ impl Gate {
         crate::metrics::LOGINS_STARTED.inc();
         let location = match (&wechat.open, open_app) {
             (Some(open), true) => {
-                qrconnect_url(wechat.open_base.as_str(), &open.appid, &callback, &state)
+                qrconnect_url(wechat.open_base.as_str(), &open.appid, callback, &state)
             }
             _ => authorize_url(
                 wechat.open_base.as_str(),
                 &wechat.appid,
-                &callback,
+                callback,
                 scope,
                 &state,
                 false,

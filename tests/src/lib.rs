@@ -36,6 +36,23 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// POSTs JSON to a control route of the emulator at `base` (`faults`,
+/// `user`, `settings`, `scan`); panics unless it succeeds.
+pub async fn emulator_control(base: &str, path: &str, body: serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/_emulator/{path}"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "emulator control {path}: {}",
+        r.status()
+    );
+}
+
 /// GET `/_emulator/{path}` of the emulator at `base` as JSON.
 pub async fn emulator_json(base: &str, path: &str) -> serde_json::Value {
     let text = reqwest::get(format!("{base}/_emulator/{path}"))
@@ -162,6 +179,17 @@ impl Proc {
             "wechat-emulator",
             &args,
             &[("WECHAT_APP_SECRET", secret)],
+        )
+    }
+
+    /// Starts the demo application (the upstream) on `port`, logging to `dir/app.log`.
+    pub fn start_demo_app(dir: &Path, port: u16) -> Proc {
+        Proc::start(
+            dir,
+            "app",
+            "wechat-demo-app",
+            &["--listen", &format!("127.0.0.1:{port}")],
+            &[],
         )
     }
 
@@ -550,13 +578,7 @@ impl Stack {
         }
         let emulator =
             Proc::start_emulator_with(&dir, emu_port, &appid, &app_secret, &emulator_args);
-        let app = Proc::start(
-            &dir,
-            "app",
-            "wechat-demo-app",
-            &["--listen", &format!("127.0.0.1:{app_port}")],
-            &[],
-        );
+        let app = Proc::start_demo_app(&dir, app_port);
         let mut stack = Stack {
             dir,
             gateway_url: format!("http://127.0.0.1:{gw_port}"),
@@ -650,18 +672,7 @@ public_paths = ["/static/", "/echo/public", "/spa/"]
 
     /// POSTs JSON to a control route of the emulator (`faults`, `user`, `settings`).
     pub async fn control(&self, path: &str, body: serde_json::Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/_emulator/{path}", self.emulator_url))
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "emulator control {path}: {}",
-            r.status()
-        );
+        emulator_control(&self.emulator_url, path, body).await;
     }
 
     /// A URL on the gateway.

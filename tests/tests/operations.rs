@@ -216,14 +216,7 @@ async fn qr_scene_metrics_count_created_confirmed_and_expired() {
         .await;
     assert_eq!(created.status, 200, "{}", created.body);
     let q = created.json();
-    let scanned = reqwest::Client::new()
-        .post(format!("{}/_emulator/scan", stack.emulator_url))
-        .header("Content-Type", "application/json")
-        .body(json!({"ticket": q["ticket"]}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(scanned.status().is_success());
+    stack.control("scan", json!({"ticket": q["ticket"]})).await;
     let scene = q["scene"].as_str().unwrap();
     let status_url = stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0"));
     assert_eq!(browser.get(&status_url).await.json()["status"], "confirmed");

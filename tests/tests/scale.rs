@@ -68,13 +68,7 @@ impl Cluster {
                 format!("http://127.0.0.1:{}/_wechat/events", ports[0]),
             ],
         );
-        let app = Proc::start(
-            &dir,
-            "app",
-            "wechat-demo-app",
-            &["--listen", &format!("127.0.0.1:{app_port}")],
-            &[],
-        );
+        let app = Proc::start_demo_app(&dir, app_port);
         let mut cluster = Cluster {
             dir,
             redis_port,
@@ -273,14 +267,7 @@ impl Cluster {
     }
 
     async fn control(&self, path: &str, body: serde_json::Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/_emulator/{path}", self.emulator_url))
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
+        wechat_e2e::emulator_control(&self.emulator_url, path, body).await;
     }
 
     async fn calls(&self, endpoint: &str) -> u64 {
@@ -350,9 +337,10 @@ async fn logins_spread_over_three_gateways_all_succeed_and_share_tokens() {
     assert_eq!(cluster.calls("access_token").await, 9);
 }
 
-#[tokio::test]
-async fn three_hundred_duplicate_callbacks_over_three_gateways_make_one_exchange() {
-    let cluster = Arc::new(Cluster::start().await);
+/// One login's callback sent `n` times at once, spread over the instances,
+/// each with the browser's state cookie: every copy must come back to
+/// `/orders` with a session.
+async fn duplicate_callbacks(cluster: &Arc<Cluster>, n: usize) {
     let mut browser = Browser::new(WECHAT_UA);
     browser.store_cookies = true;
     let start = browser.get(&cluster.on(0, "/orders")).await;
@@ -360,7 +348,7 @@ async fn three_hundred_duplicate_callbacks_over_three_gateways_make_one_exchange
     let callback = consent.location().to_owned();
     let cookies = browser.cookie_header();
     let mut tasks = Vec::new();
-    for i in 0..300 {
+    for i in 0..n {
         let (cluster, callback, cookies) = (cluster.clone(), callback.clone(), cookies.clone());
         tasks.push(tokio::spawn(async move {
             let mut b = Browser::new(WECHAT_UA);
@@ -378,6 +366,12 @@ async fn three_hundred_duplicate_callbacks_over_three_gateways_make_one_exchange
     for t in tasks {
         assert!(t.await.unwrap(), "every duplicate is logged in");
     }
+}
+
+#[tokio::test]
+async fn three_hundred_duplicate_callbacks_over_three_gateways_make_one_exchange() {
+    let cluster = Arc::new(Cluster::start().await);
+    duplicate_callbacks(&cluster, 300).await;
     assert_eq!(cluster.calls("access_token").await, 1);
 }
 
@@ -712,26 +706,7 @@ async fn logins_and_duplicates_work_on(backend: Backend) {
     for first in 0..3 {
         cluster.login_round_robin(first).await;
     }
-    let mut browser = Browser::new(WECHAT_UA);
-    browser.store_cookies = true;
-    let start = browser.get(&cluster.on(0, "/orders")).await;
-    let consent = browser.get(start.location()).await;
-    let callback = consent.location().to_owned();
-    let cookies = browser.cookie_header();
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        let (cluster, callback, cookies) = (cluster.clone(), callback.clone(), cookies.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut b = Browser::new(WECHAT_UA);
-            let answer = b
-                .get_with(&cluster.on(i, &callback), &[("Cookie", &cookies)])
-                .await;
-            (answer.status, answer.location().to_owned())
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), (302, "/orders".to_owned()));
-    }
+    duplicate_callbacks(&cluster, 100).await;
     assert_eq!(cluster.calls("access_token").await, 4);
     qr_login(&cluster, 1).await;
 }

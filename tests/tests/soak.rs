@@ -58,14 +58,7 @@ async fn qr_round(stack: &Stack) {
     }
     let q = answer.json();
     let (scene, ticket) = (q["scene"].as_str().unwrap(), q["ticket"].as_str().unwrap());
-    let scanned = reqwest::Client::new()
-        .post(format!("{}/_emulator/scan", stack.emulator_url))
-        .header("Content-Type", "application/json")
-        .body(json!({ "ticket": ticket }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(scanned.status().is_success());
+    stack.control("scan", json!({ "ticket": ticket })).await;
     let status = browser
         .get(&stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0")))
         .await;
