@@ -20,6 +20,37 @@ pub fn random(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), len)
 }
 
+/// A fresh directory under the system temp dir for one test's builds and
+/// logs (`wechat-<label>-<random>`). Removed when dropped, unless the test is
+/// failing: then it is kept and its path printed, so the logs can be read.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates the directory. Panics if the temp dir is not writable.
+    pub fn new(label: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!("wechat-{label}-{}", random(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        ScratchDir(dir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Path of a workspace binary in the same target directory as this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -1119,12 +1150,14 @@ impl Drop for Site {
 }
 
 /// The nginx module, built once per test process with
-/// `examples/nginx/module/build.sh` against this build's static library.
+/// `examples/nginx/module/build.sh` against this build's static library and
+/// moved into the target directory (an atomic rename, so test processes
+/// building it at once never see half a file).
 pub fn nginx_module() -> PathBuf {
     static MODULE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     MODULE
         .get_or_init(|| {
-            let out = std::env::temp_dir().join(format!("wechat-nginx-module-{}", random(8)));
+            let out = ScratchDir::new("nginx-module");
             let profile = target_dir()
                 .file_name()
                 .unwrap()
@@ -1133,7 +1166,7 @@ pub fn nginx_module() -> PathBuf {
                 .to_owned();
             let output = Command::new(workspace_root().join("examples/nginx/module/build.sh"))
                 .env("PROFILE", &profile)
-                .env("OUT_DIR", &out)
+                .env("OUT_DIR", &*out)
                 .output()
                 .expect("build.sh runs");
             assert!(
@@ -1142,7 +1175,9 @@ pub fn nginx_module() -> PathBuf {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
-            out.join("ngx_http_wechat_oauth_module.so")
+            let module = target_dir().join("ngx_http_wechat_oauth_module.so");
+            std::fs::rename(out.join("ngx_http_wechat_oauth_module.so"), &module).unwrap();
+            module
         })
         .clone()
 }
@@ -1169,13 +1204,20 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A running chromedriver and its scratch directory (fields drop in order:
+/// the process is killed before its profile is removed).
+pub struct ChromeDriver {
+    _process: Proc,
+    _dir: ScratchDir,
+}
+
 /// Headless Chromium driven over WebDriver (chromedriver on a free port,
 /// plain HTTP on loopback), with `user_agent` and a fresh profile. Keep the
-/// returned process: chromedriver is killed when it is dropped.
-pub async fn chromium(user_agent: &str) -> (Proc, fantoccini::Client) {
+/// returned driver: chromedriver is killed and its profile removed when it is
+/// dropped.
+pub async fn chromium(user_agent: &str) -> (ChromeDriver, fantoccini::Client) {
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("wechat-chrome-{}", random(8)));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("chrome");
     let driver = Proc::start_program(
         &dir,
         "chromedriver",
@@ -1206,7 +1248,13 @@ pub async fn chromium(user_agent: &str) -> (Proc, fantoccini::Client) {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
         {
-            Ok(client) => return (driver, client),
+            Ok(client) => {
+                let driver = ChromeDriver {
+                    _process: driver,
+                    _dir: dir,
+                };
+                return (driver, client);
+            }
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use wechat_e2e::{
-    compile_c, free_port, random, target_dir, wait_ready, workspace_root, Browser, Proc, WECHAT_UA,
+    compile_c, free_port, random, target_dir, wait_ready, workspace_root, Browser, Proc,
+    ScratchDir, WECHAT_UA,
 };
 
 /// Must match COOKIE_SECRET in ffi/tests/c/unit.c.
@@ -33,10 +34,8 @@ fn valgrind_args() -> Vec<String> {
     ]
 }
 
-fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wechat-c-{label}-{}", random(8)));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(label: &str) -> ScratchDir {
+    ScratchDir::new(&format!("c-{label}"))
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -147,16 +146,16 @@ fn the_c_unit_test_runs_clean_plain_under_sanitizers_and_under_valgrind() {
         .arg(&plain)
         .env("WECHAT_TEST_SESSION", &session));
     assert_unit_output("valgrind (apt-get install valgrind)", ok, &out);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The C host and an emulator, with the config the README documents.
 struct Host {
-    dir: PathBuf,
     _emulator: Proc,
     host: Proc,
     url: String,
     emulator_url: String,
+    /// Last, so the processes stop before their logs are removed.
+    _dir: ScratchDir,
 }
 
 async fn start_host(program: &Path, wrapper: Option<&[&str]>, label: &str) -> Host {
@@ -193,7 +192,7 @@ async fn start_host(program: &Path, wrapper: Option<&[&str]>, label: &str) -> Ho
     wait_ready(&format!("{emulator_url}/_emulator/calls")).await;
     wait_ready(&format!("{url}/_wechat/healthz")).await;
     Host {
-        dir,
+        _dir: dir,
         _emulator: emulator,
         host,
         url,
@@ -257,9 +256,7 @@ impl Host {
     fn stop(mut self) -> (Option<i32>, String) {
         self.host.signal(libc::SIGTERM);
         let code = self.host.wait_exit(Duration::from_secs(60));
-        let log = self.host.log_text();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        (code, log)
+        (code, self.host.log_text())
     }
 }
 
