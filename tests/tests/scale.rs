@@ -174,6 +174,9 @@ impl Cluster {
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         for port in &ports {
             let p = port.to_string();
+            // Its own bus port: the default (port + 10000) may fall in the
+            // ephemeral range, where an outgoing connection can hold it.
+            let bus = free_port().to_string();
             let conf = self.dir.join(format!("nodes-{port}.conf"));
             let proc = self.redis_server(
                 &format!("redis-cluster-{port}"),
@@ -188,6 +191,8 @@ impl Cluster {
                     "no",
                     "--cluster-enabled",
                     "yes",
+                    "--cluster-port",
+                    &bus,
                     "--cluster-config-file",
                     conf.to_str().unwrap(),
                     "--dir",
