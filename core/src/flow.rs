@@ -36,7 +36,7 @@ use crate::revocation::Revocations;
 use crate::seal::Sealer;
 use crate::secret::AuthorizationCode;
 use crate::session::{
-    is_valid_scope, is_valid_wechat_id, open_session, seal_session, Identity, Session,
+    is_valid_scope, is_valid_wechat_id, seal_session, Identity, Session, VerifiedSessions,
     SESSION_COOKIE,
 };
 use crate::shared::{key_hash, RedisStore};
@@ -196,6 +196,8 @@ type LoginResult = Arc<Result<LoginOutcome, SnsError>>;
 pub struct Gate {
     config: Config,
     sealer: Sealer,
+    /// Session cookies this gate's keys already opened.
+    verified: VerifiedSessions,
     sns: SnsClient,
     /// The Open Platform website app's client (`[wechat.open]`), for qrconnect.
     open_sns: Option<SnsClient>,
@@ -282,6 +284,7 @@ impl Gate {
         Ok(Gate {
             config,
             sealer,
+            verified: VerifiedSessions::default(),
             basic_token: BasicToken::new(sns.clone()),
             sns,
             open_sns,
@@ -339,7 +342,7 @@ impl Gate {
     fn live_session(&self, cookies: &GateCookies<'_>, now: u64) -> Option<Session> {
         cookies
             .session
-            .and_then(|v| open_session(&self.sealer, v, now))
+            .and_then(|v| self.verified.open(&self.sealer, v, now))
             .filter(|s| !self.idle_expired(s, now) && !self.revocations.is_revoked(&s.sid, now))
     }
 
@@ -354,7 +357,7 @@ impl Gate {
     pub fn decide(&self, req: &RequestParts<'_>) -> Decision {
         let decision = self.decide_at(req, now_unix());
         match &decision {
-            Decision::Pass(_) => crate::metrics::REQUESTS.with_label_values(&["pass"]).inc(),
+            Decision::Pass(_) => crate::metrics::REQUESTS_PASSED.inc(),
             Decision::Reply(reply) => crate::metrics::count_reply(reply.status),
             Decision::Call(_) => {}
         }

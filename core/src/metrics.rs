@@ -22,6 +22,11 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// `REQUESTS{outcome="pass"}`, resolved once: it counts every proxied
+/// request, and a label lookup per request would cost a hash and a lock.
+pub static REQUESTS_PASSED: LazyLock<IntCounter> =
+    LazyLock::new(|| REQUESTS.with_label_values(&["pass"]));
+
 /// Logins sent to WeChat's authorize page (or handed an authorize URL).
 pub static LOGINS_STARTED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(

@@ -548,8 +548,8 @@ pub unsafe extern "C" fn wechat_oauth_client_prefix(
 
 fn decision_from(d: Decision) -> Box<wechat_oauth_decision> {
     let state = match d {
-        Decision::Pass(pass) => DecisionState::Pass {
-            identity: pass.identity.clone().map(wechat_oauth_identity::new),
+        Decision::Pass(mut pass) => DecisionState::Pass {
+            identity: pass.identity.take().map(wechat_oauth_identity::new),
             pass,
         },
         Decision::Reply(reply) => DecisionState::Respond(reply),
