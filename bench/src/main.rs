@@ -167,6 +167,38 @@ struct Sample {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// CPU time the proxy side's processes spent per request, µs.
+    cpu_us: f64,
+    /// Their CPU use during the run, in CPUs (1.0: one CPU all the time).
+    cpu_busy: f64,
+}
+
+/// CPU time (user + system) of `pid` and all its descendants, in seconds,
+/// from /proc (clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_seconds(pid: u32) -> f64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name: state is the first, utime the 12th.
+            let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0)
+        / 100.0;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    let children: f64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .map(cpu_seconds)
+        .sum();
+    own + children
 }
 
 fn parse_latency(text: &str) -> f64 {
@@ -183,7 +215,9 @@ fn parse_latency(text: &str) -> f64 {
     }
 }
 
-fn wrk(o: &Options, url: &str, headers: &[String]) -> Sample {
+/// Runs wrk against `url`, counting the CPU time of `proxies` (pids, with
+/// their children) meanwhile.
+fn wrk(o: &Options, url: &str, headers: &[String], proxies: &[u32]) -> Sample {
     let mut cmd = command_on(Side::Load, Path::new("wrk"));
     cmd.args([
         format!("-t{}", o.threads),
@@ -194,10 +228,13 @@ fn wrk(o: &Options, url: &str, headers: &[String]) -> Sample {
     for h in headers {
         cmd.arg("-H").arg(h);
     }
+    let cpu = || proxies.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let (cpu_before, started) = (cpu(), Instant::now());
     let out = cmd
         .arg(url)
         .output()
         .expect("wrk runs (apt-get install wrk)");
+    let (cpu_used, elapsed) = (cpu() - cpu_before, started.elapsed().as_secs_f64());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         !text.contains("Non-2xx or 3xx responses"),
@@ -208,10 +245,17 @@ fn wrk(o: &Options, url: &str, headers: &[String]) -> Sample {
             .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
             .unwrap_or_else(|| panic!("no {prefix} in wrk's output:\n{text}"))
     };
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
     Sample {
         rps: field("Requests/sec:").parse().unwrap(),
         p50_us: parse_latency(&field("50%")),
         p99_us: parse_latency(&field("99%")),
+        cpu_us: cpu_used * 1e6 / requests.max(1.0),
+        cpu_busy: cpu_used / elapsed,
     }
 }
 
@@ -412,7 +456,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
         )
     };
     let _upstream = nginx(Side::Load, "upstream", &upstream_conf);
-    let _nginx = nginx(Side::Proxy, "proxy", &nginx_conf);
+    let proxy_nginx = nginx(Side::Proxy, "proxy", &nginx_conf);
     let _emulator = spawn(
         Side::Load,
         &release.join("wechat-emulator"),
@@ -427,7 +471,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
         &[("WECHAT_APP_SECRET", app_secret)],
         &dir.join("emulator.log"),
     );
-    let _bare = spawn(
+    let bare = spawn(
         Side::Proxy,
         &release.join("bare-pingora"),
         &[&format!("127.0.0.1:{bp}"), &format!("127.0.0.1:{up}")],
@@ -465,14 +509,18 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
         url: String,
         headers: Vec<String>,
         baseline: Option<usize>,
+        /// The proxy side's processes: their CPU time is counted.
+        proxies: Vec<u32>,
         samples: Vec<Sample>,
     }
+    let (bare_pid, gateway_pid, nginx_pid) = (bare.0.id(), gateway.0.id(), proxy_nginx.0.id());
     let mut rows = vec![
         Row {
             name: "upstream direct (nginx return 200)",
             url: format!("http://127.0.0.1:{up}/"),
             headers: with_session.clone(),
             baseline: None,
+            proxies: vec![],
             samples: vec![],
         },
         Row {
@@ -480,6 +528,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
             url: format!("http://127.0.0.1:{bp}/"),
             headers: with_session.clone(),
             baseline: None,
+            proxies: vec![bare_pid],
             samples: vec![],
         },
         Row {
@@ -487,6 +536,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
             url: format!("{gateway_url}/"),
             headers: with_session.clone(),
             baseline: Some(1),
+            proxies: vec![gateway_pid],
             samples: vec![],
         },
         Row {
@@ -494,6 +544,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
             url: format!("{gateway_url}/"),
             headers: wechat_only,
             baseline: Some(1),
+            proxies: vec![gateway_pid],
             samples: vec![],
         },
         Row {
@@ -501,6 +552,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
             url: format!("http://127.0.0.1:{np}/"),
             headers: with_session.clone(),
             baseline: None,
+            proxies: vec![nginx_pid],
             samples: vec![],
         },
         Row {
@@ -508,6 +560,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
             url: format!("http://127.0.0.1:{mp}/"),
             headers: with_session.clone(),
             baseline: Some(4),
+            proxies: vec![nginx_pid],
             samples: vec![],
         },
         Row {
@@ -515,6 +568,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
             url: format!("http://127.0.0.1:{ap}/"),
             headers: with_session,
             baseline: Some(4),
+            proxies: vec![nginx_pid, gateway_pid],
             samples: vec![],
         },
     ];
@@ -524,14 +578,16 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
     );
     for round in 0..o.rounds {
         for row in rows.iter_mut() {
-            let s = wrk(&o, &row.url, &row.headers);
+            let s = wrk(&o, &row.url, &row.headers, &row.proxies);
             eprintln!(
-                "round {}: {:<46} {:>10.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us",
+                "round {}: {:<46} {:>10.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  proxy CPU {:>5.1} us/req ({:.2} CPUs)",
                 round + 1,
                 row.name,
                 s.rps,
                 s.p50_us,
-                s.p99_us
+                s.p99_us,
+                s.cpu_us,
+                s.cpu_busy
             );
             row.samples.push(s);
         }
@@ -542,6 +598,8 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
             rps: median(r.samples.iter().map(|s| s.rps).collect()),
             p50_us: median(r.samples.iter().map(|s| s.p50_us).collect()),
             p99_us: median(r.samples.iter().map(|s| s.p99_us).collect()),
+            cpu_us: median(r.samples.iter().map(|s| s.cpu_us).collect()),
+            cpu_busy: median(r.samples.iter().map(|s| s.cpu_busy).collect()),
         })
         .collect();
 
@@ -585,10 +643,10 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
     let mut table = String::new();
     writeln!(
         table,
-        "| setup | req/s | p50 | p99 | ratio to its baseline |"
+        "| setup | req/s | p50 | p99 | ratio to its baseline | proxy CPU per request (CPUs busy) |"
     )
     .unwrap();
-    writeln!(table, "|---|---:|---:|---:|---|").unwrap();
+    writeln!(table, "|---|---:|---:|---:|---|---:|").unwrap();
     // Ratios are medians over rounds of each row against its baseline run
     // just before it: the machine's drift between rounds cancels out.
     let paired = |row: usize, base: usize, f: &dyn Fn(&Sample, &Sample) -> f64| {
@@ -612,10 +670,20 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
                 added_p99(i, b)
             )
         });
+        let cpu = match (row.proxies.is_empty(), row.baseline) {
+            (true, _) => "–".to_owned(),
+            (false, None) => format!("{:.1} µs ({:.2})", m.cpu_us, m.cpu_busy),
+            (false, Some(b)) => format!(
+                "{:.1} µs, {:+.1} µs ({:.2})",
+                m.cpu_us,
+                paired(i, b, &|a, b| a.cpu_us - b.cpu_us),
+                m.cpu_busy
+            ),
+        };
         writeln!(
             table,
-            "| {} | {:.0} | {:.0} µs | {:.0} µs | {} |",
-            row.name, m.rps, m.p50_us, m.p99_us, ratio
+            "| {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} |",
+            row.name, m.rps, m.p50_us, m.p99_us, ratio, cpu
         )
         .unwrap();
     }
