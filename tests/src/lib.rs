@@ -41,6 +41,18 @@ impl std::ops::Deref for ScratchDir {
     }
 }
 
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for ScratchDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -1166,7 +1178,7 @@ pub fn nginx_module() -> PathBuf {
                 .to_owned();
             let output = Command::new(workspace_root().join("examples/nginx/module/build.sh"))
                 .env("PROFILE", &profile)
-                .env("OUT_DIR", &*out)
+                .env("OUT_DIR", &out)
                 .output()
                 .expect("build.sh runs");
             assert!(

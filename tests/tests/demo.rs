@@ -6,8 +6,7 @@ use wechat_e2e::{absolute, free_port, wait_ready, Browser, Proc, DESKTOP_UA};
 
 #[tokio::test]
 async fn the_demo_logs_a_desktop_browser_in_through_the_emulators_consent_page() {
-    let dir = std::env::temp_dir().join(format!("wechat-demo-{}", wechat_e2e::random(8)));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = wechat_e2e::ScratchDir::new("demo");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut demo = Proc::start(
@@ -92,5 +91,4 @@ async fn the_demo_logs_a_desktop_browser_in_through_the_emulators_consent_page()
         demo.wait_exit(Duration::from_secs(10)).is_some(),
         "Ctrl-C stops the demo"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -463,8 +463,7 @@ async fn secrets_codes_and_tokens_appear_in_no_response_and_no_log_line() {
 
 #[test]
 fn config_problems_stop_start_up_with_one_line_naming_the_key() {
-    let dir = std::env::temp_dir().join(format!("wechat-e2e-cfg-{}", wechat_e2e::random(8)));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = wechat_e2e::ScratchDir::new("e2e-cfg");
     let good = "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s3cr3t-value\"\n\n[gateway]\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\npublic_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n";
     let cases = [
         (
@@ -518,5 +517,4 @@ fn config_problems_stop_start_up_with_one_line_naming_the_key() {
     );
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(p.log_text().contains("/nonexistent.toml"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -440,8 +440,7 @@ async fn nginx_passes_the_identity_upstream_and_never_a_spoofed_header() {
 
 #[tokio::test]
 async fn nginx_t_stops_on_a_broken_config_file_with_the_librarys_message() {
-    let dir = std::env::temp_dir().join(format!("wechat-nginx-t-{}", wechat_e2e::random(8)));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = wechat_e2e::ScratchDir::new("nginx-t");
     let toml = dir.join("wechat.toml");
     std::fs::write(&toml, "[wechat]\nappid = \"wx1\"\nsecret = \"s\"\n[gateway]\npublic_url = \"https://a.example\"\ncookie_secret = \"short\"\n").unwrap();
     let conf = dir.join("nginx.conf");
@@ -470,7 +469,6 @@ async fn nginx_t_stops_on_a_broken_config_file_with_the_librarys_message() {
         "{text}"
     );
     assert!(!text.contains("short"), "the secret is not printed: {text}");
-    std::fs::remove_dir_all(&dir).unwrap();
     let _ = target_dir();
 }
 

@@ -358,8 +358,7 @@ async fn sighup_reloads_cookie_keys_without_ending_sessions_or_the_process() {
 
 #[test]
 fn check_config_lists_every_problem_and_passes_a_good_file() {
-    let dir = std::env::temp_dir().join(format!("wechat-check-{}", wechat_e2e::random(8)));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = wechat_e2e::ScratchDir::new("check");
     let broken = dir.join("broken.toml");
     std::fs::write(
         &broken,
@@ -415,7 +414,6 @@ fn check_config_lists_every_problem_and_passes_a_good_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
