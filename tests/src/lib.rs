@@ -63,6 +63,18 @@ impl Drop for ScratchDir {
     }
 }
 
+/// The value of query parameter `name` in `url` (percent-decoded). Panics
+/// when the URL does not parse or has no such parameter.
+pub fn query_param(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .unwrap_or_else(|e| panic!("not a URL ({e}): {url}"))
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+        .1
+        .into_owned()
+}
+
 /// Path of a workspace binary in the same target directory as this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

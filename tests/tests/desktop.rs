@@ -410,13 +410,7 @@ async fn headless_chromium_logs_in_by_scanning_the_qr_code() {
     )
     .unwrap();
 
-    let ticket = url::Url::parse(&src)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "ticket")
-        .unwrap()
-        .1
-        .into_owned();
+    let ticket = wechat_e2e::query_param(&src, "ticket");
     let pushed = Instant::now();
     assert_eq!(
         scan(&stack, json!({}), &ticket).await,

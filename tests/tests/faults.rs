@@ -115,13 +115,7 @@ async fn refused_connections_get_a_clear_page_and_logins_recover_when_wechat_is_
     // The authorize step is the browser's own; only the callback needs WeChat.
     let mut browser = Browser::new(WECHAT_UA);
     let first = browser.get(&stack.url("/orders")).await;
-    let state = url::Url::parse(first.location())
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = wechat_e2e::query_param(first.location(), "state");
     let started = Instant::now();
     let answer = browser
         .get(&stack.url(&format!("/_wechat/callback?code=refused1&state={state}")))
@@ -216,13 +210,7 @@ async fn failed_logins(stack: &Stack, batch: &str, n: usize, parallel: usize) {
                 .await
                 .unwrap();
             let location = first.headers()["location"].to_str().unwrap().to_owned();
-            let state = url::Url::parse(&location)
-                .unwrap()
-                .query_pairs()
-                .find(|(k, _)| k == "state")
-                .unwrap()
-                .1
-                .into_owned();
+            let state = wechat_e2e::query_param(&location, "state");
             let cookie = first
                 .headers()
                 .get_all("set-cookie")

@@ -42,8 +42,12 @@ impl Metrics {
     }
 }
 
-fn moved(delta: &HashMap<String, f64>, series: &str) -> f64 {
-    delta.get(series).copied().unwrap_or(0.0)
+/// Asserts that `series` moved by exactly `by` in `delta` (a series that is
+/// absent did not move).
+#[track_caller]
+fn assert_moved(delta: &HashMap<String, f64>, series: &str, by: f64) {
+    let moved = delta.get(series).copied().unwrap_or(0.0);
+    assert_eq!(moved, by, "{series} moved by {moved}, not {by}: {delta:?}");
 }
 
 #[tokio::test]
@@ -73,47 +77,28 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     browser.get(&callback).await;
     browser.get(&stack.url("/echo")).await;
     let d = m.delta().await;
-    assert_eq!(
-        moved(&d, "wechat_gateway_logins_started_total"),
-        1.0,
-        "{d:?}"
-    );
-    assert_eq!(
-        moved(&d, "wechat_gateway_logins_completed_total"),
-        1.0,
-        "{d:?}"
-    );
-    assert_eq!(
-        moved(&d, r#"wechat_gateway_requests_total{outcome="redirect"}"#),
+    assert_moved(&d, "wechat_gateway_logins_started_total", 1.0);
+    assert_moved(&d, "wechat_gateway_logins_completed_total", 1.0);
+    assert_moved(
+        &d,
+        r#"wechat_gateway_requests_total{outcome="redirect"}"#,
         2.0,
-        "{d:?}"
     );
-    assert_eq!(
-        moved(&d, r#"wechat_gateway_requests_total{outcome="pass"}"#),
+    assert_moved(&d, r#"wechat_gateway_requests_total{outcome="pass"}"#, 1.0);
+    assert_moved(
+        &d,
+        r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="0"}"#,
         1.0,
-        "{d:?}"
     );
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="0"}"#
-        ),
+    assert_moved(
+        &d,
+        r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/userinfo",errcode="0"}"#,
         1.0,
-        "{d:?}"
     );
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/userinfo",errcode="0"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_wechat_api_duration_seconds_count{endpoint="sns/oauth2/access_token"}"#
-        ),
-        1.0
+    assert_moved(
+        &d,
+        r#"wechat_gateway_wechat_api_duration_seconds_count{endpoint="sns/oauth2/access_token"}"#,
+        1.0,
     );
 
     // WeChat's duplicate callback joins the first exchange.
@@ -121,11 +106,7 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     duplicate.cookies = kept;
     duplicate.get(&callback).await;
     let d = m.delta().await;
-    assert_eq!(
-        moved(&d, "wechat_gateway_code_exchange_joins_total"),
-        1.0,
-        "{d:?}"
-    );
+    assert_moved(&d, "wechat_gateway_code_exchange_joins_total", 1.0);
 
     // An API call without a session: a 401.
     Browser::new(WECHAT_UA)
@@ -135,13 +116,10 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
         )
         .await;
     let d = m.delta().await;
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_requests_total{outcome="unauthorized"}"#
-        ),
+    assert_moved(
+        &d,
+        r#"wechat_gateway_requests_total{outcome="unauthorized"}"#,
         1.0,
-        "{d:?}"
     );
 
     // A busy WeChat, retried, then a refused code: a failed login by errcode.
@@ -158,33 +136,25 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     let back = stack.wechat_login(&mut failing, "/echo").await;
     assert_eq!(back.status, 400, "{}", back.body);
     let d = m.delta().await;
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_wechat_api_retries_total{endpoint="sns/oauth2/access_token"}"#
-        ),
+    assert_moved(
+        &d,
+        r#"wechat_gateway_wechat_api_retries_total{endpoint="sns/oauth2/access_token"}"#,
         1.0,
-        "{d:?}"
     );
-    assert_eq!(
-        moved(&d, r#"wechat_gateway_logins_failed_total{errcode="40029"}"#),
+    assert_moved(
+        &d,
+        r#"wechat_gateway_logins_failed_total{errcode="40029"}"#,
         1.0,
-        "{d:?}"
     );
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="-1"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_requests_total{outcome="client_error"}"#
-        ),
+    assert_moved(
+        &d,
+        r#"wechat_gateway_wechat_api_calls_total{endpoint="sns/oauth2/access_token",errcode="-1"}"#,
         1.0,
-        "{d:?}"
+    );
+    assert_moved(
+        &d,
+        r#"wechat_gateway_requests_total{outcome="client_error"}"#,
+        1.0,
     );
 }
 
@@ -221,29 +191,25 @@ async fn qr_scene_metrics_count_created_confirmed_and_expired() {
     let status_url = stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0"));
     assert_eq!(browser.get(&status_url).await.json()["status"], "confirmed");
     let d = m.delta().await;
-    assert_eq!(
-        moved(&d, r#"wechat_gateway_qr_scenes_total{status="created"}"#),
+    assert_moved(
+        &d,
+        r#"wechat_gateway_qr_scenes_total{status="created"}"#,
         1.0,
-        "{d:?}"
     );
-    assert_eq!(
-        moved(&d, r#"wechat_gateway_qr_scenes_total{status="confirmed"}"#),
+    assert_moved(
+        &d,
+        r#"wechat_gateway_qr_scenes_total{status="confirmed"}"#,
         1.0,
-        "{d:?}"
     );
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/token",errcode="0"}"#
-        ),
-        1.0
+    assert_moved(
+        &d,
+        r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/token",errcode="0"}"#,
+        1.0,
     );
-    assert_eq!(
-        moved(
-            &d,
-            r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/qrcode/create",errcode="0"}"#
-        ),
-        1.0
+    assert_moved(
+        &d,
+        r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/qrcode/create",errcode="0"}"#,
+        1.0,
     );
 }
 

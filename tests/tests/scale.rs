@@ -393,15 +393,7 @@ async fn a_state_used_on_one_gateway_cannot_carry_another_code_on_another() {
     let mut other = Browser::new(WECHAT_UA);
     let own = other.get(&cluster.on(0, "/x")).await;
     let own_callback = other.get(own.location()).await.location().to_owned();
-    let code = |u: &str| {
-        url::Url::parse(u)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .unwrap()
-            .1
-            .into_owned()
-    };
+    let code = |u: &str| wechat_e2e::query_param(u, "code");
     let forged = callback.replace(&code(&callback), &code(&own_callback));
     let mut replay = Browser::new(WECHAT_UA);
     replay.cookies = kept;

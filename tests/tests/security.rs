@@ -83,20 +83,8 @@ async fn a_used_state_cookie_cannot_carry_another_code() {
     let mut attacker = Browser::new(WECHAT_UA);
     let own = attacker.get(&stack.url("/elsewhere")).await;
     let own_consent = attacker.get(own.location()).await;
-    let own_code = url::Url::parse(own_consent.location())
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let state = url::Url::parse(&callback)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let own_code = wechat_e2e::query_param(own_consent.location(), "code");
+    let state = wechat_e2e::query_param(&callback, "state");
     let mut replay = Browser::new(WECHAT_UA);
     replay.cookies = leaked_cookies.clone();
     let replayed = replay

@@ -504,13 +504,7 @@ fn raw_status(stack: &Stack, request: &[u8]) -> u16 {
 async fn hostile_input_gets_a_clear_4xx_never_a_500() {
     let stack = Stack::start().await;
     let (mut browser, callback) = to_callback(&stack, "/echo").await;
-    let state = url::Url::parse(&callback)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = wechat_e2e::query_param(&callback, "state");
     let long = "C".repeat(8000);
     for query in [
         format!("code={long}&state={state}"),

@@ -18,13 +18,7 @@ async fn to_the_page(stack: &Stack, browser: &mut Browser) -> (String, String) {
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let url = answer.json()["url"].as_str().unwrap().to_owned();
-    let authorize = url::Url::parse(&url).unwrap();
-    let redirect_uri = authorize
-        .query_pairs()
-        .find(|(k, _)| k == "redirect_uri")
-        .unwrap()
-        .1
-        .into_owned();
+    let redirect_uri = wechat_e2e::query_param(&url, "redirect_uri");
     assert_eq!(
         redirect_uri,
         stack.url("/spa/"),
@@ -32,16 +26,12 @@ async fn to_the_page(stack: &Stack, browser: &mut Browser) -> (String, String) {
     );
     let back = browser.get(&url).await;
     assert_eq!(back.status, 302, "{}", back.body);
-    let page = url::Url::parse(back.location()).unwrap();
-    assert_eq!(page.path(), "/spa/");
-    let param = |name: &str| {
-        page.query_pairs()
-            .find(|(k, _)| k == name)
-            .unwrap()
-            .1
-            .into_owned()
-    };
-    (param("code"), param("state"))
+    let page = back.location();
+    assert_eq!(url::Url::parse(page).unwrap().path(), "/spa/");
+    (
+        wechat_e2e::query_param(page, "code"),
+        wechat_e2e::query_param(page, "state"),
+    )
 }
 
 #[tokio::test]
