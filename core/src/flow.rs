@@ -207,6 +207,8 @@ pub struct Gate {
     store: Arc<dyn TokenStore>,
     logins: Arc<SingleFlight<LoginResult>>,
     used_states: Arc<UsedStates>,
+    /// Each code with the state it first came with.
+    bound_codes: Arc<UsedStates>,
     refreshes: Arc<SingleFlight<Result<StoredTokens, SnsError>>>,
     /// Redis, when `[store] url` names one: shared by every instance.
     shared: Option<Arc<RedisStore>>,
@@ -295,6 +297,7 @@ impl Gate {
                 100_000,
             )),
             used_states: Arc::default(),
+            bound_codes: Arc::default(),
             refreshes: Arc::new(SingleFlight::new(Duration::from_secs(5), 100_000)),
             shared: None,
             revocations: Arc::default(),
@@ -676,7 +679,7 @@ impl Gate {
             }
             "/healthz" => Reply::text(200, "ok\n"),
             "/callback" => {
-                return match self.check_callback(req.query, cookies, session, now, lang) {
+                return match self.check_callback(req.query, cookies, session, now, lang, false) {
                     Ok(pending) => Decision::Call(Call {
                         kind: CallKind::Login(pending),
                         lang,
@@ -804,6 +807,7 @@ impl Gate {
         session: Option<Session>,
         now: u64,
         lang: Lang,
+        json: bool,
     ) -> Result<PendingLogin, Reply> {
         let mut code = None;
         let mut state = None;
@@ -882,13 +886,55 @@ impl Gate {
         {
             return Err(self.bad_callback("this login's state was already used", lang));
         }
+        if !self
+            .bound_codes
+            .claim(&code, &state, now, now + CODE_OUTCOME_SECS)
+        {
+            return Err(self
+                .code_replayed(&return_to, json, lang)
+                .with_header("Set-Cookie", self.remove_cookie(&name)));
+        }
         Ok(PendingLogin {
             code: AuthorizationCode::new(code.into_owned()),
             return_to,
             state_cookie: name,
             open_app,
-            json: false,
+            json,
         })
+    }
+
+    /// The answer to a code presented with a state other than the one it
+    /// first came with (a leaked code tried in another browser): nothing of
+    /// that login, a "link expired" page whose button starts a fresh login.
+    fn code_replayed(&self, return_to: &str, json: bool, lang: Lang) -> Reply {
+        tracing::warn!("refused a code that came back with another browser's state");
+        crate::metrics::count_refused("code_other_state");
+        if json {
+            return Reply::json(
+                400,
+                &serde_json::json!({"error": "code_expired", "login_url": self.login_url(return_to, self.config.wechat.scope, true)}),
+            );
+        }
+        page(
+            lang,
+            400,
+            Text {
+                zh: "登录链接已过期",
+                en: "This login link has expired",
+            },
+            Text {
+                zh: "请重新登录。",
+                en: "Please log in again.",
+            },
+            None,
+            Some((
+                &self.login_url(return_to, self.config.wechat.scope, false),
+                Text {
+                    zh: "重新登录",
+                    en: "Log in again",
+                },
+            )),
+        )
     }
 
     fn bad_callback(&self, why: &str, lang: Lang) -> Reply {
@@ -954,6 +1000,7 @@ impl Gate {
         gate.scenes = self.scenes.clone();
         gate.logins = self.logins.clone();
         gate.used_states = self.used_states.clone();
+        gate.bound_codes = self.bound_codes.clone();
         gate.refreshes = self.refreshes.clone();
         gate.revocations = self.revocations.clone();
         gate.revocations_seen_ms = std::sync::atomic::AtomicU64::new(
@@ -1240,9 +1287,8 @@ impl Gate {
             .append_pair("state", &handoff.state)
             .finish();
         let known = session.as_ref().map(|s| s.identity.clone());
-        match self.check_callback(Some(&query), &cookies, session, now, lang) {
-            Ok(mut pending) => {
-                pending.json = true;
+        match self.check_callback(Some(&query), &cookies, session, now, lang, true) {
+            Ok(pending) => {
                 Decision::Call(Call {
                     kind: CallKind::Login(pending),
                     lang,
@@ -1251,6 +1297,9 @@ impl Gate {
             // A repeat of a hand-off that already logged this browser in.
             Err(page) if page.status == 302 && known.is_some() => {
                 Decision::Reply(identity_json(&known.expect("checked"), None))
+            }
+            Err(reply) if reply.header("content-type").is_some_and(|t| t.starts_with("application/json")) => {
+                Decision::Reply(reply)
             }
             Err(page) => {
                 let mut reply = Reply::json(
@@ -1385,11 +1434,16 @@ impl Gate {
         let started = Instant::now();
         if let Some(shared) = &self.shared {
             match claim_shared_state(shared, &pending).await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(SharedClaim::Claimed) => {}
+                Ok(SharedClaim::StateUsed) => {
                     return self
                         .bad_callback("this login's state was already used", lang)
                         .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
+                }
+                Ok(SharedClaim::CodeBound) => {
+                    return self
+                        .code_replayed(&pending.return_to, pending.json, lang)
+                        .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
                 }
                 Err(e) => {
                     let failed = Err(SnsError::Store(e.0));
@@ -1959,22 +2013,38 @@ fn stored_tokens(token: &TokenResponse, now: u64) -> StoredTokens {
 /// logout time in ms.
 const REVOCATIONS_KEY: &str = "revoked";
 
-/// Claims the login's state for its code in Redis (its single use across
-/// instances); `false` when it already went with another code.
+/// What claiming a login's (state, code) pair in the shared store found.
+enum SharedClaim {
+    /// The pair is this login's (first arrival or a repeat of it).
+    Claimed,
+    /// The state already went with another code.
+    StateUsed,
+    /// The code already came back with another state.
+    CodeBound,
+}
+
+/// Claims the login's state for its code and the code for its state in the
+/// shared store (one pair across instances).
 async fn claim_shared_state(
     shared: &RedisStore,
     pending: &PendingLogin,
-) -> Result<bool, crate::store::StoreError> {
-    let key = format!("state:{}", key_hash(&pending.state_cookie));
+) -> Result<SharedClaim, crate::store::StoreError> {
+    let state = key_hash(&pending.state_cookie);
     let code = key_hash(pending.code.expose());
-    let ttl = Duration::from_secs(STATE_LIFETIME_SECS);
-    if shared.set_if_absent(&key, &code, ttl).await? {
-        return Ok(true);
+    let bind = |key: String, value: String, ttl: u64| async move {
+        let ttl = Duration::from_secs(ttl);
+        if shared.set_if_absent(&key, &value, ttl).await? {
+            return Ok::<bool, crate::store::StoreError>(true);
+        }
+        Ok(shared.get(&key).await?.is_none_or(|bound| bound == value))
+    };
+    if !bind(format!("state:{state}"), code.clone(), STATE_LIFETIME_SECS).await? {
+        return Ok(SharedClaim::StateUsed);
     }
-    Ok(shared
-        .get(&key)
-        .await?
-        .is_none_or(|used_with| used_with == code))
+    if !bind(format!("code-state:{code}"), state, CODE_OUTCOME_SECS).await? {
+        return Ok(SharedClaim::CodeBound);
+    }
+    Ok(SharedClaim::Claimed)
 }
 
 /// A code's outcome as kept in Redis: `u` + the packed login, `s` (a

@@ -116,6 +116,23 @@ pub static STORE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Attacks and misuse the gate refused, by `reason`: `code_other_state` (a
+/// code presented with a state other than the one it came with),
+/// `push_replay`, `push_plaintext`, `bad_path`, `rate_limited`.
+pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_refused_total",
+        "Requests the gate refused as an attack or misuse, by reason",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// Counts a refusal of [`REFUSED`].
+pub fn count_refused(reason: &'static str) {
+    REFUSED.with_label_values(&[reason]).inc();
+}
+
 /// Counts a request the gate answered itself, by its status.
 pub fn count_reply(status: u16) {
     let outcome = match status {

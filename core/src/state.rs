@@ -123,11 +123,14 @@ pub fn safe_return_path(rd: &str, origin: &str, prefix: &str) -> Option<String> 
 /// then any (memory stays bounded under a flood of logins).
 pub const USED_STATES_CAPACITY: usize = 200_000;
 
-/// The states whose callback already came, each with its code, until the
-/// state cookie would expire: a state is good for one code (a repeat of the
-/// same callback shares its outcome) and never for a second one, so a state
-/// cookie that leaked can't carry someone else's code into a login.
-/// Entries are keyed by keyed hashes (24 bytes each), never the values.
+/// One-to-one bindings that expire: each key goes with the first value it
+/// was claimed with until its end. The gate keeps two: each state with its
+/// code (a state is good for one code, so a state cookie that leaked can't
+/// carry someone else's code into a login) and each code with its state (a
+/// code is good for the browser it came back to, so a code that leaked
+/// can't log a second browser in). A repeat of the same pair shares the
+/// one outcome. Entries are keyed by keyed hashes (24 bytes each), never
+/// the values.
 #[derive(Debug, Default)]
 pub struct UsedStates {
     hasher: std::hash::RandomState,
@@ -137,7 +140,8 @@ pub struct UsedStates {
 
 impl UsedStates {
     /// Claims `state` for `code` until `expires_at` (unix seconds); `false`
-    /// when the state already went with another code before `now`.
+    /// when the state already went with another code before `now`. (For
+    /// the code binding: `state` is the code, `code` its state.)
     pub fn claim(&self, state: &str, code: &str, now: u64, expires_at: u64) -> bool {
         use std::hash::BuildHasher;
         let (state, code) = (self.hasher.hash_one(state), self.hasher.hash_one(code));

@@ -752,3 +752,34 @@ async fn concurrent_refreshes_of_one_session_on_three_instances_send_its_refresh
     }
     assert_eq!(cluster.calls("refresh_token").await, 1);
 }
+
+#[tokio::test]
+async fn a_code_used_on_one_gateway_logs_no_other_browser_in_on_another() {
+    let cluster = Cluster::start().await;
+    let mut victim = Browser::new(WECHAT_UA);
+    let start = victim.get(&cluster.on(0, "/orders")).await;
+    let consent = victim.get(start.location()).await;
+    let callback = consent.location().to_owned();
+    assert_eq!(victim.get(&cluster.on(1, &callback)).await.status, 302);
+    let code = wechat_e2e::query_param(&callback, "code");
+    for i in [1, 2] {
+        let mut attacker = Browser::new(WECHAT_UA);
+        let own = attacker.get(&cluster.on(i, "/x")).await;
+        let state = wechat_e2e::query_param(own.location(), "state");
+        let tried = attacker
+            .get(&cluster.on(
+                i,
+                &format!("/_wechat/callback?code={code}&state={state}"),
+            ))
+            .await;
+        assert_eq!(tried.status, 400, "instance {i}: {}", tried.body);
+        assert!(
+            tried
+                .headers_named("set-cookie")
+                .iter()
+                .all(|c| !c.starts_with("wechat_session=")),
+            "instance {i}: no session"
+        );
+    }
+    assert_eq!(cluster.calls("access_token").await, 1);
+}

@@ -241,3 +241,57 @@ async fn a_copy_of_a_logged_out_session_cookie_no_longer_passes() {
         .await;
     assert_eq!(page.status, 401, "{}", page.body);
 }
+
+/// A browser of the attacker's with a fresh login of its own started: its
+/// state cookie, and the state WeChat would send back with it.
+async fn attacker_with_own_state(stack: &Stack) -> (Browser, String) {
+    let mut attacker = Browser::new(WECHAT_UA);
+    let start = attacker.get(&stack.url("/elsewhere")).await;
+    assert_eq!(start.status, 302, "{}", start.body);
+    let state = wechat_e2e::query_param(start.location(), "state");
+    (attacker, state)
+}
+
+#[tokio::test]
+async fn a_leaked_code_never_logs_a_second_browser_in() {
+    let stack = Stack::start().await;
+    let mut victim = Browser::new(WECHAT_UA);
+    let back = stack.wechat_login(&mut victim, "/orders").await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let leaked = back.url.clone();
+    let code = wechat_e2e::query_param(&leaked, "code");
+
+    // Through the gateway's callback, with the attacker's own fresh state.
+    let (mut attacker, state) = attacker_with_own_state(&stack).await;
+    let tried = attacker
+        .get(&stack.url(&format!("/_wechat/callback?code={code}&state={state}")))
+        .await;
+    assert_eq!(tried.status, 400, "{}", tried.body);
+    assert!(set_cookies(&tried, "wechat_session=").is_empty());
+    assert!(tried.body.contains("/_wechat/login"), "a fresh login start");
+    let page = attacker
+        .get_with(
+            &stack.url("/echo"),
+            &[("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(page.status, 401, "the attacker is not logged in");
+
+    // Through the front end's hand-off: JSON, nothing of the login.
+    let (mut attacker, state) = attacker_with_own_state(&stack).await;
+    let tried = attacker
+        .post_json(
+            &stack.url("/_wechat/exchange"),
+            &json!({"code": code, "state": state}),
+        )
+        .await;
+    assert_eq!(tried.status, 400, "{}", tried.body);
+    assert_eq!(tried.json()["error"], "code_expired", "{}", tried.body);
+    assert!(tried.json().get("openid").is_none());
+    assert!(set_cookies(&tried, "wechat_session=").is_empty());
+
+    assert_eq!(stack.calls("access_token").await, 1, "no exchange for the replays");
+    assert!(stack
+        .gateway_log()
+        .contains("refused a code that came back with another browser's state"));
+}
