@@ -489,6 +489,34 @@ wechat_oauth_result wechat_oauth_decision_upstream_cookie(const struct wechat_oa
                                                           struct wechat_oauth_str *out);
 
 /**
+ * For a `PASS` decision, the canonical path the application must be given
+ * instead of the request's (docs/security.md "Paths": dot segments
+ * removed, unreserved escapes decoded). `data` is NULL when the request's
+ * path is canonical already (serve it as it is).
+ *
+ * Errors: `WRONG_STATE` for other kinds, `NULL_PARAMETER`.
+ *
+ * # Safety
+ * `decision` live; `out` writable.
+ */
+wechat_oauth_result wechat_oauth_decision_upstream_path(const struct wechat_oauth_decision *decision,
+                                                        struct wechat_oauth_str *out);
+
+/**
+ * Whether a request header named `name` (any bytes, any case) is one of
+ * the gate's identity headers, which a host must remove before the
+ * application sees the request: lower-cased with `_` read as `-`, it
+ * starts with `x-wechat-` (so `X_WeChat_OpenID`, which CGI and PHP read as
+ * `HTTP_X_WECHAT_OPENID`, is one too). `*out` is set to it.
+ *
+ * Errors: `NULL_PARAMETER`.
+ *
+ * # Safety
+ * `name.data` points at `name.len` readable bytes (or is NULL); `out` writable.
+ */
+wechat_oauth_result wechat_oauth_is_identity_header(struct wechat_oauth_str name, bool *out);
+
+/**
  * Releases a decision. NULL does nothing.
  *
  * # Safety

@@ -130,6 +130,11 @@ wechat_oauth_result wechat_oauth_decision_identity(const struct wechat_oauth_dec
 wechat_oauth_result wechat_oauth_decision_upstream_cookie(const struct wechat_oauth_decision *decision,
                                                           struct wechat_oauth_str *out);
 
+wechat_oauth_result wechat_oauth_decision_upstream_path(const struct wechat_oauth_decision *decision,
+                                                        struct wechat_oauth_str *out);
+
+wechat_oauth_result wechat_oauth_is_identity_header(struct wechat_oauth_str name, bool *out);
+
 void wechat_oauth_decision_free(struct wechat_oauth_decision *decision);
 
 wechat_oauth_result wechat_oauth_identity_get(const struct wechat_oauth_identity *identity,

@@ -100,6 +100,10 @@ pub struct Pass {
     /// A `Set-Cookie` value to add to the application's response (the
     /// session re-sealed to keep an idle timeout from ending it).
     pub set_cookie: Option<String>,
+    /// The path the application must get instead of the request's: its
+    /// canonical form ([`crate::path`]), when that differs; `None`: the
+    /// request's path is canonical already.
+    pub upstream_path: Option<String>,
 }
 
 /// Work that needs IO before the answer; run it with [`Gate::complete`].
@@ -209,6 +213,8 @@ pub struct Gate {
     used_states: Arc<UsedStates>,
     /// Each code with the state it first came with.
     bound_codes: Arc<UsedStates>,
+    /// Each signed push's (timestamp, nonce) with its body.
+    push_nonces: Arc<UsedStates>,
     refreshes: Arc<SingleFlight<Result<StoredTokens, SnsError>>>,
     /// Redis, when `[store] url` names one: shared by every instance.
     shared: Option<Arc<RedisStore>>,
@@ -298,6 +304,7 @@ impl Gate {
             )),
             used_states: Arc::default(),
             bound_codes: Arc::default(),
+            push_nonces: Arc::default(),
             refreshes: Arc::new(SingleFlight::new(Duration::from_secs(5), 100_000)),
             shared: None,
             revocations: Arc::default(),
@@ -319,6 +326,19 @@ impl Gate {
     /// a page). No IO.
     pub fn decide_auth(&self, req: &RequestParts<'_>) -> Reply {
         let login_url = |path: &str| self.login_url(path, self.config.wechat.scope, true);
+        let canonical = match crate::path::canonical_path(req.path) {
+            Ok(path) => path,
+            // nginx reads any status but 2xx, 401 and 403 as an error (500).
+            Err(e) => {
+                let mut reply = bad_path(e, Lang::En);
+                reply.status = 403;
+                return reply;
+            }
+        };
+        let req = &RequestParts {
+            path: &canonical,
+            ..*req
+        };
         if route_under(req.path, &self.config.gateway.prefix).is_some() {
             // The gate's own routes are proxied to it, never auth-requested.
             return login_required_json(&login_url("/"));
@@ -371,6 +391,19 @@ impl Gate {
     pub fn decide_at(&self, req: &RequestParts<'_>, now: u64) -> Decision {
         // Only pages need the language: not computed for requests that pass.
         let lang = || Lang::choose(self.config.gateway.language, req.accept_language);
+        // Every rule below sees the canonical path only.
+        let canonical = match crate::path::canonical_path(req.path) {
+            Ok(path) => path,
+            Err(e) => return Decision::Reply(bad_path(e, lang())),
+        };
+        let upstream_path = match &canonical {
+            std::borrow::Cow::Owned(path) => Some(path.clone()),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let req = &RequestParts {
+            path: &canonical,
+            ..*req
+        };
         let cookies = GateCookies::parse(req.cookie);
         let session = self.live_session(&cookies, now);
         let prefix = &self.config.gateway.prefix;
@@ -391,6 +424,7 @@ impl Gate {
                     set_cookie: self.touch(&s, now),
                     identity: Some(s.identity),
                     upstream_cookie: strip_gate_cookies(req.cookie),
+                    upstream_path,
                 });
             }
             None if self.is_public(req.path) => {
@@ -398,6 +432,7 @@ impl Gate {
                     identity: None,
                     upstream_cookie: strip_gate_cookies(req.cookie),
                     set_cookie: None,
+                    upstream_path,
                 });
             }
             _ => {}
@@ -1001,6 +1036,7 @@ impl Gate {
         gate.logins = self.logins.clone();
         gate.used_states = self.used_states.clone();
         gate.bound_codes = self.bound_codes.clone();
+        gate.push_nonces = self.push_nonces.clone();
         gate.refreshes = self.refreshes.clone();
         gate.revocations = self.revocations.clone();
         gate.revocations_seen_ms = std::sync::atomic::AtomicU64::new(
@@ -1288,17 +1324,19 @@ impl Gate {
             .finish();
         let known = session.as_ref().map(|s| s.identity.clone());
         match self.check_callback(Some(&query), &cookies, session, now, lang, true) {
-            Ok(pending) => {
-                Decision::Call(Call {
-                    kind: CallKind::Login(pending),
-                    lang,
-                })
-            }
+            Ok(pending) => Decision::Call(Call {
+                kind: CallKind::Login(pending),
+                lang,
+            }),
             // A repeat of a hand-off that already logged this browser in.
             Err(page) if page.status == 302 && known.is_some() => {
                 Decision::Reply(identity_json(&known.expect("checked"), None))
             }
-            Err(reply) if reply.header("content-type").is_some_and(|t| t.starts_with("application/json")) => {
+            Err(reply)
+                if reply
+                    .header("content-type")
+                    .is_some_and(|t| t.starts_with("application/json")) =>
+            {
                 Decision::Reply(reply)
             }
             Err(page) => {
@@ -1344,6 +1382,13 @@ impl Gate {
         };
         let p = |name| query_param(query, name).unwrap_or_default();
         let (timestamp, nonce) = (p("timestamp"), p("nonce"));
+        let safe_mode = self.config.wechat.encoding_aes_key.is_some();
+        if safe_mode && p("encrypt_type") != "aes" {
+            // The plain signature covers no body: with a key, only safe mode.
+            tracing::info!("refused a plaintext push: safe mode is configured");
+            crate::metrics::count_refused("push_plaintext");
+            return Reply::text(401, "refused: this server accepts safe-mode pushes only\n");
+        }
         let xml = if p("encrypt_type") == "aes" {
             let Some(key) = &self.config.wechat.encoding_aes_key else {
                 return Reply::text(400, "safe mode is not configured\n");
@@ -1360,6 +1405,18 @@ impl Gate {
             )
         } else {
             push::verify(token, &timestamp, &nonce, &p("signature"), now).map(|()| body.to_vec())
+        };
+        let xml = match xml {
+            Ok(xml) => match self.claim_push_nonce(&timestamp, &nonce, body, now).await {
+                Ok(true) => Ok(xml),
+                Ok(false) => {
+                    tracing::warn!("refused a push that reused a signed timestamp and nonce");
+                    crate::metrics::count_refused("push_replay");
+                    return Reply::text(401, "refused\n");
+                }
+                Err(_) => return Reply::text(503, "the login store is unreachable; retry\n"),
+            },
+            Err(e) => Err(e),
         };
         let event = xml.and_then(|x| push::parse_event(&x));
         match event {
@@ -1381,6 +1438,31 @@ impl Gate {
                 tracing::info!(reason = %e, "refused a malformed push");
                 Reply::text(400, "malformed\n")
             }
+        }
+    }
+
+    /// Claims a signed push's (timestamp, nonce) for its body, for the
+    /// timestamp window on either side: `false` when the pair already came
+    /// with another body (a captured URL reused with a forged body). The
+    /// same body again is WeChat's retry, answered as the first was.
+    /// Across instances with a shared store.
+    ///
+    /// Errors: [`crate::store::StoreError`] when the shared store is down.
+    async fn claim_push_nonce(
+        &self,
+        timestamp: &str,
+        nonce: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<bool, crate::store::StoreError> {
+        let pair = format!("{timestamp} {nonce}");
+        let body = key_hash(&String::from_utf8_lossy(body));
+        let window = 2 * push::TIMESTAMP_WINDOW_SECS;
+        match &self.shared {
+            Some(shared) => {
+                bind_once(shared, format!("push-nonce:{}", key_hash(&pair)), body, window).await
+            }
+            None => Ok(self.push_nonces.claim(&pair, &body, now, now + window)),
         }
     }
 
@@ -2031,20 +2113,31 @@ async fn claim_shared_state(
 ) -> Result<SharedClaim, crate::store::StoreError> {
     let state = key_hash(&pending.state_cookie);
     let code = key_hash(pending.code.expose());
-    let bind = |key: String, value: String, ttl: u64| async move {
-        let ttl = Duration::from_secs(ttl);
-        if shared.set_if_absent(&key, &value, ttl).await? {
-            return Ok::<bool, crate::store::StoreError>(true);
-        }
-        Ok(shared.get(&key).await?.is_none_or(|bound| bound == value))
-    };
-    if !bind(format!("state:{state}"), code.clone(), STATE_LIFETIME_SECS).await? {
+    if !bind_once(shared, format!("state:{state}"), code.clone(), STATE_LIFETIME_SECS).await? {
         return Ok(SharedClaim::StateUsed);
     }
-    if !bind(format!("code-state:{code}"), state, CODE_OUTCOME_SECS).await? {
+    if !bind_once(shared, format!("code-state:{code}"), state, CODE_OUTCOME_SECS).await? {
         return Ok(SharedClaim::CodeBound);
     }
     Ok(SharedClaim::Claimed)
+}
+
+/// Binds `key` to `value` for `ttl_secs` in the shared store unless it is
+/// bound already: `true` when it is now bound to `value` (first or same),
+/// `false` when bound to another value.
+async fn bind_once(
+    shared: &RedisStore,
+    key: String,
+    value: String,
+    ttl_secs: u64,
+) -> Result<bool, crate::store::StoreError> {
+    if shared
+        .set_if_absent(&key, &value, Duration::from_secs(ttl_secs))
+        .await?
+    {
+        return Ok(true);
+    }
+    Ok(shared.get(&key).await?.is_none_or(|bound| bound == value))
 }
 
 /// A code's outcome as kept in Redis: `u` + the packed login, `s` (a
@@ -2171,6 +2264,26 @@ fn identity_json(identity: &Identity, checked: Option<bool>) -> Reply {
         body["checked"] = checked.into();
     }
     Reply::json(200, &body)
+}
+
+/// `400` for a path with no safe canonical form ([`crate::path`]).
+fn bad_path(e: crate::path::PathError, lang: Lang) -> Reply {
+    tracing::info!(reason = %e, "refused a request path");
+    crate::metrics::count_refused("bad_path");
+    page(
+        lang,
+        400,
+        Text {
+            zh: "无效的地址",
+            en: "Invalid address",
+        },
+        Text {
+            zh: "这个地址的路径无法识别。",
+            en: "The path of this address can't be used.",
+        },
+        Some(&e.to_string()),
+        None,
+    )
 }
 
 fn service_unavailable_json() -> Reply {
@@ -2403,7 +2516,8 @@ session_lifetime_secs = 3600
 
     fn login_as(g: &Gate, identity: Identity) -> String {
         let (state, cookie) = start(g, "/x");
-        let q = format!("code=CODE&state={state}");
+        // A code of its own: a code is good for one state.
+        let q = format!("code=CODE{}&state={state}", new_sid());
         let p = pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
         let r = g.login_reply(&p, &user(identity, "/x"), NOW, Lang::Zh);
         cookie_from(&r, SESSION_COOKIE)

@@ -20,6 +20,7 @@ pub mod errcode;
 pub mod flow;
 pub mod metrics;
 pub mod pages;
+pub mod path;
 pub mod push;
 pub mod qr;
 pub mod revocation;

@@ -28,6 +28,26 @@ pub const MAX_HEADIMGURL_BYTES: usize = 512;
 /// removed before a request reaches the application, so only the gate sets them.
 pub const IDENTITY_HEADER_PREFIX: &str = "x-wechat-";
 
+/// Whether a request header named `name` is one the gate owns and must
+/// remove: its name, lower-cased with `_` read as `-`, starts with
+/// [`IDENTITY_HEADER_PREFIX`]. CGI, PHP and several Ruby and Python servers
+/// turn both `-` and `_` into `_` (`HTTP_X_WECHAT_OPENID`), so
+/// `X_WeChat_OpenID` would otherwise pose as the gate's header.
+pub fn is_identity_header(name: &[u8]) -> bool {
+    name.len() >= IDENTITY_HEADER_PREFIX.len()
+        && name
+            .iter()
+            .zip(IDENTITY_HEADER_PREFIX.bytes())
+            .all(|(&b, want)| {
+                let b = if b == b'_' {
+                    b'-'
+                } else {
+                    b.to_ascii_lowercase()
+                };
+                b == want
+            })
+}
+
 /// A verified WeChat identity (PROTOCOL.md §1 steps 2 and 4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {

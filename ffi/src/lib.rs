@@ -970,6 +970,64 @@ pub unsafe extern "C" fn wechat_oauth_decision_upstream_cookie(
     }))
 }
 
+/// For a `PASS` decision, the canonical path the application must be given
+/// instead of the request's (docs/security.md "Paths": dot segments
+/// removed, unreserved escapes decoded). `data` is NULL when the request's
+/// path is canonical already (serve it as it is).
+///
+/// Errors: `WRONG_STATE` for other kinds, `NULL_PARAMETER`.
+///
+/// # Safety
+/// `decision` live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_decision_upstream_path(
+    decision: *const wechat_oauth_decision,
+    out: *mut wechat_oauth_str,
+) -> wechat_oauth_result {
+    boundary(AssertUnwindSafe(|| {
+        non_null!(decision, out);
+        match &(*decision).state {
+            DecisionState::Pass { pass, .. } => {
+                *out = pass
+                    .upstream_path
+                    .as_deref()
+                    .map_or(wechat_oauth_str::ABSENT, wechat_oauth_str::of);
+                wechat_oauth_result::Ok
+            }
+            _ => fail(
+                wechat_oauth_result::WrongState,
+                "only a PASS decision has an upstream path",
+            ),
+        }
+    }))
+}
+
+/// Whether a request header named `name` (any bytes, any case) is one of
+/// the gate's identity headers, which a host must remove before the
+/// application sees the request: lower-cased with `_` read as `-`, it
+/// starts with `x-wechat-` (so `X_WeChat_OpenID`, which CGI and PHP read as
+/// `HTTP_X_WECHAT_OPENID`, is one too). `*out` is set to it.
+///
+/// Errors: `NULL_PARAMETER`.
+///
+/// # Safety
+/// `name.data` points at `name.len` readable bytes (or is NULL); `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_is_identity_header(
+    name: wechat_oauth_str,
+    out: *mut bool,
+) -> wechat_oauth_result {
+    boundary(AssertUnwindSafe(|| {
+        non_null!(out);
+        *out = !name.data.is_null()
+            && core_lib::session::is_identity_header(std::slice::from_raw_parts(
+                name.data.cast::<u8>(),
+                name.len,
+            ));
+        wechat_oauth_result::Ok
+    }))
+}
+
 /// Releases a decision. NULL does nothing.
 ///
 /// # Safety

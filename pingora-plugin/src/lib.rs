@@ -23,7 +23,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::upstreams::peer::HttpPeer;
-use wechat_oauth::session::IDENTITY_HEADER_PREFIX;
+use wechat_oauth::session::is_identity_header;
 use wechat_oauth::{Config, Decision, Gate, Pass, Reply, RequestParts};
 
 pub mod demo_app;
@@ -93,7 +93,11 @@ impl WechatGate {
             accept_language: header("accept-language"),
         };
         let head = req.method == http::Method::HEAD;
-        if req.method == http::Method::POST && parts.path == gate.config().gateway.push_path {
+        // The gate's own routes are recognised on the canonical path too; a
+        // path with none is refused by `decide` below.
+        let canonical = wechat_oauth::path::canonical_path(parts.path).ok();
+        let route_path = canonical.as_deref().unwrap_or("");
+        if req.method == http::Method::POST && route_path == gate.config().gateway.push_path {
             let query = parts.query.map(str::to_owned);
             let reply = match read_body(session, wechat_oauth::push::MAX_PUSH_BYTES).await {
                 Some(body) => gate.handle_push(query.as_deref(), &body).await,
@@ -102,7 +106,7 @@ impl WechatGate {
             write_reply(session, reply, false).await?;
             return Ok(true);
         }
-        if req.method == http::Method::POST && is_route(&gate, parts.path, "/exchange") {
+        if req.method == http::Method::POST && is_route(&gate, route_path, "/exchange") {
             // A front end hands over the code it got on its own page.
             let (path, cookie) = (parts.path.to_owned(), parts.cookie.map(str::to_owned));
             let language = parts.accept_language.map(str::to_owned);
@@ -133,12 +137,12 @@ impl WechatGate {
             write_reply(session, reply, false).await?;
             return Ok(true);
         }
-        if is_route(&gate, parts.path, "/ready") {
+        if is_route(&gate, route_path, "/ready") {
             let reply = self.ready().await;
             write_reply(session, reply, head).await?;
             return Ok(true);
         }
-        if is_route(&gate, parts.path, "/auth") {
+        if is_route(&gate, route_path, "/auth") {
             // nginx auth_request: decide for the original request it names.
             let uri = header("x-original-uri").unwrap_or("/");
             let (path, query) = match uri.split_once('?') {
@@ -202,7 +206,7 @@ impl WechatGate {
         upstream_request: &mut RequestHeader,
         ctx: &GateCtx,
     ) -> pingora::Result<()> {
-        let spoofed = |name: &http::HeaderName| name.as_str().starts_with(IDENTITY_HEADER_PREFIX);
+        let spoofed = |name: &http::HeaderName| is_identity_header(name.as_str().as_bytes());
         if upstream_request.headers.keys().any(spoofed) {
             let names: Vec<http::HeaderName> = upstream_request
                 .headers
@@ -217,6 +221,17 @@ impl WechatGate {
         let Some(pass) = &ctx.pass else {
             return Ok(());
         };
+        if let Some(path) = &pass.upstream_path {
+            // The application gets the path the gate decided on.
+            let uri = match upstream_request.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            let uri = http::Uri::try_from(uri).map_err(|e| {
+                pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "canonical path", e)
+            })?;
+            upstream_request.set_uri(uri);
+        }
         match &pass.upstream_cookie {
             Some(cookie) => {
                 upstream_request.insert_header(http::header::COOKIE, cookie.as_str())?;

@@ -537,6 +537,43 @@ impl Browser {
     }
 }
 
+/// Sends `request` byte for byte to the `http://host:port` of `base_url`
+/// (no client normalises its path) and returns the raw response: the head
+/// (status line and headers) and the body, split at the blank line.
+pub fn raw_request(base_url: &str, request: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) => (head.to_owned(), body.to_owned()),
+        None => (text, String::new()),
+    }
+}
+
+/// The status of a raw response head (`HTTP/1.1 200 OK` → 200).
+pub fn raw_status(head: &str) -> u16 {
+    head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A `GET target` with the extra header lines (each ending `\r\n`), sent
+/// raw: the status and the body.
+pub fn raw_get(base_url: &str, target: &str, extra_headers: &str) -> (u16, String) {
+    let (head, body) = raw_request(
+        base_url,
+        &format!(
+            "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra_headers}Connection: close\r\n\r\n"
+        ),
+    );
+    (raw_status(&head), body)
+}
+
 /// Resolves a Location against the URL it came from.
 pub fn absolute(base: &str, location: &str) -> String {
     url::Url::parse(base)

@@ -51,6 +51,29 @@ fn seen(site: &Site, case: &'static str, a: &Answer) -> Seen {
     }
 }
 
+/// An XHR `GET target` sent byte for byte, as an [`Answer`].
+fn raw_answer(site: &Site, target: &str) -> Answer {
+    let (head, body) = wechat_e2e::raw_request(
+        &site.url,
+        &format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nX-Requested-With: XMLHttpRequest\r\nConnection: close\r\n\r\n",
+            site.url.trim_start_matches("http://")
+        ),
+    );
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        url: format!("{}{target}", site.url),
+        status: wechat_e2e::raw_status(&head),
+        headers,
+        body,
+    }
+}
+
 /// The table: every case, in order, against one site.
 async fn run_cases(site: &Site) -> Vec<Seen> {
     let user = site.emulator("user").await;
@@ -118,6 +141,20 @@ async fn run_cases(site: &Site) -> Vec<Seen> {
         ))
         .await,
     ));
+
+    // Paths that leave the public /static/ by dot segments, sent raw (no
+    // client normalises them): each front decides on the one canonical path.
+    for (case, target) in [
+        ("dot segments past a public path", "/static/../api/x"),
+        (
+            "encoded dot segments past a public path",
+            "/static/%2e%2E/api/x",
+        ),
+        ("an encoded slash", "/static/..%2Fapi/x"),
+        ("a dot segment with a parameter", "/static/..;/api/x"),
+    ] {
+        out.push(seen(site, case, &raw_answer(site, target)));
+    }
 
     // The full login.
     let mut browser = Browser::new(WECHAT_UA);
@@ -233,6 +270,13 @@ async fn every_front_answers_exactly_as_the_gateway() {
     );
     assert_eq!(by_case("tampered cookie, xhr").status, 401);
     assert_eq!(by_case("callback, wrong state").status, 400);
+    assert_eq!(by_case("dot segments past a public path").status, 401);
+    assert_eq!(
+        by_case("encoded dot segments past a public path").status,
+        401
+    );
+    assert_eq!(by_case("an encoded slash").status, 400);
+    assert_eq!(by_case("a dot segment with a parameter").status, 400);
 
     for front in [
         Front::C,

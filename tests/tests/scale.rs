@@ -767,10 +767,7 @@ async fn a_code_used_on_one_gateway_logs_no_other_browser_in_on_another() {
         let own = attacker.get(&cluster.on(i, "/x")).await;
         let state = wechat_e2e::query_param(own.location(), "state");
         let tried = attacker
-            .get(&cluster.on(
-                i,
-                &format!("/_wechat/callback?code={code}&state={state}"),
-            ))
+            .get(&cluster.on(i, &format!("/_wechat/callback?code={code}&state={state}")))
             .await;
         assert_eq!(tried.status, 400, "instance {i}: {}", tried.body);
         assert!(

@@ -2,8 +2,6 @@
 //! CRLF and header injection through every value a user controls, and the
 //! cookie flags. (The log scan for secrets runs in every stack's `Drop`.)
 
-use std::io::{Read, Write};
-
 use serde_json::json;
 use wechat_e2e::{Browser, Stack, WECHAT_UA};
 
@@ -109,16 +107,7 @@ async fn a_used_state_cookie_cannot_carry_another_code() {
 
 /// The raw response head of a request sent byte for byte.
 fn raw_head(gateway_url: &str, request: &str) -> String {
-    let addr = gateway_url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    text.split("\r\n\r\n").next().unwrap_or("").to_owned()
+    wechat_e2e::raw_request(gateway_url, request).0
 }
 
 #[tokio::test]
@@ -290,8 +279,159 @@ async fn a_leaked_code_never_logs_a_second_browser_in() {
     assert!(tried.json().get("openid").is_none());
     assert!(set_cookies(&tried, "wechat_session=").is_empty());
 
-    assert_eq!(stack.calls("access_token").await, 1, "no exchange for the replays");
+    assert_eq!(
+        stack.calls("access_token").await,
+        1,
+        "no exchange for the replays"
+    );
     assert!(stack
         .gateway_log()
         .contains("refused a code that came back with another browser's state"));
+}
+
+/// Paths that climb out of the public `/static/` to the protected `/echo`.
+const PAST_PUBLIC: [&str; 7] = [
+    "/static/../echo",
+    "/static/%2e%2e/echo",
+    "/static/%2E%2e/echo",
+    "/static/.%2e/echo",
+    "/static//../echo",
+    "/%73tatic/../echo",
+    "/static/./../echo",
+];
+
+/// Paths with no safe canonical form.
+const NO_CANONICAL_FORM: [&str; 7] = [
+    "/static/..%2fecho",
+    "/static/..%2Fecho",
+    "/static/..%5cecho",
+    "/static/..;/echo",
+    "/static%00/x",
+    "/..",
+    "/static/../../echo",
+];
+
+#[tokio::test]
+async fn dot_segments_never_walk_past_a_public_path() {
+    let stack = Stack::start().await;
+    let xhr = "X-Requested-With: XMLHttpRequest\r\n";
+    for target in PAST_PUBLIC {
+        let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, target, xhr);
+        assert_eq!(status, 401, "{target} needs a login: {body}");
+    }
+    for target in NO_CANONICAL_FORM {
+        let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, target, xhr);
+        assert_eq!(status, 400, "{target}: {body}");
+    }
+    let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, "/static\\..\\echo", xhr);
+    assert_eq!(status, 400, "a backslash: {body}");
+    // A public path still passes, and what the application gets is the
+    // canonical path the gate decided on.
+    let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, "/echo/x/../public?q=1", "");
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (echo["path"].as_str(), echo["query"].as_str()),
+        (Some("/echo/public"), Some("q=1"))
+    );
+
+    // With a session, the application sees the canonical path too.
+    let mut browser = Browser::new(WECHAT_UA);
+    stack.wechat_login(&mut browser, "/echo").await;
+    let cookie = format!("Cookie: {}\r\n", browser.cookie_header());
+    let (status, body) =
+        wechat_e2e::raw_get(&stack.gateway_url, "/static/%2e%2e/echo/%7eme", &cookie);
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["path"], "/echo/~me");
+
+    // The auth route (X-Original-URI is nginx's raw $request_uri).
+    for target in PAST_PUBLIC {
+        let (status, _) = wechat_e2e::raw_get(
+            &stack.gateway_url,
+            "/_wechat/auth",
+            &format!("X-Original-URI: {target}\r\nX-Original-Method: GET\r\n"),
+        );
+        assert_eq!(status, 401, "auth route, {target}");
+    }
+    for target in NO_CANONICAL_FORM {
+        let (status, _) = wechat_e2e::raw_get(
+            &stack.gateway_url,
+            "/_wechat/auth",
+            &format!("X-Original-URI: {target}\r\n"),
+        );
+        assert_eq!(status, 403, "auth route, {target}");
+    }
+    let (status, _) = wechat_e2e::raw_get(
+        &stack.gateway_url,
+        "/_wechat/auth",
+        "X-Original-URI: /static/app.js\r\n",
+    );
+    assert_eq!(status, 202, "a public path passes");
+}
+
+#[tokio::test]
+async fn dot_segments_never_skip_a_userinfo_path() {
+    let stack = Stack::start_with(
+        "scope = \"snsapi_base\"\n",
+        "userinfo_paths = [\"/echo/profile\"]\n",
+    )
+    .await;
+    let mut browser = Browser::new(WECHAT_UA);
+    stack.wechat_login(&mut browser, "/echo").await;
+    let cookie = format!(
+        "Cookie: {}\r\nUser-Agent: {WECHAT_UA}\r\n",
+        browser.cookie_header()
+    );
+    for target in [
+        "/echo/profile",
+        "/echo/x/../profile",
+        "/echo/%70rofile",
+        "/echo//profile",
+    ] {
+        let (head, _) = wechat_e2e::raw_request(
+            &stack.gateway_url,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Connection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(wechat_e2e::raw_status(&head), 302, "{target}: {head}");
+        assert!(head.contains("scope=snsapi_userinfo"), "{target}: {head}");
+    }
+}
+
+#[tokio::test]
+async fn identity_headers_in_any_spelling_never_reach_the_application() {
+    // snsapi_base: the session has no unionid.
+    let stack = Stack::start_with("scope = \"snsapi_base\"\n", "").await;
+    let spoofed = "X-WeChat-OpenID: oForged\r\nX_WeChat_OpenID: oForged\r\nx_wechat_unionid: uForged\r\n\
+                   X-WeChat_UnionID: uForged\r\nX_WECHAT-SCOPE: snsapi_userinfo\r\nx-WECHAT-nickname: forged\r\n\
+                   X_Wechat_Anything: forged\r\n";
+    // A public path: no identity, and none of the client's.
+    let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, "/echo/public", spoofed);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("Forged") && !body.contains("forged"),
+        "{body}"
+    );
+    // A session without a unionid: the client's unionid does not stand in.
+    let mut browser = Browser::new(WECHAT_UA);
+    stack.wechat_login(&mut browser, "/echo").await;
+    let headers = format!("Cookie: {}\r\n{spoofed}", browser.cookie_header());
+    let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, "/echo", &headers);
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        !body.contains("Forged") && !body.contains("forged"),
+        "{body}"
+    );
+    let names: Vec<&String> = echo["headers"].as_object().unwrap().keys().collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.replace('_', "-").starts_with("x-wechat-")
+                || ["x-wechat-openid", "x-wechat-scope"].contains(&n.as_str())),
+        "{names:?}"
+    );
+    assert!(echo["headers"].get("x-wechat-unionid").is_none(), "{echo}");
 }

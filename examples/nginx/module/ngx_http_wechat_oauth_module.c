@@ -249,7 +249,7 @@ static wechat_oauth_str cookie_header(ngx_http_request_t *r) {
 }
 
 /* Rebuilds the request headers an upstream sees: every client-sent X-WeChat-*
- * header removed (only this module says who the user is), and the Cookie
+ * header removed (in any case, `_` for `-`) (only this module says who the user is), and the Cookie
  * header without the gate's own cookies (`cookie`; NULL data: none left). */
 static ngx_int_t clean_upstream_headers(ngx_http_request_t *r, wechat_oauth_str cookie) {
     ngx_list_t kept;
@@ -265,7 +265,10 @@ static ngx_int_t clean_upstream_headers(ngx_http_request_t *r, wechat_oauth_str 
             h = part->elts;
             i = 0;
         }
-        if (h[i].key.len >= 9 && ngx_strncasecmp(h[i].key.data, (u_char *)"x-wechat-", 9) == 0) {
+        /* Every spelling: X_WeChat_OpenID reaches CGI/PHP as HTTP_X_WECHAT_OPENID. */
+        bool identity = false;
+        wechat_oauth_str key = {(const char *)h[i].key.data, h[i].key.len};
+        if (wechat_oauth_is_identity_header(key, &identity) != WECHAT_OAUTH_RESULT_OK || identity) {
             removed++;
             continue;
         }
