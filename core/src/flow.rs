@@ -1460,7 +1460,13 @@ impl Gate {
         let window = 2 * push::TIMESTAMP_WINDOW_SECS;
         match &self.shared {
             Some(shared) => {
-                bind_once(shared, format!("push-nonce:{}", key_hash(&pair)), body, window).await
+                bind_once(
+                    shared,
+                    format!("push-nonce:{}", key_hash(&pair)),
+                    body,
+                    window,
+                )
+                .await
             }
             None => Ok(self.push_nonces.claim(&pair, &body, now, now + window)),
         }
@@ -2113,10 +2119,24 @@ async fn claim_shared_state(
 ) -> Result<SharedClaim, crate::store::StoreError> {
     let state = key_hash(&pending.state_cookie);
     let code = key_hash(pending.code.expose());
-    if !bind_once(shared, format!("state:{state}"), code.clone(), STATE_LIFETIME_SECS).await? {
+    if !bind_once(
+        shared,
+        format!("state:{state}"),
+        code.clone(),
+        STATE_LIFETIME_SECS,
+    )
+    .await?
+    {
         return Ok(SharedClaim::StateUsed);
     }
-    if !bind_once(shared, format!("code-state:{code}"), state, CODE_OUTCOME_SECS).await? {
+    if !bind_once(
+        shared,
+        format!("code-state:{code}"),
+        state,
+        CODE_OUTCOME_SECS,
+    )
+    .await?
+    {
         return Ok(SharedClaim::CodeBound);
     }
     Ok(SharedClaim::Claimed)

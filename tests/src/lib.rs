@@ -624,12 +624,27 @@ impl Stack {
 
     /// A stack for desktop login (`desktop_login` = `mode`): the emulator
     /// knows the website app [`OPEN_APPID`] and pushes scans to the
-    /// gateway's `/_wechat/events`, signed with [`PUSH_TOKEN`] (safe mode
-    /// with [`ENCODING_AES_KEY`] when asked).
+    /// gateway's `/_wechat/events`, signed with [`PUSH_TOKEN`]; the gateway
+    /// takes plaintext pushes (no `encoding_aes_key`).
     pub async fn start_desktop(mode: &str) -> Stack {
+        Self::start_desktop_with(mode, false).await
+    }
+
+    /// As [`Stack::start_desktop`], the gateway in safe mode
+    /// (`encoding_aes_key` = [`ENCODING_AES_KEY`]): only encrypted pushes.
+    pub async fn start_desktop_safe(mode: &str) -> Stack {
+        Self::start_desktop_with(mode, true).await
+    }
+
+    async fn start_desktop_with(mode: &str, safe_mode: bool) -> Stack {
         let open_secret = format!("opensecret{}", random(16));
+        let key = if safe_mode {
+            format!("encoding_aes_key = \"{ENCODING_AES_KEY}\"\n")
+        } else {
+            String::new()
+        };
         let wechat_extra = format!(
-            "push_token = \"{PUSH_TOKEN}\"\nencoding_aes_key = \"{ENCODING_AES_KEY}\"\n\n\
+            "push_token = \"{PUSH_TOKEN}\"\n{key}\n\
              [wechat.open]\nappid = \"{OPEN_APPID}\"\nsecret = \"{open_secret}\"\n"
         );
         let gateway_extra = format!("desktop_login = \"{mode}\"\n");

@@ -160,7 +160,7 @@ async fn a_desktop_browser_logs_in_by_scene_qr_scan() {
 
 #[tokio::test]
 async fn forged_stale_replayed_or_foreign_pushes_and_polls_change_nothing() {
-    let stack = Stack::start_desktop("scene_qr").await;
+    let stack = Stack::start_desktop_safe("scene_qr").await;
     let mut browser = Browser::new(DESKTOP_UA);
     let (scene, ticket) = new_qr(&stack, &mut browser, "%2F").await;
     let status = |b: &mut Browser| {
@@ -171,13 +171,23 @@ async fn forged_stale_replayed_or_foreign_pushes_and_polls_change_nothing() {
     };
 
     assert_eq!(
-        scan(&stack, json!({"bad_signature": true}), &ticket)
-            .await
-            .0,
+        scan(
+            &stack,
+            json!({"safe_mode": true, "bad_signature": true}),
+            &ticket
+        )
+        .await
+        .0,
         401
     );
     assert_eq!(
-        scan(&stack, json!({"age_secs": 1000}), &ticket).await.0,
+        scan(
+            &stack,
+            json!({"safe_mode": true, "age_secs": 1000}),
+            &ticket
+        )
+        .await
+        .0,
         401
     );
     assert_eq!(
@@ -191,20 +201,28 @@ async fn forged_stale_replayed_or_foreign_pushes_and_polls_change_nothing() {
         401
     );
     assert_eq!(
-        scan(&stack, json!({"raw_body": "<xml><FromUserName>"}), &ticket)
-            .await
-            .0,
+        scan(
+            &stack,
+            json!({"safe_mode": true, "raw_body": "<xml><FromUserName>"}),
+            &ticket
+        )
+        .await
+        .0,
         400
     );
     assert_eq!(
-        scan(&stack, json!({"raw_body": "not xml"}), &ticket)
-            .await
-            .0,
+        scan(
+            &stack,
+            json!({"safe_mode": true, "raw_body": "not xml"}),
+            &ticket
+        )
+        .await
+        .0,
         400
     );
     let (_, unknown) = post_json(
         &format!("{}/_emulator/scan", stack.emulator_url),
-        json!({"scene": "no-such-scene"}),
+        json!({"scene": "no-such-scene", "safe_mode": true}),
     )
     .await;
     assert_eq!(
@@ -440,4 +458,121 @@ async fn headless_chromium_logs_in_by_scanning_the_qr_code() {
         shots.display()
     );
     client.close().await.unwrap();
+}
+
+/// A push signed as WeChat signs it (plain mode: token, timestamp, nonce),
+/// posted to the gateway with `extra` query parameters.
+async fn signed_push(
+    stack: &Stack,
+    timestamp: &str,
+    nonce: &str,
+    extra: &str,
+    body: String,
+) -> u16 {
+    let mut sorted = [wechat_e2e::PUSH_TOKEN, timestamp, nonce];
+    sorted.sort_unstable();
+    let signature = wechat_oauth::push::signature(&sorted);
+    reqwest::Client::new()
+        .post(stack.url(&format!(
+            "/_wechat/events?signature={signature}&timestamp={timestamp}&nonce={nonce}{extra}"
+        )))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn scan_xml(openid: &str, scene: &str, create_time: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_x]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+         <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event>\
+         <EventKey><![CDATA[{scene}]]></EventKey></xml>"
+    )
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_captured_push_url_cannot_carry_a_forged_scan() {
+    let stack = Stack::start_desktop("scene_qr").await;
+    let mut browser = Browser::new(DESKTOP_UA);
+    let (scene, _) = new_qr(&stack, &mut browser, "%2F").await;
+    let ts = now_secs().to_string();
+    // WeChat's push of some other event, seen in an access log.
+    let first = signed_push(
+        &stack,
+        &ts,
+        "n0nce1",
+        "",
+        scan_xml("oSomeone", "unrelated", 1),
+    )
+    .await;
+    assert_eq!(first, 200);
+    // The same signed URL with the attacker's body: refused, the scene untouched.
+    let forged = signed_push(&stack, &ts, "n0nce1", "", scan_xml("oAttacker", &scene, 2)).await;
+    assert_eq!(forged, 401);
+    // WeChat's own retry of the first push (same URL, same body) is fine.
+    let retry = signed_push(
+        &stack,
+        &ts,
+        "n0nce1",
+        "",
+        scan_xml("oSomeone", "unrelated", 1),
+    )
+    .await;
+    assert_eq!(retry, 200);
+    let status = browser
+        .get(&stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0")))
+        .await;
+    assert_eq!(status.json()["status"], "pending", "{}", status.body);
+    assert!(stack
+        .gateway_log()
+        .contains("refused a push that reused a signed timestamp and nonce"));
+}
+
+#[tokio::test]
+async fn with_a_key_only_safe_mode_pushes_are_accepted() {
+    let stack = Stack::start_desktop_safe("scene_qr").await;
+    let mut browser = Browser::new(DESKTOP_UA);
+    let (scene, ticket) = new_qr(&stack, &mut browser, "%2F").await;
+    let ts = now_secs().to_string();
+    // A correctly signed plaintext push, and one claiming another mode.
+    for extra in [
+        "",
+        "&encrypt_type=raw",
+        "&encrypt_type=AES",
+        "&encrypt_type=",
+    ] {
+        let status = signed_push(
+            &stack,
+            &ts,
+            &format!("n{}", extra.len()),
+            extra,
+            scan_xml("oAttacker", &scene, 3),
+        )
+        .await;
+        assert_eq!(status, 401, "plaintext push {extra:?}");
+    }
+    let plain = scan(&stack, json!({}), &ticket).await;
+    assert_eq!(plain.0, 401, "the emulator's plaintext push");
+    let status = |b: &mut Browser| {
+        let url = stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0"));
+        let mut b2 = Browser::new(DESKTOP_UA);
+        b2.cookies = b.cookies.clone();
+        async move { b2.get(&url).await.json()["status"].clone() }
+    };
+    assert_eq!(status(&mut browser).await, "pending");
+    let safe = scan(&stack, json!({"safe_mode": true}), &ticket).await;
+    assert_eq!(safe, (200, "success".to_owned()));
+    assert_eq!(status(&mut browser).await, "confirmed");
+    assert!(stack
+        .gateway_log()
+        .contains("refused a plaintext push: safe mode is configured"));
 }

@@ -164,9 +164,8 @@ async fn qr_scene_metrics_count_created_confirmed_and_expired() {
     let port = free_port();
     let cookie_secret = stack.cookie_secret.clone();
     let wechat_extra = format!(
-        "push_token = \"{}\"\nencoding_aes_key = \"{}\"\n\n[wechat.open]\nappid = \"{}\"\nsecret = \"unused-open-secret\"\n",
+        "push_token = \"{}\"\n\n[wechat.open]\nappid = \"{}\"\nsecret = \"unused-open-secret\"\n",
         wechat_e2e::PUSH_TOKEN,
-        wechat_e2e::ENCODING_AES_KEY,
         wechat_e2e::OPEN_APPID,
     );
     stack
