@@ -87,6 +87,33 @@ pub struct StoreConfig {
     pub key_prefix: String,
     /// `timeout_ms`: the longest one Redis command may take (default 500).
     pub timeout: Duration,
+    /// `url = "file:PATH"`: the embedded database file of a single gateway
+    /// or host ([`crate::file_store`]): logins, tokens and logouts survive
+    /// a restart.
+    pub file: Option<PathBuf>,
+    /// `state_dir`: where the default database file goes
+    /// (`STATE_DIR/store.redb`) when `url` is not given. Without either,
+    /// a library host keeps state in memory; the `wechat-gateway` binary
+    /// defaults to `./wechat-gateway-state` ([`StoreConfig::default_to_file`]).
+    pub state_dir: Option<PathBuf>,
+    /// `url = "memory"` was said: this process only, nothing persists.
+    pub memory: bool,
+}
+
+/// The database file's name inside `[store] state_dir`.
+pub const STATE_FILE_NAME: &str = "store.redb";
+
+impl StoreConfig {
+    /// When no store is named (no `url`, `cluster_nodes` or `state_dir`),
+    /// the file `default_dir/store.redb`; with `state_dir` only, the file
+    /// in it. `url = "memory"`, a Redis URL or a file URL stay as they are.
+    pub fn default_to_file(&mut self, default_dir: &Path) {
+        let named = self.url.is_some() || !self.cluster_nodes.is_empty() || self.memory;
+        if self.file.is_none() && !named {
+            let dir = self.state_dir.as_deref().unwrap_or(default_dir);
+            self.file = Some(dir.join(STATE_FILE_NAME));
+        }
+    }
 }
 
 /// `[wechat]` settings.
@@ -228,6 +255,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     url: Option<String>,
+    state_dir: Option<PathBuf>,
     cluster_nodes: Option<Vec<String>>,
     key_prefix: Option<String>,
     timeout_ms: Option<u64>,
@@ -656,8 +684,21 @@ impl Config {
         };
         let s = raw.store;
         let store_url = env("WECHAT_STORE_URL").or(s.url);
+        let memory = store_url.as_deref() == Some("memory");
+        let mut file = None;
         let store_url = match store_url.as_deref() {
             None | Some("memory") => None,
+            Some(u) if u.starts_with("file:") => {
+                let path = u.trim_start_matches("file:");
+                if path.is_empty() {
+                    return Err(invalid(
+                        "[store] url",
+                        "file: needs a path, e.g. \"file:/var/lib/wechat-gateway/store.redb\"",
+                    ));
+                }
+                file = Some(PathBuf::from(path));
+                None
+            }
             Some(u) if u.starts_with("redis+sentinel://") => {
                 if crate::shared::sentinel_url_parses(u) {
                     Some(Secret::new(u))
@@ -681,12 +722,12 @@ impl Config {
             Some(_) => {
                 return Err(invalid(
                     "[store] url",
-                    "must be \"memory\" or a redis://, rediss:// or redis+sentinel:// URL",
+                    "must be \"memory\", \"file:PATH\" or a redis://, rediss:// or redis+sentinel:// URL",
                 ))
             }
         };
         let cluster_nodes = s.cluster_nodes.unwrap_or_default();
-        if !cluster_nodes.is_empty() && store_url.is_some() {
+        if !cluster_nodes.is_empty() && (store_url.is_some() || file.is_some()) {
             return Err(invalid(
                 "[store] cluster_nodes",
                 "give either url or cluster_nodes, not both",
@@ -717,6 +758,9 @@ impl Config {
                 cluster_nodes: cluster_nodes.into_iter().map(Secret::new).collect(),
                 key_prefix,
                 timeout: Duration::from_millis(store_timeout_ms),
+                file,
+                state_dir: s.state_dir,
+                memory,
             },
             wechat: WechatConfig {
                 appid,

@@ -39,7 +39,7 @@ use crate::session::{
     is_valid_scope, is_valid_wechat_id, seal_session, Identity, Session, VerifiedSessions,
     SESSION_COOKIE,
 };
-use crate::shared::{key_hash, RedisStore};
+use crate::shared::{key_hash, RedisStore, SharedStore, SCENE_PENDING};
 use crate::single_flight::SingleFlight;
 use crate::sns::{SnsClient, SnsError, TokenResponse};
 use crate::state::{
@@ -217,7 +217,7 @@ pub struct Gate {
     push_nonces: Arc<UsedStates>,
     refreshes: Arc<SingleFlight<Result<StoredTokens, SnsError>>>,
     /// Redis, when `[store] url` names one: shared by every instance.
-    shared: Option<Arc<RedisStore>>,
+    shared: Option<Arc<dyn SharedStore>>,
     revocations: Arc<Revocations>,
     /// The highest logout time (ms) read from the shared store.
     revocations_seen_ms: std::sync::atomic::AtomicU64,
@@ -262,6 +262,28 @@ impl Gate {
     /// Errors: [`GateError`] when a cookie key, the HTTP client or the store
     /// can't be made.
     pub fn new(config: Config) -> Result<Gate, GateError> {
+        if let Some(path) = &config.store.file {
+            let file = Arc::new(
+                crate::file_store::FileStore::open(path).map_err(|e| GateError::Store(e.0))?,
+            );
+            let mut gate = Self::with_store(config, file.clone())?;
+            // Logouts from before the restart are refused from the first request.
+            let now = now_unix();
+            let since = now.saturating_sub(gate.config.gateway.session_lifetime.as_secs()) * 1000;
+            for (member, _) in file
+                .sorted_after(REVOCATIONS_KEY, since)
+                .map_err(|e| GateError::Store(e.0))?
+            {
+                if let Some((sid, until)) = member.split_once(' ') {
+                    if let Ok(until) = until.parse() {
+                        gate.revocations.revoke(sid, until, now);
+                    }
+                }
+            }
+            gate.basic_token = BasicToken::shared(gate.sns.clone(), file.clone());
+            gate.shared = Some(file);
+            return Ok(gate);
+        }
         match RedisStore::from_config(&config.store).map_err(|e| GateError::Store(e.0))? {
             Some(redis) => {
                 let redis = Arc::new(redis);
@@ -1021,7 +1043,8 @@ impl Gate {
                 .iter()
                 .map(|s| s.expose())
                 .eq(self.config.store.cluster_nodes.iter().map(|s| s.expose()))
-            && config.store.key_prefix == self.config.store.key_prefix;
+            && config.store.key_prefix == self.config.store.key_prefix
+            && config.store.file == self.config.store.file;
         let mut gate = if same_store {
             let mut gate = Self::with_store(config, self.store.clone())?;
             if let Some(shared) = &self.shared {
@@ -1204,14 +1227,14 @@ impl Gate {
     /// a second.
     async fn shared_scene(
         &self,
-        shared: &RedisStore,
+        shared: &Arc<dyn SharedStore>,
         scene: &str,
         wait: Duration,
     ) -> Result<SceneStatus, crate::store::StoreError> {
         let key = format!("scene:{scene}");
         let deadline = Instant::now() + wait;
         loop {
-            let status = shared.eval(CLAIM_SCRIPT, &key, "").await?;
+            let status = shared.claim_scene(&key).await?;
             match status.as_deref() {
                 Some(SCENE_PENDING) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1488,7 +1511,7 @@ impl Gate {
     /// marked scanned for whichever instance the browser polls.
     async fn shared_push(
         &self,
-        shared: &RedisStore,
+        shared: &Arc<dyn SharedStore>,
         event: &push::PushEvent,
     ) -> Result<(), crate::store::StoreError> {
         let dedup = format!("push:{}", key_hash(&event.dedup_key()));
@@ -1501,8 +1524,8 @@ impl Gate {
             return Ok(());
         };
         let key = format!("scene:{scene}");
-        match shared.eval(SCAN_SCRIPT, &key, &event.from_user).await {
-            Ok(Some(v)) if v == "1" => {
+        match shared.mark_scanned(&key, &event.from_user).await {
+            Ok(true) => {
                 tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
                 Ok(())
             }
@@ -1572,7 +1595,7 @@ impl Gate {
     /// the others wait for that outcome (at most timeout × attempts + 2 s).
     async fn shared_exchange(
         &self,
-        shared: &RedisStore,
+        shared: &Arc<dyn SharedStore>,
         pending: &PendingLogin,
         started: Instant,
     ) -> Result<LoginOutcome, SnsError> {
@@ -1583,7 +1606,7 @@ impl Gate {
         let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
         let store_error = |e: crate::store::StoreError| SnsError::Store(e.0);
         loop {
-            if let Some(shared_outcome) = shared.get(&result_key).await.map_err(store_error)? {
+            if let Some(shared_outcome) = shared.value(&result_key).await.map_err(store_error)? {
                 tracing::debug!("code exchanged by another instance: its outcome is shared");
                 return decode_outcome(&shared_outcome);
             }
@@ -1594,7 +1617,9 @@ impl Gate {
             {
                 // Checked again under the lock: the last holder may have
                 // finished between the first look and the lock.
-                if let Some(shared_outcome) = shared.get(&result_key).await.map_err(store_error)? {
+                if let Some(shared_outcome) =
+                    shared.value(&result_key).await.map_err(store_error)?
+                {
                     let _ = shared.delete(&lock_key).await;
                     return decode_outcome(&shared_outcome);
                 }
@@ -1984,7 +2009,7 @@ impl Gate {
     /// (after reading the tokens again), the others wait and read its result.
     async fn shared_refresh(
         &self,
-        shared: &RedisStore,
+        shared: &Arc<dyn SharedStore>,
         sid: &str,
         stored: &StoredTokens,
         now: u64,
@@ -2114,7 +2139,7 @@ enum SharedClaim {
 /// Claims the login's state for its code and the code for its state in the
 /// shared store (one pair across instances).
 async fn claim_shared_state(
-    shared: &RedisStore,
+    shared: &Arc<dyn SharedStore>,
     pending: &PendingLogin,
 ) -> Result<SharedClaim, crate::store::StoreError> {
     let state = key_hash(&pending.state_cookie);
@@ -2146,7 +2171,7 @@ async fn claim_shared_state(
 /// bound already: `true` when it is now bound to `value` (first or same),
 /// `false` when bound to another value.
 async fn bind_once(
-    shared: &RedisStore,
+    shared: &Arc<dyn SharedStore>,
     key: String,
     value: String,
     ttl_secs: u64,
@@ -2157,7 +2182,7 @@ async fn bind_once(
     {
         return Ok(true);
     }
-    Ok(shared.get(&key).await?.is_none_or(|bound| bound == value))
+    Ok(shared.value(&key).await?.is_none_or(|bound| bound == value))
 }
 
 /// A code's outcome as kept in Redis: `u` + the packed login, `s` (a
@@ -2385,17 +2410,6 @@ impl<'a> GateCookies<'a> {
 fn is_gate_cookie(name: &str) -> bool {
     name == SESSION_COOKIE || name == SCENE_COOKIE || name.starts_with(STATE_COOKIE_PREFIX)
 }
-
-/// A shared scene waiting for its scan (`scene:<id>` in Redis); then
-/// `s:<openid>` once scanned, `c` once its browser is logged in.
-const SCENE_PENDING: &str = "p";
-/// Marks a pending scene scanned by `ARGV[1]`; `1` when it was pending.
-const SCAN_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == 'p' then \
-    redis.call('SET', KEYS[1], 's:' .. ARGV[1], 'KEEPTTL') return '1' end return '0'";
-/// A scene's value; a scanned one is claimed (set to `c`) in the same step,
-/// so only one poll logs its browser in.
-const CLAIM_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
-    if v and string.sub(v, 1, 2) == 's:' then redis.call('SET', KEYS[1], 'c', 'KEEPTTL') end return v";
 
 /// Session ids of scene QR logins start with this: they have no tokens.
 const SCENE_SID_PREFIX: &str = "qr-";

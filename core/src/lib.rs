@@ -17,6 +17,7 @@
 pub mod authorize;
 pub mod config;
 pub mod errcode;
+pub mod file_store;
 pub mod flow;
 pub mod metrics;
 pub mod pages;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::errcode::ErrCode;
 use crate::secret::AccessToken;
-use crate::shared::RedisStore;
+use crate::shared::SharedStore;
 use crate::sns::{QrTicket, SnsClient, SnsError};
 use crate::store::StoreError;
 
@@ -32,7 +32,7 @@ pub struct BasicToken {
     cached: Mutex<Option<(AccessToken, u64)>>,
     refresh: tokio::sync::Mutex<()>,
     /// Redis, when several instances share one token.
-    shared: Option<Arc<RedisStore>>,
+    shared: Option<Arc<dyn SharedStore>>,
 }
 
 /// Redis keys of the shared basic-support token and its refresh lock.
@@ -60,7 +60,7 @@ impl BasicToken {
 
     /// The same, sharing the token with every instance through `shared`:
     /// one `cgi-bin/token` call per refresh window across all of them.
-    pub fn shared(sns: SnsClient, shared: Arc<RedisStore>) -> Self {
+    pub fn shared(sns: SnsClient, shared: Arc<dyn SharedStore>) -> Self {
         BasicToken {
             shared: Some(shared),
             ..BasicToken::new(sns)
@@ -103,7 +103,7 @@ impl BasicToken {
     /// for it.
     async fn shared_fetch(
         &self,
-        shared: &RedisStore,
+        shared: &Arc<dyn SharedStore>,
         now: u64,
     ) -> Result<(AccessToken, u64), SnsError> {
         let store = |e: StoreError| SnsError::Store(e.0);
@@ -115,7 +115,7 @@ impl BasicToken {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(SHARED_REFRESH_SECS);
         loop {
-            if let Some(found) = fresh(shared.get(SHARED_TOKEN_KEY).await.map_err(store)?) {
+            if let Some(found) = fresh(shared.value(SHARED_TOKEN_KEY).await.map_err(store)?) {
                 return Ok(found);
             }
             let lock_ttl = Duration::from_secs(SHARED_REFRESH_SECS);
@@ -124,7 +124,7 @@ impl BasicToken {
                 .await
                 .map_err(store)?
             {
-                let result = match fresh(shared.get(SHARED_TOKEN_KEY).await.map_err(store)?) {
+                let result = match fresh(shared.value(SHARED_TOKEN_KEY).await.map_err(store)?) {
                     Some(found) => Ok(found),
                     None => self.sns.basic_token().await.map(|(token, expires_in)| {
                         tracing::info!(
@@ -167,7 +167,7 @@ impl BasicToken {
             }
         }
         if let Some(shared) = &self.shared {
-            let held = shared.get(SHARED_TOKEN_KEY).await.ok().flatten();
+            let held = shared.value(SHARED_TOKEN_KEY).await.ok().flatten();
             if held
                 .and_then(|v| serde_json::from_str::<SharedToken>(&v).ok())
                 .is_some_and(|t| t.t == token.expose())

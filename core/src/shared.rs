@@ -249,18 +249,81 @@ impl RedisStore {
             }
         }
     }
+}
 
+/// The operations the gate needs from a store that outlives one process
+/// or is shared by several: Redis ([`RedisStore`]) or an embedded file
+/// ([`crate::file_store::FileStore`]). Values are strings; every key
+/// expires after its `ttl`. Each call is atomic.
+#[async_trait]
+pub trait SharedStore: TokenStore + std::fmt::Debug {
     /// The value at `key`, if any.
     ///
-    /// Errors: [`StoreError`] when Redis can't be reached in time.
-    pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.run(redis::cmd("GET").arg(self.key(key))).await
-    }
-
+    /// Errors: [`StoreError`] when the store can't be reached in time.
+    async fn value(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets `key` to `value` for `ttl` (whole milliseconds).
     ///
     /// Errors: [`StoreError`].
-    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Sets `key` to `value` for `ttl` only when it is absent; `true` when
+    /// this call set it (a lock taken, a first use claimed).
+    ///
+    /// Errors: [`StoreError`].
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// A login scene at `key` scanned by `openid`: set to `s:<openid>`
+    /// (expiry kept) only while it is pending (`p`); `true` when it was.
+    ///
+    /// Errors: [`StoreError`].
+    async fn mark_scanned(&self, key: &str, openid: &str) -> Result<bool, StoreError>;
+    /// A login scene's value; a scanned one (`s:…`) is claimed (set to `c`,
+    /// expiry kept) in the same step, so only one poll logs its browser in.
+    ///
+    /// Errors: [`StoreError`].
+    async fn claim_scene(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Adds `member` to the sorted set `key` with `score`.
+    ///
+    /// Errors: [`StoreError`].
+    async fn zadd(&self, key: &str, score: u64, member: &str) -> Result<(), StoreError>;
+    /// The members of the sorted set `key` scored above `after`, with
+    /// their scores, lowest first (at most 10,000).
+    ///
+    /// Errors: [`StoreError`].
+    async fn zrange_after(&self, key: &str, after: u64) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Removes the members of the sorted set `key` scored below `before`.
+    ///
+    /// Errors: [`StoreError`].
+    async fn zremove_before(&self, key: &str, before: u64) -> Result<(), StoreError>;
+    /// Checks that the store answers.
+    ///
+    /// Errors: [`StoreError`].
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Deletes `key`.
+    ///
+    /// Errors: [`StoreError`].
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// A scene's value while pending.
+pub const SCENE_PENDING: &str = "p";
+/// Marks a pending scene scanned by `ARGV[1]`; `1` when it was pending.
+const SCAN_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == 'p' then \
+    redis.call('SET', KEYS[1], 's:' .. ARGV[1], 'KEEPTTL') return '1' end return '0'";
+/// A scene's value; a scanned one is claimed (set to `c`) in the same step.
+const CLAIM_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v and string.sub(v, 1, 2) == 's:' then redis.call('SET', KEYS[1], 'c', 'KEEPTTL') end return v";
+
+#[async_trait]
+impl SharedStore for RedisStore {
+    async fn value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.run(redis::cmd("GET").arg(self.key(key))).await
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
         self.run::<()>(
             redis::cmd("SET")
                 .arg(self.key(key))
@@ -271,11 +334,7 @@ impl RedisStore {
         .await
     }
 
-    /// Sets `key` to `value` for `ttl` only when it is absent; `true` when
-    /// this call set it (a lock taken, a first use claimed).
-    ///
-    /// Errors: [`StoreError`].
-    pub async fn set_if_absent(
+    async fn set_if_absent(
         &self,
         key: &str,
         value: &str,
@@ -294,43 +353,35 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
-    /// Runs a Lua `script` on one `key` with one argument; its string
-    /// answer (Redis runs it atomically).
-    ///
-    /// Errors: [`StoreError`].
-    pub async fn eval(
-        &self,
-        script: &str,
-        key: &str,
-        arg: &str,
-    ) -> Result<Option<String>, StoreError> {
+    async fn mark_scanned(&self, key: &str, openid: &str) -> Result<bool, StoreError> {
+        let answer: Option<String> = self
+            .run(
+                redis::cmd("EVAL")
+                    .arg(SCAN_SCRIPT)
+                    .arg(1)
+                    .arg(self.key(key))
+                    .arg(openid),
+            )
+            .await?;
+        Ok(answer.as_deref() == Some("1"))
+    }
+
+    async fn claim_scene(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.run(
             redis::cmd("EVAL")
-                .arg(script)
+                .arg(CLAIM_SCRIPT)
                 .arg(1)
-                .arg(self.key(key))
-                .arg(arg),
+                .arg(self.key(key)),
         )
         .await
     }
 
-    /// Adds `member` to the sorted set `key` with `score`.
-    ///
-    /// Errors: [`StoreError`].
-    pub async fn zadd(&self, key: &str, score: u64, member: &str) -> Result<(), StoreError> {
+    async fn zadd(&self, key: &str, score: u64, member: &str) -> Result<(), StoreError> {
         self.run::<()>(redis::cmd("ZADD").arg(self.key(key)).arg(score).arg(member))
             .await
     }
 
-    /// The members of the sorted set `key` scored above `after`, with
-    /// their scores, lowest first (at most 10,000).
-    ///
-    /// Errors: [`StoreError`].
-    pub async fn zrange_after(
-        &self,
-        key: &str,
-        after: u64,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn zrange_after(&self, key: &str, after: u64) -> Result<Vec<(String, u64)>, StoreError> {
         self.run(
             redis::cmd("ZRANGE")
                 .arg(self.key(key))
@@ -345,10 +396,7 @@ impl RedisStore {
         .await
     }
 
-    /// Removes the members of the sorted set `key` scored below `before`.
-    ///
-    /// Errors: [`StoreError`].
-    pub async fn zremove_before(&self, key: &str, before: u64) -> Result<(), StoreError> {
+    async fn zremove_before(&self, key: &str, before: u64) -> Result<(), StoreError> {
         self.run::<()>(
             redis::cmd("ZREMRANGEBYSCORE")
                 .arg(self.key(key))
@@ -358,17 +406,11 @@ impl RedisStore {
         .await
     }
 
-    /// Checks that Redis answers.
-    ///
-    /// Errors: [`StoreError`].
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
     }
 
-    /// Deletes `key`.
-    ///
-    /// Errors: [`StoreError`].
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.run::<()>(redis::cmd("DEL").arg(self.key(key))).await
     }
 }
@@ -412,7 +454,7 @@ impl TokenStore for RedisStore {
     }
 
     async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, StoreError> {
-        let Some(json) = RedisStore::get(self, &format!("tokens:{sid}")).await? else {
+        let Some(json) = self.value(&format!("tokens:{sid}")).await? else {
             return Ok(None);
         };
         let Ok(r) = serde_json::from_str::<TokensRecord>(&json) else {

@@ -419,8 +419,24 @@ pub fn build_server(config: Config) -> Result<Server, StartError> {
 ///
 /// Errors: [`StartError`].
 pub fn build_server_from_file(path: &std::path::Path) -> Result<Server, StartError> {
-    let config = Config::load(path)?;
+    let config = load_config(path)?;
     build_server_inner(config, Some(path.to_owned()))
+}
+
+/// Where the gateway keeps its state file when `[store]` names none
+/// (`[store] state_dir` overrides it; `url = "memory"` keeps nothing).
+pub const DEFAULT_STATE_DIR: &str = "./wechat-gateway-state";
+
+/// The configuration file at `path`, with the gateway's default store: the
+/// file `store.redb` in [`DEFAULT_STATE_DIR`] when `[store]` names none.
+///
+/// Errors: [`wechat_oauth::ConfigError`] as [`Config::load`].
+pub fn load_config(path: &std::path::Path) -> Result<Config, wechat_oauth::ConfigError> {
+    let mut config = Config::load(path)?;
+    config
+        .store
+        .default_to_file(std::path::Path::new(DEFAULT_STATE_DIR));
+    Ok(config)
 }
 
 fn build_server_inner(
@@ -499,7 +515,7 @@ impl BackgroundService for ReloadOnHangup {
                 _ = hangups.recv() => {}
                 _ = shutdown.changed() => return,
             }
-            let reloaded = Config::load(&self.path)
+            let reloaded = load_config(&self.path)
                 .map_err(|e| e.to_string())
                 .and_then(|config| self.gate.gate().reload(config).map_err(|e| e.to_string()));
             match reloaded {

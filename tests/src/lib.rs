@@ -263,6 +263,11 @@ impl Proc {
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         cmd.env_remove("RUST_LOG");
+        if program.file_name().is_some_and(|n| n == "wechat-gateway") {
+            // Its default state file (./wechat-gateway-state) lands in the
+            // test's own directory, kept across the test's restarts.
+            cmd.current_dir(dir);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -607,6 +612,8 @@ pub struct Stack {
     pub gateway_env: Vec<(String, String)>,
     /// The current gateway's configuration file.
     pub gateway_config: PathBuf,
+    /// The current gateway's `WECHAT_COOKIE_SECRET` (empty: not set).
+    pub gateway_cookie_secret: String,
 }
 
 impl Stack {
@@ -698,6 +705,7 @@ impl Stack {
             public_url,
             gateway_env: Vec::new(),
             gateway_config: PathBuf::new(),
+            gateway_cookie_secret: String::new(),
         };
         wait_ready(&format!("{}/_emulator/calls", stack.emulator_url)).await;
         wait_ready(&format!("{}/echo", stack.app_url)).await;
@@ -753,24 +761,33 @@ public_paths = ["/static/", "/echo/public", "/spa/"]
         let n = std::fs::read_dir(&self.dir).unwrap().count();
         let config_path = self.dir.join(format!("gateway-{n}.toml"));
         std::fs::write(&config_path, config).unwrap();
+        self.gateway_config = config_path;
+        self.gateway_cookie_secret = cookie_secret.to_owned();
+        self.restart_gateway().await;
+    }
+
+    /// Stops the gateway and starts it again with the same configuration
+    /// file and environment (its state file in the stack's directory).
+    pub async fn restart_gateway(&mut self) {
+        self.procs.truncate(2);
+        let n = std::fs::read_dir(&self.dir).unwrap().count();
         let mut env = vec![
             ("WECHAT_APP_SECRET", self.app_secret.as_str()),
             ("RUST_LOG", "trace"),
         ];
-        if !cookie_secret.is_empty() {
-            env.push(("WECHAT_COOKIE_SECRET", cookie_secret));
+        if !self.gateway_cookie_secret.is_empty() {
+            env.push(("WECHAT_COOKIE_SECRET", &self.gateway_cookie_secret));
         }
         env.extend(
             self.gateway_env
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        self.gateway_config = config_path.clone();
         let gateway = Proc::start(
             &self.dir,
             &format!("gateway-{n}"),
             "wechat-gateway",
-            &["--config", config_path.to_str().unwrap()],
+            &["--config", self.gateway_config.to_str().unwrap()],
             &env,
         );
         self.procs.push(gateway);

@@ -151,6 +151,10 @@ public_url = "http://{listen}"
 cookie_secret = "{cookie_secret}"
 public_paths = ["/static/", "/spa/"]
 desktop_login = "scene_qr"
+
+[store]
+# Fresh keys every run: nothing worth keeping.
+url = "memory"
 "#
     );
     let config = Config::from_toml(&toml, |_| None).unwrap_or_else(|e| fail(e));
