@@ -63,7 +63,7 @@ fn decisions(c: &mut Criterion) {
     let g = gate();
     let sealer = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
     let cookie = format!(
-        "theme=dark; wechat_session={}",
+        "theme=dark; __Host-wechat_session={}",
         seal_session(&sealer, &session("微信用户 🐼"))
     );
     let req = |cookie: Option<&'static str>| RequestParts {

@@ -192,6 +192,11 @@ pub struct GatewayConfig {
     pub session_idle: Option<Duration>,
     /// `logout_redirect`: where `logout` sends the browser without `rd` (default `/`).
     pub logout_redirect: String,
+    /// `cookie_name`: the session cookie's name. Default
+    /// `__Host-wechat_session` on an https `public_url` (Secure, `Path=/`,
+    /// no `Domain`: a sibling subdomain can't set or toss it), else
+    /// `wechat_session`.
+    pub session_cookie_name: String,
     /// `allow_snapshot_users`: let snapshot-page users (`is_snapshotuser: 1`)
     /// through, marked `X-WeChat-Snapshot: 1` (default false: refused).
     pub allow_snapshot_users: bool,
@@ -204,6 +209,11 @@ pub struct GatewayConfig {
     /// `metrics_listen`: where the gateway serves Prometheus metrics
     /// (`GET /metrics`), e.g. `127.0.0.1:9102`; none by default.
     pub metrics_listen: Option<String>,
+    /// `trusted_proxies`: CIDR blocks (`["10.0.0.0/8", "::1/128"]`) of the
+    /// fronts whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers
+    /// are kept and appended to; from any other peer they are replaced
+    /// (default: none trusted). See [`crate::forwarded`].
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `log_openid`: `plain` (default) or `hash`: log lines show each
     /// openid as `sha1:` + 16 hex digits of its SHA-1.
     pub log_openid_hashed: bool,
@@ -301,11 +311,13 @@ struct RawGateway {
     session_lifetime_secs: Option<u64>,
     session_idle_secs: Option<u64>,
     logout_redirect: Option<String>,
+    cookie_name: Option<String>,
     allow_snapshot_users: Option<bool>,
     language: Option<String>,
     desktop_login: Option<String>,
     push_path: Option<String>,
     metrics_listen: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     log_openid: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -607,6 +619,39 @@ impl Config {
                 "must be a path like \"/\" or an http(s) URL",
             ));
         }
+        let session_cookie_name = match g.cookie_name {
+            Some(name) => {
+                let token = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !token || (name.starts_with("__Host-") && public_url.scheme() != "https") {
+                    return Err(invalid(
+                        "[gateway] cookie_name",
+                        "letters, digits, - _ . (at most 64); __Host- names need an https public_url",
+                    ));
+                }
+                name
+            }
+            None if public_url.scheme() == "https" => "__Host-wechat_session".to_owned(),
+            None => crate::session::SESSION_COOKIE.to_owned(),
+        };
+        let mut trusted_proxies = Vec::new();
+        for block in g.trusted_proxies.unwrap_or_default() {
+            let parsed = block
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| block.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net.trunc()),
+                Err(_) => {
+                    return Err(invalid(
+                        "[gateway] trusted_proxies",
+                        format!("{block:?} is not a CIDR block or an IP address"),
+                    ))
+                }
+            }
+        }
         let language = match g.language.as_deref().unwrap_or("auto") {
             "auto" => Language::Auto,
             "zh" => Language::Zh,
@@ -786,11 +831,13 @@ impl Config {
                 session_lifetime: Duration::from_secs(lifetime),
                 session_idle,
                 logout_redirect,
+                session_cookie_name,
                 allow_snapshot_users: g.allow_snapshot_users.unwrap_or(false),
                 language,
                 desktop_login,
                 push_path,
                 metrics_listen: g.metrics_listen,
+                trusted_proxies,
                 log_openid_hashed,
                 tls,
             },

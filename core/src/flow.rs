@@ -394,8 +394,14 @@ impl Gate {
     /// The identity of the session in a `Cookie` header, if it holds a valid one now.
     pub fn session_identity(&self, cookie_header: &str) -> Option<Identity> {
         let now = now_unix();
-        self.live_session(&GateCookies::parse(Some(cookie_header)), now)
-            .map(|s| s.identity)
+        self.live_session(
+            &GateCookies::parse(
+                Some(cookie_header),
+                &self.config.gateway.session_cookie_name,
+            ),
+            now,
+        )
+        .map(|s| s.identity)
     }
 
     /// Decides what to do with a request, now. No IO.
@@ -426,7 +432,7 @@ impl Gate {
             path: &canonical,
             ..*req
         };
-        let cookies = GateCookies::parse(req.cookie);
+        let cookies = GateCookies::parse(req.cookie, &self.config.gateway.session_cookie_name);
         let session = self.live_session(&cookies, now);
         let prefix = &self.config.gateway.prefix;
         if req.path == self.config.gateway.push_path && self.config.wechat.push_token.is_some() {
@@ -445,14 +451,20 @@ impl Gate {
                 return Decision::Pass(Pass {
                     set_cookie: self.touch(&s, now),
                     identity: Some(s.identity),
-                    upstream_cookie: strip_gate_cookies(req.cookie),
+                    upstream_cookie: strip_gate_cookies(
+                        req.cookie,
+                        &self.config.gateway.session_cookie_name,
+                    ),
                     upstream_path,
                 });
             }
             None if self.is_public(req.path) => {
                 return Decision::Pass(Pass {
                     identity: None,
-                    upstream_cookie: strip_gate_cookies(req.cookie),
+                    upstream_cookie: strip_gate_cookies(
+                        req.cookie,
+                        &self.config.gateway.session_cookie_name,
+                    ),
                     set_cookie: None,
                     upstream_path,
                 });
@@ -512,7 +524,11 @@ impl Gate {
 
     fn session_cookie(&self, session: &Session, now: u64) -> String {
         let max_age = session.expires_at.saturating_sub(now);
-        self.set_cookie(SESSION_COOKIE, seal_session(&self.sealer, session), max_age)
+        self.set_cookie(
+            &self.config.gateway.session_cookie_name,
+            seal_session(&self.sealer, session),
+            max_age,
+        )
     }
 
     /// The answer to a request that needs a login.
@@ -839,7 +855,10 @@ impl Gate {
     }
 
     fn logged_out(&self, to: String) -> Reply {
-        Reply::redirect(to).with_header("Set-Cookie", self.remove_cookie(SESSION_COOKIE))
+        Reply::redirect(to).with_header(
+            "Set-Cookie",
+            self.remove_cookie(&self.config.gateway.session_cookie_name),
+        )
     }
 
     /// The `rd` query parameter as a safe return path; `None` when absent or refused.
@@ -1329,7 +1348,7 @@ impl Gate {
         }
         let now = now_unix();
         let lang = Lang::choose(self.config.gateway.language, req.accept_language);
-        let cookies = GateCookies::parse(req.cookie);
+        let cookies = GateCookies::parse(req.cookie, &self.config.gateway.session_cookie_name);
         let session = self.live_session(&cookies, now);
         let login_url = self.login_url("/", self.config.wechat.scope, true);
         let handoff = (body.len() <= 4096)
@@ -2091,8 +2110,10 @@ impl Gate {
         if let Err(e) = self.store.remove(&session.sid).await {
             tracing::warn!(error = %e, "could not delete the session's tokens");
         }
-        login_required_json(&self.login_url("/", self.config.wechat.scope, true))
-            .with_header("Set-Cookie", self.remove_cookie(SESSION_COOKIE))
+        login_required_json(&self.login_url("/", self.config.wechat.scope, true)).with_header(
+            "Set-Cookie",
+            self.remove_cookie(&self.config.gateway.session_cookie_name),
+        )
     }
 
     fn set_cookie(&self, name: &str, value: String, max_age_secs: u64) -> String {
@@ -2380,7 +2401,7 @@ struct GateCookies<'a> {
 }
 
 impl<'a> GateCookies<'a> {
-    fn parse(header: Option<&'a str>) -> Self {
+    fn parse(header: Option<&'a str>, session_name: &str) -> Self {
         let mut found = GateCookies {
             session: None,
             scene: None,
@@ -2390,7 +2411,7 @@ impl<'a> GateCookies<'a> {
             let (Some(name), Some(value)) = (c.name_raw(), c.value_raw()) else {
                 continue;
             };
-            if name == SESSION_COOKIE {
+            if name == session_name {
                 found.session.get_or_insert(value);
             } else if name == SCENE_COOKIE {
                 found.scene.get_or_insert(value);
@@ -2407,8 +2428,24 @@ impl<'a> GateCookies<'a> {
     }
 }
 
-fn is_gate_cookie(name: &str) -> bool {
-    name == SESSION_COOKIE || name == SCENE_COOKIE || name.starts_with(STATE_COOKIE_PREFIX)
+/// Whether a cookie is one of the gate's, in any spelling an application
+/// might read as one (case, `__Host-`/`__Secure-` prefixes): it never
+/// reaches the application.
+fn is_gate_cookie(name: &str, session_name: &str) -> bool {
+    let strip = |prefix: &str| {
+        name.get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(prefix))
+            .map(|_| &name[prefix.len()..])
+    };
+    let bare = strip("__Host-")
+        .or_else(|| strip("__Secure-"))
+        .unwrap_or(name);
+    bare.eq_ignore_ascii_case(SESSION_COOKIE)
+        || bare.eq_ignore_ascii_case(SCENE_COOKIE)
+        || bare
+            .get(..STATE_COOKIE_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(STATE_COOKIE_PREFIX))
+        || name.eq_ignore_ascii_case(session_name)
 }
 
 /// Session ids of scene QR logins start with this: they have no tokens.
@@ -2426,15 +2463,17 @@ struct ScenePayload {
     exp: u64,
 }
 
-/// The `Cookie` header without the gate's own cookies (session and state),
-/// other cookies kept byte for byte; `None` when nothing is left.
-pub fn strip_gate_cookies(header: Option<&str>) -> Option<String> {
+/// The `Cookie` header without the gate's own cookies (session, scene and
+/// state, in any case or `__Host-`/`__Secure-` spelling, and the session
+/// cookie named `session_name`), other cookies kept byte for byte; `None`
+/// when nothing is left.
+pub fn strip_gate_cookies(header: Option<&str>, session_name: &str) -> Option<String> {
     let kept: Vec<&str> = header?
         .split(';')
         .map(str::trim)
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or("").trim();
-            !pair.is_empty() && !is_gate_cookie(name)
+            !pair.is_empty() && !is_gate_cookie(name, session_name)
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
@@ -2446,6 +2485,8 @@ mod tests {
     use crate::session::HEADER_OPENID;
 
     const NOW: u64 = 1_800_000_000;
+    /// The session cookie's name on the tests' https public_url.
+    const HTTPS_SESSION_COOKIE: &str = "__Host-wechat_session";
     const WECHAT: &str = "Mozilla/5.0 MicroMessenger/8.0.47";
 
     fn gate() -> Gate {
@@ -2554,7 +2595,7 @@ session_lifetime_secs = 3600
         let q = format!("code=CODE{}&state={state}", new_sid());
         let p = pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
         let r = g.login_reply(&p, &user(identity, "/x"), NOW, Lang::Zh);
-        cookie_from(&r, SESSION_COOKIE)
+        cookie_from(&r, HTTPS_SESSION_COOKIE)
     }
 
     fn logged_in_cookie(g: &Gate) -> String {
@@ -2798,7 +2839,7 @@ session_lifetime_secs = 3600
         assert!(r
             .header("Set-Cookie")
             .unwrap()
-            .starts_with("wechat_session=;"));
+            .starts_with("__Host-wechat_session=;"));
         let r = reply(g.decide_at(
             &req(
                 "/_wechat/login",
@@ -2830,7 +2871,7 @@ session_lifetime_secs = 3600
         let q = format!("code=C&state={state}");
         let p = pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
         let r = g.login_reply(&p, &user(identity(), "/orders"), NOW, Lang::Zh);
-        let session = cookie_from(&r, SESSION_COOKIE);
+        let session = cookie_from(&r, HTTPS_SESSION_COOKIE);
         // The browser lost the state cookie (the first answer removed it) but has its session.
         let again =
             reply(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&session)), NOW + 1));
@@ -3013,10 +3054,27 @@ session_lifetime_secs = 3600
 
     #[test]
     fn strip_gate_cookies_keeps_others_byte_for_byte() {
-        assert_eq!(strip_gate_cookies(None), None);
-        assert_eq!(strip_gate_cookies(Some("wechat_session=a")), None);
+        assert_eq!(strip_gate_cookies(None, SESSION_COOKIE), None);
         assert_eq!(
-            strip_gate_cookies(Some("a=1;b=\"x y\"; wechat_state_q=z;c=")).as_deref(),
+            strip_gate_cookies(Some("wechat_session=a"), SESSION_COOKIE),
+            None
+        );
+        for spelling in [
+            "__Host-wechat_session=a",
+            "WeChat_Session=a",
+            "__secure-wechat_scene=b",
+            "Wechat_State_x=c",
+            "my_sid=d",
+        ] {
+            assert_eq!(
+                strip_gate_cookies(Some(spelling), "my_sid"),
+                None,
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            strip_gate_cookies(Some("a=1;b=\"x y\"; wechat_state_q=z;c="), SESSION_COOKIE)
+                .as_deref(),
             Some("a=1; b=\"x y\"; c=")
         );
     }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod errcode;
 pub mod file_store;
 pub mod flow;
+pub mod forwarded;
 pub mod metrics;
 pub mod pages;
 pub mod path;

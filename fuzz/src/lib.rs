@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("sns_json", sns_json),
     ("config", config),
     ("c_abi", c_abi),
+    ("canonical_path", canonical_path),
 ];
 
 /// The gate's configuration in every target.
@@ -42,8 +43,9 @@ secret = "fuzz-app-secret"
 scope = "snsapi_base"
 open_base = "http://127.0.0.1:9"
 api_base = "http://127.0.0.1:9"
+# Plaintext mode, so a signed push reaches the XML parser and the replay
+# check; safe mode's decryption has its own target.
 push_token = "fuzzpushtoken"
-encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
 [gateway]
 public_url = "https://app.example.com"
@@ -241,6 +243,58 @@ pub fn push_event(data: &[u8]) {
     let query = format!("signature={signature}&timestamp={timestamp}&nonce={nonce}");
     let reply = handle_push(Some(&query), f[1]);
     assert!(reply.status < 500, "signed push answered {}", reply.status);
+    // The same signed (timestamp, nonce) with another body is a replay.
+    let mut forged = f[1].to_vec();
+    forged.push(b'x');
+    let replayed = handle_push(Some(&query), &forged);
+    assert_eq!(
+        replayed.status, 401,
+        "a replayed push answered {}",
+        replayed.status
+    );
+}
+
+/// A request path: its canonical form is canonical (idempotent, no dot or
+/// empty segment), and the gate's verdict depends on that form only.
+pub fn canonical_path(data: &[u8]) {
+    let raw = String::from_utf8_lossy(data);
+    let Ok(canonical) = wechat_oauth::path::canonical_path(&raw) else {
+        let parts = RequestParts {
+            method: "GET",
+            path: &raw,
+            ..RequestParts::default()
+        };
+        if let Decision::Pass(_) = GATE.decide_at(&parts, NOW) {
+            panic!("{raw:?} has no canonical form but passed");
+        }
+        return;
+    };
+    let again = wechat_oauth::path::canonical_path(&canonical).expect("canonical stays valid");
+    assert_eq!(again, canonical, "not idempotent for {raw:?}");
+    assert!(matches!(again, std::borrow::Cow::Borrowed(_)));
+    assert!(
+        canonical.split('/').skip(1).all(|s| s != "." && s != ".."),
+        "{canonical:?} has a dot segment"
+    );
+    assert!(!canonical.contains("//"), "{canonical:?}");
+    let verdict = |path: &str| {
+        let parts = RequestParts {
+            method: "GET",
+            path,
+            x_requested_with: Some("XMLHttpRequest"),
+            ..RequestParts::default()
+        };
+        match GATE.decide_at(&parts, NOW) {
+            Decision::Pass(pass) => (0, pass.identity.is_some()),
+            Decision::Reply(reply) => (reply.status, false),
+            Decision::Call(_) => (1, false),
+        }
+    };
+    assert_eq!(
+        verdict(&raw),
+        verdict(&canonical),
+        "{raw:?} vs {canonical:?}"
+    );
 }
 
 /// The gate's push handling; with the in-memory store it never waits.

@@ -371,7 +371,50 @@ impl ProxyHttp for GatewayProxy {
     ) -> pingora::Result<()> {
         self.gate.upstream_request_filter(upstream_request, ctx)?;
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            upstream_request.insert_header("X-Forwarded-For", addr.ip().to_string())?;
+            let gate = self.gate.gate();
+            // Repeated headers are one list (RFC 9110 §5.3).
+            let header = |name: &str| -> Option<String> {
+                let values: Vec<&str> = upstream_request
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                (!values.is_empty()).then(|| values.join(", "))
+            };
+            let (xff, proto, xfh, forwarded, real_ip, host) = (
+                header("x-forwarded-for"),
+                header("x-forwarded-proto"),
+                header("x-forwarded-host"),
+                header("forwarded"),
+                header("x-real-ip"),
+                header("host"),
+            );
+            let sent = wechat_oauth::forwarded::Sent {
+                x_forwarded_for: xff.as_deref(),
+                x_forwarded_proto: proto.as_deref(),
+                x_forwarded_host: xfh.as_deref(),
+                forwarded: forwarded.as_deref(),
+                x_real_ip: real_ip.as_deref(),
+            };
+            let scheme = if gate.config().gateway.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let headers = wechat_oauth::forwarded::upstream_headers(
+                addr.ip(),
+                scheme,
+                host.as_deref(),
+                &sent,
+                &gate.config().gateway.trusted_proxies,
+            );
+            for name in wechat_oauth::forwarded::FORWARDING_HEADERS {
+                upstream_request.remove_header(name);
+            }
+            for (name, value) in headers {
+                upstream_request.insert_header(name, value)?;
+            }
         }
         Ok(())
     }

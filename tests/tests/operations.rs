@@ -445,7 +445,8 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
     let config = format!(
         "[wechat]\nappid = \"{appid}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\n\n\
          [gateway]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{app}\"\npublic_url = \"{origin}\"\n\
-         public_paths = [\"/echo/public\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n",
+         public_paths = [\"/echo/public\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\n\
+         [store]\nstate_dir = \"tls-state\"\n",
         appid = stack.appid,
         emu = stack.emulator_url,
         app = stack.app_url.trim_start_matches("http://"),

@@ -199,11 +199,16 @@ async fn every_gate_cookie_is_httponly_samesite_lax_and_secure_behind_https() {
     let mut browser = Browser::new(WECHAT_UA);
     let first = browser.get(&behind.url("/orders")).await;
     assert_eq!(first.status, 302);
-    browser.cookies.insert("wechat_session".into(), "x".into());
+    browser
+        .cookies
+        .insert("__Host-wechat_session".into(), "x".into());
     let logout = browser.get(&behind.url("/_wechat/logout")).await;
+    let removal = set_cookies(&logout, "__Host-wechat_session=");
+    assert_eq!(removal.len(), 1, "{:?}", logout.headers);
+    assert!(!removal[0].to_ascii_lowercase().contains("domain="));
     let cookies: Vec<&str> = set_cookies(&first, "wechat_")
         .into_iter()
-        .chain(set_cookies(&logout, "wechat_"))
+        .chain(removal)
         .collect();
     assert!(cookies.len() >= 2, "{cookies:?}");
     for cookie in cookies {
@@ -434,4 +439,91 @@ async fn identity_headers_in_any_spelling_never_reach_the_application() {
         "{names:?}"
     );
     assert!(echo["headers"].get("x-wechat-unionid").is_none(), "{echo}");
+}
+
+#[tokio::test]
+async fn a_sibling_domains_cookie_is_no_session_and_gate_cookies_never_reach_the_app() {
+    // On https, the session cookie is __Host-wechat_session: a cookie named
+    // wechat_session (which a sibling subdomain could set) is not read.
+    let behind = Stack::start_behind("https://app.example.test").await;
+    let mut planted = Browser::new(WECHAT_UA);
+    planted
+        .cookies
+        .insert("wechat_session".into(), "sibling-set".into());
+    let answer = planted
+        .get_with(
+            &behind.url("/echo"),
+            &[("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(answer.status, 401);
+
+    // Every spelling of the gate's cookies is removed before the application.
+    let stack = Stack::start().await;
+    let mut browser = Browser::new(WECHAT_UA);
+    stack.wechat_login(&mut browser, "/echo").await;
+    let cookie = format!(
+        "{}; WECHAT_SESSION=a; __Host-wechat_session=b; __Secure-Wechat_Scene=c; Wechat_State_abc=d; keep=1",
+        browser.cookie_header()
+    );
+    let echo = Browser::new(WECHAT_UA)
+        .get_with(&stack.url("/echo"), &[("Cookie", cookie.as_str())])
+        .await;
+    assert_eq!(echo.status, 200, "{}", echo.body);
+    assert_eq!(
+        echo.json()["headers"]["cookie"],
+        json!(["keep=1"]),
+        "{}",
+        echo.body
+    );
+}
+
+const FORGED_FORWARDING: &str = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+    X-Forwarded-Host: evil.example\r\nForwarded: for=6.6.6.6;host=evil.example\r\nX-Real-IP: 6.6.6.6\r\n\
+    x-forwarded-for: 7.7.7.7\r\n";
+
+fn forwarding_seen(body: &str) -> serde_json::Value {
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    let h = &echo["headers"];
+    json!([
+        h["x-forwarded-for"],
+        h["x-forwarded-proto"],
+        h["x-forwarded-host"],
+        h["forwarded"],
+        h["x-real-ip"]
+    ])
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_client_are_replaced() {
+    let stack = Stack::start().await;
+    let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, "/echo/public", FORGED_FORWARDING);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        forwarding_seen(&body),
+        json!([
+            ["127.0.0.1"],
+            ["http"],
+            ["127.0.0.1"],
+            ["for=127.0.0.1;proto=http;host=127.0.0.1"],
+            ["127.0.0.1"]
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_front_keeps_its_forwarding_chain() {
+    let stack = Stack::start_with("", "trusted_proxies = [\"127.0.0.0/8\"]\n").await;
+    let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, "/echo/public", FORGED_FORWARDING);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        forwarding_seen(&body),
+        json!([
+            ["6.6.6.6, 7.7.7.7, 127.0.0.1"],
+            ["https"],
+            ["evil.example"],
+            ["for=6.6.6.6;host=evil.example, for=127.0.0.1"],
+            ["6.6.6.6"]
+        ])
+    );
 }

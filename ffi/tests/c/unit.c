@@ -225,6 +225,39 @@ static void test_decisions(const wechat_oauth_client *client) {
   CHECK(wechat_oauth_decision_identity(d, &borrowed) == WECHAT_OAUTH_RESULT_NO_SESSION);
   wechat_oauth_decision_free(d);
 
+  /* Dot segments: the canonical path decides, and the host gets it. */
+  wechat_oauth_request dots = request("GET", "/static/%2e%2e/orders", NULL, NULL, NULL, NULL);
+  CHECK(wechat_oauth_client_decide(client, &dots, &d) == OK);
+  CHECK(wechat_oauth_decision_get_kind(d, &kind) == OK && kind != WECHAT_OAUTH_DECISION_KIND_PASS);
+  wechat_oauth_decision_free(d);
+  wechat_oauth_request slash = request("GET", "/static/..%2forders", NULL, NULL, NULL, NULL);
+  CHECK(wechat_oauth_client_decide(client, &slash, &d) == OK);
+  CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 400);
+  wechat_oauth_decision_free(d);
+  wechat_oauth_request walk = request("GET", "/x/../static/%61.css", NULL, NULL, NULL, NULL);
+  CHECK(wechat_oauth_client_decide(client, &walk, &d) == OK);
+  CHECK(wechat_oauth_decision_get_kind(d, &kind) == OK && kind == WECHAT_OAUTH_DECISION_KIND_PASS);
+  CHECK(wechat_oauth_decision_upstream_path(d, &value) == OK && str_eq(value, "/static/a.css"));
+  wechat_oauth_decision_free(d);
+  CHECK(wechat_oauth_client_decide(client, &pub, &d) == OK);
+  CHECK(wechat_oauth_decision_upstream_path(d, &value) == OK && value.data == NULL);
+  wechat_oauth_decision_free(d);
+
+  /* Identity header names in every spelling. */
+  const char *owned_names[] = {"X-WeChat-OpenID", "x_wechat_unionid", "X_WECHAT-Scope", "x-wechat-"};
+  const char *other_names[] = {"X-WeChat", "X-WeChatOpenID", "Cookie", "x wechat openid"};
+  for (size_t i = 0; i < 4; i++) {
+    bool is = false;
+    wechat_oauth_str n1 = {owned_names[i], strlen(owned_names[i])};
+    CHECK(wechat_oauth_is_identity_header(n1, &is) == OK && is);
+    wechat_oauth_str n2 = {other_names[i], strlen(other_names[i])};
+    CHECK(wechat_oauth_is_identity_header(n2, &is) == OK && !is);
+  }
+  wechat_oauth_str no_name = {NULL, 0};
+  bool is = true;
+  CHECK(wechat_oauth_is_identity_header(no_name, &is) == OK && !is);
+  CHECK(wechat_oauth_is_identity_header(no_name, NULL) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+
   /* A callback with a wrong state: 400, no IO. */
   wechat_oauth_request wrong = request("GET", "/_wechat/callback", "code=C&state=Wrong1", NULL, NULL, NULL);
   CHECK(wechat_oauth_client_decide(client, &wrong, &d) == OK);
@@ -259,7 +292,7 @@ static void test_decisions(const wechat_oauth_client *client) {
   CHECK(wechat_oauth_client_logout(client, "", 0, &d) == OK);
   CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 302);
   CHECK(find_header(d, "Location", "/", &value) && str_eq(value, "/"));
-  CHECK(find_header(d, "Set-Cookie", "wechat_session=;", &value));
+  CHECK(find_header(d, "Set-Cookie", "__Host-wechat_session=;", &value));
   wechat_oauth_decision_free(d);
   CHECK(wechat_oauth_client_logout(client, NULL, 0, &d) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
   CHECK(wechat_oauth_client_logout(client, "\xfe", 1, &d) == WECHAT_OAUTH_RESULT_INVALID_UTF8);
@@ -278,7 +311,7 @@ static void test_identity(const wechat_oauth_client *client, const char *session
     return;
   }
   char cookie[4096];
-  int n = snprintf(cookie, sizeof cookie, "other=1; wechat_session=%s", session);
+  int n = snprintf(cookie, sizeof cookie, "other=1; __Host-wechat_session=%s", session);
   CHECK(n > 0 && (size_t)n < sizeof cookie);
   CHECK(wechat_oauth_client_session_identity(client, cookie, (size_t)n, &owned) == OK);
   wechat_oauth_str v;
