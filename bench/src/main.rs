@@ -398,7 +398,8 @@ async fn main() {
         "[wechat]\nappid = \"{APPID}\"\nsecret = \"{app_secret}\"\nscope = \"snsapi_userinfo\"\n\
          open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
          [gateway]\nlisten = \"127.0.0.1:{gw}\"\nupstream = \"127.0.0.1:{up}\"\npublic_url = \"{gateway_url}\"\n\
-         cookie_secret = \"{cookie_secret}\"\n"
+         cookie_secret = \"{cookie_secret}\"\n\n\
+         [limits]\nlogins_per_minute = 0\n\n[store]\nurl = \"memory\"\n"
     );
     let config = dir.join("gateway.toml");
     std::fs::write(&config, &toml).unwrap();

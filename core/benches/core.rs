@@ -75,6 +75,7 @@ fn decisions(c: &mut Criterion) {
         accept: Some("text/html"),
         x_requested_with: None,
         accept_language: Some("zh-CN,zh;q=0.9"),
+        client_addr: None,
     };
     let cookie: &'static str = Box::leak(cookie.into_boxed_str());
     let authed = req(Some(cookie));

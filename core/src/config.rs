@@ -69,6 +69,20 @@ pub struct Config {
     /// `[store]`: where login state lives (this process, or Redis shared by
     /// several gateways and hosts).
     pub store: StoreConfig,
+    /// `[limits]`: abuse limits per client address.
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]` settings: requests without a session that make WeChat API
+/// calls (`callback`, `exchange`, `qr/new`) per client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `logins_per_minute`: the sustained rate per client address
+    /// (default 60; 0 turns the limit off).
+    pub logins_per_minute: u32,
+    /// `login_burst`: how many may come at once before the rate applies
+    /// (default 20).
+    pub login_burst: u32,
 }
 
 /// `[store]` settings.
@@ -259,6 +273,15 @@ struct RawFile {
     gateway: RawGateway,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    logins_per_minute: Option<u32>,
+    login_burst: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -797,7 +820,19 @@ impl Config {
             return Err(invalid("[store] timeout_ms", "between 1 and 60000"));
         }
 
+        let logins_per_minute = raw.limits.logins_per_minute.unwrap_or(60);
+        let login_burst = raw.limits.login_burst.unwrap_or(20);
+        if login_burst == 0 || login_burst > 100_000 || logins_per_minute > 1_000_000 {
+            return Err(invalid(
+                "[limits] login_burst",
+                "login_burst between 1 and 100000, logins_per_minute at most 1000000 (0: off)",
+            ));
+        }
         Ok(Config {
+            limits: LimitsConfig {
+                logins_per_minute,
+                login_burst,
+            },
             store: StoreConfig {
                 url: store_url,
                 cluster_nodes: cluster_nodes.into_iter().map(Secret::new).collect(),

@@ -76,6 +76,10 @@ pub struct RequestParts<'a> {
     pub x_requested_with: Option<&'a str>,
     /// The `Accept-Language` header (page language).
     pub accept_language: Option<&'a str>,
+    /// The client's address, for `[limits]` (from the connection and
+    /// `[gateway] trusted_proxies`: [`crate::forwarded::client_address`]);
+    /// `None`: not known, no per-client limit.
+    pub client_addr: Option<std::net::IpAddr>,
 }
 
 /// What to do with a request.
@@ -219,6 +223,8 @@ pub struct Gate {
     /// Redis, when `[store] url` names one: shared by every instance.
     shared: Option<Arc<dyn SharedStore>>,
     revocations: Arc<Revocations>,
+    /// `[limits]`: logins per client address; `None` when off.
+    login_limiter: Option<Arc<LoginLimiter>>,
     /// The highest logout time (ms) read from the shared store.
     revocations_seen_ms: std::sync::atomic::AtomicU64,
 }
@@ -311,6 +317,7 @@ impl Gate {
             )?),
             None => None,
         };
+        let login_limiter = LoginLimiter::new(&config.limits).map(Arc::new);
         Ok(Gate {
             config,
             sealer,
@@ -330,6 +337,7 @@ impl Gate {
             refreshes: Arc::new(SingleFlight::new(Duration::from_secs(5), 100_000)),
             shared: None,
             revocations: Arc::default(),
+            login_limiter,
             revocations_seen_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -752,6 +760,9 @@ impl Gate {
             }
             "/healthz" => Reply::text(200, "ok\n"),
             "/callback" => {
+                if let Some(limited) = self.login_limited(req, false, lang) {
+                    return Decision::Reply(limited);
+                }
                 return match self.check_callback(req.query, cookies, session, now, lang, false) {
                     Ok(pending) => Decision::Call(Call {
                         kind: CallKind::Login(pending),
@@ -792,6 +803,9 @@ impl Gate {
                 Reply::json(404, &serde_json::json!({"error": "scene_qr_disabled"}))
             }
             "/qr/new" => {
+                if let Some(limited) = self.login_limited(req, true, lang) {
+                    return Decision::Reply(limited);
+                }
                 let return_to = self.return_param(req.query).unwrap_or_else(|| "/".into());
                 return Decision::Call(Call {
                     kind: CallKind::QrNew { return_to },
@@ -979,6 +993,13 @@ impl Gate {
         })
     }
 
+    /// `429` when the request's client is over `[limits]`; `None` when it
+    /// may go on (or its address is unknown).
+    fn login_limited(&self, req: &RequestParts<'_>, json: bool, lang: Lang) -> Option<Reply> {
+        let wait = self.login_limiter.as_ref()?.wait(req.client_addr?)?;
+        Some(too_many_logins(wait, json, lang))
+    }
+
     /// The answer to a code presented with a state other than the one it
     /// first came with (a leaked code tried in another browser): nothing of
     /// that login, a "link expired" page whose button starts a fresh login.
@@ -1081,6 +1102,9 @@ impl Gate {
         gate.push_nonces = self.push_nonces.clone();
         gate.refreshes = self.refreshes.clone();
         gate.revocations = self.revocations.clone();
+        if gate.config.limits == self.config.limits {
+            gate.login_limiter = self.login_limiter.clone();
+        }
         gate.revocations_seen_ms = std::sync::atomic::AtomicU64::new(
             self.revocations_seen_ms
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -1194,7 +1218,11 @@ impl Gate {
                 } else {
                     ticket.expire_seconds
                 };
-                self.scenes.create(&scene, now + expires_in, now);
+                if !self.scenes.create(&scene, now + expires_in, now) {
+                    tracing::warn!("the scene table is full: a QR login was refused");
+                    return Reply::json(503, &serde_json::json!({"error": "busy", "hint": "too many QR logins at once; retry"}))
+                        .with_header("Retry-After", "5".into());
+                }
                 crate::metrics::QR_SCENES
                     .with_label_values(&["created"])
                     .inc();
@@ -1360,6 +1388,9 @@ impl Gate {
                 &serde_json::json!({"error": "bad_request", "hint": "POST {\"code\": …, \"state\": …} as JSON", "login_url": login_url}),
             ));
         };
+        if let Some(limited) = self.login_limited(req, true, lang) {
+            return Decision::Reply(limited);
+        }
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("code", &handoff.code)
             .append_pair("state", &handoff.state)
@@ -2332,6 +2363,80 @@ fn identity_json(identity: &Identity, checked: Option<bool>) -> Reply {
     Reply::json(200, &body)
 }
 
+/// Logins (requests that make WeChat API calls without a session) per
+/// client address: a GCRA limiter from `governor`, its idle keys dropped
+/// every 1024 checks so memory follows the recent clients.
+struct LoginLimiter {
+    limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for LoginLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginLimiter(..)")
+    }
+}
+
+impl LoginLimiter {
+    fn new(limits: &crate::config::LimitsConfig) -> Option<LoginLimiter> {
+        let rate = std::num::NonZeroU32::new(limits.logins_per_minute)?;
+        let burst = std::num::NonZeroU32::new(limits.login_burst)?;
+        let quota = governor::Quota::per_minute(rate).allow_burst(burst);
+        Some(LoginLimiter {
+            limiter: governor::RateLimiter::keyed(quota),
+            checks: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// `None` when `client` may go on; else how long it must wait, whole
+    /// seconds (at least 1).
+    fn wait(&self, client: std::net::IpAddr) -> Option<u64> {
+        use governor::clock::Clock;
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 1024 == 1023 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&client)
+            .err()
+            .map(|not_until| {
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
+            .map(|secs| secs.max(1))
+    }
+}
+
+/// `429` with `Retry-After` (seconds): a page, or JSON for scripts.
+fn too_many_logins(retry_after: u64, json: bool, lang: Lang) -> Reply {
+    tracing::info!(retry_after, "a client is over its login limit");
+    crate::metrics::count_refused("rate_limited");
+    let reply = if json {
+        Reply::json(
+            429,
+            &serde_json::json!({"error": "too_many_requests", "retry_after": retry_after}),
+        )
+    } else {
+        page(
+            lang,
+            429,
+            Text {
+                zh: "请求过于频繁",
+                en: "Too many login attempts",
+            },
+            Text {
+                zh: "请稍后再试。",
+                en: "Please wait a moment and try again.",
+            },
+            None,
+            None,
+        )
+    };
+    reply.with_header("Retry-After", retry_after.to_string())
+}
+
 /// `400` for a path with no safe canonical form ([`crate::path`]).
 fn bad_path(e: crate::path::PathError, lang: Lang) -> Reply {
     tracing::info!(reason = %e, "refused a request path");
@@ -2516,6 +2621,7 @@ session_lifetime_secs = 3600
             accept: Some("text/html"),
             x_requested_with: None,
             accept_language: None,
+            client_addr: None,
         }
     }
 

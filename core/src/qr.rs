@@ -249,8 +249,9 @@ impl Scenes {
         n % crate::single_flight::SWEEP_EVERY == crate::single_flight::SWEEP_EVERY - 1
     }
 
-    /// Registers a new scene living until `expires_at` (unix seconds).
-    pub fn create(&self, scene: &str, expires_at: u64, now: u64) {
+    /// Registers a new scene living until `expires_at` (unix seconds);
+    /// `false` (nothing stored) when the table is full of live scenes.
+    pub fn create(&self, scene: &str, expires_at: u64, now: u64) -> bool {
         let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
         if self.sweep_due() || scenes.len() >= CAPACITY {
             scenes.retain(|_, s| s.expires_at > now);
@@ -265,7 +266,9 @@ impl Scenes {
                     notify: Arc::new(Notify::new()),
                 },
             );
+            return true;
         }
+        false
     }
 
     /// Records a scan of `scene` by `openid`; false for an unknown,
@@ -376,6 +379,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(s.scanned("w", "o", 1));
         assert!(waiter.await.unwrap() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_full_scene_table_stores_nothing_and_says_so() {
+        let scenes = Scenes::default();
+        for i in 0..CAPACITY {
+            assert!(scenes.create(&i.to_string(), 2_000, 1_000));
+        }
+        assert!(!scenes.create("one-too-many", 2_000, 1_000));
+        assert!(matches!(scenes.status("one-too-many", 1_000), SceneStatus::Expired));
+        assert!(scenes.create("after-they-expired", 3_000, 2_000), "expired scenes make room");
     }
 
     #[test]

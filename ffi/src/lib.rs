@@ -588,6 +588,8 @@ pub unsafe extern "C" fn wechat_oauth_client_decide(
                 accept: field(r.accept)?,
                 x_requested_with: field(r.x_requested_with)?,
                 accept_language: field(r.accept_language)?,
+                // The C request carries no client address: no per-client limit.
+                client_addr: None,
             })
         })();
         let parts = match parts {

@@ -180,6 +180,7 @@ pub fn request(data: &[u8]) {
         accept: opt(&f[5]),
         x_requested_with: opt(&f[6]),
         accept_language: opt(&f[7]),
+        client_addr: None,
     };
     check_decision(GATE.decide_at(&parts, NOW), &cookie);
     let _ = GATE.decide_auth(&parts);

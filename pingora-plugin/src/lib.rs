@@ -82,6 +82,13 @@ impl WechatGate {
         let req = session.req_header();
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
         let cookie = joined_cookie_header(req);
+        let client_addr = session.client_addr().and_then(|a| a.as_inet()).map(|peer| {
+            wechat_oauth::forwarded::client_address(
+                peer.ip(),
+                header("x-forwarded-for"),
+                &gate.config().gateway.trusted_proxies,
+            )
+        });
         let mut parts = RequestParts {
             method: req.method.as_str(),
             path: req.uri.path(),
@@ -91,6 +98,7 @@ impl WechatGate {
             accept: header("accept"),
             x_requested_with: header("x-requested-with"),
             accept_language: header("accept-language"),
+            client_addr,
         };
         let head = req.method == http::Method::HEAD;
         // The gate's own routes are recognised on the canonical path too; a
@@ -121,6 +129,7 @@ impl WechatGate {
                         accept: Some("application/json"),
                         x_requested_with: None,
                         accept_language: language.as_deref(),
+                        client_addr,
                     };
                     gate.decide_exchange(&parts, &body)
                 }

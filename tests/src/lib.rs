@@ -742,7 +742,13 @@ public_url = "{gateway}"
 prefix = "/_wechat"
 public_paths = ["/static/", "/echo/public", "/spa/"]
 {gateway_extra}
-"#,
+{limits}"#,
+            // Every test client is 127.0.0.1: no login limit unless a test sets one.
+            limits = if gateway_extra.contains("[limits]") {
+                ""
+            } else {
+                "\n[limits]\nlogins_per_minute = 0\n"
+            },
             appid = self.appid,
             emulator = self.emulator_url,
             app = self.app_url.trim_start_matches("http://"),

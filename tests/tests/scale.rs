@@ -99,7 +99,7 @@ impl Cluster {
             let config = format!(
                 "[wechat]\nappid = \"{APPID}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\nmp_base = \"{emu}\"\n\
                  scope = \"snsapi_userinfo\"\ntimeout_ms = 2000\npush_token = \"{PUSH_TOKEN}\"\n\n[gateway]\ndesktop_login = \"scene_qr\"\n\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
-                 public_url = \"{origin}\"\n\n[store]\n{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n",
+                 public_url = \"{origin}\"\n\n[limits]\nlogins_per_minute = 0\n\n[store]\n{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n",
                 emu = cluster.emulator_url,
             );
             let metrics_port = free_port();

@@ -527,3 +527,70 @@ async fn a_trusted_front_keeps_its_forwarding_chain() {
         ])
     );
 }
+
+#[tokio::test]
+async fn logins_are_limited_per_client_address_and_a_forged_address_does_not_escape() {
+    let stack = Stack::start_with("", "\n[limits]\nlogins_per_minute = 1\nlogin_burst = 3\n").await;
+    let mut browser = Browser::new(WECHAT_UA);
+    stack.wechat_login(&mut browser, "/echo").await; // one callback of the three
+    let callback = |extra: &str| {
+        wechat_e2e::raw_get(
+            &stack.gateway_url,
+            "/_wechat/callback?code=c&state=abcdefghijklmnopqrstuvwxyz012345",
+            extra,
+        )
+    };
+    assert_eq!(callback("").0, 400);
+    // A client-chosen X-Forwarded-For is no other client.
+    assert_eq!(callback("X-Forwarded-For: 198.51.100.1\r\n").0, 400);
+    let (head, body) = wechat_e2e::raw_request(
+        &stack.gateway_url,
+        "GET /_wechat/callback?code=c&state=abcdefghijklmnopqrstuvwxyz012345 HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\nX-Forwarded-For: 198.51.100.2\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(wechat_e2e::raw_status(&head), 429, "{head}\n{body}");
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Retry-After: ")
+                .or(l.strip_prefix("retry-after: "))
+        })
+        .expect("Retry-After")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // The hand-off answers JSON; a signed-in user still passes.
+    let limited = browser
+        .post_json(
+            &stack.url("/_wechat/exchange"),
+            &json!({"code": "c", "state": "s"}),
+        )
+        .await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.json()["error"], "too_many_requests");
+    assert_eq!(browser.get(&stack.url("/echo")).await.status, 200);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_front_each_forwarded_client_has_its_own_limit() {
+    let stack = Stack::start_with(
+        "",
+        "trusted_proxies = [\"127.0.0.1\"]\n\n[limits]\nlogins_per_minute = 1\nlogin_burst = 2\n",
+    )
+    .await;
+    let callback = |client: &str| {
+        wechat_e2e::raw_get(
+            &stack.gateway_url,
+            "/_wechat/callback?code=c&state=abcdefghijklmnopqrstuvwxyz012345",
+            &format!("X-Forwarded-For: {client}\r\n"),
+        )
+        .0
+    };
+    assert_eq!(
+        [callback("198.51.100.1"), callback("198.51.100.1")],
+        [400, 400]
+    );
+    assert_eq!(callback("198.51.100.1"), 429);
+    assert_eq!(callback("198.51.100.2"), 400, "another client");
+}
