@@ -388,8 +388,14 @@ mod tests {
             assert!(scenes.create(&i.to_string(), 2_000, 1_000));
         }
         assert!(!scenes.create("one-too-many", 2_000, 1_000));
-        assert!(matches!(scenes.status("one-too-many", 1_000), SceneStatus::Expired));
-        assert!(scenes.create("after-they-expired", 3_000, 2_000), "expired scenes make room");
+        assert!(matches!(
+            scenes.status("one-too-many", 1_000),
+            SceneStatus::Expired
+        ));
+        assert!(
+            scenes.create("after-they-expired", 3_000, 2_000),
+            "expired scenes make room"
+        );
     }
 
     #[test]

@@ -579,6 +579,40 @@ pub fn raw_get(base_url: &str, target: &str, extra_headers: &str) -> (u16, Strin
     (raw_status(&head), body)
 }
 
+/// A push signed as WeChat signs it in plain mode (token, timestamp,
+/// nonce: [`PUSH_TOKEN`]) posted to `push_url` with `extra` query
+/// parameters; the answer's status.
+pub async fn signed_push(
+    push_url: &str,
+    timestamp: &str,
+    nonce: &str,
+    extra: &str,
+    body: String,
+) -> u16 {
+    let mut sorted = [PUSH_TOKEN, timestamp, nonce];
+    sorted.sort_unstable();
+    let signature = wechat_oauth::push::signature(&sorted);
+    reqwest::Client::new()
+        .post(format!(
+            "{push_url}?signature={signature}&timestamp={timestamp}&nonce={nonce}{extra}"
+        ))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A `SCAN` event's XML: `openid` scanned `scene` at `create_time`.
+pub fn scan_xml(openid: &str, scene: &str, create_time: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_x]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+         <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event>\
+         <EventKey><![CDATA[{scene}]]></EventKey></xml>"
+    )
+}
+
 /// Resolves a Location against the URL it came from.
 pub fn absolute(base: &str, location: &str) -> String {
     url::Url::parse(base)

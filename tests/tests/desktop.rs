@@ -460,8 +460,7 @@ async fn headless_chromium_logs_in_by_scanning_the_qr_code() {
     client.close().await.unwrap();
 }
 
-/// A push signed as WeChat signs it (plain mode: token, timestamp, nonce),
-/// posted to the gateway with `extra` query parameters.
+/// A push signed with [`wechat_e2e::PUSH_TOKEN`] to the stack's push path.
 async fn signed_push(
     stack: &Stack,
     timestamp: &str,
@@ -469,27 +468,7 @@ async fn signed_push(
     extra: &str,
     body: String,
 ) -> u16 {
-    let mut sorted = [wechat_e2e::PUSH_TOKEN, timestamp, nonce];
-    sorted.sort_unstable();
-    let signature = wechat_oauth::push::signature(&sorted);
-    reqwest::Client::new()
-        .post(stack.url(&format!(
-            "/_wechat/events?signature={signature}&timestamp={timestamp}&nonce={nonce}{extra}"
-        )))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-fn scan_xml(openid: &str, scene: &str, create_time: u64) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_x]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
-         <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event>\
-         <EventKey><![CDATA[{scene}]]></EventKey></xml>"
-    )
+    wechat_e2e::signed_push(&stack.url("/_wechat/events"), timestamp, nonce, extra, body).await
 }
 
 fn now_secs() -> u64 {
@@ -511,12 +490,19 @@ async fn a_captured_push_url_cannot_carry_a_forged_scan() {
         &ts,
         "n0nce1",
         "",
-        scan_xml("oSomeone", "unrelated", 1),
+        wechat_e2e::scan_xml("oSomeone", "unrelated", 1),
     )
     .await;
     assert_eq!(first, 200);
     // The same signed URL with the attacker's body: refused, the scene untouched.
-    let forged = signed_push(&stack, &ts, "n0nce1", "", scan_xml("oAttacker", &scene, 2)).await;
+    let forged = signed_push(
+        &stack,
+        &ts,
+        "n0nce1",
+        "",
+        wechat_e2e::scan_xml("oAttacker", &scene, 2),
+    )
+    .await;
     assert_eq!(forged, 401);
     // WeChat's own retry of the first push (same URL, same body) is fine.
     let retry = signed_push(
@@ -524,7 +510,7 @@ async fn a_captured_push_url_cannot_carry_a_forged_scan() {
         &ts,
         "n0nce1",
         "",
-        scan_xml("oSomeone", "unrelated", 1),
+        wechat_e2e::scan_xml("oSomeone", "unrelated", 1),
     )
     .await;
     assert_eq!(retry, 200);
@@ -555,7 +541,7 @@ async fn with_a_key_only_safe_mode_pushes_are_accepted() {
             &ts,
             &format!("n{}", extra.len()),
             extra,
-            scan_xml("oAttacker", &scene, 3),
+            wechat_e2e::scan_xml("oAttacker", &scene, 3),
         )
         .await;
         assert_eq!(status, 401, "plaintext push {extra:?}");

@@ -780,3 +780,39 @@ async fn a_code_used_on_one_gateway_logs_no_other_browser_in_on_another() {
     }
     assert_eq!(cluster.calls("access_token").await, 1);
 }
+
+#[tokio::test]
+async fn a_captured_push_url_replayed_on_another_instance_is_refused() {
+    let cluster = Cluster::start().await;
+    let mut browser = Browser::new(DESKTOP_UA);
+    let created = browser
+        .get_with(
+            &cluster.on(0, "/_wechat/qr/new"),
+            &[("Accept", "application/json")],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let scene = created.json()["scene"].as_str().unwrap().to_owned();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let push = |i: usize, body: String| {
+        let url = cluster.on(i, "/_wechat/events");
+        let ts = ts.clone();
+        async move { wechat_e2e::signed_push(&url, &ts, "sharedNonce1", "", body).await }
+    };
+    assert_eq!(
+        push(0, wechat_e2e::scan_xml("oSomeone", "other", 1)).await,
+        200
+    );
+    for i in [0, 1, 2] {
+        let forged = push(i, wechat_e2e::scan_xml("oAttacker", &scene, 2)).await;
+        assert_eq!(forged, 401, "instance {i}");
+    }
+    let status = browser
+        .get(&cluster.on(1, &format!("/_wechat/qr/status?scene={scene}&wait=0")))
+        .await;
+    assert_eq!(status.json()["status"], "pending", "{}", status.body);
+}
