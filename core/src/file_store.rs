@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::secret::{AccessToken, RefreshToken};
 use crate::shared::{SharedStore, SCENE_PENDING};
 use crate::store::{StoreError, StoredTokens, TokenStore};
 
@@ -249,42 +248,13 @@ impl SharedStore for FileStore {
 #[async_trait]
 impl TokenStore for FileStore {
     async fn put(&self, sid: &str, tokens: StoredTokens) -> Result<(), StoreError> {
-        let ttl = tokens
-            .refresh_expires_at
-            .saturating_sub(now_ms() / 1000)
-            .max(1);
-        let json = serde_json::json!({
-            "a": tokens.access_token.expose(),
-            "ae": tokens.access_expires_at,
-            "r": tokens.refresh_token.expose(),
-            "re": tokens.refresh_expires_at,
-        })
-        .to_string();
-        self.set(&format!("tokens:{sid}"), &json, Duration::from_secs(ttl))
-            .await
+        let (json, ttl) = crate::shared::encode_tokens(&tokens);
+        self.set(&format!("tokens:{sid}"), &json, ttl).await
     }
 
     async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, StoreError> {
-        let Some(json) = self.value(&format!("tokens:{sid}")).await? else {
-            return Ok(None);
-        };
-        let Ok(r) = serde_json::from_str::<serde_json::Value>(&json) else {
-            return Ok(None);
-        };
-        let (Some(a), Some(ae), Some(rt), Some(re)) = (
-            r["a"].as_str(),
-            r["ae"].as_u64(),
-            r["r"].as_str(),
-            r["re"].as_u64(),
-        ) else {
-            return Ok(None);
-        };
-        Ok((re > now).then(|| StoredTokens {
-            access_token: AccessToken::new(a.to_owned()),
-            access_expires_at: ae,
-            refresh_token: RefreshToken::new(rt.to_owned()),
-            refresh_expires_at: re,
-        }))
+        let json = self.value(&format!("tokens:{sid}")).await?;
+        Ok(json.and_then(|json| crate::shared::decode_tokens(&json, now)))
     }
 
     async fn remove(&self, sid: &str) -> Result<(), StoreError> {

@@ -424,12 +424,38 @@ pub fn key_hash(value: &str) -> String {
         .collect()
 }
 
+/// A session's tokens as either store keeps them: compact JSON.
 #[derive(Serialize, Deserialize)]
 struct TokensRecord {
     a: String,
     ae: u64,
     r: String,
     re: u64,
+}
+
+/// `tokens` as the stored JSON, and its time to live (seconds, at least 1).
+pub(crate) fn encode_tokens(tokens: &StoredTokens) -> (String, Duration) {
+    let ttl = tokens.refresh_expires_at.saturating_sub(now_unix()).max(1);
+    let record = TokensRecord {
+        a: tokens.access_token.expose().to_owned(),
+        ae: tokens.access_expires_at,
+        r: tokens.refresh_token.expose().to_owned(),
+        re: tokens.refresh_expires_at,
+    };
+    let json = serde_json::to_string(&record).expect("tokens serialize");
+    (json, Duration::from_secs(ttl))
+}
+
+/// Stored JSON as tokens, if well-formed and not past their refresh
+/// token's end at `now` (unix seconds).
+pub(crate) fn decode_tokens(json: &str, now: u64) -> Option<StoredTokens> {
+    let r = serde_json::from_str::<TokensRecord>(json).ok()?;
+    (r.re > now).then(|| StoredTokens {
+        access_token: AccessToken::new(r.a),
+        access_expires_at: r.ae,
+        refresh_token: RefreshToken::new(r.r),
+        refresh_expires_at: r.re,
+    })
 }
 
 fn now_unix() -> u64 {
@@ -441,31 +467,13 @@ fn now_unix() -> u64 {
 #[async_trait]
 impl TokenStore for RedisStore {
     async fn put(&self, sid: &str, tokens: StoredTokens) -> Result<(), StoreError> {
-        let ttl = tokens.refresh_expires_at.saturating_sub(now_unix()).max(1);
-        let record = TokensRecord {
-            a: tokens.access_token.expose().to_owned(),
-            ae: tokens.access_expires_at,
-            r: tokens.refresh_token.expose().to_owned(),
-            re: tokens.refresh_expires_at,
-        };
-        let json = serde_json::to_string(&record).expect("tokens serialize");
-        self.set(&format!("tokens:{sid}"), &json, Duration::from_secs(ttl))
-            .await
+        let (json, ttl) = encode_tokens(&tokens);
+        self.set(&format!("tokens:{sid}"), &json, ttl).await
     }
 
     async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, StoreError> {
-        let Some(json) = self.value(&format!("tokens:{sid}")).await? else {
-            return Ok(None);
-        };
-        let Ok(r) = serde_json::from_str::<TokensRecord>(&json) else {
-            return Ok(None);
-        };
-        Ok((r.re > now).then(|| StoredTokens {
-            access_token: AccessToken::new(r.a),
-            access_expires_at: r.ae,
-            refresh_token: RefreshToken::new(r.r),
-            refresh_expires_at: r.re,
-        }))
+        let json = self.value(&format!("tokens:{sid}")).await?;
+        Ok(json.and_then(|json| decode_tokens(&json, now)))
     }
 
     async fn remove(&self, sid: &str) -> Result<(), StoreError> {

@@ -941,6 +941,29 @@ pub unsafe extern "C" fn wechat_oauth_decision_identity(
     }))
 }
 
+/// Writes a `PASS` decision's optional string to `out` (NULL `data` when
+/// absent); `WRONG_STATE` for other kinds.
+///
+/// # Safety
+/// `out` writable.
+unsafe fn pass_field(
+    decision: &wechat_oauth_decision,
+    out: *mut wechat_oauth_str,
+    pick: impl FnOnce(&Pass) -> Option<&str>,
+    what: &str,
+) -> wechat_oauth_result {
+    match &decision.state {
+        DecisionState::Pass { pass, .. } => {
+            *out = pick(pass).map_or(wechat_oauth_str::ABSENT, wechat_oauth_str::of);
+            wechat_oauth_result::Ok
+        }
+        _ => fail(
+            wechat_oauth_result::WrongState,
+            format!("only a PASS decision has {what}"),
+        ),
+    }
+}
+
 /// For a `PASS` decision, the `Cookie` header to forward to an application
 /// behind a proxy: the request's without the gate's own cookies. `data` is
 /// NULL when nothing is left (remove the header).
@@ -956,19 +979,12 @@ pub unsafe extern "C" fn wechat_oauth_decision_upstream_cookie(
 ) -> wechat_oauth_result {
     boundary(AssertUnwindSafe(|| {
         non_null!(decision, out);
-        match &(*decision).state {
-            DecisionState::Pass { pass, .. } => {
-                *out = pass
-                    .upstream_cookie
-                    .as_deref()
-                    .map_or(wechat_oauth_str::ABSENT, wechat_oauth_str::of);
-                wechat_oauth_result::Ok
-            }
-            _ => fail(
-                wechat_oauth_result::WrongState,
-                "only a PASS decision has an upstream cookie",
-            ),
-        }
+        pass_field(
+            &*decision,
+            out,
+            |pass| pass.upstream_cookie.as_deref(),
+            "an upstream cookie",
+        )
     }))
 }
 
@@ -988,19 +1004,12 @@ pub unsafe extern "C" fn wechat_oauth_decision_upstream_path(
 ) -> wechat_oauth_result {
     boundary(AssertUnwindSafe(|| {
         non_null!(decision, out);
-        match &(*decision).state {
-            DecisionState::Pass { pass, .. } => {
-                *out = pass
-                    .upstream_path
-                    .as_deref()
-                    .map_or(wechat_oauth_str::ABSENT, wechat_oauth_str::of);
-                wechat_oauth_result::Ok
-            }
-            _ => fail(
-                wechat_oauth_result::WrongState,
-                "only a PASS decision has an upstream path",
-            ),
-        }
+        pass_field(
+            &*decision,
+            out,
+            |pass| pass.upstream_path.as_deref(),
+            "an upstream path",
+        )
     }))
 }
 

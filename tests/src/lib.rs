@@ -459,6 +459,14 @@ impl Browser {
         answer
     }
 
+    /// A new scene QR login (`GET url`, a `…/qr/new`, as JSON): its
+    /// `scene`, `ticket` and `qr_image_url`; asserts a 200.
+    pub async fn qr_new(&mut self, url: &str) -> serde_json::Value {
+        let created = self.get_with(url, &[("Accept", "application/json")]).await;
+        assert_eq!(created.status, 200, "{}", created.body);
+        created.json()
+    }
+
     /// GET `url`.
     pub async fn get(&mut self, url: &str) -> Answer {
         self.get_with(url, &[]).await

@@ -484,36 +484,17 @@ async fn a_captured_push_url_cannot_carry_a_forged_scan() {
     let mut browser = Browser::new(DESKTOP_UA);
     let (scene, _) = new_qr(&stack, &mut browser, "%2F").await;
     let ts = now_secs().to_string();
+    let push = |openid: &'static str, scene: String, created: u64| {
+        let body = wechat_e2e::scan_xml(openid, &scene, created);
+        let (stack, ts) = (&stack, ts.clone());
+        async move { signed_push(stack, &ts, "n0nce1", "", body).await }
+    };
     // WeChat's push of some other event, seen in an access log.
-    let first = signed_push(
-        &stack,
-        &ts,
-        "n0nce1",
-        "",
-        wechat_e2e::scan_xml("oSomeone", "unrelated", 1),
-    )
-    .await;
-    assert_eq!(first, 200);
+    assert_eq!(push("oSomeone", "unrelated".into(), 1).await, 200);
     // The same signed URL with the attacker's body: refused, the scene untouched.
-    let forged = signed_push(
-        &stack,
-        &ts,
-        "n0nce1",
-        "",
-        wechat_e2e::scan_xml("oAttacker", &scene, 2),
-    )
-    .await;
-    assert_eq!(forged, 401);
+    assert_eq!(push("oAttacker", scene.clone(), 2).await, 401);
     // WeChat's own retry of the first push (same URL, same body) is fine.
-    let retry = signed_push(
-        &stack,
-        &ts,
-        "n0nce1",
-        "",
-        wechat_e2e::scan_xml("oSomeone", "unrelated", 1),
-    )
-    .await;
-    assert_eq!(retry, 200);
+    assert_eq!(push("oSomeone", "unrelated".into(), 1).await, 200);
     let status = browser
         .get(&stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0")))
         .await;

@@ -177,14 +177,7 @@ async fn qr_scene_metrics_count_created_confirmed_and_expired() {
         .await;
     let mut m = Metrics::start(format!("http://127.0.0.1:{port}/metrics")).await;
     let mut browser = Browser::new(DESKTOP_UA);
-    let created = browser
-        .get_with(
-            &stack.url("/_wechat/qr/new"),
-            &[("Accept", "application/json")],
-        )
-        .await;
-    assert_eq!(created.status, 200, "{}", created.body);
-    let q = created.json();
+    let q = browser.qr_new(&stack.url("/_wechat/qr/new")).await;
     stack.control("scan", json!({"ticket": q["ticket"]})).await;
     let scene = q["scene"].as_str().unwrap();
     let status_url = stack.url(&format!("/_wechat/qr/status?scene={scene}&wait=0"));

@@ -23,14 +23,7 @@ async fn a_logout_tokens_and_a_pending_qr_login_survive_a_restart() {
     stack.wechat_login(&mut staying, "/echo").await;
     // A desktop browser has a QR code on screen, not yet scanned.
     let mut desktop = Browser::new(DESKTOP_UA);
-    let created = desktop
-        .get_with(
-            &stack.url("/_wechat/qr/new"),
-            &[("Accept", "application/json")],
-        )
-        .await;
-    assert_eq!(created.status, 200, "{}", created.body);
-    let q = created.json();
+    let q = desktop.qr_new(&stack.url("/_wechat/qr/new")).await;
 
     stack.restart_gateway().await;
 

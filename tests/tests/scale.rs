@@ -99,7 +99,7 @@ impl Cluster {
             let config = format!(
                 "[wechat]\nappid = \"{APPID}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\nmp_base = \"{emu}\"\n\
                  scope = \"snsapi_userinfo\"\ntimeout_ms = 2000\npush_token = \"{PUSH_TOKEN}\"\n\n[gateway]\ndesktop_login = \"scene_qr\"\n\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
-                 public_url = \"{origin}\"\n\n[limits]\nlogins_per_minute = 0\n\n[store]\n{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n",
+                 public_url = \"{origin}\"\n\n[store]\n{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n\n[limits]\nlogins_per_minute = 0\n",
                 emu = cluster.emulator_url,
             );
             let metrics_port = free_port();
@@ -785,14 +785,8 @@ async fn a_code_used_on_one_gateway_logs_no_other_browser_in_on_another() {
 async fn a_captured_push_url_replayed_on_another_instance_is_refused() {
     let cluster = Cluster::start().await;
     let mut browser = Browser::new(DESKTOP_UA);
-    let created = browser
-        .get_with(
-            &cluster.on(0, "/_wechat/qr/new"),
-            &[("Accept", "application/json")],
-        )
-        .await;
-    assert_eq!(created.status, 200, "{}", created.body);
-    let scene = created.json()["scene"].as_str().unwrap().to_owned();
+    let created = browser.qr_new(&cluster.on(0, "/_wechat/qr/new")).await;
+    let scene = created["scene"].as_str().unwrap().to_owned();
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
