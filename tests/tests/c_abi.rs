@@ -229,6 +229,19 @@ async fn login_through(host: &Host) {
     let back = browser.get(consent.location()).await;
     assert_eq!(back.status, 302, "{}", back.body);
     assert_eq!(back.location(), "/");
+    // The code, leaked, in another browser with a fresh state of its own.
+    let mut attacker = Browser::new(WECHAT_UA);
+    let own = attacker.get(&format!("{}/", host.url)).await;
+    let state = wechat_e2e::query_param(own.location(), "state");
+    let code = wechat_e2e::query_param(consent.location(), "code");
+    let tried = attacker
+        .get(&format!(
+            "{}/_wechat/callback?code={code}&state={state}",
+            host.url
+        ))
+        .await;
+    assert_eq!(tried.status, 400, "{}", tried.body);
+    assert!(!attacker.cookies.contains_key("wechat_session"));
     let page = browser.get(&format!("{}/", host.url)).await;
     assert_eq!(page.status, 200);
     assert!(
