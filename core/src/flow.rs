@@ -62,7 +62,9 @@ pub const REFRESH_MARGIN_SECS: u64 = 300;
 pub struct RequestParts<'a> {
     /// Method, e.g. `GET`.
     pub method: &'a str,
-    /// Path, without the query.
+    /// Path, without the query, as the client sent it: the gate decides on
+    /// its canonical form ([`crate::path`]) and answers `400` when it has
+    /// none.
     pub path: &'a str,
     /// Raw query string, without `?`.
     pub query: Option<&'a str>,
