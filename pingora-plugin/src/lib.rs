@@ -23,6 +23,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::upstreams::peer::HttpPeer;
+use tracing::Instrument;
 use wechat_oauth::session::is_identity_header;
 use wechat_oauth::{Config, Decision, Gate, Pass, Reply, RequestParts};
 
@@ -139,7 +140,11 @@ impl WechatGate {
                 )),
             };
             let reply = match decision {
-                Decision::Call(call) => gate.complete(call).await,
+                Decision::Call(call) => {
+                    gate.complete(call)
+                        .instrument(client_span(client_addr))
+                        .await
+                }
                 Decision::Reply(reply) => reply,
                 Decision::Pass(_) => Reply::text(500, "unexpected\n"),
             };
@@ -171,7 +176,11 @@ impl WechatGate {
                 return Ok(false);
             }
             Decision::Reply(reply) => reply,
-            Decision::Call(call) => gate.complete(call).await,
+            Decision::Call(call) => {
+                gate.complete(call)
+                    .instrument(client_span(client_addr))
+                    .await
+            }
         };
         write_reply(session, reply, head).await?;
         Ok(true)
@@ -273,6 +282,15 @@ impl WechatGate {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
         Ok(())
+    }
+}
+
+/// The span a request's IO runs in: its log lines (a login, a refusal)
+/// name the client address ([`wechat_oauth::forwarded::client_address`]).
+fn client_span(client: Option<std::net::IpAddr>) -> tracing::Span {
+    match client {
+        Some(ip) => tracing::info_span!("request", client = %ip),
+        None => tracing::info_span!("request"),
     }
 }
 

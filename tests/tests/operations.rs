@@ -397,6 +397,11 @@ async fn json_logs_carry_one_line_per_login_with_a_hashed_openid() {
     assert_eq!(logins.len(), 1, "{log}");
     let fields = &logins[0]["fields"];
     assert_eq!(fields["outcome"], "completed");
+    assert_eq!(
+        logins[0]["spans"][0]["client"], "127.0.0.1",
+        "the client address: {}",
+        logins[0]
+    );
     assert!(fields["elapsed_ms"].is_u64());
     assert!(
         fields["openid"].as_str().unwrap().starts_with("sha1:"),
