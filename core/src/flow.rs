@@ -270,38 +270,31 @@ impl Gate {
     /// Errors: [`GateError`] when a cookie key, the HTTP client or the store
     /// can't be made.
     pub fn new(config: Config) -> Result<Gate, GateError> {
-        if let Some(path) = &config.store.file {
-            let file = Arc::new(
-                crate::file_store::FileStore::open(path).map_err(|e| GateError::Store(e.0))?,
-            );
-            let mut gate = Self::with_store(config, file.clone())?;
-            // Logouts from before the restart are refused from the first request.
-            let now = now_unix();
-            let since = now.saturating_sub(gate.config.gateway.session_lifetime.as_secs()) * 1000;
-            for (member, _) in file
-                .sorted_after(REVOCATIONS_KEY, since)
-                .map_err(|e| GateError::Store(e.0))?
-            {
-                if let Some((sid, until)) = member.split_once(' ') {
-                    if let Ok(until) = until.parse() {
-                        gate.revocations.revoke(sid, until, now);
-                    }
-                }
+        let store_error = |e: crate::store::StoreError| GateError::Store(e.0);
+        // The state file's logouts are read before the first request; Redis's
+        // come with the first sync.
+        let mut restored = Vec::new();
+        let shared: Option<Arc<dyn SharedStore>> = match &config.store.file {
+            Some(path) => {
+                let file = crate::file_store::FileStore::open(path).map_err(store_error)?;
+                let since = revocation_horizon_ms(&config, now_unix());
+                restored = file
+                    .sorted_after(REVOCATIONS_KEY, since)
+                    .map_err(store_error)?;
+                Some(Arc::new(file))
             }
-            gate.basic_token = BasicToken::shared(gate.sns.clone(), file.clone());
-            gate.shared = Some(file);
-            return Ok(gate);
-        }
-        match RedisStore::from_config(&config.store).map_err(|e| GateError::Store(e.0))? {
-            Some(redis) => {
-                let redis = Arc::new(redis);
-                let mut gate = Self::with_store(config, redis.clone())?;
-                gate.basic_token = BasicToken::shared(gate.sns.clone(), redis.clone());
-                gate.shared = Some(redis);
-                Ok(gate)
-            }
-            None => Self::with_store(config, Arc::new(MemoryTokenStore::default())),
-        }
+            None => RedisStore::from_config(&config.store)
+                .map_err(store_error)?
+                .map(|redis| Arc::new(redis) as Arc<dyn SharedStore>),
+        };
+        let Some(shared) = shared else {
+            return Self::with_store(config, Arc::new(MemoryTokenStore::default()));
+        };
+        let mut gate = Self::with_store(config, shared.clone())?;
+        gate.basic_token = BasicToken::shared(gate.sns.clone(), shared.clone());
+        gate.shared = Some(shared);
+        gate.revoke_all(restored, now_unix());
+        Ok(gate)
     }
 
     /// A gate keeping tokens in `store`.
@@ -1147,7 +1140,7 @@ impl Gate {
         let seen = self.revocations_seen_ms.load(Ordering::Relaxed);
         let since = if seen == 0 {
             // On start: every logout of the longest session lifetime back.
-            (now.saturating_sub(self.config.gateway.session_lifetime.as_secs())) * 1000
+            revocation_horizon_ms(&self.config, now)
         } else {
             seen
         };
@@ -1156,7 +1149,17 @@ impl Gate {
         let entries = shared
             .zrange_after(REVOCATIONS_KEY, since.saturating_sub(1000))
             .await?;
-        let mut highest = since;
+        let highest = self.revoke_all(entries, now).max(since);
+        self.revocations_seen_ms.store(highest, Ordering::Relaxed);
+        shared
+            .zremove_before(REVOCATIONS_KEY, revocation_horizon_ms(&self.config, now))
+            .await
+    }
+
+    /// Refuses the sessions of logout records (`"<sid> <until>"`, logout
+    /// time in ms) from the shared store; the latest logout time seen.
+    fn revoke_all(&self, entries: Vec<(String, u64)>, now: u64) -> u64 {
+        let mut highest = 0;
         for (member, at_ms) in entries {
             if let Some((sid, until)) = member.split_once(' ') {
                 if let Ok(until) = until.parse() {
@@ -1165,9 +1168,7 @@ impl Gate {
             }
             highest = highest.max(at_ms);
         }
-        self.revocations_seen_ms.store(highest, Ordering::Relaxed);
-        let horizon = now.saturating_sub(self.config.gateway.session_lifetime.as_secs()) * 1000;
-        shared.zremove_before(REVOCATIONS_KEY, horizon).await
+        highest
     }
 
     /// Performs a [`Call`]'s IO (WeChat, the token store) and answers.
@@ -1531,7 +1532,7 @@ impl Gate {
         now: u64,
     ) -> Result<bool, crate::store::StoreError> {
         let pair = format!("{timestamp} {nonce}");
-        let body = key_hash(&String::from_utf8_lossy(body));
+        let body = key_hash(body);
         let window = 2 * push::TIMESTAMP_WINDOW_SECS;
         match &self.shared {
             Some(shared) => {
@@ -2179,6 +2180,12 @@ fn stored_tokens(token: &TokenResponse, now: u64) -> StoredTokens {
 /// The shared sorted set of logouts: `"<sid> <until>"` scored by the
 /// logout time in ms.
 const REVOCATIONS_KEY: &str = "revoked";
+
+/// Logouts older than this (unix ms) concern no live cookie: one session
+/// lifetime back from `now` (unix seconds).
+fn revocation_horizon_ms(config: &Config, now: u64) -> u64 {
+    now.saturating_sub(config.gateway.session_lifetime.as_secs()) * 1000
+}
 
 /// What claiming a login's (state, code) pair in the shared store found.
 enum SharedClaim {

@@ -417,8 +417,8 @@ impl SharedStore for RedisStore {
 
 /// A value that must not appear in a Redis key (a code, a state) as a key
 /// part: its SHA-1, hex.
-pub fn key_hash(value: &str) -> String {
-    Sha1::digest(value.as_bytes())
+pub fn key_hash(value: impl AsRef<[u8]>) -> String {
+    Sha1::digest(value.as_ref())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
