@@ -20,6 +20,24 @@ pub const FORWARDING_HEADERS: [&str; 5] = [
     "x-real-ip",
 ];
 
+/// Whether a request header named `name` is a forwarding header in some
+/// spelling (any case, `_` read as `-`: CGI and PHP read
+/// `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`). The gateway removes every
+/// one before writing [`upstream_headers`].
+pub fn is_forwarding_header(name: &[u8]) -> bool {
+    FORWARDING_HEADERS.iter().any(|h| {
+        h.len() == name.len()
+            && h.bytes().zip(name).all(|(want, &b)| {
+                let b = if b == b'_' {
+                    b'-'
+                } else {
+                    b.to_ascii_lowercase()
+                };
+                b == want
+            })
+    })
+}
+
 /// Whether `peer` is one of the `trusted` proxies.
 pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     let peer = canonical_ip(peer);
@@ -189,6 +207,27 @@ mod tests {
             client_address(peer, sent.x_forwarded_for, &nets(&["10.0.0.0/8"])),
             peer
         );
+    }
+
+    #[test]
+    fn forwarding_headers_are_known_in_every_spelling() {
+        for name in [
+            "X-Forwarded-For",
+            "x_forwarded_for",
+            "X_REAL_IP",
+            "Forwarded",
+            "x-forwarded_host",
+        ] {
+            assert!(is_forwarding_header(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "X-Forwarded",
+            "X-Forwarded-For2",
+            "Forwarded-For",
+            "X-Real-IP ",
+        ] {
+            assert!(!is_forwarding_header(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -436,8 +436,14 @@ impl ProxyHttp for GatewayProxy {
                 &sent,
                 &gate.config().gateway.trusted_proxies,
             );
-            for name in wechat_oauth::forwarded::FORWARDING_HEADERS {
-                upstream_request.remove_header(name);
+            let forwarding: Vec<http::HeaderName> = upstream_request
+                .headers
+                .keys()
+                .filter(|n| wechat_oauth::forwarded::is_forwarding_header(n.as_str().as_bytes()))
+                .cloned()
+                .collect();
+            for name in forwarding {
+                upstream_request.remove_header(&name);
             }
             for (name, value) in headers {
                 upstream_request.insert_header(name, value)?;

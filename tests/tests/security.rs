@@ -480,11 +480,18 @@ async fn a_sibling_domains_cookie_is_no_session_and_gate_cookies_never_reach_the
 
 const FORGED_FORWARDING: &str = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
     X-Forwarded-Host: evil.example\r\nForwarded: for=6.6.6.6;host=evil.example\r\nX-Real-IP: 6.6.6.6\r\n\
-    x-forwarded-for: 7.7.7.7\r\n";
+    x-forwarded-for: 7.7.7.7\r\nX_Forwarded_For: 8.8.8.8\r\nX_Real_IP: 8.8.8.8\r\nx_forwarded_proto: https\r\n";
 
 fn forwarding_seen(body: &str) -> serde_json::Value {
     let echo: serde_json::Value = serde_json::from_str(body).unwrap();
     let h = &echo["headers"];
+    for name in h.as_object().unwrap().keys() {
+        assert!(
+            !name.contains('_'),
+            "a `_` spelling reached the application: {name}"
+        );
+    }
+    assert!(!body.contains("8.8.8.8"), "{body}");
     json!([
         h["x-forwarded-for"],
         h["x-forwarded-proto"],
