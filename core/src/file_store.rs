@@ -243,6 +243,10 @@ impl SharedStore for FileStore {
             Ok(())
         })
     }
+
+    fn is_multi_process(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]

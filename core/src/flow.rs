@@ -1658,23 +1658,28 @@ impl Gate {
         let lock_ttl = self.config.wechat.timeout * attempts + Duration::from_secs(1);
         let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
         let store_error = |e: crate::store::StoreError| SnsError::Store(e.0);
+        // A state file has no other process: this one's single-flight is the lock.
+        let locking = shared.is_multi_process();
         loop {
             if let Some(shared_outcome) = shared.value(&result_key).await.map_err(store_error)? {
                 tracing::debug!("code exchanged by another instance: its outcome is shared");
                 return decode_outcome(&shared_outcome);
             }
-            if shared
-                .set_if_absent(&lock_key, "1", lock_ttl)
-                .await
-                .map_err(store_error)?
+            if !locking
+                || shared
+                    .set_if_absent(&lock_key, "1", lock_ttl)
+                    .await
+                    .map_err(store_error)?
             {
                 // Checked again under the lock: the last holder may have
                 // finished between the first look and the lock.
-                if let Some(shared_outcome) =
-                    shared.value(&result_key).await.map_err(store_error)?
-                {
-                    let _ = shared.delete(&lock_key).await;
-                    return decode_outcome(&shared_outcome);
+                if locking {
+                    if let Some(shared_outcome) =
+                        shared.value(&result_key).await.map_err(store_error)?
+                    {
+                        let _ = shared.delete(&lock_key).await;
+                        return decode_outcome(&shared_outcome);
+                    }
                 }
                 let result = self.exchange(pending).await;
                 self.log_login(&result, started.elapsed());
@@ -1690,7 +1695,9 @@ impl Gate {
                         tracing::debug!(error = %e, "could not share a code's outcome");
                     }
                 }
-                let _ = shared.delete(&lock_key).await;
+                if locking {
+                    let _ = shared.delete(&lock_key).await;
+                }
                 return result;
             }
             if Instant::now() >= deadline {

@@ -306,6 +306,12 @@ pub trait SharedStore: TokenStore + std::fmt::Debug {
     ///
     /// Errors: [`StoreError`].
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Whether other processes use the store at the same time (Redis). A
+    /// state file is one process's own: that process's single-flight is the
+    /// only lock a code's exchange needs there.
+    fn is_multi_process(&self) -> bool {
+        true
+    }
 }
 
 /// A scene's value while pending.
