@@ -218,6 +218,13 @@ pub struct GatewayConfig {
     pub language: Language,
     /// `desktop_login`: `notice` (default), `qrconnect` or `scene_qr`.
     pub desktop_login: DesktopLogin,
+    /// `scene_confirm`: a scene QR scan logs the desktop in only after the
+    /// phone confirms it (default false). The scan's push is answered with
+    /// a message linking to a confirmation page that shows where the login
+    /// happens (docs/security.md, "The scan confirmed on the phone"):
+    /// a victim shown an attacker's QR code (QRLJacking) sees someone
+    /// else's browser and address, and refuses. Needs `desktop_login = "scene_qr"`.
+    pub scene_confirm: bool,
     /// `push_path`: where WeChat pushes events (default `<prefix>/events`).
     pub push_path: String,
     /// `metrics_listen`: where the gateway serves Prometheus metrics
@@ -338,6 +345,7 @@ struct RawGateway {
     allow_snapshot_users: Option<bool>,
     language: Option<String>,
     desktop_login: Option<String>,
+    scene_confirm: Option<bool>,
     push_path: Option<String>,
     metrics_listen: Option<String>,
     trusted_proxies: Option<Vec<String>>,
@@ -710,6 +718,13 @@ impl Config {
                 "desktop_login = \"scene_qr\" needs the server URL token (push_token, or env WECHAT_PUSH_TOKEN)",
             ));
         }
+        let scene_confirm = g.scene_confirm.unwrap_or(false);
+        if scene_confirm && desktop_login != DesktopLogin::SceneQr {
+            return Err(invalid(
+                "[gateway] scene_confirm",
+                "confirms scene QR scans: it needs desktop_login = \"scene_qr\"",
+            ));
+        }
         let push_path = g.push_path.unwrap_or_else(|| format!("{prefix}/events"));
         if !push_path.starts_with('/')
             || push_path
@@ -870,6 +885,7 @@ impl Config {
                 allow_snapshot_users: g.allow_snapshot_users.unwrap_or(false),
                 language,
                 desktop_login,
+                scene_confirm,
                 push_path,
                 metrics_listen: g.metrics_listen,
                 trusted_proxies,

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::shared::{SharedStore, SCENE_PENDING};
+use crate::shared::SharedStore;
 use crate::store::{StoreError, StoredTokens, TokenStore};
 
 /// Key → (expiry, unix ms; value).
@@ -179,10 +179,15 @@ impl SharedStore for FileStore {
         })
     }
 
-    async fn mark_scanned(&self, key: &str, openid: &str) -> Result<bool, StoreError> {
+    async fn replace_value(
+        &self,
+        key: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
         self.write(|table, now| match Self::live(table, key, now)? {
-            Some((expires, value)) if value == SCENE_PENDING => {
-                table.insert(key, (expires, format!("s:{openid}").as_str()))?;
+            Some((expires, value)) if value == expected => {
+                table.insert(key, (expires, new))?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -269,6 +274,7 @@ impl TokenStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::SCENE_PENDING;
 
     fn scratch() -> PathBuf {
         std::env::temp_dir().join(format!(
@@ -292,8 +298,14 @@ mod tests {
                 .await
                 .unwrap();
             store.set("scene:s", SCENE_PENDING, long).await.unwrap();
-            assert!(store.mark_scanned("scene:s", "oUser").await.unwrap());
-            assert!(!store.mark_scanned("scene:s", "oOther").await.unwrap());
+            assert!(store
+                .replace_value("scene:s", SCENE_PENDING, "s:oUser")
+                .await
+                .unwrap());
+            assert!(!store
+                .replace_value("scene:s", SCENE_PENDING, "s:oOther")
+                .await
+                .unwrap());
             store.zadd("revoked", 10, "sid1 99").await.unwrap();
             store.zadd("revoked", 20, "sid2 99").await.unwrap();
             store.zadd("other", 30, "x").await.unwrap();

@@ -30,8 +30,7 @@ use crate::authorize::{authorize_url, qrconnect_url, Scope};
 use crate::config::{Config, DesktopLogin};
 use crate::errcode::ErrCode;
 use crate::pages::{page, Lang, Reply, Text};
-use crate::push::{self, PushError};
-use crate::qr::{BasicToken, SceneStatus, Scenes};
+use crate::qr::{BasicToken, Scenes};
 use crate::revocation::Revocations;
 use crate::seal::Sealer;
 use crate::secret::AuthorizationCode;
@@ -39,7 +38,7 @@ use crate::session::{
     is_valid_scope, is_valid_wechat_id, seal_session, Identity, Session, VerifiedSessions,
     SESSION_COOKIE,
 };
-use crate::shared::{key_hash, RedisStore, SharedStore, SCENE_PENDING};
+use crate::shared::{key_hash, RedisStore, SharedStore};
 use crate::single_flight::SingleFlight;
 use crate::sns::{SnsClient, SnsError, TokenResponse};
 use crate::state::{
@@ -47,6 +46,10 @@ use crate::state::{
     UsedStates, MAX_STATE_COOKIES, STATE_COOKIE_PREFIX, STATE_LIFETIME_SECS,
 };
 use crate::store::{MemoryTokenStore, StoredTokens, TokenStore, REFRESH_TOKEN_LIFETIME_SECS};
+
+mod scene;
+use scene::SCENE_SID_PREFIX;
+pub use scene::{QR_LONG_POLL_SECS, SCENE_COOKIE};
 
 /// Longest authorization code accepted from a callback, in bytes.
 pub const MAX_CODE_LEN: usize = 512;
@@ -135,6 +138,15 @@ enum CallKind {
     },
     QrNew {
         return_to: String,
+        requester: Option<crate::qr::SceneRequester>,
+    },
+    QrConfirm {
+        scene: String,
+        openid: String,
+        /// The confirmation link's token, for the page's forms.
+        token: crate::secret::Secret,
+        /// `None`: show the page; `Some(true)`: confirm; `Some(false)`: refuse.
+        answer: Option<bool>,
     },
     QrStatus {
         scene: String,
@@ -715,11 +727,12 @@ impl Gate {
         now: u64,
         lang: Lang,
     ) -> Decision {
+        if let Some(decision) = self.scene_route(route, req, cookies, session.clone(), now, lang) {
+            return decision;
+        }
         let read_only = matches!(req.method, "GET" | "HEAD");
         let reply = match route {
-            "/callback" | "/login" | "/userinfo" | "/healthz" | "/qr/new" | "/qr/status"
-            | "/authorize-url"
-                if !read_only =>
+            "/callback" | "/login" | "/userinfo" | "/healthz" | "/authorize-url" if !read_only =>
             {
                 Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD".into())
             }
@@ -790,47 +803,6 @@ impl Gate {
                         return Decision::Call(Call { kind, lang });
                     }
                     None => self.logged_out(to),
-                }
-            }
-            "/qr/new" | "/qr/status"
-                if self.config.gateway.desktop_login != DesktopLogin::SceneQr =>
-            {
-                Reply::json(404, &serde_json::json!({"error": "scene_qr_disabled"}))
-            }
-            "/qr/new" => {
-                if let Some(limited) = self.login_limited(req, true, lang) {
-                    return Decision::Reply(limited);
-                }
-                let return_to = self.return_param(req.query).unwrap_or_else(|| "/".into());
-                return Decision::Call(Call {
-                    kind: CallKind::QrNew { return_to },
-                    lang,
-                });
-            }
-            "/qr/status" => {
-                let asked = query_param(req.query, "scene").unwrap_or_default();
-                let mine = cookies
-                    .scene
-                    .and_then(|v| self.sealer.open(SCENE_COOKIE, v))
-                    .and_then(|json| {
-                        serde_json::from_str::<ScenePayload>(&json)
-                            .ok()
-                            .filter(|p| p.exp > now)
-                    });
-                match mine {
-                    Some(p) if !asked.is_empty() && p.sc == asked => {
-                        let wait = query_param(req.query, "wait")
-                            .and_then(|w| w.parse::<u64>().ok())
-                            .unwrap_or(QR_LONG_POLL_SECS)
-                            .min(QR_LONG_POLL_SECS);
-                        let kind = CallKind::QrStatus {
-                            scene: p.sc,
-                            return_to: p.rd,
-                            wait: Duration::from_secs(wait),
-                        };
-                        return Decision::Call(Call { kind, lang });
-                    }
-                    _ => Reply::json(403, &serde_json::json!({"error": "not_your_scene"})),
                 }
             }
             "/userinfo" => match session {
@@ -1200,166 +1172,24 @@ impl Gate {
                 }
                 self.logged_out(to)
             }
-            CallKind::QrNew { return_to } => self.qr_new(return_to).await,
+            CallKind::QrNew {
+                return_to,
+                requester,
+            } => self.qr_new(return_to, requester).await,
+            CallKind::QrConfirm {
+                scene,
+                openid,
+                token,
+                answer,
+            } => {
+                self.qr_confirm(&scene, &openid, token.expose(), answer, lang)
+                    .await
+            }
             CallKind::QrStatus {
                 scene,
                 return_to,
                 wait,
             } => self.qr_status(&scene, &return_to, wait).await,
-        }
-    }
-
-    /// `qr/new`: a new scene QR code for this browser, bound to it by the
-    /// sealed scene cookie.
-    async fn qr_new(&self, return_to: String) -> Reply {
-        let now = now_unix();
-        let scene = new_sid();
-        match self.basic_token.create_qr_scene(&scene, now).await {
-            Ok(ticket) => {
-                let expires_in = if ticket.expire_seconds == 0 {
-                    crate::qr::SCENE_LIFETIME_SECS
-                } else {
-                    ticket.expire_seconds
-                };
-                if !self.scenes.create(&scene, now + expires_in, now) {
-                    tracing::warn!("the scene table is full: a QR login was refused");
-                    return Reply::json(503, &serde_json::json!({"error": "busy", "hint": "too many QR logins at once; retry"}))
-                        .with_header("Retry-After", "5".into());
-                }
-                crate::metrics::QR_SCENES
-                    .with_label_values(&["created"])
-                    .inc();
-                if let Some(shared) = &self.shared {
-                    let key = format!("scene:{scene}");
-                    let ttl = Duration::from_secs(expires_in);
-                    if shared.set(&key, SCENE_PENDING, ttl).await.is_err() {
-                        return service_unavailable_json();
-                    }
-                }
-                let ticket_q: String =
-                    form_urlencoded::byte_serialize(ticket.ticket.as_bytes()).collect();
-                let image = format!(
-                    "{}/cgi-bin/showqrcode?ticket={ticket_q}",
-                    self.config.wechat.mp_base.as_str().trim_end_matches('/')
-                );
-                let payload = ScenePayload {
-                    sc: scene.clone(),
-                    rd: return_to,
-                    exp: now + expires_in,
-                };
-                let sealed = self.sealer.seal(
-                    SCENE_COOKIE,
-                    &serde_json::to_string(&payload).expect("serializes"),
-                );
-                Reply::json(
-                    200,
-                    &serde_json::json!({"scene": scene, "ticket": ticket.ticket, "qr_image_url": image, "expires_in": expires_in}),
-                )
-                .with_header("Set-Cookie", self.set_cookie(SCENE_COOKIE, sealed, expires_in))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not create a scene QR code");
-                let reply = match e {
-                    SnsError::Transport(_) => service_unavailable_json(),
-                    _ => Reply::json(
-                        502,
-                        &serde_json::json!({"error": "wechat_error", "errcode": e.errcode().map(ErrCode::code)}),
-                    ),
-                };
-                reply.with_errcode(e.errcode().map(ErrCode::code))
-            }
-        }
-    }
-
-    /// A scene's state as the instances share it: pending, scanned by an
-    /// openid (claimed at most once), or gone. Polled every 100 ms while a
-    /// browser long-polls, so a scan pushed to any instance is seen within
-    /// a second.
-    async fn shared_scene(
-        &self,
-        shared: &Arc<dyn SharedStore>,
-        scene: &str,
-        wait: Duration,
-    ) -> Result<SceneStatus, crate::store::StoreError> {
-        let key = format!("scene:{scene}");
-        let deadline = Instant::now() + wait;
-        loop {
-            let status = shared.claim_scene(&key).await?;
-            match status.as_deref() {
-                Some(SCENE_PENDING) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Some(SCENE_PENDING) => return Ok(SceneStatus::Pending),
-                Some(v) => match v.strip_prefix("s:") {
-                    Some(openid) => return Ok(SceneStatus::Scanned(openid.to_owned())),
-                    None => return Ok(SceneStatus::Expired),
-                },
-                None => return Ok(SceneStatus::Expired),
-            }
-        }
-    }
-
-    /// `qr/status`: long-polls the scene; once scanned, logs this browser in (once).
-    async fn qr_status(&self, scene: &str, return_to: &str, wait: Duration) -> Reply {
-        let claimed = match &self.shared {
-            Some(shared) => match self.shared_scene(shared, scene, wait).await {
-                Ok(SceneStatus::Scanned(openid)) => Some(Some(openid)),
-                Ok(SceneStatus::Pending) => None,
-                Ok(SceneStatus::Expired) => Some(None),
-                Err(_) => return service_unavailable_json(),
-            },
-            None => {
-                if matches!(self.scenes.status(scene, now_unix()), SceneStatus::Pending)
-                    && !wait.is_zero()
-                {
-                    self.scenes.wait(scene, wait).await;
-                }
-                match self.scenes.status(scene, now_unix()) {
-                    SceneStatus::Pending => None,
-                    SceneStatus::Scanned(_) => Some(self.scenes.claim(scene, now_unix())),
-                    SceneStatus::Expired => Some(None),
-                }
-            }
-        };
-        let now = now_unix();
-        match &claimed {
-            Some(Some(_)) => crate::metrics::QR_SCENES
-                .with_label_values(&["confirmed"])
-                .inc(),
-            Some(None) => crate::metrics::QR_SCENES
-                .with_label_values(&["expired"])
-                .inc(),
-            None => {}
-        }
-        match claimed {
-            None => Reply::json(200, &serde_json::json!({"status": "pending"})),
-            Some(claimed) => match claimed {
-                Some(openid) => {
-                    tracing::info!(outcome = "completed", openid = %self.log_id(&openid), "login completed by scene QR scan");
-                    let session = Session {
-                        identity: Identity {
-                            openid,
-                            unionid: None,
-                            scope: Scope::Base.as_str().to_owned(),
-                            nickname: None,
-                            headimgurl: None,
-                            snapshot: false,
-                        },
-                        sid: format!("{SCENE_SID_PREFIX}{}", new_sid()),
-                        issued_at: now,
-                        expires_at: now + self.config.gateway.session_lifetime.as_secs(),
-                        seen_at: now,
-                    };
-                    Reply::json(
-                        200,
-                        &serde_json::json!({"status": "confirmed", "redirect": return_to}),
-                    )
-                    .with_header("Set-Cookie", self.session_cookie(&session, now))
-                    .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE))
-                }
-                None => Reply::json(200, &serde_json::json!({"status": "expired"}))
-                    .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
-            },
         }
     }
 
@@ -1424,172 +1254,6 @@ impl Gate {
                     reply = reply.with_header("Set-Cookie", cookie);
                 }
                 Decision::Reply(reply)
-            }
-        }
-    }
-
-    /// The server URL check (`GET push_path?signature&timestamp&nonce&echostr`):
-    /// `echostr` back when the signature holds, else 401.
-    fn push_check(&self, query: Option<&str>, now: u64) -> Reply {
-        let Some(token) = &self.config.wechat.push_token else {
-            return Reply::text(404, "not found\n");
-        };
-        let p = |name| query_param(query, name).unwrap_or_default();
-        match push::verify(token, &p("timestamp"), &p("nonce"), &p("signature"), now) {
-            Ok(()) => Reply::text(200, &p("echostr")),
-            Err(e) => {
-                tracing::info!(reason = %e, "refused a server URL check");
-                Reply::text(401, "bad signature\n")
-            }
-        }
-    }
-
-    /// Handles a pushed event (`POST push_path?signature&timestamp&nonce[&encrypt_type=aes&msg_signature]`
-    /// with its XML `body`): verifies it, decrypts safe mode, and records a
-    /// scan of a login scene. `200 success` for every valid push (WeChat
-    /// stops retrying), `401` for a forged or stale one, `400` for a
-    /// malformed one; neither changes anything. With a shared store the
-    /// scan and the de-duplication go through Redis (`503` when it is
-    /// down: WeChat retries); else no IO.
-    pub async fn handle_push(&self, query: Option<&str>, body: &[u8]) -> Reply {
-        let now = now_unix();
-        let Some(token) = &self.config.wechat.push_token else {
-            return Reply::text(404, "not found\n");
-        };
-        let p = |name| query_param(query, name).unwrap_or_default();
-        let (timestamp, nonce) = (p("timestamp"), p("nonce"));
-        let safe_mode = self.config.wechat.encoding_aes_key.is_some();
-        if safe_mode && p("encrypt_type") != "aes" {
-            // The plain signature covers no body: with a key, only safe mode.
-            tracing::info!("refused a plaintext push: safe mode is configured");
-            crate::metrics::count_refused("push_plaintext");
-            return Reply::text(401, "refused: this server accepts safe-mode pushes only\n");
-        }
-        let xml = if p("encrypt_type") == "aes" {
-            let Some(key) = &self.config.wechat.encoding_aes_key else {
-                return Reply::text(400, "safe mode is not configured\n");
-            };
-            push::open_safe_mode(
-                body,
-                token,
-                key,
-                &self.config.wechat.appid,
-                &timestamp,
-                &nonce,
-                &p("msg_signature"),
-                now,
-            )
-        } else {
-            push::verify(token, &timestamp, &nonce, &p("signature"), now).map(|()| body.to_vec())
-        };
-        let xml = match xml {
-            Ok(xml) => match self.claim_push_nonce(&timestamp, &nonce, body, now).await {
-                Ok(true) => Ok(xml),
-                Ok(false) => {
-                    tracing::warn!("refused a push that reused a signed timestamp and nonce");
-                    crate::metrics::count_refused("push_replay");
-                    return Reply::text(401, "refused\n");
-                }
-                Err(_) => return Reply::text(503, "the login store is unreachable; retry\n"),
-            },
-            Err(e) => Err(e),
-        };
-        let event = xml.and_then(|x| push::parse_event(&x));
-        match event {
-            Ok(event) => {
-                let recorded = match &self.shared {
-                    Some(shared) => self.shared_push(shared, &event).await,
-                    None => Ok(self.local_push(&event, now)),
-                };
-                match recorded {
-                    Ok(()) => Reply::text(200, "success"),
-                    Err(_) => Reply::text(503, "the login store is unreachable; retry\n"),
-                }
-            }
-            Err(e @ (PushError::Signature | PushError::Timestamp | PushError::Decrypt(_))) => {
-                tracing::info!(reason = %e, "refused a push");
-                Reply::text(401, "refused\n")
-            }
-            Err(e) => {
-                tracing::info!(reason = %e, "refused a malformed push");
-                Reply::text(400, "malformed\n")
-            }
-        }
-    }
-
-    /// Claims a signed push's (timestamp, nonce) for its body, for the
-    /// timestamp window on either side: `false` when the pair already came
-    /// with another body (a captured URL reused with a forged body). The
-    /// same body again is WeChat's retry, answered as the first was.
-    /// Across instances with a shared store.
-    ///
-    /// Errors: [`crate::store::StoreError`] when the shared store is down.
-    async fn claim_push_nonce(
-        &self,
-        timestamp: &str,
-        nonce: &str,
-        body: &[u8],
-        now: u64,
-    ) -> Result<bool, crate::store::StoreError> {
-        let pair = format!("{timestamp} {nonce}");
-        let body = key_hash(body);
-        let window = 2 * push::TIMESTAMP_WINDOW_SECS;
-        match &self.shared {
-            Some(shared) => {
-                bind_once(
-                    shared,
-                    format!("push-nonce:{}", key_hash(&pair)),
-                    body,
-                    window,
-                )
-                .await
-            }
-            None => Ok(self.push_nonces.claim(&pair, &body, now, now + window)),
-        }
-    }
-
-    fn local_push(&self, event: &push::PushEvent, now: u64) {
-        if !self.scenes.first_push(&event.dedup_key(), now) {
-            tracing::debug!("a push WeChat retried; already handled");
-        } else if let Some(scene) = event.scanned_scene() {
-            if self.scenes.scanned(scene, &event.from_user, now) {
-                tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
-            } else {
-                tracing::info!("a scan of an unknown or used scene; ignored");
-            }
-        }
-    }
-
-    /// A push through Redis: de-duplicated across instances, the scene
-    /// marked scanned for whichever instance the browser polls.
-    async fn shared_push(
-        &self,
-        shared: &Arc<dyn SharedStore>,
-        event: &push::PushEvent,
-    ) -> Result<(), crate::store::StoreError> {
-        let dedup = format!("push:{}", key_hash(&event.dedup_key()));
-        let ttl = Duration::from_secs(crate::qr::PUSH_DEDUP_SECS);
-        if !shared.set_if_absent(&dedup, "1", ttl).await? {
-            tracing::debug!("a push WeChat retried; already handled");
-            return Ok(());
-        }
-        let Some(scene) = event.scanned_scene() else {
-            return Ok(());
-        };
-        let key = format!("scene:{scene}");
-        match shared.mark_scanned(&key, &event.from_user).await {
-            Ok(true) => {
-                tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
-                Ok(())
-            }
-            Ok(_) => {
-                tracing::info!("a scan of an unknown or used scene; ignored");
-                Ok(())
-            }
-            Err(e) => {
-                // Let WeChat's retry try again.
-                let _ = shared.delete(&dedup).await;
-                Err(e)
             }
         }
     }
@@ -2567,21 +2231,6 @@ fn is_gate_cookie(name: &str, session_name: &str) -> bool {
             .get(..STATE_COOKIE_PREFIX.len())
             .is_some_and(|p| p.eq_ignore_ascii_case(STATE_COOKIE_PREFIX))
         || name.eq_ignore_ascii_case(session_name)
-}
-
-/// Session ids of scene QR logins start with this: they have no tokens.
-const SCENE_SID_PREFIX: &str = "qr-";
-
-/// The cookie binding a login QR scene to the browser that asked for it.
-pub const SCENE_COOKIE: &str = "wechat_scene";
-/// The longest a `qr/status` request waits for a scan, in seconds.
-pub const QR_LONG_POLL_SECS: u64 = 25;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ScenePayload {
-    sc: String,
-    rd: String,
-    exp: u64,
 }
 
 /// The `Cookie` header without the gate's own cookies (session, scene and

@@ -195,18 +195,22 @@ pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str) -> Reply 
             .unwrap_or_default()
             .replace("</", "<\\/")
     };
-    let (title, scan, expired, failed) = match lang {
+    let (title, scan, expired, failed, scanned, refused) = match lang {
         Lang::Zh => (
             "微信扫码登录",
             "请用微信扫描二维码登录",
             "二维码已过期，正在刷新…",
             "网络错误，正在重试…",
+            "已扫码，请在手机上确认登录",
+            "登录已在手机上被拒绝。刷新页面可重新扫码。",
         ),
         Lang::En => (
             "Log in with WeChat",
             "Scan the QR code with WeChat to log in",
             "The QR code expired; refreshing…",
             "Network error; retrying…",
+            "Scanned: confirm the login on the phone",
+            "The login was refused on the phone. Reload the page to scan again.",
         ),
     };
     let body = format!(
@@ -222,7 +226,9 @@ function fresh(){{fetch(prefix+\"/qr/new?rd=\"+encodeURIComponent(rd),{{credenti
 st.textContent={scan_js};poll(q.scene)}}).catch(function(){{st.textContent={failed_js};setTimeout(fresh,3000)}})}}\
 function poll(scene){{fetch(prefix+\"/qr/status?scene=\"+encodeURIComponent(scene),{{credentials:\"same-origin\"}})\
 .then(function(r){{return r.json()}}).then(function(s){{if(s.status===\"confirmed\"){{location.href=s.redirect}}\
-else if(s.status===\"pending\"){{poll(scene)}}else{{st.textContent={expired_js};fresh()}}}})\
+else if(s.status===\"pending\"){{poll(scene)}}else if(s.status===\"scanned\"){{st.textContent={scanned_js};poll(scene)}}\
+else if(s.status===\"refused\"){{document.getElementById(\"qr\").removeAttribute(\"src\");st.textContent={refused_js}}}\
+else{{st.textContent={expired_js};fresh()}}}})\
 .catch(function(){{st.textContent={failed_js};setTimeout(function(){{poll(scene)}},1000)}})}}\
 fresh()}})();</script></body></html>\n",
         code = lang.code(),
@@ -231,8 +237,84 @@ fresh()}})();</script></body></html>\n",
         scan_js = js(scan),
         expired_js = js(expired),
         failed_js = js(failed),
+        scanned_js = js(scanned),
+        refused_js = js(refused),
     );
     Reply::new(401, "text/html; charset=utf-8", body)
+}
+
+/// The phone's confirmation page of `scene_confirm` (docs/security.md):
+/// who asks to log in to `site` (the desktop browser's `User-Agent`,
+/// client address and time, from `requester`), and two buttons that post
+/// `answer=confirm` or `answer=refuse` to `action` (the page's own path
+/// and token). Status 200; all values escaped.
+pub(crate) fn scene_confirm_page(
+    lang: Lang,
+    site: &str,
+    requester: Option<&crate::qr::SceneRequester>,
+    action: &str,
+) -> Reply {
+    let t = |zh: &'static str, en: &'static str| Text { zh, en }.get(lang);
+    let unknown = t("未知", "unknown");
+    let (browser, client, at) = match requester {
+        Some(r) => (
+            r.browser.as_str(),
+            r.client.as_deref().unwrap_or(unknown),
+            utc_time(r.at),
+        ),
+        None => (unknown, unknown, unknown.to_owned()),
+    };
+    let form = |answer: &str, class: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"{}&amp;answer={answer}\"><button class=\"{class}\">{label}</button></form>",
+            encode_double_quoted_attribute(action)
+        )
+    };
+    let body = format!(
+        "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:2em auto;padding:0 1em;color:#222}}\
+h1{{font-size:1.4em}}dt{{color:#888;font-size:.9em}}dd{{margin:0 0 .8em;word-break:break-all}}\
+button{{font-size:1.05em;width:100%;padding:.8em;margin:.3em 0;border:0;border-radius:4px}}\
+.confirm{{background:#07c160;color:#fff}}.refuse{{background:#eee;color:#c00}}</style></head>\
+<body><h1>{title}</h1><p>{ask} <b>{site}</b></p>\
+<dl><dt>{browser_l}</dt><dd>{browser}</dd><dt>{client_l}</dt><dd>{client}</dd><dt>{at_l}</dt><dd>{at}</dd></dl>\
+<p>{warn}</p>{confirm}{refuse}</body></html>\n",
+        code = lang.code(),
+        title = t("确认网页登录", "Confirm the login"),
+        ask = t("有浏览器请求以你的微信登录", "A browser asks to log in as you to"),
+        site = encode_text(site),
+        browser_l = t("浏览器", "Browser"),
+        browser = encode_text(browser),
+        client_l = t("地址", "Address"),
+        client = encode_text(client),
+        at_l = t("时间", "Time"),
+        at = encode_text(&at),
+        warn = t(
+            "只有当这是你本人正在使用的电脑时才确认。如果有人给你看了二维码让你扫，请拒绝。",
+            "Confirm only if this is your own computer, right now. If someone showed you this QR code to scan, refuse."
+        ),
+        confirm = form("confirm", "confirm", t("确认登录", "Confirm")),
+        refuse = form("refuse", "refuse", t("拒绝", "Refuse")),
+    );
+    Reply::new(200, "text/html; charset=utf-8", body)
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for unix seconds.
+fn utc_time(unix: u64) -> String {
+    let t = i64::try_from(unix)
+        .ok()
+        .and_then(|s| cookie::time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(cookie::time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 #[cfg(test)]
@@ -253,6 +335,36 @@ mod tests {
                 && r.body.contains("/qr/new")
                 && r.body.contains("/qr/status")
         );
+    }
+
+    #[test]
+    fn the_confirmation_page_shows_the_requester_escaped_and_posts_both_answers() {
+        let by = crate::qr::SceneRequester {
+            client: Some("203.0.113.9".into()),
+            browser: "Evil <script>alert(1)</script>".into(),
+            at: 1_800_000_000,
+        };
+        let r = scene_confirm_page(
+            Lang::En,
+            "app.example.com",
+            Some(&by),
+            "/_wechat/qr/confirm?t=a%2Bb",
+        );
+        assert_eq!(r.status, 200);
+        assert!(!r.body.contains("<script>"), "{}", r.body);
+        assert!(
+            r.body.contains("203.0.113.9") && r.body.contains("2027-01-15 08:00:00 UTC"),
+            "{}",
+            r.body
+        );
+        assert!(r
+            .body
+            .contains("action=\"/_wechat/qr/confirm?t=a%2Bb&amp;answer=confirm\""));
+        assert!(r
+            .body
+            .contains("action=\"/_wechat/qr/confirm?t=a%2Bb&amp;answer=refuse\""));
+        let unknown = scene_confirm_page(Lang::Zh, "x", None, "/c?t=1");
+        assert!(unknown.body.contains("未知") && unknown.body.contains("确认登录"));
     }
 
     #[test]

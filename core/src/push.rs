@@ -2,7 +2,7 @@
 //! "Verifying pushes"): signature check, safe-mode decryption, the event XML.
 //! Pure functions: bytes in, values out.
 
-use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, KeyIvInit};
+use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use base64::Engine;
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
@@ -182,14 +182,8 @@ const LENIENT_B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpo
 );
 
 fn decrypt(encrypted: &str, encoding_aes_key: &Secret, appid: &str) -> Result<Vec<u8>, PushError> {
-    let b64 = LENIENT_B64;
-    let key = b64
-        .decode(format!("{}=", encoding_aes_key.expose()))
-        .map_err(|_| PushError::Decrypt("bad EncodingAESKey"))?;
-    if key.len() != 32 {
-        return Err(PushError::Decrypt("bad EncodingAESKey"));
-    }
-    let mut data = b64
+    let key = aes_key(encoding_aes_key)?;
+    let mut data = LENIENT_B64
         .decode(encrypted.trim())
         .map_err(|_| PushError::Decrypt("not base64"))?;
     if data.is_empty() || data.len() % 16 != 0 {
@@ -225,27 +219,106 @@ fn decrypt(encrypted: &str, encoding_aes_key: &Secret, appid: &str) -> Result<Ve
     Ok(xml.to_vec())
 }
 
+/// A passive reply to a push: a text message from the account
+/// (`from_account`, the push's `ToUserName`) to the user (`to_openid`, its
+/// `FromUserName`), sent at `create_time` (unix seconds). `content` may
+/// hold `<a href="…">` links, which WeChat shows as tappable (at most
+/// 2,048 bytes). WeChat's "被动回复用户消息" (PROTOCOL.md §3); the XML is
+/// written by `quick-xml`, each value a CDATA section.
+pub fn text_reply(to_openid: &str, from_account: &str, create_time: u64, content: &str) -> String {
+    let mut writer = quick_xml::Writer::new(Vec::new());
+    let cdata = |w: &mut quick_xml::Writer<Vec<u8>>, name: &str, value: &str| {
+        w.create_element(name).write_inner_content(|w| {
+            for part in quick_xml::events::BytesCData::escaped(value) {
+                w.write_event(quick_xml::events::Event::CData(part))?;
+            }
+            Ok(())
+        })?;
+        Ok::<(), std::io::Error>(())
+    };
+    writer
+        .create_element("xml")
+        .write_inner_content(|w| {
+            cdata(w, "ToUserName", to_openid)?;
+            cdata(w, "FromUserName", from_account)?;
+            w.create_element("CreateTime")
+                .write_text_content(quick_xml::events::BytesText::new(&create_time.to_string()))?;
+            cdata(w, "MsgType", "text")?;
+            cdata(w, "Content", content)
+        })
+        .expect("writing to a Vec does not fail");
+    String::from_utf8(writer.into_inner()).expect("built from UTF-8")
+}
+
+/// Encrypts a reply for a safe-mode push: `<xml><Encrypt/><MsgSignature/>
+/// <TimeStamp/><Nonce/></xml>`, the message sealed as [`open_safe_mode`]
+/// opens it (16 random bytes ‖ 4-byte big-endian length ‖ XML ‖ appid,
+/// AES-256-CBC) and signed over `[token, timestamp, nonce, Encrypt]`.
+/// WeChat's "消息加解密" for replies (PROTOCOL.md §3).
+///
+/// Errors: [`PushError::Decrypt`] for an EncodingAESKey that is not 43
+/// base64 characters.
+pub fn seal_safe_mode(
+    xml: &str,
+    token: &Secret,
+    encoding_aes_key: &Secret,
+    appid: &str,
+    timestamp: u64,
+    nonce: &str,
+) -> Result<String, PushError> {
+    let encrypted = encrypt(xml.as_bytes(), encoding_aes_key, appid)?;
+    let timestamp = timestamp.to_string();
+    let msg_signature = signature(&[token.expose(), &timestamp, nonce, &encrypted]);
+    let mut writer = quick_xml::Writer::new(Vec::new());
+    writer
+        .create_element("xml")
+        .write_inner_content(|w| {
+            w.create_element("Encrypt")
+                .write_cdata_content(quick_xml::events::BytesCData::new(&encrypted))?;
+            w.create_element("MsgSignature")
+                .write_cdata_content(quick_xml::events::BytesCData::new(&msg_signature))?;
+            w.create_element("TimeStamp")
+                .write_text_content(quick_xml::events::BytesText::new(&timestamp))?;
+            w.create_element("Nonce")
+                .write_text_content(quick_xml::events::BytesText::new(nonce))?;
+            Ok(())
+        })
+        .expect("writing to a Vec does not fail");
+    Ok(String::from_utf8(writer.into_inner()).expect("built from UTF-8"))
+}
+
+fn aes_key(encoding_aes_key: &Secret) -> Result<Vec<u8>, PushError> {
+    LENIENT_B64
+        .decode(format!("{}=", encoding_aes_key.expose()))
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or(PushError::Decrypt("bad EncodingAESKey"))
+}
+
+/// Safe mode's sealing, base64 out (the inverse of `decrypt`).
+fn encrypt(xml: &[u8], encoding_aes_key: &Secret, appid: &str) -> Result<String, PushError> {
+    let key = aes_key(encoding_aes_key)?;
+    let mut plain = vec![0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut plain);
+    plain.extend_from_slice(&(xml.len() as u32).to_be_bytes());
+    plain.extend_from_slice(xml);
+    plain.extend_from_slice(appid.as_bytes());
+    let pad = 32 - plain.len() % 32;
+    plain.extend(std::iter::repeat_n(pad as u8, pad));
+    let len = plain.len();
+    let sealed = cbc::Encryptor::<aes::Aes256>::new_from_slices(&key, &key[..16])
+        .map_err(|_| PushError::Decrypt("bad key"))?
+        .encrypt_padded_mut::<NoPadding>(&mut plain, len)
+        .map_err(|_| PushError::Decrypt("bad padding"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use aes::cipher::BlockEncryptMut;
 
     pub(crate) fn encrypt_for_test(xml: &str, key43: &str, appid: &str) -> String {
-        let b64 = LENIENT_B64;
-        let key = b64.decode(format!("{key43}=")).unwrap();
-        let mut plain = vec![7u8; 16];
-        plain.extend_from_slice(&(xml.len() as u32).to_be_bytes());
-        plain.extend_from_slice(xml.as_bytes());
-        plain.extend_from_slice(appid.as_bytes());
-        let pad = 32 - plain.len() % 32;
-        plain.extend(std::iter::repeat_n(pad as u8, pad));
-        let n = plain.len();
-        let out = cbc::Encryptor::<aes::Aes256>::new_from_slices(&key, &key[..16])
-            .unwrap()
-            .encrypt_padded_mut::<NoPadding>(&mut plain, n)
-            .unwrap()
-            .to_vec();
-        b64.encode(out)
+        encrypt(xml.as_bytes(), &Secret::new(key43), appid).unwrap()
     }
 
     const SCAN: &str = "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oUser]]></FromUserName><CreateTime>1800000000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[scene42]]></EventKey><Ticket><![CDATA[T]]></Ticket></xml>";
@@ -345,5 +418,79 @@ pub(crate) mod tests {
             1_800_000_000,
         );
         assert_eq!(refused, Err(PushError::Signature));
+    }
+
+    #[derive(Deserialize)]
+    struct TextMessage {
+        #[serde(rename = "ToUserName")]
+        to: String,
+        #[serde(rename = "FromUserName")]
+        from: String,
+        #[serde(rename = "CreateTime")]
+        time: u64,
+        #[serde(rename = "MsgType")]
+        kind: String,
+        #[serde(rename = "Content")]
+        content: String,
+    }
+
+    #[test]
+    fn a_text_reply_carries_any_content_intact() {
+        let content = "登录请求 <a href=\"https://x.example/c?t=a+b&u=1\">确认</a> ]]> & done";
+        let xml = text_reply("oUser", "gh_1", 1_800_000_000, content);
+        assert!(
+            xml.starts_with("<xml><ToUserName><![CDATA[oUser]]></ToUserName>"),
+            "{xml}"
+        );
+        let m: TextMessage = quick_xml::de::from_str(&xml).unwrap();
+        assert_eq!(
+            (m.to.as_str(), m.from.as_str(), m.time, m.kind.as_str()),
+            ("oUser", "gh_1", 1_800_000_000, "text")
+        );
+        assert_eq!(m.content, content);
+    }
+
+    #[derive(Deserialize)]
+    struct SealedReply {
+        #[serde(rename = "MsgSignature")]
+        msg_signature: String,
+        #[serde(rename = "TimeStamp")]
+        timestamp: String,
+        #[serde(rename = "Nonce")]
+        nonce: String,
+    }
+
+    #[test]
+    fn a_safe_mode_reply_opens_as_a_push_does_and_only_with_its_signature() {
+        let key = Secret::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG");
+        let token = Secret::new("Tok3n");
+        let xml = text_reply("oUser", "gh_1", 1_800_000_000, "hello");
+        let sealed = seal_safe_mode(&xml, &token, &key, "wxAPP", 1_800_000_000, "n0nce").unwrap();
+        assert!(!sealed.contains("hello"), "{sealed}");
+        let fields: SealedReply = quick_xml::de::from_str(&sealed).unwrap();
+        assert_eq!(
+            (fields.timestamp.as_str(), fields.nonce.as_str()),
+            ("1800000000", "n0nce")
+        );
+        let open = |sig: &str| {
+            open_safe_mode(
+                sealed.as_bytes(),
+                &token,
+                &key,
+                "wxAPP",
+                &fields.timestamp,
+                &fields.nonce,
+                sig,
+                1_800_000_000,
+            )
+        };
+        assert_eq!(open(&fields.msg_signature).unwrap(), xml.as_bytes());
+        assert_eq!(open("00"), Err(PushError::Signature));
+        let again = seal_safe_mode(&xml, &token, &key, "wxAPP", 1_800_000_000, "n0nce").unwrap();
+        assert_ne!(again, sealed, "16 random bytes lead every sealed message");
+        assert_eq!(
+            seal_safe_mode(&xml, &token, &Secret::new("short"), "wxAPP", 1, "n"),
+            Err(PushError::Decrypt("bad EncodingAESKey"))
+        );
     }
 }

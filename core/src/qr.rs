@@ -204,21 +204,91 @@ impl BasicToken {
     }
 }
 
-/// Where a scene is.
+/// Where a scene is. In a shared store a scene's value is
+/// [`SceneStatus::value`]: `p`, `w:OPENID`, `s:OPENID`, `r`, or `c` once
+/// claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SceneStatus {
     /// Waiting for a scan.
     Pending,
-    /// Scanned by `openid`; not yet claimed by its browser.
+    /// Scanned by `openid`, waiting for the phone to confirm the login
+    /// (`[gateway] scene_confirm`).
+    Awaiting(String),
+    /// Scanned (and confirmed, where asked) by `openid`; not yet claimed
+    /// by its browser.
     Scanned(String),
+    /// Refused on the phone: the scene logs nobody in.
+    Refused,
     /// Unknown, expired, or already used.
     Expired,
 }
 
+impl SceneStatus {
+    /// The status a shared store's value stands for (`None`: no value).
+    pub fn from_value(value: Option<&str>) -> SceneStatus {
+        match value {
+            Some(crate::shared::SCENE_PENDING) => SceneStatus::Pending,
+            Some("r") => SceneStatus::Refused,
+            Some(v) => match (v.strip_prefix("w:"), v.strip_prefix("s:")) {
+                (Some(openid), _) => SceneStatus::Awaiting(openid.to_owned()),
+                (_, Some(openid)) => SceneStatus::Scanned(openid.to_owned()),
+                _ => SceneStatus::Expired,
+            },
+            None => SceneStatus::Expired,
+        }
+    }
+
+    /// The value a shared store keeps for this status (`c`: claimed).
+    pub fn value(&self) -> String {
+        match self {
+            SceneStatus::Pending => crate::shared::SCENE_PENDING.to_owned(),
+            SceneStatus::Awaiting(openid) => format!("w:{openid}"),
+            SceneStatus::Scanned(openid) => format!("s:{openid}"),
+            SceneStatus::Refused => "r".to_owned(),
+            SceneStatus::Expired => "c".to_owned(),
+        }
+    }
+}
+
+/// Where a scene QR login was asked for, shown on the phone's
+/// confirmation page (`scene_confirm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SceneRequester {
+    /// The desktop browser's client address, if known.
+    #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Its `User-Agent`, at most [`MAX_REQUESTER_BROWSER_BYTES`] bytes.
+    #[serde(rename = "ua")]
+    pub browser: String,
+    /// When the QR code was made, unix seconds.
+    #[serde(rename = "at")]
+    pub at: u64,
+}
+
+/// Longest `User-Agent` kept for a [`SceneRequester`], in bytes.
+pub const MAX_REQUESTER_BROWSER_BYTES: usize = 200;
+
+impl SceneRequester {
+    /// The requester of a scene made now (unix seconds) by a browser with
+    /// this `User-Agent` (cut at a character boundary) from `client`.
+    pub fn new(client: Option<std::net::IpAddr>, user_agent: Option<&str>, at: u64) -> Self {
+        let ua = user_agent.unwrap_or("");
+        let mut end = ua.len().min(MAX_REQUESTER_BROWSER_BYTES);
+        while !ua.is_char_boundary(end) {
+            end -= 1;
+        }
+        SceneRequester {
+            client: client.map(|c| c.to_string()),
+            browser: ua[..end].to_owned(),
+            at,
+        }
+    }
+}
+
 struct Scene {
     expires_at: u64,
-    scanned_by: Option<String>,
-    claimed: bool,
+    status: SceneStatus,
+    requester: Option<SceneRequester>,
     notify: Arc<Notify>,
 }
 
@@ -249,9 +319,16 @@ impl Scenes {
         n % crate::single_flight::SWEEP_EVERY == crate::single_flight::SWEEP_EVERY - 1
     }
 
-    /// Registers a new scene living until `expires_at` (unix seconds);
-    /// `false` (nothing stored) when the table is full of live scenes.
-    pub fn create(&self, scene: &str, expires_at: u64, now: u64) -> bool {
+    /// Registers a new scene living until `expires_at` (unix seconds),
+    /// asked for by `requester`; `false` (nothing stored) when the table
+    /// is full of live scenes.
+    pub fn create(
+        &self,
+        scene: &str,
+        expires_at: u64,
+        now: u64,
+        requester: Option<SceneRequester>,
+    ) -> bool {
         let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
         if self.sweep_due() || scenes.len() >= CAPACITY {
             scenes.retain(|_, s| s.expires_at > now);
@@ -261,8 +338,8 @@ impl Scenes {
                 scene.to_owned(),
                 Scene {
                     expires_at,
-                    scanned_by: None,
-                    claimed: false,
+                    status: SceneStatus::Pending,
+                    requester,
                     notify: Arc::new(Notify::new()),
                 },
             );
@@ -271,13 +348,14 @@ impl Scenes {
         false
     }
 
-    /// Records a scan of `scene` by `openid`; false for an unknown,
-    /// expired, already scanned or used scene (the push changes nothing).
-    pub fn scanned(&self, scene: &str, openid: &str, now: u64) -> bool {
+    /// Moves a live `scene` from `from` to `to` (a scan, a confirmation, a
+    /// refusal) and wakes its long polls; `false`, changing nothing, when
+    /// it is unknown, expired, or not at `from`.
+    pub fn replace(&self, scene: &str, from: &SceneStatus, to: SceneStatus, now: u64) -> bool {
         let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
         match scenes.get_mut(scene) {
-            Some(s) if s.expires_at > now && s.scanned_by.is_none() && !s.claimed => {
-                s.scanned_by = Some(openid.to_owned());
+            Some(s) if s.expires_at > now && s.status == *from => {
+                s.status = to;
                 s.notify.notify_waiters();
                 true
             }
@@ -285,45 +363,66 @@ impl Scenes {
         }
     }
 
+    /// Records a scan of a pending `scene` by `openid`; false for an
+    /// unknown, expired, already scanned or used scene (the push changes nothing).
+    pub fn scanned(&self, scene: &str, openid: &str, now: u64) -> bool {
+        self.replace(
+            scene,
+            &SceneStatus::Pending,
+            SceneStatus::Scanned(openid.to_owned()),
+            now,
+        )
+    }
+
     /// The status of `scene` at `now`.
     pub fn status(&self, scene: &str, now: u64) -> SceneStatus {
         let scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
         match scenes.get(scene) {
-            Some(s) if !s.claimed && s.expires_at > now => match &s.scanned_by {
-                Some(openid) => SceneStatus::Scanned(openid.clone()),
-                None => SceneStatus::Pending,
-            },
+            Some(s) if s.expires_at > now => s.status.clone(),
             _ => SceneStatus::Expired,
         }
+    }
+
+    /// Who asked for a live `scene`, when it was recorded.
+    pub fn requester(&self, scene: &str, now: u64) -> Option<SceneRequester> {
+        let scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
+        scenes
+            .get(scene)
+            .filter(|s| s.expires_at > now)
+            .and_then(|s| s.requester.clone())
     }
 
     /// Claims a scanned scene, once: its openid.
     pub fn claim(&self, scene: &str, now: u64) -> Option<String> {
         let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
-        let s = scenes.get_mut(scene)?;
-        if s.claimed || s.expires_at <= now {
-            return None;
+        let s = scenes.get_mut(scene).filter(|s| s.expires_at > now)?;
+        match std::mem::replace(&mut s.status, SceneStatus::Expired) {
+            SceneStatus::Scanned(openid) => Some(openid),
+            other => {
+                s.status = other;
+                None
+            }
         }
-        let openid = s.scanned_by.clone()?;
-        s.claimed = true;
-        Some(openid)
     }
 
-    /// Waits at most `limit` for a change of `scene` (a scan). Returns at once
-    /// for an unknown scene.
+    /// Waits at most `limit` for a change of `scene` from the status it has
+    /// now (a scan, a confirmation, a refusal). Returns at once for an
+    /// unknown or used scene.
     pub async fn wait(&self, scene: &str, limit: Duration) {
-        let notify = {
+        let (notify, seen) = {
             let scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
             match scenes.get(scene) {
-                Some(s) if s.scanned_by.is_none() => s.notify.clone(),
+                Some(s) if matches!(s.status, SceneStatus::Pending | SceneStatus::Awaiting(_)) => {
+                    (s.notify.clone(), s.status.clone())
+                }
                 _ => return,
             }
         };
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        // Re-check: the scan may have landed between the lookup and `enable`.
-        if !matches!(self.status(scene, 0), SceneStatus::Pending) {
+        // Re-check: the change may have landed between the lookup and `enable`.
+        if self.status(scene, 0) != seen {
             return;
         }
         let _ = tokio::time::timeout(limit, notified).await;
@@ -352,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn scenes_are_scanned_once_claimed_once_and_expire() {
         let s = Scenes::default();
-        s.create("a", 1_000, 0);
+        s.create("a", 1_000, 0, None);
         assert_eq!(s.status("a", 10), SceneStatus::Pending);
         assert!(!s.scanned("nope", "o1", 10));
         assert!(s.scanned("a", "o1", 10));
@@ -361,7 +460,7 @@ mod tests {
         assert_eq!(s.claim("a", 13), Some("o1".into()));
         assert_eq!(s.claim("a", 14), None);
         assert_eq!(s.status("a", 15), SceneStatus::Expired);
-        s.create("b", 100, 0);
+        s.create("b", 100, 0, None);
         assert_eq!(s.status("b", 100), SceneStatus::Expired);
         assert!(!s.scanned("b", "o1", 100));
     }
@@ -369,7 +468,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_ends_with_the_scan() {
         let s = Arc::new(Scenes::default());
-        s.create("w", u64::MAX, 0);
+        s.create("w", u64::MAX, 0, None);
         let s2 = s.clone();
         let waiter = tokio::spawn(async move {
             let t = std::time::Instant::now();
@@ -385,17 +484,68 @@ mod tests {
     fn a_full_scene_table_stores_nothing_and_says_so() {
         let scenes = Scenes::default();
         for i in 0..CAPACITY {
-            assert!(scenes.create(&i.to_string(), 2_000, 1_000));
+            assert!(scenes.create(&i.to_string(), 2_000, 1_000, None));
         }
-        assert!(!scenes.create("one-too-many", 2_000, 1_000));
+        assert!(!scenes.create("one-too-many", 2_000, 1_000, None));
         assert!(matches!(
             scenes.status("one-too-many", 1_000),
             SceneStatus::Expired
         ));
         assert!(
-            scenes.create("after-they-expired", 3_000, 2_000),
+            scenes.create("after-they-expired", 3_000, 2_000, None),
             "expired scenes make room"
         );
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_scan_goes_through_awaiting_and_a_refusal_ends_it() {
+        let s = Arc::new(Scenes::default());
+        let asked = SceneRequester::new(None, Some("Mozilla"), 5);
+        s.create("c", u64::MAX, 0, Some(asked.clone()));
+        let awaiting = SceneStatus::Awaiting("o1".into());
+        assert!(s.replace("c", &SceneStatus::Pending, awaiting.clone(), 1));
+        assert!(!s.replace(
+            "c",
+            &SceneStatus::Pending,
+            SceneStatus::Awaiting("o2".into()),
+            1
+        ));
+        assert_eq!(s.claim("c", 2), None, "not before the phone confirms");
+        assert_eq!(s.requester("c", 2), Some(asked));
+        let s2 = s.clone();
+        let waiter = tokio::spawn(async move {
+            s2.wait("c", Duration::from_secs(10)).await;
+            s2.status("c", 3)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(s.replace("c", &awaiting, SceneStatus::Scanned("o1".into()), 3));
+        assert_eq!(waiter.await.unwrap(), SceneStatus::Scanned("o1".into()));
+        assert_eq!(s.claim("c", 4), Some("o1".into()));
+
+        s.create("r", u64::MAX, 0, None);
+        assert!(s.replace("r", &SceneStatus::Pending, awaiting.clone(), 1));
+        assert!(s.replace("r", &awaiting, SceneStatus::Refused, 2));
+        assert_eq!(s.claim("r", 3), None);
+        assert_eq!(s.status("r", 3), SceneStatus::Refused);
+        assert!(!s.replace("r", &awaiting, SceneStatus::Scanned("o1".into()), 4));
+    }
+
+    #[test]
+    fn statuses_round_trip_through_store_values() {
+        for status in [
+            SceneStatus::Pending,
+            SceneStatus::Awaiting("oA".into()),
+            SceneStatus::Scanned("oS".into()),
+            SceneStatus::Refused,
+            SceneStatus::Expired,
+        ] {
+            assert_eq!(SceneStatus::from_value(Some(&status.value())), status);
+        }
+        assert_eq!(SceneStatus::from_value(None), SceneStatus::Expired);
+        let long = "界".repeat(100);
+        let r = SceneRequester::new(Some([127, 0, 0, 1].into()), Some(&long), 9);
+        assert!(r.browser.len() <= MAX_REQUESTER_BROWSER_BYTES && long.starts_with(&r.browser));
+        assert_eq!(r.client.as_deref(), Some("127.0.0.1"));
     }
 
     #[test]

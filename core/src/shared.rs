@@ -275,11 +275,13 @@ pub trait SharedStore: TokenStore + std::fmt::Debug {
         value: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError>;
-    /// A login scene at `key` scanned by `openid`: set to `s:<openid>`
-    /// (expiry kept) only while it is pending (`p`); `true` when it was.
+    /// Sets `key` to `new` (expiry kept) only while it holds `expected`:
+    /// a login scene's step (pending → scanned, awaiting → confirmed or
+    /// refused, [`crate::qr::SceneStatus`]); `true` when this call made it.
     ///
     /// Errors: [`StoreError`].
-    async fn mark_scanned(&self, key: &str, openid: &str) -> Result<bool, StoreError>;
+    async fn replace_value(&self, key: &str, expected: &str, new: &str)
+        -> Result<bool, StoreError>;
     /// A login scene's value; a scanned one (`s:…`) is claimed (set to `c`,
     /// expiry kept) in the same step, so only one poll logs its browser in.
     ///
@@ -316,9 +318,9 @@ pub trait SharedStore: TokenStore + std::fmt::Debug {
 
 /// A scene's value while pending.
 pub const SCENE_PENDING: &str = "p";
-/// Marks a pending scene scanned by `ARGV[1]`; `1` when it was pending.
-const SCAN_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == 'p' then \
-    redis.call('SET', KEYS[1], 's:' .. ARGV[1], 'KEEPTTL') return '1' end return '0'";
+/// Sets `KEYS[1]` to `ARGV[2]` (expiry kept) when it holds `ARGV[1]`; `1` when it did.
+const REPLACE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return '1' end return '0'";
 /// A scene's value; a scanned one is claimed (set to `c`) in the same step.
 const CLAIM_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
     if v and string.sub(v, 1, 2) == 's:' then redis.call('SET', KEYS[1], 'c', 'KEEPTTL') end return v";
@@ -359,14 +361,20 @@ impl SharedStore for RedisStore {
         Ok(set.is_some())
     }
 
-    async fn mark_scanned(&self, key: &str, openid: &str) -> Result<bool, StoreError> {
+    async fn replace_value(
+        &self,
+        key: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
         let answer: Option<String> = self
             .run(
                 redis::cmd("EVAL")
-                    .arg(SCAN_SCRIPT)
+                    .arg(REPLACE_SCRIPT)
                     .arg(1)
                     .arg(self.key(key))
-                    .arg(openid),
+                    .arg(expected)
+                    .arg(new),
             )
             .await?;
         Ok(answer.as_deref() == Some("1"))

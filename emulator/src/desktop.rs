@@ -2,12 +2,26 @@
 //! (`connect/qrconnect`), the basic-support token (`cgi-bin/token`), scene
 //! QR codes (`cgi-bin/qrcode/create`, `cgi-bin/showqrcode` as a real PNG),
 //! and the phone that scans one: a signed push of the `SCAN`/`subscribe`
-//! event to the account's server URL, plain or in safe mode.
+//! event to the account's server URL, plain or in safe mode, and the
+//! account's passive reply (a text message, checked and decrypted in safe
+//! mode) shown on the phone with its links to tap.
 
 use super::*;
 
-use aes::cipher::{block_padding::NoPadding, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use axum::body::Bytes;
+
+/// A message the account sent the phone in reply to a push.
+#[derive(Clone, serde::Serialize)]
+pub(crate) struct PhoneMessage {
+    openid: String,
+    content: String,
+    /// The `href`s of the message's links, unescaped: what a tap opens.
+    links: Vec<String>,
+}
+
+/// Most messages the phone keeps.
+const MAX_MESSAGES: usize = 50;
 
 /// A scene QR code handed out.
 pub(crate) struct Ticket {
@@ -349,7 +363,20 @@ async fn scan(State(app): State<App>, axum::Json(req): axum::Json<ScanRequest>) 
         Ok(r) => {
             let status = r.status().as_u16();
             let text = r.text().await.unwrap_or_default();
-            axum::Json(serde_json::json!({"status": status, "body": text})).into_response()
+            let mut answer = serde_json::json!({"status": status, "body": text});
+            if status == 200 && text.trim_start().starts_with("<xml") {
+                match read_reply(&text, req.safe_mode, &target, &app.cfg.appid, &openid) {
+                    Ok(message) => {
+                        answer["reply"] = serde_json::to_value(&message).unwrap_or_default();
+                        let mut world = app.world.lock().unwrap();
+                        world.messages.push(message);
+                        let over = world.messages.len().saturating_sub(MAX_MESSAGES);
+                        world.messages.drain(..over);
+                    }
+                    Err(why) => answer["reply_error"] = why.into(),
+                }
+            }
+            axum::Json(answer).into_response()
         }
         Err(e) => (
             StatusCode::BAD_GATEWAY,
@@ -357,6 +384,93 @@ async fn scan(State(app): State<App>, axum::Json(req): axum::Json<ScanRequest>) 
         )
             .into_response(),
     }
+}
+
+#[derive(Deserialize)]
+struct ReplyXml {
+    #[serde(rename = "ToUserName", default)]
+    to_user: String,
+    #[serde(rename = "MsgType", default)]
+    msg_type: String,
+    #[serde(rename = "Content", default)]
+    content: String,
+    #[serde(rename = "Encrypt", default)]
+    encrypt: Option<String>,
+    #[serde(rename = "MsgSignature", default)]
+    msg_signature: String,
+    #[serde(rename = "TimeStamp", default)]
+    timestamp: String,
+    #[serde(rename = "Nonce", default)]
+    nonce: String,
+}
+
+/// Reads the server's reply to a push as WeChat does: a safe-mode push
+/// needs an encrypted reply whose `MsgSignature` holds and whose appid is
+/// the account's; the message must be a text to the user who scanned.
+fn read_reply(
+    body: &str,
+    safe_mode: bool,
+    target: &PushTarget,
+    appid: &str,
+    openid: &str,
+) -> Result<PhoneMessage, String> {
+    let outer: ReplyXml = quick_xml::de::from_str(body).map_err(|e| format!("reply XML: {e}"))?;
+    let inner = match (&outer.encrypt, safe_mode) {
+        (Some(encrypted), true) => {
+            let signed = sha1_hex(&[&target.token, &outer.timestamp, &outer.nonce, encrypted]);
+            if signed != outer.msg_signature.to_ascii_lowercase() {
+                return Err("the reply's MsgSignature is wrong".into());
+            }
+            let key = target.encoding_aes_key.as_deref().unwrap_or_default();
+            let xml = decrypt(encrypted, key, appid).ok_or("the reply does not decrypt")?;
+            quick_xml::de::from_str::<ReplyXml>(&xml).map_err(|e| format!("reply XML: {e}"))?
+        }
+        (None, true) => return Err("a safe-mode push got a plaintext reply".into()),
+        (Some(_), false) => return Err("a plaintext push got an encrypted reply".into()),
+        (None, false) => outer,
+    };
+    if inner.msg_type != "text" || inner.to_user != openid {
+        return Err(format!(
+            "the reply is a {:?} message to {:?}, not a text to the scanner",
+            inner.msg_type, inner.to_user
+        ));
+    }
+    let links = inner
+        .content
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|href| html_escape::decode_html_entities(href).into_owned())
+        .collect();
+    Ok(PhoneMessage {
+        openid: inner.to_user,
+        content: inner.content,
+        links,
+    })
+}
+
+/// The inverse of [`encrypt`]: the XML, when the appid sealed in is `appid`.
+fn decrypt(encrypted: &str, key43: &str, appid: &str) -> Option<String> {
+    let b64 = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let key = b64
+        .decode(format!("{key43}="))
+        .ok()
+        .filter(|k| k.len() == 32)?;
+    let mut data = base64::engine::general_purpose::STANDARD
+        .decode(encrypted.trim())
+        .ok()?;
+    let plain = cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, &key[..16])
+        .ok()?
+        .decrypt_padded_mut::<NoPadding>(&mut data)
+        .ok()?;
+    let pad = *plain.last()? as usize;
+    let plain = plain.get(..plain.len().checked_sub(pad)?)?;
+    let len = u32::from_be_bytes(plain.get(16..20)?.try_into().ok()?) as usize;
+    let xml = plain.get(20..20 + len)?;
+    (plain.get(20 + len..)? == appid.as_bytes()).then(|| String::from_utf8(xml.to_vec()).ok())?
 }
 
 /// Safe mode: 16 random bytes ‖ 4-byte BE length ‖ XML ‖ appid, PKCS#7 to
@@ -388,16 +502,39 @@ fn encrypt(xml: &str, key43: &str, appid: &str) -> Option<String> {
 /// `GET /_emulator/phone`: the demo's stand-in for a phone: every live scene
 /// QR code with a button that scans it.
 async fn phone(State(app): State<App>) -> Response {
-    let tickets: Vec<String> = {
+    let (tickets, messages): (Vec<String>, Vec<PhoneMessage>) = {
         let world = app.world.lock().unwrap();
         let now = Instant::now();
-        world
+        let tickets = world
             .tickets
             .iter()
             .filter(|(_, t)| t.expires > now)
             .map(|(k, _)| k.clone())
-            .collect()
+            .collect();
+        (
+            tickets,
+            world.messages.iter().rev().take(5).cloned().collect(),
+        )
     };
+    let inbox: String = messages
+        .iter()
+        .map(|m| {
+            let taps: String = m
+                .links
+                .iter()
+                .map(|href| {
+                    format!(
+                        " <a href=\"{}\">打开 · Open</a>",
+                        html_escape::encode_double_quoted_attribute(href)
+                    )
+                })
+                .collect();
+            format!(
+                "<li class=\"msg\">{}{taps}</li>",
+                html_escape::encode_text(&m.content)
+            )
+        })
+        .collect();
     let rows: String = tickets
         .iter()
         .map(|t| {
@@ -414,8 +551,10 @@ async fn phone(State(app): State<App>) -> Response {
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>Phone (WeChat emulator)</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:2em auto}}li{{list-style:none;margin:1em 0}}</style></head>\
 <body><h2>手机 · The phone</h2><p>Login QR codes waiting for a scan:</p><ul>{rows}</ul>\
+<p>Messages from the account (newest first):</p><ul>{inbox}</ul>\
 <p id=\"out\"></p><script>function scan(t){{fetch('/_emulator/scan',{{method:'POST',headers:{{'Content-Type':'application/json'}},\
-body:JSON.stringify({{ticket:t}})}}).then(function(r){{return r.text()}}).then(function(x){{document.getElementById('out').textContent=x}})}}</script>\
+body:JSON.stringify({{ticket:t}})}}).then(function(r){{return r.text()}}).then(function(x){{document.getElementById('out').textContent=x;\
+try{{if(JSON.parse(x).reply)location.reload()}}catch(e){{}}}})}}</script>\
 <p><a href=\"/_emulator/phone\">refresh</a></p></body></html>"
     ))
     .into_response()

@@ -180,6 +180,8 @@ struct World {
     basic_tokens: HashMap<String, Instant>,
     basic_token_ttl: Duration,
     tickets: HashMap<String, Ticket>,
+    /// The account's reply messages to the phone, newest last.
+    messages: Vec<desktop::PhoneMessage>,
     codes: HashMap<String, CodeEntry>,
     access_tokens: HashMap<String, TokenEntry>,
     refresh_tokens: HashMap<String, TokenEntry>,
@@ -243,6 +245,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         basic_tokens: HashMap::new(),
         basic_token_ttl: Duration::from_secs(7200),
         tickets: HashMap::new(),
+        messages: Vec::new(),
         codes: HashMap::new(),
         access_tokens: HashMap::new(),
         refresh_tokens: HashMap::new(),
@@ -748,6 +751,7 @@ async fn user(State(app): State<App>) -> Response {
     let p = &world.profile;
     axum::Json(serde_json::json!({
         "appid": app.cfg.appid,
+        "key": p.key,
         "openid": openid_of(&app.cfg.appid, p),
         "unionid": unionid_of(p),
         "nickname": p.nickname,

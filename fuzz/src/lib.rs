@@ -306,7 +306,8 @@ fn handle_push(query: Option<&str>, body: &[u8]) -> wechat_oauth::Reply {
 
 /// Safe-mode decryption: arbitrary ciphertext (base64 of the input) under
 /// a valid `msg_signature`, so the AES-CBC, padding and length checks see
-/// it; and the raw input as a whole envelope.
+/// it; the raw input as a whole envelope; and a reply message of the input
+/// sealed and opened again.
 pub fn safe_mode(data: &[u8]) {
     let token = Secret::new("fuzzpushtoken");
     let key = Secret::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG");
@@ -325,6 +326,31 @@ pub fn safe_mode(data: &[u8]) {
         NOW,
     );
     let _ = push::open_safe_mode(data, &token, &key, "wx1234567890abcdef", &ts, "n", "x", NOW);
+    // A reply sealed from any text opens back to exactly that text.
+    let text = String::from_utf8_lossy(data);
+    let reply = push::text_reply("oUser", "gh_1", NOW, &text);
+    let sealed = push::seal_safe_mode(&reply, &token, &key, "wx1234567890abcdef", NOW, "n")
+        .expect("a valid key seals");
+    let signed = sealed
+        .split("<MsgSignature><![CDATA[")
+        .nth(1)
+        .and_then(|rest| rest.split("]]>").next())
+        .expect("the reply is signed");
+    let opened = push::open_safe_mode(
+        sealed.as_bytes(),
+        &token,
+        &key,
+        "wx1234567890abcdef",
+        &ts,
+        "n",
+        signed,
+        NOW,
+    );
+    assert_eq!(
+        opened.as_deref(),
+        Ok(reply.as_bytes()),
+        "a sealed reply reopens"
+    );
 }
 
 /// Every answer parser of the WeChat APIs.

@@ -676,16 +676,23 @@ impl Stack {
     /// gateway's `/_wechat/events`, signed with [`PUSH_TOKEN`]; the gateway
     /// takes plaintext pushes (no `encoding_aes_key`).
     pub async fn start_desktop(mode: &str) -> Stack {
-        Self::start_desktop_with(mode, false).await
+        Self::start_desktop_with(mode, false, "").await
     }
 
     /// As [`Stack::start_desktop`], the gateway in safe mode
     /// (`encoding_aes_key` = [`ENCODING_AES_KEY`]): only encrypted pushes.
     pub async fn start_desktop_safe(mode: &str) -> Stack {
-        Self::start_desktop_with(mode, true).await
+        Self::start_desktop_with(mode, true, "").await
     }
 
-    async fn start_desktop_with(mode: &str, safe_mode: bool) -> Stack {
+    /// Scene QR login with `scene_confirm = true` (the phone confirms each
+    /// scan), in safe mode or not, with `gateway_extra` lines.
+    pub async fn start_scene_confirm(safe_mode: bool, gateway_extra: &str) -> Stack {
+        let extra = format!("scene_confirm = true\n{gateway_extra}");
+        Self::start_desktop_with("scene_qr", safe_mode, &extra).await
+    }
+
+    async fn start_desktop_with(mode: &str, safe_mode: bool, gateway_extra: &str) -> Stack {
         let open_secret = format!("opensecret{}", random(16));
         let key = if safe_mode {
             format!("encoding_aes_key = \"{ENCODING_AES_KEY}\"\n")
@@ -696,7 +703,7 @@ impl Stack {
             "push_token = \"{PUSH_TOKEN}\"\n{key}\n\
              [wechat.open]\nappid = \"{OPEN_APPID}\"\nsecret = \"{open_secret}\"\n"
         );
-        let gateway_extra = format!("desktop_login = \"{mode}\"\n");
+        let gateway_extra = format!("desktop_login = \"{mode}\"\n{gateway_extra}");
         let emulator_extra = vec![
             "--open-appid".to_owned(),
             OPEN_APPID.to_owned(),

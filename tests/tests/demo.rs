@@ -49,6 +49,43 @@ async fn the_demo_logs_a_desktop_browser_in_through_the_emulators_consent_page()
         )
         .await;
     assert_eq!(scanned.status, 200, "{}", scanned.body);
+    // The demo confirms each scan on the phone: its message links to the page.
+    let phone_page = desktop.get(&phone).await;
+    let link = scanned.json()["reply"]["links"][0]
+        .as_str()
+        .expect("the account's message")
+        .to_owned();
+    assert!(
+        phone_page.body.contains("/_wechat/qr/confirm?t="),
+        "the phone shows the message's link: {}",
+        phone_page.body
+    );
+    let mut phone_browser = Browser::new(wechat_e2e::WECHAT_UA);
+    let tapped = phone_browser.follow(&link).await;
+    let confirm_page = if tapped.body.contains("name=\"query\"") {
+        // The demo's emulator shows its consent page for every login.
+        let query = tapped
+            .body
+            .split("name=\"query\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("consent form")
+            .replace("&amp;", "&");
+        let action = absolute(&tapped.url, "/connect/oauth2/authorize");
+        let allowed = phone_browser
+            .post_form(&action, &[("query", &query), ("decision", "allow")])
+            .await;
+        phone_browser
+            .follow(&absolute(&action, allowed.location()))
+            .await
+    } else {
+        tapped
+    };
+    assert_eq!(confirm_page.status, 200, "{}", confirm_page.body);
+    let confirmed = phone_browser
+        .post_form(&format!("{link}&answer=confirm"), &[])
+        .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
     let status = desktop
         .get(&format!(
             "{base}/_wechat/qr/status?scene={}",

@@ -49,6 +49,11 @@ impl Cluster {
     }
 
     async fn start_on(backend: Backend) -> Cluster {
+        Self::start_with(backend, "").await
+    }
+
+    /// As [`Cluster::start_on`], with extra `[gateway]` lines.
+    async fn start_with(backend: Backend, gateway_extra: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!("wechat-scale-{}", random(10)));
         std::fs::create_dir_all(&dir).unwrap();
         let (redis_port, emu_port, app_port) = (free_port(), free_port(), free_port());
@@ -98,7 +103,7 @@ impl Cluster {
         for (i, port) in ports.iter().enumerate() {
             let config = format!(
                 "[wechat]\nappid = \"{APPID}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\nmp_base = \"{emu}\"\n\
-                 scope = \"snsapi_userinfo\"\ntimeout_ms = 2000\npush_token = \"{PUSH_TOKEN}\"\n\n[gateway]\ndesktop_login = \"scene_qr\"\n\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
+                 scope = \"snsapi_userinfo\"\ntimeout_ms = 2000\npush_token = \"{PUSH_TOKEN}\"\n\n[gateway]\ndesktop_login = \"scene_qr\"\n{gateway_extra}\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
                  public_url = \"{origin}\"\n\n[store]\n{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n\n[limits]\nlogins_per_minute = 0\n",
                 emu = cluster.emulator_url,
             );
@@ -809,4 +814,56 @@ async fn a_captured_push_url_replayed_on_another_instance_is_refused() {
         .get(&cluster.on(1, &format!("/_wechat/qr/status?scene={scene}&wait=0")))
         .await;
     assert_eq!(status.json()["status"], "pending", "{}", status.body);
+}
+
+#[tokio::test]
+async fn a_scan_confirmed_on_another_instance_logs_in_the_browser_polling_a_third_once() {
+    let cluster = Cluster::start_with(Backend::Single, "scene_confirm = true\n").await;
+    let mut desktop = Browser::new(DESKTOP_UA);
+    let q = desktop
+        .qr_new(&cluster.on(1, "/_wechat/qr/new?rd=%2Forders"))
+        .await;
+    // WeChat pushes the scan to instance 0, which answers with the message.
+    let scanned = Browser::new(WECHAT_UA)
+        .post_json(
+            &format!("{}/_emulator/scan", cluster.emulator_url),
+            &json!({"ticket": q["ticket"]}),
+        )
+        .await
+        .json();
+    assert!(scanned["reply_error"].is_null(), "{scanned}");
+    let link = scanned["reply"]["links"][0].as_str().unwrap().to_owned();
+    let scene = q["scene"].as_str().unwrap();
+    let status = cluster.on(1, &format!("/_wechat/qr/status?scene={scene}&wait=0"));
+    let polled = desktop.get(&status).await;
+    assert_eq!(polled.json()["status"], "scanned", "{}", polled.body);
+
+    // The phone opens the link on instance 2 and confirms twice at once, on 1 and 2.
+    let mut phone = Browser::new(WECHAT_UA);
+    let page = phone.follow(&cluster.on(2, &link)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("answer=confirm"), "{}", page.body);
+    let answers = futures_util::future::join_all((1..3).map(|i| {
+        let mut phone_tab = Browser::new(WECHAT_UA);
+        phone_tab.cookies = phone.cookies.clone();
+        let url = cluster.on(i, &format!("{link}&answer=confirm"));
+        async move { phone_tab.post_form(&url, &[]).await.status }
+    }))
+    .await;
+    let mut sorted = answers.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        vec![200, 409],
+        "one confirmation counts: {answers:?}"
+    );
+    let polled = desktop
+        .get(&cluster.on(0, &format!("/_wechat/qr/status?scene={scene}&wait=0")))
+        .await;
+    assert_eq!(polled.json()["status"], "confirmed", "{}", polled.body);
+    let again = desktop.get(&status).await;
+    assert_eq!(
+        again.status, 403,
+        "the scene cookie is gone after the login"
+    );
 }

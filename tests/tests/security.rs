@@ -3,7 +3,7 @@
 //! cookie flags. (The log scan for secrets runs in every stack's `Drop`.)
 
 use serde_json::json;
-use wechat_e2e::{Browser, Stack, WECHAT_UA};
+use wechat_e2e::{Browser, Stack, DESKTOP_UA, WECHAT_UA};
 
 fn set_cookies<'a>(answer: &'a wechat_e2e::Answer, prefix: &str) -> Vec<&'a str> {
     answer
@@ -593,4 +593,181 @@ async fn behind_a_trusted_front_each_forwarded_client_has_its_own_limit() {
     );
     assert_eq!(callback("198.51.100.1"), 429);
     assert_eq!(callback("198.51.100.2"), 400, "another client");
+}
+
+/// The phone scans `ticket` (in safe mode or not): the emulator's answer,
+/// with the reply message it read (`reply.links`) or why it refused it
+/// (`reply_error`).
+async fn phone_scans(stack: &Stack, ticket: &str, safe_mode: bool) -> serde_json::Value {
+    let scanned = Browser::new(WECHAT_UA)
+        .post_json(
+            &format!("{}/_emulator/scan", stack.emulator_url),
+            &json!({"ticket": ticket, "safe_mode": safe_mode}),
+        )
+        .await;
+    assert_eq!(scanned.status, 200, "{}", scanned.body);
+    scanned.json()
+}
+
+fn qr_status(stack: &Stack, scene: &str, wait: u64) -> String {
+    stack.url(&format!("/_wechat/qr/status?scene={scene}&wait={wait}"))
+}
+
+/// A desktop browser's new QR login and the confirmation link the phone
+/// gets when it scans it.
+async fn scanned_for_confirmation(
+    stack: &Stack,
+    desktop: &mut Browser,
+    safe_mode: bool,
+) -> (String, String) {
+    let qr = desktop
+        .qr_new(&stack.url("/_wechat/qr/new?rd=%2Forders"))
+        .await;
+    let scanned = phone_scans(stack, qr["ticket"].as_str().unwrap(), safe_mode).await;
+    assert_eq!(scanned["status"], 200, "{scanned}");
+    assert!(scanned["reply_error"].is_null(), "{scanned}");
+    let body = scanned["body"].as_str().unwrap();
+    assert_eq!(
+        body.contains("qr/confirm"),
+        !safe_mode,
+        "in safe mode the reply is encrypted: {body}"
+    );
+    let link = scanned["reply"]["links"][0].as_str().unwrap().to_owned();
+    assert!(
+        link.starts_with(&stack.url("/_wechat/qr/confirm?t=")),
+        "{link}"
+    );
+    (qr["scene"].as_str().unwrap().to_owned(), link)
+}
+
+#[tokio::test]
+async fn a_shown_qr_code_logs_nobody_in_until_the_scanner_confirms_on_the_phone() {
+    for safe_mode in [false, true] {
+        let stack = Stack::start_scene_confirm(safe_mode, "").await;
+        let victim = stack.emulator("user").await;
+        // The attacker's desktop shows its QR code to the victim, who scans it.
+        let mut attacker = Browser::new(DESKTOP_UA);
+        let (scene, link) = scanned_for_confirmation(&stack, &mut attacker, safe_mode).await;
+        let polled = attacker.get(&qr_status(&stack, &scene, 0)).await;
+        assert_eq!(polled.json()["status"], "scanned", "{}", polled.body);
+        assert!(
+            polled.header("set-cookie").is_none(),
+            "no session before the phone confirms"
+        );
+
+        // Nobody but the scanner may answer: no session, another user, a forged token.
+        let confirm = format!("{link}&answer=confirm");
+        let mut stranger = Browser::new(WECHAT_UA);
+        assert_eq!(stranger.post_form(&confirm, &[]).await.status, 403);
+        let forged = link.replace("t=", "t=A");
+        assert_eq!(stranger.get(&forged).await.status, 400);
+        let other = stack.url("/_wechat/qr/confirm?t=bm90IGEgdG9rZW4%3D");
+        assert_eq!(stranger.get(&other).await.status, 400);
+        stack.control("user", json!({"key": "someone-else"})).await;
+        let elsewhere = stranger.follow(&link).await;
+        assert_eq!(elsewhere.status, 403, "{}", elsewhere.body);
+        assert_eq!(stranger.post_form(&confirm, &[]).await.status, 403);
+        stack
+            .control("user", json!({"key": victim["key"].as_str().unwrap()}))
+            .await;
+
+        // The victim's tap: a silent snsapi_base login, then the page.
+        let mut phone = Browser::new(WECHAT_UA);
+        let start = phone.get(&link).await;
+        assert_eq!(start.status, 302, "{}", start.body);
+        assert!(
+            start.location().contains("scope=snsapi_base"),
+            "{}",
+            start.location()
+        );
+        let page = phone.follow(&link).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.url.starts_with(&link), "{}", page.url);
+        assert_eq!(page.header("x-frame-options"), Some("DENY"));
+        assert!(
+            page.body.contains("127.0.0.1") && page.body.contains("X11; Linux x86_64"),
+            "the page shows where the login happens: {}",
+            page.body
+        );
+        assert!(page.body.contains("answer=refuse"), "{}", page.body);
+        assert_eq!(
+            phone
+                .post_form(&format!("{link}&answer=maybe"), &[])
+                .await
+                .status,
+            400
+        );
+        // Still nothing for the desktop.
+        assert_eq!(
+            attacker.get(&qr_status(&stack, &scene, 0)).await.json()["status"],
+            "scanned"
+        );
+
+        let poll_url = qr_status(&stack, &scene, 10);
+        let cookie = attacker.cookie_header();
+        let poll = tokio::spawn(async move {
+            Browser::new(DESKTOP_UA)
+                .get_with(&poll_url, &[("Cookie", &cookie)])
+                .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let confirmed = phone.post_form(&confirm, &[]).await;
+        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+        let polled = poll.await.unwrap();
+        assert_eq!(polled.json()["status"], "confirmed", "{}", polled.body);
+        let session = session_of(&polled);
+        let echo = Browser::new(DESKTOP_UA)
+            .get_with(&stack.url("/echo"), &[("Cookie", &session)])
+            .await;
+        assert_eq!(
+            echo.json()["headers"]["x-wechat-openid"][0],
+            victim["openid"]
+        );
+
+        // One answer per scan: a second confirmation or a late refusal changes nothing.
+        assert_eq!(phone.post_form(&confirm, &[]).await.status, 410);
+        assert_eq!(
+            phone
+                .post_form(&format!("{link}&answer=refuse"), &[])
+                .await
+                .status,
+            410
+        );
+        assert_eq!(
+            attacker.get(&qr_status(&stack, &scene, 0)).await.json()["status"],
+            "expired"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_scan_refused_on_the_phone_ends_the_scene_and_logs_nobody_in() {
+    // The in-memory store and the state file both carry the three steps.
+    for store in ["\n[store]\nurl = \"memory\"\n", ""] {
+        let stack = Stack::start_scene_confirm(false, store).await;
+        let mut attacker = Browser::new(DESKTOP_UA);
+        let (scene, link) = scanned_for_confirmation(&stack, &mut attacker, false).await;
+        let mut phone = Browser::new(WECHAT_UA);
+        assert_eq!(phone.follow(&link).await.status, 200);
+        let refused = phone.post_form(&format!("{link}&answer=refuse"), &[]).await;
+        assert_eq!(refused.status, 200, "{}", refused.body);
+        assert!(refused.body.contains("拒绝") || refused.body.contains("refused"));
+        let polled = attacker.get(&qr_status(&stack, &scene, 0)).await;
+        assert_eq!(polled.json()["status"], "refused", "{}", polled.body);
+        assert!(set_cookies(&polled, "wechat_session=").is_empty());
+        // A refusal is final.
+        assert_eq!(
+            phone
+                .post_form(&format!("{link}&answer=confirm"), &[])
+                .await
+                .status,
+            409
+        );
+        let page = phone.get(&link).await;
+        assert_eq!(page.status, 409, "{}", page.body);
+        assert!(!page.body.contains("answer=confirm"));
+        let desktop_page = attacker.get(&stack.url("/orders")).await;
+        assert_eq!(desktop_page.status, 401, "still logged out");
+        assert!(stack.gateway_log().contains("scan answered on the phone"));
+    }
 }

@@ -151,6 +151,7 @@ public_url = "http://{listen}"
 cookie_secret = "{cookie_secret}"
 public_paths = ["/static/", "/spa/"]
 desktop_login = "scene_qr"
+scene_confirm = true
 
 [store]
 # Fresh keys every run: nothing worth keeping.
@@ -162,7 +163,8 @@ url = "memory"
         "\nwechat-gateway demo\n\
          \n  Open  http://{listen}/  in a browser.\n\
          \n  A desktop browser shows a QR code to scan. The phone is simulated: open\n  \
-         {emulator_url}/_emulator/phone  and press \"Scan\"; the page logs in by itself.\n  \
+         {emulator_url}/_emulator/phone  and press \"Scan\", then open the account's\n  \
+         message and confirm the login; the QR page logs in by itself.\n  \
          A WeChat browser (User-Agent containing MicroMessenger) goes through the\n  \
          local WeChat emulator's consent page instead.\n\
          \n  Demo app (upstream): http://{app}   Stop: Ctrl-C\n"

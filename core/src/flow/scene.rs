@@ -1,0 +1,845 @@
+//! Desktop login by the Official Account's scene QR code (PROTOCOL.md §3)
+//! and its confirmation on the phone (docs/security.md, "The scan confirmed
+//! on the phone"): the QR code for one browser (`qr/new`), its long poll
+//! (`qr/status`), the pushes WeChat sends for a scan (`push_path`), and,
+//! with `[gateway] scene_confirm`, the page where the phone confirms or
+//! refuses (`qr/confirm`).
+//!
+//! A scene goes `pending ──scan──▶ scanned ──poll──▶ claimed` (one login),
+//! or with `scene_confirm`
+//! `pending ──scan──▶ awaiting ──confirm──▶ scanned ──poll──▶ claimed`,
+//! `awaiting ──refuse──▶ refused` ([`SceneStatus`]). Each step is a
+//! compare-and-set in memory, the state file or Redis, so a step happens
+//! once whichever instance serves it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use url::form_urlencoded;
+
+use super::{
+    key_hash, new_sid, now_unix, query_param, service_unavailable_json, Call, CallKind, Decision,
+    Gate, GateCookies, RequestParts,
+};
+use crate::authorize::Scope;
+use crate::config::DesktopLogin;
+use crate::errcode::ErrCode;
+use crate::pages::{page, Lang, Reply, Text};
+use crate::push::{self, PushError};
+use crate::qr::{SceneRequester, SceneStatus};
+use crate::session::{Identity, Session};
+use crate::shared::SharedStore;
+use crate::sns::SnsError;
+use crate::store::StoreError;
+
+/// Session ids of scene QR logins start with this: they have no tokens.
+pub(super) const SCENE_SID_PREFIX: &str = "qr-";
+
+/// The cookie binding a login QR scene to the browser that asked for it.
+pub const SCENE_COOKIE: &str = "wechat_scene";
+/// The longest a `qr/status` request waits for a change, in seconds.
+pub const QR_LONG_POLL_SECS: u64 = 25;
+/// What the confirmation link's sealed token is bound to (its associated
+/// data): a token sealed for anything else does not open as one.
+const CONFIRM_TOKEN: &str = "wechat_scene_confirm";
+
+/// The scene cookie's sealed content.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScenePayload {
+    sc: String,
+    rd: String,
+    exp: u64,
+}
+
+/// The confirmation link's sealed token: the scene and the openid that
+/// scanned it, until `exp` (unix seconds).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ConfirmPayload {
+    sc: String,
+    o: String,
+    exp: u64,
+}
+
+/// A scene's key in the shared store.
+fn scene_key(scene: &str) -> String {
+    format!("scene:{scene}")
+}
+
+/// Where a scene's [`SceneRequester`] is kept in the shared store.
+fn requester_key(scene: &str) -> String {
+    format!("scene-by:{scene}")
+}
+
+impl Gate {
+    /// The scene routes under the prefix (`/qr/new`, `/qr/status`,
+    /// `/qr/confirm`), `None` for any other.
+    pub(super) fn scene_route(
+        &self,
+        route: &str,
+        req: &RequestParts<'_>,
+        cookies: &GateCookies<'_>,
+        session: Option<Session>,
+        now: u64,
+        lang: Lang,
+    ) -> Option<Decision> {
+        if !matches!(route, "/qr/new" | "/qr/status" | "/qr/confirm") {
+            return None;
+        }
+        let read_only = matches!(req.method, "GET" | "HEAD");
+        let reply = if route == "/qr/confirm" && !read_only && req.method != "POST" {
+            Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD, POST".into())
+        } else if route != "/qr/confirm" && !read_only {
+            Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD".into())
+        } else if self.config.gateway.desktop_login != DesktopLogin::SceneQr
+            || (route == "/qr/confirm" && !self.config.gateway.scene_confirm)
+        {
+            Reply::json(404, &serde_json::json!({"error": "scene_qr_disabled"}))
+        } else if route == "/qr/new" {
+            if let Some(limited) = self.login_limited(req, true, lang) {
+                return Some(Decision::Reply(limited));
+            }
+            let return_to = self.return_param(req.query).unwrap_or_else(|| "/".into());
+            let requester = self
+                .config
+                .gateway
+                .scene_confirm
+                .then(|| SceneRequester::new(req.client_addr, req.user_agent, now));
+            let kind = CallKind::QrNew {
+                return_to,
+                requester,
+            };
+            return Some(Decision::Call(Call { kind, lang }));
+        } else if route == "/qr/status" {
+            let asked = query_param(req.query, "scene").unwrap_or_default();
+            let mine = cookies
+                .scene
+                .and_then(|v| self.sealer.open(SCENE_COOKIE, v))
+                .and_then(|json| {
+                    serde_json::from_str::<ScenePayload>(&json)
+                        .ok()
+                        .filter(|p| p.exp > now)
+                });
+            match mine {
+                Some(p) if !asked.is_empty() && p.sc == asked => {
+                    let wait = query_param(req.query, "wait")
+                        .and_then(|w| w.parse::<u64>().ok())
+                        .unwrap_or(QR_LONG_POLL_SECS)
+                        .min(QR_LONG_POLL_SECS);
+                    let kind = CallKind::QrStatus {
+                        scene: p.sc,
+                        return_to: p.rd,
+                        wait: Duration::from_secs(wait),
+                    };
+                    return Some(Decision::Call(Call { kind, lang }));
+                }
+                _ => Reply::json(403, &serde_json::json!({"error": "not_your_scene"})),
+            }
+        } else {
+            return Some(self.confirm_route(req, cookies, session, now, lang));
+        };
+        Some(Decision::Reply(reply))
+    }
+
+    /// `qr/new`: a new scene QR code for this browser, bound to it by the
+    /// sealed scene cookie; with `scene_confirm`, who asked for it is kept
+    /// beside it for the phone's confirmation page.
+    pub(super) async fn qr_new(
+        &self,
+        return_to: String,
+        requester: Option<SceneRequester>,
+    ) -> Reply {
+        let now = now_unix();
+        let scene = new_sid();
+        match self.basic_token.create_qr_scene(&scene, now).await {
+            Ok(ticket) => {
+                let expires_in = if ticket.expire_seconds == 0 {
+                    crate::qr::SCENE_LIFETIME_SECS
+                } else {
+                    ticket.expire_seconds
+                };
+                if !self
+                    .scenes
+                    .create(&scene, now + expires_in, now, requester.clone())
+                {
+                    tracing::warn!("the scene table is full: a QR login was refused");
+                    return Reply::json(503, &serde_json::json!({"error": "busy", "hint": "too many QR logins at once; retry"}))
+                        .with_header("Retry-After", "5".into());
+                }
+                crate::metrics::QR_SCENES
+                    .with_label_values(&["created"])
+                    .inc();
+                if let Some(shared) = &self.shared {
+                    let ttl = Duration::from_secs(expires_in);
+                    let by = requester.map(|r| serde_json::to_string(&r).expect("serializes"));
+                    let stored = async {
+                        if let Some(by) = by {
+                            shared.set(&requester_key(&scene), &by, ttl).await?;
+                        }
+                        shared
+                            .set(&scene_key(&scene), &SceneStatus::Pending.value(), ttl)
+                            .await
+                    };
+                    if stored.await.is_err() {
+                        return service_unavailable_json();
+                    }
+                }
+                let ticket_q: String =
+                    form_urlencoded::byte_serialize(ticket.ticket.as_bytes()).collect();
+                let image = format!(
+                    "{}/cgi-bin/showqrcode?ticket={ticket_q}",
+                    self.config.wechat.mp_base.as_str().trim_end_matches('/')
+                );
+                let payload = ScenePayload {
+                    sc: scene.clone(),
+                    rd: return_to,
+                    exp: now + expires_in,
+                };
+                let sealed = self.sealer.seal(
+                    SCENE_COOKIE,
+                    &serde_json::to_string(&payload).expect("serializes"),
+                );
+                Reply::json(
+                    200,
+                    &serde_json::json!({"scene": scene, "ticket": ticket.ticket, "qr_image_url": image, "expires_in": expires_in}),
+                )
+                .with_header("Set-Cookie", self.set_cookie(SCENE_COOKIE, sealed, expires_in))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create a scene QR code");
+                let reply = match e {
+                    SnsError::Transport(_) => service_unavailable_json(),
+                    _ => Reply::json(
+                        502,
+                        &serde_json::json!({"error": "wechat_error", "errcode": e.errcode().map(ErrCode::code)}),
+                    ),
+                };
+                reply.with_errcode(e.errcode().map(ErrCode::code))
+            }
+        }
+    }
+
+    /// A scene's status, from the shared store when there is one.
+    ///
+    /// Errors: [`StoreError`] when the shared store is down.
+    async fn scene_status(&self, scene: &str) -> Result<SceneStatus, StoreError> {
+        match &self.shared {
+            Some(shared) => Ok(SceneStatus::from_value(
+                shared.value(&scene_key(scene)).await?.as_deref(),
+            )),
+            None => Ok(self.scenes.status(scene, now_unix())),
+        }
+    }
+
+    /// One step of a scene (`from` → `to`), made once across instances;
+    /// `true` when this call made it.
+    ///
+    /// Errors: [`StoreError`] when the shared store is down.
+    async fn scene_step(
+        &self,
+        scene: &str,
+        from: &SceneStatus,
+        to: SceneStatus,
+    ) -> Result<bool, StoreError> {
+        match &self.shared {
+            Some(shared) => {
+                shared
+                    .replace_value(&scene_key(scene), &from.value(), &to.value())
+                    .await
+            }
+            None => Ok(self.scenes.replace(scene, from, to, now_unix())),
+        }
+    }
+
+    /// Who asked for a live scene (kept with `scene_confirm` only).
+    ///
+    /// Errors: [`StoreError`] when the shared store is down.
+    async fn scene_requester(&self, scene: &str) -> Result<Option<SceneRequester>, StoreError> {
+        match &self.shared {
+            Some(shared) => Ok(shared
+                .value(&requester_key(scene))
+                .await?
+                .and_then(|json| serde_json::from_str(&json).ok())),
+            None => Ok(self.scenes.requester(scene, now_unix())),
+        }
+    }
+
+    /// A scene's status as the instances share it, waiting at most `wait`
+    /// for a change from the one it has now; a scanned scene is claimed
+    /// (at most once) in the same step. Polled every 100 ms, so a scan
+    /// pushed to any instance is seen within a second.
+    async fn shared_scene(
+        &self,
+        shared: &Arc<dyn SharedStore>,
+        scene: &str,
+        wait: Duration,
+    ) -> Result<SceneStatus, StoreError> {
+        let key = scene_key(scene);
+        let deadline = Instant::now() + wait;
+        let mut first = None;
+        loop {
+            let status = SceneStatus::from_value(shared.claim_scene(&key).await?.as_deref());
+            let waiting = matches!(status, SceneStatus::Pending | SceneStatus::Awaiting(_));
+            if !waiting
+                || Instant::now() >= deadline
+                || *first.get_or_insert(status.clone()) != status
+            {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `qr/status`: long-polls the scene; once scanned (and confirmed on
+    /// the phone, with `scene_confirm`), logs this browser in (once).
+    /// Answers `{"status": "pending" | "scanned" | "confirmed" | "refused"
+    /// | "expired"}`; `scanned` is a scan waiting for the phone's confirmation.
+    pub(super) async fn qr_status(&self, scene: &str, return_to: &str, wait: Duration) -> Reply {
+        let status = match &self.shared {
+            Some(shared) => match self.shared_scene(shared, scene, wait).await {
+                Ok(status) => status,
+                Err(_) => return service_unavailable_json(),
+            },
+            None => {
+                let waiting = matches!(
+                    self.scenes.status(scene, now_unix()),
+                    SceneStatus::Pending | SceneStatus::Awaiting(_)
+                );
+                if waiting && !wait.is_zero() {
+                    self.scenes.wait(scene, wait).await;
+                }
+                match self.scenes.status(scene, now_unix()) {
+                    SceneStatus::Scanned(_) => match self.scenes.claim(scene, now_unix()) {
+                        Some(openid) => SceneStatus::Scanned(openid),
+                        None => SceneStatus::Expired,
+                    },
+                    other => other,
+                }
+            }
+        };
+        let now = now_unix();
+        let counted = match &status {
+            SceneStatus::Scanned(_) => Some("confirmed"),
+            SceneStatus::Expired => Some("expired"),
+            SceneStatus::Refused => Some("refused"),
+            SceneStatus::Pending | SceneStatus::Awaiting(_) => None,
+        };
+        if let Some(label) = counted {
+            crate::metrics::QR_SCENES.with_label_values(&[label]).inc();
+        }
+        match status {
+            SceneStatus::Pending => Reply::json(200, &serde_json::json!({"status": "pending"})),
+            SceneStatus::Awaiting(_) => Reply::json(
+                200,
+                &serde_json::json!({"status": "scanned", "hint": "confirm the login on the phone"}),
+            ),
+            SceneStatus::Scanned(openid) => {
+                tracing::info!(outcome = "completed", openid = %self.log_id(&openid), "login completed by scene QR scan");
+                let session = Session {
+                    identity: Identity {
+                        openid,
+                        unionid: None,
+                        scope: Scope::Base.as_str().to_owned(),
+                        nickname: None,
+                        headimgurl: None,
+                        snapshot: false,
+                    },
+                    sid: format!("{SCENE_SID_PREFIX}{}", new_sid()),
+                    issued_at: now,
+                    expires_at: now + self.config.gateway.session_lifetime.as_secs(),
+                    seen_at: now,
+                };
+                Reply::json(
+                    200,
+                    &serde_json::json!({"status": "confirmed", "redirect": return_to}),
+                )
+                .with_header("Set-Cookie", self.session_cookie(&session, now))
+                .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE))
+            }
+            SceneStatus::Refused => Reply::json(200, &serde_json::json!({"status": "refused"}))
+                .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
+            SceneStatus::Expired => Reply::json(200, &serde_json::json!({"status": "expired"}))
+                .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
+        }
+    }
+
+    /// The server URL check (`GET push_path?signature&timestamp&nonce&echostr`):
+    /// `echostr` back when the signature holds, else 401.
+    pub(super) fn push_check(&self, query: Option<&str>, now: u64) -> Reply {
+        let Some(token) = &self.config.wechat.push_token else {
+            return Reply::text(404, "not found\n");
+        };
+        let p = |name| query_param(query, name).unwrap_or_default();
+        match push::verify(token, &p("timestamp"), &p("nonce"), &p("signature"), now) {
+            Ok(()) => Reply::text(200, &p("echostr")),
+            Err(e) => {
+                tracing::info!(reason = %e, "refused a server URL check");
+                Reply::text(401, "bad signature\n")
+            }
+        }
+    }
+
+    /// Handles a pushed event (`POST push_path?signature&timestamp&nonce[&encrypt_type=aes&msg_signature]`
+    /// with its XML `body`): verifies it, decrypts safe mode, and records a
+    /// scan of a login scene. `200 success` for every valid push (WeChat
+    /// stops retrying); with `scene_confirm`, a scan is answered with a
+    /// text message (encrypted in safe mode) linking to the confirmation
+    /// page. `401` for a forged, stale or replayed push, `400` for a
+    /// malformed one; neither changes anything. With a shared store the
+    /// scan and the de-duplication go through it (`503` when it is down:
+    /// WeChat retries).
+    pub async fn handle_push(&self, query: Option<&str>, body: &[u8]) -> Reply {
+        let now = now_unix();
+        let Some(token) = &self.config.wechat.push_token else {
+            return Reply::text(404, "not found\n");
+        };
+        let p = |name| query_param(query, name).unwrap_or_default();
+        let (timestamp, nonce) = (p("timestamp"), p("nonce"));
+        let safe_mode = self.config.wechat.encoding_aes_key.is_some();
+        if safe_mode && p("encrypt_type") != "aes" {
+            // The plain signature covers no body: with a key, only safe mode.
+            tracing::info!("refused a plaintext push: safe mode is configured");
+            crate::metrics::count_refused("push_plaintext");
+            return Reply::text(401, "refused: this server accepts safe-mode pushes only\n");
+        }
+        let xml = if p("encrypt_type") == "aes" {
+            let Some(key) = &self.config.wechat.encoding_aes_key else {
+                return Reply::text(400, "safe mode is not configured\n");
+            };
+            push::open_safe_mode(
+                body,
+                token,
+                key,
+                &self.config.wechat.appid,
+                &timestamp,
+                &nonce,
+                &p("msg_signature"),
+                now,
+            )
+        } else {
+            push::verify(token, &timestamp, &nonce, &p("signature"), now).map(|()| body.to_vec())
+        };
+        let xml = match xml {
+            Ok(xml) => match self.claim_push_nonce(&timestamp, &nonce, body, now).await {
+                Ok(true) => Ok(xml),
+                Ok(false) => {
+                    tracing::warn!("refused a push that reused a signed timestamp and nonce");
+                    crate::metrics::count_refused("push_replay");
+                    return Reply::text(401, "refused\n");
+                }
+                Err(_) => return Reply::text(503, "the login store is unreachable; retry\n"),
+            },
+            Err(e) => Err(e),
+        };
+        let event = xml.and_then(|x| push::parse_event(&x));
+        match event {
+            Ok(event) => {
+                let recorded = if self.config.gateway.scene_confirm {
+                    self.scan_to_confirm(&event, now).await
+                } else {
+                    match &self.shared {
+                        Some(shared) => self.shared_push(shared, &event).await.map(|()| None),
+                        None => {
+                            self.local_push(&event, now);
+                            Ok(None)
+                        }
+                    }
+                };
+                match recorded {
+                    Ok(None) => Reply::text(200, "success"),
+                    Ok(Some(message)) => self.passive_reply(&message, now),
+                    Err(_) => Reply::text(503, "the login store is unreachable; retry\n"),
+                }
+            }
+            Err(e @ (PushError::Signature | PushError::Timestamp | PushError::Decrypt(_))) => {
+                tracing::info!(reason = %e, "refused a push");
+                Reply::text(401, "refused\n")
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "refused a malformed push");
+                Reply::text(400, "malformed\n")
+            }
+        }
+    }
+
+    /// A reply message as WeChat takes it: the XML itself, or sealed for
+    /// safe mode when the account has an EncodingAESKey.
+    fn passive_reply(&self, message: &str, now: u64) -> Reply {
+        let wechat = &self.config.wechat;
+        let (Some(key), Some(token)) = (&wechat.encoding_aes_key, &wechat.push_token) else {
+            return Reply::new(200, "application/xml; charset=utf-8", message.to_owned());
+        };
+        match push::seal_safe_mode(message, token, key, &wechat.appid, now, &new_sid()) {
+            Ok(sealed) => Reply::new(200, "application/xml; charset=utf-8", sealed),
+            Err(e) => {
+                // The key was checked at start-up; answer as a plain push would.
+                tracing::warn!(reason = %e, "could not seal a reply message");
+                Reply::text(200, "success")
+            }
+        }
+    }
+
+    /// Claims a signed push's (timestamp, nonce) for its body, for the
+    /// timestamp window on either side: `false` when the pair already came
+    /// with another body (a captured URL reused with a forged body). The
+    /// same body again is WeChat's retry, answered as the first was.
+    /// Across instances with a shared store.
+    ///
+    /// Errors: [`StoreError`] when the shared store is down.
+    async fn claim_push_nonce(
+        &self,
+        timestamp: &str,
+        nonce: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let pair = format!("{timestamp} {nonce}");
+        let body = key_hash(body);
+        let window = 2 * push::TIMESTAMP_WINDOW_SECS;
+        match &self.shared {
+            Some(shared) => {
+                super::bind_once(
+                    shared,
+                    format!("push-nonce:{}", key_hash(&pair)),
+                    body,
+                    window,
+                )
+                .await
+            }
+            None => Ok(self.push_nonces.claim(&pair, &body, now, now + window)),
+        }
+    }
+
+    fn local_push(&self, event: &push::PushEvent, now: u64) {
+        if !self.scenes.first_push(&event.dedup_key(), now) {
+            tracing::debug!("a push WeChat retried; already handled");
+        } else if let Some(scene) = event.scanned_scene() {
+            if self.scenes.scanned(scene, &event.from_user, now) {
+                tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
+            } else {
+                tracing::info!("a scan of an unknown or used scene; ignored");
+            }
+        }
+    }
+
+    /// A push through the shared store: de-duplicated across instances,
+    /// the scene marked scanned for whichever instance the browser polls.
+    async fn shared_push(
+        &self,
+        shared: &Arc<dyn SharedStore>,
+        event: &push::PushEvent,
+    ) -> Result<(), StoreError> {
+        let dedup = format!("push:{}", key_hash(event.dedup_key()));
+        let ttl = Duration::from_secs(crate::qr::PUSH_DEDUP_SECS);
+        if !shared.set_if_absent(&dedup, "1", ttl).await? {
+            tracing::debug!("a push WeChat retried; already handled");
+            return Ok(());
+        }
+        let Some(scene) = event.scanned_scene() else {
+            return Ok(());
+        };
+        let scanned = SceneStatus::Scanned(event.from_user.clone()).value();
+        match shared
+            .replace_value(&scene_key(scene), &SceneStatus::Pending.value(), &scanned)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::info!("a scan of an unknown or used scene; ignored");
+                Ok(())
+            }
+            Err(e) => {
+                // Let WeChat's retry try again.
+                let _ = shared.delete(&dedup).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `scene_confirm`: a scan moves its pending scene to "awaiting the
+    /// phone" and is answered with the message linking to the confirmation
+    /// page. WeChat's retry of the same scan (the scene awaits the same
+    /// openid) gets the message again; anything else gets `None` (`success`).
+    ///
+    /// Errors: [`StoreError`] when the shared store is down.
+    async fn scan_to_confirm(
+        &self,
+        event: &push::PushEvent,
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(scene) = event.scanned_scene() else {
+            return Ok(None);
+        };
+        let awaiting = SceneStatus::Awaiting(event.from_user.clone());
+        if self
+            .scene_step(scene, &SceneStatus::Pending, awaiting.clone())
+            .await?
+        {
+            tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned; waiting for the phone to confirm");
+        } else if self.scene_status(scene).await? != awaiting {
+            tracing::info!("a scan of an unknown or used scene; ignored");
+            return Ok(None);
+        }
+        let token = self.sealer.seal(
+            CONFIRM_TOKEN,
+            &serde_json::to_string(&ConfirmPayload {
+                sc: scene.to_owned(),
+                o: event.from_user.clone(),
+                exp: now + crate::qr::SCENE_LIFETIME_SECS,
+            })
+            .expect("serializes"),
+        );
+        let link = format!(
+            "{}{}?t={}",
+            self.config.gateway.origin(),
+            self.confirm_path(),
+            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        );
+        let link = html_escape::encode_double_quoted_attribute(&link);
+        let content = format!(
+            "有浏览器请求以你的微信登录，请确认是你本人：<a href=\"{link}\">查看并确认</a>\n\
+             A browser asks to log in as you: <a href=\"{link}\">review and confirm</a>"
+        );
+        Ok(Some(push::text_reply(
+            &event.from_user,
+            &event.to_user,
+            now,
+            &content,
+        )))
+    }
+
+    fn confirm_path(&self) -> String {
+        format!("{}/qr/confirm", self.config.gateway.prefix)
+    }
+
+    /// `qr/confirm?t=…`: the phone's page for a scan (`GET`) and its answer
+    /// (`POST …&answer=confirm|refuse`). Only the WeChat user who scanned
+    /// may see or answer it: without a session the phone logs in first
+    /// (silent `snsapi_base`, back to this page); a session of another
+    /// openid gets `403`.
+    fn confirm_route(
+        &self,
+        req: &RequestParts<'_>,
+        cookies: &GateCookies<'_>,
+        session: Option<Session>,
+        now: u64,
+        lang: Lang,
+    ) -> Decision {
+        let raw_token = query_param(req.query, "t").unwrap_or_default();
+        let payload = self
+            .sealer
+            .open(CONFIRM_TOKEN, &raw_token)
+            .and_then(|json| serde_json::from_str::<ConfirmPayload>(&json).ok())
+            .filter(|p| p.exp > now);
+        let Some(payload) = payload else {
+            return Decision::Reply(confirm_page_text(
+                lang,
+                400,
+                Text {
+                    zh: "链接无效或已过期",
+                    en: "This link is invalid or expired",
+                },
+                Text {
+                    zh: "请在电脑上刷新二维码，重新扫码。",
+                    en: "Refresh the QR code on the computer and scan it again.",
+                },
+            ));
+        };
+        let answer = match (req.method, query_param(req.query, "answer").as_deref()) {
+            ("POST", Some("confirm")) => Some(true),
+            ("POST", Some("refuse")) => Some(false),
+            ("POST", _) => {
+                return Decision::Reply(Reply::text(
+                    400,
+                    "answer must be \"confirm\" or \"refuse\"\n",
+                ))
+            }
+            _ => None,
+        };
+        match session {
+            Some(s) if s.identity.openid == payload.o => Decision::Call(Call {
+                kind: CallKind::QrConfirm {
+                    scene: payload.sc,
+                    openid: payload.o,
+                    token: crate::secret::Secret::new(raw_token),
+                    answer,
+                },
+                lang,
+            }),
+            Some(s) => {
+                tracing::warn!(
+                    openid = %self.log_id(&s.identity.openid),
+                    "refused a scan confirmation by another WeChat user"
+                );
+                crate::metrics::count_refused("confirm_other_user");
+                Decision::Reply(confirm_page_text(
+                    lang,
+                    403,
+                    Text {
+                        zh: "不是你的登录请求",
+                        en: "Not your login request",
+                    },
+                    Text {
+                        zh: "这个确认链接属于扫码的微信用户，只有他本人可以确认。",
+                        en: "This confirmation belongs to the WeChat user who scanned; only they can answer it.",
+                    },
+                ))
+            }
+            // A POST needs the session already: the form is on the page.
+            None if answer.is_some() => Decision::Reply(confirm_page_text(
+                lang,
+                403,
+                Text {
+                    zh: "请先打开确认页面",
+                    en: "Open the confirmation page first",
+                },
+                Text {
+                    zh: "请点击微信消息中的链接。",
+                    en: "Tap the link in the WeChat message.",
+                },
+            )),
+            None => {
+                let back = format!(
+                    "{}?t={}",
+                    self.confirm_path(),
+                    form_urlencoded::byte_serialize(raw_token.as_bytes()).collect::<String>()
+                );
+                Decision::Reply(self.start_login(&back, Scope::Base, cookies, now))
+            }
+        }
+    }
+
+    /// The confirmation page (`answer` `None`) or the phone's answer, for
+    /// a scene and the openid that scanned it (checked by the caller).
+    pub(super) async fn qr_confirm(
+        &self,
+        scene: &str,
+        openid: &str,
+        token: &str,
+        answer: Option<bool>,
+        lang: Lang,
+    ) -> Reply {
+        let awaiting = SceneStatus::Awaiting(openid.to_owned());
+        let stepped = match answer {
+            None => Ok(false),
+            Some(confirm) => {
+                let to = if confirm {
+                    SceneStatus::Scanned(openid.to_owned())
+                } else {
+                    SceneStatus::Refused
+                };
+                self.scene_step(scene, &awaiting, to).await
+            }
+        };
+        let status = match stepped {
+            Ok(true) => {
+                let outcome = if answer == Some(true) {
+                    "confirmed"
+                } else {
+                    "refused"
+                };
+                tracing::info!(openid = %self.log_id(openid), outcome, "scan answered on the phone");
+                return if answer == Some(true) {
+                    confirm_page_text(
+                        lang,
+                        200,
+                        Text {
+                            zh: "已确认登录",
+                            en: "Login confirmed",
+                        },
+                        Text {
+                            zh: "电脑上的网页正在登录，你可以关闭此页。",
+                            en: "The browser on the computer is logging in; you can close this page.",
+                        },
+                    )
+                } else {
+                    confirm_page_text(
+                        lang,
+                        200,
+                        Text {
+                            zh: "已拒绝登录",
+                            en: "Login refused",
+                        },
+                        Text {
+                            zh: "那个浏览器没有登录。如果不是你本人在登录，有人可能在冒用你的二维码。",
+                            en: "That browser was not logged in. If it was not you, someone may have shown you their QR code.",
+                        },
+                    )
+                };
+            }
+            Ok(false) => self.scene_status(scene).await,
+            Err(e) => Err(e),
+        };
+        match status {
+            Ok(s) if s == awaiting => {
+                let requester = match self.scene_requester(scene).await {
+                    Ok(r) => r,
+                    Err(_) => return service_unavailable_json(),
+                };
+                let action = format!(
+                    "{}?t={}",
+                    self.confirm_path(),
+                    form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+                );
+                no_frames(crate::pages::scene_confirm_page(
+                    lang,
+                    self.config.gateway.public_url.host_str().unwrap_or(""),
+                    requester.as_ref(),
+                    &action,
+                ))
+            }
+            Ok(SceneStatus::Refused) => confirm_page_text(
+                lang,
+                409,
+                Text {
+                    zh: "已拒绝登录",
+                    en: "Login refused",
+                },
+                Text {
+                    zh: "这次登录已被拒绝。",
+                    en: "This login was refused already.",
+                },
+            ),
+            Ok(SceneStatus::Scanned(_)) => confirm_page_text(
+                lang,
+                409,
+                Text {
+                    zh: "已确认登录",
+                    en: "Login confirmed",
+                },
+                Text {
+                    zh: "这次登录已经确认过了。",
+                    en: "This login was confirmed already.",
+                },
+            ),
+            Ok(_) => confirm_page_text(
+                lang,
+                410,
+                Text {
+                    zh: "登录请求已结束",
+                    en: "This login request is over",
+                },
+                Text {
+                    zh: "它已完成或已过期。请在电脑上刷新二维码。",
+                    en: "It was completed or has expired. Refresh the QR code on the computer.",
+                },
+            ),
+            Err(_) => service_unavailable_json(),
+        }
+    }
+}
+
+/// A page of the confirmation flow: never cached (every reply is
+/// `no-store`), never framed (no page of another site can put the confirm
+/// button under a user's tap).
+fn confirm_page_text(lang: Lang, status: u16, title: Text, message: Text) -> Reply {
+    no_frames(page(lang, status, title, message, None, None))
+}
+
+fn no_frames(reply: Reply) -> Reply {
+    reply
+        .with_header("X-Frame-Options", "DENY".into())
+        .with_header("Content-Security-Policy", "frame-ancestors 'none'".into())
+}
