@@ -168,6 +168,9 @@ pub struct OpenAppConfig {
     pub secret: Secret,
 }
 
+/// The default of `[gateway] header_timeout_secs`, in seconds.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+
 /// How desktop browsers log in (`[gateway] desktop_login`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DesktopLogin {
@@ -238,6 +241,12 @@ pub struct GatewayConfig {
     /// `log_openid`: `plain` (default) or `hash`: log lines show each
     /// openid as `sha1:` + 16 hex digits of its SHA-1.
     pub log_openid_hashed: bool,
+    /// `header_timeout_secs`: each request's header block must arrive in
+    /// full within this many seconds (from the connection's start, or the
+    /// request's first byte on a kept-alive connection), else the gateway
+    /// closes the connection: a client trickling its headers (slowloris)
+    /// holds nothing for long. Default 10, at least 1.
+    pub header_timeout: Duration,
     /// `tls_cert` and `tls_key`: PEM files; with both, the gateway serves
     /// HTTPS on `listen` (TLS by Pingora).
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -350,6 +359,7 @@ struct RawGateway {
     metrics_listen: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     log_openid: Option<String>,
+    header_timeout_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -742,6 +752,15 @@ impl Config {
             Some("hash") => true,
             Some(_) => return Err(invalid("[gateway] log_openid", "\"plain\" or \"hash\"")),
         };
+        let header_timeout = match g.header_timeout_secs.unwrap_or(DEFAULT_HEADER_TIMEOUT_SECS) {
+            0 => {
+                return Err(invalid(
+                    "[gateway] header_timeout_secs",
+                    "must be at least 1 (seconds)",
+                ))
+            }
+            secs => Duration::from_secs(secs),
+        };
         let tls = match (g.tls_cert, g.tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
@@ -890,6 +909,7 @@ impl Config {
                 metrics_listen: g.metrics_listen,
                 trusted_proxies,
                 log_openid_hashed,
+                header_timeout,
                 tls,
             },
         })

@@ -28,6 +28,7 @@ use wechat_oauth::session::is_identity_header;
 use wechat_oauth::{Config, Decision, Gate, Pass, Reply, RequestParts};
 
 pub mod demo_app;
+mod header_deadline;
 pub mod logging;
 
 /// The gate component: the `wechat-oauth` flow wired to Pingora's phases.
@@ -532,6 +533,7 @@ fn build_server_inner(
     let listen = config.gateway.listen.clone();
     let metrics_listen = config.gateway.metrics_listen.clone();
     let tls = config.gateway.tls.clone();
+    let header_timeout = config.gateway.header_timeout;
     let core_gate = Arc::new(Gate::new(config)?);
     let shared = core_gate.is_shared();
     let gate = WechatGate::new(core_gate);
@@ -540,9 +542,13 @@ fn build_server_inner(
     conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service(
+    let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         GatewayProxy::new(gate.clone(), upstream),
+    );
+    let mut service = pingora::services::listening::Service::new(
+        "wechat gateway".to_owned(),
+        header_deadline::HeaderDeadlineApp::new(proxy, header_timeout),
     );
     match &tls {
         Some((cert, key)) => service

@@ -771,3 +771,108 @@ async fn a_scan_refused_on_the_phone_ends_the_scene_and_logs_nobody_in() {
         assert!(stack.gateway_log().contains("scan answered on the phone"));
     }
 }
+
+/// Writes `head` to a new connection to `base_url`, then `trickle` one byte
+/// every 200 ms (at most 50 bytes); returns how many trickled bytes were
+/// written before the gateway closed the connection, and what it answered.
+fn trickle(base_url: &str, head: &[u8], trickle: &[u8]) -> (usize, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(base_url.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    stream.write_all(head).unwrap();
+    let mut answer = Vec::new();
+    for (sent, byte) in trickle.iter().take(50).enumerate() {
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => return (sent, String::from_utf8_lossy(&answer).into_owned()),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return (sent, String::from_utf8_lossy(&answer).into_owned()),
+        }
+        if stream.write_all(&[*byte]).is_err() {
+            return (sent, String::from_utf8_lossy(&answer).into_owned());
+        }
+    }
+    (
+        trickle.len().min(50),
+        String::from_utf8_lossy(&answer).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off_at_the_header_deadline() {
+    let stack = Stack::start_scene_confirm(false, "header_timeout_secs = 1\n").await;
+    let url = stack.gateway_url.clone();
+    let slow_header =
+        b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec();
+    // The first request of a connection, and a later one on a kept-alive connection.
+    let (cut_first, _) = tokio::task::spawn_blocking({
+        let (url, slow) = (url.clone(), slow_header.clone());
+        move || trickle(&url, b"GET /_wechat/healthz HTTP/1.1\r\nHost: x\r\n", &slow)
+    })
+    .await
+    .unwrap();
+    assert!(
+        cut_first < 15,
+        "closed after {cut_first} trickled bytes (~{} ms)",
+        cut_first * 200
+    );
+    let (cut_later, answered) = tokio::task::spawn_blocking({
+        let (url, slow) = (url.clone(), slow_header.clone());
+        move || {
+            trickle(
+                &url,
+                b"GET /_wechat/healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /_wechat/healthz HTTP/1.1\r\n",
+                &slow,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(cut_later < 15, "closed after {cut_later} trickled bytes");
+
+    // Whole headers in time pass; a slow body and a long poll are not headers.
+    let (_, whole) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            trickle(
+                &url,
+                b"GET /_wechat/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                b" ",
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(whole.starts_with("HTTP/1.1 200"), "{whole}");
+    let (_, slow_body) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            trickle(
+                &url,
+                b"POST /_wechat/exchange HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\nConnection: close\r\n\r\n",
+                b"{\"code\":\"\"}\n          ",
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        slow_body.starts_with("HTTP/1.1 400"),
+        "the body came in 2.4 s: {slow_body}"
+    );
+    let mut desktop = Browser::new(DESKTOP_UA);
+    let qr = desktop.qr_new(&stack.url("/_wechat/qr/new?rd=%2F")).await;
+    let polled = desktop
+        .get(&qr_status(&stack, qr["scene"].as_str().unwrap(), 2))
+        .await;
+    assert_eq!(
+        polled.json()["status"],
+        "pending",
+        "a 2 s long poll is answered"
+    );
+}
