@@ -3,8 +3,8 @@
 //! is per read, so a client that sends one byte every few seconds holds a
 //! connection (and its memory) forever: the slowloris attack. Here the whole
 //! header block must arrive within the deadline, counted from the
-//! connection's start for its first request and from the first byte of each
-//! later one; else the connection is closed.
+//! connection's start for its first request and from the first read of each
+//! later one that leaves its block unfinished; else the connection is closed.
 //!
 //! The deadline wraps the connection's byte stream, below Pingora's HTTP
 //! parser: it only looks for the blank line (`\r\n\r\n`) that ends a header
@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,15 +76,52 @@ enum Phase {
 }
 
 /// A connection whose request header blocks must each arrive within a limit.
+///
+/// A request whose headers come in one read (the usual case) costs a scan
+/// for the blank line and nothing else: the timer is only set while a read
+/// waits in the middle of a header block, and is one per connection, reset
+/// rather than made again.
 #[derive(Debug)]
 pub(crate) struct HeaderDeadline {
     inner: Stream,
     limit: Duration,
     phase: Phase,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The last bytes of the header block so far (up to 3), so a blank
-    /// line split over two reads is found.
-    tail: Vec<u8>,
+    /// When the current header block is due; a later request's is set
+    /// when its first read leaves the block unfinished (no clock read for
+    /// headers that come in one piece).
+    due: Option<tokio::time::Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    scan: BlankLine,
+}
+
+/// Finds the blank line (`\r\n\r\n`) that ends a header block in bytes
+/// that come in pieces.
+#[derive(Debug, Default)]
+struct BlankLine {
+    /// The last bytes seen (`len` of them, up to 3): a blank line may be
+    /// split over two reads.
+    tail: [u8; 3],
+    len: usize,
+}
+
+impl BlankLine {
+    /// Whether the blank line ends within `bytes`, the next piece.
+    fn found_in(&mut self, bytes: &[u8]) -> bool {
+        let blank_line = |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n");
+        let mut seam = [0u8; 6];
+        let head = bytes.len().min(3);
+        seam[..self.len].copy_from_slice(&self.tail[..self.len]);
+        seam[self.len..self.len + head].copy_from_slice(&bytes[..head]);
+        let seam = &seam[..self.len + head];
+        if blank_line(seam) || blank_line(bytes) {
+            return true;
+        }
+        let last = if bytes.len() >= 3 { bytes } else { seam };
+        let keep = &last[last.len().saturating_sub(3)..];
+        self.tail[..keep.len()].copy_from_slice(keep);
+        self.len = keep.len();
+        false
+    }
 }
 
 impl HeaderDeadline {
@@ -93,8 +130,9 @@ impl HeaderDeadline {
             inner,
             limit,
             phase: Phase::Headers,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
-            tail: Vec::with_capacity(3),
+            due: Some(tokio::time::Instant::now() + limit),
+            timer: None,
+            scan: BlankLine::default(),
         }
     }
 
@@ -102,24 +140,39 @@ impl HeaderDeadline {
     fn saw(&mut self, bytes: &[u8]) {
         if self.phase == Phase::Idle {
             self.phase = Phase::Headers;
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
-            self.tail.clear();
+            self.due = None;
+            self.scan = BlankLine::default();
         }
-        if self.phase != Phase::Headers {
-            return;
-        }
-        let blank_line = |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n");
-        // The old tail and the new bytes' first three: a blank line split by the reads.
-        let mut seam = std::mem::take(&mut self.tail);
-        seam.extend_from_slice(&bytes[..bytes.len().min(3)]);
-        if blank_line(&seam) || blank_line(bytes) {
+        if self.phase == Phase::Headers && self.scan.found_in(bytes) {
             self.phase = Phase::Body;
-            self.deadline = None;
-        } else {
-            let last = if bytes.len() >= 3 { bytes } else { &seam };
-            self.tail = last[last.len().saturating_sub(3)..].to_vec();
         }
     }
+
+    /// Mid-header: `Ready` once the block is overdue, else the timer is set
+    /// to wake this read at the deadline.
+    fn overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        let now = tokio::time::Instant::now();
+        let due = *self.due.get_or_insert(now + self.limit);
+        if now >= due {
+            return true;
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn too_slow() -> std::io::Error {
+    tracing::info!("closed a connection whose request headers came too slowly");
+    wechat_oauth::metrics::count_refused("header_timeout");
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "request headers not complete within header_timeout_secs",
+    )
 }
 
 impl AsyncRead for HeaderDeadline {
@@ -129,24 +182,25 @@ impl AsyncRead for HeaderDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.phase == Phase::Headers {
-            if let Some(deadline) = this.deadline.as_mut() {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    tracing::info!("closed a connection whose request headers came too slowly");
-                    wechat_oauth::metrics::count_refused("header_timeout");
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "request headers not complete within header_timeout_secs",
-                    )));
-                }
-            }
+        let overdue = |due: Option<tokio::time::Instant>| {
+            due.is_some_and(|due| tokio::time::Instant::now() >= due)
+        };
+        if this.phase == Phase::Headers && overdue(this.due) {
+            return Poll::Ready(Err(too_slow()));
         }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
-            this.saw(&buf.filled()[before..]);
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.saw(&buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.phase == Phase::Headers && this.overdue(cx) => {
+                Poll::Ready(Err(too_slow()))
+            }
+            other => other,
         }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -160,7 +214,6 @@ impl AsyncWrite for HeaderDeadline {
         if matches!(this.phase, Phase::Body | Phase::Headers) && !buf.is_empty() {
             let switched = buf.starts_with(b"HTTP/1.1 101") || buf.starts_with(b"HTTP/1.0 101");
             this.phase = if switched { Phase::Tunnel } else { Phase::Idle };
-            this.deadline = None;
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
@@ -184,7 +237,6 @@ impl AsyncWrite for HeaderDeadline {
                 let switched =
                     first.starts_with(b"HTTP/1.1 101") || first.starts_with(b"HTTP/1.0 101");
                 this.phase = if switched { Phase::Tunnel } else { Phase::Idle };
-                this.deadline = None;
             }
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
@@ -260,5 +312,38 @@ impl GetSocketDigest for HeaderDeadline {
 impl Peek for HeaderDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BlankLine;
+
+    #[test]
+    fn the_blank_line_is_found_however_the_reads_split_it() {
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody";
+        let end = request.len() - 4;
+        for piece in 1..=request.len() {
+            let mut scan = BlankLine::default();
+            let found_at = request
+                .chunks(piece)
+                .scan(0, |read, chunk| {
+                    *read += chunk.len();
+                    Some((*read, scan.found_in(chunk)))
+                })
+                .find(|(_, found)| *found)
+                .map(|(read, _)| read);
+            let read = found_at.expect("found");
+            assert!(
+                read >= end && read < end + piece,
+                "pieces of {piece}: at {read}"
+            );
+        }
+        let mut scan = BlankLine::default();
+        assert!(!scan.found_in(b"GET / HTTP/1.1\r\nX: \r\n"));
+        assert!(!scan.found_in(b"\r"), "\\r\\n\\r is not yet the end");
+        assert!(scan.found_in(b"\n"));
+        let mut lone = BlankLine::default();
+        assert!(!lone.found_in(b"\n\n\r\n\n\r\r\n"));
     }
 }
