@@ -222,6 +222,19 @@ typedef struct wechat_oauth_request {
    * The `Accept-Language` header.
    */
   struct wechat_oauth_str accept_language;
+  /**
+   * The address of the peer that sent the request: the connection's
+   * remote IP as text (`203.0.113.9`, `2001:db8::1`). NULL or not an IP
+   * address: unknown, and no per-client `[limits]` apply. The client
+   * address the gate uses follows `[gateway] trusted_proxies` as in the
+   * gateway (docs/security.md "Trusted proxies").
+   */
+  struct wechat_oauth_str client_address;
+  /**
+   * The `X-Forwarded-For` header; read only when `client_address` is in
+   * `[gateway] trusted_proxies`.
+   */
+  struct wechat_oauth_str x_forwarded_for;
 } wechat_oauth_request;
 
 #ifdef __cplusplus

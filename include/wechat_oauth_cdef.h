@@ -54,6 +54,8 @@ typedef struct wechat_oauth_request {
   struct wechat_oauth_str accept;
   struct wechat_oauth_str x_requested_with;
   struct wechat_oauth_str accept_language;
+  struct wechat_oauth_str client_address;
+  struct wechat_oauth_str x_forwarded_for;
 } wechat_oauth_request;
 
 struct wechat_oauth_str wechat_oauth_version(void);

@@ -206,7 +206,7 @@ static void simple(int fd, unsigned status) {
   write_all(fd, line, (size_t)n);
 }
 
-static void handle(int fd, const wechat_oauth_client *client) {
+static void handle(int fd, const char *peer, const wechat_oauth_client *client) {
   char *head = malloc(MAX_REQUEST + 1);
   if (!head) return;
   size_t used = 0;
@@ -238,7 +238,8 @@ static void handle(int fd, const wechat_oauth_client *client) {
   char *query = strchr(target, '?');
   if (query) *query++ = '\0';
 
-  size_t ua_len, accept_len, xrw_len, lang_len, cookie_len;
+  size_t ua_len, accept_len, xrw_len, lang_len, cookie_len, xff_len;
+  const char *xff = header(sp2 + 1, "X-Forwarded-For", &xff_len);
   const char *ua = header(sp2 + 1, "User-Agent", &ua_len);
   const char *accept = header(sp2 + 1, "Accept", &accept_len);
   const char *xrw = header(sp2 + 1, "X-Requested-With", &xrw_len);
@@ -254,6 +255,8 @@ static void handle(int fd, const wechat_oauth_client *client) {
       .accept = str_of(accept, accept_len),
       .x_requested_with = str_of(xrw, xrw_len),
       .accept_language = str_of(lang, lang_len),
+      .client_address = str_of(peer, strlen(peer)),
+      .x_forwarded_for = str_of(xff, xff_len),
   };
   wechat_oauth_decision *decision = NULL;
   wechat_oauth_result r = wechat_oauth_client_decide(client, &request, &decision);
@@ -319,9 +322,17 @@ int main(void) {
   fflush(stdout);
 
   while (!stopping) {
-    int conn = accept(fd, NULL, NULL);
+    struct sockaddr_storage addr;
+    socklen_t addr_len = sizeof addr;
+    int conn = accept(fd, (struct sockaddr *)&addr, &addr_len);
     if (conn < 0) continue;
-    handle(conn, client);
+    /* The peer's address, for the library's per-client limits. */
+    char peer[INET6_ADDRSTRLEN] = "";
+    if (addr.ss_family == AF_INET)
+      inet_ntop(AF_INET, &((struct sockaddr_in *)&addr)->sin_addr, peer, sizeof peer);
+    else if (addr.ss_family == AF_INET6)
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&addr)->sin6_addr, peer, sizeof peer);
+    handle(conn, peer, client);
     close(conn);
   }
   close(fd);

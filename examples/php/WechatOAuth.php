@@ -48,14 +48,15 @@ final class WechatOAuth
 
     /**
      * What to do with a request. $request keys: method, path, query, cookie,
-     * user_agent, accept, x_requested_with, accept_language (null = absent).
+     * user_agent, accept, x_requested_with, accept_language, client_address
+     * (the peer's IP: per-client limits), x_forwarded_for (null = absent).
      */
     public function decide(array $request): WechatDecision
     {
         $ffi = self::ffi();
         $keep = [];
         $req = $ffi->new('wechat_oauth_request');
-        foreach (['method', 'path', 'query', 'cookie', 'user_agent', 'accept', 'x_requested_with', 'accept_language'] as $field) {
+        foreach (['method', 'path', 'query', 'cookie', 'user_agent', 'accept', 'x_requested_with', 'accept_language', 'client_address', 'x_forwarded_for'] as $field) {
             self::fill($req->$field, $request[$field] ?? null, $keep);
         }
         $out = $ffi->new('wechat_oauth_decision *');
@@ -81,6 +82,8 @@ final class WechatOAuth
             'accept' => $server['HTTP_ACCEPT'] ?? null,
             'x_requested_with' => $server['HTTP_X_REQUESTED_WITH'] ?? null,
             'accept_language' => $server['HTTP_ACCEPT_LANGUAGE'] ?? null,
+            'client_address' => $server['REMOTE_ADDR'] ?? null,
+            'x_forwarded_for' => $server['HTTP_X_FORWARDED_FOR'] ?? null,
         ]);
     }
 

@@ -166,6 +166,15 @@ pub struct wechat_oauth_request {
     pub x_requested_with: wechat_oauth_str,
     /// The `Accept-Language` header.
     pub accept_language: wechat_oauth_str,
+    /// The address of the peer that sent the request: the connection's
+    /// remote IP as text (`203.0.113.9`, `2001:db8::1`). NULL or not an IP
+    /// address: unknown, and no per-client `[limits]` apply. The client
+    /// address the gate uses follows `[gateway] trusted_proxies` as in the
+    /// gateway (docs/security.md "Trusted proxies").
+    pub client_address: wechat_oauth_str,
+    /// The `X-Forwarded-For` header; read only when `client_address` is in
+    /// `[gateway] trusted_proxies`.
+    pub x_forwarded_for: wechat_oauth_str,
 }
 
 /// What a decision asks of the host.
@@ -588,8 +597,15 @@ pub unsafe extern "C" fn wechat_oauth_client_decide(
                 accept: field(r.accept)?,
                 x_requested_with: field(r.x_requested_with)?,
                 accept_language: field(r.accept_language)?,
-                // The C request carries no client address: no per-client limit.
-                client_addr: None,
+                client_addr: field(r.client_address)?
+                    .and_then(|peer| peer.trim().parse::<std::net::IpAddr>().ok())
+                    .map(|peer| {
+                        core_lib::forwarded::client_address(
+                            peer,
+                            field(r.x_forwarded_for).ok().flatten(),
+                            &(*client).gate.config().gateway.trusted_proxies,
+                        )
+                    }),
             })
         })();
         let parts = match parts {

@@ -416,8 +416,8 @@ fn not_a_panic(result: ffi::wechat_oauth_result) -> ffi::wechat_oauth_result {
 pub fn c_abi(data: &[u8]) {
     use ffi::*;
     let (mask, rest) = data.split_first().map_or((0, data), |(m, r)| (*m, r));
-    let f = raw_fields(rest, 8);
-    let field = |i: usize| c_str(f[i], f[i].is_empty() && mask & (1 << i) != 0);
+    let f = raw_fields(rest, 10);
+    let field = |i: usize| c_str(f[i], f[i].is_empty() && mask & (1 << (i % 8)) != 0);
     let request = wechat_oauth_request {
         method: field(0),
         path: field(1),
@@ -427,6 +427,8 @@ pub fn c_abi(data: &[u8]) {
         accept: field(5),
         x_requested_with: field(6),
         accept_language: field(7),
+        client_address: field(8),
+        x_forwarded_for: field(9),
     };
     let client = CLIENT.0;
     unsafe {

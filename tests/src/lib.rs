@@ -1093,7 +1093,8 @@ impl Site {
         let config = format!(
             "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
              open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
-             [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n",
+             [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n\
+             # Every test client is 127.0.0.1.\n[limits]\nlogins_per_minute = 0\n",
             random(40)
         );
         let config_path = dir.join("config.toml");
@@ -1184,14 +1185,21 @@ impl Site {
             let config = format!(
                 "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"{secret}\"\nscope = \"snsapi_userinfo\"\n\
                  open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
-                 [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\npublic_paths = [\"/static/\", \"/echo/public\"]\n",
+                 [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\npublic_paths = [\"/static/\", \"/echo/public\"]\n\
+                 # Every test client is 127.0.0.1.\n[limits]\nlogins_per_minute = 0\n",
                 random(40)
             );
             let config_path = dir.join("wechat.toml");
             std::fs::write(&config_path, config).unwrap();
             site_conf = site_conf
                 .replace("127.0.0.1:3000", &format!("127.0.0.1:{app_port}"))
-                .replace("/etc/nginx/wechat.toml", config_path.to_str().unwrap());
+                .replace("/etc/nginx/wechat.toml", config_path.to_str().unwrap())
+                // A site that lets `_` header names through (legacy apps do):
+                // the module itself must drop X_WeChat_* spellings.
+                .replace(
+                    "    wechat_oauth on;\n",
+                    "    wechat_oauth on;\n    underscores_in_headers on;\n",
+                );
             load_module = format!("load_module {};\n", nginx_module().display());
             wait_ready(&format!("{emulator_url}/_emulator/calls")).await;
             wait_ready(&format!("http://127.0.0.1:{app_port}/echo")).await;

@@ -167,7 +167,8 @@ async fn start_host(program: &Path, wrapper: Option<&[&str]>, label: &str) -> Ho
     let config = format!(
         "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
          open_base = \"http://127.0.0.1:{emu_port}\"\napi_base = \"http://127.0.0.1:{emu_port}\"\n\n\
-         [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n",
+         [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n\
+         # Every test client is 127.0.0.1.\n[limits]\nlogins_per_minute = 0\n",
         random(40)
     );
     let config_path = dir.join("config.toml");

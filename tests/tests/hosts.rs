@@ -420,7 +420,16 @@ async fn nginx_passes_the_identity_upstream_and_never_a_spoofed_header() {
             ("X-WeChat-Nickname", "admin"),
             ("X-WeChat-UnionID", "forged"),
             ("X-WeChat-Snapshot", "1"),
+            // CGI spellings: PHP and CGI read them as HTTP_X_WECHAT_OPENID.
+            ("X_WeChat_OpenID", "forged"),
+            ("X-WeChat_UnionID", "forged"),
+            ("x_wechat_scope", "snsapi_userinfo"),
         ];
+        let identity_like = |name: &String| {
+            name.to_ascii_lowercase()
+                .replace('_', "-")
+                .starts_with("x-wechat-")
+        };
         // Public path without a session: nothing claims an identity.
         let public = Browser::new(DESKTOP_UA)
             .get_with(&format!("{}/echo/public", site.url), &forged)
@@ -432,10 +441,7 @@ async fn nginx_passes_the_identity_upstream_and_never_a_spoofed_header() {
             .keys()
             .cloned()
             .collect();
-        assert!(
-            !names.iter().any(|n| n.starts_with("x-wechat-")),
-            "{front:?}: {names:?}"
-        );
+        assert!(!names.iter().any(identity_like), "{front:?}: {names:?}");
 
         let mut browser = Browser::new(WECHAT_UA);
         let first = browser.get(&format!("{}/echo", site.url)).await;
@@ -460,6 +466,18 @@ async fn nginx_passes_the_identity_upstream_and_never_a_spoofed_header() {
         );
         assert_eq!(echo["nickname"], user["nickname"], "{front:?}");
         assert!(h.get("x-wechat-snapshot").is_none(), "{front:?}");
+        let spellings: Vec<&String> = h
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|n| identity_like(n) && n.contains('_'))
+            .collect();
+        assert!(spellings.is_empty(), "{front:?}: {spellings:?}");
+        assert_eq!(
+            h["x-wechat-scope"],
+            serde_json::json!(["snsapi_userinfo"]),
+            "{front:?}: the gate's own scope, once"
+        );
         if front == Front::NginxModule {
             let extra = browser
                 .get_with(&format!("{}/echo", site.url), &[("X-WeChat-Admin", "1")])

@@ -628,7 +628,7 @@ async fn two_c_hosts_share_logins_and_logouts_through_redis() {
     let origin = format!("http://127.0.0.1:{}", ports[0]);
     let config = format!(
         "[wechat]\nappid = \"{APPID}\"\nscope = \"snsapi_userinfo\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\n\n\
-         [gateway]\npublic_url = \"{origin}\"\n\n[store]\nurl = \"redis://127.0.0.1:{redis}/\"\nkey_prefix = \"test:\"\n",
+         [gateway]\npublic_url = \"{origin}\"\n\n[store]\nurl = \"redis://127.0.0.1:{redis}/\"\nkey_prefix = \"test:\"\n\n[limits]\nlogins_per_minute = 0\n",
         emu = cluster.emulator_url,
         redis = cluster.redis_port,
     );

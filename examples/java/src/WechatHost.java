@@ -77,7 +77,9 @@ public final class WechatHost {
         try {
             decision = oauth.decide(exchange.getRequestMethod(), path, query, header(exchange, "Cookie"),
                     header(exchange, "User-Agent"), header(exchange, "Accept"),
-                    header(exchange, "X-Requested-With"), header(exchange, "Accept-Language"));
+                    header(exchange, "X-Requested-With"), header(exchange, "Accept-Language"),
+                    exchange.getRemoteAddress().getAddress().getHostAddress(),
+                    header(exchange, "X-Forwarded-For"));
         } catch (WechatOAuth.WechatOAuthException e) {
             send(exchange, e.result < 2000 ? 400 : 500, "text/plain; charset=utf-8", "bad request\n");
             return;

@@ -61,10 +61,13 @@ public final class WechatOAuth implements AutoCloseable {
         public Str accept = new Str();
         public Str x_requested_with = new Str();
         public Str accept_language = new Str();
+        public Str client_address = new Str();
+        public Str x_forwarded_for = new Str();
 
         @Override
         protected List<String> getFieldOrder() {
-            return List.of("method", "path", "query", "cookie", "user_agent", "accept", "x_requested_with", "accept_language");
+            return List.of("method", "path", "query", "cookie", "user_agent", "accept", "x_requested_with", "accept_language",
+                    "client_address", "x_forwarded_for");
         }
     }
 
@@ -162,6 +165,17 @@ public final class WechatOAuth implements AutoCloseable {
     /** What to do with a request; header values may be null (absent). Pure: no IO. */
     public Decision decide(String method, String path, String query, String cookie, String userAgent,
                            String accept, String xRequestedWith, String acceptLanguage) {
+        return decide(method, path, query, cookie, userAgent, accept, xRequestedWith, acceptLanguage, null, null);
+    }
+
+    /**
+     * As {@link #decide(String, String, String, String, String, String, String, String)}, with the peer's
+     * IP address ({@code clientAddress}: per-client limits) and the {@code X-Forwarded-For} header (read
+     * only from a peer in {@code trusted_proxies}).
+     */
+    public Decision decide(String method, String path, String query, String cookie, String userAgent,
+                           String accept, String xRequestedWith, String acceptLanguage,
+                           String clientAddress, String xForwardedFor) {
         List<Memory> keep = new ArrayList<>();
         Request request = new Request();
         fill(request.method, method, keep);
@@ -172,6 +186,8 @@ public final class WechatOAuth implements AutoCloseable {
         fill(request.accept, accept, keep);
         fill(request.x_requested_with, xRequestedWith, keep);
         fill(request.accept_language, acceptLanguage, keep);
+        fill(request.client_address, clientAddress, keep);
+        fill(request.x_forwarded_for, xForwardedFor, keep);
         PointerByReference out = new PointerByReference();
         check(LIB.wechat_oauth_client_decide(live(), request, out), 0);
         return new Decision(out.getValue());

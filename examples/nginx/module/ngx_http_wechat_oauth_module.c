@@ -487,6 +487,8 @@ static ngx_int_t ngx_http_wechat_oauth_handler(ngx_http_request_t *r) {
             .accept = header_value(r, "Accept"),
             .x_requested_with = header_value(r, "X-Requested-With"),
             .accept_language = header_value(r, "Accept-Language"),
+            .client_address = str_of(&r->connection->addr_text),
+            .x_forwarded_for = header_value(r, "X-Forwarded-For"),
         };
         if (wechat_oauth_client_decide(conf->client->client, &req, &ctx->decision) != WECHAT_OAUTH_RESULT_OK) {
             /* Not UTF-8, for example: the client's mistake. */

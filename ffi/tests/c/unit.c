@@ -354,8 +354,53 @@ static void test_identity(const wechat_oauth_client *client, const char *session
   wechat_oauth_decision_free(d);
 }
 
+/* The status of one callback (a call WeChat pays for) from `peer`, via `xff`. */
+static uint16_t callback_status(const wechat_oauth_client *client, const char *peer, const char *xff) {
+  wechat_oauth_request r = request("GET", "/_wechat/callback", "code=c&state=s", NULL, NULL, NULL);
+  r.client_address = s(peer);
+  r.x_forwarded_for = s(xff);
+  wechat_oauth_decision *d = NULL;
+  uint16_t status = 0;
+  if (wechat_oauth_client_decide(client, &r, &d) != OK) return 0;
+  wechat_oauth_decision_status(d, &status);
+  if (status == 429) {
+    wechat_oauth_str retry;
+    CHECK(find_header(d, "Retry-After", NULL, &retry));
+  }
+  wechat_oauth_decision_free(d);
+  return status;
+}
+
+/* [limits] apply per client address, which follows trusted_proxies. */
+static void test_client_limits(void) {
+  char config[2048];
+  snprintf(config, sizeof config, "%s%s", CONFIG,
+           "trusted_proxies = [\"10.0.0.0/8\"]\n[limits]\nlogins_per_minute = 1\nlogin_burst = 1\n");
+  const wechat_oauth_client *client = NULL;
+  CHECK(wechat_oauth_client_new_from_toml(config, strlen(config), &client) == OK);
+  if (!client) return;
+  CHECK(callback_status(client, "203.0.113.7", NULL) == 400);
+  CHECK(callback_status(client, "203.0.113.7", NULL) == 429);
+  CHECK(callback_status(client, "203.0.113.8", NULL) == 400);
+  CHECK(callback_status(client, "::ffff:203.0.113.8", NULL) == 429); /* the same IPv4 client */
+  /* Behind a trusted front, the forwarded client counts, not the front. */
+  CHECK(callback_status(client, "10.1.2.3", "203.0.113.7") == 429);
+  CHECK(callback_status(client, "10.1.2.3", "198.51.100.1, 10.9.9.9") == 400);
+  CHECK(callback_status(client, "10.1.2.3", "198.51.100.1") == 429);
+  /* From anyone else a forwarded address is ignored. */
+  CHECK(callback_status(client, "192.0.2.1", "198.51.100.2") == 400);
+  CHECK(callback_status(client, "192.0.2.1", "198.51.100.3") == 429);
+  /* No address, or not an address: no per-client limit. */
+  CHECK(callback_status(client, NULL, NULL) == 400);
+  CHECK(callback_status(client, NULL, NULL) == 400);
+  CHECK(callback_status(client, "not-an-ip", NULL) == 400);
+  CHECK(callback_status(client, "not-an-ip", NULL) == 400);
+  wechat_oauth_client_free(client);
+}
+
 int main(void) {
   test_messages();
+  test_client_limits();
   test_client_creation();
   const wechat_oauth_client *client = NULL;
   wechat_oauth_result r = wechat_oauth_client_new_from_toml(CONFIG, strlen(CONFIG), &client);
