@@ -317,3 +317,70 @@ async fn the_c_host_runs_clean_under_valgrind() {
     let (code, log) = host.stop();
     assert_eq!(code, Some(0), "valgrind found errors or leaks:\n{log}");
 }
+
+#[tokio::test]
+async fn a_c_host_on_a_state_file_refuses_a_logged_out_cookie_after_a_restart() {
+    let dir = temp_dir("state-file");
+    let program = build_host(&dir, "host", &[]);
+    let (emu_port, host_port) = (free_port(), free_port());
+    let secret = format!("appsecret{}", random(20));
+    let _emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
+    let url = format!("http://127.0.0.1:{host_port}");
+    let state = dir.join("host-state.redb");
+    let config = format!(
+        "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
+         open_base = \"http://127.0.0.1:{emu_port}\"\napi_base = \"http://127.0.0.1:{emu_port}\"\n\n\
+         [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n\n\
+         [store]\nurl = \"file:{}\"\n\n[limits]\nlogins_per_minute = 0\n",
+        random(40),
+        state.display()
+    );
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = host_port.to_string();
+    let env = [
+        ("WECHAT_OAUTH_CONFIG", config_path.to_str().unwrap()),
+        ("PORT", port.as_str()),
+        ("WECHAT_APP_SECRET", secret.as_str()),
+    ];
+    let start = || Proc::start_program(&dir, "host", &program, &[], &env);
+    wait_ready(&format!("http://127.0.0.1:{emu_port}/_emulator/calls")).await;
+    let mut host = start();
+    wait_ready(&format!("{url}/_wechat/healthz")).await;
+
+    let mut browser = Browser::new(WECHAT_UA);
+    let first = browser.get(&format!("{url}/")).await;
+    let consent = browser.get(first.location()).await;
+    let back = browser.get(consent.location()).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let copy = browser.cookie_header();
+    assert_eq!(browser.get(&format!("{url}/")).await.status, 200);
+    let out = browser.get(&format!("{url}/_wechat/logout")).await;
+    assert_eq!(out.status, 302);
+    assert!(
+        state.is_file(),
+        "the host keeps its state in {}",
+        state.display()
+    );
+
+    host.signal(libc::SIGTERM);
+    assert_eq!(
+        host.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        host.log_text()
+    );
+    let _restarted = start();
+    wait_ready(&format!("{url}/_wechat/healthz")).await;
+    let replayed = Browser::new(WECHAT_UA)
+        .get_with(
+            &format!("{url}/"),
+            &[("Cookie", &copy), ("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(
+        replayed.status, 401,
+        "the logout outlived the restart: {}",
+        replayed.body
+    );
+}
