@@ -449,16 +449,21 @@ fn read_reply(
     })
 }
 
-/// The inverse of [`encrypt`]: the XML, when the appid sealed in is `appid`.
-fn decrypt(encrypted: &str, key43: &str, appid: &str) -> Option<String> {
-    let b64 = base64::engine::GeneralPurpose::new(
+/// The AES-256 key of a 43-character EncodingAESKey: base64 of it + "="
+/// (its last character may carry trailing bits).
+fn aes_key(key43: &str) -> Option<Vec<u8>> {
+    base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
-    );
-    let key = b64
-        .decode(format!("{key43}="))
-        .ok()
-        .filter(|k| k.len() == 32)?;
+    )
+    .decode(format!("{key43}="))
+    .ok()
+    .filter(|k| k.len() == 32)
+}
+
+/// The inverse of [`encrypt`]: the XML, when the appid sealed in is `appid`.
+fn decrypt(encrypted: &str, key43: &str, appid: &str) -> Option<String> {
+    let key = aes_key(key43)?;
     let mut data = base64::engine::general_purpose::STANDARD
         .decode(encrypted.trim())
         .ok()?;
@@ -476,14 +481,7 @@ fn decrypt(encrypted: &str, key43: &str, appid: &str) -> Option<String> {
 /// Safe mode: 16 random bytes ‖ 4-byte BE length ‖ XML ‖ appid, PKCS#7 to
 /// 32-byte blocks, AES-256-CBC with key = base64(EncodingAESKey + "="), IV = key[..16].
 fn encrypt(xml: &str, key43: &str, appid: &str) -> Option<String> {
-    let b64 = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
-    );
-    let key = b64
-        .decode(format!("{key43}="))
-        .ok()
-        .filter(|k| k.len() == 32)?;
+    let key = aes_key(key43)?;
     let mut plain: Vec<u8> = (0..16).map(|_| rand::random::<u8>()).collect();
     plain.extend_from_slice(&(xml.len() as u32).to_be_bytes());
     plain.extend_from_slice(xml.as_bytes());

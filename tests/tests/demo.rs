@@ -64,19 +64,9 @@ async fn the_demo_logs_a_desktop_browser_in_through_the_emulators_consent_page()
     let tapped = phone_browser.follow(&link).await;
     let confirm_page = if tapped.body.contains("name=\"query\"") {
         // The demo's emulator shows its consent page for every login.
-        let query = tapped
-            .body
-            .split("name=\"query\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("consent form")
-            .replace("&amp;", "&");
-        let action = absolute(&tapped.url, "/connect/oauth2/authorize");
-        let allowed = phone_browser
-            .post_form(&action, &[("query", &query), ("decision", "allow")])
-            .await;
+        let allowed = allow(&mut phone_browser, &tapped).await;
         phone_browser
-            .follow(&absolute(&action, allowed.location()))
+            .follow(&absolute(&allowed.url, allowed.location()))
             .await
     } else {
         tapped
@@ -103,17 +93,7 @@ async fn the_demo_logs_a_desktop_browser_in_through_the_emulators_consent_page()
     assert_eq!(start.status, 302);
     let consent = browser.get(start.location()).await;
     assert_eq!(consent.status, 200, "the demo shows a consent page");
-    let query = consent
-        .body
-        .split("name=\"query\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("consent form")
-        .replace("&amp;", "&");
-    let action = absolute(&consent.url, "/connect/oauth2/authorize");
-    let allowed = browser
-        .post_form(&action, &[("query", &query), ("decision", "allow")])
-        .await;
+    let allowed = allow(&mut browser, &consent).await;
     assert_eq!(allowed.status, 302);
     let back = browser.get(allowed.location()).await;
     assert_eq!(back.status, 302, "{}", back.body);
@@ -128,4 +108,19 @@ async fn the_demo_logs_a_desktop_browser_in_through_the_emulators_consent_page()
         demo.wait_exit(Duration::from_secs(10)).is_some(),
         "Ctrl-C stops the demo"
     );
+}
+
+/// Presses "allow" on the emulator's consent page `consent`.
+async fn allow(browser: &mut Browser, consent: &wechat_e2e::Answer) -> wechat_e2e::Answer {
+    let query = consent
+        .body
+        .split("name=\"query\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("consent form")
+        .replace("&amp;", "&");
+    let action = absolute(&consent.url, "/connect/oauth2/authorize");
+    browser
+        .post_form(&action, &[("query", &query), ("decision", "allow")])
+        .await
 }
