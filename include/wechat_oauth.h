@@ -101,6 +101,12 @@ enum wechat_oauth_decision_kind
    * [`wechat_oauth_client_complete`], after which it is `RESPOND`.
    */
   WECHAT_OAUTH_DECISION_KIND_NEEDS_IO = 3,
+  /**
+   * The request's body is needed (a signed push, `POST exchange`): read
+   * at most [`wechat_oauth_decision_body_limit`] bytes plus one and call
+   * [`wechat_oauth_client_decide_with_body`] with the same request.
+   */
+  WECHAT_OAUTH_DECISION_KIND_NEEDS_BODY = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -235,6 +241,15 @@ typedef struct wechat_oauth_request {
    * `[gateway] trusted_proxies`.
    */
   struct wechat_oauth_str x_forwarded_for;
+  /**
+   * The `X-Original-URI` header: for the `auth` route (nginx
+   * `auth_request`), the original request's path and query.
+   */
+  struct wechat_oauth_str x_original_uri;
+  /**
+   * The `X-Original-Method` header: the original request's method.
+   */
+  struct wechat_oauth_str x_original_method;
 } wechat_oauth_request;
 
 #ifdef __cplusplus
@@ -347,6 +362,36 @@ wechat_oauth_result wechat_oauth_client_prefix(const struct wechat_oauth_client 
 wechat_oauth_result wechat_oauth_client_decide(const struct wechat_oauth_client *client,
                                                const struct wechat_oauth_request *request,
                                                struct wechat_oauth_decision **out);
+
+/**
+ * Decides again for a request whose decision was `NEEDS_BODY`, with the
+ * `body_len` bytes of its body (read at most the decision's
+ * [`wechat_oauth_decision_body_limit`] plus one: a longer body gets `413`).
+ * `*out` gets a new decision (`RESPOND` or `NEEDS_IO`; for any other
+ * request, what [`wechat_oauth_client_decide`] gives). Pure: no IO.
+ *
+ * Errors: as [`wechat_oauth_client_decide`]; `NULL_PARAMETER` for a NULL
+ * `body` with a non-zero `body_len`.
+ *
+ * # Safety
+ * As [`wechat_oauth_client_decide`]; `body` points at `body_len` readable bytes.
+ */
+wechat_oauth_result wechat_oauth_client_decide_with_body(const struct wechat_oauth_client *client,
+                                                         const struct wechat_oauth_request *request,
+                                                         const uint8_t *body,
+                                                         size_t body_len,
+                                                         struct wechat_oauth_decision **out);
+
+/**
+ * The largest body a `NEEDS_BODY` decision's route takes, in bytes.
+ *
+ * Errors: `NULL_PARAMETER`; `WRONG_STATE` for any other decision.
+ *
+ * # Safety
+ * `decision` live; `out` writable.
+ */
+wechat_oauth_result wechat_oauth_decision_body_limit(const struct wechat_oauth_decision *decision,
+                                                     size_t *out);
 
 /**
  * A decision that starts a login returning to `return_path` (a path on

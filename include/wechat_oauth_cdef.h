@@ -21,6 +21,7 @@ enum wechat_oauth_decision_kind
   WECHAT_OAUTH_DECISION_KIND_PASS = 1,
   WECHAT_OAUTH_DECISION_KIND_RESPOND = 2,
   WECHAT_OAUTH_DECISION_KIND_NEEDS_IO = 3,
+  WECHAT_OAUTH_DECISION_KIND_NEEDS_BODY = 4,
 };
 typedef uint32_t wechat_oauth_decision_kind;
 
@@ -56,6 +57,8 @@ typedef struct wechat_oauth_request {
   struct wechat_oauth_str accept_language;
   struct wechat_oauth_str client_address;
   struct wechat_oauth_str x_forwarded_for;
+  struct wechat_oauth_str x_original_uri;
+  struct wechat_oauth_str x_original_method;
 } wechat_oauth_request;
 
 struct wechat_oauth_str wechat_oauth_version(void);
@@ -87,6 +90,15 @@ wechat_oauth_result wechat_oauth_client_prefix(const struct wechat_oauth_client 
 wechat_oauth_result wechat_oauth_client_decide(const struct wechat_oauth_client *client,
                                                const struct wechat_oauth_request *request,
                                                struct wechat_oauth_decision **out);
+
+wechat_oauth_result wechat_oauth_client_decide_with_body(const struct wechat_oauth_client *client,
+                                                         const struct wechat_oauth_request *request,
+                                                         const uint8_t *body,
+                                                         size_t body_len,
+                                                         struct wechat_oauth_decision **out);
+
+wechat_oauth_result wechat_oauth_decision_body_limit(const struct wechat_oauth_decision *decision,
+                                                     size_t *out);
 
 wechat_oauth_result wechat_oauth_client_login(const struct wechat_oauth_client *client,
                                               const char *return_path,

@@ -76,6 +76,8 @@ fn decisions(c: &mut Criterion) {
         x_requested_with: None,
         accept_language: Some("zh-CN,zh;q=0.9"),
         client_addr: None,
+        original_uri: None,
+        original_method: None,
     };
     let cookie: &'static str = Box::leak(cookie.into_boxed_str());
     let authed = req(Some(cookie));

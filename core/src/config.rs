@@ -266,7 +266,11 @@ pub enum Language {
 impl GatewayConfig {
     /// The `redirect_uri` WeChat sends the browser back to: `public_url + prefix + "/callback"`.
     pub fn callback_url(&self) -> String {
-        format!("{}{}/callback", self.origin(), self.prefix)
+        format!(
+            "{}{}",
+            self.origin(),
+            crate::flow::Route::Callback.path(&self.prefix)
+        )
     }
 
     /// `public_url` without a trailing slash, e.g. `https://app.example.com`.
@@ -735,7 +739,9 @@ impl Config {
                 "confirms scene QR scans: it needs desktop_login = \"scene_qr\"",
             ));
         }
-        let push_path = g.push_path.unwrap_or_else(|| format!("{prefix}/events"));
+        let push_path = g
+            .push_path
+            .unwrap_or_else(|| crate::flow::Route::Push.path(&prefix));
         if !push_path.starts_with('/')
             || push_path
                 .bytes()

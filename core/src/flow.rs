@@ -30,6 +30,7 @@ use crate::authorize::{authorize_url, qrconnect_url, Scope};
 use crate::config::{Config, DesktopLogin};
 use crate::errcode::ErrCode;
 use crate::pages::{page, Lang, Reply, Text};
+use crate::push;
 use crate::qr::{BasicToken, Scenes};
 use crate::revocation::Revocations;
 use crate::seal::Sealer;
@@ -47,10 +48,14 @@ use crate::state::{
 };
 use crate::store::{MemoryTokenStore, StoredTokens, TokenStore, REFRESH_TOKEN_LIFETIME_SECS};
 
+mod route;
 mod scene;
+pub use route::Route;
 use scene::SCENE_SID_PREFIX;
 pub use scene::{QR_LONG_POLL_SECS, SCENE_COOKIE};
 
+/// Largest `POST <prefix>/exchange` body, in bytes.
+pub const MAX_EXCHANGE_BODY_BYTES: usize = 4096;
 /// Longest authorization code accepted from a callback, in bytes.
 pub const MAX_CODE_LEN: usize = 512;
 /// How long an exchange's outcome is kept for duplicate callbacks, in seconds
@@ -85,6 +90,12 @@ pub struct RequestParts<'a> {
     /// `[gateway] trusted_proxies`: [`crate::forwarded::client_address`]);
     /// `None`: not known, no per-client limit.
     pub client_addr: Option<std::net::IpAddr>,
+    /// The `X-Original-URI` header: for the `auth` route (nginx
+    /// `auth_request`), the original request's path and query.
+    pub original_uri: Option<&'a str>,
+    /// The `X-Original-Method` header: for the `auth` route, the original
+    /// request's method (default `GET`).
+    pub original_method: Option<&'a str>,
 }
 
 /// What to do with a request.
@@ -96,6 +107,13 @@ pub enum Decision {
     Reply(Reply),
     /// Answer it after IO (WeChat, the token store): run [`Gate::complete`].
     Call(Call),
+    /// Read the request's body, at most `max_bytes` (read one more to show
+    /// that it is larger), and decide again with it:
+    /// [`Gate::decide_with_body`]. The push endpoint and `POST exchange`.
+    NeedsBody {
+        /// The largest body the route takes, in bytes; a larger one gets `413`.
+        max_bytes: usize,
+    },
 }
 
 /// A request that goes on to the application.
@@ -140,6 +158,13 @@ enum CallKind {
         return_to: String,
         requester: Option<crate::qr::SceneRequester>,
     },
+    /// A signed push from WeChat with its body.
+    Push {
+        query: Option<String>,
+        body: Vec<u8>,
+    },
+    /// `ready`: the store and the upstream answer.
+    Ready,
     QrConfirm {
         scene: String,
         openid: String,
@@ -239,6 +264,8 @@ pub struct Gate {
     revocations: Arc<Revocations>,
     /// `[limits]`: logins per client address; `None` when off.
     login_limiter: Option<Arc<LoginLimiter>>,
+    /// The longest a `qr/status` long poll waits ([`Gate::with_long_poll_limit`]).
+    long_poll_limit: Duration,
     /// The highest logout time (ms) read from the shared store.
     revocations_seen_ms: std::sync::atomic::AtomicU64,
 }
@@ -345,8 +372,55 @@ impl Gate {
             shared: None,
             revocations: Arc::default(),
             login_limiter,
+            long_poll_limit: Duration::from_secs(QR_LONG_POLL_SECS),
             revocations_seen_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The same gate with `qr/status` long polls cut at `limit` (default
+    /// [`QR_LONG_POLL_SECS`]): a host that serves one request at a time
+    /// (the C, PHP and Java examples) keeps it short, so a push is not held
+    /// up behind a waiting poll; the QR page polls again at once.
+    pub fn with_long_poll_limit(mut self, limit: Duration) -> Gate {
+        self.long_poll_limit = limit;
+        self
+    }
+
+    /// The decision for a request whose body the host read after
+    /// [`Decision::NeedsBody`]: `body` is what came, at most `max_bytes`
+    /// plus one (a longer body is refused with `413`). The push endpoint
+    /// becomes a [`Decision::Call`] that verifies and records the push;
+    /// `POST exchange` is [`Gate::decide_exchange`]. Any other request is
+    /// decided as by [`Gate::decide`]. No IO.
+    pub fn decide_with_body(&self, req: &RequestParts<'_>, body: &[u8]) -> Decision {
+        let lang = Lang::choose(self.config.gateway.language, req.accept_language);
+        let route = crate::path::canonical_path(req.path)
+            .ok()
+            .and_then(|path| self.route_of(&path));
+        let decision = match (route, req.method) {
+            (Some(Route::Push), "POST") if body.len() > push::MAX_PUSH_BYTES => {
+                Decision::Reply(Reply::text(413, "push body too large\n"))
+            }
+            (Some(Route::Push), "POST") => Decision::Call(Call {
+                kind: CallKind::Push {
+                    query: req.query.map(str::to_owned),
+                    body: body.to_vec(),
+                },
+                lang,
+            }),
+            (Some(Route::Exchange), "POST") if body.len() > MAX_EXCHANGE_BODY_BYTES => {
+                Decision::Reply(Reply::json(
+                    413,
+                    &serde_json::json!({"error": "body_too_large", "hint": "at most 4096 bytes of JSON"}),
+                ))
+            }
+            (Some(Route::Exchange), "POST") => self.decide_exchange(req, body),
+            _ => return self.decide(req),
+        };
+        if let Decision::Reply(reply) = &decision {
+            crate::metrics::count_reply(reply.status);
+        }
+        decision
     }
 
     /// The configuration this gate runs with.
@@ -376,7 +450,7 @@ impl Gate {
             path: &canonical,
             ..*req
         };
-        if route_under(req.path, &self.config.gateway.prefix).is_some() {
+        if self.route_of(req.path).is_some() {
             // The gate's own routes are proxied to it, never auth-requested.
             return login_required_json(&login_url("/"));
         }
@@ -393,7 +467,9 @@ impl Gate {
                 }
                 reply
             }
-            Decision::Reply(_) | Decision::Call(_) => login_required_json(&login_url(req.path)),
+            Decision::Reply(_) | Decision::Call(_) | Decision::NeedsBody { .. } => {
+                login_required_json(&login_url(req.path))
+            }
         }
     }
 
@@ -425,7 +501,7 @@ impl Gate {
         match &decision {
             Decision::Pass(_) => crate::metrics::REQUESTS_PASSED.inc(),
             Decision::Reply(reply) => crate::metrics::count_reply(reply.status),
-            Decision::Call(_) => {}
+            Decision::Call(_) | Decision::NeedsBody { .. } => {}
         }
         decision
     }
@@ -450,14 +526,7 @@ impl Gate {
         let cookies = GateCookies::parse(req.cookie, &self.config.gateway.session_cookie_name);
         let session = self.live_session(&cookies, now);
         let prefix = &self.config.gateway.prefix;
-        if req.path == self.config.gateway.push_path && self.config.wechat.push_token.is_some() {
-            return Decision::Reply(match req.method {
-                "GET" | "HEAD" => self.push_check(req.query, now),
-                // Hosts that can read the body call [`Gate::handle_push`].
-                _ => Reply::text(400, "a push needs its body: see Gate::handle_push\n"),
-            });
-        }
-        if let Some(route) = route_under(req.path, prefix) {
+        if let Some(route) = self.route_of(req.path) {
             return self.route(route, req, &cookies, session, now, lang());
         }
         let needs_userinfo = self.needs_userinfo(req.path);
@@ -571,7 +640,8 @@ impl Gate {
             }
             DesktopLogin::Qrconnect => {
                 let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-                let href = format!("{}/login?rd={rd}&app=open", self.config.gateway.prefix);
+                let login = Route::Login.path(&self.config.gateway.prefix);
+                let href = format!("{login}?rd={rd}&app=open");
                 return page(
                     lang,
                     401,
@@ -630,10 +700,8 @@ impl Gate {
         } else {
             format!("&scope={}", scope.as_str())
         };
-        format!(
-            "{origin}{}/login?rd={rd}{scope}",
-            self.config.gateway.prefix
-        )
+        let login = Route::Login.path(&self.config.gateway.prefix);
+        format!("{origin}{login}?rd={rd}{scope}")
     }
 
     /// 302 to WeChat's authorize page with a new state cookie; expires the
@@ -718,35 +786,77 @@ impl Gate {
         reply
     }
 
+    /// The gate's route at a canonical path, if any.
+    fn route_of(&self, path: &str) -> Option<Route> {
+        let push_path = self
+            .config
+            .wechat
+            .push_token
+            .is_some()
+            .then_some(self.config.gateway.push_path.as_str());
+        Route::parse(path, &self.config.gateway.prefix, push_path)
+    }
+
+    /// The decision for one of the gate's own routes.
     fn route(
         &self,
-        route: &str,
+        route: Route,
         req: &RequestParts<'_>,
         cookies: &GateCookies<'_>,
         session: Option<Session>,
         now: u64,
         lang: Lang,
     ) -> Decision {
-        if let Some(decision) = self.scene_route(route, req, cookies, session.clone(), now, lang) {
-            return decision;
+        let allowed = route.allowed_methods();
+        if !allowed.is_empty() && !allowed.contains(&req.method) {
+            let reply = if route == Route::Exchange {
+                Reply::json(
+                    405,
+                    &serde_json::json!({"error": "method_not_allowed", "hint": "POST {\"code\", \"state\"} as JSON"}),
+                )
+            } else {
+                Reply::text(405, "method not allowed\n")
+            };
+            return Decision::Reply(reply.with_header("Allow", allowed.join(", ")));
         }
-        let read_only = matches!(req.method, "GET" | "HEAD");
         let reply = match route {
-            "/callback" | "/login" | "/userinfo" | "/healthz" | "/authorize-url" if !read_only =>
-            {
-                Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD".into())
+            Route::QrNew | Route::QrStatus | Route::QrConfirm => {
+                return self.scene_route(route, req, cookies, session, now, lang)
             }
-            "/exchange" if req.method != "POST" => Reply::json(
-                405,
-                &serde_json::json!({"error": "method_not_allowed", "hint": "POST {\"code\", \"state\"} as JSON"}),
-            )
-            .with_header("Allow", "POST".into()),
-            // Hosts that read the body call [`Gate::decide_exchange`].
-            "/exchange" => Reply::json(
-                400,
-                &serde_json::json!({"error": "body_required", "hint": "this host does not pass request bodies to the gate"}),
-            ),
-            "/authorize-url" => {
+            Route::Push => match req.method {
+                "POST" => {
+                    return Decision::NeedsBody {
+                        max_bytes: push::MAX_PUSH_BYTES,
+                    }
+                }
+                _ => self.push_check(req.query, now),
+            },
+            Route::Exchange => {
+                return Decision::NeedsBody {
+                    max_bytes: MAX_EXCHANGE_BODY_BYTES,
+                }
+            }
+            Route::Ready => {
+                return Decision::Call(Call {
+                    kind: CallKind::Ready,
+                    lang,
+                })
+            }
+            Route::Auth => {
+                let uri = req.original_uri.unwrap_or("/");
+                let (path, query) = match uri.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (uri, None),
+                };
+                let original = RequestParts {
+                    method: req.original_method.unwrap_or("GET"),
+                    path,
+                    query,
+                    ..*req
+                };
+                self.decide_auth(&original)
+            }
+            Route::AuthorizeUrl => {
                 let rd = self.return_param(req.query).unwrap_or_else(|| "/".into());
                 let scope = query_param(req.query, "scope")
                     .and_then(|s| Scope::parse(&s))
@@ -762,12 +872,8 @@ impl Gate {
                 }
                 reply
             }
-            "/logout" if !matches!(req.method, "GET" | "HEAD" | "POST") => {
-                Reply::text(405, "method not allowed\n")
-                    .with_header("Allow", "GET, HEAD, POST".into())
-            }
-            "/healthz" => Reply::text(200, "ok\n"),
-            "/callback" => {
+            Route::Healthz => Reply::text(200, "ok\n"),
+            Route::Callback => {
                 if let Some(limited) = self.login_limited(req, false, lang) {
                     return Decision::Reply(limited);
                 }
@@ -777,9 +883,9 @@ impl Gate {
                         lang,
                     }),
                     Err(reply) => Decision::Reply(reply),
-                }
+                };
             }
-            "/login" => {
+            Route::Login => {
                 let rd = self.return_param(req.query).unwrap_or_else(|| "/".into());
                 let scope = query_param(req.query, "scope")
                     .and_then(|s| Scope::parse(&s))
@@ -787,7 +893,7 @@ impl Gate {
                 let open_app = query_param(req.query, "app").as_deref() == Some("open");
                 self.start_login_with(&rd, scope, open_app, cookies, now)
             }
-            "/logout" => {
+            Route::Logout => {
                 let to = self
                     .return_param(req.query)
                     .unwrap_or_else(|| self.config.gateway.logout_redirect.clone());
@@ -805,7 +911,7 @@ impl Gate {
                     None => self.logged_out(to),
                 }
             }
-            "/userinfo" => match session {
+            Route::Userinfo => match session {
                 Some(session) => {
                     let refresh = query_param(req.query, "refresh").as_deref() == Some("1");
                     let check = query_param(req.query, "check").as_deref() == Some("1");
@@ -817,7 +923,7 @@ impl Gate {
                 }
                 None => login_required_json(&self.login_url("/", self.config.wechat.scope, true)),
             },
-            _ => page(
+            Route::Unknown => page(
                 lang,
                 404,
                 Text {
@@ -1063,6 +1169,7 @@ impl Gate {
             Gate::new(config)?
         };
         gate.scenes = self.scenes.clone();
+        gate.long_poll_limit = self.long_poll_limit;
         gate.logins = self.logins.clone();
         gate.used_states = self.used_states.clone();
         gate.bound_codes = self.bound_codes.clone();
@@ -1082,6 +1189,34 @@ impl Gate {
     /// Whether the shared store answers (`PING`); `Ok` without one.
     ///
     /// Errors: [`crate::store::StoreError`] when Redis can't be reached.
+    /// `ready`: `200 {"ready": true, "config": "ok", "store": "ok",
+    /// "upstream": "ok"}` when the shared store answers and `[gateway]
+    /// upstream` (if set) accepts a TCP connection, 1 s each; else `503`
+    /// with `"unreachable"` for what is not ready. (`healthz`: alive.)
+    async fn ready(&self) -> Reply {
+        let limit = Duration::from_secs(1);
+        let store = matches!(
+            tokio::time::timeout(limit, self.store_ready()).await,
+            Ok(Ok(()))
+        );
+        let upstream = match &self.config.gateway.upstream {
+            Some(addr) => matches!(
+                tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr.as_str())).await,
+                Ok(Ok(_))
+            ),
+            None => true,
+        };
+        let status = if store && upstream { 200 } else { 503 };
+        let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+        Reply::json(
+            status,
+            &serde_json::json!({"ready": status == 200, "config": "ok", "store": word(store), "upstream": word(upstream)}),
+        )
+    }
+
+    /// Whether the shared store answers (always, without one).
+    ///
+    /// Errors: [`crate::store::StoreError`] when it does not.
     pub async fn store_ready(&self) -> Result<(), crate::store::StoreError> {
         match &self.shared {
             Some(shared) => shared.ping().await,
@@ -1176,6 +1311,8 @@ impl Gate {
                 return_to,
                 requester,
             } => self.qr_new(return_to, requester).await,
+            CallKind::Push { query, body } => self.handle_push(query.as_deref(), &body).await,
+            CallKind::Ready => self.ready().await,
             CallKind::QrConfirm {
                 scene,
                 openid,
@@ -1212,7 +1349,7 @@ impl Gate {
         let cookies = GateCookies::parse(req.cookie, &self.config.gateway.session_cookie_name);
         let session = self.live_session(&cookies, now);
         let login_url = self.login_url("/", self.config.wechat.scope, true);
-        let handoff = (body.len() <= 4096)
+        let handoff = (body.len() <= MAX_EXCHANGE_BODY_BYTES)
             .then(|| serde_json::from_slice::<Handoff>(body).ok())
             .flatten();
         let Some(handoff) = handoff else {
@@ -2169,15 +2306,6 @@ fn wants_json(req: &RequestParts<'_>) -> bool {
             .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
 }
 
-/// The route below `prefix` (`/callback`, …), when `path` is under it.
-fn route_under<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
-    match path.strip_prefix(prefix)? {
-        "" => Some("/"),
-        rest if rest.starts_with('/') => Some(rest),
-        _ => None,
-    }
-}
-
 /// The gate's cookies in a request's `Cookie` header.
 struct GateCookies<'a> {
     session: Option<&'a str>,
@@ -2287,6 +2415,8 @@ session_lifetime_secs = 3600
             x_requested_with: None,
             accept_language: None,
             client_addr: None,
+            original_uri: None,
+            original_method: None,
         }
     }
 

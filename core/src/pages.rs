@@ -189,6 +189,7 @@ h1{{font-size:1.4em}}.detail{{color:#888;font-size:.9em;word-break:break-all}}\
 /// (`prefix/qr/status`, long-poll) until a scan logs it in, then on to
 /// `return_to`. One inline script, no external one. Status 401.
 pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str) -> Reply {
+    use crate::flow::Route;
     // JSON string literals, safe inside <script>.
     let js = |s: &str| {
         serde_json::to_string(s)
@@ -220,11 +221,11 @@ pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str) -> Reply 
 #qr{{width:240px;height:240px;border:1px solid #eee;image-rendering:pixelated}}</style></head>\
 <body><h1>{title}</h1><p><img id=\"qr\" alt=\"QR\"></p><p id=\"status\">{scan}</p>\
 <noscript><p>JavaScript is needed to show the QR code.</p></noscript>\
-<script>(function(){{var prefix={prefix},rd={rd},st=document.getElementById(\"status\");\
-function fresh(){{fetch(prefix+\"/qr/new?rd=\"+encodeURIComponent(rd),{{credentials:\"same-origin\"}})\
+<script>(function(){{var qrNew={qr_new},qrStatus={qr_status},rd={rd},st=document.getElementById(\"status\");\
+function fresh(){{fetch(qrNew+\"?rd=\"+encodeURIComponent(rd),{{credentials:\"same-origin\"}})\
 .then(function(r){{if(!r.ok)throw r;return r.json()}}).then(function(q){{document.getElementById(\"qr\").src=q.qr_image_url;\
 st.textContent={scan_js};poll(q.scene)}}).catch(function(){{st.textContent={failed_js};setTimeout(fresh,3000)}})}}\
-function poll(scene){{fetch(prefix+\"/qr/status?scene=\"+encodeURIComponent(scene),{{credentials:\"same-origin\"}})\
+function poll(scene){{fetch(qrStatus+\"?scene=\"+encodeURIComponent(scene),{{credentials:\"same-origin\"}})\
 .then(function(r){{return r.json()}}).then(function(s){{if(s.status===\"confirmed\"){{location.href=s.redirect}}\
 else if(s.status===\"pending\"){{poll(scene)}}else if(s.status===\"scanned\"){{st.textContent={scanned_js};poll(scene)}}\
 else if(s.status===\"refused\"){{document.getElementById(\"qr\").removeAttribute(\"src\");st.textContent={refused_js}}}\
@@ -232,7 +233,8 @@ else{{st.textContent={expired_js};fresh()}}}})\
 .catch(function(){{st.textContent={failed_js};setTimeout(function(){{poll(scene)}},1000)}})}}\
 fresh()}})();</script></body></html>\n",
         code = lang.code(),
-        prefix = js(prefix),
+        qr_new = js(&Route::QrNew.path(prefix)),
+        qr_status = js(&Route::QrStatus.path(prefix)),
         rd = js(return_to),
         scan_js = js(scan),
         expired_js = js(expired),

@@ -206,6 +206,25 @@ static void simple(int fd, unsigned status) {
   write_all(fd, line, (size_t)n);
 }
 
+/* The request body for a NEEDS_BODY decision: the `already` bytes read past
+ * the head, then the rest up to Content-Length, at most limit + 1 bytes (the
+ * library answers 413 for more). NULL when out of memory. */
+static char *read_body(int fd, const char *after_head, size_t already, size_t content_length,
+                       size_t limit, size_t *out_len) {
+  size_t want = content_length < limit + 1 ? content_length : limit + 1;
+  char *body = malloc(want + 1);
+  if (!body) return NULL;
+  size_t used = already < want ? already : want;
+  memcpy(body, after_head, used);
+  while (used < want) {
+    ssize_t n = read(fd, body + used, want - used);
+    if (n <= 0) break;
+    used += (size_t)n;
+  }
+  *out_len = used;
+  return body;
+}
+
 static void handle(int fd, const char *peer, const wechat_oauth_client *client) {
   char *head = malloc(MAX_REQUEST + 1);
   if (!head) return;
@@ -218,11 +237,14 @@ static void handle(int fd, const char *peer, const wechat_oauth_client *client) 
     if (strstr(head, "\r\n\r\n")) break;
   }
   head[used] = '\0';
-  if (!strstr(head, "\r\n\r\n")) {
+  char *head_end = strstr(head, "\r\n\r\n");
+  if (!head_end) {
     simple(fd, used >= MAX_REQUEST ? 431 : 400);
     free(head);
     return;
   }
+  const char *after_head = head_end + 4;
+  size_t already = used - (size_t)(after_head - head);
   /* Request line: METHOD SP TARGET SP VERSION */
   char *sp1 = strchr(head, ' ');
   char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
@@ -238,8 +260,11 @@ static void handle(int fd, const char *peer, const wechat_oauth_client *client) 
   char *query = strchr(target, '?');
   if (query) *query++ = '\0';
 
-  size_t ua_len, accept_len, xrw_len, lang_len, cookie_len, xff_len;
+  size_t ua_len, accept_len, xrw_len, lang_len, cookie_len, xff_len, ouri_len, omethod_len, clen_len;
   const char *xff = header(sp2 + 1, "X-Forwarded-For", &xff_len);
+  const char *original_uri = header(sp2 + 1, "X-Original-URI", &ouri_len);
+  const char *original_method = header(sp2 + 1, "X-Original-Method", &omethod_len);
+  const char *content_length = header(sp2 + 1, "Content-Length", &clen_len);
   const char *ua = header(sp2 + 1, "User-Agent", &ua_len);
   const char *accept = header(sp2 + 1, "Accept", &accept_len);
   const char *xrw = header(sp2 + 1, "X-Requested-With", &xrw_len);
@@ -257,9 +282,25 @@ static void handle(int fd, const char *peer, const wechat_oauth_client *client) 
       .accept_language = str_of(lang, lang_len),
       .client_address = str_of(peer, strlen(peer)),
       .x_forwarded_for = str_of(xff, xff_len),
+      .x_original_uri = str_of(original_uri, ouri_len),
+      .x_original_method = str_of(original_method, omethod_len),
   };
   wechat_oauth_decision *decision = NULL;
   wechat_oauth_result r = wechat_oauth_client_decide(client, &request, &decision);
+  wechat_oauth_decision_kind first_kind = 0;
+  if (r == WECHAT_OAUTH_RESULT_OK) wechat_oauth_decision_get_kind(decision, &first_kind);
+  if (r == WECHAT_OAUTH_RESULT_OK && first_kind == WECHAT_OAUTH_DECISION_KIND_NEEDS_BODY) {
+    /* A signed push or the SPA's code hand-off: the library reads the body. */
+    size_t limit = 0, body_len = 0;
+    wechat_oauth_decision_body_limit(decision, &limit);
+    size_t declared = content_length ? (size_t)strtoull(content_length, NULL, 10) : 0;
+    char *body = read_body(fd, after_head, already, declared, limit, &body_len);
+    wechat_oauth_decision_free(decision);
+    decision = NULL;
+    r = body ? wechat_oauth_client_decide_with_body(client, &request, (const uint8_t *)body, body_len, &decision)
+             : WECHAT_OAUTH_RESULT_INTERNAL;
+    free(body);
+  }
   if (r == WECHAT_OAUTH_RESULT_OK) r = wechat_oauth_client_complete(client, decision);
   if (r != WECHAT_OAUTH_RESULT_OK) {
     /* Invalid UTF-8 in the request, for example. */

@@ -49,20 +49,34 @@ final class WechatOAuth
     /**
      * What to do with a request. $request keys: method, path, query, cookie,
      * user_agent, accept, x_requested_with, accept_language, client_address
-     * (the peer's IP: per-client limits), x_forwarded_for (null = absent).
+     * (the peer's IP: per-client limits), x_forwarded_for, x_original_uri,
+     * x_original_method (null = absent). With $body (the request body, after
+     * a NEEDS_BODY decision) the library decides again with it.
      */
-    public function decide(array $request): WechatDecision
+    public function decide(array $request, ?string $body = null): WechatDecision
     {
         $ffi = self::ffi();
         $keep = [];
         $req = $ffi->new('wechat_oauth_request');
-        foreach (['method', 'path', 'query', 'cookie', 'user_agent', 'accept', 'x_requested_with', 'accept_language', 'client_address', 'x_forwarded_for'] as $field) {
+        foreach (self::REQUEST_FIELDS as $field) {
             self::fill($req->$field, $request[$field] ?? null, $keep);
         }
         $out = $ffi->new('wechat_oauth_decision *');
-        self::check($ffi->wechat_oauth_client_decide($this->client, FFI::addr($req), FFI::addr($out)));
+        if ($body === null) {
+            self::check($ffi->wechat_oauth_client_decide($this->client, FFI::addr($req), FFI::addr($out)));
+        } else {
+            $len = strlen($body);
+            $buf = $ffi->new("uint8_t[" . max(1, $len) . "]");
+            FFI::memcpy($buf, $body, $len);
+            self::check($ffi->wechat_oauth_client_decide_with_body(
+                $this->client, FFI::addr($req), $ffi->cast('const uint8_t *', FFI::addr($buf)), $len, FFI::addr($out)));
+        }
         return new WechatDecision($out);
     }
+
+    /** The fields of `wechat_oauth_request`, in the header's order. */
+    private const REQUEST_FIELDS = ['method', 'path', 'query', 'cookie', 'user_agent', 'accept', 'x_requested_with',
+        'accept_language', 'client_address', 'x_forwarded_for', 'x_original_uri', 'x_original_method'];
 
     /** The decision for the current request of PHP's built-in server or FPM. */
     public function decideServer(array $server): WechatDecision
@@ -73,7 +87,7 @@ final class WechatOAuth
             $query = substr($uri, $q + 1);
             $uri = substr($uri, 0, $q);
         }
-        return $this->decide([
+        $request = [
             'method' => $server['REQUEST_METHOD'] ?? 'GET',
             'path' => $uri,
             'query' => $query,
@@ -84,7 +98,16 @@ final class WechatOAuth
             'accept_language' => $server['HTTP_ACCEPT_LANGUAGE'] ?? null,
             'client_address' => $server['REMOTE_ADDR'] ?? null,
             'x_forwarded_for' => $server['HTTP_X_FORWARDED_FOR'] ?? null,
-        ]);
+            'x_original_uri' => $server['HTTP_X_ORIGINAL_URI'] ?? null,
+            'x_original_method' => $server['HTTP_X_ORIGINAL_METHOD'] ?? null,
+        ];
+        $decision = $this->decide($request);
+        if ($decision->kind() === WechatDecision::NEEDS_BODY) {
+            // A signed push or the SPA's code hand-off: at most the limit + 1 bytes.
+            $body = (string) file_get_contents('php://input', false, null, 0, $decision->bodyLimit() + 1);
+            $decision = $this->decide($request, $body);
+        }
+        return $decision;
     }
 
     /** Performs a decision's IO (the code exchange), blocking; it then responds. */
@@ -192,6 +215,7 @@ final class WechatDecision
     public const PASS = 1;
     public const RESPOND = 2;
     public const NEEDS_IO = 3;
+    public const NEEDS_BODY = 4;
 
     public function __construct(private FFI\CData $decision)
     {
@@ -214,6 +238,15 @@ final class WechatDecision
         $kind = $ffi->new('wechat_oauth_decision_kind');
         WechatOAuth::check($ffi->wechat_oauth_decision_get_kind($this->decision, FFI::addr($kind)));
         return $kind->cdata;
+    }
+
+    /** The largest body a NEEDS_BODY decision's route takes, in bytes. */
+    public function bodyLimit(): int
+    {
+        $ffi = WechatOAuth::ffi();
+        $out = $ffi->new('size_t');
+        WechatOAuth::check($ffi->wechat_oauth_decision_body_limit($this->decision, FFI::addr($out)));
+        return (int) $out->cdata;
     }
 
     public function status(): int

@@ -175,6 +175,11 @@ pub struct wechat_oauth_request {
     /// The `X-Forwarded-For` header; read only when `client_address` is in
     /// `[gateway] trusted_proxies`.
     pub x_forwarded_for: wechat_oauth_str,
+    /// The `X-Original-URI` header: for the `auth` route (nginx
+    /// `auth_request`), the original request's path and query.
+    pub x_original_uri: wechat_oauth_str,
+    /// The `X-Original-Method` header: the original request's method.
+    pub x_original_method: wechat_oauth_str,
 }
 
 /// What a decision asks of the host.
@@ -190,6 +195,10 @@ pub enum wechat_oauth_decision_kind {
     /// IO is needed first (the code exchange): call
     /// [`wechat_oauth_client_complete`], after which it is `RESPOND`.
     NeedsIo = 3,
+    /// The request's body is needed (a signed push, `POST exchange`): read
+    /// at most [`wechat_oauth_decision_body_limit`] bytes plus one and call
+    /// [`wechat_oauth_client_decide_with_body`] with the same request.
+    NeedsBody = 4,
 }
 
 /// The identity fields.
@@ -233,6 +242,8 @@ enum DecisionState {
     },
     Respond(Reply),
     NeedsIo(Option<core_lib::Call>),
+    /// The largest body the route takes, in bytes.
+    NeedsBody(usize),
 }
 
 /// A verified identity: borrowed from a decision
@@ -385,6 +396,11 @@ pub unsafe extern "C" fn wechat_oauth_last_error(
     }))
 }
 
+/// The longest a `qr/status` long poll waits in a library host, in
+/// seconds: the example hosts serve one request at a time, and a push
+/// must not wait behind a poll (the QR page polls again at once).
+const HOST_LONG_POLL_SECS: u64 = 2;
+
 fn new_client(
     config: Result<Config, core_lib::ConfigError>,
     out: *mut *const wechat_oauth_client,
@@ -397,7 +413,8 @@ fn new_client(
         Err(e) => return fail(wechat_oauth_result::ConfigInvalid, e.to_string()),
     };
     let gate = match Gate::new(config) {
-        Ok(g) => g,
+        // A host's request thread waits out a long poll: keep it short.
+        Ok(g) => g.with_long_poll_limit(std::time::Duration::from_secs(HOST_LONG_POLL_SECS)),
         Err(e) => return fail(wechat_oauth_result::ConfigInvalid, e.to_string()),
     };
     let client = Arc::new(wechat_oauth_client {
@@ -563,6 +580,7 @@ fn decision_from(d: Decision) -> Box<wechat_oauth_decision> {
         },
         Decision::Reply(reply) => DecisionState::Respond(reply),
         Decision::Call(call) => DecisionState::NeedsIo(Some(call)),
+        Decision::NeedsBody { max_bytes } => DecisionState::NeedsBody(max_bytes),
     };
     Box::new(wechat_oauth_decision { state })
 }
@@ -586,41 +604,124 @@ pub unsafe extern "C" fn wechat_oauth_client_decide(
     boundary(AssertUnwindSafe(|| {
         non_null!(client, request, out);
         let r = *request;
-        let field = |s: wechat_oauth_str| s.read();
-        let parts = (|| {
-            Ok::<_, wechat_oauth_result>(RequestParts {
-                method: field(r.method)?.ok_or(wechat_oauth_result::NullParameter)?,
-                path: field(r.path)?.ok_or(wechat_oauth_result::NullParameter)?,
-                query: field(r.query)?,
-                cookie: field(r.cookie)?,
-                user_agent: field(r.user_agent)?,
-                accept: field(r.accept)?,
-                x_requested_with: field(r.x_requested_with)?,
-                accept_language: field(r.accept_language)?,
-                client_addr: field(r.client_address)?
-                    .and_then(|peer| peer.trim().parse::<std::net::IpAddr>().ok())
-                    .map(|peer| {
-                        core_lib::forwarded::client_address(
-                            peer,
-                            field(r.x_forwarded_for).ok().flatten(),
-                            &(*client).gate.config().gateway.trusted_proxies,
-                        )
-                    }),
-            })
-        })();
-        let parts = match parts {
+        let parts = match request_parts(&*client, &r) {
             Ok(p) => p,
-            Err(wechat_oauth_result::NullParameter) => {
-                return fail(
-                    wechat_oauth_result::NullParameter,
-                    "request.method and request.path are required",
-                )
-            }
             Err(e) => return e,
         };
         *out = Box::into_raw(decision_from((*client).gate.decide(&parts)));
         wechat_oauth_result::Ok
     }))
+}
+
+/// Decides again for a request whose decision was `NEEDS_BODY`, with the
+/// `body_len` bytes of its body (read at most the decision's
+/// [`wechat_oauth_decision_body_limit`] plus one: a longer body gets `413`).
+/// `*out` gets a new decision (`RESPOND` or `NEEDS_IO`; for any other
+/// request, what [`wechat_oauth_client_decide`] gives). Pure: no IO.
+///
+/// Errors: as [`wechat_oauth_client_decide`]; `NULL_PARAMETER` for a NULL
+/// `body` with a non-zero `body_len`.
+///
+/// # Safety
+/// As [`wechat_oauth_client_decide`]; `body` points at `body_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_client_decide_with_body(
+    client: *const wechat_oauth_client,
+    request: *const wechat_oauth_request,
+    body: *const u8,
+    body_len: usize,
+    out: *mut *mut wechat_oauth_decision,
+) -> wechat_oauth_result {
+    boundary(AssertUnwindSafe(|| {
+        non_null!(client, request, out);
+        if body.is_null() && body_len > 0 {
+            return fail(
+                wechat_oauth_result::NullParameter,
+                "body is NULL but body_len is not 0",
+            );
+        }
+        let r = *request;
+        let parts = match request_parts(&*client, &r) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let body: &[u8] = if body_len == 0 {
+            &[]
+        } else {
+            // SAFETY: the caller gives `body_len` readable bytes at `body`.
+            std::slice::from_raw_parts(body, body_len)
+        };
+        let decision = (*client).gate.decide_with_body(&parts, body);
+        *out = Box::into_raw(decision_from(decision));
+        wechat_oauth_result::Ok
+    }))
+}
+
+/// The largest body a `NEEDS_BODY` decision's route takes, in bytes.
+///
+/// Errors: `NULL_PARAMETER`; `WRONG_STATE` for any other decision.
+///
+/// # Safety
+/// `decision` live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_decision_body_limit(
+    decision: *const wechat_oauth_decision,
+    out: *mut usize,
+) -> wechat_oauth_result {
+    boundary(AssertUnwindSafe(|| {
+        non_null!(decision, out);
+        match (*decision).state {
+            DecisionState::NeedsBody(max_bytes) => {
+                *out = max_bytes;
+                wechat_oauth_result::Ok
+            }
+            _ => fail(
+                wechat_oauth_result::WrongState,
+                "only a NEEDS_BODY decision has a body limit",
+            ),
+        }
+    }))
+}
+
+/// The core's view of a C request (strings borrowed from it).
+///
+/// # Safety
+/// Every non-NULL `data` in `r` points at `len` readable bytes.
+unsafe fn request_parts<'a>(
+    client: &wechat_oauth_client,
+    r: &wechat_oauth_request,
+) -> Result<RequestParts<'a>, wechat_oauth_result> {
+    let field = |s: wechat_oauth_str| s.read();
+    let parts = (|| {
+        Ok::<_, wechat_oauth_result>(RequestParts {
+            method: field(r.method)?.ok_or(wechat_oauth_result::NullParameter)?,
+            path: field(r.path)?.ok_or(wechat_oauth_result::NullParameter)?,
+            query: field(r.query)?,
+            cookie: field(r.cookie)?,
+            user_agent: field(r.user_agent)?,
+            accept: field(r.accept)?,
+            x_requested_with: field(r.x_requested_with)?,
+            accept_language: field(r.accept_language)?,
+            client_addr: field(r.client_address)?
+                .and_then(|peer| peer.trim().parse::<std::net::IpAddr>().ok())
+                .map(|peer| {
+                    core_lib::forwarded::client_address(
+                        peer,
+                        field(r.x_forwarded_for).ok().flatten(),
+                        &client.gate.config().gateway.trusted_proxies,
+                    )
+                }),
+            original_uri: field(r.x_original_uri)?,
+            original_method: field(r.x_original_method)?,
+        })
+    })();
+    match parts {
+        Err(wechat_oauth_result::NullParameter) => Err(fail(
+            wechat_oauth_result::NullParameter,
+            "request.method and request.path are required",
+        )),
+        other => other,
+    }
 }
 
 /// A decision that starts a login returning to `return_path` (a path on
@@ -795,6 +896,7 @@ pub unsafe extern "C" fn wechat_oauth_decision_get_kind(
             DecisionState::Pass { .. } => wechat_oauth_decision_kind::Pass,
             DecisionState::Respond(_) => wechat_oauth_decision_kind::Respond,
             DecisionState::NeedsIo(_) => wechat_oauth_decision_kind::NeedsIo,
+            DecisionState::NeedsBody(_) => wechat_oauth_decision_kind::NeedsBody,
         };
         wechat_oauth_result::Ok
     }))
@@ -865,7 +967,7 @@ fn headers_of(decision: &wechat_oauth_decision) -> Vec<(&str, &str)> {
             .iter()
             .map(|v| ("Set-Cookie", v.as_str()))
             .collect(),
-        DecisionState::NeedsIo(_) => Vec::new(),
+        DecisionState::NeedsIo(_) | DecisionState::NeedsBody(_) => Vec::new(),
     }
 }
 

@@ -143,7 +143,7 @@ fn check_decision(decision: Decision, cookie_in: &str) {
                 }
             }
         }
-        Decision::Call(_) => {}
+        Decision::Call(_) | Decision::NeedsBody { .. } => {}
     }
 }
 
@@ -181,6 +181,8 @@ pub fn request(data: &[u8]) {
         x_requested_with: opt(&f[6]),
         accept_language: opt(&f[7]),
         client_addr: None,
+        original_uri: None,
+        original_method: None,
     };
     check_decision(GATE.decide_at(&parts, NOW), &cookie);
     let _ = GATE.decide_auth(&parts);
@@ -289,6 +291,7 @@ pub fn canonical_path(data: &[u8]) {
             Decision::Pass(pass) => (0, pass.identity.is_some()),
             Decision::Reply(reply) => (reply.status, false),
             Decision::Call(_) => (1, false),
+            Decision::NeedsBody { .. } => (2, false),
         }
     };
     assert_eq!(
@@ -416,7 +419,7 @@ fn not_a_panic(result: ffi::wechat_oauth_result) -> ffi::wechat_oauth_result {
 pub fn c_abi(data: &[u8]) {
     use ffi::*;
     let (mask, rest) = data.split_first().map_or((0, data), |(m, r)| (*m, r));
-    let f = raw_fields(rest, 10);
+    let f = raw_fields(rest, 12);
     let field = |i: usize| c_str(f[i], f[i].is_empty() && mask & (1 << (i % 8)) != 0);
     let request = wechat_oauth_request {
         method: field(0),
@@ -429,6 +432,8 @@ pub fn c_abi(data: &[u8]) {
         accept_language: field(7),
         client_address: field(8),
         x_forwarded_for: field(9),
+        x_original_uri: field(10),
+        x_original_method: field(11),
     };
     let client = CLIENT.0;
     unsafe {

@@ -91,7 +91,7 @@ impl WechatGate {
                 &gate.config().gateway.trusted_proxies,
             )
         });
-        let mut parts = RequestParts {
+        let parts = RequestParts {
             method: req.method.as_str(),
             path: req.uri.path(),
             query: req.uri.query(),
@@ -101,77 +101,20 @@ impl WechatGate {
             x_requested_with: header("x-requested-with"),
             accept_language: header("accept-language"),
             client_addr,
+            original_uri: header("x-original-uri"),
+            original_method: header("x-original-method"),
         };
         let head = req.method == http::Method::HEAD;
-        // The gate's own routes are recognised on the canonical path too; a
-        // path with none is refused by `decide` below.
-        let canonical = wechat_oauth::path::canonical_path(parts.path).ok();
-        let route_path = canonical.as_deref().unwrap_or("");
-        if req.method == http::Method::POST && route_path == gate.config().gateway.push_path {
-            let query = parts.query.map(str::to_owned);
-            let reply = match read_body(session, wechat_oauth::push::MAX_PUSH_BYTES).await {
-                Some(body) => gate.handle_push(query.as_deref(), &body).await,
-                None => Reply::text(413, "push body too large\n"),
-            };
-            write_reply(session, reply, false).await?;
-            return Ok(true);
-        }
-        if req.method == http::Method::POST && is_route(&gate, route_path, "/exchange") {
-            // A front end hands over the code it got on its own page.
-            let (path, cookie) = (parts.path.to_owned(), parts.cookie.map(str::to_owned));
-            let language = parts.accept_language.map(str::to_owned);
-            let decision = match read_body(session, 4096).await {
-                Some(body) => {
-                    let parts = RequestParts {
-                        method: "POST",
-                        path: &path,
-                        query: None,
-                        cookie: cookie.as_deref(),
-                        user_agent: None,
-                        accept: Some("application/json"),
-                        x_requested_with: None,
-                        accept_language: language.as_deref(),
-                        client_addr,
-                    };
-                    gate.decide_exchange(&parts, &body)
-                }
-                None => wechat_oauth::Decision::Reply(Reply::json(
-                    413,
-                    &serde_json::json!({"error": "body_too_large"}),
-                )),
-            };
-            let reply = match decision {
-                Decision::Call(call) => {
-                    gate.complete(call)
-                        .instrument(client_span(client_addr))
-                        .await
-                }
-                Decision::Reply(reply) => reply,
-                Decision::Pass(_) => Reply::text(500, "unexpected\n"),
-            };
-            write_reply(session, reply, false).await?;
-            return Ok(true);
-        }
-        if is_route(&gate, route_path, "/ready") {
-            let reply = self.ready().await;
-            write_reply(session, reply, head).await?;
-            return Ok(true);
-        }
-        if is_route(&gate, route_path, "/auth") {
-            // nginx auth_request: decide for the original request it names.
-            let uri = header("x-original-uri").unwrap_or("/");
-            let (path, query) = match uri.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (uri, None),
-            };
-            parts.method = header("x-original-method").unwrap_or("GET");
-            parts.path = path;
-            parts.query = query;
-            let reply = gate.decide_auth(&parts);
-            write_reply(session, reply, head).await?;
-            return Ok(true);
-        }
-        let reply = match gate.decide(&parts) {
+        let decision = match gate.decide(&parts) {
+            Decision::NeedsBody { max_bytes } => {
+                // The request's strings outlive the body read, which needs the session.
+                let owned = OwnedParts::of(&parts);
+                let body = read_body(session, max_bytes).await;
+                gate.decide_with_body(&owned.parts(client_addr), &body)
+            }
+            other => other,
+        };
+        let reply = match decision {
             Decision::Pass(pass) => {
                 ctx.pass = Some(pass);
                 return Ok(false);
@@ -182,36 +125,10 @@ impl WechatGate {
                     .instrument(client_span(client_addr))
                     .await
             }
+            Decision::NeedsBody { .. } => Reply::text(500, "the body was read already\n"),
         };
         write_reply(session, reply, head).await?;
         Ok(true)
-    }
-
-    /// `<prefix>/ready`: 200 when the configuration is loaded, the shared
-    /// store answers and the upstream accepts a connection (1 s each);
-    /// else 503 naming what is not ready. (`<prefix>/healthz`: the process
-    /// is alive.)
-    async fn ready(&self) -> Reply {
-        let gate = self.gate();
-        let limit = std::time::Duration::from_secs(1);
-        let store = matches!(
-            tokio::time::timeout(limit, gate.store_ready()).await,
-            Ok(Ok(()))
-        );
-        let upstream = match &gate.config().gateway.upstream {
-            Some(addr) => matches!(
-                tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr.as_str())).await,
-                Ok(Ok(_))
-            ),
-            None => true,
-        };
-        let status = if store && upstream { 200 } else { 503 };
-        let word = |ok: bool| if ok { "ok" } else { "unreachable" };
-        Reply::json(
-            status,
-            &serde_json::json!({"ready": status == 200, "config": "ok", "store": word(store), "upstream": word(upstream)}),
-        )
-        .with_header("Cache-Control", "no-store".into())
     }
 
     /// Prepares a passing request for the upstream: removes every
@@ -295,11 +212,6 @@ fn client_span(client: Option<std::net::IpAddr>) -> tracing::Span {
     }
 }
 
-/// Whether `path` is the gate's route `route` (e.g. `/auth`) under its prefix.
-fn is_route(gate: &Gate, path: &str, route: &str) -> bool {
-    path.strip_prefix(gate.config().gateway.prefix.as_str()) == Some(route)
-}
-
 /// All `Cookie` headers of a request as one value (HTTP/2 may split them).
 fn joined_cookie_header(req: &RequestHeader) -> Option<Cow<'_, str>> {
     let mut values = req
@@ -322,18 +234,58 @@ fn joined_cookie_header(req: &RequestHeader) -> Option<Cow<'_, str>> {
 }
 
 /// The request body, at most `limit` bytes; `None` when larger.
-async fn read_body(session: &mut Session, limit: usize) -> Option<Vec<u8>> {
+/// The request body, up to `limit` bytes plus one: a longer body is cut
+/// there, so the gate sees that it is too large and answers `413`.
+async fn read_body(session: &mut Session, limit: usize) -> Vec<u8> {
     let mut body = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return None;
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Some(body),
-            Err(_) => return Some(body),
+    while let Ok(Some(chunk)) = session.read_request_body().await {
+        let room = (limit + 1).saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() > limit {
+            break;
+        }
+    }
+    body
+}
+
+/// A request's parts, owned, for deciding again after its body is read.
+struct OwnedParts {
+    strings: [Option<String>; 10],
+}
+
+impl OwnedParts {
+    fn of(p: &RequestParts<'_>) -> Self {
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        OwnedParts {
+            strings: [
+                Some(p.method.to_owned()),
+                Some(p.path.to_owned()),
+                own(p.query),
+                own(p.cookie),
+                own(p.user_agent),
+                own(p.accept),
+                own(p.x_requested_with),
+                own(p.accept_language),
+                own(p.original_uri),
+                own(p.original_method),
+            ],
+        }
+    }
+
+    fn parts(&self, client_addr: Option<std::net::IpAddr>) -> RequestParts<'_> {
+        let s = |i: usize| self.strings[i].as_deref();
+        RequestParts {
+            method: s(0).unwrap_or("POST"),
+            path: s(1).unwrap_or("/"),
+            query: s(2),
+            cookie: s(3),
+            user_agent: s(4),
+            accept: s(5),
+            x_requested_with: s(6),
+            accept_language: s(7),
+            client_addr,
+            original_uri: s(8),
+            original_method: s(9),
         }
     }
 }

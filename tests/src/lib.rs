@@ -262,6 +262,9 @@ impl Proc {
         let err = out.try_clone().unwrap();
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // Its own process group: a stop reaches its children too (nginx's
+        // workers, the JVM under a script).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.env_remove("RUST_LOG");
         if program.file_name().is_some_and(|n| n == "wechat-gateway") {
             // Its default state file (./wechat-gateway-state) lands in the
@@ -307,9 +310,28 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Sends `signal` to the process's whole group (itself and its children).
+    fn signal_group(&self, signal: libc::c_int) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's process group has no memory effects.
+            unsafe { libc::kill(-pid, signal) };
+        }
+    }
+}
+
 impl Drop for Proc {
+    /// Stops the process as its program expects (SIGTERM: nginx's fast
+    /// shutdown, the gateway's and hosts' stop), waits at most 5 s, then
+    /// SIGKILLs whatever of its group is left, so no worker outlives it.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal_group(libc::SIGTERM);
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+            }
+        }
+        self.signal_group(libc::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -723,7 +745,7 @@ impl Stack {
         Self::start_inner("", "", Some(public_url.to_owned()), &[]).await
     }
 
-    async fn start_inner(
+    pub(crate) async fn start_inner(
         wechat_extra: &str,
         gateway_extra: &str,
         public_url: Option<String>,
@@ -735,7 +757,7 @@ impl Stack {
         let appid = "wx1234567890abcdef".to_owned();
         let app_secret = format!("appsecret{}", random(24));
         let mut emulator_args = emulator_extra.to_vec();
-        if !emulator_extra.is_empty() {
+        if !emulator_extra.is_empty() && !emulator_extra.iter().any(|a| a == "--push-url") {
             emulator_args.push("--push-url".to_owned());
             emulator_args.push(format!("http://127.0.0.1:{gw_port}/_wechat/events"));
         }
@@ -1066,14 +1088,66 @@ pub struct Site {
     stack: Option<Stack>,
 }
 
+/// How a [`Site`]'s desktop browsers log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SiteLogin {
+    /// The default: a page asking to open the link in WeChat.
+    #[default]
+    Notice,
+    /// Scene QR login, WeChat pushing plain signed events to the front.
+    SceneQr,
+    /// Scene QR login in safe mode (`encoding_aes_key`): encrypted pushes.
+    SceneQrSafe,
+}
+
+impl SiteLogin {
+    /// The `[wechat]` lines, the `[gateway]` lines and the emulator's
+    /// arguments (pushing to `front_url`) of this login.
+    fn setup(self, emulator_url: &str, front_url: &str) -> (String, String, Vec<String>) {
+        if self == SiteLogin::Notice {
+            return (String::new(), String::new(), Vec::new());
+        }
+        let key = if self == SiteLogin::SceneQrSafe {
+            format!("encoding_aes_key = \"{ENCODING_AES_KEY}\"\n")
+        } else {
+            String::new()
+        };
+        let wechat = format!("mp_base = \"{emulator_url}\"\npush_token = \"{PUSH_TOKEN}\"\n{key}");
+        let emulator = [
+            "--push-token",
+            PUSH_TOKEN,
+            "--encoding-aes-key",
+            ENCODING_AES_KEY,
+            "--push-url",
+            &format!("{front_url}/_wechat/events"),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        (
+            wechat,
+            "desktop_login = \"scene_qr\"\n".to_owned(),
+            emulator,
+        )
+    }
+}
+
 impl Site {
     /// Starts the emulator and the front, and waits until both answer.
     pub async fn start(front: Front) -> Site {
+        Self::start_with(front, SiteLogin::Notice).await
+    }
+
+    /// As [`Site::start`], desktop browsers logging in by `login`.
+    pub async fn start_with(front: Front, login: SiteLogin) -> Site {
         if matches!(front, Front::NginxAuthRequest | Front::NginxModule) {
-            return Self::start_nginx(front).await;
+            return Self::start_nginx(front, login).await;
         }
         if front == Front::Gateway {
-            let stack = Stack::start().await;
+            let stack = match login {
+                SiteLogin::Notice => Stack::start().await,
+                SiteLogin::SceneQr => Stack::start_desktop("scene_qr").await,
+                SiteLogin::SceneQrSafe => Stack::start_desktop_safe("scene_qr").await,
+            };
             return Site {
                 front,
                 url: stack.gateway_url.clone(),
@@ -1087,13 +1161,20 @@ impl Site {
         std::fs::create_dir_all(&dir).unwrap();
         let (emu_port, port) = (free_port(), free_port());
         let secret = format!("appsecret{}", random(20));
-        let emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
         let url = format!("http://127.0.0.1:{port}");
         let emulator_url = format!("http://127.0.0.1:{emu_port}");
+        let (wechat_extra, gateway_extra, emulator_args) = login.setup(&emulator_url, &url);
+        let emulator = Proc::start_emulator_with(
+            &dir,
+            emu_port,
+            "wx1234567890abcdef",
+            &secret,
+            &emulator_args,
+        );
         let config = format!(
             "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
-             open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
-             [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n\
+             open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n{wechat_extra}\n\
+             [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n{gateway_extra}\
              # Every test client is 127.0.0.1.\n[limits]\nlogins_per_minute = 0\n",
             random(40)
         );
@@ -1138,7 +1219,7 @@ impl Site {
         site
     }
 
-    async fn start_nginx(front: Front) -> Site {
+    async fn start_nginx(front: Front, login: SiteLogin) -> Site {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let example = std::fs::read_to_string(workspace_root().join(match front {
@@ -1153,7 +1234,21 @@ impl Site {
         let emulator_url;
         let mut load_module = String::new();
         if front == Front::NginxAuthRequest {
-            let s = Stack::start_behind(&url).await;
+            // WeChat pushes to the site, which hands /_wechat/ to the gateway.
+            let (wechat_extra, gateway_extra, emulator_args) = login.setup("", &url);
+            // The stack's config names the emulator as mp_base already.
+            let wechat_extra: String = wechat_extra
+                .lines()
+                .filter(|l| !l.starts_with("mp_base"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let s = Stack::start_inner(
+                &wechat_extra,
+                &gateway_extra,
+                Some(url.clone()),
+                &emulator_args,
+            )
+            .await;
             site_conf = site_conf
                 .replace(
                     "127.0.0.1:8080",
@@ -1168,11 +1263,14 @@ impl Site {
             std::fs::create_dir_all(&dir).unwrap();
             let (emu_port, app_port) = (free_port(), free_port());
             let secret = format!("appsecret{}", random(20));
-            procs.push(Proc::start_emulator(
+            let (wechat_extra, gateway_extra, emulator_args) =
+                login.setup(&format!("http://127.0.0.1:{emu_port}"), &url);
+            procs.push(Proc::start_emulator_with(
                 &dir,
                 emu_port,
                 "wx1234567890abcdef",
                 &secret,
+                &emulator_args,
             ));
             procs.push(Proc::start(
                 &dir,
@@ -1184,8 +1282,8 @@ impl Site {
             emulator_url = format!("http://127.0.0.1:{emu_port}");
             let config = format!(
                 "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"{secret}\"\nscope = \"snsapi_userinfo\"\n\
-                 open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
-                 [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\npublic_paths = [\"/static/\", \"/echo/public\"]\n\
+                 open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n{wechat_extra}\n\
+                 [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\npublic_paths = [\"/static/\", \"/echo/public\"]\n{gateway_extra}\
                  # Every test client is 127.0.0.1.\n[limits]\nlogins_per_minute = 0\n",
                 random(40)
             );

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wechat_e2e::{
-    nginx_module, rss_kib, target_dir, Answer, Browser, Front, Site, DESKTOP_UA, WECHAT_UA,
+    nginx_module, query_param, rss_kib, target_dir, Answer, Browser, Front, Site, SiteLogin,
+    DESKTOP_UA, WECHAT_UA,
 };
 
 /// What one case saw, with the site's own URLs and random values replaced,
@@ -587,4 +588,119 @@ async fn the_nginx_module_holds_100k_requests_and_2k_logins_with_flat_worker_mem
         !log.contains("[alert]") && !log.contains("[emerg]") && !log.contains("[crit]"),
         "{log}"
     );
+}
+
+/// A desktop browser's scene QR login on `site`, the phone's push signed
+/// (in safe mode: encrypted) and sent to the site itself.
+async fn scene_qr_login(site: &Site, safe_mode: bool) {
+    let front = site.front;
+    let mut desktop = Browser::new(DESKTOP_UA);
+    let page = desktop.get(&format!("{}/", site.url)).await;
+    assert_eq!(page.status, 401, "{front:?}: {}", page.body);
+    assert!(
+        page.body.contains("/_wechat/qr/new"),
+        "{front:?}: {}",
+        page.body
+    );
+    let qr = desktop
+        .qr_new(&format!("{}/_wechat/qr/new?rd=%2F", site.url))
+        .await;
+    let pending = desktop
+        .get(&format!(
+            "{}/_wechat/qr/status?scene={}&wait=0",
+            site.url,
+            qr["scene"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(pending.json()["status"], "pending", "{front:?}");
+    let scanned = Browser::new(WECHAT_UA)
+        .post_json(
+            &format!("{}/_emulator/scan", site.emulator_url),
+            &serde_json::json!({"ticket": qr["ticket"], "safe_mode": safe_mode}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        (scanned["status"].as_u64(), scanned["body"].as_str()),
+        (Some(200), Some("success")),
+        "{front:?} safe_mode={safe_mode}: {scanned}"
+    );
+    let confirmed = desktop
+        .get(&format!(
+            "{}/_wechat/qr/status?scene={}",
+            site.url,
+            qr["scene"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        confirmed.json(),
+        serde_json::json!({"status": "confirmed", "redirect": "/"}),
+        "{front:?}"
+    );
+    let page = desktop.get(&format!("{}/", site.url)).await;
+    assert_eq!(page.status, 200, "{front:?}: {}", page.body);
+}
+
+/// The SPA hand-off on `site`: the front end's own page is the
+/// redirect_uri, and it posts the code and state it got to `exchange`.
+async fn spa_hand_off(site: &Site) {
+    let front = site.front;
+    let user = site.emulator("user").await;
+    let mut spa = Browser::new(WECHAT_UA);
+    let started = spa
+        .get_with(
+            &format!("{}/_wechat/authorize-url?rd=%2Fspa%2F", site.url),
+            &[("Accept", "application/json")],
+        )
+        .await;
+    assert_eq!(started.status, 200, "{front:?}: {}", started.body);
+    let authorize = started.json()["url"].as_str().unwrap().to_owned();
+    let back = spa.get(&authorize).await;
+    assert_eq!(back.status, 302, "{front:?}: {}", back.body);
+    let page = back.location().to_owned();
+    assert!(
+        page.starts_with(&format!("{}/spa/?", site.url)),
+        "{front:?}: {page}"
+    );
+    let (code, state) = (query_param(&page, "code"), query_param(&page, "state"));
+    let exchanged = spa
+        .post_json(
+            &format!("{}/_wechat/exchange", site.url),
+            &serde_json::json!({"code": code, "state": state}),
+        )
+        .await;
+    assert_eq!(exchanged.status, 200, "{front:?}: {}", exchanged.body);
+    assert_eq!(exchanged.json()["openid"], user["openid"], "{front:?}");
+    assert!(
+        spa.cookies.keys().any(|k| k.ends_with("wechat_session")),
+        "{front:?}"
+    );
+    let oversize = spa
+        .post_json(
+            &format!("{}/_wechat/exchange", site.url),
+            &serde_json::json!({"code": "x".repeat(5000), "state": state}),
+        )
+        .await;
+    assert_eq!(oversize.status, 413, "{front:?}: {}", oversize.body);
+    let home = spa.get(&format!("{}/", site.url)).await;
+    assert_eq!(home.status, 200, "{front:?}: {}", home.body);
+}
+
+#[tokio::test]
+async fn every_front_logs_in_by_scene_qr_with_plain_and_safe_pushes_and_by_the_spa_hand_off() {
+    for front in [
+        Front::Gateway,
+        Front::C,
+        Front::Php,
+        Front::Java,
+        Front::NginxAuthRequest,
+        Front::NginxModule,
+    ] {
+        let site = Site::start_with(front, SiteLogin::SceneQr).await;
+        scene_qr_login(&site, false).await;
+        spa_hand_off(&site).await;
+        drop(site);
+        let site = Site::start_with(front, SiteLogin::SceneQrSafe).await;
+        scene_qr_login(&site, true).await;
+    }
 }

@@ -19,7 +19,7 @@ use url::form_urlencoded;
 
 use super::{
     key_hash, new_sid, now_unix, query_param, service_unavailable_json, Call, CallKind, Decision,
-    Gate, GateCookies, RequestParts,
+    Gate, GateCookies, RequestParts, Route,
 };
 use crate::authorize::Scope;
 use crate::config::DesktopLogin;
@@ -71,32 +71,24 @@ fn requester_key(scene: &str) -> String {
 }
 
 impl Gate {
-    /// The scene routes under the prefix (`/qr/new`, `/qr/status`,
-    /// `/qr/confirm`), `None` for any other.
+    /// The scene routes: `qr/new`, `qr/status`, `qr/confirm` (methods
+    /// already checked).
     pub(super) fn scene_route(
         &self,
-        route: &str,
+        route: Route,
         req: &RequestParts<'_>,
         cookies: &GateCookies<'_>,
         session: Option<Session>,
         now: u64,
         lang: Lang,
-    ) -> Option<Decision> {
-        if !matches!(route, "/qr/new" | "/qr/status" | "/qr/confirm") {
-            return None;
-        }
-        let read_only = matches!(req.method, "GET" | "HEAD");
-        let reply = if route == "/qr/confirm" && !read_only && req.method != "POST" {
-            Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD, POST".into())
-        } else if route != "/qr/confirm" && !read_only {
-            Reply::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD".into())
-        } else if self.config.gateway.desktop_login != DesktopLogin::SceneQr
-            || (route == "/qr/confirm" && !self.config.gateway.scene_confirm)
+    ) -> Decision {
+        let reply = if self.config.gateway.desktop_login != DesktopLogin::SceneQr
+            || (route == Route::QrConfirm && !self.config.gateway.scene_confirm)
         {
             Reply::json(404, &serde_json::json!({"error": "scene_qr_disabled"}))
-        } else if route == "/qr/new" {
+        } else if route == Route::QrNew {
             if let Some(limited) = self.login_limited(req, true, lang) {
-                return Some(Decision::Reply(limited));
+                return Decision::Reply(limited);
             }
             let return_to = self.return_param(req.query).unwrap_or_else(|| "/".into());
             let requester = self
@@ -108,8 +100,8 @@ impl Gate {
                 return_to,
                 requester,
             };
-            return Some(Decision::Call(Call { kind, lang }));
-        } else if route == "/qr/status" {
+            return Decision::Call(Call { kind, lang });
+        } else if route == Route::QrStatus {
             let asked = query_param(req.query, "scene").unwrap_or_default();
             let mine = cookies
                 .scene
@@ -121,23 +113,23 @@ impl Gate {
                 });
             match mine {
                 Some(p) if !asked.is_empty() && p.sc == asked => {
+                    let limit = self.long_poll_limit;
                     let wait = query_param(req.query, "wait")
                         .and_then(|w| w.parse::<u64>().ok())
-                        .unwrap_or(QR_LONG_POLL_SECS)
-                        .min(QR_LONG_POLL_SECS);
+                        .map_or(limit, |w| Duration::from_secs(w).min(limit));
                     let kind = CallKind::QrStatus {
                         scene: p.sc,
                         return_to: p.rd,
-                        wait: Duration::from_secs(wait),
+                        wait,
                     };
-                    return Some(Decision::Call(Call { kind, lang }));
+                    return Decision::Call(Call { kind, lang });
                 }
                 _ => Reply::json(403, &serde_json::json!({"error": "not_your_scene"})),
             }
         } else {
-            return Some(self.confirm_route(req, cookies, session, now, lang));
+            return self.confirm_route(req, cookies, session, now, lang);
         };
-        Some(Decision::Reply(reply))
+        Decision::Reply(reply)
     }
 
     /// `qr/new`: a new scene QR code for this browser, bound to it by the
@@ -611,7 +603,7 @@ impl Gate {
     }
 
     fn confirm_path(&self) -> String {
-        format!("{}/qr/confirm", self.config.gateway.prefix)
+        Route::QrConfirm.path(&self.config.gateway.prefix)
     }
 
     /// `qr/confirm?t=…`: the phone's page for a scan (`GET`) and its answer

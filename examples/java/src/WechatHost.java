@@ -75,28 +75,37 @@ public final class WechatHost {
         String query = exchange.getRequestURI().getRawQuery();
         WechatOAuth.Decision decision;
         try {
-            decision = oauth.decide(exchange.getRequestMethod(), path, query, header(exchange, "Cookie"),
+            String[] request = {exchange.getRequestMethod(), path, query, header(exchange, "Cookie"),
                     header(exchange, "User-Agent"), header(exchange, "Accept"),
                     header(exchange, "X-Requested-With"), header(exchange, "Accept-Language"),
                     exchange.getRemoteAddress().getAddress().getHostAddress(),
-                    header(exchange, "X-Forwarded-For"));
+                    header(exchange, "X-Forwarded-For"), header(exchange, "X-Original-URI"),
+                    header(exchange, "X-Original-Method")};
+            decision = oauth.decide(request, null);
+            if (decision.kind() == WechatOAuth.Decision.NEEDS_BODY) {
+                // A signed push or the SPA's code hand-off: at most the limit + 1 bytes.
+                int limit = (int) Math.min(Integer.MAX_VALUE - 1, decision.bodyLimit());
+                decision.close();
+                byte[] body = exchange.getRequestBody().readNBytes(limit + 1);
+                decision = oauth.decide(request, body);
+            }
         } catch (WechatOAuth.WechatOAuthException e) {
             send(exchange, e.result < 2000 ? 400 : 500, "text/plain; charset=utf-8", "bad request\n");
             return;
         }
-        try (decision) {
-            oauth.complete(decision);
-            if (decision.kind() != WechatOAuth.Decision.PASS) {
-                for (String[] h : decision.headers()) {
+        try (WechatOAuth.Decision answered = decision) {
+            oauth.complete(answered);
+            if (answered.kind() != WechatOAuth.Decision.PASS) {
+                for (String[] h : answered.headers()) {
                     exchange.getResponseHeaders().add(h[0], h[1]);
                 }
-                respond(exchange, decision.status(), decision.body());
+                respond(exchange, answered.status(), answered.body());
                 return;
             }
-            for (String[] h : decision.headers()) {
+            for (String[] h : answered.headers()) {
                 exchange.getResponseHeaders().add(h[0], h[1]);
             }
-            Map<String, String> user = decision.identity();
+            Map<String, String> user = answered.identity();
             if (path.equals("/")) {
                 send(exchange, 200, "text/html; charset=utf-8",
                         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>Java host</title></head>"

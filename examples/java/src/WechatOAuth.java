@@ -63,11 +63,13 @@ public final class WechatOAuth implements AutoCloseable {
         public Str accept_language = new Str();
         public Str client_address = new Str();
         public Str x_forwarded_for = new Str();
+        public Str x_original_uri = new Str();
+        public Str x_original_method = new Str();
 
         @Override
         protected List<String> getFieldOrder() {
             return List.of("method", "path", "query", "cookie", "user_agent", "accept", "x_requested_with", "accept_language",
-                    "client_address", "x_forwarded_for");
+                    "client_address", "x_forwarded_for", "x_original_uri", "x_original_method");
         }
     }
 
@@ -78,6 +80,9 @@ public final class WechatOAuth implements AutoCloseable {
         int wechat_oauth_client_new_from_file(byte[] path, long len, PointerByReference out);
         void wechat_oauth_client_free(Pointer client);
         int wechat_oauth_client_decide(Pointer client, Request request, PointerByReference out);
+        int wechat_oauth_client_decide_with_body(Pointer client, Request request, byte[] body, long len,
+                                                 PointerByReference out);
+        int wechat_oauth_decision_body_limit(Pointer decision, LongByReference out);
         int wechat_oauth_client_complete(Pointer client, Pointer decision);
         int wechat_oauth_client_login(Pointer client, byte[] returnPath, long len, PointerByReference out);
         int wechat_oauth_client_session_identity(Pointer client, byte[] cookie, long len, PointerByReference out);
@@ -176,20 +181,32 @@ public final class WechatOAuth implements AutoCloseable {
     public Decision decide(String method, String path, String query, String cookie, String userAgent,
                            String accept, String xRequestedWith, String acceptLanguage,
                            String clientAddress, String xForwardedFor) {
+        return decide(new String[] {method, path, query, cookie, userAgent, accept, xRequestedWith,
+                acceptLanguage, clientAddress, xForwardedFor, null, null}, null);
+    }
+
+    /**
+     * The decision for a request given as the fields of {@code wechat_oauth_request} in order (method,
+     * path, query, cookie, user_agent, accept, x_requested_with, accept_language, client_address,
+     * x_forwarded_for, x_original_uri, x_original_method; null = absent). With {@code body} (the request
+     * body, read after a {@link Decision#NEEDS_BODY} decision, at most its {@link Decision#bodyLimit()}
+     * plus one bytes) the library decides again with it.
+     */
+    public Decision decide(String[] fields, byte[] body) {
         List<Memory> keep = new ArrayList<>();
         Request request = new Request();
-        fill(request.method, method, keep);
-        fill(request.path, path, keep);
-        fill(request.query, query, keep);
-        fill(request.cookie, cookie, keep);
-        fill(request.user_agent, userAgent, keep);
-        fill(request.accept, accept, keep);
-        fill(request.x_requested_with, xRequestedWith, keep);
-        fill(request.accept_language, acceptLanguage, keep);
-        fill(request.client_address, clientAddress, keep);
-        fill(request.x_forwarded_for, xForwardedFor, keep);
+        Str[] slots = {request.method, request.path, request.query, request.cookie, request.user_agent,
+                request.accept, request.x_requested_with, request.accept_language, request.client_address,
+                request.x_forwarded_for, request.x_original_uri, request.x_original_method};
+        for (int i = 0; i < slots.length; i++) {
+            fill(slots[i], i < fields.length ? fields[i] : null, keep);
+        }
         PointerByReference out = new PointerByReference();
-        check(LIB.wechat_oauth_client_decide(live(), request, out), 0);
+        if (body == null) {
+            check(LIB.wechat_oauth_client_decide(live(), request, out), 0);
+        } else {
+            check(LIB.wechat_oauth_client_decide_with_body(live(), request, body, body.length, out), 0);
+        }
         return new Decision(out.getValue());
     }
 
@@ -247,6 +264,7 @@ public final class WechatOAuth implements AutoCloseable {
         public static final int PASS = 1;
         public static final int RESPOND = 2;
         public static final int NEEDS_IO = 3;
+        public static final int NEEDS_BODY = 4;
 
         private Pointer decision;
 
@@ -265,6 +283,13 @@ public final class WechatOAuth implements AutoCloseable {
             IntByReference kind = new IntByReference();
             check(LIB.wechat_oauth_decision_get_kind(handle(), kind), 0);
             return kind.getValue();
+        }
+
+        /** The largest body a {@link #NEEDS_BODY} decision's route takes, in bytes. */
+        public long bodyLimit() {
+            LongByReference limit = new LongByReference();
+            check(LIB.wechat_oauth_decision_body_limit(handle(), limit), 0);
+            return limit.getValue();
         }
 
         public int status() {

@@ -45,12 +45,13 @@ typedef struct {
     ngx_thread_pool_t *thread_pool;
 } ngx_http_wechat_oauth_loc_conf_t;
 
-enum { WECHAT_NEW = 0, WECHAT_IO_RUNNING, WECHAT_IO_DONE };
+enum { WECHAT_NEW = 0, WECHAT_IO_RUNNING, WECHAT_IO_DONE, WECHAT_BODY_READING, WECHAT_BODY_READ };
 
 typedef struct {
     wechat_oauth_decision *decision;
     ngx_uint_t state;
     ngx_uint_t passed;
+    ngx_uint_t waiting_body; /* the access phase returned NGX_DONE until the body is read */
     ngx_str_t fields[4]; /* openid, unionid, scope, nickname (percent-encoded) */
 } ngx_http_wechat_oauth_ctx_t;
 
@@ -454,6 +455,72 @@ static ngx_int_t post_io(ngx_http_request_t *r, ngx_http_wechat_oauth_loc_conf_t
     return NGX_AGAIN;
 }
 
+/* The library's view of a request (strings borrowed from it). */
+static wechat_oauth_request request_of(ngx_http_request_t *r) {
+    ngx_str_t path = r->uri, query = r->args;
+    /* The raw path, as the browser sent it (r->uri is decoded). */
+    if (r->unparsed_uri.len) {
+        u_char *q = ngx_strlchr(r->unparsed_uri.data, r->unparsed_uri.data + r->unparsed_uri.len, '?');
+        path.data = r->unparsed_uri.data;
+        path.len = q ? (size_t)(q - r->unparsed_uri.data) : r->unparsed_uri.len;
+    }
+    wechat_oauth_request req = {
+        .method = str_of(&r->method_name),
+        .path = str_of(&path),
+        .query = r->args.len || (r->unparsed_uri.len && ngx_strlchr(r->unparsed_uri.data,
+                                                                     r->unparsed_uri.data + r->unparsed_uri.len, '?'))
+                     ? str_of(&query)
+                     : (wechat_oauth_str){NULL, 0},
+        .cookie = cookie_header(r),
+        .user_agent = r->headers_in.user_agent ? str_of(&r->headers_in.user_agent->value)
+                                               : (wechat_oauth_str){NULL, 0},
+        .accept = header_value(r, "Accept"),
+        .x_requested_with = header_value(r, "X-Requested-With"),
+        .accept_language = header_value(r, "Accept-Language"),
+        .client_address = str_of(&r->connection->addr_text),
+        .x_forwarded_for = header_value(r, "X-Forwarded-For"),
+        .x_original_uri = header_value(r, "X-Original-URI"),
+        .x_original_method = header_value(r, "X-Original-Method"),
+    };
+    return req;
+}
+
+/* The body nginx read (memory or temporary file), at most `limit` bytes
+ * plus one, copied into the request's pool; NULL on error. */
+static u_char *body_bytes(ngx_http_request_t *r, size_t limit, size_t *len) {
+    *len = 0;
+    u_char *out = ngx_pnalloc(r->pool, limit + 1);
+    if (out == NULL) return NULL;
+    if (r->request_body == NULL) return out;
+    for (ngx_chain_t *cl = r->request_body->bufs; cl && *len <= limit; cl = cl->next) {
+        ngx_buf_t *b = cl->buf;
+        size_t room = limit + 1 - *len;
+        if (ngx_buf_in_memory(b)) {
+            size_t n = (size_t)(b->last - b->pos);
+            n = n < room ? n : room;
+            ngx_memcpy(out + *len, b->pos, n);
+            *len += n;
+        } else if (b->in_file) {
+            size_t n = (size_t)(b->file_last - b->file_pos);
+            n = n < room ? n : room;
+            ssize_t got = ngx_read_file(b->file, out + *len, n, b->file_pos);
+            if (got < 0) return NULL;
+            *len += (size_t)got;
+        }
+    }
+    return out;
+}
+
+/* nginx read the body: decide again with it and go on with the phases. */
+static void body_read(ngx_http_request_t *r) {
+    ngx_http_wechat_oauth_ctx_t *ctx = ngx_http_get_module_ctx(r, ngx_http_wechat_oauth_module);
+    ngx_uint_t waiting = ctx->state == WECHAT_BODY_READING && ctx->waiting_body;
+    ctx->state = WECHAT_BODY_READ;
+    ctx->waiting_body = 0;
+    r->main->count--;
+    if (waiting) ngx_http_core_run_phases(r);
+}
+
 static ngx_int_t ngx_http_wechat_oauth_handler(ngx_http_request_t *r) {
     ngx_http_wechat_oauth_loc_conf_t *conf = ngx_http_get_module_loc_conf(r, ngx_http_wechat_oauth_module);
     if (!conf->enable || conf->client == NULL || r != r->main || r->internal) return NGX_DECLINED;
@@ -467,29 +534,7 @@ static ngx_int_t ngx_http_wechat_oauth_handler(ngx_http_request_t *r) {
         cln->data = ctx;
         ngx_http_set_ctx(r, ctx, ngx_http_wechat_oauth_module);
 
-        ngx_str_t path = r->uri, query = r->args;
-        /* The raw path, as the browser sent it (r->uri is decoded). */
-        if (r->unparsed_uri.len) {
-            u_char *q = ngx_strlchr(r->unparsed_uri.data, r->unparsed_uri.data + r->unparsed_uri.len, '?');
-            path.data = r->unparsed_uri.data;
-            path.len = q ? (size_t)(q - r->unparsed_uri.data) : r->unparsed_uri.len;
-        }
-        wechat_oauth_request req = {
-            .method = str_of(&r->method_name),
-            .path = str_of(&path),
-            .query = r->args.len || (r->unparsed_uri.len && ngx_strlchr(r->unparsed_uri.data,
-                                                                         r->unparsed_uri.data + r->unparsed_uri.len, '?'))
-                         ? str_of(&query)
-                         : (wechat_oauth_str){NULL, 0},
-            .cookie = cookie_header(r),
-            .user_agent = r->headers_in.user_agent ? str_of(&r->headers_in.user_agent->value)
-                                                   : (wechat_oauth_str){NULL, 0},
-            .accept = header_value(r, "Accept"),
-            .x_requested_with = header_value(r, "X-Requested-With"),
-            .accept_language = header_value(r, "Accept-Language"),
-            .client_address = str_of(&r->connection->addr_text),
-            .x_forwarded_for = header_value(r, "X-Forwarded-For"),
-        };
+        wechat_oauth_request req = request_of(r);
         if (wechat_oauth_client_decide(conf->client->client, &req, &ctx->decision) != WECHAT_OAUTH_RESULT_OK) {
             /* Not UTF-8, for example: the client's mistake. */
             return NGX_HTTP_BAD_REQUEST;
@@ -501,6 +546,36 @@ static ngx_int_t ngx_http_wechat_oauth_handler(ngx_http_request_t *r) {
     wechat_oauth_decision_kind kind = 0;
     if (wechat_oauth_decision_get_kind(ctx->decision, &kind) != WECHAT_OAUTH_RESULT_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (kind == WECHAT_OAUTH_DECISION_KIND_NEEDS_BODY) {
+        if (ctx->state == WECHAT_NEW) {
+            /* A signed push or the SPA's code hand-off: nginx reads the body. */
+            ctx->state = WECHAT_BODY_READING;
+            ngx_int_t rc = ngx_http_read_client_request_body(r, body_read);
+            if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
+            if (ctx->state == WECHAT_BODY_READING) {
+                ctx->waiting_body = 1;
+                return NGX_DONE;
+            }
+        }
+        if (ctx->state != WECHAT_BODY_READ) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        size_t limit = 0, len = 0;
+        if (wechat_oauth_decision_body_limit(ctx->decision, &limit) != WECHAT_OAUTH_RESULT_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        u_char *body = body_bytes(r, limit, &len);
+        if (body == NULL) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        wechat_oauth_request req = request_of(r);
+        wechat_oauth_decision_free(ctx->decision);
+        ctx->decision = NULL;
+        if (wechat_oauth_client_decide_with_body(conf->client->client, &req, body, len, &ctx->decision) !=
+            WECHAT_OAUTH_RESULT_OK) {
+            return NGX_HTTP_BAD_REQUEST;
+        }
+        ctx->state = WECHAT_NEW;
+        if (wechat_oauth_decision_get_kind(ctx->decision, &kind) != WECHAT_OAUTH_RESULT_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
     switch (kind) {
         case WECHAT_OAUTH_DECISION_KIND_PASS:

@@ -205,6 +205,43 @@ static void test_decisions(const wechat_oauth_client *client) {
   CHECK(wechat_oauth_decision_status(d, NULL) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
   wechat_oauth_decision_free(d);
 
+  /* A body route: the SPA's code hand-off needs its body, at most 4 KiB. */
+  wechat_oauth_request post = request("POST", "/_wechat/exchange", NULL, NULL, NULL, "application/json");
+  CHECK(wechat_oauth_client_decide(client, &post, &d) == OK);
+  CHECK(wechat_oauth_decision_get_kind(d, &kind) == OK && kind == WECHAT_OAUTH_DECISION_KIND_NEEDS_BODY);
+  size_t limit = 0;
+  CHECK(wechat_oauth_decision_body_limit(d, &limit) == OK && limit == 4096);
+  CHECK(wechat_oauth_decision_body_limit(d, NULL) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_decision_status(d, &status) == WECHAT_OAUTH_RESULT_WRONG_STATE);
+  CHECK(wechat_oauth_client_complete(client, d) == OK); /* nothing to do yet */
+  CHECK(wechat_oauth_decision_get_kind(d, &kind) == OK && kind == WECHAT_OAUTH_DECISION_KIND_NEEDS_BODY);
+  wechat_oauth_decision_free(d);
+  const char *json = "{\"code\": \"c\", \"state\": \"not-a-state\"}";
+  CHECK(wechat_oauth_client_decide_with_body(NULL, &post, (const uint8_t *)json, strlen(json), &d) ==
+        WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_decide_with_body(client, &post, NULL, 3, &d) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_decide_with_body(client, &post, (const uint8_t *)json, strlen(json), NULL) ==
+        WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_decide_with_body(client, &post, (const uint8_t *)json, strlen(json), &d) == OK);
+  CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 400); /* no such state cookie */
+  CHECK(wechat_oauth_decision_body(d, &body) == OK && str_contains(body, "\"invalid_state\""));
+  wechat_oauth_decision_free(d);
+  CHECK(wechat_oauth_client_decide_with_body(client, &post, NULL, 0, &d) == OK);
+  CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 400); /* an empty body */
+  wechat_oauth_decision_free(d);
+  char *big = malloc(5000);
+  if (big) {
+    memset(big, ' ', 5000);
+    CHECK(wechat_oauth_client_decide_with_body(client, &post, (const uint8_t *)big, 5000, &d) == OK);
+    CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 413);
+    wechat_oauth_decision_free(d);
+    free(big);
+  }
+  /* Any other request is decided as without a body. */
+  CHECK(wechat_oauth_client_decide_with_body(client, &r, NULL, 0, &d) == OK);
+  CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 302);
+  wechat_oauth_decision_free(d);
+
   /* A script: 401 JSON with the login URL. */
   wechat_oauth_request xhr = request("GET", "/api", NULL, NULL, NULL, "application/json");
   CHECK(wechat_oauth_client_decide(client, &xhr, &d) == OK);
