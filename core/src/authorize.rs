@@ -1,4 +1,4 @@
-//! The authorize URL that sends a browser to WeChat (PROTOCOL.md §1 step 1).
+//! The authorize URL that sends a browser to WeChat (docs/protocol.md §1 step 1).
 
 use url::form_urlencoded;
 
@@ -44,7 +44,7 @@ impl Scope {
 /// value form-urlencoded (so `redirect_uri` is percent-encoded), and the URL
 /// always ends with `#wechat_redirect`. `open_base` has no trailing slash.
 ///
-/// Source: PROTOCOL.md §1 step 1.
+/// Source: docs/protocol.md §1 step 1.
 pub fn authorize_url(
     open_base: &str,
     appid: &str,
@@ -74,7 +74,7 @@ pub fn authorize_url(
 /// `{open_base}/connect/qrconnect?appid=…&redirect_uri=…&response_type=code&scope=snsapi_login&state=…#wechat_redirect`,
 /// in the same parameter order and encoding as [`authorize_url`].
 ///
-/// Source: PROTOCOL.md §2.
+/// Source: docs/protocol.md §2.
 pub fn qrconnect_url(open_base: &str, appid: &str, redirect_uri: &str, state: &str) -> String {
     let mut query = form_urlencoded::Serializer::new(String::with_capacity(256));
     query

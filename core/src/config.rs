@@ -150,7 +150,7 @@ pub struct WechatConfig {
     /// `mp_base`: host of `cgi-bin/showqrcode`, default [`DEFAULT_MP_BASE`].
     pub mp_base: Url,
     /// `push_token` (env `WECHAT_PUSH_TOKEN`): the server URL token that
-    /// signs WeChat's pushes (PROTOCOL.md §3). Never printed.
+    /// signs WeChat's pushes (docs/protocol.md §3). Never printed.
     pub push_token: Option<Secret>,
     /// `encoding_aes_key` (env `WECHAT_ENCODING_AES_KEY`): 43 characters, for
     /// safe-mode (encrypted) pushes. Never printed.
@@ -159,7 +159,7 @@ pub struct WechatConfig {
     pub open: Option<OpenAppConfig>,
 }
 
-/// `[wechat.open]`: an Open Platform *website application* (PROTOCOL.md §2).
+/// `[wechat.open]`: an Open Platform *website application* (docs/protocol.md §2).
 #[derive(Debug, Clone)]
 pub struct OpenAppConfig {
     /// `appid` (env `WECHAT_OPEN_APPID`).

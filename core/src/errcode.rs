@@ -1,4 +1,4 @@
-//! WeChat's `errcode` values (PROTOCOL.md §1 "Errors of the JSON APIs" and
+//! WeChat's `errcode` values (docs/protocol.md §1 "Errors of the JSON APIs" and
 //! the authorize page errors), as one enum with each code's meaning.
 
 use std::fmt;
@@ -7,7 +7,7 @@ macro_rules! errcodes {
     ($($variant:ident = $code:literal, $meaning:literal;)*) => {
         /// A WeChat `errcode`. Unknown codes are kept as [`ErrCode::Other`].
         ///
-        /// Source: PROTOCOL.md §1 ("Errors of the JSON APIs", authorize page errors).
+        /// Source: docs/protocol.md §1 ("Errors of the JSON APIs", authorize page errors).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum ErrCode {
@@ -36,7 +36,7 @@ macro_rules! errcodes {
                 }
             }
 
-            /// What the code means, in English (PROTOCOL.md).
+            /// What the code means, in English (docs/protocol.md).
             pub fn meaning(self) -> &'static str {
                 match self {
                     $(Self::$variant => $meaning,)*

@@ -1,4 +1,4 @@
-//! The login flow state machine (DESIGN.md "flow"). Every host drives this
+//! The login flow state machine (docs/architecture.md). Every host drives this
 //! one machine; none re-implements a decision.
 //!
 //! A request goes in as [`RequestParts`]; [`Gate::decide`] answers without
@@ -1330,7 +1330,7 @@ impl Gate {
         }
     }
 
-    /// The front end's code hand-off (`POST <prefix>/exchange`, PROTOCOL.md
+    /// The front end's code hand-off (`POST <prefix>/exchange`, docs/protocol.md
     /// seed 003): a page that is itself the redirect_uri (from
     /// `GET <prefix>/authorize-url?rd=`) posts `{"code": …, "state": …}`
     /// (JSON, at most 4 KiB). The state is checked against this browser's

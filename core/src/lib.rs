@@ -9,7 +9,7 @@
 //! - [`flow`]: the state machine every host drives ([`Gate`]).
 //! - [`store`]: server-side tokens; [`single_flight`]: one exchange per code.
 //!
-//! The protocol is described in PROTOCOL.md; secrets, codes and tokens are
+//! The protocol is described in docs/protocol.md; secrets, codes and tokens are
 //! newtypes ([`secret`]) that never print.
 
 #![deny(missing_docs)]

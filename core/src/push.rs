@@ -1,4 +1,4 @@
-//! WeChat's event pushes to the account's server URL (PROTOCOL.md §3,
+//! WeChat's event pushes to the account's server URL (docs/protocol.md §3,
 //! "Verifying pushes"): signature check, safe-mode decryption, the event XML.
 //! Pure functions: bytes in, values out.
 
@@ -223,7 +223,7 @@ fn decrypt(encrypted: &str, encoding_aes_key: &Secret, appid: &str) -> Result<Ve
 /// (`from_account`, the push's `ToUserName`) to the user (`to_openid`, its
 /// `FromUserName`), sent at `create_time` (unix seconds). `content` may
 /// hold `<a href="…">` links, which WeChat shows as tappable (at most
-/// 2,048 bytes). WeChat's "被动回复用户消息" (PROTOCOL.md §3); the XML is
+/// 2,048 bytes). WeChat's "被动回复用户消息" (docs/protocol.md §3); the XML is
 /// written by `quick-xml`, each value a CDATA section.
 pub fn text_reply(to_openid: &str, from_account: &str, create_time: u64, content: &str) -> String {
     let mut writer = quick_xml::Writer::new(Vec::new());
@@ -254,7 +254,7 @@ pub fn text_reply(to_openid: &str, from_account: &str, create_time: u64, content
 /// <TimeStamp/><Nonce/></xml>`, the message sealed as [`open_safe_mode`]
 /// opens it (16 random bytes ‖ 4-byte big-endian length ‖ XML ‖ appid,
 /// AES-256-CBC) and signed over `[token, timestamp, nonce, Encrypt]`.
-/// WeChat's "消息加解密" for replies (PROTOCOL.md §3).
+/// WeChat's "消息加解密" for replies (docs/protocol.md §3).
 ///
 /// Errors: [`PushError::Decrypt`] for an EncodingAESKey that is not 43
 /// base64 characters.

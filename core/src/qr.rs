@@ -1,4 +1,4 @@
-//! Desktop login by the Official Account's scene QR code (PROTOCOL.md §3):
+//! Desktop login by the Official Account's scene QR code (docs/protocol.md §3):
 //! the basic-support token, the scenes waiting for a scan, and the
 //! de-duplication of WeChat's push retries.
 

@@ -45,15 +45,15 @@ secret_newtype!(
 );
 secret_newtype!(
     /// An OAuth 2.0 authorization code from the callback (`code`): single use,
-    /// valid 300 s (PROTOCOL.md §1 step 1).
+    /// valid 300 s (docs/protocol.md §1 step 1).
     AuthorizationCode
 );
 secret_newtype!(
-    /// A web-authorization access token (`access_token`, 7200 s; PROTOCOL.md §1 step 2).
+    /// A web-authorization access token (`access_token`, 7200 s; docs/protocol.md §1 step 2).
     AccessToken
 );
 secret_newtype!(
-    /// A web-authorization refresh token (`refresh_token`, 30 days; PROTOCOL.md §1 step 3).
+    /// A web-authorization refresh token (`refresh_token`, 30 days; docs/protocol.md §1 step 3).
     RefreshToken
 );
 

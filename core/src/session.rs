@@ -1,5 +1,5 @@
 //! The session: the verified identity a browser carries in a sealed cookie.
-//! It holds identity only, never a token (PROTOCOL.md §1 step 2).
+//! It holds identity only, never a token (docs/protocol.md §1 step 2).
 
 use std::borrow::Cow;
 
@@ -48,7 +48,7 @@ pub fn is_identity_header(name: &[u8]) -> bool {
             })
 }
 
-/// A verified WeChat identity (PROTOCOL.md §1 steps 2 and 4).
+/// A verified WeChat identity (docs/protocol.md §1 steps 2 and 4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// The user's `openid` for this appid.

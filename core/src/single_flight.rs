@@ -4,7 +4,7 @@
 //! Used for the code exchange, keyed by the code: a callback hit twice (WeChat
 //! on Android, double clicks, refresh) is exchanged once and every duplicate
 //! gets the same outcome, so 40163 "code been used" never reaches a user
-//! (PROTOCOL.md §1, pain points).
+//! (docs/protocol.md §1, pain points).
 
 use std::collections::HashMap;
 use std::future::Future;

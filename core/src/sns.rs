@@ -1,5 +1,5 @@
 //! Typed client for WeChat's web-authorization APIs: `sns/oauth2/access_token`
-//! and `sns/userinfo` (PROTOCOL.md §1 steps 2 and 4).
+//! and `sns/userinfo` (docs/protocol.md §1 steps 2 and 4).
 //!
 //! The parsers are pure (bytes in, values out). Errors arrive as HTTP 200
 //! with `{"errcode":N,"errmsg":"…"}`, often as `text/plain`, so the body is
@@ -241,7 +241,7 @@ pub fn access_token_url(
     url
 }
 
-/// The `sns/oauth2/refresh_token` URL (PROTOCOL.md §1 step 3). It carries
+/// The `sns/oauth2/refresh_token` URL (docs/protocol.md §1 step 3). It carries
 /// the refresh token: never log or show it.
 pub fn refresh_token_url(api_base: &Url, appid: &str, refresh: &RefreshToken) -> Url {
     let mut url = api_url(api_base, "sns/oauth2/refresh_token");
@@ -252,7 +252,7 @@ pub fn refresh_token_url(api_base: &Url, appid: &str, refresh: &RefreshToken) ->
     url
 }
 
-/// The `sns/auth` URL (PROTOCOL.md §1 step 5). It carries the access token.
+/// The `sns/auth` URL (docs/protocol.md §1 step 5). It carries the access token.
 pub fn auth_url(api_base: &Url, token: &AccessToken, openid: &str) -> Url {
     let mut url = api_url(api_base, "sns/auth");
     url.query_pairs_mut()
@@ -291,7 +291,7 @@ fn api_url(api_base: &Url, path: &str) -> Url {
     url
 }
 
-/// A QR code ticket from `cgi-bin/qrcode/create` (PROTOCOL.md §3 step 2).
+/// A QR code ticket from `cgi-bin/qrcode/create` (docs/protocol.md §3 step 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QrTicket {
     /// The ticket (public: it goes in the image URL).

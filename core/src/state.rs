@@ -1,4 +1,4 @@
-//! CSRF `state` and the return path (PROTOCOL.md §1 step 1, "state").
+//! CSRF `state` and the return path (docs/protocol.md §1 step 1, "state").
 //!
 //! Each login attempt gets a random state and its own short-lived sealed
 //! cookie, named after the state, holding the state and the path to return

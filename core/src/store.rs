@@ -1,5 +1,5 @@
 //! Server-side token storage: the web-authorization access and refresh
-//! tokens never leave the server (PROTOCOL.md §1 step 2); the session cookie
+//! tokens never leave the server (docs/protocol.md §1 step 2); the session cookie
 //! holds only a random session id that keys them.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::secret::{AccessToken, RefreshToken};
 
-/// Lifetime of a refresh token, in seconds (30 days; PROTOCOL.md §1 step 3).
+/// Lifetime of a refresh token, in seconds (30 days; docs/protocol.md §1 step 3).
 pub const REFRESH_TOKEN_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 
 /// The tokens of one session (its openid and scope are in the session

@@ -1,6 +1,6 @@
 //! `wechat-emulator`: a local stand-in for WeChat's web authorization
 //! servers (`open.weixin.qq.com` authorize pages and the `api.weixin.qq.com`
-//! sns APIs), written from PROTOCOL.md §1 independently of the `wechat-oauth`
+//! sns APIs), written from docs/protocol.md §1 independently of the `wechat-oauth`
 //! crate, so that a misunderstanding of the protocol can't hide in both.
 //!
 //! What it checks, as WeChat does: the authorize parameters' exact order,

@@ -1,4 +1,4 @@
-//! Desktop login by the Official Account's scene QR code (PROTOCOL.md §3)
+//! Desktop login by the Official Account's scene QR code (docs/protocol.md §3)
 //! and its confirmation on the phone (docs/security.md, "The scan confirmed
 //! on the phone"): the QR code for one browser (`qr/new`), its long poll
 //! (`qr/status`), the pushes WeChat sends for a scan (`push_path`), and,
