@@ -897,19 +897,7 @@ impl Gate {
                 let to = self
                     .return_param(req.query)
                     .unwrap_or_else(|| self.config.gateway.logout_redirect.clone());
-                match session {
-                    Some(s) => {
-                        tracing::info!(openid = %self.log_id(&s.identity.openid), "logout");
-                        self.revocations.revoke(&s.sid, s.expires_at, now);
-                        let kind = CallKind::Logout {
-                            sid: s.sid,
-                            until: s.expires_at,
-                            to,
-                        };
-                        return Decision::Call(Call { kind, lang });
-                    }
-                    None => self.logged_out(to),
-                }
+                return self.logout_to(session, to, now, lang);
             }
             Route::Userinfo => match session {
                 Some(session) => {
@@ -939,6 +927,58 @@ impl Gate {
             ),
         };
         Decision::Reply(reply)
+    }
+
+    /// Ends `session` (if any) and sends the browser to `to`: a
+    /// [`Decision::Call`] that deletes its tokens and tells the other
+    /// instances, or the redirect at once without a session.
+    fn logout_to(&self, session: Option<Session>, to: String, now: u64, lang: Lang) -> Decision {
+        match session {
+            Some(s) => {
+                tracing::info!(openid = %self.log_id(&s.identity.openid), "logout");
+                self.revocations.revoke(&s.sid, s.expires_at, now);
+                let kind = CallKind::Logout {
+                    sid: s.sid,
+                    until: s.expires_at,
+                    to,
+                };
+                Decision::Call(Call { kind, lang })
+            }
+            None => Decision::Reply(self.logged_out(to)),
+        }
+    }
+
+    /// A login returning to `return_to` (a path on this site; anything else
+    /// returns to `/`): a `302` to WeChat's authorize page with the
+    /// configured scope and a new state cookie. `cookie` is the request's
+    /// `Cookie` header, whose oldest state cookies are expired. No IO.
+    pub fn start_login_for(&self, return_to: &str, cookie: Option<&str>) -> Reply {
+        let now = now_unix();
+        let cookies = GateCookies::parse(cookie, &self.config.gateway.session_cookie_name);
+        let rd = safe_return_path(
+            return_to,
+            &self.config.gateway.origin(),
+            &self.config.gateway.prefix,
+        )
+        .unwrap_or_else(|| "/".into());
+        self.start_login(&rd, self.config.wechat.scope, &cookies, now)
+    }
+
+    /// Logs out the session in `cookie` (a `Cookie` header) and sends the
+    /// browser to `logout_redirect`: a [`Decision::Call`] (run
+    /// [`Gate::complete`]: it deletes the session's tokens) or, without a
+    /// live session, the redirect that removes the cookie.
+    pub fn logout(&self, cookie: Option<&str>) -> Decision {
+        let now = now_unix();
+        let cookies = GateCookies::parse(cookie, &self.config.gateway.session_cookie_name);
+        let session = self.live_session(&cookies, now);
+        let to = self.config.gateway.logout_redirect.clone();
+        self.logout_to(
+            session,
+            to,
+            now,
+            Lang::choose(self.config.gateway.language, None),
+        )
     }
 
     fn logged_out(&self, to: String) -> Reply {

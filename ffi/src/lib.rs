@@ -742,18 +742,8 @@ pub unsafe extern "C" fn wechat_oauth_client_login(
     boundary(AssertUnwindSafe(|| {
         non_null!(client, out);
         let rd = try_str!(return_path, return_path_len);
-        let gate = &(*client).gate;
-        let path = format!("{}/login", gate.config().gateway.prefix);
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("rd", rd)
-            .finish();
-        let parts = RequestParts {
-            method: "GET",
-            path: &path,
-            query: Some(&query),
-            ..RequestParts::default()
-        };
-        *out = Box::into_raw(decision_from(gate.decide(&parts)));
+        let reply = (*client).gate.start_login_for(rd, None);
+        *out = Box::into_raw(decision_from(Decision::Reply(reply)));
         wechat_oauth_result::Ok
     }))
 }
@@ -833,14 +823,7 @@ pub unsafe extern "C" fn wechat_oauth_client_logout(
         non_null!(client, out);
         let cookie = try_str!(cookie, cookie_len);
         let client = &*client;
-        let path = format!("{}/logout", client.gate.config().gateway.prefix);
-        let parts = RequestParts {
-            method: "GET",
-            path: &path,
-            cookie: Some(cookie),
-            ..RequestParts::default()
-        };
-        let mut decision = decision_from(client.gate.decide(&parts));
+        let mut decision = decision_from(client.gate.logout(Some(cookie)));
         let result = client.complete(&mut decision);
         if result != wechat_oauth_result::Ok {
             return result;
