@@ -10,7 +10,8 @@
 /**
  * Result of every fallible function: 0 is OK; the other values come in
  * bands: 1xxx a caller error, 2xxx configuration, 3xxx WeChat, 4xxx
- * session, 9xxx internal.
+ * session, 9xxx internal. Each code's number and message are given here
+ * once ([`wechat_oauth_result_message`] reads the message).
  */
 enum wechat_oauth_result
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -262,30 +263,6 @@ extern "C" {
 struct wechat_oauth_str wechat_oauth_version(void);
 
 /**
- * Writes the message of a result code into `buf` (`len` bytes);
- * `written` gets the message length. An unknown code gives
- * `INVALID_ARGUMENT`; a short buffer `INSUFFICIENT_SIZE` (with the size
- * needed in `written`).
- *
- * # Safety
- * `buf` must have `len` writable bytes; `written` must be writable.
- */
-wechat_oauth_result wechat_oauth_result_message(uint32_t result,
-                                                char *buf,
-                                                size_t len,
-                                                size_t *written);
-
-/**
- * Writes the detail of the last failure on this thread (e.g. `config
- * [gateway] cookie_secret: must be at least 32 bytes …`) into `buf`;
- * empty when the last call succeeded without one.
- *
- * # Safety
- * `buf` must have `len` writable bytes; `written` must be writable.
- */
-wechat_oauth_result wechat_oauth_last_error(char *buf, size_t len, size_t *written);
-
-/**
  * Creates a client from TOML text (the gateway's format: `[wechat]` and
  * `[gateway]`; `listen` and `upstream` are ignored), with the same
  * environment overrides (`WECHAT_APP_SECRET`, …). On success `*out` is a
@@ -383,17 +360,6 @@ wechat_oauth_result wechat_oauth_client_decide_with_body(const struct wechat_oau
                                                          struct wechat_oauth_decision **out);
 
 /**
- * The largest body a `NEEDS_BODY` decision's route takes, in bytes.
- *
- * Errors: `NULL_PARAMETER`; `WRONG_STATE` for any other decision.
- *
- * # Safety
- * `decision` live; `out` writable.
- */
-wechat_oauth_result wechat_oauth_decision_body_limit(const struct wechat_oauth_decision *decision,
-                                                     size_t *out);
-
-/**
  * A decision that starts a login returning to `return_path` (a path on
  * this site, e.g. `/orders?id=1`; anything else returns to `/`): a 302 to
  * WeChat's authorize URL with the state cookie.
@@ -453,6 +419,17 @@ wechat_oauth_result wechat_oauth_client_session_identity(const struct wechat_oau
                                                          const char *cookie,
                                                          size_t cookie_len,
                                                          struct wechat_oauth_identity **out);
+
+/**
+ * The largest body a `NEEDS_BODY` decision's route takes, in bytes.
+ *
+ * Errors: `NULL_PARAMETER`; `WRONG_STATE` for any other decision.
+ *
+ * # Safety
+ * `decision` live; `out` writable.
+ */
+wechat_oauth_result wechat_oauth_decision_body_limit(const struct wechat_oauth_decision *decision,
+                                                     size_t *out);
 
 /**
  * The kind of a decision.
@@ -561,6 +538,14 @@ wechat_oauth_result wechat_oauth_decision_upstream_path(const struct wechat_oaut
                                                         struct wechat_oauth_str *out);
 
 /**
+ * Releases a decision. NULL does nothing.
+ *
+ * # Safety
+ * `decision` must come from this library and not be freed twice.
+ */
+void wechat_oauth_decision_free(struct wechat_oauth_decision *decision);
+
+/**
  * Whether a request header named `name` (any bytes, any case) is one of
  * the gate's identity headers, which a host must remove before the
  * application sees the request: lower-cased with `_` read as `-`, it
@@ -573,14 +558,6 @@ wechat_oauth_result wechat_oauth_decision_upstream_path(const struct wechat_oaut
  * `name.data` points at `name.len` readable bytes (or is NULL); `out` writable.
  */
 wechat_oauth_result wechat_oauth_is_identity_header(struct wechat_oauth_str name, bool *out);
-
-/**
- * Releases a decision. NULL does nothing.
- *
- * # Safety
- * `decision` must come from this library and not be freed twice.
- */
-void wechat_oauth_decision_free(struct wechat_oauth_decision *decision);
 
 /**
  * An identity field (a `wechat_oauth_identity_field` value), borrowed
@@ -630,6 +607,30 @@ wechat_oauth_result wechat_oauth_identity_header(const struct wechat_oauth_ident
  * `identity` must be owned (from `_session_identity`) and not freed twice.
  */
 void wechat_oauth_identity_free(struct wechat_oauth_identity *identity);
+
+/**
+ * Writes the message of a result code into `buf` (`len` bytes);
+ * `written` gets the message length. An unknown code gives
+ * `INVALID_ARGUMENT`; a short buffer `INSUFFICIENT_SIZE` (with the size
+ * needed in `written`).
+ *
+ * # Safety
+ * `buf` must have `len` writable bytes; `written` must be writable.
+ */
+wechat_oauth_result wechat_oauth_result_message(uint32_t result,
+                                                char *buf,
+                                                size_t len,
+                                                size_t *written);
+
+/**
+ * Writes the detail of the last failure on this thread (e.g. `config
+ * [gateway] cookie_secret: must be at least 32 bytes …`) into `buf`;
+ * empty when the last call succeeded without one.
+ *
+ * # Safety
+ * `buf` must have `len` writable bytes; `written` must be writable.
+ */
+wechat_oauth_result wechat_oauth_last_error(char *buf, size_t len, size_t *written);
 
 #ifdef __cplusplus
 }  // extern "C"

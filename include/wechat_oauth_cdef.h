@@ -63,13 +63,6 @@ typedef struct wechat_oauth_request {
 
 struct wechat_oauth_str wechat_oauth_version(void);
 
-wechat_oauth_result wechat_oauth_result_message(uint32_t result,
-                                                char *buf,
-                                                size_t len,
-                                                size_t *written);
-
-wechat_oauth_result wechat_oauth_last_error(char *buf, size_t len, size_t *written);
-
 wechat_oauth_result wechat_oauth_client_new_from_toml(const char *toml,
                                                       size_t toml_len,
                                                       const struct wechat_oauth_client **out);
@@ -97,9 +90,6 @@ wechat_oauth_result wechat_oauth_client_decide_with_body(const struct wechat_oau
                                                          size_t body_len,
                                                          struct wechat_oauth_decision **out);
 
-wechat_oauth_result wechat_oauth_decision_body_limit(const struct wechat_oauth_decision *decision,
-                                                     size_t *out);
-
 wechat_oauth_result wechat_oauth_client_login(const struct wechat_oauth_client *client,
                                               const char *return_path,
                                               size_t return_path_len,
@@ -117,6 +107,9 @@ wechat_oauth_result wechat_oauth_client_session_identity(const struct wechat_oau
                                                          const char *cookie,
                                                          size_t cookie_len,
                                                          struct wechat_oauth_identity **out);
+
+wechat_oauth_result wechat_oauth_decision_body_limit(const struct wechat_oauth_decision *decision,
+                                                     size_t *out);
 
 wechat_oauth_result wechat_oauth_decision_get_kind(const struct wechat_oauth_decision *decision,
                                                    wechat_oauth_decision_kind *out);
@@ -147,9 +140,9 @@ wechat_oauth_result wechat_oauth_decision_upstream_cookie(const struct wechat_oa
 wechat_oauth_result wechat_oauth_decision_upstream_path(const struct wechat_oauth_decision *decision,
                                                         struct wechat_oauth_str *out);
 
-wechat_oauth_result wechat_oauth_is_identity_header(struct wechat_oauth_str name, bool *out);
-
 void wechat_oauth_decision_free(struct wechat_oauth_decision *decision);
+
+wechat_oauth_result wechat_oauth_is_identity_header(struct wechat_oauth_str name, bool *out);
 
 wechat_oauth_result wechat_oauth_identity_get(const struct wechat_oauth_identity *identity,
                                               uint32_t field,
@@ -164,3 +157,10 @@ wechat_oauth_result wechat_oauth_identity_header(const struct wechat_oauth_ident
                                                  struct wechat_oauth_str *value);
 
 void wechat_oauth_identity_free(struct wechat_oauth_identity *identity);
+
+wechat_oauth_result wechat_oauth_result_message(uint32_t result,
+                                                char *buf,
+                                                size_t len,
+                                                size_t *written);
+
+wechat_oauth_result wechat_oauth_last_error(char *buf, size_t len, size_t *written);

@@ -74,6 +74,9 @@ final class WechatOAuth
         return new WechatDecision($out);
     }
 
+    /** `WECHAT_OAUTH_RESULT_NO_SESSION` (a test checks it against the header). */
+    public const RESULT_NO_SESSION = 4000;
+
     /** The fields of `wechat_oauth_request`, in the header's order. */
     private const REQUEST_FIELDS = ['method', 'path', 'query', 'cookie', 'user_agent', 'accept', 'x_requested_with',
         'accept_language', 'client_address', 'x_forwarded_for', 'x_original_uri', 'x_original_method'];
@@ -131,7 +134,7 @@ final class WechatOAuth
         $ffi = self::ffi();
         $out = $ffi->new('wechat_oauth_identity *');
         $result = $ffi->wechat_oauth_client_session_identity($this->client, $cookie, strlen($cookie), FFI::addr($out));
-        if ($result === 4000) {
+        if ($result === self::RESULT_NO_SESSION) {
             return null;
         }
         self::check($result);
@@ -216,6 +219,9 @@ final class WechatDecision
     public const RESPOND = 2;
     public const NEEDS_IO = 3;
     public const NEEDS_BODY = 4;
+
+    /** `WECHAT_OAUTH_IDENTITY_FIELD_*`: the identity's fields by name. */
+    public const IDENTITY_FIELDS = ['openid' => 1, 'unionid' => 2, 'scope' => 3, 'nickname' => 4, 'headimgurl' => 5];
 
     public function __construct(private FFI\CData $decision)
     {
@@ -307,7 +313,7 @@ final class WechatDecision
         $ffi = WechatOAuth::ffi();
         $value = $ffi->new('wechat_oauth_str');
         $fields = [];
-        foreach (['openid' => 1, 'unionid' => 2, 'scope' => 3, 'nickname' => 4, 'headimgurl' => 5] as $key => $field) {
+        foreach (self::IDENTITY_FIELDS as $key => $field) {
             WechatOAuth::check($ffi->wechat_oauth_identity_get($id, $field, FFI::addr($value)));
             $fields[$key] = WechatOAuth::copy($value);
         }

@@ -124,3 +124,85 @@ fn every_declared_function_is_prefixed() {
     }
     assert!(functions >= 20, "{functions}");
 }
+
+/// The header's enum constants: `WECHAT_OAUTH_…` name → value.
+fn header_constants() -> std::collections::HashMap<String, i64> {
+    let header = std::fs::read_to_string(crate_dir().join("../include/wechat_oauth.h")).unwrap();
+    header
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().trim_end_matches(',').split_once(" = ")?;
+            name.starts_with("WECHAT_OAUTH_")
+                .then(|| Some((name.to_owned(), value.trim().parse().ok()?)))?
+        })
+        .collect()
+}
+
+/// `NAME = N;` constants declared in a binding's source (PHP `const`, Java `static final int`).
+fn binding_constants(path: &str) -> Vec<(String, i64)> {
+    let source = std::fs::read_to_string(crate_dir().join(path)).unwrap();
+    source
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let decl = line
+                .strip_prefix("public const ")
+                .or_else(|| line.strip_prefix("public static final int "))
+                .or_else(|| line.strip_prefix("static final int "))?;
+            let (name, value) = decl.trim_end_matches(';').split_once(" = ")?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_php_and_java_bindings_use_the_headers_numbers() {
+    let header = header_constants();
+    assert!(header.len() > 20, "{header:?}");
+    let kinds: Vec<(&String, &i64)> = header
+        .iter()
+        .filter(|(n, _)| n.starts_with("WECHAT_OAUTH_DECISION_KIND_"))
+        .collect();
+    for binding in [
+        "../examples/php/WechatOAuth.php",
+        "../examples/java/src/WechatOAuth.java",
+    ] {
+        let constants = binding_constants(binding);
+        for (name, value) in &constants {
+            let matches: Vec<&i64> = header
+                .iter()
+                .filter(|(h, _)| {
+                    h.ends_with(&format!("_{name}")) || h.ends_with(&format!("_IDENTITY_{name}"))
+                })
+                .map(|(_, v)| v)
+                .collect();
+            assert!(
+                matches.contains(&value),
+                "{binding}: {name} = {value}, the header says {matches:?}"
+            );
+        }
+        // Every decision kind is known to the binding.
+        for (kind, value) in &kinds {
+            let short = kind.trim_start_matches("WECHAT_OAUTH_DECISION_KIND_");
+            assert!(
+                constants.iter().any(|(n, v)| n == short && v == *value),
+                "{binding} lacks {short} = {value}"
+            );
+        }
+    }
+    // PHP's identity field map.
+    let php = std::fs::read_to_string(crate_dir().join("../examples/php/WechatOAuth.php")).unwrap();
+    let map = php
+        .lines()
+        .find(|l| l.contains("IDENTITY_FIELDS = ["))
+        .expect("the PHP identity field map");
+    for (field, value) in header
+        .iter()
+        .filter_map(|(n, v)| Some((n.strip_prefix("WECHAT_OAUTH_IDENTITY_FIELD_")?, v)))
+    {
+        assert!(
+            map.contains(&format!("'{}' => {value}", field.to_lowercase())),
+            "PHP identity field {field} = {value}: {map}"
+        );
+    }
+}

@@ -99,7 +99,13 @@ public final class WechatOAuth implements AutoCloseable {
     }
 
     private static final Lib LIB = Native.load(libraryPath(), Lib.class);
+    // The header's constants (a test checks each against include/wechat_oauth.h).
     static final int NO_SESSION = 4000;
+    static final int FIELD_OPENID = 1;
+    static final int FIELD_UNIONID = 2;
+    static final int FIELD_SCOPE = 3;
+    static final int FIELD_NICKNAME = 4;
+    static final int FIELD_HEADIMGURL = 5;
 
     private Pointer client;
 
@@ -242,9 +248,10 @@ public final class WechatOAuth implements AutoCloseable {
     static Map<String, String> identityFields(Pointer identity) {
         Map<String, String> fields = new LinkedHashMap<>();
         String[] names = {"openid", "unionid", "scope", "nickname", "headimgurl"};
+        int[] ids = {FIELD_OPENID, FIELD_UNIONID, FIELD_SCOPE, FIELD_NICKNAME, FIELD_HEADIMGURL};
         Str value = new Str();
         for (int i = 0; i < names.length; i++) {
-            check(LIB.wechat_oauth_identity_get(identity, i + 1, value), 0);
+            check(LIB.wechat_oauth_identity_get(identity, ids[i], value), 0);
             value.read();
             fields.put(names[i], value.text());
         }

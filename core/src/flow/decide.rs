@@ -1,0 +1,692 @@
+//! The pure decisions: a request in, a [`Decision`] out, no IO. The
+//! canonical path, the gate's routes, sessions that pass, and logins to start.
+
+use super::*;
+
+pub(super) fn identity_json(identity: &Identity, checked: Option<bool>) -> Reply {
+    let mut body = serde_json::json!({
+        "openid": identity.openid,
+        "unionid": identity.unionid,
+        "scope": identity.scope,
+        "nickname": identity.nickname,
+        "headimgurl": identity.headimgurl,
+    });
+    if identity.snapshot {
+        body["snapshot"] = true.into();
+    }
+    if let Some(checked) = checked {
+        body["checked"] = checked.into();
+    }
+    Reply::json(200, &body)
+}
+
+/// `400` for a path with no safe canonical form ([`crate::path`]).
+pub(super) fn bad_path(e: crate::path::PathError, lang: Lang) -> Reply {
+    tracing::info!(reason = %e, "refused a request path");
+    crate::metrics::count_refused("bad_path");
+    page(
+        lang,
+        400,
+        Text {
+            zh: "无效的地址",
+            en: "Invalid address",
+        },
+        Text {
+            zh: "这个地址的路径无法识别。",
+            en: "The path of this address can't be used.",
+        },
+        Some(&e.to_string()),
+        None,
+    )
+}
+
+pub(super) fn service_unavailable_json() -> Reply {
+    Reply::json(503, &serde_json::json!({"error": "wechat_unavailable"}))
+        .with_header("Retry-After", "5".into())
+}
+
+pub(super) fn login_required_json(login_url: &str) -> Reply {
+    Reply::json(
+        401,
+        &serde_json::json!({"error": "login_required", "login_url": login_url}),
+    )
+}
+
+/// The single value of a query parameter; `None` when absent or repeated.
+pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let mut found = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k == name && found.replace(v).is_some() {
+            return None;
+        }
+    }
+    found.map(|v| v.into_owned())
+}
+
+/// Whether the client is a script (XHR/fetch) that can't follow a redirect to WeChat.
+pub(super) fn wants_json(req: &RequestParts<'_>) -> bool {
+    req.x_requested_with
+        .is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest"))
+        || req
+            .accept
+            .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+}
+
+impl Gate {
+    /// The decision for a request whose body the host read after
+    /// [`Decision::NeedsBody`]: `body` is what came, at most `max_bytes`
+    /// plus one (a longer body is refused with `413`). The push endpoint
+    /// becomes a [`Decision::Call`] that verifies and records the push;
+    /// `POST exchange` is [`Gate::decide_exchange`]. Any other request is
+    /// decided as by [`Gate::decide`]. No IO.
+    pub fn decide_with_body(&self, req: &RequestParts<'_>, body: &[u8]) -> Decision {
+        let lang = Lang::choose(self.config.gateway.language, req.accept_language);
+        let route = crate::path::canonical_path(req.path)
+            .ok()
+            .and_then(|path| self.route_of(&path));
+        let decision = match (route, req.method) {
+            (Some(Route::Push), "POST") if body.len() > push::MAX_PUSH_BYTES => {
+                Decision::Reply(Reply::text(413, "push body too large\n"))
+            }
+            (Some(Route::Push), "POST") => Decision::Call(Call {
+                kind: CallKind::Push {
+                    query: req.query.map(str::to_owned),
+                    body: body.to_vec(),
+                },
+                lang,
+            }),
+            (Some(Route::Exchange), "POST") if body.len() > MAX_EXCHANGE_BODY_BYTES => {
+                Decision::Reply(Reply::json(
+                    413,
+                    &serde_json::json!({"error": "body_too_large", "hint": "at most 4096 bytes of JSON"}),
+                ))
+            }
+            (Some(Route::Exchange), "POST") => self.decide_exchange(req, body),
+            _ => return self.decide(req),
+        };
+        if let Decision::Reply(reply) = &decision {
+            crate::metrics::count_reply(reply.status);
+        }
+        decision
+    }
+
+    /// The answer of the `auth` route (nginx `auth_request`): `req` is the
+    /// *original* request (its method and URI from `X-Original-Method` and
+    /// `X-Original-URI`, its headers). `202` when it may pass, with the
+    /// identity headers (`X-WeChat-OpenID`, …) and any `Set-Cookie` to
+    /// forward; `401` with the login JSON when it needs a login (nginx then
+    /// asks the gateway itself for the right answer: a 302, the 401 JSON or
+    /// a page). No IO.
+    pub fn decide_auth(&self, req: &RequestParts<'_>) -> Reply {
+        let login_url = |path: &str| self.login_url(path, self.config.wechat.scope, true);
+        let canonical = match crate::path::canonical_path(req.path) {
+            Ok(path) => path,
+            // nginx reads any status but 2xx, 401 and 403 as an error (500).
+            Err(e) => {
+                let mut reply = bad_path(e, Lang::En);
+                reply.status = 403;
+                return reply;
+            }
+        };
+        let req = &RequestParts {
+            path: &canonical,
+            ..*req
+        };
+        if self.route_of(req.path).is_some() {
+            // The gate's own routes are proxied to it, never auth-requested.
+            return login_required_json(&login_url("/"));
+        }
+        match self.decide(req) {
+            Decision::Pass(pass) => {
+                let mut reply = Reply::text(202, "");
+                if let Some(identity) = pass.identity {
+                    for (name, value) in identity.upstream_headers() {
+                        reply = reply.with_header(name, value.into_owned());
+                    }
+                }
+                if let Some(cookie) = pass.set_cookie {
+                    reply = reply.with_header("Set-Cookie", cookie);
+                }
+                reply
+            }
+            Decision::Reply(_) | Decision::Call(_) | Decision::NeedsBody { .. } => {
+                login_required_json(&login_url(req.path))
+            }
+        }
+    }
+
+    /// The session in the request's cookies, if it opens and has neither
+    /// idled out nor been logged out at `now`.
+    pub(super) fn live_session(&self, cookies: &GateCookies<'_>, now: u64) -> Option<Session> {
+        cookies
+            .session
+            .and_then(|v| self.verified.open(&self.sealer, v, now))
+            .filter(|s| !self.idle_expired(s, now) && !self.revocations.is_revoked(&s.sid, now))
+    }
+
+    /// The identity of the session in a `Cookie` header, if it holds a valid one now.
+    pub fn session_identity(&self, cookie_header: &str) -> Option<Identity> {
+        let now = now_unix();
+        self.live_session(
+            &GateCookies::parse(
+                Some(cookie_header),
+                &self.config.gateway.session_cookie_name,
+            ),
+            now,
+        )
+        .map(|s| s.identity)
+    }
+
+    /// Decides what to do with a request, now. No IO.
+    pub fn decide(&self, req: &RequestParts<'_>) -> Decision {
+        let decision = self.decide_at(req, now_unix());
+        match &decision {
+            Decision::Pass(_) => crate::metrics::REQUESTS_PASSED.inc(),
+            Decision::Reply(reply) => crate::metrics::count_reply(reply.status),
+            Decision::Call(_) | Decision::NeedsBody { .. } => {}
+        }
+        decision
+    }
+
+    /// [`Gate::decide`] at a given time (unix seconds).
+    pub fn decide_at(&self, req: &RequestParts<'_>, now: u64) -> Decision {
+        // Only pages need the language: not computed for requests that pass.
+        let lang = || Lang::choose(self.config.gateway.language, req.accept_language);
+        // Every rule below sees the canonical path only.
+        let canonical = match crate::path::canonical_path(req.path) {
+            Ok(path) => path,
+            Err(e) => return Decision::Reply(bad_path(e, lang())),
+        };
+        let upstream_path = match &canonical {
+            std::borrow::Cow::Owned(path) => Some(path.clone()),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let req = &RequestParts {
+            path: &canonical,
+            ..*req
+        };
+        let cookies = GateCookies::parse(req.cookie, &self.config.gateway.session_cookie_name);
+        let session = self.live_session(&cookies, now);
+        let prefix = &self.config.gateway.prefix;
+        if let Some(route) = self.route_of(req.path) {
+            return self.route(route, req, &cookies, session, now, lang());
+        }
+        let needs_userinfo = self.needs_userinfo(req.path);
+        match session {
+            Some(s) if !needs_userinfo || Scope::granted_includes_userinfo(&s.identity.scope) => {
+                return Decision::Pass(Pass {
+                    set_cookie: self.touch(&s, now),
+                    identity: Some(s.identity),
+                    upstream_cookie: strip_gate_cookies(
+                        req.cookie,
+                        &self.config.gateway.session_cookie_name,
+                    ),
+                    upstream_path,
+                });
+            }
+            None if self.is_public(req.path) => {
+                return Decision::Pass(Pass {
+                    identity: None,
+                    upstream_cookie: strip_gate_cookies(
+                        req.cookie,
+                        &self.config.gateway.session_cookie_name,
+                    ),
+                    set_cookie: None,
+                    upstream_path,
+                });
+            }
+            _ => {}
+        }
+        let return_to = if matches!(req.method, "GET" | "HEAD") {
+            match req.query {
+                Some(q) if !q.is_empty() => format!("{}?{q}", req.path),
+                _ => req.path.to_owned(),
+            }
+        } else {
+            req.path.to_owned()
+        };
+        let return_to = safe_return_path(&return_to, "", prefix).unwrap_or_else(|| "/".into());
+        let scope = if needs_userinfo {
+            Scope::Userinfo
+        } else {
+            self.config.wechat.scope
+        };
+        Decision::Reply(self.login_required(req, &return_to, scope, &cookies, now, lang()))
+    }
+
+    pub(super) fn is_public(&self, path: &str) -> bool {
+        self.config
+            .gateway
+            .public_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    }
+
+    pub(super) fn needs_userinfo(&self, path: &str) -> bool {
+        self.config
+            .gateway
+            .userinfo_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    }
+
+    pub(super) fn idle_expired(&self, session: &Session, now: u64) -> bool {
+        self.config
+            .gateway
+            .session_idle
+            .is_some_and(|idle| now.saturating_sub(session.seen_at) >= idle.as_secs())
+    }
+
+    /// With an idle timeout, re-seals a session seen more than a quarter of
+    /// that timeout ago.
+    pub(super) fn touch(&self, session: &Session, now: u64) -> Option<String> {
+        let idle = self.config.gateway.session_idle?.as_secs();
+        (now.saturating_sub(session.seen_at) >= idle / 4).then(|| {
+            let mut fresh = session.clone();
+            fresh.seen_at = now;
+            self.session_cookie(&fresh, now)
+        })
+    }
+
+    pub(super) fn session_cookie(&self, session: &Session, now: u64) -> String {
+        let max_age = session.expires_at.saturating_sub(now);
+        self.set_cookie(
+            &self.config.gateway.session_cookie_name,
+            seal_session(&self.sealer, session),
+            max_age,
+        )
+    }
+
+    /// The answer to a request that needs a login.
+    pub(super) fn login_required(
+        &self,
+        req: &RequestParts<'_>,
+        return_to: &str,
+        scope: Scope,
+        cookies: &GateCookies<'_>,
+        now: u64,
+        lang: Lang,
+    ) -> Reply {
+        if wants_json(req) {
+            return login_required_json(&self.login_url(return_to, scope, true));
+        }
+        if req
+            .user_agent
+            .is_some_and(|ua| ua.contains("MicroMessenger"))
+        {
+            return self.start_login(return_to, scope, cookies, now);
+        }
+        match self.config.gateway.desktop_login {
+            DesktopLogin::SceneQr => {
+                return crate::pages::scene_qr_page(lang, &self.config.gateway.prefix, return_to)
+            }
+            DesktopLogin::Qrconnect => {
+                let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+                let login = Route::Login.path(&self.config.gateway.prefix);
+                let href = format!("{login}?rd={rd}&app=open");
+                return page(
+                    lang,
+                    401,
+                    Text {
+                        zh: "微信扫码登录",
+                        en: "Log in with WeChat",
+                    },
+                    Text {
+                        zh: "请使用微信扫描二维码登录。",
+                        en: "Scan a QR code with WeChat to log in.",
+                    },
+                    None,
+                    Some((
+                        &href,
+                        Text {
+                            zh: "微信扫码登录",
+                            en: "Log in with WeChat",
+                        },
+                    )),
+                );
+            }
+            DesktopLogin::Notice => {}
+        }
+        page(
+            lang,
+            401,
+            Text {
+                zh: "请在微信中打开",
+                en: "Open this page in WeChat",
+            },
+            Text {
+                zh: "此页面需要微信登录。请复制链接，在微信中打开。",
+                en: "This page needs a WeChat login. Copy the link and open it in WeChat.",
+            },
+            Some(&format!("{}{}", self.config.gateway.origin(), return_to)),
+            Some((
+                &self.login_url(return_to, scope, false),
+                Text {
+                    zh: "已在微信中？继续登录",
+                    en: "In WeChat already? Continue",
+                },
+            )),
+        )
+    }
+
+    /// `prefix/login?rd=…[&scope=snsapi_userinfo]`, absolute or relative.
+    pub(super) fn login_url(&self, return_to: &str, scope: Scope, absolute: bool) -> String {
+        let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        let origin = if absolute {
+            self.config.gateway.origin()
+        } else {
+            String::new()
+        };
+        let scope = if scope == self.config.wechat.scope {
+            String::new()
+        } else {
+            format!("&scope={}", scope.as_str())
+        };
+        let login = Route::Login.path(&self.config.gateway.prefix);
+        format!("{origin}{login}?rd={rd}{scope}")
+    }
+
+    /// 302 to WeChat's authorize page with a new state cookie; expires the
+    /// oldest state cookies so that at most [`MAX_STATE_COOKIES`] remain.
+    pub(super) fn start_login(
+        &self,
+        return_to: &str,
+        scope: Scope,
+        cookies: &GateCookies<'_>,
+        now: u64,
+    ) -> Reply {
+        self.start_login_with(return_to, scope, false, cookies, now)
+    }
+
+    /// [`Gate::start_login`]; `open_app`: through the Open Platform website
+    /// app's QR login (`connect/qrconnect`) instead of web authorization.
+    pub(super) fn start_login_with(
+        &self,
+        return_to: &str,
+        scope: Scope,
+        open_app: bool,
+        cookies: &GateCookies<'_>,
+        now: u64,
+    ) -> Reply {
+        let callback = self.config.gateway.callback_url();
+        self.start_login_to(return_to, scope, open_app, &callback, cookies, now)
+    }
+
+    /// [`Gate::start_login_with`] with WeChat sending the browser back to
+    /// `callback` (the gate's own, or a front end's page).
+    pub(super) fn start_login_to(
+        &self,
+        return_to: &str,
+        scope: Scope,
+        open_app: bool,
+        callback: &str,
+        cookies: &GateCookies<'_>,
+        now: u64,
+    ) -> Reply {
+        let wechat = &self.config.wechat;
+        let state = new_state();
+        crate::metrics::LOGINS_STARTED.inc();
+        let location = match (&wechat.open, open_app) {
+            (Some(open), true) => {
+                qrconnect_url(wechat.open_base.as_str(), &open.appid, callback, &state)
+            }
+            _ => authorize_url(
+                wechat.open_base.as_str(),
+                &wechat.appid,
+                callback,
+                scope,
+                &state,
+                false,
+            ),
+        };
+        let mut reply = Reply::redirect(location).with_header(
+            "Set-Cookie",
+            self.set_cookie(
+                &state_cookie_name(&state),
+                seal_state(
+                    &self.sealer,
+                    &state,
+                    return_to,
+                    open_app && wechat.open.is_some(),
+                    now,
+                ),
+                STATE_LIFETIME_SECS,
+            ),
+        );
+        let mut live: Vec<(&str, u64)> = Vec::new();
+        for (name, value) in &cookies.states {
+            let state = &name[STATE_COOKIE_PREFIX.len()..];
+            match open_state(&self.sealer, state, value, now) {
+                Some(opened) if is_valid_state(state) => live.push((name, opened.expires_at)),
+                _ => reply = reply.with_header("Set-Cookie", self.remove_cookie(name)),
+            }
+        }
+        live.sort_by(|a, b| b.1.cmp(&a.1));
+        for (name, _) in live.iter().skip(MAX_STATE_COOKIES - 1) {
+            reply = reply.with_header("Set-Cookie", self.remove_cookie(name));
+        }
+        reply
+    }
+
+    /// The gate's route at a canonical path, if any.
+    pub(super) fn route_of(&self, path: &str) -> Option<Route> {
+        let push_path = self
+            .config
+            .wechat
+            .push_token
+            .is_some()
+            .then_some(self.config.gateway.push_path.as_str());
+        Route::parse(path, &self.config.gateway.prefix, push_path)
+    }
+
+    /// The decision for one of the gate's own routes.
+    pub(super) fn route(
+        &self,
+        route: Route,
+        req: &RequestParts<'_>,
+        cookies: &GateCookies<'_>,
+        session: Option<Session>,
+        now: u64,
+        lang: Lang,
+    ) -> Decision {
+        let allowed = route.allowed_methods();
+        if !allowed.is_empty() && !allowed.contains(&req.method) {
+            let reply = if route == Route::Exchange {
+                Reply::json(
+                    405,
+                    &serde_json::json!({"error": "method_not_allowed", "hint": "POST {\"code\", \"state\"} as JSON"}),
+                )
+            } else {
+                Reply::text(405, "method not allowed\n")
+            };
+            return Decision::Reply(reply.with_header("Allow", allowed.join(", ")));
+        }
+        let reply = match route {
+            Route::QrNew | Route::QrStatus | Route::QrConfirm => {
+                return self.scene_route(route, req, cookies, session, now, lang)
+            }
+            Route::Push => match req.method {
+                "POST" => {
+                    return Decision::NeedsBody {
+                        max_bytes: push::MAX_PUSH_BYTES,
+                    }
+                }
+                _ => self.push_check(req.query, now),
+            },
+            Route::Exchange => {
+                return Decision::NeedsBody {
+                    max_bytes: MAX_EXCHANGE_BODY_BYTES,
+                }
+            }
+            Route::Ready => {
+                return Decision::Call(Call {
+                    kind: CallKind::Ready,
+                    lang,
+                })
+            }
+            Route::Auth => {
+                let uri = req.original_uri.unwrap_or("/");
+                let (path, query) = match uri.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (uri, None),
+                };
+                let original = RequestParts {
+                    method: req.original_method.unwrap_or("GET"),
+                    path,
+                    query,
+                    ..*req
+                };
+                self.decide_auth(&original)
+            }
+            Route::AuthorizeUrl => {
+                let rd = self.return_param(req.query).unwrap_or_else(|| "/".into());
+                let scope = query_param(req.query, "scope")
+                    .and_then(|s| Scope::parse(&s))
+                    .unwrap_or(self.config.wechat.scope);
+                // The front end's own page is the redirect_uri.
+                let redirect_uri = format!("{}{rd}", self.config.gateway.origin());
+                let started = self.start_login_to(&rd, scope, false, &redirect_uri, cookies, now);
+                let url = started.header("location").unwrap_or_default().to_owned();
+                let mut reply = Reply::json(200, &serde_json::json!({"url": url}))
+                    .with_header("Cache-Control", "no-store".into());
+                for cookie in started.header_values("set-cookie") {
+                    reply = reply.with_header("Set-Cookie", cookie);
+                }
+                reply
+            }
+            Route::Healthz => Reply::text(200, "ok\n"),
+            Route::Callback => {
+                if let Some(limited) = self.login_limited(req, false, lang) {
+                    return Decision::Reply(limited);
+                }
+                return match self.check_callback(req.query, cookies, session, now, lang, false) {
+                    Ok(pending) => Decision::Call(Call {
+                        kind: CallKind::Login(pending),
+                        lang,
+                    }),
+                    Err(reply) => Decision::Reply(reply),
+                };
+            }
+            Route::Login => {
+                let rd = self.return_param(req.query).unwrap_or_else(|| "/".into());
+                let scope = query_param(req.query, "scope")
+                    .and_then(|s| Scope::parse(&s))
+                    .unwrap_or(self.config.wechat.scope);
+                let open_app = query_param(req.query, "app").as_deref() == Some("open");
+                self.start_login_with(&rd, scope, open_app, cookies, now)
+            }
+            Route::Logout => {
+                let to = self
+                    .return_param(req.query)
+                    .unwrap_or_else(|| self.config.gateway.logout_redirect.clone());
+                return self.logout_to(session, to, now, lang);
+            }
+            Route::Userinfo => match session {
+                Some(session) => {
+                    let refresh = query_param(req.query, "refresh").as_deref() == Some("1");
+                    let check = query_param(req.query, "check").as_deref() == Some("1");
+                    if refresh || check {
+                        let kind = CallKind::Profile { session, check };
+                        return Decision::Call(Call { kind, lang });
+                    }
+                    identity_json(&session.identity, None)
+                }
+                None => login_required_json(&self.login_url("/", self.config.wechat.scope, true)),
+            },
+            Route::Unknown => page(
+                lang,
+                404,
+                Text {
+                    zh: "页面不存在",
+                    en: "Not found",
+                },
+                Text {
+                    zh: "没有这个登录地址。",
+                    en: "There is no such login address.",
+                },
+                None,
+                None,
+            ),
+        };
+        Decision::Reply(reply)
+    }
+
+    /// Ends `session` (if any) and sends the browser to `to`: a
+    /// [`Decision::Call`] that deletes its tokens and tells the other
+    /// instances, or the redirect at once without a session.
+    pub(super) fn logout_to(
+        &self,
+        session: Option<Session>,
+        to: String,
+        now: u64,
+        lang: Lang,
+    ) -> Decision {
+        match session {
+            Some(s) => {
+                tracing::info!(openid = %self.log_id(&s.identity.openid), "logout");
+                self.revocations.revoke(&s.sid, s.expires_at, now);
+                let kind = CallKind::Logout {
+                    sid: s.sid,
+                    until: s.expires_at,
+                    to,
+                };
+                Decision::Call(Call { kind, lang })
+            }
+            None => Decision::Reply(self.logged_out(to)),
+        }
+    }
+
+    /// A login returning to `return_to` (a path on this site; anything else
+    /// returns to `/`): a `302` to WeChat's authorize page with the
+    /// configured scope and a new state cookie. `cookie` is the request's
+    /// `Cookie` header, whose oldest state cookies are expired. No IO.
+    pub fn start_login_for(&self, return_to: &str, cookie: Option<&str>) -> Reply {
+        let now = now_unix();
+        let cookies = GateCookies::parse(cookie, &self.config.gateway.session_cookie_name);
+        let rd = safe_return_path(
+            return_to,
+            &self.config.gateway.origin(),
+            &self.config.gateway.prefix,
+        )
+        .unwrap_or_else(|| "/".into());
+        self.start_login(&rd, self.config.wechat.scope, &cookies, now)
+    }
+
+    /// Logs out the session in `cookie` (a `Cookie` header) and sends the
+    /// browser to `logout_redirect`: a [`Decision::Call`] (run
+    /// [`Gate::complete`]: it deletes the session's tokens) or, without a
+    /// live session, the redirect that removes the cookie.
+    pub fn logout(&self, cookie: Option<&str>) -> Decision {
+        let now = now_unix();
+        let cookies = GateCookies::parse(cookie, &self.config.gateway.session_cookie_name);
+        let session = self.live_session(&cookies, now);
+        let to = self.config.gateway.logout_redirect.clone();
+        self.logout_to(
+            session,
+            to,
+            now,
+            Lang::choose(self.config.gateway.language, None),
+        )
+    }
+
+    pub(super) fn logged_out(&self, to: String) -> Reply {
+        Reply::redirect(to).with_header(
+            "Set-Cookie",
+            self.remove_cookie(&self.config.gateway.session_cookie_name),
+        )
+    }
+
+    /// The `rd` query parameter as a safe return path; `None` when absent or refused.
+    pub(super) fn return_param(&self, query: Option<&str>) -> Option<String> {
+        let rd = query_param(query, "rd")?;
+        let safe = safe_return_path(
+            &rd,
+            &self.config.gateway.origin(),
+            &self.config.gateway.prefix,
+        );
+        if safe.is_none() {
+            tracing::debug!("refused a return path that leaves the site");
+        }
+        safe
+    }
+}

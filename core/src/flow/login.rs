@@ -1,0 +1,848 @@
+//! The login: a callback's (or the SPA hand-off's) code checked against its
+//! state, exchanged once per code (in this process or across instances), and
+//! its outcome turned into a session or a clear page (docs/protocol.md §1).
+
+use super::*;
+
+#[derive(Debug)]
+pub(super) struct PendingLogin {
+    pub(super) code: AuthorizationCode,
+    pub(super) return_to: String,
+    pub(super) state_cookie: String,
+    /// Exchange with the Open Platform website app (a qrconnect login).
+    pub(super) open_app: bool,
+    /// Answer in JSON (`POST <prefix>/exchange`, a front end's own
+    /// redirect_uri) instead of redirecting.
+    pub(super) json: bool,
+}
+
+/// What a code exchange produced; shared by every duplicate of its callback.
+#[derive(Debug)]
+pub(super) enum LoginOutcome {
+    /// A user, packed: kept for the code's 300 s, once per login.
+    User(PackedLogin),
+    /// A snapshot-page virtual user, refused by configuration.
+    SnapshotRefused,
+}
+
+/// A completed login: the identity, the session id its tokens are under,
+/// when, and where the user goes back to.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct LoginRecord {
+    pub(super) identity: Identity,
+    pub(super) sid: String,
+    pub(super) issued_at: u64,
+    pub(super) return_to: String,
+}
+
+/// A [`LoginRecord`] as one JSON allocation instead of eight strings: the
+/// duplicate-callback cache holds one per login for 300 s. `Debug` shows
+/// nothing of it (it holds the session id).
+pub(super) struct PackedLogin(Box<str>);
+
+impl std::fmt::Debug for PackedLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackedLogin(..)")
+    }
+}
+
+impl PackedLogin {
+    pub(super) fn pack(record: &LoginRecord) -> PackedLogin {
+        PackedLogin(
+            serde_json::to_string(record)
+                .expect("a login record serializes")
+                .into_boxed_str(),
+        )
+    }
+
+    pub(super) fn unpack(&self) -> LoginRecord {
+        serde_json::from_str(&self.0).expect("a record this process packed")
+    }
+}
+
+pub(super) type LoginResult = Arc<Result<LoginOutcome, SnsError>>;
+
+/// What claiming a login's (state, code) pair in the shared store found.
+pub(super) enum SharedClaim {
+    /// The pair is this login's (first arrival or a repeat of it).
+    Claimed,
+    /// The state already went with another code.
+    StateUsed,
+    /// The code already came back with another state.
+    CodeBound,
+}
+
+/// Claims the login's state for its code and the code for its state in the
+/// shared store (one pair across instances).
+pub(super) async fn claim_shared_state(
+    shared: &Arc<dyn SharedStore>,
+    pending: &PendingLogin,
+) -> Result<SharedClaim, crate::store::StoreError> {
+    let state = key_hash(&pending.state_cookie);
+    let code = key_hash(pending.code.expose());
+    if !bind_once(
+        shared,
+        format!("state:{state}"),
+        code.clone(),
+        STATE_LIFETIME_SECS,
+    )
+    .await?
+    {
+        return Ok(SharedClaim::StateUsed);
+    }
+    if !bind_once(
+        shared,
+        format!("code-state:{code}"),
+        state,
+        CODE_OUTCOME_SECS,
+    )
+    .await?
+    {
+        return Ok(SharedClaim::CodeBound);
+    }
+    Ok(SharedClaim::Claimed)
+}
+
+/// Binds `key` to `value` for `ttl_secs` in the shared store unless it is
+/// bound already: `true` when it is now bound to `value` (first or same),
+/// `false` when bound to another value.
+pub(super) async fn bind_once(
+    shared: &Arc<dyn SharedStore>,
+    key: String,
+    value: String,
+    ttl_secs: u64,
+) -> Result<bool, crate::store::StoreError> {
+    if shared
+        .set_if_absent(&key, &value, Duration::from_secs(ttl_secs))
+        .await?
+    {
+        return Ok(true);
+    }
+    Ok(shared.value(&key).await?.is_none_or(|bound| bound == value))
+}
+
+/// A code's outcome as kept in Redis: `u` + the packed login, `s` (a
+/// refused snapshot user) or `e` + WeChat's errcode. Transport failures are
+/// not shared: another instance may still succeed.
+pub(super) fn encode_outcome(result: &Result<LoginOutcome, SnsError>) -> Option<String> {
+    match result {
+        Ok(LoginOutcome::User(packed)) => Some(format!("u{}", packed.0)),
+        Ok(LoginOutcome::SnapshotRefused) => Some("s".into()),
+        Err(SnsError::WeChat { code, .. }) => Some(format!("e{}", code.code())),
+        Err(_) => None,
+    }
+}
+
+pub(super) fn decode_outcome(encoded: &str) -> Result<LoginOutcome, SnsError> {
+    let unreadable = || SnsError::Store("an unreadable shared login outcome".into());
+    match encoded.split_at_checked(1).ok_or_else(unreadable)? {
+        ("u", packed) => {
+            serde_json::from_str::<LoginRecord>(packed).map_err(|_| unreadable())?;
+            Ok(LoginOutcome::User(PackedLogin(packed.into())))
+        }
+        ("s", _) => Ok(LoginOutcome::SnapshotRefused),
+        ("e", code) => Err(SnsError::WeChat {
+            code: ErrCode::from_code(code.parse().map_err(|_| unreadable())?),
+            errmsg: "answered to another instance".into(),
+        }),
+        _ => Err(unreadable()),
+    }
+}
+
+/// One log line per exchange: the outcome, who logged in (the openid, or
+/// its hash with `[gateway] log_openid = "hash"`), WeChat's errcode and the
+/// latency; never the code or a token. A store outage is logged once by the
+/// store, so its failed logins log at debug.
+pub(super) fn log_login(
+    result: &Result<LoginOutcome, SnsError>,
+    elapsed: Duration,
+    hash_openid: bool,
+) {
+    let elapsed_ms = elapsed.as_millis() as u64;
+    match result {
+        Ok(LoginOutcome::User(_)) => crate::metrics::LOGINS_COMPLETED.inc(),
+        Ok(LoginOutcome::SnapshotRefused) => crate::metrics::LOGINS_FAILED
+            .with_label_values(&["snapshot"])
+            .inc(),
+        Err(e) => {
+            let errcode = match e {
+                SnsError::WeChat { code, .. } => code.code().to_string(),
+                SnsError::Transport(_) => "transport".into(),
+                SnsError::Store(_) => "store".into(),
+                SnsError::Malformed(_) => "malformed".into(),
+            };
+            crate::metrics::LOGINS_FAILED
+                .with_label_values(&[errcode.as_str()])
+                .inc();
+        }
+    }
+    match result {
+        Ok(LoginOutcome::User(packed)) => {
+            let identity = packed.unpack().identity;
+            tracing::info!(
+                outcome = "completed",
+                openid = %log_id(&identity.openid, hash_openid),
+                scope = %identity.scope,
+                elapsed_ms,
+                "login completed"
+            )
+        }
+        Ok(LoginOutcome::SnapshotRefused) => {
+            tracing::info!(
+                outcome = "refused",
+                elapsed_ms,
+                "login refused: snapshot user"
+            )
+        }
+        Err(e @ SnsError::Store(_)) => {
+            tracing::debug!(outcome = "failed", error = %e, elapsed_ms, "login failed")
+        }
+        Err(e) => {
+            let errmsg = match e {
+                SnsError::WeChat { errmsg, .. } => errmsg.as_str(),
+                _ => "",
+            };
+            tracing::warn!(outcome = "failed", errcode = e.errcode().map(ErrCode::code), errmsg, error = %e, elapsed_ms, "login failed");
+            let fix = match e.errcode() {
+                Some(ErrCode::InvalidAppid) => Some("check [wechat] appid"),
+                Some(ErrCode::InvalidAppSecret) => {
+                    Some("check [wechat] secret (env WECHAT_APP_SECRET)")
+                }
+                Some(ErrCode::IpNotWhitelisted) => Some(
+                    "add this server's IP address to the account's IP whitelist in the WeChat console",
+                ),
+                Some(ErrCode::InvalidGrantType) => Some("check [wechat] api_base"),
+                _ => None,
+            };
+            if let Some(fix) = fix {
+                tracing::error!(
+                    errcode = e.errcode().map(ErrCode::code),
+                    "WeChat refused this gateway's credentials: {fix}"
+                );
+            }
+        }
+    }
+}
+
+/// `openid`, or with `hash` the first 16 hex digits of its SHA-1 (the same
+/// user gives the same value in every line, the openid itself appears in none).
+pub(super) fn log_id(openid: &str, hash: bool) -> std::borrow::Cow<'_, str> {
+    if hash {
+        std::borrow::Cow::Owned(format!("sha1:{}", &key_hash(openid)[..16]))
+    } else {
+        std::borrow::Cow::Borrowed(openid)
+    }
+}
+
+impl Gate {
+    /// Validates a callback's query against its state cookie.
+    pub(super) fn check_callback(
+        &self,
+        query: Option<&str>,
+        cookies: &GateCookies<'_>,
+        session: Option<Session>,
+        now: u64,
+        lang: Lang,
+        json: bool,
+    ) -> Result<PendingLogin, Reply> {
+        let mut code = None;
+        let mut state = None;
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match key.as_ref() {
+                "code" => &mut code,
+                "state" => &mut state,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return Err(self.bad_callback("duplicate parameter", lang));
+            }
+        }
+        let state = state
+            .filter(|s| is_valid_state(s))
+            .ok_or_else(|| self.bad_callback("missing or malformed state", lang))?;
+        let name = state_cookie_name(&state);
+        let opened = cookies
+            .states
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| open_state(&self.sealer, &state, v, now));
+        let open_app = opened.as_ref().is_some_and(|o| o.open_app);
+        let return_to = opened.map(|o| o.return_to);
+        let Some(return_to) = return_to else {
+            // A repeat of a callback that already logged this browser in
+            // (refresh, back button, WeChat's double hit): its state cookie is
+            // gone but its session is here. Send it on; change nothing.
+            if let Some(session) = session {
+                let to = code
+                    .and_then(|c| self.logins.peek(&c))
+                    .and_then(|r| match r.as_ref() {
+                        Ok(LoginOutcome::User(packed)) => Some(packed.unpack())
+                            .filter(|r| r.identity.openid == session.identity.openid)
+                            .map(|r| r.return_to),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| "/".to_owned());
+                return Err(Reply::redirect(to));
+            }
+            return Err(self.bad_callback("state does not match this browser's login", lang));
+        };
+        let Some(code) = code else {
+            tracing::info!("login declined by the user");
+            return Err(page(
+                lang,
+                403,
+                Text {
+                    zh: "您拒绝了授权",
+                    en: "You declined the login",
+                },
+                Text {
+                    zh: "没有微信授权，无法登录。",
+                    en: "Without WeChat's authorization you can't log in.",
+                },
+                None,
+                Some((
+                    &self.login_url(&return_to, self.config.wechat.scope, false),
+                    Text {
+                        zh: "重新登录",
+                        en: "Try again",
+                    },
+                )),
+            )
+            .with_header("Set-Cookie", self.remove_cookie(&name)));
+        };
+        if code.is_empty()
+            || code.len() > MAX_CODE_LEN
+            || !code.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(self.bad_callback("malformed code", lang));
+        }
+        if !self
+            .used_states
+            .claim(&state, &code, now, now + STATE_LIFETIME_SECS)
+        {
+            return Err(self.bad_callback("this login's state was already used", lang));
+        }
+        if !self
+            .bound_codes
+            .claim(&code, &state, now, now + CODE_OUTCOME_SECS)
+        {
+            return Err(self
+                .code_replayed(&return_to, json, lang)
+                .with_header("Set-Cookie", self.remove_cookie(&name)));
+        }
+        Ok(PendingLogin {
+            code: AuthorizationCode::new(code.into_owned()),
+            return_to,
+            state_cookie: name,
+            open_app,
+            json,
+        })
+    }
+
+    /// The answer to a code presented with a state other than the one it
+    /// first came with (a leaked code tried in another browser): nothing of
+    /// that login, a "link expired" page whose button starts a fresh login.
+    pub(super) fn code_replayed(&self, return_to: &str, json: bool, lang: Lang) -> Reply {
+        tracing::warn!("refused a code that came back with another browser's state");
+        crate::metrics::count_refused("code_other_state");
+        if json {
+            return Reply::json(
+                400,
+                &serde_json::json!({"error": "code_expired", "login_url": self.login_url(return_to, self.config.wechat.scope, true)}),
+            );
+        }
+        page(
+            lang,
+            400,
+            Text {
+                zh: "登录链接已过期",
+                en: "This login link has expired",
+            },
+            Text {
+                zh: "请重新登录。",
+                en: "Please log in again.",
+            },
+            None,
+            Some((
+                &self.login_url(return_to, self.config.wechat.scope, false),
+                Text {
+                    zh: "重新登录",
+                    en: "Log in again",
+                },
+            )),
+        )
+    }
+
+    pub(super) fn bad_callback(&self, why: &str, lang: Lang) -> Reply {
+        tracing::info!(reason = why, "refused a login callback");
+        page(
+            lang,
+            400,
+            Text {
+                zh: "登录链接无效或已过期",
+                en: "This login link is invalid or has expired",
+            },
+            Text {
+                zh: "请重新登录。如果问题持续，请清除 Cookie 后再试。",
+                en: "Please log in again. If this keeps happening, clear your cookies and retry.",
+            },
+            Some(why),
+            Some((
+                &self.login_url("/", self.config.wechat.scope, false),
+                Text {
+                    zh: "重新登录",
+                    en: "Log in again",
+                },
+            )),
+        )
+    }
+
+    pub(super) fn log_login(&self, result: &Result<LoginOutcome, SnsError>, elapsed: Duration) {
+        log_login(result, elapsed, self.config.gateway.log_openid_hashed);
+    }
+
+    /// An openid as log lines show it (hashed with `log_openid = "hash"`).
+    pub(super) fn log_id<'a>(&self, openid: &'a str) -> std::borrow::Cow<'a, str> {
+        log_id(openid, self.config.gateway.log_openid_hashed)
+    }
+
+    /// The front end's code hand-off (`POST <prefix>/exchange`, docs/protocol.md
+    /// seed 003): a page that is itself the redirect_uri (from
+    /// `GET <prefix>/authorize-url?rd=`) posts `{"code": …, "state": …}`
+    /// (JSON, at most 4 KiB). The state is checked against this browser's
+    /// state cookie and the code exchanged once (the same single-flight as
+    /// the callback); the answer is a [`Decision::Call`] whose reply is the
+    /// identity JSON with the session cookie, or `{"error", "errcode",
+    /// "login_url"}`. A bad body, state or code is a 4xx JSON answer.
+    pub fn decide_exchange(&self, req: &RequestParts<'_>, body: &[u8]) -> Decision {
+        #[derive(serde::Deserialize)]
+        struct Handoff {
+            code: String,
+            state: String,
+        }
+        let now = now_unix();
+        let lang = Lang::choose(self.config.gateway.language, req.accept_language);
+        let cookies = GateCookies::parse(req.cookie, &self.config.gateway.session_cookie_name);
+        let session = self.live_session(&cookies, now);
+        let login_url = self.login_url("/", self.config.wechat.scope, true);
+        let handoff = (body.len() <= MAX_EXCHANGE_BODY_BYTES)
+            .then(|| serde_json::from_slice::<Handoff>(body).ok())
+            .flatten();
+        let Some(handoff) = handoff else {
+            return Decision::Reply(Reply::json(
+                400,
+                &serde_json::json!({"error": "bad_request", "hint": "POST {\"code\": …, \"state\": …} as JSON", "login_url": login_url}),
+            ));
+        };
+        if let Some(limited) = self.login_limited(req, true, lang) {
+            return Decision::Reply(limited);
+        }
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("code", &handoff.code)
+            .append_pair("state", &handoff.state)
+            .finish();
+        let known = session.as_ref().map(|s| s.identity.clone());
+        match self.check_callback(Some(&query), &cookies, session, now, lang, true) {
+            Ok(pending) => Decision::Call(Call {
+                kind: CallKind::Login(pending),
+                lang,
+            }),
+            // A repeat of a hand-off that already logged this browser in.
+            Err(page) if page.status == 302 && known.is_some() => {
+                Decision::Reply(identity_json(&known.expect("checked"), None))
+            }
+            Err(reply)
+                if reply
+                    .header("content-type")
+                    .is_some_and(|t| t.starts_with("application/json")) =>
+            {
+                Decision::Reply(reply)
+            }
+            Err(page) => {
+                let mut reply = Reply::json(
+                    page.status.max(400),
+                    &serde_json::json!({"error": "invalid_state", "login_url": login_url}),
+                );
+                for cookie in page.header_values("set-cookie") {
+                    reply = reply.with_header("Set-Cookie", cookie);
+                }
+                Decision::Reply(reply)
+            }
+        }
+    }
+
+    pub(super) async fn complete_login(&self, pending: PendingLogin, lang: Lang) -> Reply {
+        let started = Instant::now();
+        if let Some(shared) = &self.shared {
+            match claim_shared_state(shared, &pending).await {
+                Ok(SharedClaim::Claimed) => {}
+                Ok(SharedClaim::StateUsed) => {
+                    return self
+                        .bad_callback("this login's state was already used", lang)
+                        .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
+                }
+                Ok(SharedClaim::CodeBound) => {
+                    return self
+                        .code_replayed(&pending.return_to, pending.json, lang)
+                        .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
+                }
+                Err(e) => {
+                    let failed = Err(SnsError::Store(e.0));
+                    self.log_login(&failed, started.elapsed());
+                    return self.login_reply(&pending, &failed, now_unix(), lang);
+                }
+            }
+        }
+        let (result, ran) = self
+            .logins
+            .run(pending.code.expose(), || async {
+                let result = match &self.shared {
+                    Some(shared) => {
+                        let result = self.shared_exchange(shared, &pending, started).await;
+                        if matches!(result, Err(SnsError::Store(_))) {
+                            self.log_login(&result, started.elapsed());
+                        }
+                        result
+                    }
+                    None => {
+                        let result = self.exchange(&pending).await;
+                        self.log_login(&result, started.elapsed());
+                        result
+                    }
+                };
+                Arc::new(result)
+            })
+            .await;
+        if !ran {
+            crate::metrics::EXCHANGE_JOINS.inc();
+            tracing::debug!("duplicate callback answered from its code's first exchange");
+        }
+        self.login_reply(&pending, &result, now_unix(), lang)
+    }
+
+    /// The code's exchange across instances: the first to take the code's
+    /// lock exchanges it and keeps the outcome in Redis for the code's 300 s;
+    /// the others wait for that outcome (at most timeout × attempts + 2 s).
+    pub(super) async fn shared_exchange(
+        &self,
+        shared: &Arc<dyn SharedStore>,
+        pending: &PendingLogin,
+        started: Instant,
+    ) -> Result<LoginOutcome, SnsError> {
+        let id = key_hash(pending.code.expose());
+        let (result_key, lock_key) = (format!("login:{id}"), format!("login-lock:{id}"));
+        let attempts = self.config.wechat.retries + 1;
+        let lock_ttl = self.config.wechat.timeout * attempts + Duration::from_secs(1);
+        let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
+        let store_error = |e: crate::store::StoreError| SnsError::Store(e.0);
+        // A state file has no other process: this one's single-flight is the lock.
+        let locking = shared.is_multi_process();
+        loop {
+            if let Some(shared_outcome) = shared.value(&result_key).await.map_err(store_error)? {
+                tracing::debug!("code exchanged by another instance: its outcome is shared");
+                return decode_outcome(&shared_outcome);
+            }
+            if !locking
+                || shared
+                    .set_if_absent(&lock_key, "1", lock_ttl)
+                    .await
+                    .map_err(store_error)?
+            {
+                // Checked again under the lock: the last holder may have
+                // finished between the first look and the lock.
+                if locking {
+                    if let Some(shared_outcome) =
+                        shared.value(&result_key).await.map_err(store_error)?
+                    {
+                        let _ = shared.delete(&lock_key).await;
+                        return decode_outcome(&shared_outcome);
+                    }
+                }
+                let result = self.exchange(pending).await;
+                self.log_login(&result, started.elapsed());
+                if let Some(encoded) = encode_outcome(&result) {
+                    if let Err(e) = shared
+                        .set(
+                            &result_key,
+                            &encoded,
+                            Duration::from_secs(CODE_OUTCOME_SECS),
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %e, "could not share a code's outcome");
+                    }
+                }
+                if locking {
+                    let _ = shared.delete(&lock_key).await;
+                }
+                return result;
+            }
+            if Instant::now() >= deadline {
+                return Err(SnsError::Store(
+                    "another instance's exchange of this code did not finish".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Exchanges the code (and fetches the profile when `snsapi_userinfo` was
+    /// granted), then stores the tokens under a new session id.
+    pub(super) async fn exchange(&self, pending: &PendingLogin) -> Result<LoginOutcome, SnsError> {
+        let sns = match (&self.open_sns, pending.open_app) {
+            (Some(open), true) => open,
+            _ => &self.sns,
+        };
+        let token = sns.exchange_code(&pending.code).await?;
+        if token.is_snapshot_user && !self.config.gateway.allow_snapshot_users {
+            return Ok(LoginOutcome::SnapshotRefused);
+        }
+        let scope = if token.scope.is_empty() {
+            self.config.wechat.scope.as_str().to_owned()
+        } else {
+            token.scope.clone()
+        };
+        let mut identity = Identity {
+            openid: token.openid.clone(),
+            unionid: token.unionid.clone(),
+            scope,
+            nickname: None,
+            headimgurl: None,
+            snapshot: token.is_snapshot_user,
+        };
+        if Scope::granted_includes_userinfo(&identity.scope) {
+            match sns.userinfo(&token.access_token, &token.openid).await {
+                Ok(info) => {
+                    identity.nickname = Some(info.nickname).filter(|n| !n.is_empty());
+                    identity.headimgurl = info.headimgurl;
+                    identity.unionid = identity.unionid.or(info.unionid);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "sns/userinfo failed; the session carries the openid only"
+                ),
+            }
+        }
+        if !is_valid_wechat_id(&identity.openid)
+            || identity
+                .unionid
+                .as_deref()
+                .is_some_and(|u| !is_valid_wechat_id(u))
+            || !is_valid_scope(&identity.scope)
+        {
+            return Err(SnsError::Malformed(
+                "openid, unionid or scope has unexpected characters".into(),
+            ));
+        }
+        let now = now_unix();
+        let sid = new_sid();
+        if let Err(e) = self.store.put(&sid, stored_tokens(&token, now)).await {
+            tracing::warn!(error = %e, "could not store the session's tokens; profile refresh will need a new login");
+        }
+        Ok(LoginOutcome::User(PackedLogin::pack(&LoginRecord {
+            identity: identity.bounded(),
+            sid,
+            issued_at: now,
+            return_to: pending.return_to.clone(),
+        })))
+    }
+
+    pub(super) fn login_reply(
+        &self,
+        pending: &PendingLogin,
+        result: &Result<LoginOutcome, SnsError>,
+        now: u64,
+        lang: Lang,
+    ) -> Reply {
+        let reply = self.login_reply_page(pending, result, now, lang);
+        if !pending.json {
+            return reply;
+        }
+        // The front end's exchange: the same outcome as JSON.
+        let cookies: Vec<String> = reply.header_values("set-cookie");
+        let mut answer = match result {
+            Ok(LoginOutcome::User(packed)) => identity_json(&packed.unpack().identity, None),
+            _ => {
+                let errcode = result
+                    .as_ref()
+                    .err()
+                    .and_then(SnsError::errcode)
+                    .map(ErrCode::code);
+                let status = if reply.status == 302 {
+                    409
+                } else {
+                    reply.status
+                };
+                let error = match result {
+                    Ok(_) => "snapshot_user",
+                    Err(SnsError::Transport(_) | SnsError::Store(_)) => "wechat_unavailable",
+                    Err(_) => "login_failed",
+                };
+                Reply::json(
+                    status,
+                    &serde_json::json!({
+                        "error": error,
+                        "errcode": errcode,
+                        "login_url": self.login_url(&pending.return_to, self.config.wechat.scope, true),
+                    }),
+                )
+                .with_errcode(errcode)
+            }
+        };
+        for cookie in cookies {
+            answer = answer.with_header("Set-Cookie", cookie);
+        }
+        answer
+    }
+
+    pub(super) fn login_reply_page(
+        &self,
+        pending: &PendingLogin,
+        result: &Result<LoginOutcome, SnsError>,
+        now: u64,
+        lang: Lang,
+    ) -> Reply {
+        let reply = match result {
+            Ok(LoginOutcome::User(packed)) => {
+                let LoginRecord {
+                    identity,
+                    sid,
+                    issued_at,
+                    ..
+                } = packed.unpack();
+                let session = Session {
+                    identity,
+                    sid,
+                    issued_at,
+                    expires_at: issued_at + self.config.gateway.session_lifetime.as_secs(),
+                    seen_at: now,
+                };
+                Reply::redirect(pending.return_to.clone())
+                    .with_header("Set-Cookie", self.session_cookie(&session, now))
+            }
+            Ok(LoginOutcome::SnapshotRefused) => page(
+                lang,
+                403,
+                Text { zh: "请打开完整页面", en: "Open the full page" },
+                Text {
+                    zh: "您正在浏览快照页，无法登录。请点击“使用完整服务”后再试。",
+                    en: "This is a snapshot preview, which can't log in. Open the full page and try again.",
+                },
+                None,
+                Some((
+                    &self.login_url(&pending.return_to, self.config.wechat.scope, false),
+                    Text { zh: "重新登录", en: "Try again" },
+                )),
+            ),
+            Err(e) => self
+                .login_failed(e, &pending.return_to, lang)
+                .with_errcode(e.errcode().map(ErrCode::code)),
+        };
+        // The state is used up whatever happened.
+        reply.with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
+    }
+
+    pub(super) fn login_failed(&self, e: &SnsError, return_to: &str, lang: Lang) -> Reply {
+        let retry = self.login_url(return_to, self.config.wechat.scope, false);
+        let again = Text {
+            zh: "重新登录",
+            en: "Log in again",
+        };
+        match e.errcode() {
+            // Used by another exchange this gateway does not know of: start over.
+            Some(ErrCode::CodeBeenUsed) => Reply::redirect(retry),
+            Some(ErrCode::InvalidCode | ErrCode::CodeExpired) => page(
+                lang,
+                400,
+                Text {
+                    zh: "登录已过期",
+                    en: "The login has expired",
+                },
+                Text {
+                    zh: "请重新登录。",
+                    en: "Please log in again.",
+                },
+                None,
+                Some((&retry, again)),
+            ),
+            Some(
+                code @ (ErrCode::InvalidAppid
+                | ErrCode::InvalidAppSecret
+                | ErrCode::IpNotWhitelisted
+                | ErrCode::InvalidGrantType),
+            ) => page(
+                lang,
+                500,
+                Text {
+                    zh: "网站配置错误",
+                    en: "The site is misconfigured",
+                },
+                Text {
+                    zh: "微信登录暂时不可用，网站管理员已收到通知。",
+                    en: "WeChat login is unavailable; the site's operator has been told.",
+                },
+                Some(&format!("errcode {}", code.code())),
+                None,
+            ),
+            Some(ErrCode::DailyQuotaReached | ErrCode::TooFrequent) => page(
+                lang,
+                503,
+                Text {
+                    zh: "请稍后再试",
+                    en: "Please try again later",
+                },
+                Text {
+                    zh: "登录请求过多。",
+                    en: "Too many logins right now.",
+                },
+                None,
+                Some((&retry, again)),
+            )
+            .with_header("Retry-After", "60".into()),
+            _ if matches!(e, SnsError::Store(_)) => page(
+                lang,
+                503,
+                Text {
+                    zh: "登录暂时不可用",
+                    en: "Login is unavailable for a moment",
+                },
+                Text {
+                    zh: "请稍后重试。已登录的用户不受影响。",
+                    en: "Please try again in a moment. Signed-in users are not affected.",
+                },
+                None,
+                Some((&retry, again)),
+            )
+            .with_header("Retry-After", "5".into()),
+            _ if matches!(e, SnsError::Transport(_)) => page(
+                lang,
+                503,
+                Text {
+                    zh: "微信暂时无法访问",
+                    en: "WeChat is not reachable",
+                },
+                Text {
+                    zh: "请稍后重试。",
+                    en: "Please try again in a moment.",
+                },
+                None,
+                Some((&retry, again)),
+            )
+            .with_header("Retry-After", "5".into()),
+            errcode => page(
+                lang,
+                502,
+                Text {
+                    zh: "微信登录失败",
+                    en: "WeChat login failed",
+                },
+                Text {
+                    zh: "请重试。",
+                    en: "Please try again.",
+                },
+                errcode.map(|c| format!("errcode {}", c.code())).as_deref(),
+                Some((&retry, again)),
+            ),
+        }
+    }
+}

@@ -1,0 +1,595 @@
+use super::*;
+use crate::session::HEADER_OPENID;
+
+const NOW: u64 = 1_800_000_000;
+/// The session cookie's name on the tests' https public_url.
+const HTTPS_SESSION_COOKIE: &str = "__Host-wechat_session";
+const WECHAT: &str = "Mozilla/5.0 MicroMessenger/8.0.47";
+
+fn gate() -> Gate {
+    let toml = r#"
+[wechat]
+appid = "wx1234567890abcdef"
+secret = "app-secret"
+scope = "snsapi_userinfo"
+open_base = "https://open.example"
+[gateway]
+upstream = "127.0.0.1:3000"
+public_url = "https://app.example.com"
+cookie_secret = "0123456789abcdef0123456789abcdef"
+public_paths = ["/static/"]
+session_lifetime_secs = 3600
+"#;
+    Gate::new(Config::from_toml(toml, |_| None).unwrap()).unwrap()
+}
+
+fn req<'a>(path: &'a str, query: Option<&'a str>, cookie: Option<&'a str>) -> RequestParts<'a> {
+    RequestParts {
+        method: "GET",
+        path,
+        query,
+        cookie,
+        user_agent: Some(WECHAT),
+        accept: Some("text/html"),
+        x_requested_with: None,
+        accept_language: None,
+        client_addr: None,
+        original_uri: None,
+        original_method: None,
+    }
+}
+
+fn gate_with(extra: &str) -> Gate {
+    let toml = format!(
+        "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"app-secret\"\nopen_base = \"https://open.example\"\n\
+         [gateway]\npublic_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n{extra}"
+    );
+    Gate::new(Config::from_toml(&toml, |_| None).unwrap()).unwrap()
+}
+
+fn pending(d: Decision) -> PendingLogin {
+    match d {
+        Decision::Call(Call {
+            kind: CallKind::Login(p),
+            ..
+        }) => p,
+        other => panic!("expected a login call, got {other:?}"),
+    }
+}
+
+fn user(identity: Identity, return_to: &str) -> Result<LoginOutcome, SnsError> {
+    Ok(LoginOutcome::User(PackedLogin::pack(&LoginRecord {
+        identity,
+        sid: "sid".into(),
+        issued_at: NOW,
+        return_to: return_to.into(),
+    })))
+}
+
+fn reply(d: Decision) -> Reply {
+    match d {
+        Decision::Reply(r) => r,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+fn identity() -> Identity {
+    Identity {
+        openid: "oOpenid123".into(),
+        unionid: None,
+        scope: "snsapi_userinfo".into(),
+        nickname: Some("昵称".into()),
+        headimgurl: None,
+        snapshot: false,
+    }
+}
+
+/// `name=value` of the first Set-Cookie starting with `prefix`.
+fn cookie_from(reply: &Reply, prefix: &str) -> String {
+    reply
+        .headers
+        .iter()
+        .filter(|(n, _)| *n == "Set-Cookie")
+        .map(|(_, v)| v.split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} cookie in {:?}", reply.headers))
+}
+
+/// Starts a login at `path` and returns (state, state cookie).
+fn start(g: &Gate, path: &str) -> (String, String) {
+    let r = reply(g.decide_at(&req(path, None, None), NOW));
+    assert_eq!(r.status, 302);
+    let loc = url::Url::parse(r.header("Location").unwrap()).unwrap();
+    let state = loc
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    (state, cookie_from(&r, STATE_COOKIE_PREFIX))
+}
+
+fn login_as(g: &Gate, identity: Identity) -> String {
+    let (state, cookie) = start(g, "/x");
+    // A code of its own: a code is good for one state.
+    let q = format!("code=CODE{}&state={state}", new_sid());
+    let p = pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
+    let r = g.login_reply(&p, &user(identity, "/x"), NOW, Lang::Zh);
+    cookie_from(&r, HTTPS_SESSION_COOKIE)
+}
+
+fn logged_in_cookie(g: &Gate) -> String {
+    login_as(g, identity())
+}
+
+#[test]
+fn unauthenticated_requests_get_redirect_401_json_or_page_by_client() {
+    let g = gate();
+    let r = reply(g.decide_at(&req("/orders", Some("id=1"), None), NOW));
+    assert_eq!(r.status, 302);
+    let location = r.header("Location").unwrap();
+    assert!(location.starts_with("https://open.example/connect/oauth2/authorize?appid=wx1234567890abcdef&redirect_uri=https%3A%2F%2Fapp.example.com%2F_wechat%2Fcallback&response_type=code&scope=snsapi_userinfo&state="));
+    assert!(cookie_from(&r, STATE_COOKIE_PREFIX).len() > 40);
+    assert!(r.header("Set-Cookie").unwrap().contains("Secure"));
+
+    let mut xhr = req("/api", None, None);
+    xhr.x_requested_with = Some("XMLHttpRequest");
+    let r = reply(g.decide_at(&xhr, NOW));
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.body,
+        r#"{"error":"login_required","login_url":"https://app.example.com/_wechat/login?rd=%2Fapi"}"#
+    );
+    let mut json = req("/api", None, None);
+    json.user_agent = None;
+    json.accept = Some("application/json");
+    assert_eq!(reply(g.decide_at(&json, NOW)).status, 401);
+
+    let mut desktop = req("/orders", None, None);
+    desktop.user_agent = Some("Mozilla/5.0 Chrome/126");
+    let r = reply(g.decide_at(&desktop, NOW));
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("/_wechat/login?rd=%2Forders"));
+    assert!(r.header("Set-Cookie").is_none());
+}
+
+#[test]
+fn public_paths_pass_without_identity_and_without_gate_cookies() {
+    let g = gate();
+    let d = g.decide_at(
+        &req(
+            "/static/a.css",
+            None,
+            Some("theme=dark; wechat_state_abc=x; wechat_session=y"),
+        ),
+        NOW,
+    );
+    let Decision::Pass(pass) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(pass.identity, None);
+    assert_eq!(pass.upstream_cookie.as_deref(), Some("theme=dark"));
+}
+
+#[test]
+fn a_full_login_passes_with_identity_until_the_session_expires() {
+    let g = gate();
+    let session = logged_in_cookie(&g);
+    let header = format!("a=1; {session}");
+    let Decision::Pass(pass) = g.decide_at(&req("/orders", None, Some(&header)), NOW + 10) else {
+        panic!()
+    };
+    assert_eq!(pass.identity, Some(identity()));
+    assert_eq!(pass.upstream_cookie.as_deref(), Some("a=1"));
+    assert!(identity()
+        .upstream_headers()
+        .any(|(n, v)| n == HEADER_OPENID && v == "oOpenid123"));
+    assert_eq!(
+        reply(g.decide_at(&req("/orders", None, Some(&header)), NOW + 3600)).status,
+        302
+    );
+}
+
+#[test]
+fn callback_transitions() {
+    let g = gate();
+    let (state, cookie) = start(&g, "/orders?id=1");
+    let cb = |q: &str, c: Option<&str>| g.decide_at(&req("/_wechat/callback", Some(q), c), NOW + 5);
+
+    let p = pending(cb(&format!("code=C0DE&state={state}"), Some(&cookie)));
+    assert_eq!(p.return_to, "/orders?id=1");
+    assert_eq!(p.code.expose(), "C0DE");
+    assert!(!format!("{p:?}").contains("C0DE"));
+
+    let status = |d: Decision| reply(d).status;
+    assert_eq!(
+        status(cb(&format!("state={state}"), Some(&cookie))),
+        403,
+        "declined"
+    );
+    assert_eq!(status(cb("code=C", Some(&cookie))), 400, "no state");
+    assert_eq!(
+        status(cb(&format!("code=C&state={state}"), None)),
+        400,
+        "no cookie"
+    );
+    assert_eq!(
+        status(cb(&format!("code=C&state={state}x"), Some(&cookie))),
+        400,
+        "other state"
+    );
+    assert_eq!(
+        status(cb(&format!("code=C&code=D&state={state}"), Some(&cookie))),
+        400,
+        "duplicate"
+    );
+    let long = "c".repeat(MAX_CODE_LEN + 1);
+    assert_eq!(
+        status(cb(&format!("code={long}&state={state}"), Some(&cookie))),
+        400,
+        "long code"
+    );
+    assert_eq!(
+        status(cb(&format!("code=%0A&state={state}"), Some(&cookie))),
+        400,
+        "control char"
+    );
+    let late = g.decide_at(
+        &req(
+            "/_wechat/callback",
+            Some(&format!("code=C&state={state}")),
+            Some(&cookie),
+        ),
+        NOW + STATE_LIFETIME_SECS,
+    );
+    assert_eq!(reply(late).status, 400, "state cookie expired");
+    let mut post = req("/_wechat/callback", Some("code=C"), Some(&cookie));
+    post.method = "POST";
+    assert_eq!(reply(g.decide_at(&post, NOW)).status, 405);
+}
+
+#[test]
+fn exchange_outcomes_map_to_pages() {
+    let g = gate();
+    let (state, cookie) = start(&g, "/p");
+    let q = format!("code=C&state={state}");
+    let pending = || pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
+    let wechat = |n: i64| {
+        Err(SnsError::WeChat {
+            code: ErrCode::from_code(n),
+            errmsg: "m".into(),
+        })
+    };
+    let cases: Vec<(Result<LoginOutcome, SnsError>, u16)> = vec![
+        (user(identity(), "/p"), 302),
+        (Ok(LoginOutcome::SnapshotRefused), 403),
+        (wechat(40029), 400),
+        (wechat(42003), 400),
+        (wechat(40163), 302),
+        (wechat(40125), 500),
+        (wechat(40013), 500),
+        (wechat(40164), 500),
+        (wechat(45009), 503),
+        (wechat(45011), 503),
+        (wechat(-1), 502),
+        (wechat(12345), 502),
+        (Err(SnsError::Transport("refused".into())), 503),
+        (Err(SnsError::Malformed("html".into())), 502),
+    ];
+    for (outcome, status) in cases {
+        let label = format!("{outcome:?}");
+        let r = g.login_reply(&pending(), &outcome, NOW, Lang::Zh);
+        assert_eq!(r.status, status, "{label}");
+        let removed = r.headers.iter().any(|(n, v)| {
+            *n == "Set-Cookie"
+                && v.starts_with(&format!("wechat_state_{state}=;"))
+                && v.contains("Max-Age=0")
+        });
+        assert!(removed, "{label}: state cookie removed");
+        if status == 302 && label.contains("CodeBeenUsed") {
+            assert_eq!(
+                r.header("Location"),
+                Some("/_wechat/login?rd=%2Fp"),
+                "restarts the login"
+            );
+        } else if status == 302 {
+            assert_eq!(r.header("Location"), Some("/p"));
+        }
+        if status == 503 {
+            assert!(r.header("Retry-After").is_some());
+        }
+        if (400..500).contains(&status) || status == 502 || status == 503 {
+            assert!(
+                r.body.contains("/_wechat/login?rd=%2Fp"),
+                "{label}: offers a fresh login"
+            );
+        }
+    }
+}
+
+#[test]
+fn state_cookies_are_capped() {
+    let g = gate();
+    let mut cookies = Vec::new();
+    for i in 0..(MAX_STATE_COOKIES + 2) {
+        let (_, c) = start(&g, &format!("/tab{i}"));
+        cookies.push(c);
+    }
+    cookies.push("wechat_state_forged=garbage".into());
+    let header = cookies.join("; ");
+    let r = reply(g.decide_at(&req("/again", None, Some(&header)), NOW));
+    let removals = r
+        .headers
+        .iter()
+        .filter(|(n, v)| *n == "Set-Cookie" && v.contains("Max-Age=0"))
+        .count();
+    // 7 live + 1 new must drop to 5: remove 3 live ones, and the forged one.
+    assert_eq!(
+        removals,
+        (MAX_STATE_COOKIES + 2) - (MAX_STATE_COOKIES - 1) + 1
+    );
+}
+
+#[test]
+fn gate_routes() {
+    let g = gate();
+    assert_eq!(
+        reply(g.decide_at(&req("/_wechat/healthz", None, None), NOW)).status,
+        200
+    );
+    assert_eq!(
+        reply(g.decide_at(&req("/_wechat/nope", None, None), NOW)).status,
+        404
+    );
+    assert_eq!(
+        reply(g.decide_at(&req("/_wechat/userinfo", None, None), NOW)).status,
+        401
+    );
+    let session = logged_in_cookie(&g);
+    let r = reply(g.decide_at(&req("/_wechat/userinfo", None, Some(&session)), NOW));
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["openid"], "oOpenid123");
+    assert_eq!(v["nickname"], "昵称");
+    let r = reply(g.decide_at(&req("/_wechat/logout", Some("rd=%2Fbye"), None), NOW));
+    assert_eq!(r.header("Location"), Some("/bye"));
+    assert!(r
+        .header("Set-Cookie")
+        .unwrap()
+        .starts_with("__Host-wechat_session=;"));
+    let r = reply(g.decide_at(
+        &req(
+            "/_wechat/login",
+            Some("rd=https%3A%2F%2Fevil.example%2F"),
+            None,
+        ),
+        NOW,
+    ));
+    assert_eq!(r.status, 302);
+    // The start path is sealed in the state cookie: open it to check it is "/".
+    let state_cookie = cookie_from(&r, STATE_COOKIE_PREFIX);
+    let (name, value) = state_cookie.split_once('=').unwrap();
+    let state = &name[STATE_COOKIE_PREFIX.len()..];
+    assert_eq!(
+        open_state(&g.sealer, state, value, NOW).unwrap().return_to,
+        "/"
+    );
+    // A path that merely starts like the prefix is an application path.
+    assert_eq!(
+        reply(g.decide_at(&req("/_wechatx", None, None), NOW)).status,
+        302
+    );
+}
+
+#[test]
+fn a_repeated_callback_with_a_session_goes_on_without_an_error() {
+    let g = gate();
+    let (state, cookie) = start(&g, "/orders");
+    let q = format!("code=C&state={state}");
+    let p = pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
+    let r = g.login_reply(&p, &user(identity(), "/orders"), NOW, Lang::Zh);
+    let session = cookie_from(&r, HTTPS_SESSION_COOKIE);
+    // The browser lost the state cookie (the first answer removed it) but has its session.
+    let again = reply(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&session)), NOW + 1));
+    assert_eq!((again.status, again.header("Location")), (302, Some("/")));
+    assert!(
+        again.header("Set-Cookie").is_none(),
+        "the session is not changed"
+    );
+    // Without a session it stays a 400.
+    assert_eq!(
+        reply(g.decide_at(&req("/_wechat/callback", Some(&q), None), NOW + 1)).status,
+        400
+    );
+}
+
+#[test]
+fn idle_sessions_end_and_active_ones_are_resealed() {
+    let g = gate_with("session_idle_secs = 600\n");
+    let session = logged_in_cookie(&g);
+    let at = |t: u64| g.decide_at(&req("/a", None, Some(&session)), t);
+    let Decision::Pass(p) = at(NOW + 10) else {
+        panic!()
+    };
+    assert_eq!(p.set_cookie, None, "fresh: no re-seal");
+    let Decision::Pass(p) = at(NOW + 200) else {
+        panic!()
+    };
+    let resealed = p
+        .set_cookie
+        .expect("re-sealed after a quarter of the idle time");
+    let resealed = resealed.split(';').next().unwrap().to_owned();
+    assert_eq!(
+        reply(at(NOW + 600)).status,
+        302,
+        "idle too long: a new login"
+    );
+    let later = g.decide_at(&req("/a", None, Some(&resealed)), NOW + 700);
+    assert!(
+        matches!(later, Decision::Pass(_)),
+        "the re-sealed session lives on"
+    );
+}
+
+#[test]
+fn userinfo_paths_send_base_sessions_to_authorize_with_userinfo() {
+    let g = gate_with("userinfo_paths = [\"/profile/\"]\n");
+    let mut base = identity();
+    base.scope = "snsapi_base".into();
+    base.nickname = None;
+    let session = login_as(&g, base);
+    assert!(matches!(
+        g.decide_at(&req("/orders", None, Some(&session)), NOW),
+        Decision::Pass(_)
+    ));
+    let r = reply(g.decide_at(&req("/profile/me", None, Some(&session)), NOW));
+    assert_eq!(r.status, 302);
+    assert!(r
+        .header("Location")
+        .unwrap()
+        .contains("&scope=snsapi_userinfo&state="));
+    let mut xhr = req("/profile/me", None, Some(&session));
+    xhr.accept = Some("application/json");
+    let r = reply(g.decide_at(&xhr, NOW));
+    assert!(
+        r.body
+            .contains("login?rd=%2Fprofile%2Fme&scope=snsapi_userinfo"),
+        "{}",
+        r.body
+    );
+    let full = login_as(&g, identity());
+    assert!(matches!(
+        g.decide_at(&req("/profile/me", None, Some(&full)), NOW),
+        Decision::Pass(_)
+    ));
+    let r = reply(g.decide_at(
+        &req(
+            "/_wechat/login",
+            Some("rd=%2Fp&scope=snsapi_userinfo"),
+            None,
+        ),
+        NOW,
+    ));
+    assert!(r
+        .header("Location")
+        .unwrap()
+        .contains("scope=snsapi_userinfo"));
+}
+
+#[test]
+fn pages_follow_the_language() {
+    let g = gate();
+    let mut r = req("/_wechat/nope", None, None);
+    assert!(reply(g.decide_at(&r, NOW)).body.contains("页面不存在"));
+    r.accept_language = Some("en-GB,en;q=0.9");
+    let body = reply(g.decide_at(&r, NOW)).body;
+    assert!(body.contains("Not found") && !body.contains("页面不存在"));
+    let g = gate_with("language = \"en\"\n");
+    assert!(reply(g.decide_at(&req("/_wechat/nope", None, None), NOW))
+        .body
+        .contains("Not found"));
+}
+
+#[test]
+fn logout_and_profile_refresh_are_calls_needing_io() {
+    let g = gate();
+    let session = logged_in_cookie(&g);
+    let d = g.decide_at(&req("/_wechat/logout", None, Some(&session)), NOW);
+    assert!(
+        matches!(
+            d,
+            Decision::Call(Call {
+                kind: CallKind::Logout { .. },
+                ..
+            })
+        ),
+        "{d:?}"
+    );
+    // The logout ended that session at once, on this gate.
+    assert!(matches!(
+        g.decide_at(
+            &req("/_wechat/userinfo", Some("refresh=1"), Some(&session)),
+            NOW
+        ),
+        Decision::Reply(_)
+    ));
+    let g = gate();
+    let d = g.decide_at(
+        &req("/_wechat/userinfo", Some("refresh=1"), Some(&session)),
+        NOW,
+    );
+    assert!(matches!(
+        d,
+        Decision::Call(Call {
+            kind: CallKind::Profile { check: false, .. },
+            ..
+        })
+    ));
+    let d = g.decide_at(
+        &req("/_wechat/userinfo", Some("check=1"), Some(&session)),
+        NOW,
+    );
+    assert!(matches!(
+        d,
+        Decision::Call(Call {
+            kind: CallKind::Profile { check: true, .. },
+            ..
+        })
+    ));
+    let r = reply(g.decide_at(&req("/_wechat/logout", None, None), NOW));
+    assert_eq!(r.header("Location"), Some("/"));
+    let g = gate_with("logout_redirect = \"/goodbye\"\n");
+    assert_eq!(
+        reply(g.decide_at(&req("/_wechat/logout", None, None), NOW)).header("Location"),
+        Some("/goodbye")
+    );
+}
+
+#[test]
+fn the_auth_route_answers_202_with_identity_or_401() {
+    let g = gate();
+    let session = logged_in_cookie(&g);
+    let r = g.decide_auth(&req("/orders", Some("id=1"), Some(&session)));
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("X-WeChat-OpenID"), Some("oOpenid123"));
+    assert_eq!(r.header("X-WeChat-Nickname"), Some("%E6%98%B5%E7%A7%B0"));
+    let r = g.decide_auth(&req("/orders", None, None));
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("Set-Cookie").is_none(),
+        "no state cookie from a subrequest"
+    );
+    let r = g.decide_auth(&req("/static/a.css", None, None));
+    assert_eq!((r.status, r.header("X-WeChat-OpenID")), (202, None));
+    assert_eq!(
+        g.decide_auth(&req("/_wechat/userinfo", None, Some(&session)))
+            .status,
+        401
+    );
+}
+
+#[test]
+fn strip_gate_cookies_keeps_others_byte_for_byte() {
+    assert_eq!(strip_gate_cookies(None, SESSION_COOKIE), None);
+    assert_eq!(
+        strip_gate_cookies(Some("wechat_session=a"), SESSION_COOKIE),
+        None
+    );
+    for spelling in [
+        "__Host-wechat_session=a",
+        "WeChat_Session=a",
+        "__secure-wechat_scene=b",
+        "Wechat_State_x=c",
+        "my_sid=d",
+    ] {
+        assert_eq!(
+            strip_gate_cookies(Some(spelling), "my_sid"),
+            None,
+            "{spelling}"
+        );
+    }
+    assert_eq!(
+        strip_gate_cookies(Some("a=1;b=\"x y\"; wechat_state_q=z;c="), SESSION_COOKIE).as_deref(),
+        Some("a=1; b=\"x y\"; c=")
+    );
+}

@@ -1,0 +1,162 @@
+//! The identity handle: a verified WeChat user, and the headers an
+//! application behind a proxy gets.
+
+use core_lib::Identity;
+
+use crate::client::*;
+use crate::result::*;
+use crate::strings::*;
+
+/// The identity fields.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum wechat_oauth_identity_field {
+    /// `openid`.
+    Openid = 1,
+    /// `unionid` (absent unless WeChat gave one).
+    Unionid = 2,
+    /// The granted scope.
+    Scope = 3,
+    /// The nickname (UTF-8).
+    Nickname = 4,
+    /// The avatar URL.
+    Headimgurl = 5,
+}
+
+/// A verified identity: borrowed from a decision
+/// ([`wechat_oauth_decision_identity`]) or owned from
+/// [`wechat_oauth_client_session_identity`] (release with
+/// [`wechat_oauth_identity_free`]).
+pub struct wechat_oauth_identity {
+    pub(crate) identity: Identity,
+    pub(crate) headers: Vec<(&'static str, String)>,
+}
+
+impl wechat_oauth_identity {
+    pub(crate) fn new(identity: Identity) -> Box<wechat_oauth_identity> {
+        let headers = identity
+            .upstream_headers()
+            .map(|(name, value)| (name, value.into_owned()))
+            .collect();
+        Box::new(wechat_oauth_identity { identity, headers })
+    }
+}
+
+/// Whether a request header named `name` (any bytes, any case) is one of
+/// the gate's identity headers, which a host must remove before the
+/// application sees the request: lower-cased with `_` read as `-`, it
+/// starts with `x-wechat-` (so `X_WeChat_OpenID`, which CGI and PHP read as
+/// `HTTP_X_WECHAT_OPENID`, is one too). `*out` is set to it.
+///
+/// Errors: `NULL_PARAMETER`.
+///
+/// # Safety
+/// `name.data` points at `name.len` readable bytes (or is NULL); `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_is_identity_header(
+    name: wechat_oauth_str,
+    out: *mut bool,
+) -> wechat_oauth_result {
+    ffi_boundary!({
+        let out = try_mut!(out);
+        *out = !name.data.is_null()
+            // SAFETY: the caller promises `name.len` readable bytes at a non-NULL `name.data`.
+            && core_lib::session::is_identity_header(unsafe {
+                std::slice::from_raw_parts(name.data.cast::<u8>(), name.len)
+            });
+        wechat_oauth_result::Ok
+    })
+}
+
+/// An identity field (a `wechat_oauth_identity_field` value), borrowed
+/// from the identity; `data` is NULL when the field is absent (no unionid,
+/// no nickname with `snsapi_base`).
+///
+/// Errors: `INVALID_ARGUMENT` for an unknown field, `NULL_PARAMETER`.
+///
+/// # Safety
+/// `identity` live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_identity_get(
+    identity: *const wechat_oauth_identity,
+    field: u32,
+    out: *mut wechat_oauth_str,
+) -> wechat_oauth_result {
+    ffi_boundary!({
+        let identity = try_ref!(identity);
+        let out = try_mut!(out);
+        let id = &identity.identity;
+        use wechat_oauth_identity_field as F;
+        let value = match field {
+            f if f == F::Openid as u32 => Some(id.openid.as_str()),
+            f if f == F::Unionid as u32 => id.unionid.as_deref(),
+            f if f == F::Scope as u32 => Some(id.scope.as_str()),
+            f if f == F::Nickname as u32 => id.nickname.as_deref(),
+            f if f == F::Headimgurl as u32 => id.headimgurl.as_deref(),
+            _ => {
+                return fail(
+                    wechat_oauth_result::InvalidArgument,
+                    "unknown identity field",
+                )
+            }
+        };
+        *out = value.map_or(wechat_oauth_str::ABSENT, wechat_oauth_str::of);
+        wechat_oauth_result::Ok
+    })
+}
+
+/// How many identity headers an application behind a proxy gets
+/// (`X-WeChat-OpenID`, `X-WeChat-Scope`, and when known
+/// `X-WeChat-UnionID`, `X-WeChat-Nickname`, `X-WeChat-Snapshot`).
+///
+/// # Safety
+/// `identity` live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_identity_header_count(
+    identity: *const wechat_oauth_identity,
+    out: *mut usize,
+) -> wechat_oauth_result {
+    ffi_boundary!({
+        let identity = try_ref!(identity);
+        let out = try_mut!(out);
+        *out = identity.headers.len();
+        wechat_oauth_result::Ok
+    })
+}
+
+/// Identity header number `index`: name and value exactly as the gateway
+/// sends them (the nickname percent-encoded UTF-8). Before adding them,
+/// remove every `X-WeChat-*` header the client sent.
+///
+/// Errors: `INVALID_ARGUMENT` past the count, `NULL_PARAMETER`.
+///
+/// # Safety
+/// `identity` live; `name` and `value` writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_identity_header(
+    identity: *const wechat_oauth_identity,
+    index: usize,
+    name: *mut wechat_oauth_str,
+    value: *mut wechat_oauth_str,
+) -> wechat_oauth_result {
+    ffi_boundary!({
+        let identity = try_ref!(identity);
+        let name = try_mut!(name);
+        let value = try_mut!(value);
+        let header = (&identity.headers).get(index);
+        write_header(header.map(|(n, v)| (*n, v.as_str())), name, value)
+    })
+}
+
+/// Releases an identity from [`wechat_oauth_client_session_identity`]. NULL
+/// does nothing. Never pass one borrowed from a decision.
+///
+/// # Safety
+/// `identity` must be owned (from `_session_identity`) and not freed twice.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_identity_free(identity: *mut wechat_oauth_identity) {
+    // SAFETY: the caller passes an owned identity from `_session_identity`, once.
+    release(identity.is_null(), || {
+        drop(unsafe { Box::from_raw(identity) })
+    });
+}
