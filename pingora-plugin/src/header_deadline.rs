@@ -27,15 +27,18 @@ use pingora::protocols::{
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A [`ServerApp`] whose connections each get a [`HeaderDeadline`].
-pub(crate) struct HeaderDeadlineApp<A> {
+/// A [`ServerApp`] (a proxy service's app, e.g. `pingora::proxy::http_proxy`)
+/// whose connections each get a header deadline: a connection whose
+/// request headers do not arrive whole in time is closed. Wrap your proxy
+/// in it and serve it with `pingora::services::listening::Service::new`.
+pub struct HeaderDeadlineApp<A> {
     inner: Arc<A>,
     limit: Duration,
 }
 
 impl<A> HeaderDeadlineApp<A> {
     /// `inner`'s connections, each header block due within `limit`.
-    pub(crate) fn new(inner: A, limit: Duration) -> Self {
+    pub fn new(inner: A, limit: Duration) -> Self {
         HeaderDeadlineApp {
             inner: Arc::new(inner),
             limit,

@@ -191,11 +191,15 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A child process killed on drop; its stdout and stderr go to a log file.
+/// A child process stopped on drop (with its whole process group); its
+/// stdout and stderr go to a log file.
 pub struct Proc {
     child: Child,
     /// The combined stdout/stderr log.
     pub log: PathBuf,
+    /// How the program stops at once: SIGINT for Pingora servers (their
+    /// SIGTERM is a graceful stop that waits for connections), else SIGTERM.
+    stop_signal: libc::c_int,
 }
 
 impl Proc {
@@ -277,7 +281,15 @@ impl Proc {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { child, log }
+        let pingora = program
+            .file_name()
+            .is_some_and(|n| n == "wechat-gateway" || n == "own_proxy" || n == "bare-pingora");
+        let stop_signal = if pingora { libc::SIGINT } else { libc::SIGTERM };
+        Proc {
+            child,
+            log,
+            stop_signal,
+        }
     }
 
     /// Waits (at most `limit`) for the process to exit; its exit code.
@@ -321,12 +333,12 @@ impl Proc {
 }
 
 impl Drop for Proc {
-    /// Stops the process as its program expects (SIGTERM: nginx's fast
-    /// shutdown, the gateway's and hosts' stop), waits at most 5 s, then
-    /// SIGKILLs whatever of its group is left, so no worker outlives it.
+    /// Stops the process as its program expects (SIGINT for Pingora's fast
+    /// shutdown, SIGTERM for nginx's and the hosts'), waits at most 5 s,
+    /// then SIGKILLs whatever of its group is left, so no worker outlives it.
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal_group(libc::SIGTERM);
+            self.signal_group(self.stop_signal);
             if self.wait_exit(Duration::from_secs(5)).is_none() {
                 let _ = self.child.kill();
             }

@@ -518,3 +518,56 @@ fn config_problems_stop_start_up_with_one_line_naming_the_key() {
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(p.log_text().contains("/nonexistent.toml"));
 }
+
+#[tokio::test]
+async fn a_users_own_pingora_proxy_puts_the_gate_in_front_with_a_few_dozen_lines() {
+    let dir = wechat_e2e::ScratchDir::new("own-proxy");
+    let (emu_port, app_port, port) = (
+        wechat_e2e::free_port(),
+        wechat_e2e::free_port(),
+        wechat_e2e::free_port(),
+    );
+    let secret = format!("appsecret{}", wechat_e2e::random(20));
+    let _emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
+    let _app = Proc::start_demo_app(&dir, app_port);
+    let url = format!("http://127.0.0.1:{port}");
+    let config = format!(
+        "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
+         open_base = \"http://127.0.0.1:{emu_port}\"\napi_base = \"http://127.0.0.1:{emu_port}\"\n\n\
+         [gateway]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
+         public_url = \"{url}\"\ncookie_secret = \"{}\"\n\n[store]\nurl = \"memory\"\n",
+        wechat_e2e::random(40)
+    );
+    let config_path = dir.join("own.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let program = wechat_e2e::target_dir().join("examples/own_proxy");
+    let _proxy = Proc::start_program(
+        &dir,
+        "own-proxy",
+        &program,
+        &[config_path.to_str().unwrap()],
+        &[("WECHAT_APP_SECRET", &secret)],
+    );
+    wechat_e2e::wait_ready(&format!("http://127.0.0.1:{emu_port}/_emulator/calls")).await;
+    wechat_e2e::wait_ready(&format!("{url}/_wechat/healthz")).await;
+
+    let mut browser = Browser::new(WECHAT_UA);
+    let first = browser.get(&format!("{url}/echo")).await;
+    assert_eq!(first.status, 302, "{}", first.body);
+    let consent = browser.get(first.location()).await;
+    let back = browser.get(consent.location()).await;
+    assert_eq!((back.status, back.location()), (302, "/echo"));
+    let echo = browser
+        .get_with(&format!("{url}/echo"), &[("X-WeChat-OpenID", "forged")])
+        .await;
+    assert_eq!(echo.status, 200, "{}", echo.body);
+    let user = wechat_e2e::emulator_json(&format!("http://127.0.0.1:{emu_port}"), "user").await;
+    assert_eq!(echo.json()["headers"]["x-wechat-openid"][0], user["openid"]);
+    assert_eq!(
+        echo.json()["headers"]["x-wechat-openid"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

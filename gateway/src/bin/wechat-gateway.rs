@@ -24,7 +24,7 @@ struct Args {
     check_config: Option<PathBuf>,
     /// Log lines as text or JSON (one object per line).
     #[arg(long, value_enum, default_value = "text", env = "WECHAT_LOG_FORMAT")]
-    log_format: wechat_oauth_pingora::logging::Format,
+    log_format: wechat_gateway::logging::Format,
     /// Run the demo: gateway + local WeChat emulator + demo app on loopback.
     #[arg(long)]
     demo: bool,
@@ -43,10 +43,10 @@ fn main() {
     if let Some(path) = &args.check_config {
         std::process::exit(check_config(path));
     }
-    wechat_oauth_pingora::logging::init(args.log_format);
+    wechat_gateway::logging::init(args.log_format);
     let server = match &args.config {
-        Some(path) => wechat_oauth_pingora::build_server_from_file(path),
-        None => wechat_oauth_pingora::build_server(demo_config(args.listen)),
+        Some(path) => wechat_gateway::build_server_from_file(path),
+        None => wechat_gateway::build_server(demo_config(args.listen)),
     }
     .unwrap_or_else(|e| fail(e));
     server.run_forever();
@@ -113,7 +113,7 @@ fn demo_config(listen: SocketAddr) -> Config {
             let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
             let started = async {
                 let emulator = wechat_emulator::spawn(emulator, loopback).await?;
-                let (app, _task) = wechat_oauth_pingora::demo_app::spawn(loopback).await?;
+                let (app, _task) = wechat_gateway::demo_app::spawn(loopback).await?;
                 Ok::<_, std::io::Error>((emulator, app))
             };
             match started.await {

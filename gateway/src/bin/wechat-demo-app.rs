@@ -15,9 +15,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    wechat_oauth_pingora::logging::init(wechat_oauth_pingora::logging::Format::Text);
+    wechat_gateway::logging::init(wechat_gateway::logging::Format::Text);
     let args = Args::parse();
-    match wechat_oauth_pingora::demo_app::spawn(args.listen).await {
+    match wechat_gateway::demo_app::spawn(args.listen).await {
         Ok((addr, _task)) => {
             println!("wechat-demo-app listening on http://{addr}");
             let _ = tokio::signal::ctrl_c().await;

@@ -1,0 +1,12 @@
+//! `wechat-gateway`: the WeChat login gate as a complete reverse proxy
+//! (binary `wechat-gateway`, `--config FILE` or `--demo`), and the small
+//! demo application it is shown with (binary `wechat-demo-app`). The gate
+//! itself is the library `wechat-oauth-pingora`.
+
+pub mod demo_app;
+pub mod logging;
+mod server;
+
+pub use server::{
+    build_server, build_server_from_file, load_config, GatewayProxy, StartError, DEFAULT_STATE_DIR,
+};

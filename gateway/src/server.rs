@@ -1,0 +1,249 @@
+//! The `wechat-gateway` server: a Pingora reverse proxy to one upstream
+//! with the WeChat gate in front, its configuration file reloaded on
+//! SIGHUP, and its metrics on their own address.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::upstreams::peer::HttpPeer;
+use wechat_oauth::{Config, Gate};
+use wechat_oauth_pingora::{GateCtx, HeaderDeadlineApp, SharedStateSync, WechatGate};
+
+/// A reverse proxy to one upstream with the WeChat gate in front.
+pub struct GatewayProxy {
+    gate: WechatGate,
+    upstream: SocketAddr,
+}
+
+impl GatewayProxy {
+    /// A proxy to `upstream` guarded by `gate`.
+    pub fn new(gate: WechatGate, upstream: SocketAddr) -> Self {
+        GatewayProxy { gate, upstream }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = GateCtx;
+
+    fn new_ctx(&self) -> GateCtx {
+        GateCtx::default()
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut GateCtx,
+    ) -> pingora::Result<bool> {
+        self.gate.request_filter(session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut GateCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut GateCtx,
+    ) -> pingora::Result<()> {
+        self.gate
+            .upstream_request_filter(session, upstream_request, ctx)?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut GateCtx,
+    ) -> pingora::Result<()> {
+        self.gate.response_filter(upstream_response, ctx)
+    }
+}
+
+/// Why the gateway can't start; each message is one line naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration problem.
+    #[error(transparent)]
+    Config(#[from] wechat_oauth::ConfigError),
+    /// The gate could not be built.
+    #[error(transparent)]
+    Gate(#[from] wechat_oauth::GateError),
+    /// `[gateway] upstream` is missing or does not resolve.
+    #[error("config [gateway] upstream: {0}")]
+    Upstream(String),
+    /// `[gateway] tls_cert`/`tls_key` can't be used.
+    #[error("config [gateway] tls_cert/tls_key: {0}")]
+    Tls(String),
+}
+
+/// Builds the `wechat-gateway` Pingora server for `config`: one proxy
+/// service on `[gateway] listen` with one worker thread per CPU.
+///
+/// Errors: [`StartError`] for a missing upstream or an unusable config.
+pub fn build_server(config: Config) -> Result<Server, StartError> {
+    build_server_inner(config, None)
+}
+
+/// [`build_server`] for the configuration file at `path`, reloaded on
+/// SIGHUP: cookie keys, `[wechat]`, `[gateway]` routes and paths, and
+/// `[store]` change without dropping connections or sessions (`listen`,
+/// `upstream` and `metrics_listen` need a restart). A reload that fails
+/// keeps the running configuration and logs why.
+///
+/// Errors: [`StartError`].
+pub fn build_server_from_file(path: &std::path::Path) -> Result<Server, StartError> {
+    let config = load_config(path)?;
+    build_server_inner(config, Some(path.to_owned()))
+}
+
+/// Where the gateway keeps its state file when `[store]` names none
+/// (`[store] state_dir` overrides it; `url = "memory"` keeps nothing).
+pub const DEFAULT_STATE_DIR: &str = "./wechat-gateway-state";
+
+/// The configuration file at `path`, with the gateway's default store: the
+/// file `store.redb` in [`DEFAULT_STATE_DIR`] when `[store]` names none.
+///
+/// Errors: [`wechat_oauth::ConfigError`] as [`Config::load`].
+pub fn load_config(path: &std::path::Path) -> Result<Config, wechat_oauth::ConfigError> {
+    let mut config = Config::load(path)?;
+    config
+        .store
+        .default_to_file(std::path::Path::new(DEFAULT_STATE_DIR));
+    Ok(config)
+}
+
+fn build_server_inner(
+    config: Config,
+    reload_from: Option<std::path::PathBuf>,
+) -> Result<Server, StartError> {
+    let upstream_text = config
+        .gateway
+        .upstream
+        .clone()
+        .ok_or_else(|| StartError::Upstream("missing (host:port of the application)".into()))?;
+    let upstream = upstream_text
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| StartError::Upstream(format!("cannot resolve {upstream_text:?}")))?;
+    let listen = config.gateway.listen.clone();
+    let metrics_listen = config.gateway.metrics_listen.clone();
+    let tls = config.gateway.tls.clone();
+    let header_timeout = config.gateway.header_timeout;
+    let core_gate = Arc::new(Gate::new(config)?);
+    let shared = core_gate.is_shared();
+    let gate = WechatGate::new(core_gate);
+
+    let mut conf = ServerConf::new().expect("Pingora's default configuration");
+    conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let proxy = pingora::proxy::http_proxy(
+        &server.configuration,
+        GatewayProxy::new(gate.clone(), upstream),
+    );
+    let mut service = pingora::services::listening::Service::new(
+        "wechat gateway".to_owned(),
+        HeaderDeadlineApp::new(proxy, header_timeout),
+    );
+    match &tls {
+        Some((cert, key)) => service
+            .add_tls(&listen, &cert.to_string_lossy(), &key.to_string_lossy())
+            .map_err(|e| StartError::Tls(e.to_string()))?,
+        None => service.add_tcp(&listen),
+    }
+    server.add_service(service);
+    if let Some(addr) = &metrics_listen {
+        let mut metrics =
+            pingora::services::listening::Service::new("wechat metrics".to_owned(), MetricsApp);
+        metrics.add_tcp(addr);
+        server.add_service(metrics);
+    }
+    if shared {
+        server.add_service(background_service(
+            "wechat shared-state sync",
+            SharedStateSync::new(gate.clone()),
+        ));
+    }
+    if let Some(path) = reload_from {
+        server.add_service(background_service(
+            "wechat reload on SIGHUP",
+            ReloadOnHangup { gate, path },
+        ));
+    }
+    Ok(server)
+}
+
+/// Reloads the configuration file on SIGHUP (see [`build_server_from_file`]).
+struct ReloadOnHangup {
+    gate: WechatGate,
+    path: std::path::PathBuf,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reloading is off");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {}
+                _ = shutdown.changed() => return,
+            }
+            let reloaded = load_config(&self.path)
+                .map_err(|e| e.to_string())
+                .and_then(|config| self.gate.gate().reload(config).map_err(|e| e.to_string()));
+            match reloaded {
+                Ok(gate) => {
+                    self.gate.replace(gate);
+                    tracing::info!(config = %self.path.display(), "configuration reloaded");
+                }
+                Err(e) => tracing::error!(
+                    config = %self.path.display(),
+                    "reload failed, the running configuration stays: {e}"
+                ),
+            }
+        }
+    }
+}
+
+/// Serves the process's metrics (Prometheus text format) on
+/// `[gateway] metrics_listen`, at `/metrics` (any other path: 404).
+struct MetricsApp;
+
+#[async_trait]
+impl pingora::apps::http_app::ServeHttp for MetricsApp {
+    async fn response(
+        &self,
+        session: &mut pingora::protocols::http::ServerSession,
+    ) -> http::Response<Vec<u8>> {
+        let (status, body) = if session.req_header().uri.path() == "/metrics" {
+            (200, wechat_oauth::metrics::render().into_bytes())
+        } else {
+            (404, b"metrics are at /metrics\n".to_vec())
+        };
+        http::Response::builder()
+            .status(status)
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            .header("Content-Length", body.len())
+            .body(body)
+            .expect("a valid response")
+    }
+}
