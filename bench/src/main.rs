@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,15 +59,7 @@ fn options() -> Options {
     o
 }
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use wechat_e2e::Proc;
 
 /// Where processes run: with 2 or more CPUs, the proxy under test gets CPU 0
 /// to itself and the load side (wrk, the upstream, the emulator) the others,
@@ -113,21 +105,25 @@ fn command_on(side: Side, program: &Path) -> Command {
     }
 }
 
+/// Starts `program` on `side`'s CPUs with the test harness's process
+/// helper (its own process group, stopped with its workers), logging to `log`.
 fn spawn(side: Side, program: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let mut cmd = command_on(side, program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    cmd.env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
+    let dir = log.parent().expect("a log in a directory");
+    let label = log
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("a log file name");
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "warn"));
+    match cpu_list(side) {
+        Some(list) => {
+            let program = program.to_str().expect("a UTF-8 path");
+            let mut taskset_args = vec!["-c", list.as_str(), program];
+            taskset_args.extend_from_slice(args);
+            Proc::start_program(dir, label, Path::new("taskset"), &taskset_args, &env)
+        }
+        None => Proc::start_program(dir, label, program, args, &env),
     }
-    Proc(
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display())),
-    )
 }
 
 fn free_port() -> u16 {
@@ -491,7 +487,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
     wait_ready(&format!("http://127.0.0.1:{bp}/")).await;
     wait_ready(&format!("{gateway_url}/_wechat/healthz")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle_rss = rss_kib(gateway.0.id());
+    let idle_rss = rss_kib(gateway.pid());
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -514,7 +510,7 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
         proxies: Vec<u32>,
         samples: Vec<Sample>,
     }
-    let (bare_pid, gateway_pid, nginx_pid) = (bare.0.id(), gateway.0.id(), proxy_nginx.0.id());
+    let (bare_pid, gateway_pid, nginx_pid) = (bare.pid(), gateway.pid(), proxy_nginx.pid());
     let mut rows = vec![
         Row {
             name: "upstream direct (nginx return 200)",
@@ -607,12 +603,12 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
     // Logins, memory per stored session, start-up.
     let warm_logins = 2_000.min(o.sessions);
     let logins_per_s = logins(&gateway_url, warm_logins, 32).await;
-    let before_sessions = rss_kib(gateway.0.id());
+    let before_sessions = rss_kib(gateway.pid());
     let rest = o.sessions.saturating_sub(warm_logins);
     if rest > 0 {
         logins(&gateway_url, rest, 64).await;
     }
-    let after_sessions = rss_kib(gateway.0.id());
+    let after_sessions = rss_kib(gateway.pid());
     let per_session_bytes =
         (after_sessions.saturating_sub(before_sessions) * 1024) as f64 / rest.max(1) as f64;
     drop(gateway);

@@ -466,7 +466,6 @@ pub unsafe extern "C" fn wechat_oauth_client_logout(
         let client = try_ref!(client);
         let out = try_mut!(out);
         let cookie = try_str!(cookie, cookie_len);
-        let client = client;
         let mut decision = decision_from(client.gate.logout(Some(cookie)));
         let result = client.complete(&mut decision);
         if result != wechat_oauth_result::Ok {

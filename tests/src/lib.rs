@@ -200,6 +200,8 @@ pub struct Proc {
     /// How the program stops at once: SIGINT for Pingora servers (their
     /// SIGTERM is a graceful stop that waits for connections), else SIGTERM.
     stop_signal: libc::c_int,
+    /// Stopped and reaped: its group id may belong to someone else now.
+    stopped: bool,
 }
 
 impl Proc {
@@ -281,14 +283,17 @@ impl Proc {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let pingora = program
-            .file_name()
-            .is_some_and(|n| n == "wechat-gateway" || n == "own_proxy" || n == "bare-pingora");
+        // The program itself, or the one a wrapper (taskset) runs.
+        let pingora = std::iter::once(program)
+            .chain(args.iter().map(Path::new))
+            .filter_map(Path::file_name)
+            .any(|n| n == "wechat-gateway" || n == "own_proxy" || n == "bare-pingora");
         let stop_signal = if pingora { libc::SIGINT } else { libc::SIGTERM };
         Proc {
             child,
             log,
             stop_signal,
+            stopped: false,
         }
     }
 
@@ -317,6 +322,12 @@ impl Proc {
     }
 
     /// The log so far.
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process wrote so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -332,19 +343,31 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
+impl Proc {
     /// Stops the process as its program expects (SIGINT for Pingora's fast
     /// shutdown, SIGTERM for nginx's and the hosts'), waits at most 5 s,
-    /// then SIGKILLs whatever of its group is left, so no worker outlives it.
-    fn drop(&mut self) {
+    /// then SIGKILLs whatever of its group is left, so no worker outlives
+    /// it. Once; its log stays.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             self.signal_group(self.stop_signal);
             if self.wait_exit(Duration::from_secs(5)).is_none() {
                 let _ = self.child.kill();
             }
         }
+        // The group id is still ours until the leader is reaped below.
         self.signal_group(libc::SIGKILL);
         let _ = self.child.wait();
+        self.stopped = true;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -664,6 +687,83 @@ pub fn absolute(base: &str, location: &str) -> String {
         .to_string()
 }
 
+/// A gateway's or host's configuration as TOML values, written with the
+/// `toml` crate: the base every test site starts from, then the test's own
+/// keys and tables on top (a later value replaces an earlier one).
+#[derive(Debug, Clone)]
+pub struct TestConfig(toml::Table);
+
+impl TestConfig {
+    /// The base: the emulator at `emulator_url` as WeChat (every base URL),
+    /// `snsapi_userinfo`, 3 s per WeChat call, the site at `public_url`
+    /// with the prefix `/_wechat`, and no login limit (every test client
+    /// is 127.0.0.1).
+    pub fn new(appid: &str, emulator_url: &str, public_url: &str) -> TestConfig {
+        let mut config = TestConfig(toml::Table::new());
+        for (key, value) in [
+            ("wechat.appid", appid),
+            ("wechat.scope", "snsapi_userinfo"),
+            ("wechat.open_base", emulator_url),
+            ("wechat.api_base", emulator_url),
+            ("wechat.mp_base", emulator_url),
+            ("gateway.public_url", public_url),
+            ("gateway.prefix", "/_wechat"),
+        ] {
+            config = config.set(key, value);
+        }
+        config
+            .set("wechat.timeout_ms", 3000)
+            .set("limits.logins_per_minute", 0)
+    }
+
+    /// Sets `key` (dotted: `gateway.listen`, `store.url`) to `value`.
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> TestConfig {
+        let (path, last) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut table = &mut self.0;
+        for part in path.split('.').filter(|p| !p.is_empty()) {
+            table = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("a table");
+        }
+        table.insert(last.to_owned(), value.into());
+        self
+    }
+
+    /// Adds a test's own TOML `lines` to `[section]` (they may open further
+    /// tables, e.g. `[store]`), replacing what they repeat.
+    pub fn merge(mut self, section: &str, lines: &str) -> TestConfig {
+        let text = format!("[{section}]\n{lines}");
+        let extra: toml::Table = text
+            .parse()
+            .unwrap_or_else(|e| panic!("test config lines for [{section}]: {e}\n{lines}"));
+        merge_tables(&mut self.0, extra);
+        self
+    }
+
+    /// The configuration as TOML text.
+    pub fn text(&self) -> String {
+        toml::to_string(&self.0).expect("TOML values serialize")
+    }
+
+    /// Writes the configuration to `path`.
+    pub fn write(&self, path: &Path) {
+        std::fs::write(path, self.text()).unwrap();
+    }
+}
+
+fn merge_tables(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge_tables(a, b),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
 /// Emulator + demo app + gateway as three processes with a generated config.
 pub struct Stack {
     /// Temporary directory with the config and the logs.
@@ -680,8 +780,12 @@ pub struct Stack {
     pub cookie_secret: String,
     /// The appid.
     pub appid: String,
-    /// The three processes: emulator, app, gateway.
-    pub procs: Vec<Proc>,
+    /// The emulator (WeChat).
+    pub emulator_proc: Proc,
+    /// The demo app (the upstream).
+    pub app_proc: Proc,
+    /// The gateway, while it runs.
+    pub gateway_proc: Option<Proc>,
     /// The origin browsers use, when not the gateway's own (a front before it).
     pub public_url: Option<String>,
     /// Extra environment of the gateway process (e.g. `WECHAT_LOG_FORMAT`).
@@ -784,7 +888,9 @@ impl Stack {
             app_secret,
             cookie_secret: format!("cookiesecret{}", random(36)),
             appid,
-            procs: vec![emulator, app],
+            emulator_proc: emulator,
+            app_proc: app,
+            gateway_proc: None,
             public_url,
             gateway_env: Vec::new(),
             gateway_config: PathBuf::new(),
@@ -808,45 +914,22 @@ impl Stack {
         gateway_extra: &str,
         cookie_secret: &str,
     ) {
-        self.procs.truncate(2);
+        self.gateway_proc = None;
         let port = self.gateway_url.rsplit(':').next().unwrap().to_owned();
-        let config = format!(
-            r#"[wechat]
-appid = "{appid}"
-open_base = "{emulator}"
-api_base = "{emulator}"
-mp_base = "{emulator}"
-{scope}{timeout}{wechat_extra}
-
-[gateway]
-listen = "127.0.0.1:{port}"
-upstream = "{app}"
-public_url = "{gateway}"
-prefix = "/_wechat"
-public_paths = ["/static/", "/echo/public", "/spa/"]
-{gateway_extra}
-{limits}"#,
-            // Every test client is 127.0.0.1: no login limit unless a test sets one.
-            limits = if gateway_extra.contains("[limits]") {
-                ""
-            } else {
-                "\n[limits]\nlogins_per_minute = 0\n"
-            },
-            appid = self.appid,
-            emulator = self.emulator_url,
-            app = self.app_url.trim_start_matches("http://"),
-            gateway = self.public_url.as_deref().unwrap_or(&self.gateway_url),
-            scope = if wechat_extra.contains("scope =") {
-                ""
-            } else {
-                "scope = \"snsapi_userinfo\"\n"
-            },
-            timeout = if wechat_extra.contains("timeout_ms =") {
-                ""
-            } else {
-                "timeout_ms = 3000\n"
-            },
-        );
+        let public_url = self.public_url.as_deref().unwrap_or(&self.gateway_url);
+        let config = TestConfig::new(&self.appid, &self.emulator_url, public_url)
+            .set("gateway.listen", format!("127.0.0.1:{port}"))
+            .set(
+                "gateway.upstream",
+                self.app_url.trim_start_matches("http://"),
+            )
+            .set(
+                "gateway.public_paths",
+                vec!["/static/", "/echo/public", "/spa/"],
+            )
+            .merge("wechat", wechat_extra)
+            .merge("gateway", gateway_extra)
+            .text();
         let n = std::fs::read_dir(&self.dir).unwrap().count();
         let config_path = self.dir.join(format!("gateway-{n}.toml"));
         std::fs::write(&config_path, config).unwrap();
@@ -858,7 +941,7 @@ public_paths = ["/static/", "/echo/public", "/spa/"]
     /// Stops the gateway and starts it again with the same configuration
     /// file and environment (its state file in the stack's directory).
     pub async fn restart_gateway(&mut self) {
-        self.procs.truncate(2);
+        self.gateway_proc = None;
         let n = std::fs::read_dir(&self.dir).unwrap().count();
         let mut env = vec![
             ("WECHAT_APP_SECRET", self.app_secret.as_str()),
@@ -879,7 +962,7 @@ public_paths = ["/static/", "/echo/public", "/spa/"]
             &["--config", self.gateway_config.to_str().unwrap()],
             &env,
         );
-        self.procs.push(gateway);
+        self.gateway_proc = Some(gateway);
         wait_ready(&self.url("/_wechat/healthz")).await;
     }
 
@@ -917,12 +1000,20 @@ public_paths = ["/static/", "/echo/public", "/spa/"]
 
     /// The current gateway's process id.
     pub fn gateway_pid(&self) -> u32 {
-        self.procs.last().unwrap().child.id()
+        self.gateway().child.id()
+    }
+
+    /// The running gateway process.
+    pub fn gateway(&self) -> &Proc {
+        self.gateway_proc.as_ref().expect("the gateway runs")
     }
 
     /// The current gateway's log.
     pub fn gateway_log(&self) -> String {
-        self.procs.last().map(Proc::log_text).unwrap_or_default()
+        self.gateway_proc
+            .as_ref()
+            .map(Proc::log_text)
+            .unwrap_or_default()
     }
 
     /// Starts the emulator again on its port (WeChat back), with its own log.
@@ -935,7 +1026,7 @@ public_paths = ["/static/", "/echo/public", "/spa/"]
             .parse()
             .unwrap();
         let n = std::fs::read_dir(&self.dir).unwrap().count();
-        self.procs[0] = Proc::start(
+        self.emulator_proc = Proc::start(
             &self.dir,
             &format!("emulator-{n}"),
             "wechat-emulator",
@@ -964,7 +1055,7 @@ public_paths = ["/static/", "/echo/public", "/spa/"]
 
     /// Stops the emulator (WeChat down).
     pub fn stop_emulator(&mut self) {
-        let emulator = &mut self.procs[0];
+        let emulator = &mut self.emulator_proc;
         let _ = emulator.child.kill();
         let _ = emulator.child.wait();
     }
@@ -1049,16 +1140,25 @@ pub fn assert_no_secret_in_logs(dir: &Path, secrets: &[String]) {
     }
 }
 
+impl Stack {
+    /// Stops the gateway, the app and the emulator (their logs stay).
+    fn stop_all(&mut self) {
+        self.gateway_proc = None;
+        self.app_proc.stop();
+        self.emulator_proc.stop();
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             let mut secrets = issued_secrets(&self.emulator_url);
             secrets.push(self.app_secret.clone());
             secrets.push(self.cookie_secret.clone());
-            self.procs.clear();
+            self.stop_all();
             assert_no_secret_in_logs(&self.dir, &secrets);
         }
-        self.procs.clear();
+        self.stop_all();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
@@ -1095,8 +1195,13 @@ pub struct Site {
     pub emulator_url: String,
     /// Temporary directory with configs and logs.
     pub dir: PathBuf,
-    /// The processes: emulator first, the front's process last.
-    pub procs: Vec<Proc>,
+    /// The emulator, when the site runs its own (else the stack's).
+    emulator_proc: Option<Proc>,
+    /// The demo app behind nginx with the module.
+    app_proc: Option<Proc>,
+    /// The front's own process (a host, nginx's master); `None` for the
+    /// gateway, which is the stack's.
+    front_proc: Option<Proc>,
     stack: Option<Stack>,
 }
 
@@ -1165,7 +1270,9 @@ impl Site {
                 url: stack.gateway_url.clone(),
                 emulator_url: stack.emulator_url.clone(),
                 dir: stack.dir.clone(),
-                procs: Vec::new(),
+                emulator_proc: None,
+                app_proc: None,
+                front_proc: None,
                 stack: Some(stack),
             };
         }
@@ -1183,15 +1290,12 @@ impl Site {
             &secret,
             &emulator_args,
         );
-        let config = format!(
-            "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
-             open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n{wechat_extra}\n\
-             [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n{gateway_extra}\
-             # Every test client is 127.0.0.1.\n[limits]\nlogins_per_minute = 0\n",
-            random(40)
-        );
         let config_path = dir.join("config.toml");
-        std::fs::write(&config_path, config).unwrap();
+        TestConfig::new("wx1234567890abcdef", &emulator_url, &url)
+            .set("gateway.cookie_secret", random(40))
+            .merge("wechat", &wechat_extra)
+            .merge("gateway", &gateway_extra)
+            .write(&config_path);
         let library = target_dir().join("libwechat_oauth.so");
         let java_build = dir.join("java-build");
         let port_text = port.to_string();
@@ -1223,11 +1327,13 @@ impl Site {
             url,
             emulator_url,
             dir,
-            procs: vec![emulator, host],
+            emulator_proc: Some(emulator),
+            app_proc: None,
+            front_proc: Some(host),
             stack: None,
         };
         wait_ready(&format!("{}/_emulator/calls", site.emulator_url)).await;
-        wait_ready_or_log(&format!("{}/_wechat/healthz", site.url), &site.procs[1]).await;
+        wait_ready_or_log(&format!("{}/_wechat/healthz", site.url), site.front()).await;
         site
     }
 
@@ -1240,7 +1346,7 @@ impl Site {
         }))
         .unwrap();
         let mut site_conf = example.replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
-        let mut procs = Vec::new();
+        let (mut emulator_proc, mut app_proc) = (None, None);
         let mut stack = None;
         let dir;
         let emulator_url;
@@ -1277,30 +1383,23 @@ impl Site {
             let secret = format!("appsecret{}", random(20));
             let (wechat_extra, gateway_extra, emulator_args) =
                 login.setup(&format!("http://127.0.0.1:{emu_port}"), &url);
-            procs.push(Proc::start_emulator_with(
+            emulator_proc = Some(Proc::start_emulator_with(
                 &dir,
                 emu_port,
                 "wx1234567890abcdef",
                 &secret,
                 &emulator_args,
             ));
-            procs.push(Proc::start(
-                &dir,
-                "app",
-                "wechat-demo-app",
-                &["--listen", &format!("127.0.0.1:{app_port}")],
-                &[],
-            ));
+            app_proc = Some(Proc::start_demo_app(&dir, app_port));
             emulator_url = format!("http://127.0.0.1:{emu_port}");
-            let config = format!(
-                "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"{secret}\"\nscope = \"snsapi_userinfo\"\n\
-                 open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n{wechat_extra}\n\
-                 [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\npublic_paths = [\"/static/\", \"/echo/public\"]\n{gateway_extra}\
-                 # Every test client is 127.0.0.1.\n[limits]\nlogins_per_minute = 0\n",
-                random(40)
-            );
             let config_path = dir.join("wechat.toml");
-            std::fs::write(&config_path, config).unwrap();
+            TestConfig::new("wx1234567890abcdef", &emulator_url, &url)
+                .set("wechat.secret", secret.as_str())
+                .set("gateway.cookie_secret", random(40))
+                .set("gateway.public_paths", vec!["/static/", "/echo/public"])
+                .merge("wechat", &wechat_extra)
+                .merge("gateway", &gateway_extra)
+                .write(&config_path);
             site_conf = site_conf
                 .replace("127.0.0.1:3000", &format!("127.0.0.1:{app_port}"))
                 .replace("/etc/nginx/wechat.toml", config_path.to_str().unwrap())
@@ -1341,20 +1440,17 @@ impl Site {
             ],
             &[],
         );
-        procs.push(nginx);
         let site = Site {
             front,
             url,
             emulator_url,
             dir,
-            procs,
+            emulator_proc,
+            app_proc,
+            front_proc: Some(nginx),
             stack,
         };
-        wait_ready_or_log(
-            &format!("{}/_wechat/healthz", site.url),
-            site.procs.last().unwrap(),
-        )
-        .await;
+        wait_ready_or_log(&format!("{}/_wechat/healthz", site.url), site.front()).await;
         site
     }
 
@@ -1365,7 +1461,7 @@ impl Site {
 
     /// The pids of nginx's worker processes (children of the master).
     pub fn nginx_workers(&self) -> Vec<u32> {
-        let master = self.procs.last().unwrap().child.id();
+        let master = self.front().child.id();
         std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
             .unwrap_or_default()
             .split_whitespace()
@@ -1378,29 +1474,31 @@ impl Site {
         emulator_json(&self.emulator_url, path).await
     }
 
+    /// The front's process: the host, nginx's master, or the gateway.
+    pub fn front(&self) -> &Proc {
+        match (&self.front_proc, &self.stack) {
+            (Some(front), _) => front,
+            (None, Some(stack)) => stack.gateway(),
+            (None, None) => unreachable!("every site has a front"),
+        }
+    }
+
     /// The pid of the front's process (the gateway's, or the host's, or nginx's master).
     pub fn pid(&self) -> u32 {
-        match (&self.stack, self.procs.last()) {
-            (_, Some(front)) => front.child.id(),
-            (Some(stack), None) => stack.procs.last().unwrap().child.id(),
-            (None, None) => unreachable!(),
-        }
+        self.front().child.id()
     }
 
     /// The front's log.
     pub fn log(&self) -> String {
-        match (&self.stack, self.procs.last()) {
-            (_, Some(front)) => front.log_text(),
-            (Some(stack), None) => stack.gateway_log(),
-            (None, None) => String::new(),
-        }
+        self.front().log_text()
     }
 
     /// Whether the front's process is still running.
     pub fn alive(&mut self) -> bool {
-        let proc = match self.procs.last_mut() {
-            Some(front) => front,
-            None => self.stack.as_mut().unwrap().procs.last_mut().unwrap(),
+        let proc = match (&mut self.front_proc, &mut self.stack) {
+            (Some(front), _) => front,
+            (None, Some(stack)) => stack.gateway_proc.as_mut().expect("the gateway runs"),
+            (None, None) => unreachable!("every site has a front"),
         };
         proc.child.try_wait().unwrap().is_none()
     }
@@ -1408,7 +1506,10 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        self.procs.clear();
+        // The front first: nginx before the app and emulator behind it.
+        self.front_proc = None;
+        self.app_proc = None;
+        self.emulator_proc = None;
         if self.stack.is_none() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use wechat_e2e::{
     compile_c, free_port, random, target_dir, wait_ready, workspace_root, Browser, Proc,
-    ScratchDir, WECHAT_UA,
+    ScratchDir, TestConfig, WECHAT_UA,
 };
 
 /// Must match COOKIE_SECRET in ffi/tests/c/unit.c.
@@ -164,15 +164,14 @@ async fn start_host(program: &Path, wrapper: Option<&[&str]>, label: &str) -> Ho
     let secret = format!("appsecret{}", random(20));
     let emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
     let url = format!("http://127.0.0.1:{host_port}");
-    let config = format!(
-        "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
-         open_base = \"http://127.0.0.1:{emu_port}\"\napi_base = \"http://127.0.0.1:{emu_port}\"\n\n\
-         [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n\
-         # Every test client is 127.0.0.1.\n[limits]\nlogins_per_minute = 0\n",
-        random(40)
-    );
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, config).unwrap();
+    TestConfig::new(
+        "wx1234567890abcdef",
+        &format!("http://127.0.0.1:{emu_port}"),
+        &url,
+    )
+    .set("gateway.cookie_secret", random(40))
+    .write(&config_path);
     let env = [
         ("WECHAT_OAUTH_CONFIG", config_path.to_str().unwrap()),
         ("PORT", &host_port.to_string()),
@@ -327,16 +326,15 @@ async fn a_c_host_on_a_state_file_refuses_a_logged_out_cookie_after_a_restart() 
     let _emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
     let url = format!("http://127.0.0.1:{host_port}");
     let state = dir.join("host-state.redb");
-    let config = format!(
-        "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
-         open_base = \"http://127.0.0.1:{emu_port}\"\napi_base = \"http://127.0.0.1:{emu_port}\"\n\n\
-         [gateway]\npublic_url = \"{url}\"\ncookie_secret = \"{}\"\n\n\
-         [store]\nurl = \"file:{}\"\n\n[limits]\nlogins_per_minute = 0\n",
-        random(40),
-        state.display()
-    );
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, config).unwrap();
+    TestConfig::new(
+        "wx1234567890abcdef",
+        &format!("http://127.0.0.1:{emu_port}"),
+        &url,
+    )
+    .set("gateway.cookie_secret", random(40))
+    .set("store.url", format!("file:{}", state.display()))
+    .write(&config_path);
     let port = host_port.to_string();
     let env = [
         ("WECHAT_OAUTH_CONFIG", config_path.to_str().unwrap()),

@@ -531,15 +531,17 @@ async fn a_users_own_pingora_proxy_puts_the_gate_in_front_with_a_few_dozen_lines
     let _emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
     let _app = Proc::start_demo_app(&dir, app_port);
     let url = format!("http://127.0.0.1:{port}");
-    let config = format!(
-        "[wechat]\nappid = \"wx1234567890abcdef\"\nscope = \"snsapi_userinfo\"\n\
-         open_base = \"http://127.0.0.1:{emu_port}\"\napi_base = \"http://127.0.0.1:{emu_port}\"\n\n\
-         [gateway]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
-         public_url = \"{url}\"\ncookie_secret = \"{}\"\n\n[store]\nurl = \"memory\"\n",
-        wechat_e2e::random(40)
-    );
     let config_path = dir.join("own.toml");
-    std::fs::write(&config_path, config).unwrap();
+    wechat_e2e::TestConfig::new(
+        "wx1234567890abcdef",
+        &format!("http://127.0.0.1:{emu_port}"),
+        &url,
+    )
+    .set("gateway.listen", format!("127.0.0.1:{port}"))
+    .set("gateway.upstream", format!("127.0.0.1:{app_port}"))
+    .set("gateway.cookie_secret", wechat_e2e::random(40))
+    .set("store.url", "memory")
+    .write(&config_path);
     let program = wechat_e2e::target_dir().join("examples/own_proxy");
     let _proxy = Proc::start_program(
         &dir,

@@ -214,7 +214,7 @@ async fn ready_fails_while_the_upstream_is_down_and_healthz_does_not() {
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["ready"], true);
     // The application (the upstream) stops.
-    stack.procs[1] = wechat_e2e::Proc::start_program(
+    stack.app_proc = wechat_e2e::Proc::start_program(
         &stack.dir,
         "sleeper",
         std::path::Path::new("sleep"),
@@ -279,7 +279,7 @@ async fn sighup_reloads_cookie_keys_without_ending_sessions_or_the_process() {
     );
     assert_ne!(config, rotated);
     std::fs::write(&stack.gateway_config, rotated).unwrap();
-    stack.procs.last().unwrap().signal(libc::SIGHUP);
+    stack.gateway().signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !stack.gateway_log().contains("configuration reloaded") {
         assert!(
@@ -305,7 +305,7 @@ async fn sighup_reloads_cookie_keys_without_ending_sessions_or_the_process() {
         "[gateway]\ncookie_secret = \"short\"\n",
     )
     .unwrap();
-    stack.procs.last().unwrap().signal(libc::SIGHUP);
+    stack.gateway().signal(libc::SIGHUP);
     while !stack.gateway_log().contains("reload failed") {
         assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(5));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -440,19 +440,18 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
     );
     let port = free_port();
     let origin = format!("https://127.0.0.1:{port}");
-    let config = format!(
-        "[wechat]\nappid = \"{appid}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\n\n\
-         [gateway]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{app}\"\npublic_url = \"{origin}\"\n\
-         public_paths = [\"/echo/public\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\n\
-         [store]\nstate_dir = \"tls-state\"\n",
-        appid = stack.appid,
-        emu = stack.emulator_url,
-        app = stack.app_url.trim_start_matches("http://"),
-        cert = cert.display(),
-        key = key.display(),
-    );
     let path = dir.join("tls.toml");
-    std::fs::write(&path, config).unwrap();
+    wechat_e2e::TestConfig::new(&stack.appid, &stack.emulator_url, &origin)
+        .set("gateway.listen", format!("127.0.0.1:{port}"))
+        .set(
+            "gateway.upstream",
+            stack.app_url.trim_start_matches("http://"),
+        )
+        .set("gateway.public_paths", vec!["/echo/public"])
+        .set("gateway.tls_cert", cert.display().to_string())
+        .set("gateway.tls_key", key.display().to_string())
+        .set("store.state_dir", "tls-state")
+        .write(&path);
     let _gateway = wechat_e2e::Proc::start(
         &dir,
         "gateway-tls",

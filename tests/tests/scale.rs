@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use wechat_e2e::{
     assert_no_secret_in_logs, compile_c, free_port, issued_secrets, random, wait_ready,
-    workspace_root, Browser, Proc, DESKTOP_UA, PUSH_TOKEN, WECHAT_UA,
+    workspace_root, Browser, Proc, TestConfig, DESKTOP_UA, PUSH_TOKEN, WECHAT_UA,
 };
 
 const APPID: &str = "wx1234567890abcdef";
@@ -101,22 +101,27 @@ impl Cluster {
         wait_ready(&format!("{}/_emulator/calls", cluster.emulator_url)).await;
         let origin = format!("http://127.0.0.1:{}", ports[0]);
         for (i, port) in ports.iter().enumerate() {
-            let config = format!(
-                "[wechat]\nappid = \"{APPID}\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\nmp_base = \"{emu}\"\n\
-                 scope = \"snsapi_userinfo\"\ntimeout_ms = 2000\npush_token = \"{PUSH_TOKEN}\"\n\n[gateway]\ndesktop_login = \"scene_qr\"\n{gateway_extra}\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{app_port}\"\n\
-                 public_url = \"{origin}\"\n\n[store]\n{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n\n[limits]\nlogins_per_minute = 0\n",
-                emu = cluster.emulator_url,
-            );
             let metrics_port = free_port();
-            let config = config.replace(
-                "\n\n[store]",
-                &format!("\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n[store]"),
-            );
             cluster
                 .metrics
                 .push(format!("http://127.0.0.1:{metrics_port}/metrics"));
             let path = cluster.dir.join(format!("gateway-{i}.toml"));
-            std::fs::write(&path, config).unwrap();
+            TestConfig::new(APPID, &cluster.emulator_url, &origin)
+                .set("wechat.timeout_ms", 2000)
+                .set("wechat.push_token", PUSH_TOKEN)
+                .set("gateway.desktop_login", "scene_qr")
+                .set("gateway.listen", format!("127.0.0.1:{port}"))
+                .set("gateway.upstream", format!("127.0.0.1:{app_port}"))
+                .set(
+                    "gateway.metrics_listen",
+                    format!("127.0.0.1:{metrics_port}"),
+                )
+                .merge("gateway", gateway_extra)
+                .merge(
+                    "store",
+                    &format!("{store}\nkey_prefix = \"test:\"\ntimeout_ms = 300\n"),
+                )
+                .write(&path);
             let gateway = Proc::start(
                 &cluster.dir,
                 &format!("gateway-{i}"),
@@ -626,14 +631,14 @@ async fn two_c_hosts_share_logins_and_logouts_through_redis() {
     compile_c(&program, &[workspace_root().join("examples/c/host.c")], &[]);
     let ports = [free_port(), free_port()];
     let origin = format!("http://127.0.0.1:{}", ports[0]);
-    let config = format!(
-        "[wechat]\nappid = \"{APPID}\"\nscope = \"snsapi_userinfo\"\nopen_base = \"{emu}\"\napi_base = \"{emu}\"\n\n\
-         [gateway]\npublic_url = \"{origin}\"\n\n[store]\nurl = \"redis://127.0.0.1:{redis}/\"\nkey_prefix = \"test:\"\n\n[limits]\nlogins_per_minute = 0\n",
-        emu = cluster.emulator_url,
-        redis = cluster.redis_port,
-    );
     let path = cluster.dir.join("c-host.toml");
-    std::fs::write(&path, config).unwrap();
+    TestConfig::new(APPID, &cluster.emulator_url, &origin)
+        .set(
+            "store.url",
+            format!("redis://127.0.0.1:{}/", cluster.redis_port),
+        )
+        .set("store.key_prefix", "test:")
+        .write(&path);
     let mut hosts = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         hosts.push(Proc::start_program(
