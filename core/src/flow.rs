@@ -48,8 +48,10 @@ use crate::state::{
 };
 use crate::store::{MemoryTokenStore, StoredTokens, TokenStore, REFRESH_TOKEN_LIFETIME_SECS};
 
+mod confirm;
 mod cookies;
 mod decide;
+mod failure;
 mod limits;
 mod login;
 mod route;
@@ -147,6 +149,39 @@ pub struct Pass {
     pub upstream_path: Option<String>,
 }
 
+/// Which WeChat app a login goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoginApp {
+    /// The Official Account's web authorization (docs/protocol.md §1).
+    OfficialAccount,
+    /// The Open Platform website app's QR login, `qrconnect` (§2).
+    Website,
+}
+
+/// How an answer is shaped: a page or redirect for a browser, JSON for a
+/// front end's script (`POST exchange`, `qr/new`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswerAs {
+    Page,
+    Json,
+}
+
+/// What `userinfo` asks of WeChat: a fresh profile, or whether the
+/// session's token still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProfileCall {
+    Refresh,
+    Check,
+}
+
+/// A login link: absolute (for JSON answers a script follows elsewhere) or
+/// a path on this site (for pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkForm {
+    Absolute,
+    Path,
+}
+
 /// Work that needs IO before the answer; run it with [`Gate::complete`].
 /// Its `Debug` shows no code or token.
 #[derive(Debug)]
@@ -160,7 +195,7 @@ enum CallKind {
     Login(PendingLogin),
     Profile {
         session: Session,
-        check: bool,
+        call: ProfileCall,
     },
     Logout {
         sid: String,
@@ -496,7 +531,7 @@ impl Gate {
         let lang = call.lang;
         match call.kind {
             CallKind::Login(pending) => self.complete_login(pending, lang).await,
-            CallKind::Profile { session, check } => self.complete_profile(session, check).await,
+            CallKind::Profile { session, call } => self.complete_profile(session, call).await,
             CallKind::Logout { sid, until, to } => {
                 if let Err(e) = self.store.remove(&sid).await {
                     tracing::warn!(error = %e, "logout: could not delete the session's tokens");

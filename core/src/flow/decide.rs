@@ -118,7 +118,8 @@ impl Gate {
     /// asks the gateway itself for the right answer: a 302, the 401 JSON or
     /// a page). No IO.
     pub fn decide_auth(&self, req: &RequestParts<'_>) -> Reply {
-        let login_url = |path: &str| self.login_url(path, self.config.wechat.scope, true);
+        let login_url =
+            |path: &str| self.login_url(path, self.config.wechat.scope, LinkForm::Absolute);
         let canonical = match crate::path::canonical_path(req.path) {
             Ok(path) => path,
             // nginx reads any status but 2xx, 401 and 403 as an error (500).
@@ -308,7 +309,7 @@ impl Gate {
         lang: Lang,
     ) -> Reply {
         if wants_json(req) {
-            return login_required_json(&self.login_url(return_to, scope, true));
+            return login_required_json(&self.login_url(return_to, scope, LinkForm::Absolute));
         }
         if req
             .user_agent
@@ -360,7 +361,7 @@ impl Gate {
             },
             Some(&format!("{}{}", self.config.gateway.origin(), return_to)),
             Some((
-                &self.login_url(return_to, scope, false),
+                &self.login_url(return_to, scope, LinkForm::Path),
                 Text {
                     zh: "已在微信中？继续登录",
                     en: "In WeChat already? Continue",
@@ -370,12 +371,11 @@ impl Gate {
     }
 
     /// `prefix/login?rd=…[&scope=snsapi_userinfo]`, absolute or relative.
-    pub(super) fn login_url(&self, return_to: &str, scope: Scope, absolute: bool) -> String {
+    pub(super) fn login_url(&self, return_to: &str, scope: Scope, form: LinkForm) -> String {
         let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-        let origin = if absolute {
-            self.config.gateway.origin()
-        } else {
-            String::new()
+        let origin = match form {
+            LinkForm::Absolute => self.config.gateway.origin(),
+            LinkForm::Path => String::new(),
         };
         let scope = if scope == self.config.wechat.scope {
             String::new()
@@ -395,21 +395,21 @@ impl Gate {
         cookies: &GateCookies<'_>,
         now: u64,
     ) -> Reply {
-        self.start_login_with(return_to, scope, false, cookies, now)
+        self.start_login_with(return_to, scope, LoginApp::OfficialAccount, cookies, now)
     }
 
-    /// [`Gate::start_login`]; `open_app`: through the Open Platform website
+    /// [`Gate::start_login`]; with [`LoginApp::Website`]: through the Open Platform website
     /// app's QR login (`connect/qrconnect`) instead of web authorization.
     pub(super) fn start_login_with(
         &self,
         return_to: &str,
         scope: Scope,
-        open_app: bool,
+        app: LoginApp,
         cookies: &GateCookies<'_>,
         now: u64,
     ) -> Reply {
         let callback = self.config.gateway.callback_url();
-        self.start_login_to(return_to, scope, open_app, &callback, cookies, now)
+        self.start_login_to(return_to, scope, app, &callback, cookies, now)
     }
 
     /// [`Gate::start_login_with`] with WeChat sending the browser back to
@@ -418,7 +418,7 @@ impl Gate {
         &self,
         return_to: &str,
         scope: Scope,
-        open_app: bool,
+        app: LoginApp,
         callback: &str,
         cookies: &GateCookies<'_>,
         now: u64,
@@ -426,8 +426,8 @@ impl Gate {
         let wechat = &self.config.wechat;
         let state = new_state();
         crate::metrics::LOGINS_STARTED.inc();
-        let location = match (&wechat.open, open_app) {
-            (Some(open), true) => {
+        let location = match (&wechat.open, app) {
+            (Some(open), LoginApp::Website) => {
                 qrconnect_url(wechat.open_base.as_str(), &open.appid, callback, &state)
             }
             _ => authorize_url(
@@ -447,7 +447,7 @@ impl Gate {
                     &self.sealer,
                     &state,
                     return_to,
-                    open_app && wechat.open.is_some(),
+                    app == LoginApp::Website && wechat.open.is_some(),
                     now,
                 ),
                 STATE_LIFETIME_SECS,
@@ -545,7 +545,14 @@ impl Gate {
                     .unwrap_or(self.config.wechat.scope);
                 // The front end's own page is the redirect_uri.
                 let redirect_uri = format!("{}{rd}", self.config.gateway.origin());
-                let started = self.start_login_to(&rd, scope, false, &redirect_uri, cookies, now);
+                let started = self.start_login_to(
+                    &rd,
+                    scope,
+                    LoginApp::OfficialAccount,
+                    &redirect_uri,
+                    cookies,
+                    now,
+                );
                 let url = started.header("location").unwrap_or_default().to_owned();
                 let mut reply = Reply::json(200, &serde_json::json!({"url": url}))
                     .with_header("Cache-Control", "no-store".into());
@@ -556,10 +563,17 @@ impl Gate {
             }
             Route::Healthz => Reply::text(200, "ok\n"),
             Route::Callback => {
-                if let Some(limited) = self.login_limited(req, false, lang) {
+                if let Some(limited) = self.login_limited(req, AnswerAs::Page, lang) {
                     return Decision::Reply(limited);
                 }
-                return match self.check_callback(req.query, cookies, session, now, lang, false) {
+                return match self.check_callback(
+                    req.query,
+                    cookies,
+                    session,
+                    now,
+                    lang,
+                    AnswerAs::Page,
+                ) {
                     Ok(pending) => Decision::Call(Call {
                         kind: CallKind::Login(pending),
                         lang,
@@ -572,8 +586,12 @@ impl Gate {
                 let scope = query_param(req.query, "scope")
                     .and_then(|s| Scope::parse(&s))
                     .unwrap_or(self.config.wechat.scope);
-                let open_app = query_param(req.query, "app").as_deref() == Some("open");
-                self.start_login_with(&rd, scope, open_app, cookies, now)
+                let app = if query_param(req.query, "app").as_deref() == Some("open") {
+                    LoginApp::Website
+                } else {
+                    LoginApp::OfficialAccount
+                };
+                self.start_login_with(&rd, scope, app, cookies, now)
             }
             Route::Logout => {
                 let to = self
@@ -585,13 +603,22 @@ impl Gate {
                 Some(session) => {
                     let refresh = query_param(req.query, "refresh").as_deref() == Some("1");
                     let check = query_param(req.query, "check").as_deref() == Some("1");
-                    if refresh || check {
-                        let kind = CallKind::Profile { session, check };
+                    let call = match (check, refresh) {
+                        (true, _) => Some(ProfileCall::Check),
+                        (false, true) => Some(ProfileCall::Refresh),
+                        (false, false) => None,
+                    };
+                    if let Some(call) = call {
+                        let kind = CallKind::Profile { session, call };
                         return Decision::Call(Call { kind, lang });
                     }
                     identity_json(&session.identity, None)
                 }
-                None => login_required_json(&self.login_url("/", self.config.wechat.scope, true)),
+                None => login_required_json(&self.login_url(
+                    "/",
+                    self.config.wechat.scope,
+                    LinkForm::Absolute,
+                )),
             },
             Route::Unknown => page(
                 lang,

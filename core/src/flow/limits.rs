@@ -49,7 +49,8 @@ impl LoginLimiter {
 }
 
 /// `429` with `Retry-After` (seconds): a page, or JSON for scripts.
-pub(super) fn too_many_logins(retry_after: u64, json: bool, lang: Lang) -> Reply {
+pub(super) fn too_many_logins(retry_after: u64, answer: AnswerAs, lang: Lang) -> Reply {
+    let json = answer == AnswerAs::Json;
     tracing::info!(retry_after, "a client is over its login limit");
     crate::metrics::count_refused("rate_limited");
     let reply = if json {
@@ -82,10 +83,10 @@ impl Gate {
     pub(super) fn login_limited(
         &self,
         req: &RequestParts<'_>,
-        json: bool,
+        answer: AnswerAs,
         lang: Lang,
     ) -> Option<Reply> {
         let wait = self.login_limiter.as_ref()?.wait(req.client_addr?)?;
-        Some(too_many_logins(wait, json, lang))
+        Some(too_many_logins(wait, answer, lang))
     }
 }

@@ -10,10 +10,10 @@ pub(super) struct PendingLogin {
     pub(super) return_to: String,
     pub(super) state_cookie: String,
     /// Exchange with the Open Platform website app (a qrconnect login).
-    pub(super) open_app: bool,
+    pub(super) app: LoginApp,
     /// Answer in JSON (`POST <prefix>/exchange`, a front end's own
     /// redirect_uri) instead of redirecting.
-    pub(super) json: bool,
+    pub(super) answer: AnswerAs,
 }
 
 /// What a code exchange produced; shared by every duplicate of its callback.
@@ -243,7 +243,7 @@ impl Gate {
         session: Option<Session>,
         now: u64,
         lang: Lang,
-        json: bool,
+        answer: AnswerAs,
     ) -> Result<PendingLogin, Reply> {
         let mut code = None;
         let mut state = None;
@@ -266,7 +266,11 @@ impl Gate {
             .iter()
             .find(|(n, _)| *n == name)
             .and_then(|(_, v)| open_state(&self.sealer, &state, v, now));
-        let open_app = opened.as_ref().is_some_and(|o| o.open_app);
+        let app = if opened.as_ref().is_some_and(|o| o.open_app) {
+            LoginApp::Website
+        } else {
+            LoginApp::OfficialAccount
+        };
         let return_to = opened.map(|o| o.return_to);
         let Some(return_to) = return_to else {
             // A repeat of a callback that already logged this browser in
@@ -301,7 +305,7 @@ impl Gate {
                 },
                 None,
                 Some((
-                    &self.login_url(&return_to, self.config.wechat.scope, false),
+                    &self.login_url(&return_to, self.config.wechat.scope, LinkForm::Path),
                     Text {
                         zh: "重新登录",
                         en: "Try again",
@@ -327,74 +331,16 @@ impl Gate {
             .claim(&code, &state, now, now + CODE_OUTCOME_SECS)
         {
             return Err(self
-                .code_replayed(&return_to, json, lang)
+                .code_replayed(&return_to, answer, lang)
                 .with_header("Set-Cookie", self.remove_cookie(&name)));
         }
         Ok(PendingLogin {
             code: AuthorizationCode::new(code.into_owned()),
             return_to,
             state_cookie: name,
-            open_app,
-            json,
+            app,
+            answer,
         })
-    }
-
-    /// The answer to a code presented with a state other than the one it
-    /// first came with (a leaked code tried in another browser): nothing of
-    /// that login, a "link expired" page whose button starts a fresh login.
-    pub(super) fn code_replayed(&self, return_to: &str, json: bool, lang: Lang) -> Reply {
-        tracing::warn!("refused a code that came back with another browser's state");
-        crate::metrics::count_refused("code_other_state");
-        if json {
-            return Reply::json(
-                400,
-                &serde_json::json!({"error": "code_expired", "login_url": self.login_url(return_to, self.config.wechat.scope, true)}),
-            );
-        }
-        page(
-            lang,
-            400,
-            Text {
-                zh: "登录链接已过期",
-                en: "This login link has expired",
-            },
-            Text {
-                zh: "请重新登录。",
-                en: "Please log in again.",
-            },
-            None,
-            Some((
-                &self.login_url(return_to, self.config.wechat.scope, false),
-                Text {
-                    zh: "重新登录",
-                    en: "Log in again",
-                },
-            )),
-        )
-    }
-
-    pub(super) fn bad_callback(&self, why: &str, lang: Lang) -> Reply {
-        tracing::info!(reason = why, "refused a login callback");
-        page(
-            lang,
-            400,
-            Text {
-                zh: "登录链接无效或已过期",
-                en: "This login link is invalid or has expired",
-            },
-            Text {
-                zh: "请重新登录。如果问题持续，请清除 Cookie 后再试。",
-                en: "Please log in again. If this keeps happening, clear your cookies and retry.",
-            },
-            Some(why),
-            Some((
-                &self.login_url("/", self.config.wechat.scope, false),
-                Text {
-                    zh: "重新登录",
-                    en: "Log in again",
-                },
-            )),
-        )
     }
 
     pub(super) fn log_login(&self, result: &Result<LoginOutcome, SnsError>, elapsed: Duration) {
@@ -424,7 +370,7 @@ impl Gate {
         let lang = Lang::choose(self.config.gateway.language, req.accept_language);
         let cookies = GateCookies::parse(req.cookie, &self.config.gateway.session_cookie_name);
         let session = self.live_session(&cookies, now);
-        let login_url = self.login_url("/", self.config.wechat.scope, true);
+        let login_url = self.login_url("/", self.config.wechat.scope, LinkForm::Absolute);
         let handoff = (body.len() <= MAX_EXCHANGE_BODY_BYTES)
             .then(|| serde_json::from_slice::<Handoff>(body).ok())
             .flatten();
@@ -434,7 +380,7 @@ impl Gate {
                 &serde_json::json!({"error": "bad_request", "hint": "POST {\"code\": …, \"state\": …} as JSON", "login_url": login_url}),
             ));
         };
-        if let Some(limited) = self.login_limited(req, true, lang) {
+        if let Some(limited) = self.login_limited(req, AnswerAs::Json, lang) {
             return Decision::Reply(limited);
         }
         let query = form_urlencoded::Serializer::new(String::new())
@@ -442,7 +388,7 @@ impl Gate {
             .append_pair("state", &handoff.state)
             .finish();
         let known = session.as_ref().map(|s| s.identity.clone());
-        match self.check_callback(Some(&query), &cookies, session, now, lang, true) {
+        match self.check_callback(Some(&query), &cookies, session, now, lang, AnswerAs::Json) {
             Ok(pending) => Decision::Call(Call {
                 kind: CallKind::Login(pending),
                 lang,
@@ -483,7 +429,7 @@ impl Gate {
                 }
                 Ok(SharedClaim::CodeBound) => {
                     return self
-                        .code_replayed(&pending.return_to, pending.json, lang)
+                        .code_replayed(&pending.return_to, pending.answer, lang)
                         .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
                 }
                 Err(e) => {
@@ -589,8 +535,8 @@ impl Gate {
     /// Exchanges the code (and fetches the profile when `snsapi_userinfo` was
     /// granted), then stores the tokens under a new session id.
     pub(super) async fn exchange(&self, pending: &PendingLogin) -> Result<LoginOutcome, SnsError> {
-        let sns = match (&self.open_sns, pending.open_app) {
-            (Some(open), true) => open,
+        let sns = match (&self.open_sns, pending.app) {
+            (Some(open), LoginApp::Website) => open,
             _ => &self.sns,
         };
         let token = sns.exchange_code(&pending.code).await?;
@@ -655,7 +601,7 @@ impl Gate {
         lang: Lang,
     ) -> Reply {
         let reply = self.login_reply_page(pending, result, now, lang);
-        if !pending.json {
+        if pending.answer == AnswerAs::Page {
             return reply;
         }
         // The front end's exchange: the same outcome as JSON.
@@ -683,7 +629,7 @@ impl Gate {
                     &serde_json::json!({
                         "error": error,
                         "errcode": errcode,
-                        "login_url": self.login_url(&pending.return_to, self.config.wechat.scope, true),
+                        "login_url": self.login_url(&pending.return_to, self.config.wechat.scope, LinkForm::Absolute),
                     }),
                 )
                 .with_errcode(errcode)
@@ -730,7 +676,7 @@ impl Gate {
                 },
                 None,
                 Some((
-                    &self.login_url(&pending.return_to, self.config.wechat.scope, false),
+                    &self.login_url(&pending.return_to, self.config.wechat.scope, LinkForm::Path),
                     Text { zh: "重新登录", en: "Try again" },
                 )),
             ),
@@ -740,109 +686,5 @@ impl Gate {
         };
         // The state is used up whatever happened.
         reply.with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
-    }
-
-    pub(super) fn login_failed(&self, e: &SnsError, return_to: &str, lang: Lang) -> Reply {
-        let retry = self.login_url(return_to, self.config.wechat.scope, false);
-        let again = Text {
-            zh: "重新登录",
-            en: "Log in again",
-        };
-        match e.errcode() {
-            // Used by another exchange this gateway does not know of: start over.
-            Some(ErrCode::CodeBeenUsed) => Reply::redirect(retry),
-            Some(ErrCode::InvalidCode | ErrCode::CodeExpired) => page(
-                lang,
-                400,
-                Text {
-                    zh: "登录已过期",
-                    en: "The login has expired",
-                },
-                Text {
-                    zh: "请重新登录。",
-                    en: "Please log in again.",
-                },
-                None,
-                Some((&retry, again)),
-            ),
-            Some(
-                code @ (ErrCode::InvalidAppid
-                | ErrCode::InvalidAppSecret
-                | ErrCode::IpNotWhitelisted
-                | ErrCode::InvalidGrantType),
-            ) => page(
-                lang,
-                500,
-                Text {
-                    zh: "网站配置错误",
-                    en: "The site is misconfigured",
-                },
-                Text {
-                    zh: "微信登录暂时不可用，网站管理员已收到通知。",
-                    en: "WeChat login is unavailable; the site's operator has been told.",
-                },
-                Some(&format!("errcode {}", code.code())),
-                None,
-            ),
-            Some(ErrCode::DailyQuotaReached | ErrCode::TooFrequent) => page(
-                lang,
-                503,
-                Text {
-                    zh: "请稍后再试",
-                    en: "Please try again later",
-                },
-                Text {
-                    zh: "登录请求过多。",
-                    en: "Too many logins right now.",
-                },
-                None,
-                Some((&retry, again)),
-            )
-            .with_header("Retry-After", "60".into()),
-            _ if matches!(e, SnsError::Store(_)) => page(
-                lang,
-                503,
-                Text {
-                    zh: "登录暂时不可用",
-                    en: "Login is unavailable for a moment",
-                },
-                Text {
-                    zh: "请稍后重试。已登录的用户不受影响。",
-                    en: "Please try again in a moment. Signed-in users are not affected.",
-                },
-                None,
-                Some((&retry, again)),
-            )
-            .with_header("Retry-After", "5".into()),
-            _ if matches!(e, SnsError::Transport(_)) => page(
-                lang,
-                503,
-                Text {
-                    zh: "微信暂时无法访问",
-                    en: "WeChat is not reachable",
-                },
-                Text {
-                    zh: "请稍后重试。",
-                    en: "Please try again in a moment.",
-                },
-                None,
-                Some((&retry, again)),
-            )
-            .with_header("Retry-After", "5".into()),
-            errcode => page(
-                lang,
-                502,
-                Text {
-                    zh: "微信登录失败",
-                    en: "WeChat login failed",
-                },
-                Text {
-                    zh: "请重试。",
-                    en: "Please try again.",
-                },
-                errcode.map(|c| format!("errcode {}", c.code())).as_deref(),
-                Some((&retry, again)),
-            ),
-        }
     }
 }

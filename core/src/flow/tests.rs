@@ -521,7 +521,10 @@ fn logout_and_profile_refresh_are_calls_needing_io() {
     assert!(matches!(
         d,
         Decision::Call(Call {
-            kind: CallKind::Profile { check: false, .. },
+            kind: CallKind::Profile {
+                call: ProfileCall::Refresh,
+                ..
+            },
             ..
         })
     ));
@@ -532,7 +535,10 @@ fn logout_and_profile_refresh_are_calls_needing_io() {
     assert!(matches!(
         d,
         Decision::Call(Call {
-            kind: CallKind::Profile { check: true, .. },
+            kind: CallKind::Profile {
+                call: ProfileCall::Check,
+                ..
+            },
             ..
         })
     ));

@@ -16,7 +16,8 @@ pub(super) fn stored_tokens(token: &TokenResponse, now: u64) -> StoredTokens {
 impl Gate {
     /// `userinfo?refresh=1` (profile from `sns/userinfo`) and `userinfo?check=1`
     /// (`sns/auth`), with the access token refreshed first when near expiry.
-    pub(super) async fn complete_profile(&self, mut session: Session, check: bool) -> Reply {
+    pub(super) async fn complete_profile(&self, mut session: Session, call: ProfileCall) -> Reply {
+        let check = call == ProfileCall::Check;
         if session.sid.starts_with(SCENE_SID_PREFIX) {
             // A scene QR login has no web-authorization tokens: nothing to
             // refresh or check with WeChat; the session stays as it is.
@@ -180,7 +181,7 @@ impl Gate {
             ) => self.end_session(session, &e.to_string()).await,
             Some(ErrCode::ApiUnauthorized) => Reply::json(
                 403,
-                &serde_json::json!({"error": "scope_required", "login_url": self.login_url("/", Scope::Userinfo, true)}),
+                &serde_json::json!({"error": "scope_required", "login_url": self.login_url("/", Scope::Userinfo, LinkForm::Absolute)}),
             ),
             _ => {
                 tracing::warn!(error = %e, "WeChat token call failed");
@@ -200,9 +201,10 @@ impl Gate {
         if let Err(e) = self.store.remove(&session.sid).await {
             tracing::warn!(error = %e, "could not delete the session's tokens");
         }
-        login_required_json(&self.login_url("/", self.config.wechat.scope, true)).with_header(
-            "Set-Cookie",
-            self.remove_cookie(&self.config.gateway.session_cookie_name),
-        )
+        login_required_json(&self.login_url("/", self.config.wechat.scope, LinkForm::Absolute))
+            .with_header(
+                "Set-Cookie",
+                self.remove_cookie(&self.config.gateway.session_cookie_name),
+            )
     }
 }

@@ -1,0 +1,309 @@
+//! The scan confirmed on the phone (`[gateway] scene_confirm`,
+//! docs/security.md): the reply message with its link, the confirmation
+//! page behind a silent `snsapi_base` login, and the phone's answer.
+
+use url::form_urlencoded;
+
+use super::*;
+use crate::qr::SceneStatus;
+use crate::store::StoreError;
+
+/// What the confirmation link's sealed token is bound to (its associated
+/// data): a token sealed for anything else does not open as one.
+pub(super) const CONFIRM_TOKEN: &str = "wechat_scene_confirm";
+
+/// The confirmation link's sealed token: the scene and the openid that
+/// scanned it, until `exp` (unix seconds).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct ConfirmPayload {
+    sc: String,
+    o: String,
+    exp: u64,
+}
+
+/// A page of the confirmation flow: never cached (every reply is
+/// `no-store`), never framed (no page of another site can put the confirm
+/// button under a user's tap).
+pub(super) fn confirm_page_text(lang: Lang, status: u16, title: Text, message: Text) -> Reply {
+    no_frames(page(lang, status, title, message, None, None))
+}
+
+pub(super) fn no_frames(reply: Reply) -> Reply {
+    reply
+        .with_header("X-Frame-Options", "DENY".into())
+        .with_header("Content-Security-Policy", "frame-ancestors 'none'".into())
+}
+
+impl Gate {
+    /// `scene_confirm`: a scan moves its pending scene to "awaiting the
+    /// phone" and is answered with the message linking to the confirmation
+    /// page. WeChat's retry of the same scan (the scene awaits the same
+    /// openid) gets the message again; anything else gets `None` (`success`).
+    ///
+    /// Errors: [`StoreError`] when the shared store is down.
+    pub(super) async fn scan_to_confirm(
+        &self,
+        event: &push::PushEvent,
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(scene) = event.scanned_scene() else {
+            return Ok(None);
+        };
+        let awaiting = SceneStatus::Awaiting(event.from_user.clone());
+        if self
+            .scene_step(scene, &SceneStatus::Pending, awaiting.clone())
+            .await?
+        {
+            tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned; waiting for the phone to confirm");
+        } else if self.scene_status(scene).await? != awaiting {
+            tracing::info!("a scan of an unknown or used scene; ignored");
+            return Ok(None);
+        }
+        let token = self.sealer.seal(
+            CONFIRM_TOKEN,
+            &serde_json::to_string(&ConfirmPayload {
+                sc: scene.to_owned(),
+                o: event.from_user.clone(),
+                exp: now + crate::qr::SCENE_LIFETIME_SECS,
+            })
+            .expect("serializes"),
+        );
+        let link = format!(
+            "{}{}?t={}",
+            self.config.gateway.origin(),
+            self.confirm_path(),
+            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        );
+        let link = html_escape::encode_double_quoted_attribute(&link);
+        let content = format!(
+            "有浏览器请求以你的微信登录，请确认是你本人：<a href=\"{link}\">查看并确认</a>\n\
+             A browser asks to log in as you: <a href=\"{link}\">review and confirm</a>"
+        );
+        Ok(Some(push::text_reply(
+            &event.from_user,
+            &event.to_user,
+            now,
+            &content,
+        )))
+    }
+
+    pub(super) fn confirm_path(&self) -> String {
+        Route::QrConfirm.path(&self.config.gateway.prefix)
+    }
+
+    /// `qr/confirm?t=…`: the phone's page for a scan (`GET`) and its answer
+    /// (`POST …&answer=confirm|refuse`). Only the WeChat user who scanned
+    /// may see or answer it: without a session the phone logs in first
+    /// (silent `snsapi_base`, back to this page); a session of another
+    /// openid gets `403`.
+    pub(super) fn confirm_route(
+        &self,
+        req: &RequestParts<'_>,
+        cookies: &GateCookies<'_>,
+        session: Option<Session>,
+        now: u64,
+        lang: Lang,
+    ) -> Decision {
+        let raw_token = query_param(req.query, "t").unwrap_or_default();
+        let payload = self
+            .sealer
+            .open(CONFIRM_TOKEN, &raw_token)
+            .and_then(|json| serde_json::from_str::<ConfirmPayload>(&json).ok())
+            .filter(|p| p.exp > now);
+        let Some(payload) = payload else {
+            return Decision::Reply(confirm_page_text(
+                lang,
+                400,
+                Text {
+                    zh: "链接无效或已过期",
+                    en: "This link is invalid or expired",
+                },
+                Text {
+                    zh: "请在电脑上刷新二维码，重新扫码。",
+                    en: "Refresh the QR code on the computer and scan it again.",
+                },
+            ));
+        };
+        let answer = match (req.method, query_param(req.query, "answer").as_deref()) {
+            ("POST", Some("confirm")) => Some(true),
+            ("POST", Some("refuse")) => Some(false),
+            ("POST", _) => {
+                return Decision::Reply(Reply::text(
+                    400,
+                    "answer must be \"confirm\" or \"refuse\"\n",
+                ))
+            }
+            _ => None,
+        };
+        match session {
+            Some(s) if s.identity.openid == payload.o => Decision::Call(Call {
+                kind: CallKind::QrConfirm {
+                    scene: payload.sc,
+                    openid: payload.o,
+                    token: crate::secret::Secret::new(raw_token),
+                    answer,
+                },
+                lang,
+            }),
+            Some(s) => {
+                tracing::warn!(
+                    openid = %self.log_id(&s.identity.openid),
+                    "refused a scan confirmation by another WeChat user"
+                );
+                crate::metrics::count_refused("confirm_other_user");
+                Decision::Reply(confirm_page_text(
+                    lang,
+                    403,
+                    Text {
+                        zh: "不是你的登录请求",
+                        en: "Not your login request",
+                    },
+                    Text {
+                        zh: "这个确认链接属于扫码的微信用户，只有他本人可以确认。",
+                        en: "This confirmation belongs to the WeChat user who scanned; only they can answer it.",
+                    },
+                ))
+            }
+            // A POST needs the session already: the form is on the page.
+            None if answer.is_some() => Decision::Reply(confirm_page_text(
+                lang,
+                403,
+                Text {
+                    zh: "请先打开确认页面",
+                    en: "Open the confirmation page first",
+                },
+                Text {
+                    zh: "请点击微信消息中的链接。",
+                    en: "Tap the link in the WeChat message.",
+                },
+            )),
+            None => {
+                let back = format!(
+                    "{}?t={}",
+                    self.confirm_path(),
+                    form_urlencoded::byte_serialize(raw_token.as_bytes()).collect::<String>()
+                );
+                Decision::Reply(self.start_login(&back, Scope::Base, cookies, now))
+            }
+        }
+    }
+
+    /// The confirmation page (`answer` `None`) or the phone's answer, for
+    /// a scene and the openid that scanned it (checked by the caller).
+    pub(super) async fn qr_confirm(
+        &self,
+        scene: &str,
+        openid: &str,
+        token: &str,
+        answer: Option<bool>,
+        lang: Lang,
+    ) -> Reply {
+        let awaiting = SceneStatus::Awaiting(openid.to_owned());
+        let stepped = match answer {
+            None => Ok(false),
+            Some(confirm) => {
+                let to = if confirm {
+                    SceneStatus::Scanned(openid.to_owned())
+                } else {
+                    SceneStatus::Refused
+                };
+                self.scene_step(scene, &awaiting, to).await
+            }
+        };
+        let status = match stepped {
+            Ok(true) => {
+                let outcome = if answer == Some(true) {
+                    "confirmed"
+                } else {
+                    "refused"
+                };
+                tracing::info!(openid = %self.log_id(openid), outcome, "scan answered on the phone");
+                return if answer == Some(true) {
+                    confirm_page_text(
+                        lang,
+                        200,
+                        Text {
+                            zh: "已确认登录",
+                            en: "Login confirmed",
+                        },
+                        Text {
+                            zh: "电脑上的网页正在登录，你可以关闭此页。",
+                            en: "The browser on the computer is logging in; you can close this page.",
+                        },
+                    )
+                } else {
+                    confirm_page_text(
+                        lang,
+                        200,
+                        Text {
+                            zh: "已拒绝登录",
+                            en: "Login refused",
+                        },
+                        Text {
+                            zh: "那个浏览器没有登录。如果不是你本人在登录，有人可能在冒用你的二维码。",
+                            en: "That browser was not logged in. If it was not you, someone may have shown you their QR code.",
+                        },
+                    )
+                };
+            }
+            Ok(false) => self.scene_status(scene).await,
+            Err(e) => Err(e),
+        };
+        match status {
+            Ok(s) if s == awaiting => {
+                let requester = match self.scene_requester(scene).await {
+                    Ok(r) => r,
+                    Err(_) => return service_unavailable_json(),
+                };
+                let action = format!(
+                    "{}?t={}",
+                    self.confirm_path(),
+                    form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+                );
+                no_frames(crate::pages::scene_confirm_page(
+                    lang,
+                    self.config.gateway.public_url.host_str().unwrap_or(""),
+                    requester.as_ref(),
+                    &action,
+                ))
+            }
+            Ok(SceneStatus::Refused) => confirm_page_text(
+                lang,
+                409,
+                Text {
+                    zh: "已拒绝登录",
+                    en: "Login refused",
+                },
+                Text {
+                    zh: "这次登录已被拒绝。",
+                    en: "This login was refused already.",
+                },
+            ),
+            Ok(SceneStatus::Scanned(_)) => confirm_page_text(
+                lang,
+                409,
+                Text {
+                    zh: "已确认登录",
+                    en: "Login confirmed",
+                },
+                Text {
+                    zh: "这次登录已经确认过了。",
+                    en: "This login was confirmed already.",
+                },
+            ),
+            Ok(_) => confirm_page_text(
+                lang,
+                410,
+                Text {
+                    zh: "登录请求已结束",
+                    en: "This login request is over",
+                },
+                Text {
+                    zh: "它已完成或已过期。请在电脑上刷新二维码。",
+                    en: "It was completed or has expired. Refresh the QR code on the computer.",
+                },
+            ),
+            Err(_) => service_unavailable_json(),
+        }
+    }
+}
