@@ -174,6 +174,13 @@ enum ProfileCall {
     Check,
 }
 
+/// The phone's answer to a scan (`scene_confirm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PhoneAnswer {
+    Confirm,
+    Refuse,
+}
+
 /// A login link: absolute (for JSON answers a script follows elsewhere) or
 /// a path on this site (for pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,8 +226,8 @@ enum CallKind {
         openid: String,
         /// The confirmation link's token, for the page's forms.
         token: crate::secret::Secret,
-        /// `None`: show the page; `Some(true)`: confirm; `Some(false)`: refuse.
-        answer: Option<bool>,
+        /// `None`: show the page.
+        answer: Option<PhoneAnswer>,
     },
     QrStatus {
         scene: String,

@@ -151,6 +151,16 @@ impl HeaderDeadline {
         }
     }
 
+    /// Follows the response through bytes written: its first bytes end the
+    /// request (the next read starts another), and a `101` answer makes
+    /// the connection a tunnel.
+    fn wrote(&mut self, bytes: &[u8]) {
+        if matches!(self.phase, Phase::Body | Phase::Headers) && !bytes.is_empty() {
+            let switched = bytes.starts_with(b"HTTP/1.1 101") || bytes.starts_with(b"HTTP/1.0 101");
+            self.phase = if switched { Phase::Tunnel } else { Phase::Idle };
+        }
+    }
+
     /// Mid-header: `Ready` once the block is overdue, else the timer is set
     /// to wake this read at the deadline.
     fn overdue(&mut self, cx: &mut Context<'_>) -> bool {
@@ -214,10 +224,7 @@ impl AsyncWrite for HeaderDeadline {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if matches!(this.phase, Phase::Body | Phase::Headers) && !buf.is_empty() {
-            let switched = buf.starts_with(b"HTTP/1.1 101") || buf.starts_with(b"HTTP/1.0 101");
-            this.phase = if switched { Phase::Tunnel } else { Phase::Idle };
-        }
+        this.wrote(buf);
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
@@ -236,11 +243,7 @@ impl AsyncWrite for HeaderDeadline {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            if matches!(this.phase, Phase::Body | Phase::Headers) {
-                let switched =
-                    first.starts_with(b"HTTP/1.1 101") || first.starts_with(b"HTTP/1.0 101");
-                this.phase = if switched { Phase::Tunnel } else { Phase::Idle };
-            }
+            this.wrote(first);
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }

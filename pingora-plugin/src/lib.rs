@@ -84,35 +84,21 @@ impl WechatGate {
     ) -> pingora::Result<bool> {
         let gate = self.gate();
         let req = session.req_header();
-        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
         let cookie = joined_cookie_header(req);
         let client_addr = session.client_addr().and_then(|a| a.as_inet()).map(|peer| {
             wechat_oauth::forwarded::client_address(
                 peer.ip(),
-                header("x-forwarded-for"),
+                header_value(req, "x-forwarded-for"),
                 &gate.config().gateway.trusted_proxies,
             )
         });
-        let parts = RequestParts {
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            query: req.uri.query(),
-            cookie: cookie.as_deref(),
-            user_agent: header("user-agent"),
-            accept: header("accept"),
-            x_requested_with: header("x-requested-with"),
-            accept_language: header("accept-language"),
-            client_addr,
-            original_uri: header("x-original-uri"),
-            original_method: header("x-original-method"),
-        };
         let head = req.method == http::Method::HEAD;
-        let decision = match gate.decide(&parts) {
+        let decision = match gate.decide(&request_parts(req, cookie.as_deref(), client_addr)) {
             Decision::NeedsBody { max_bytes } => {
-                // The request's strings outlive the body read, which needs the session.
-                let owned = OwnedParts::of(&parts);
+                // Reading the body needs the session: decide again on a copy of the head.
+                let (req, cookie) = (req.clone(), cookie.map(Cow::into_owned));
                 let body = read_body(session, max_bytes).await;
-                gate.decide_with_body(&owned.parts(client_addr), &body)
+                gate.decide_with_body(&request_parts(&req, cookie.as_deref(), client_addr), &body)
             }
             other => other,
         };
@@ -327,45 +313,31 @@ async fn read_body(session: &mut Session, limit: usize) -> Vec<u8> {
     body
 }
 
-/// A request's parts, owned, for deciding again after its body is read.
-struct OwnedParts {
-    strings: [Option<String>; 10],
+/// The first value of header `name`, if it is text.
+fn header_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-impl OwnedParts {
-    fn of(p: &RequestParts<'_>) -> Self {
-        let own = |s: Option<&str>| s.map(str::to_owned);
-        OwnedParts {
-            strings: [
-                Some(p.method.to_owned()),
-                Some(p.path.to_owned()),
-                own(p.query),
-                own(p.cookie),
-                own(p.user_agent),
-                own(p.accept),
-                own(p.x_requested_with),
-                own(p.accept_language),
-                own(p.original_uri),
-                own(p.original_method),
-            ],
-        }
-    }
-
-    fn parts(&self, client_addr: Option<std::net::IpAddr>) -> RequestParts<'_> {
-        let s = |i: usize| self.strings[i].as_deref();
-        RequestParts {
-            method: s(0).unwrap_or("POST"),
-            path: s(1).unwrap_or("/"),
-            query: s(2),
-            cookie: s(3),
-            user_agent: s(4),
-            accept: s(5),
-            x_requested_with: s(6),
-            accept_language: s(7),
-            client_addr,
-            original_uri: s(8),
-            original_method: s(9),
-        }
+/// What the gate sees of a request: its head, the joined `Cookie` header
+/// and the client address.
+fn request_parts<'a>(
+    req: &'a RequestHeader,
+    cookie: Option<&'a str>,
+    client_addr: Option<std::net::IpAddr>,
+) -> RequestParts<'a> {
+    let header = |name| header_value(req, name);
+    RequestParts {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        query: req.uri.query(),
+        cookie,
+        user_agent: header("user-agent"),
+        accept: header("accept"),
+        x_requested_with: header("x-requested-with"),
+        accept_language: header("accept-language"),
+        client_addr,
+        original_uri: header("x-original-uri"),
+        original_method: header("x-original-method"),
     }
 }
 

@@ -69,10 +69,9 @@ impl Gate {
             .expect("serializes"),
         );
         let link = format!(
-            "{}{}?t={}",
+            "{}{}",
             self.config.gateway.origin(),
-            self.confirm_path(),
-            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+            self.confirm_link(&token)
         );
         let link = html_escape::encode_double_quoted_attribute(&link);
         let content = format!(
@@ -87,8 +86,15 @@ impl Gate {
         )))
     }
 
-    pub(super) fn confirm_path(&self) -> String {
-        Route::QrConfirm.path(&self.config.gateway.prefix)
+    /// The confirmation page's path with its sealed `token`, e.g.
+    /// `/_wechat/qr/confirm?t=…`: the link in the message, the return path
+    /// of the phone's login and the forms' action.
+    fn confirm_link(&self, token: &str) -> String {
+        let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+        format!(
+            "{}?t={token}",
+            Route::QrConfirm.path(&self.config.gateway.prefix)
+        )
     }
 
     /// `qr/confirm?t=…`: the phone's page for a scan (`GET`) and its answer
@@ -125,8 +131,8 @@ impl Gate {
             ));
         };
         let answer = match (req.method, query_param(req.query, "answer").as_deref()) {
-            ("POST", Some("confirm")) => Some(true),
-            ("POST", Some("refuse")) => Some(false),
+            ("POST", Some("confirm")) => Some(PhoneAnswer::Confirm),
+            ("POST", Some("refuse")) => Some(PhoneAnswer::Refuse),
             ("POST", _) => {
                 return Decision::Reply(Reply::text(
                     400,
@@ -178,11 +184,7 @@ impl Gate {
                 },
             )),
             None => {
-                let back = format!(
-                    "{}?t={}",
-                    self.confirm_path(),
-                    form_urlencoded::byte_serialize(raw_token.as_bytes()).collect::<String>()
-                );
+                let back = self.confirm_link(&raw_token);
                 Decision::Reply(self.start_login(&back, Scope::Base, cookies, now))
             }
         }
@@ -195,30 +197,30 @@ impl Gate {
         scene: &str,
         openid: &str,
         token: &str,
-        answer: Option<bool>,
+        answer: Option<PhoneAnswer>,
         lang: Lang,
     ) -> Reply {
         let awaiting = SceneStatus::Awaiting(openid.to_owned());
         let stepped = match answer {
             None => Ok(false),
-            Some(confirm) => {
-                let to = if confirm {
-                    SceneStatus::Scanned(openid.to_owned())
-                } else {
-                    SceneStatus::Refused
-                };
-                self.scene_step(scene, &awaiting, to).await
+            Some(PhoneAnswer::Confirm) => {
+                let scanned = SceneStatus::Scanned(openid.to_owned());
+                self.scene_step(scene, &awaiting, scanned).await
+            }
+            Some(PhoneAnswer::Refuse) => {
+                self.scene_step(scene, &awaiting, SceneStatus::Refused)
+                    .await
             }
         };
         let status = match stepped {
             Ok(true) => {
-                let outcome = if answer == Some(true) {
+                let outcome = if answer == Some(PhoneAnswer::Confirm) {
                     "confirmed"
                 } else {
                     "refused"
                 };
                 tracing::info!(openid = %self.log_id(openid), outcome, "scan answered on the phone");
-                return if answer == Some(true) {
+                return if answer == Some(PhoneAnswer::Confirm) {
                     confirm_page_text(
                         lang,
                         200,
@@ -255,11 +257,7 @@ impl Gate {
                     Ok(r) => r,
                     Err(_) => return service_unavailable_json(),
                 };
-                let action = format!(
-                    "{}?t={}",
-                    self.confirm_path(),
-                    form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
-                );
+                let action = self.confirm_link(token);
                 no_frames(crate::pages::scene_confirm_page(
                     lang,
                     self.config.gateway.public_url.host_str().unwrap_or(""),
