@@ -686,6 +686,48 @@ async fn spa_hand_off(site: &Site) {
     assert_eq!(home.status, 200, "{front:?}: {}", home.body);
 }
 
+/// Pushes that try to get past a front's push URL: a captured (timestamp,
+/// nonce) with another body, an oversized body, and, in safe mode, a
+/// plaintext push; none is taken.
+async fn forged_pushes_are_refused(site: &Site, safe_mode: bool) {
+    let front = site.front;
+    let push_url = format!("{}/_wechat/events", site.url);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (ts, nonce) = (now.to_string(), wechat_e2e::random(12));
+    let plain = wechat_e2e::signed_push(
+        &push_url,
+        &ts,
+        &nonce,
+        "",
+        wechat_e2e::scan_xml("oSomeone", "no-such-scene", now),
+    )
+    .await;
+    if safe_mode {
+        assert_eq!(plain, 401, "{front:?}: a plaintext push in safe mode");
+        return;
+    }
+    assert_eq!(plain, 200, "{front:?}");
+    let replayed = wechat_e2e::signed_push(
+        &push_url,
+        &ts,
+        &nonce,
+        "",
+        wechat_e2e::scan_xml("oAttacker", "other-scene", now),
+    )
+    .await;
+    assert_eq!(
+        replayed, 401,
+        "{front:?}: a captured push URL with another body"
+    );
+    let nonce = wechat_e2e::random(12);
+    let oversized = "x".repeat(wechat_oauth::push::MAX_PUSH_BYTES + 1);
+    let big = wechat_e2e::signed_push(&push_url, &ts, &nonce, "", oversized).await;
+    assert_eq!(big, 413, "{front:?}: a push over 64 KiB");
+}
+
 #[tokio::test]
 async fn every_front_logs_in_by_scene_qr_with_plain_and_safe_pushes_and_by_the_spa_hand_off() {
     for front in [
@@ -698,9 +740,11 @@ async fn every_front_logs_in_by_scene_qr_with_plain_and_safe_pushes_and_by_the_s
     ] {
         let site = Site::start_with(front, SiteLogin::SceneQr).await;
         scene_qr_login(&site, false).await;
+        forged_pushes_are_refused(&site, false).await;
         spa_hand_off(&site).await;
         drop(site);
         let site = Site::start_with(front, SiteLogin::SceneQrSafe).await;
         scene_qr_login(&site, true).await;
+        forged_pushes_are_refused(&site, true).await;
     }
 }

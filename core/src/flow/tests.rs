@@ -575,6 +575,58 @@ fn the_auth_route_answers_202_with_identity_or_401() {
 }
 
 #[test]
+fn the_auth_route_decides_for_the_original_request_whatever_the_subrequests_method() {
+    let g = gate();
+    let session = logged_in_cookie(&g);
+    let reply = |method, original_uri, original_method, cookie| {
+        let mut r = req("/_wechat/auth", None, cookie);
+        r.method = method;
+        r.original_uri = original_uri;
+        r.original_method = original_method;
+        match g.decide_at(&r, NOW + 1) {
+            Decision::Reply(reply) => reply,
+            other => panic!("the auth route answers at once: {other:?}"),
+        }
+    };
+    // nginx sends the subrequest with the original method (a POST form).
+    let posted = reply(
+        "POST",
+        Some("/orders?id=1"),
+        Some("POST"),
+        Some(session.as_str()),
+    );
+    assert_eq!(posted.status, 202);
+    assert_eq!(posted.header("X-WeChat-OpenID"), Some("oOpenid123"));
+    assert_eq!(
+        reply("DELETE", Some("/orders"), Some("DELETE"), None).status,
+        401
+    );
+    // The original URI is canonical-path checked like any request.
+    assert_eq!(
+        reply("GET", Some("/static/../orders"), None, None).status,
+        401
+    );
+    assert_eq!(
+        reply("GET", Some("/static/%2e%2e/orders"), None, None).status,
+        401
+    );
+    assert_eq!(
+        reply("GET", Some("/static/..%2forders"), None, None).status,
+        403
+    );
+    // No X-Original-URI: the site's root, which needs a login.
+    assert_eq!(reply("GET", None, None, None).status, 401);
+    // The gate's own routes are never auth-requested.
+    let own = reply(
+        "GET",
+        Some("/_wechat/userinfo"),
+        None,
+        Some(session.as_str()),
+    );
+    assert_eq!(own.status, 401);
+}
+
+#[test]
 fn strip_gate_cookies_keeps_others_byte_for_byte() {
     assert_eq!(strip_gate_cookies(None, SESSION_COOKIE), None);
     assert_eq!(
