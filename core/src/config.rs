@@ -102,7 +102,7 @@ pub struct StoreConfig {
     /// `timeout_ms`: the longest one Redis command may take (default 500).
     pub timeout: Duration,
     /// `url = "file:PATH"`: the embedded database file of a single gateway
-    /// or host ([`crate::file_store`]): logins, tokens and logouts survive
+    /// or host ([`crate::coordination::FileStore`]): logins, tokens and logouts survive
     /// a restart.
     pub file: Option<PathBuf>,
     /// `state_dir`: where the default database file goes
@@ -808,7 +808,7 @@ impl Config {
                 None
             }
             Some(u) if u.starts_with("redis+sentinel://") => {
-                if crate::shared::sentinel_url_parses(u) {
+                if crate::coordination::sentinel_url_parses(u) {
                     Some(Secret::new(u))
                 } else {
                     return Err(invalid(

@@ -28,10 +28,15 @@ use url::form_urlencoded;
 
 use crate::authorize::{authorize_url, qrconnect_url, Scope};
 use crate::config::{Config, DesktopLogin};
+use crate::coordination::key_hash;
+use crate::coordination::{
+    Coordination, CoordinationError, FileStore, LoginClaim, Logout, MemoryCoordination, RedisStore,
+    Turn,
+};
 use crate::errcode::ErrCode;
 use crate::pages::{page, Lang, Reply, Text};
 use crate::push;
-use crate::qr::{BasicToken, Scenes};
+use crate::qr::BasicToken;
 use crate::revocation::Revocations;
 use crate::seal::Sealer;
 use crate::secret::AuthorizationCode;
@@ -39,12 +44,11 @@ use crate::session::{
     is_valid_scope, is_valid_wechat_id, seal_session, Identity, Session, VerifiedSessions,
     SESSION_COOKIE,
 };
-use crate::shared::{key_hash, RedisStore, SharedStore};
 use crate::single_flight::SingleFlight;
 use crate::sns::{SnsClient, SnsError, TokenResponse};
 use crate::state::{
     is_valid_state, new_state, open_state, safe_return_path, seal_state, state_cookie_name,
-    UsedStates, MAX_STATE_COOKIES, STATE_COOKIE_PREFIX, STATE_LIFETIME_SECS,
+    MAX_STATE_COOKIES, STATE_COOKIE_PREFIX, STATE_LIFETIME_SECS,
 };
 use crate::store::{MemoryTokenStore, StoredTokens, TokenStore, REFRESH_TOKEN_LIFETIME_SECS};
 
@@ -248,17 +252,11 @@ pub struct Gate {
     open_sns: Option<SnsClient>,
     basic_token: BasicToken,
     // The state below is kept across a reload ([`Gate::reload`]).
-    scenes: Arc<Scenes>,
     store: Arc<dyn TokenStore>,
+    /// What the instances agree on: memory, the state file or Redis.
+    coordination: Arc<dyn Coordination>,
     logins: Arc<SingleFlight<LoginResult>>,
-    used_states: Arc<UsedStates>,
-    /// Each code with the state it first came with.
-    bound_codes: Arc<UsedStates>,
-    /// Each signed push's (timestamp, nonce) with its body.
-    push_nonces: Arc<UsedStates>,
-    refreshes: Arc<SingleFlight<Result<StoredTokens, SnsError>>>,
-    /// Redis, when `[store] url` names one: shared by every instance.
-    shared: Option<Arc<dyn SharedStore>>,
+    refreshes: Arc<SingleFlight<Result<StoredTokens, CallError>>>,
     revocations: Arc<Revocations>,
     /// `[limits]`: logins per client address; `None` when off.
     login_limiter: Option<Arc<LoginLimiter>>,
@@ -285,9 +283,32 @@ pub enum GateError {
     /// The HTTP client for WeChat could not be set up.
     #[error("cannot set up the WeChat API client: {0}")]
     Client(#[from] SnsError),
-    /// `[store] url` can't be used.
-    #[error("config [store] url: {0}")]
-    Store(String),
+    /// `[store]` can't be used.
+    #[error("config [store]: {0}")]
+    Store(#[from] CoordinationError),
+}
+
+/// Why a call to WeChat on a user's behalf (a login's exchange, a token
+/// refresh, a QR code) failed: WeChat's answer, or the instances'
+/// coordination (the store out of reach, another instance stalled).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// WeChat answered with an errcode, unreadably, or not at all.
+    #[error(transparent)]
+    WeChat(#[from] SnsError),
+    /// The store the instances share could not be used.
+    #[error("login store: {0}")]
+    Coordination(#[from] CoordinationError),
+}
+
+impl CallError {
+    /// WeChat's errcode, when it sent one.
+    pub fn errcode(&self) -> Option<ErrCode> {
+        match self {
+            CallError::WeChat(e) => e.errcode(),
+            CallError::Coordination(_) => None,
+        }
+    }
 }
 
 fn now_unix() -> u64 {
@@ -307,37 +328,38 @@ impl Gate {
     /// Errors: [`GateError`] when a cookie key, the HTTP client or the store
     /// can't be made.
     pub fn new(config: Config) -> Result<Gate, GateError> {
-        let store_error = |e: crate::store::StoreError| GateError::Store(e.0);
         // The state file's logouts are read before the first request; Redis's
         // come with the first sync.
-        let mut restored = Vec::new();
-        let shared: Option<Arc<dyn SharedStore>> = match &config.store.file {
-            Some(path) => {
-                let file = crate::file_store::FileStore::open(path).map_err(store_error)?;
-                let since = revocation_horizon_ms(&config, now_unix());
-                restored = file
-                    .sorted_after(REVOCATIONS_KEY, since)
-                    .map_err(store_error)?;
-                Some(Arc::new(file))
+        if let Some(path) = &config.store.file {
+            let file = Arc::new(FileStore::open(path)?);
+            let restored = file.logouts_after_now(revocation_horizon_ms(&config, now_unix()))?;
+            let gate = Self::coordinated(config, file.clone(), file)?;
+            gate.revoke_all(restored, now_unix());
+            return Ok(gate);
+        }
+        match RedisStore::from_config(&config.store)? {
+            Some(redis) => {
+                let redis = Arc::new(redis);
+                Self::coordinated(config, redis.clone(), redis)
             }
-            None => RedisStore::from_config(&config.store)
-                .map_err(store_error)?
-                .map(|redis| Arc::new(redis) as Arc<dyn SharedStore>),
-        };
-        let Some(shared) = shared else {
-            return Self::with_store(config, Arc::new(MemoryTokenStore::default()));
-        };
-        let mut gate = Self::with_store(config, shared.clone())?;
-        gate.basic_token = BasicToken::shared(gate.sns.clone(), shared.clone());
-        gate.shared = Some(shared);
-        gate.revoke_all(restored, now_unix());
-        Ok(gate)
+            None => Self::with_store(config, Arc::new(MemoryTokenStore::default())),
+        }
     }
 
-    /// A gate keeping tokens in `store`.
+    /// A gate keeping tokens in `store`, coordinated in this process's memory.
     ///
     /// Errors: as [`Gate::new`].
     pub fn with_store(config: Config, store: Arc<dyn TokenStore>) -> Result<Gate, GateError> {
+        Self::coordinated(config, store, Arc::new(MemoryCoordination::default()))
+    }
+
+    /// A gate keeping tokens in `store` and agreeing with other instances
+    /// through `coordination`.
+    fn coordinated(
+        config: Config,
+        store: Arc<dyn TokenStore>,
+        coordination: Arc<dyn Coordination>,
+    ) -> Result<Gate, GateError> {
         let sealer =
             Sealer::with_rotation(&config.gateway.cookie_secrets).ok_or(GateError::CookieSecret)?;
         let sns = SnsClient::new(&config.wechat)?;
@@ -354,20 +376,16 @@ impl Gate {
             config,
             sealer,
             verified: VerifiedSessions::default(),
-            basic_token: BasicToken::new(sns.clone()),
+            basic_token: BasicToken::new(sns.clone(), coordination.clone()),
             sns,
             open_sns,
-            scenes: Arc::default(),
             store,
+            coordination,
             logins: Arc::new(SingleFlight::new(
                 Duration::from_secs(CODE_OUTCOME_SECS),
                 100_000,
             )),
-            used_states: Arc::default(),
-            bound_codes: Arc::default(),
-            push_nonces: Arc::default(),
             refreshes: Arc::new(SingleFlight::new(Duration::from_secs(5), 100_000)),
-            shared: None,
             revocations: Arc::default(),
             login_limiter,
             long_poll_limit: Duration::from_secs(QR_LONG_POLL_SECS),
@@ -408,21 +426,12 @@ impl Gate {
             && config.store.key_prefix == self.config.store.key_prefix
             && config.store.file == self.config.store.file;
         let mut gate = if same_store {
-            let mut gate = Self::with_store(config, self.store.clone())?;
-            if let Some(shared) = &self.shared {
-                gate.basic_token = BasicToken::shared(gate.sns.clone(), shared.clone());
-                gate.shared = Some(shared.clone());
-            }
-            gate
+            Self::coordinated(config, self.store.clone(), self.coordination.clone())?
         } else {
             Gate::new(config)?
         };
-        gate.scenes = self.scenes.clone();
         gate.long_poll_limit = self.long_poll_limit;
         gate.logins = self.logins.clone();
-        gate.used_states = self.used_states.clone();
-        gate.bound_codes = self.bound_codes.clone();
-        gate.push_nonces = self.push_nonces.clone();
         gate.refreshes = self.refreshes.clone();
         gate.revocations = self.revocations.clone();
         if gate.config.limits == self.config.limits {
@@ -437,7 +446,7 @@ impl Gate {
 
     /// Whether the shared store answers (`PING`); `Ok` without one.
     ///
-    /// Errors: [`crate::store::StoreError`] when Redis can't be reached.
+    /// Errors: [`CoordinationError`] when the store can't be reached.
     /// `ready`: `200 {"ready": true, "config": "ok", "store": "ok",
     /// "upstream": "ok"}` when the shared store answers and `[gateway]
     /// upstream` (if set) accepts a TCP connection, 1 s each; else `503`
@@ -463,21 +472,18 @@ impl Gate {
         )
     }
 
-    /// Whether the shared store answers (always, without one).
+    /// Whether the store answers (always, in memory).
     ///
-    /// Errors: [`crate::store::StoreError`] when it does not.
-    pub async fn store_ready(&self) -> Result<(), crate::store::StoreError> {
-        match &self.shared {
-            Some(shared) => shared.ping().await,
-            None => Ok(()),
-        }
+    /// Errors: [`CoordinationError`] when it does not.
+    pub async fn store_ready(&self) -> Result<(), CoordinationError> {
+        self.coordination.ping().await
     }
 
     /// Whether this gate shares its state with other instances (`[store]
     /// url` names Redis); then the host runs [`Gate::sync_revocations`]
     /// about every 500 ms.
     pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
+        self.coordination.is_shared()
     }
 
     /// Reads the logouts other instances recorded since the last call
@@ -485,13 +491,13 @@ impl Gate {
     /// this), and forgets those past every cookie's end. No-op without a
     /// shared store. Never called on the request path.
     ///
-    /// Errors: [`crate::store::StoreError`] while Redis is unreachable (the
+    /// Errors: [`CoordinationError`] while Redis is unreachable (the
     /// outage is logged once by the store).
-    pub async fn sync_revocations(&self) -> Result<(), crate::store::StoreError> {
+    pub async fn sync_revocations(&self) -> Result<(), CoordinationError> {
         use std::sync::atomic::Ordering;
-        let Some(shared) = &self.shared else {
+        if !self.is_shared() {
             return Ok(());
-        };
+        }
         let now = now_unix();
         let seen = self.revocations_seen_ms.load(Ordering::Relaxed);
         let since = if seen == 0 {
@@ -502,27 +508,24 @@ impl Gate {
         };
         // A second of overlap: a logout stamped with the same millisecond as
         // the last one read may have landed after that read.
-        let entries = shared
-            .zrange_after(REVOCATIONS_KEY, since.saturating_sub(1000))
+        let logouts = self
+            .coordination
+            .logouts_after(since.saturating_sub(1000))
             .await?;
-        let highest = self.revoke_all(entries, now).max(since);
+        let highest = self.revoke_all(logouts, now).max(since);
         self.revocations_seen_ms.store(highest, Ordering::Relaxed);
-        shared
-            .zremove_before(REVOCATIONS_KEY, revocation_horizon_ms(&self.config, now))
+        self.coordination
+            .forget_logouts_before(revocation_horizon_ms(&self.config, now))
             .await
     }
 
-    /// Refuses the sessions of logout records (`"<sid> <until>"`, logout
-    /// time in ms) from the shared store; the latest logout time seen.
-    fn revoke_all(&self, entries: Vec<(String, u64)>, now: u64) -> u64 {
+    /// Refuses the sessions of other instances' logouts; the latest
+    /// logout time seen (unix ms).
+    fn revoke_all(&self, logouts: Vec<Logout>, now: u64) -> u64 {
         let mut highest = 0;
-        for (member, at_ms) in entries {
-            if let Some((sid, until)) = member.split_once(' ') {
-                if let Ok(until) = until.parse() {
-                    self.revocations.revoke(sid, until, now);
-                }
-            }
-            highest = highest.max(at_ms);
+        for logout in logouts {
+            self.revocations.revoke(&logout.sid, logout.until, now);
+            highest = highest.max(logout.at_ms);
         }
         highest
     }
@@ -543,16 +546,12 @@ impl Gate {
                 if let Err(e) = self.store.remove(&sid).await {
                     tracing::warn!(error = %e, "logout: could not delete the session's tokens");
                 }
-                if let Some(shared) = &self.shared {
-                    let now_ms = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    if let Err(e) = shared
-                        .zadd(REVOCATIONS_KEY, now_ms, &format!("{sid} {until}"))
-                        .await
-                    {
-                        tracing::warn!(error = %e, "logout: the other instances were not told");
-                    }
+                let at_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let logout = Logout { sid, until, at_ms };
+                if let Err(e) = self.coordination.publish_logout(&logout).await {
+                    tracing::warn!(error = %e, "logout: the other instances were not told");
                 }
                 self.logged_out(to)
             }
@@ -579,10 +578,6 @@ impl Gate {
         }
     }
 }
-
-/// The shared sorted set of logouts: `"<sid> <until>"` scored by the
-/// logout time in ms.
-const REVOCATIONS_KEY: &str = "revoked";
 
 /// Logouts older than this (unix ms) concern no live cookie: one session
 /// lifetime back from `now` (unix seconds).

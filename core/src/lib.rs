@@ -8,6 +8,8 @@
 //! - [`sns`]: typed `sns/oauth2/access_token` and `sns/userinfo` client.
 //! - [`flow`]: the state machine every host drives ([`Gate`]).
 //! - [`store`]: server-side tokens; [`single_flight`]: one exchange per code.
+//! - [`coordination`]: what several instances agree on (memory, the state
+//!   file, Redis).
 //!
 //! The protocol is described in docs/protocol.md; secrets, codes and tokens are
 //! newtypes ([`secret`]) that never print.
@@ -16,8 +18,9 @@
 
 pub mod authorize;
 pub mod config;
+pub mod coordination;
 pub mod errcode;
-pub mod file_store;
+pub mod expiring;
 pub mod flow;
 pub mod forwarded;
 pub mod metrics;
@@ -29,7 +32,6 @@ pub mod revocation;
 pub mod seal;
 pub mod secret;
 pub mod session;
-pub mod shared;
 pub mod single_flight;
 pub mod sns;
 pub mod state;
@@ -38,7 +40,7 @@ pub mod store;
 pub use authorize::Scope;
 pub use config::{Config, ConfigError};
 pub use errcode::ErrCode;
-pub use flow::{Call, Decision, Gate, GateError, Pass, RequestParts};
+pub use flow::{Call, CallError, Decision, Gate, GateError, Pass, RequestParts};
 pub use pages::Reply;
 pub use session::{Identity, Session};
 pub use sns::SnsError;

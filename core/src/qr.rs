@@ -2,7 +2,6 @@
 //! the basic-support token, the scenes waiting for a scan, and the
 //! de-duplication of WeChat's push retries.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,11 +9,12 @@ use tokio::sync::Notify;
 
 use serde::{Deserialize, Serialize};
 
+use crate::coordination::{Coordination, Turn};
 use crate::errcode::ErrCode;
+use crate::expiring::ExpiringMap;
+use crate::flow::CallError;
 use crate::secret::AccessToken;
-use crate::shared::SharedStore;
-use crate::sns::{QrTicket, SnsClient, SnsError};
-use crate::store::StoreError;
+use crate::sns::{QrTicket, SnsClient};
 
 /// A basic-support token this close to expiry (seconds) is refreshed first.
 pub const BASIC_TOKEN_MARGIN_SECS: u64 = 300;
@@ -25,45 +25,29 @@ pub const PUSH_DEDUP_SECS: u64 = 60;
 
 /// The basic-support token for `cgi-bin` APIs: one cached token per
 /// process, refreshed before expiry by one caller at a time (lock, then
-/// re-check), so concurrent callers never fetch it twice.
+/// re-check), so concurrent callers never fetch it twice; with a shared
+/// store, one fetch per refresh window across every instance
+/// ([`Coordination::begin_basic_token`]).
 #[derive(Debug)]
 pub struct BasicToken {
     sns: SnsClient,
     cached: Mutex<Option<(AccessToken, u64)>>,
     refresh: tokio::sync::Mutex<()>,
-    /// Redis, when several instances share one token.
-    shared: Option<Arc<dyn SharedStore>>,
+    coordination: Arc<dyn Coordination>,
 }
 
-/// Redis keys of the shared basic-support token and its refresh lock.
-const SHARED_TOKEN_KEY: &str = "basic-token";
-const SHARED_TOKEN_LOCK: &str = "basic-token-lock";
-/// The longest one instance's refresh may hold the lock, and the others wait.
-const SHARED_REFRESH_SECS: u64 = 15;
-
-#[derive(Serialize, Deserialize)]
-struct SharedToken {
-    t: String,
-    exp: u64,
-}
+/// The longest one instance's fetch may hold the turn, and the others wait.
+const FETCH_TURN_SECS: u64 = 15;
 
 impl BasicToken {
-    /// A manager fetching with `sns` (the Official Account's credentials).
-    pub fn new(sns: SnsClient) -> Self {
+    /// A manager fetching with `sns` (the Official Account's credentials)
+    /// and sharing the token through `coordination`.
+    pub fn new(sns: SnsClient, coordination: Arc<dyn Coordination>) -> Self {
         BasicToken {
             sns,
             cached: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
-            shared: None,
-        }
-    }
-
-    /// The same, sharing the token with every instance through `shared`:
-    /// one `cgi-bin/token` call per refresh window across all of them.
-    pub fn shared(sns: SnsClient, shared: Arc<dyn SharedStore>) -> Self {
-        BasicToken {
-            shared: Some(shared),
-            ..BasicToken::new(sns)
+            coordination,
         }
     }
 
@@ -77,8 +61,8 @@ impl BasicToken {
 
     /// A valid token at `now` (unix seconds), fetching one if needed.
     ///
-    /// Errors: the `cgi-bin/token` failure.
-    pub async fn get(&self, now: u64) -> Result<AccessToken, SnsError> {
+    /// Errors: the `cgi-bin/token` failure, or the coordination's.
+    pub async fn get(&self, now: u64) -> Result<AccessToken, CallError> {
         if let Some(t) = self.fresh(now) {
             return Ok(t);
         }
@@ -86,76 +70,32 @@ impl BasicToken {
         if let Some(t) = self.fresh(now) {
             return Ok(t);
         }
-        let (token, expires_at) = match &self.shared {
-            Some(shared) => self.shared_fetch(shared, now).await?,
-            None => {
-                let (token, expires_in) = self.sns.basic_token().await?;
-                tracing::info!(expires_in, "fetched a basic-support access token");
-                (token, now + expires_in)
-            }
+        let turn = self
+            .coordination
+            .begin_basic_token(
+                now + BASIC_TOKEN_MARGIN_SECS,
+                Duration::from_secs(FETCH_TURN_SECS),
+            )
+            .await?;
+        let (token, expires_at) = match turn {
+            Turn::Done(kept) => kept,
+            Turn::Mine => match self.sns.basic_token().await {
+                Ok((token, expires_in)) => {
+                    tracing::info!(expires_in, "fetched a basic-support access token");
+                    let expires_at = now + expires_in;
+                    self.coordination
+                        .finish_basic_token(Some((&token, expires_at)))
+                        .await?;
+                    (token, expires_at)
+                }
+                Err(e) => {
+                    let _ = self.coordination.finish_basic_token(None).await;
+                    return Err(e.into());
+                }
+            },
         };
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((token.clone(), expires_at));
         Ok(token)
-    }
-
-    /// The shared token, fetched by whichever instance takes the lock
-    /// (after checking again that no other did meanwhile); the others wait
-    /// for it.
-    async fn shared_fetch(
-        &self,
-        shared: &Arc<dyn SharedStore>,
-        now: u64,
-    ) -> Result<(AccessToken, u64), SnsError> {
-        let store = |e: StoreError| SnsError::Store(e.0);
-        let fresh = |value: Option<String>| {
-            value
-                .and_then(|v| serde_json::from_str::<SharedToken>(&v).ok())
-                .filter(|t| t.exp > now + BASIC_TOKEN_MARGIN_SECS)
-                .map(|t| (AccessToken::new(t.t), t.exp))
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(SHARED_REFRESH_SECS);
-        loop {
-            if let Some(found) = fresh(shared.value(SHARED_TOKEN_KEY).await.map_err(store)?) {
-                return Ok(found);
-            }
-            let lock_ttl = Duration::from_secs(SHARED_REFRESH_SECS);
-            if shared
-                .set_if_absent(SHARED_TOKEN_LOCK, "1", lock_ttl)
-                .await
-                .map_err(store)?
-            {
-                let result = match fresh(shared.value(SHARED_TOKEN_KEY).await.map_err(store)?) {
-                    Some(found) => Ok(found),
-                    None => self.sns.basic_token().await.map(|(token, expires_in)| {
-                        tracing::info!(
-                            expires_in,
-                            "fetched a basic-support access token for every instance"
-                        );
-                        (token, now + expires_in)
-                    }),
-                };
-                if let Ok((token, expires_at)) = &result {
-                    let value = serde_json::to_string(&SharedToken {
-                        t: token.expose().to_owned(),
-                        exp: *expires_at,
-                    })
-                    .expect("serializes");
-                    let ttl = Duration::from_secs(expires_at.saturating_sub(now).max(1));
-                    shared
-                        .set(SHARED_TOKEN_KEY, &value, ttl)
-                        .await
-                        .map_err(store)?;
-                }
-                let _ = shared.delete(SHARED_TOKEN_LOCK).await;
-                return result;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(SnsError::Store(
-                    "another instance's basic token fetch did not finish".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// Forgets `token` if it is the cached one (WeChat said it is no longer valid).
@@ -166,21 +106,13 @@ impl BasicToken {
                 *cached = None;
             }
         }
-        if let Some(shared) = &self.shared {
-            let held = shared.value(SHARED_TOKEN_KEY).await.ok().flatten();
-            if held
-                .and_then(|v| serde_json::from_str::<SharedToken>(&v).ok())
-                .is_some_and(|t| t.t == token.expose())
-            {
-                let _ = shared.delete(SHARED_TOKEN_KEY).await;
-            }
-        }
+        self.coordination.forget_basic_token(token).await;
     }
 
     /// Creates a scene QR code; a 40001/42001 answer refreshes the token and retries once.
     ///
-    /// Errors: [`SnsError`].
-    pub async fn create_qr_scene(&self, scene: &str, now: u64) -> Result<QrTicket, SnsError> {
+    /// Errors: [`CallError`].
+    pub async fn create_qr_scene(&self, scene: &str, now: u64) -> Result<QrTicket, CallError> {
         let token = self.get(now).await?;
         match self
             .sns
@@ -195,11 +127,12 @@ impl BasicToken {
             {
                 self.invalidate(&token).await;
                 let token = self.get(now).await?;
-                self.sns
+                Ok(self
+                    .sns
                     .create_qr_scene(&token, scene, SCENE_LIFETIME_SECS)
-                    .await
+                    .await?)
             }
-            other => other,
+            other => Ok(other?),
         }
     }
 }
@@ -227,7 +160,7 @@ impl SceneStatus {
     /// The status a shared store's value stands for (`None`: no value).
     pub fn from_value(value: Option<&str>) -> SceneStatus {
         match value {
-            Some(crate::shared::SCENE_PENDING) => SceneStatus::Pending,
+            Some("p") => SceneStatus::Pending,
             Some("r") => SceneStatus::Refused,
             Some(v) => match (v.strip_prefix("w:"), v.strip_prefix("s:")) {
                 (Some(openid), _) => SceneStatus::Awaiting(openid.to_owned()),
@@ -241,7 +174,7 @@ impl SceneStatus {
     /// The value a shared store keeps for this status (`c`: claimed).
     pub fn value(&self) -> String {
         match self {
-            SceneStatus::Pending => crate::shared::SCENE_PENDING.to_owned(),
+            SceneStatus::Pending => "p".to_owned(),
             SceneStatus::Awaiting(openid) => format!("w:{openid}"),
             SceneStatus::Scanned(openid) => format!("s:{openid}"),
             SceneStatus::Refused => "r".to_owned(),
@@ -285,19 +218,27 @@ impl SceneRequester {
     }
 }
 
+#[derive(Clone)]
 struct Scene {
-    expires_at: u64,
     status: SceneStatus,
     requester: Option<SceneRequester>,
     notify: Arc<Notify>,
 }
 
-/// The scenes waiting for a scan, and the pushes already seen.
-#[derive(Default)]
+/// The scenes waiting for a scan, and the pushes already seen, in one
+/// process's memory.
 pub struct Scenes {
-    scenes: Mutex<HashMap<String, Scene>>,
-    seen_pushes: Mutex<HashMap<String, u64>>,
-    inserts: std::sync::atomic::AtomicUsize,
+    scenes: ExpiringMap<String, Scene>,
+    seen_pushes: ExpiringMap<String, ()>,
+}
+
+impl Default for Scenes {
+    fn default() -> Self {
+        Scenes {
+            scenes: ExpiringMap::new(CAPACITY),
+            seen_pushes: ExpiringMap::new(CAPACITY),
+        }
+    }
 }
 
 impl std::fmt::Debug for Scenes {
@@ -306,60 +247,38 @@ impl std::fmt::Debug for Scenes {
     }
 }
 
-/// Most scenes and push keys kept; past it the expired ones are dropped first.
+/// Most scenes and push keys kept; past it the least used go.
 const CAPACITY: usize = 100_000;
 
 impl Scenes {
-    /// Every [`crate::single_flight::SWEEP_EVERY`] insertions, expired
-    /// entries are swept, so memory follows the recent rate.
-    fn sweep_due(&self) -> bool {
-        let n = self
-            .inserts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        n % crate::single_flight::SWEEP_EVERY == crate::single_flight::SWEEP_EVERY - 1
-    }
-
     /// Registers a new scene living until `expires_at` (unix seconds),
-    /// asked for by `requester`; `false` (nothing stored) when the table
-    /// is full of live scenes.
-    pub fn create(
-        &self,
-        scene: &str,
-        expires_at: u64,
-        now: u64,
-        requester: Option<SceneRequester>,
-    ) -> bool {
-        let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
-        if self.sweep_due() || scenes.len() >= CAPACITY {
-            scenes.retain(|_, s| s.expires_at > now);
-        }
-        if scenes.len() < CAPACITY {
-            scenes.insert(
-                scene.to_owned(),
-                Scene {
-                    expires_at,
-                    status: SceneStatus::Pending,
-                    requester,
-                    notify: Arc::new(Notify::new()),
-                },
-            );
-            return true;
-        }
-        false
+    /// asked for by `requester`.
+    pub fn create(&self, scene: &str, expires_at: u64, requester: Option<SceneRequester>) {
+        let fresh = Scene {
+            status: SceneStatus::Pending,
+            requester,
+            notify: Arc::new(Notify::new()),
+        };
+        self.scenes.insert(scene.to_owned(), fresh, expires_at);
     }
 
     /// Moves a live `scene` from `from` to `to` (a scan, a confirmation, a
     /// refusal) and wakes its long polls; `false`, changing nothing, when
     /// it is unknown, expired, or not at `from`.
     pub fn replace(&self, scene: &str, from: &SceneStatus, to: SceneStatus, now: u64) -> bool {
-        let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
-        match scenes.get_mut(scene) {
-            Some(s) if s.expires_at > now && s.status == *from => {
-                s.status = to;
-                s.notify.notify_waiters();
+        let changed = self.scenes.update(scene, now, |s| {
+            if s.status != *from {
+                return None;
+            }
+            s.status = to;
+            Some(s.notify.clone())
+        });
+        match changed.flatten() {
+            Some(notify) => {
+                notify.notify_waiters();
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -376,71 +295,62 @@ impl Scenes {
 
     /// The status of `scene` at `now`.
     pub fn status(&self, scene: &str, now: u64) -> SceneStatus {
-        let scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
-        match scenes.get(scene) {
-            Some(s) if s.expires_at > now => s.status.clone(),
-            _ => SceneStatus::Expired,
-        }
+        self.scenes
+            .get(scene, now)
+            .map_or(SceneStatus::Expired, |s| s.status)
     }
 
     /// Who asked for a live `scene`, when it was recorded.
     pub fn requester(&self, scene: &str, now: u64) -> Option<SceneRequester> {
-        let scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
-        scenes
-            .get(scene)
-            .filter(|s| s.expires_at > now)
-            .and_then(|s| s.requester.clone())
+        self.scenes.get(scene, now).and_then(|s| s.requester)
     }
 
     /// Claims a scanned scene, once: its openid.
     pub fn claim(&self, scene: &str, now: u64) -> Option<String> {
-        let mut scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
-        let s = scenes.get_mut(scene).filter(|s| s.expires_at > now)?;
-        match std::mem::replace(&mut s.status, SceneStatus::Expired) {
-            SceneStatus::Scanned(openid) => Some(openid),
-            other => {
-                s.status = other;
-                None
-            }
-        }
+        self.scenes
+            .update(scene, now, |s| {
+                match std::mem::replace(&mut s.status, SceneStatus::Expired) {
+                    SceneStatus::Scanned(openid) => Some(openid),
+                    other => {
+                        s.status = other;
+                        None
+                    }
+                }
+            })
+            .flatten()
     }
 
     /// Waits at most `limit` for a change of `scene` from the status it has
     /// now (a scan, a confirmation, a refusal). Returns at once for an
     /// unknown or used scene.
     pub async fn wait(&self, scene: &str, limit: Duration) {
-        let (notify, seen) = {
-            let scenes = self.scenes.lock().unwrap_or_else(|e| e.into_inner());
-            match scenes.get(scene) {
-                Some(s) if matches!(s.status, SceneStatus::Pending | SceneStatus::Awaiting(_)) => {
-                    (s.notify.clone(), s.status.clone())
-                }
-                _ => return,
-            }
+        let Some(s) = self.scenes.get(scene, 0) else {
+            return;
         };
-        let notified = notify.notified();
+        if !matches!(s.status, SceneStatus::Pending | SceneStatus::Awaiting(_)) {
+            return;
+        }
+        let notified = s.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         // Re-check: the change may have landed between the lookup and `enable`.
-        if self.status(scene, 0) != seen {
+        if self.status(scene, 0) != s.status {
             return;
         }
         let _ = tokio::time::timeout(limit, notified).await;
     }
 
-    /// Whether a push with this de-duplication key is new (and remembers it).
-    pub fn first_push(&self, key: &str, now: u64) -> bool {
-        let mut seen = self.seen_pushes.lock().unwrap_or_else(|e| e.into_inner());
-        if self.sweep_due() || seen.len() >= CAPACITY {
-            seen.retain(|_, until| *until > now);
-        }
-        match seen.get(key) {
-            Some(until) if *until > now => false,
-            _ => {
-                seen.insert(key.to_owned(), now + PUSH_DEDUP_SECS);
-                true
-            }
-        }
+    /// Whether a push with this de-duplication key is new (and remembers
+    /// it until `until`, unix seconds).
+    pub fn first_push(&self, key: &str, now: u64, until: u64) -> bool {
+        self.seen_pushes
+            .get_or_insert(key, (), now, until)
+            .is_none()
+    }
+
+    /// Forgets a push's de-duplication key.
+    pub fn forget_push(&self, key: &str) {
+        self.seen_pushes.remove(key);
     }
 }
 
@@ -451,7 +361,7 @@ mod tests {
     #[tokio::test]
     async fn scenes_are_scanned_once_claimed_once_and_expire() {
         let s = Scenes::default();
-        s.create("a", 1_000, 0, None);
+        s.create("a", 1_000, None);
         assert_eq!(s.status("a", 10), SceneStatus::Pending);
         assert!(!s.scanned("nope", "o1", 10));
         assert!(s.scanned("a", "o1", 10));
@@ -460,7 +370,7 @@ mod tests {
         assert_eq!(s.claim("a", 13), Some("o1".into()));
         assert_eq!(s.claim("a", 14), None);
         assert_eq!(s.status("a", 15), SceneStatus::Expired);
-        s.create("b", 100, 0, None);
+        s.create("b", 100, None);
         assert_eq!(s.status("b", 100), SceneStatus::Expired);
         assert!(!s.scanned("b", "o1", 100));
     }
@@ -468,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_ends_with_the_scan() {
         let s = Arc::new(Scenes::default());
-        s.create("w", u64::MAX, 0, None);
+        s.create("w", u64::MAX, None);
         let s2 = s.clone();
         let waiter = tokio::spawn(async move {
             let t = std::time::Instant::now();
@@ -481,27 +391,21 @@ mod tests {
     }
 
     #[test]
-    fn a_full_scene_table_stores_nothing_and_says_so() {
+    fn a_flood_of_scenes_stays_bounded_and_keeps_the_newest() {
         let scenes = Scenes::default();
-        for i in 0..CAPACITY {
-            assert!(scenes.create(&i.to_string(), 2_000, 1_000, None));
+        for i in 0..CAPACITY + 10_000 {
+            scenes.create(&i.to_string(), 2_000, None);
         }
-        assert!(!scenes.create("one-too-many", 2_000, 1_000, None));
-        assert!(matches!(
-            scenes.status("one-too-many", 1_000),
-            SceneStatus::Expired
-        ));
-        assert!(
-            scenes.create("after-they-expired", 3_000, 2_000, None),
-            "expired scenes make room"
-        );
+        assert!(scenes.scenes.len() <= CAPACITY + CAPACITY / 10);
+        scenes.create("newest", 2_000, None);
+        assert_eq!(scenes.status("newest", 1_000), SceneStatus::Pending);
     }
 
     #[tokio::test]
     async fn a_confirmed_scan_goes_through_awaiting_and_a_refusal_ends_it() {
         let s = Arc::new(Scenes::default());
         let asked = SceneRequester::new(None, Some("Mozilla"), 5);
-        s.create("c", u64::MAX, 0, Some(asked.clone()));
+        s.create("c", u64::MAX, Some(asked.clone()));
         let awaiting = SceneStatus::Awaiting("o1".into());
         assert!(s.replace("c", &SceneStatus::Pending, awaiting.clone(), 1));
         assert!(!s.replace(
@@ -522,7 +426,7 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), SceneStatus::Scanned("o1".into()));
         assert_eq!(s.claim("c", 4), Some("o1".into()));
 
-        s.create("r", u64::MAX, 0, None);
+        s.create("r", u64::MAX, None);
         assert!(s.replace("r", &SceneStatus::Pending, awaiting.clone(), 1));
         assert!(s.replace("r", &awaiting, SceneStatus::Refused, 2));
         assert_eq!(s.claim("r", 3), None);
@@ -551,8 +455,10 @@ mod tests {
     #[test]
     fn pushes_are_deduplicated_for_a_while() {
         let s = Scenes::default();
-        assert!(s.first_push("k", 0));
-        assert!(!s.first_push("k", 10));
-        assert!(s.first_push("k", PUSH_DEDUP_SECS + 1));
+        assert!(s.first_push("k", 0, PUSH_DEDUP_SECS));
+        assert!(!s.first_push("k", 10, 10 + PUSH_DEDUP_SECS));
+        assert!(s.first_push("k", PUSH_DEDUP_SECS + 1, 2 * PUSH_DEDUP_SECS + 1));
+        s.forget_push("k");
+        assert!(s.first_push("k", PUSH_DEDUP_SECS + 2, 2 * PUSH_DEDUP_SECS + 2));
     }
 }

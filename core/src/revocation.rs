@@ -5,21 +5,31 @@
 //! (a sorted set scored by the logout time in ms, read every 500 ms by
 //! [`crate::Gate::sync_revocations`]), never on the request path.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Most logged-out sessions remembered; past it those nearest their end go.
+use crate::expiring::ExpiringMap;
+
+/// Most logged-out sessions remembered; past it the least used go.
 pub const REVOCATIONS_CAPACITY: usize = 100_000;
 
 /// Session ids logged out, each until its cookie's end (unix seconds),
-/// kept as keyed 64-bit hashes (about 30 bytes per logout).
-#[derive(Debug, Default)]
+/// kept as keyed 64-bit hashes.
+#[derive(Debug)]
 pub struct Revocations {
     hasher: std::hash::RandomState,
-    until: RwLock<HashMap<u64, u64>>,
-    /// Lets the request path skip the lock while nobody has logged out.
-    count: AtomicUsize,
+    until: ExpiringMap<u64, ()>,
+    /// Lets the request path skip the map while nobody has logged out.
+    any: AtomicBool,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Revocations {
+            hasher: std::hash::RandomState::new(),
+            until: ExpiringMap::new(REVOCATIONS_CAPACITY),
+            any: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Revocations {
@@ -29,30 +39,17 @@ impl Revocations {
             return;
         }
         let sid = std::hash::BuildHasher::hash_one(&self.hasher, sid);
-        let mut map = self.until.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= REVOCATIONS_CAPACITY {
-            map.retain(|_, end| *end > now);
-            while map.len() >= REVOCATIONS_CAPACITY {
-                let soonest = map
-                    .iter()
-                    .min_by_key(|(_, end)| **end)
-                    .map(|(k, _)| *k)
-                    .expect("non-empty");
-                map.remove(&soonest);
-            }
-        }
-        map.insert(sid, until);
-        self.count.store(map.len(), Ordering::Relaxed);
+        self.until.insert(sid, (), until);
+        self.any.store(true, Ordering::Relaxed);
     }
 
     /// Whether `sid` was logged out and its cookie has not ended at `now`.
     pub fn is_revoked(&self, sid: &str, now: u64) -> bool {
-        if self.count.load(Ordering::Relaxed) == 0 {
+        if !self.any.load(Ordering::Relaxed) {
             return false;
         }
         let sid = std::hash::BuildHasher::hash_one(&self.hasher, sid);
-        let map = self.until.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&sid).is_some_and(|end| *end > now)
+        self.until.get(&sid, now).is_some()
     }
 }
 

@@ -6,36 +6,36 @@
 //! gets the same outcome, so 40163 "code been used" never reaches a user
 //! (docs/protocol.md §1, pain points).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
+use crate::expiring::ExpiringMap;
+
 /// Keyed single-flight with a result cache of `ttl`, holding at most
-/// `capacity` keys (the oldest are forgotten first).
+/// `capacity` keys ([`ExpiringMap`]'s bound).
 #[derive(Debug)]
 pub struct SingleFlight<V> {
-    slots: Mutex<HashMap<String, (Instant, Arc<OnceCell<V>>)>>,
+    /// Each key's run, until its end in ms since `started`.
+    slots: ExpiringMap<String, Arc<OnceCell<V>>>,
     ttl: Duration,
-    capacity: usize,
-    inserts: std::sync::atomic::AtomicUsize,
+    started: Instant,
 }
-
-/// Expired entries are swept every this many insertions, so memory follows
-/// the rate of recent calls rather than growing to the capacity.
-pub const SWEEP_EVERY: usize = 1024;
 
 impl<V: Clone> SingleFlight<V> {
     /// A single-flight whose results are kept `ttl` after the first call.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         SingleFlight {
-            slots: Mutex::new(HashMap::new()),
+            slots: ExpiringMap::new(capacity),
             ttl,
-            capacity: capacity.max(1),
-            inserts: std::sync::atomic::AtomicUsize::new(0),
+            started: Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// Runs `work` for `key` unless a run for it is under way (then waits for
@@ -47,7 +47,13 @@ impl<V: Clone> SingleFlight<V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let cell = self.slot(key);
+        let now = self.now_ms();
+        let fresh = Arc::new(OnceCell::new());
+        let until = now + self.ttl.as_millis() as u64;
+        let cell = self
+            .slots
+            .get_or_insert(key, fresh.clone(), now, until)
+            .unwrap_or(fresh);
         let mut ran = false;
         let value = cell
             .get_or_init(|| {
@@ -61,42 +67,9 @@ impl<V: Clone> SingleFlight<V> {
 
     /// The finished result for `key`, if one is kept.
     pub fn peek(&self, key: &str) -> Option<V> {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let (born, cell) = slots.get(key)?;
-        (born.elapsed() < self.ttl)
-            .then(|| cell.get().cloned())
-            .flatten()
-    }
-
-    fn slot(&self, key: &str) -> Arc<OnceCell<V>> {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((born, cell)) = slots.get(key) {
-            if born.elapsed() < self.ttl {
-                return cell.clone();
-            }
-        }
-        if slots.len() >= self.capacity {
-            let ttl = self.ttl;
-            slots.retain(|_, (born, _)| born.elapsed() < ttl);
-            while slots.len() >= self.capacity {
-                let oldest = slots
-                    .iter()
-                    .min_by_key(|(_, (born, _))| *born)
-                    .map(|(k, _)| k.clone())
-                    .expect("non-empty");
-                slots.remove(&oldest);
-            }
-        }
-        let cell = Arc::new(OnceCell::new());
-        slots.insert(key.to_owned(), (Instant::now(), cell.clone()));
-        let inserted = self
-            .inserts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if inserted % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            let ttl = self.ttl;
-            slots.retain(|_, (born, _)| born.elapsed() < ttl);
-        }
-        cell
+        self.slots
+            .get(key, self.now_ms())
+            .and_then(|cell| cell.get().cloned())
     }
 }
 
@@ -143,7 +116,7 @@ mod tests {
         assert_eq!(flight.run("a", || async { 2 }).await, (2, true));
         flight.run("b", || async { 3 }).await;
         flight.run("c", || async { 4 }).await;
-        assert!(flight.slots.lock().unwrap().len() <= 2);
+        assert!(flight.slots.len() <= 3);
     }
 
     #[tokio::test]

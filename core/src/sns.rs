@@ -34,10 +34,6 @@ pub enum SnsError {
     /// WeChat's answer was not the JSON this API returns.
     #[error("WeChat sent an unreadable answer: {0}")]
     Malformed(String),
-    /// The shared login store (`[store] url`, Redis) is unreachable, so a
-    /// login can't be coordinated with the other instances.
-    #[error("login store: {0}")]
-    Store(String),
 }
 
 impl SnsError {

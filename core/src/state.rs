@@ -119,23 +119,32 @@ pub fn safe_return_path(rd: &str, origin: &str, prefix: &str) -> Option<String> 
     (ok && !under_prefix).then(|| path.to_owned())
 }
 
-/// Most states a [`UsedStates`] remembers; past it the expired go first,
-/// then any (memory stays bounded under a flood of logins).
+/// Most states a [`UsedStates`] remembers; past it the least used go
+/// (memory stays bounded under a flood of logins).
 pub const USED_STATES_CAPACITY: usize = 200_000;
 
 /// One-to-one bindings that expire: each key goes with the first value it
-/// was claimed with until its end. The gate keeps two: each state with its
-/// code (a state is good for one code, so a state cookie that leaked can't
-/// carry someone else's code into a login) and each code with its state (a
-/// code is good for the browser it came back to, so a code that leaked
-/// can't log a second browser in). A repeat of the same pair shares the
-/// one outcome. Entries are keyed by keyed hashes (24 bytes each), never
+/// was claimed with until its end. A gate in one process keeps three: each
+/// state with its code (a state is good for one code, so a state cookie
+/// that leaked can't carry someone else's code into a login), each code
+/// with its state (a code is good for the browser it came back to, so a
+/// code that leaked can't log a second browser in), and each signed push's
+/// (timestamp, nonce) with its body. A repeat of the same pair shares the
+/// one outcome. Entries are keyed by keyed hashes (16 bytes each), never
 /// the values.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UsedStates {
     hasher: std::hash::RandomState,
-    map: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
-    claims: std::sync::atomic::AtomicUsize,
+    map: crate::expiring::ExpiringMap<u64, u64>,
+}
+
+impl Default for UsedStates {
+    fn default() -> Self {
+        UsedStates {
+            hasher: std::hash::RandomState::new(),
+            map: crate::expiring::ExpiringMap::new(USED_STATES_CAPACITY),
+        }
+    }
 }
 
 impl UsedStates {
@@ -145,27 +154,9 @@ impl UsedStates {
     pub fn claim(&self, state: &str, code: &str, now: u64, expires_at: u64) -> bool {
         use std::hash::BuildHasher;
         let (state, code) = (self.hasher.hash_one(state), self.hasher.hash_one(code));
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&(used_with, until)) = map.get(&state) {
-            if until > now {
-                return used_with == code;
-            }
-        }
-        let claims = self
-            .claims
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sweep = claims % crate::single_flight::SWEEP_EVERY == 0;
-        if sweep || map.len() >= USED_STATES_CAPACITY {
-            map.retain(|_, (_, until)| *until > now);
-            if map.len() >= USED_STATES_CAPACITY {
-                let excess: Vec<u64> = map.keys().take(map.len() / 10 + 1).copied().collect();
-                for key in excess {
-                    map.remove(&key);
-                }
-            }
-        }
-        map.insert(state, (code, expires_at));
-        true
+        self.map
+            .get_or_insert(&state, code, now, expires_at)
+            .is_none_or(|used_with| used_with == code)
     }
 }
 

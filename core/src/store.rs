@@ -2,11 +2,9 @@
 //! tokens never leave the server (docs/protocol.md §1 step 2); the session cookie
 //! holds only a random session id that keys them.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 
+use crate::coordination::CoordinationError;
 use crate::secret::{AccessToken, RefreshToken};
 
 /// Lifetime of a refresh token, in seconds (30 days; docs/protocol.md §1 step 3).
@@ -26,63 +24,49 @@ pub struct StoredTokens {
     pub refresh_expires_at: u64,
 }
 
-/// A store failure (a shared store out of reach); the message has no token.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("token store: {0}")]
-pub struct StoreError(pub String);
-
 /// Where the tokens of each session live, keyed by session id. The default
 /// is [`MemoryTokenStore`]; several gateway instances need a shared one.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Stores (or replaces) the tokens of `sid`.
-    async fn put(&self, sid: &str, tokens: StoredTokens) -> Result<(), StoreError>;
+    async fn put(&self, sid: &str, tokens: StoredTokens) -> Result<(), CoordinationError>;
     /// The tokens of `sid`, if any and not past `refresh_expires_at` at `now` (unix seconds).
-    async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, StoreError>;
+    async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, CoordinationError>;
     /// Forgets the tokens of `sid`.
-    async fn remove(&self, sid: &str) -> Result<(), StoreError>;
+    async fn remove(&self, sid: &str) -> Result<(), CoordinationError>;
 }
 
-/// Most sessions a [`MemoryTokenStore`] keeps; past it the ones nearest
-/// their end are dropped first.
+/// Most sessions a [`MemoryTokenStore`] keeps; past it the least used go.
 pub const MEMORY_STORE_CAPACITY: usize = 100_000;
 
 /// An in-process [`TokenStore`] for a single gateway.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryTokenStore {
-    map: Mutex<HashMap<String, StoredTokens>>,
+    map: crate::expiring::ExpiringMap<String, StoredTokens>,
+}
+
+impl Default for MemoryTokenStore {
+    fn default() -> Self {
+        MemoryTokenStore {
+            map: crate::expiring::ExpiringMap::new(MEMORY_STORE_CAPACITY),
+        }
+    }
 }
 
 #[async_trait]
 impl TokenStore for MemoryTokenStore {
-    async fn put(&self, sid: &str, tokens: StoredTokens) -> Result<(), StoreError> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MEMORY_STORE_CAPACITY && !map.contains_key(sid) {
-            let now = tokens.access_expires_at.saturating_sub(7200);
-            map.retain(|_, t| t.refresh_expires_at > now);
-            while map.len() >= MEMORY_STORE_CAPACITY {
-                let oldest = map
-                    .iter()
-                    .min_by_key(|(_, t)| t.refresh_expires_at)
-                    .map(|(k, _)| k.clone())
-                    .expect("non-empty");
-                map.remove(&oldest);
-            }
-        }
-        map.insert(sid.to_owned(), tokens);
+    async fn put(&self, sid: &str, tokens: StoredTokens) -> Result<(), CoordinationError> {
+        let until = tokens.refresh_expires_at;
+        self.map.insert(sid.to_owned(), tokens, until);
         Ok(())
     }
 
-    async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, StoreError> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(map.get(sid).filter(|t| t.refresh_expires_at > now).cloned())
+    async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, CoordinationError> {
+        Ok(self.map.get(sid, now))
     }
 
-    async fn remove(&self, sid: &str) -> Result<(), StoreError> {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(sid);
+    async fn remove(&self, sid: &str) -> Result<(), CoordinationError> {
+        self.map.remove(sid);
         Ok(())
     }
 }

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -362,7 +363,11 @@ int main(void) {
          port_text);
   fflush(stdout);
 
+  /* The library runs threads of its own, and a signal may land on one of them
+     rather than interrupt accept(): wait in short steps and look at the flag. */
+  struct pollfd listener = {.fd = fd, .events = POLLIN};
   while (!stopping) {
+    if (poll(&listener, 1, 200) <= 0) continue;
     struct sockaddr_storage addr;
     socklen_t addr_len = sizeof addr;
     int conn = accept(fd, (struct sockaddr *)&addr, &addr_len);

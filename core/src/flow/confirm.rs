@@ -5,8 +5,8 @@
 use url::form_urlencoded;
 
 use super::*;
+use crate::coordination::CoordinationError;
 use crate::qr::SceneStatus;
-use crate::store::StoreError;
 
 /// What the confirmation link's sealed token is bound to (its associated
 /// data): a token sealed for anything else does not open as one.
@@ -40,12 +40,12 @@ impl Gate {
     /// page. WeChat's retry of the same scan (the scene awaits the same
     /// openid) gets the message again; anything else gets `None` (`success`).
     ///
-    /// Errors: [`StoreError`] when the shared store is down.
+    /// Errors: [`CoordinationError`] when the store is down.
     pub(super) async fn scan_to_confirm(
         &self,
         event: &push::PushEvent,
         now: u64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, CoordinationError> {
         let Some(scene) = event.scanned_scene() else {
             return Ok(None);
         };

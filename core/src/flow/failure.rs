@@ -64,7 +64,7 @@ impl Gate {
         )
     }
 
-    pub(super) fn login_failed(&self, e: &SnsError, return_to: &str, lang: Lang) -> Reply {
+    pub(super) fn login_failed(&self, e: &CallError, return_to: &str, lang: Lang) -> Reply {
         let retry = self.login_url(return_to, self.config.wechat.scope, LinkForm::Path);
         let again = Text {
             zh: "重新登录",
@@ -121,7 +121,7 @@ impl Gate {
                 Some((&retry, again)),
             )
             .with_header("Retry-After", "60".into()),
-            _ if matches!(e, SnsError::Store(_)) => page(
+            _ if matches!(e, CallError::Coordination(_)) => page(
                 lang,
                 503,
                 Text {
@@ -136,7 +136,7 @@ impl Gate {
                 Some((&retry, again)),
             )
             .with_header("Retry-After", "5".into()),
-            _ if matches!(e, SnsError::Transport(_)) => page(
+            _ if matches!(e, CallError::WeChat(SnsError::Transport(_))) => page(
                 lang,
                 503,
                 Text {

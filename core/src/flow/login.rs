@@ -60,91 +60,32 @@ impl PackedLogin {
     }
 }
 
-pub(super) type LoginResult = Arc<Result<LoginOutcome, SnsError>>;
+pub(super) type LoginResult = Arc<Result<LoginOutcome, CallError>>;
 
-/// What claiming a login's (state, code) pair in the shared store found.
-pub(super) enum SharedClaim {
-    /// The pair is this login's (first arrival or a repeat of it).
-    Claimed,
-    /// The state already went with another code.
-    StateUsed,
-    /// The code already came back with another state.
-    CodeBound,
-}
-
-/// Claims the login's state for its code and the code for its state in the
-/// shared store (one pair across instances).
-pub(super) async fn claim_shared_state(
-    shared: &Arc<dyn SharedStore>,
-    pending: &PendingLogin,
-) -> Result<SharedClaim, crate::store::StoreError> {
-    let state = key_hash(&pending.state_cookie);
-    let code = key_hash(pending.code.expose());
-    if !bind_once(
-        shared,
-        format!("state:{state}"),
-        code.clone(),
-        STATE_LIFETIME_SECS,
-    )
-    .await?
-    {
-        return Ok(SharedClaim::StateUsed);
-    }
-    if !bind_once(
-        shared,
-        format!("code-state:{code}"),
-        state,
-        CODE_OUTCOME_SECS,
-    )
-    .await?
-    {
-        return Ok(SharedClaim::CodeBound);
-    }
-    Ok(SharedClaim::Claimed)
-}
-
-/// Binds `key` to `value` for `ttl_secs` in the shared store unless it is
-/// bound already: `true` when it is now bound to `value` (first or same),
-/// `false` when bound to another value.
-pub(super) async fn bind_once(
-    shared: &Arc<dyn SharedStore>,
-    key: String,
-    value: String,
-    ttl_secs: u64,
-) -> Result<bool, crate::store::StoreError> {
-    if shared
-        .set_if_absent(&key, &value, Duration::from_secs(ttl_secs))
-        .await?
-    {
-        return Ok(true);
-    }
-    Ok(shared.value(&key).await?.is_none_or(|bound| bound == value))
-}
-
-/// A code's outcome as kept in Redis: `u` + the packed login, `s` (a
-/// refused snapshot user) or `e` + WeChat's errcode. Transport failures are
-/// not shared: another instance may still succeed.
-pub(super) fn encode_outcome(result: &Result<LoginOutcome, SnsError>) -> Option<String> {
+/// A code's outcome as the instances keep it: `u` + the packed login, `s`
+/// (a refused snapshot user) or `e` + WeChat's errcode. Transport failures
+/// are not shared: another instance may still succeed.
+pub(super) fn encode_outcome(result: &Result<LoginOutcome, CallError>) -> Option<String> {
     match result {
         Ok(LoginOutcome::User(packed)) => Some(format!("u{}", packed.0)),
         Ok(LoginOutcome::SnapshotRefused) => Some("s".into()),
-        Err(SnsError::WeChat { code, .. }) => Some(format!("e{}", code.code())),
+        Err(CallError::WeChat(SnsError::WeChat { code, .. })) => Some(format!("e{}", code.code())),
         Err(_) => None,
     }
 }
 
-pub(super) fn decode_outcome(encoded: &str) -> Result<LoginOutcome, SnsError> {
-    let unreadable = || SnsError::Store("an unreadable shared login outcome".into());
+pub(super) fn decode_outcome(encoded: &str) -> Result<LoginOutcome, CallError> {
+    let unreadable = || CallError::Coordination(CoordinationError::Unreadable("login outcome"));
     match encoded.split_at_checked(1).ok_or_else(unreadable)? {
         ("u", packed) => {
             serde_json::from_str::<LoginRecord>(packed).map_err(|_| unreadable())?;
             Ok(LoginOutcome::User(PackedLogin(packed.into())))
         }
         ("s", _) => Ok(LoginOutcome::SnapshotRefused),
-        ("e", code) => Err(SnsError::WeChat {
+        ("e", code) => Err(CallError::WeChat(SnsError::WeChat {
             code: ErrCode::from_code(code.parse().map_err(|_| unreadable())?),
             errmsg: "answered to another instance".into(),
-        }),
+        })),
         _ => Err(unreadable()),
     }
 }
@@ -154,7 +95,7 @@ pub(super) fn decode_outcome(encoded: &str) -> Result<LoginOutcome, SnsError> {
 /// latency; never the code or a token. A store outage is logged once by the
 /// store, so its failed logins log at debug.
 pub(super) fn log_login(
-    result: &Result<LoginOutcome, SnsError>,
+    result: &Result<LoginOutcome, CallError>,
     elapsed: Duration,
     hash_openid: bool,
 ) {
@@ -166,10 +107,10 @@ pub(super) fn log_login(
             .inc(),
         Err(e) => {
             let errcode = match e {
-                SnsError::WeChat { code, .. } => code.code().to_string(),
-                SnsError::Transport(_) => "transport".into(),
-                SnsError::Store(_) => "store".into(),
-                SnsError::Malformed(_) => "malformed".into(),
+                CallError::WeChat(SnsError::WeChat { code, .. }) => code.code().to_string(),
+                CallError::WeChat(SnsError::Transport(_)) => "transport".into(),
+                CallError::WeChat(SnsError::Malformed(_)) => "malformed".into(),
+                CallError::Coordination(_) => "store".into(),
             };
             crate::metrics::LOGINS_FAILED
                 .with_label_values(&[errcode.as_str()])
@@ -194,12 +135,12 @@ pub(super) fn log_login(
                 "login refused: snapshot user"
             )
         }
-        Err(e @ SnsError::Store(_)) => {
+        Err(e @ CallError::Coordination(_)) => {
             tracing::debug!(outcome = "failed", error = %e, elapsed_ms, "login failed")
         }
         Err(e) => {
             let errmsg = match e {
-                SnsError::WeChat { errmsg, .. } => errmsg.as_str(),
+                CallError::WeChat(SnsError::WeChat { errmsg, .. }) => errmsg.as_str(),
                 _ => "",
             };
             tracing::warn!(outcome = "failed", errcode = e.errcode().map(ErrCode::code), errmsg, error = %e, elapsed_ms, "login failed");
@@ -320,20 +261,6 @@ impl Gate {
         {
             return Err(self.bad_callback("malformed code", lang));
         }
-        if !self
-            .used_states
-            .claim(&state, &code, now, now + STATE_LIFETIME_SECS)
-        {
-            return Err(self.bad_callback("this login's state was already used", lang));
-        }
-        if !self
-            .bound_codes
-            .claim(&code, &state, now, now + CODE_OUTCOME_SECS)
-        {
-            return Err(self
-                .code_replayed(&return_to, answer, lang)
-                .with_header("Set-Cookie", self.remove_cookie(&name)));
-        }
         Ok(PendingLogin {
             code: AuthorizationCode::new(code.into_owned()),
             return_to,
@@ -343,7 +270,7 @@ impl Gate {
         })
     }
 
-    pub(super) fn log_login(&self, result: &Result<LoginOutcome, SnsError>, elapsed: Duration) {
+    pub(super) fn log_login(&self, result: &Result<LoginOutcome, CallError>, elapsed: Duration) {
         log_login(result, elapsed, self.config.gateway.log_openid_hashed);
     }
 
@@ -419,43 +346,32 @@ impl Gate {
 
     pub(super) async fn complete_login(&self, pending: PendingLogin, lang: Lang) -> Reply {
         let started = Instant::now();
-        if let Some(shared) = &self.shared {
-            match claim_shared_state(shared, &pending).await {
-                Ok(SharedClaim::Claimed) => {}
-                Ok(SharedClaim::StateUsed) => {
-                    return self
-                        .bad_callback("this login's state was already used", lang)
-                        .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
-                }
-                Ok(SharedClaim::CodeBound) => {
-                    return self
-                        .code_replayed(&pending.return_to, pending.answer, lang)
-                        .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
-                }
-                Err(e) => {
-                    let failed = Err(SnsError::Store(e.0));
-                    self.log_login(&failed, started.elapsed());
-                    return self.login_reply(&pending, &failed, now_unix(), lang);
-                }
+        let claim = self
+            .coordination
+            .claim_login(&pending.state_cookie, pending.code.expose())
+            .await;
+        match claim {
+            Ok(LoginClaim::Claimed) => {}
+            Ok(LoginClaim::StateUsed) => {
+                return self
+                    .bad_callback("this login's state was already used", lang)
+                    .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
+            }
+            Ok(LoginClaim::CodeBound) => {
+                return self
+                    .code_replayed(&pending.return_to, pending.answer, lang)
+                    .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
+            }
+            Err(e) => {
+                let failed = Err(e.into());
+                self.log_login(&failed, started.elapsed());
+                return self.login_reply(&pending, &failed, now_unix(), lang);
             }
         }
         let (result, ran) = self
             .logins
             .run(pending.code.expose(), || async {
-                let result = match &self.shared {
-                    Some(shared) => {
-                        let result = self.shared_exchange(shared, &pending, started).await;
-                        if matches!(result, Err(SnsError::Store(_))) {
-                            self.log_login(&result, started.elapsed());
-                        }
-                        result
-                    }
-                    None => {
-                        let result = self.exchange(&pending).await;
-                        self.log_login(&result, started.elapsed());
-                        result
-                    }
-                };
+                let result = self.exchange_once(&pending, started).await;
                 Arc::new(result)
             })
             .await;
@@ -466,75 +382,40 @@ impl Gate {
         self.login_reply(&pending, &result, now_unix(), lang)
     }
 
-    /// The code's exchange across instances: the first to take the code's
-    /// lock exchanges it and keeps the outcome in Redis for the code's 300 s;
-    /// the others wait for that outcome (at most timeout × attempts + 2 s).
-    pub(super) async fn shared_exchange(
+    /// The code's exchange, once across instances: the outcome another
+    /// instance kept (for the code's 300 s), or this one's exchange, kept
+    /// for the others. Logs the exchange.
+    async fn exchange_once(
         &self,
-        shared: &Arc<dyn SharedStore>,
         pending: &PendingLogin,
         started: Instant,
-    ) -> Result<LoginOutcome, SnsError> {
-        let id = key_hash(pending.code.expose());
-        let (result_key, lock_key) = (format!("login:{id}"), format!("login-lock:{id}"));
+    ) -> Result<LoginOutcome, CallError> {
+        let code = pending.code.expose();
         let attempts = self.config.wechat.retries + 1;
-        let lock_ttl = self.config.wechat.timeout * attempts + Duration::from_secs(1);
-        let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
-        let store_error = |e: crate::store::StoreError| SnsError::Store(e.0);
-        // A state file has no other process: this one's single-flight is the lock.
-        let locking = shared.is_multi_process();
-        loop {
-            if let Some(shared_outcome) = shared.value(&result_key).await.map_err(store_error)? {
+        let hold = self.config.wechat.timeout * attempts + Duration::from_secs(1);
+        let turn = self.coordination.begin_exchange(code, hold).await;
+        let result = match turn {
+            Ok(Turn::Done(kept)) => {
                 tracing::debug!("code exchanged by another instance: its outcome is shared");
-                return decode_outcome(&shared_outcome);
+                return decode_outcome(&kept);
             }
-            if !locking
-                || shared
-                    .set_if_absent(&lock_key, "1", lock_ttl)
-                    .await
-                    .map_err(store_error)?
-            {
-                // Checked again under the lock: the last holder may have
-                // finished between the first look and the lock.
-                if locking {
-                    if let Some(shared_outcome) =
-                        shared.value(&result_key).await.map_err(store_error)?
-                    {
-                        let _ = shared.delete(&lock_key).await;
-                        return decode_outcome(&shared_outcome);
-                    }
-                }
+            Ok(Turn::Mine) => {
                 let result = self.exchange(pending).await;
-                self.log_login(&result, started.elapsed());
-                if let Some(encoded) = encode_outcome(&result) {
-                    if let Err(e) = shared
-                        .set(
-                            &result_key,
-                            &encoded,
-                            Duration::from_secs(CODE_OUTCOME_SECS),
-                        )
-                        .await
-                    {
-                        tracing::debug!(error = %e, "could not share a code's outcome");
-                    }
-                }
-                if locking {
-                    let _ = shared.delete(&lock_key).await;
-                }
-                return result;
+                let kept = encode_outcome(&result);
+                self.coordination
+                    .finish_exchange(code, kept.as_deref())
+                    .await;
+                result
             }
-            if Instant::now() >= deadline {
-                return Err(SnsError::Store(
-                    "another instance's exchange of this code did not finish".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(e) => Err(e.into()),
+        };
+        self.log_login(&result, started.elapsed());
+        result
     }
 
     /// Exchanges the code (and fetches the profile when `snsapi_userinfo` was
     /// granted), then stores the tokens under a new session id.
-    pub(super) async fn exchange(&self, pending: &PendingLogin) -> Result<LoginOutcome, SnsError> {
+    pub(super) async fn exchange(&self, pending: &PendingLogin) -> Result<LoginOutcome, CallError> {
         let sns = match (&self.open_sns, pending.app) {
             (Some(open), LoginApp::Website) => open,
             _ => &self.sns,
@@ -578,7 +459,8 @@ impl Gate {
         {
             return Err(SnsError::Malformed(
                 "openid, unionid or scope has unexpected characters".into(),
-            ));
+            )
+            .into());
         }
         let now = now_unix();
         let sid = new_sid();
@@ -596,7 +478,7 @@ impl Gate {
     pub(super) fn login_reply(
         &self,
         pending: &PendingLogin,
-        result: &Result<LoginOutcome, SnsError>,
+        result: &Result<LoginOutcome, CallError>,
         now: u64,
         lang: Lang,
     ) -> Reply {
@@ -612,7 +494,7 @@ impl Gate {
                 let errcode = result
                     .as_ref()
                     .err()
-                    .and_then(SnsError::errcode)
+                    .and_then(CallError::errcode)
                     .map(ErrCode::code);
                 let status = if reply.status == 302 {
                     409
@@ -621,7 +503,9 @@ impl Gate {
                 };
                 let error = match result {
                     Ok(_) => "snapshot_user",
-                    Err(SnsError::Transport(_) | SnsError::Store(_)) => "wechat_unavailable",
+                    Err(CallError::WeChat(SnsError::Transport(_)) | CallError::Coordination(_)) => {
+                        "wechat_unavailable"
+                    }
                     Err(_) => "login_failed",
                 };
                 Reply::json(
@@ -644,7 +528,7 @@ impl Gate {
     pub(super) fn login_reply_page(
         &self,
         pending: &PendingLogin,
-        result: &Result<LoginOutcome, SnsError>,
+        result: &Result<LoginOutcome, CallError>,
         now: u64,
         lang: Lang,
     ) -> Reply {

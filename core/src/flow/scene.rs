@@ -12,25 +12,23 @@
 //! compare-and-set in memory, the state file or Redis, so a step happens
 //! once whichever instance serves it.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use url::form_urlencoded;
 
 use super::{
-    key_hash, new_sid, now_unix, query_param, service_unavailable_json, AnswerAs, Call, CallKind,
-    Decision, Gate, GateCookies, RequestParts, Route,
+    key_hash, new_sid, now_unix, query_param, service_unavailable_json, AnswerAs, Call, CallError,
+    CallKind, Decision, Gate, GateCookies, RequestParts, Route,
 };
 use crate::authorize::Scope;
 use crate::config::DesktopLogin;
+use crate::coordination::CoordinationError;
 use crate::errcode::ErrCode;
 use crate::pages::{Lang, Reply};
 use crate::push::{self, PushError};
 use crate::qr::{SceneRequester, SceneStatus};
 use crate::session::{Identity, Session};
-use crate::shared::SharedStore;
 use crate::sns::SnsError;
-use crate::store::StoreError;
 
 /// Session ids of scene QR logins start with this: they have no tokens.
 pub(super) const SCENE_SID_PREFIX: &str = "qr-";
@@ -46,16 +44,6 @@ struct ScenePayload {
     sc: String,
     rd: String,
     exp: u64,
-}
-
-/// A scene's key in the shared store.
-fn scene_key(scene: &str) -> String {
-    format!("scene:{scene}")
-}
-
-/// Where a scene's [`SceneRequester`] is kept in the shared store.
-fn requester_key(scene: &str) -> String {
-    format!("scene-by:{scene}")
 }
 
 impl Gate {
@@ -137,32 +125,16 @@ impl Gate {
                 } else {
                     ticket.expire_seconds
                 };
-                if !self
-                    .scenes
-                    .create(&scene, now + expires_in, now, requester.clone())
-                {
-                    tracing::warn!("the scene table is full: a QR login was refused");
-                    return Reply::json(503, &serde_json::json!({"error": "busy", "hint": "too many QR logins at once; retry"}))
-                        .with_header("Retry-After", "5".into());
+                let created = self
+                    .coordination
+                    .create_scene(&scene, now + expires_in, requester.as_ref())
+                    .await;
+                if created.is_err() {
+                    return service_unavailable_json();
                 }
                 crate::metrics::QR_SCENES
                     .with_label_values(&["created"])
                     .inc();
-                if let Some(shared) = &self.shared {
-                    let ttl = Duration::from_secs(expires_in);
-                    let by = requester.map(|r| serde_json::to_string(&r).expect("serializes"));
-                    let stored = async {
-                        if let Some(by) = by {
-                            shared.set(&requester_key(&scene), &by, ttl).await?;
-                        }
-                        shared
-                            .set(&scene_key(&scene), &SceneStatus::Pending.value(), ttl)
-                            .await
-                    };
-                    if stored.await.is_err() {
-                        return service_unavailable_json();
-                    }
-                }
                 let ticket_q: String =
                     form_urlencoded::byte_serialize(ticket.ticket.as_bytes()).collect();
                 let image = format!(
@@ -187,7 +159,9 @@ impl Gate {
             Err(e) => {
                 tracing::warn!(error = %e, "could not create a scene QR code");
                 let reply = match e {
-                    SnsError::Transport(_) => service_unavailable_json(),
+                    CallError::WeChat(SnsError::Transport(_)) | CallError::Coordination(_) => {
+                        service_unavailable_json()
+                    }
                     _ => Reply::json(
                         502,
                         &serde_json::json!({"error": "wechat_error", "errcode": e.errcode().map(ErrCode::code)}),
@@ -198,78 +172,34 @@ impl Gate {
         }
     }
 
-    /// A scene's status, from the shared store when there is one.
+    /// A scene's status.
     ///
-    /// Errors: [`StoreError`] when the shared store is down.
-    pub(super) async fn scene_status(&self, scene: &str) -> Result<SceneStatus, StoreError> {
-        match &self.shared {
-            Some(shared) => Ok(SceneStatus::from_value(
-                shared.value(&scene_key(scene)).await?.as_deref(),
-            )),
-            None => Ok(self.scenes.status(scene, now_unix())),
-        }
+    /// Errors: [`CoordinationError`] when the store is down.
+    pub(super) async fn scene_status(&self, scene: &str) -> Result<SceneStatus, CoordinationError> {
+        self.coordination.scene_status(scene).await
     }
 
     /// One step of a scene (`from` → `to`), made once across instances;
     /// `true` when this call made it.
     ///
-    /// Errors: [`StoreError`] when the shared store is down.
+    /// Errors: [`CoordinationError`] when the store is down.
     pub(super) async fn scene_step(
         &self,
         scene: &str,
         from: &SceneStatus,
         to: SceneStatus,
-    ) -> Result<bool, StoreError> {
-        match &self.shared {
-            Some(shared) => {
-                shared
-                    .replace_value(&scene_key(scene), &from.value(), &to.value())
-                    .await
-            }
-            None => Ok(self.scenes.replace(scene, from, to, now_unix())),
-        }
+    ) -> Result<bool, CoordinationError> {
+        self.coordination.scene_step(scene, from, &to).await
     }
 
     /// Who asked for a live scene (kept with `scene_confirm` only).
     ///
-    /// Errors: [`StoreError`] when the shared store is down.
+    /// Errors: [`CoordinationError`] when the store is down.
     pub(super) async fn scene_requester(
         &self,
         scene: &str,
-    ) -> Result<Option<SceneRequester>, StoreError> {
-        match &self.shared {
-            Some(shared) => Ok(shared
-                .value(&requester_key(scene))
-                .await?
-                .and_then(|json| serde_json::from_str(&json).ok())),
-            None => Ok(self.scenes.requester(scene, now_unix())),
-        }
-    }
-
-    /// A scene's status as the instances share it, waiting at most `wait`
-    /// for a change from the one it has now; a scanned scene is claimed
-    /// (at most once) in the same step. Polled every 100 ms, so a scan
-    /// pushed to any instance is seen within a second.
-    async fn shared_scene(
-        &self,
-        shared: &Arc<dyn SharedStore>,
-        scene: &str,
-        wait: Duration,
-    ) -> Result<SceneStatus, StoreError> {
-        let key = scene_key(scene);
-        let deadline = Instant::now() + wait;
-        let mut first = None;
-        loop {
-            let status = SceneStatus::from_value(shared.claim_scene(&key).await?.as_deref());
-            let waiting = matches!(status, SceneStatus::Pending | SceneStatus::Awaiting(_));
-            if !waiting
-                || Instant::now() >= deadline
-                || *first.get_or_insert(status.clone()) != status
-            {
-                return Ok(status);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    ) -> Result<Option<SceneRequester>, CoordinationError> {
+        self.coordination.scene_requester(scene).await
     }
 
     /// `qr/status`: long-polls the scene; once scanned (and confirmed on
@@ -277,27 +207,8 @@ impl Gate {
     /// Answers `{"status": "pending" | "scanned" | "confirmed" | "refused"
     /// | "expired"}`; `scanned` is a scan waiting for the phone's confirmation.
     pub(super) async fn qr_status(&self, scene: &str, return_to: &str, wait: Duration) -> Reply {
-        let status = match &self.shared {
-            Some(shared) => match self.shared_scene(shared, scene, wait).await {
-                Ok(status) => status,
-                Err(_) => return service_unavailable_json(),
-            },
-            None => {
-                let waiting = matches!(
-                    self.scenes.status(scene, now_unix()),
-                    SceneStatus::Pending | SceneStatus::Awaiting(_)
-                );
-                if waiting && !wait.is_zero() {
-                    self.scenes.wait(scene, wait).await;
-                }
-                match self.scenes.status(scene, now_unix()) {
-                    SceneStatus::Scanned(_) => match self.scenes.claim(scene, now_unix()) {
-                        Some(openid) => SceneStatus::Scanned(openid),
-                        None => SceneStatus::Expired,
-                    },
-                    other => other,
-                }
-            }
+        let Ok(status) = self.coordination.watch_scene(scene, wait).await else {
+            return service_unavailable_json();
         };
         let now = now_unix();
         let counted = match &status {
@@ -402,7 +313,7 @@ impl Gate {
             push::verify(token, &timestamp, &nonce, &p("signature"), now).map(|()| body.to_vec())
         };
         let xml = match xml {
-            Ok(xml) => match self.claim_push_nonce(&timestamp, &nonce, body, now).await {
+            Ok(xml) => match self.claim_push_nonce(&timestamp, &nonce, body).await {
                 Ok(true) => Ok(xml),
                 Ok(false) => {
                     tracing::warn!("refused a push that reused a signed timestamp and nonce");
@@ -419,13 +330,7 @@ impl Gate {
                 let recorded = if self.config.gateway.scene_confirm {
                     self.scan_to_confirm(&event, now).await
                 } else {
-                    match &self.shared {
-                        Some(shared) => self.shared_push(shared, &event).await.map(|()| None),
-                        None => {
-                            self.local_push(&event, now);
-                            Ok(None)
-                        }
-                    }
+                    self.record_scan(&event).await.map(|()| None)
                 };
                 match recorded {
                     Ok(None) => Reply::text(200, "success"),
@@ -467,62 +372,39 @@ impl Gate {
     /// same body again is WeChat's retry, answered as the first was.
     /// Across instances with a shared store.
     ///
-    /// Errors: [`StoreError`] when the shared store is down.
+    /// Errors: [`CoordinationError`] when the store is down.
     async fn claim_push_nonce(
         &self,
         timestamp: &str,
         nonce: &str,
         body: &[u8],
-        now: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, CoordinationError> {
         let pair = format!("{timestamp} {nonce}");
-        let body = key_hash(body);
-        let window = 2 * push::TIMESTAMP_WINDOW_SECS;
-        match &self.shared {
-            Some(shared) => {
-                super::bind_once(
-                    shared,
-                    format!("push-nonce:{}", key_hash(&pair)),
-                    body,
-                    window,
-                )
-                .await
-            }
-            None => Ok(self.push_nonces.claim(&pair, &body, now, now + window)),
-        }
+        let window = Duration::from_secs(2 * push::TIMESTAMP_WINDOW_SECS);
+        self.coordination
+            .bind_push_nonce(&pair, &key_hash(body), window)
+            .await
     }
 
-    fn local_push(&self, event: &push::PushEvent, now: u64) {
-        if !self.scenes.first_push(&event.dedup_key(), now) {
-            tracing::debug!("a push WeChat retried; already handled");
-        } else if let Some(scene) = event.scanned_scene() {
-            if self.scenes.scanned(scene, &event.from_user, now) {
-                tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
-            } else {
-                tracing::info!("a scan of an unknown or used scene; ignored");
-            }
-        }
-    }
-
-    /// A push through the shared store: de-duplicated across instances,
-    /// the scene marked scanned for whichever instance the browser polls.
-    async fn shared_push(
-        &self,
-        shared: &Arc<dyn SharedStore>,
-        event: &push::PushEvent,
-    ) -> Result<(), StoreError> {
-        let dedup = format!("push:{}", key_hash(event.dedup_key()));
+    /// A push handled once across instances (WeChat retries it): a scan
+    /// marks its scene scanned for whichever instance the browser polls.
+    ///
+    /// Errors: [`CoordinationError`] when the store is down (the push's
+    /// key is forgotten again, so WeChat's retry is handled).
+    async fn record_scan(&self, event: &push::PushEvent) -> Result<(), CoordinationError> {
+        let dedup = &event.dedup_key();
         let ttl = Duration::from_secs(crate::qr::PUSH_DEDUP_SECS);
-        if !shared.set_if_absent(&dedup, "1", ttl).await? {
+        if !self.coordination.first_push(dedup, ttl).await? {
             tracing::debug!("a push WeChat retried; already handled");
             return Ok(());
         }
         let Some(scene) = event.scanned_scene() else {
             return Ok(());
         };
-        let scanned = SceneStatus::Scanned(event.from_user.clone()).value();
-        match shared
-            .replace_value(&scene_key(scene), &SceneStatus::Pending.value(), &scanned)
+        let scanned = SceneStatus::Scanned(event.from_user.clone());
+        match self
+            .coordination
+            .scene_step(scene, &SceneStatus::Pending, &scanned)
             .await
         {
             Ok(true) => {
@@ -534,8 +416,7 @@ impl Gate {
                 Ok(())
             }
             Err(e) => {
-                // Let WeChat's retry try again.
-                let _ = shared.delete(&dedup).await;
+                self.coordination.forget_push(dedup).await;
                 Err(e)
             }
         }

@@ -57,7 +57,7 @@ fn pending(d: Decision) -> PendingLogin {
     }
 }
 
-fn user(identity: Identity, return_to: &str) -> Result<LoginOutcome, SnsError> {
+fn user(identity: Identity, return_to: &str) -> Result<LoginOutcome, CallError> {
     Ok(LoginOutcome::User(PackedLogin::pack(&LoginRecord {
         identity,
         sid: "sid".into(),
@@ -255,12 +255,12 @@ fn exchange_outcomes_map_to_pages() {
     let q = format!("code=C&state={state}");
     let pending = || pending(g.decide_at(&req("/_wechat/callback", Some(&q), Some(&cookie)), NOW));
     let wechat = |n: i64| {
-        Err(SnsError::WeChat {
+        Err(CallError::WeChat(SnsError::WeChat {
             code: ErrCode::from_code(n),
             errmsg: "m".into(),
-        })
+        }))
     };
-    let cases: Vec<(Result<LoginOutcome, SnsError>, u16)> = vec![
+    let cases: Vec<(Result<LoginOutcome, CallError>, u16)> = vec![
         (user(identity(), "/p"), 302),
         (Ok(LoginOutcome::SnapshotRefused), 403),
         (wechat(40029), 400),
@@ -273,8 +273,10 @@ fn exchange_outcomes_map_to_pages() {
         (wechat(45011), 503),
         (wechat(-1), 502),
         (wechat(12345), 502),
-        (Err(SnsError::Transport("refused".into())), 503),
-        (Err(SnsError::Malformed("html".into())), 502),
+        (Err(SnsError::Transport("refused".into()).into()), 503),
+        (Err(SnsError::Malformed("html".into()).into()), 502),
+        (Err(CoordinationError::Unreachable.into()), 503),
+        (Err(CoordinationError::Stalled("code exchange").into()), 503),
     ];
     for (outcome, status) in cases {
         let label = format!("{outcome:?}");

@@ -35,7 +35,7 @@ impl Gate {
                 .await
             {
                 Ok(()) => identity_json(&session.identity, Some(true)),
-                Err(e) => self.token_failure(&session, &e).await,
+                Err(e) => self.token_failure(&session, &e.into()).await,
             };
         }
         match self
@@ -53,7 +53,7 @@ impl Gate {
                 identity_json(&session.identity, None)
                     .with_header("Set-Cookie", self.session_cookie(&session, now))
             }
-            Err(e) => self.token_failure(&session, &e).await,
+            Err(e) => self.token_failure(&session, &e.into()).await,
         }
     }
 
@@ -82,14 +82,8 @@ impl Gate {
         }
         let (refreshed, _) = self
             .refreshes
-            .run(&session.sid, || async {
-                match &self.shared {
-                    Some(shared) => {
-                        self.shared_refresh(shared, &session.sid, &stored, now)
-                            .await
-                    }
-                    None => self.refresh(&session.sid, &stored, now).await,
-                }
+            .run(&session.sid, || {
+                self.refresh_once(&session.sid, &stored, now)
             })
             .await;
         match refreshed {
@@ -103,7 +97,7 @@ impl Gate {
         sid: &str,
         stored: &StoredTokens,
         now: u64,
-    ) -> Result<StoredTokens, SnsError> {
+    ) -> Result<StoredTokens, CallError> {
         let answer = self.sns.refresh(&stored.refresh_token).await?;
         let mut fresh = stored_tokens(&answer, now);
         // WeChat's refresh keeps the refresh token's 30 days from the login.
@@ -114,47 +108,27 @@ impl Gate {
         Ok(fresh)
     }
 
-    /// A refresh under the session's lock in Redis, so two instances never
-    /// send the same refresh token: the one that takes the lock refreshes
-    /// (after reading the tokens again), the others wait and read its result.
-    pub(super) async fn shared_refresh(
+    /// A refresh once across instances, so two never send the same refresh
+    /// token: the tokens another instance refreshed meanwhile, or this
+    /// one's refresh.
+    pub(super) async fn refresh_once(
         &self,
-        shared: &Arc<dyn SharedStore>,
         sid: &str,
         stored: &StoredTokens,
         now: u64,
-    ) -> Result<StoredTokens, SnsError> {
-        let store_error = |e: crate::store::StoreError| SnsError::Store(e.0);
-        let lock = format!("refresh-lock:{sid}");
+    ) -> Result<StoredTokens, CallError> {
         let attempts = self.config.wechat.retries + 1;
-        let lock_ttl = self.config.wechat.timeout * attempts + Duration::from_secs(1);
-        let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
-        let renewed = |t: &StoredTokens| t.access_token != stored.access_token;
-        loop {
-            if shared
-                .set_if_absent(&lock, "1", lock_ttl)
-                .await
-                .map_err(store_error)?
-            {
-                let current = self.store.get(sid, now).await.map_err(store_error)?;
-                let result = match current {
-                    Some(t) if renewed(&t) => Ok(t),
-                    Some(t) => self.refresh(sid, &t, now).await,
-                    None => self.refresh(sid, stored, now).await,
-                };
-                let _ = shared.delete(&lock).await;
-                return result;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Some(t) = self.store.get(sid, now).await.map_err(store_error)? {
-                if renewed(&t) {
-                    return Ok(t);
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(SnsError::Store(
-                    "another instance's token refresh did not finish".into(),
-                ));
+        let hold = self.config.wechat.timeout * attempts + Duration::from_secs(1);
+        match self
+            .coordination
+            .begin_refresh(sid, &stored.access_token, hold)
+            .await?
+        {
+            Turn::Done(renewed) => Ok(renewed),
+            Turn::Mine => {
+                let result = self.refresh(sid, stored, now).await;
+                self.coordination.finish_refresh(sid).await;
+                result
             }
         }
     }
@@ -162,12 +136,12 @@ impl Gate {
     /// Maps a failed token call: WeChat no longer honours the tokens → the
     /// session ends (cookie and tokens removed, 401 with a login URL); WeChat
     /// unreachable or failing → 503/502 JSON, session kept.
-    pub(super) async fn token_failure(&self, session: &Session, e: &SnsError) -> Reply {
+    pub(super) async fn token_failure(&self, session: &Session, e: &CallError) -> Reply {
         let reply = self.token_failure_reply(session, e).await;
         reply.with_errcode(e.errcode().map(ErrCode::code))
     }
 
-    pub(super) async fn token_failure_reply(&self, session: &Session, e: &SnsError) -> Reply {
+    pub(super) async fn token_failure_reply(&self, session: &Session, e: &CallError) -> Reply {
         match e.errcode() {
             Some(
                 ErrCode::InvalidRefreshToken
@@ -186,7 +160,9 @@ impl Gate {
             _ => {
                 tracing::warn!(error = %e, "WeChat token call failed");
                 match e {
-                    SnsError::Transport(_) => service_unavailable_json(),
+                    CallError::WeChat(SnsError::Transport(_)) | CallError::Coordination(_) => {
+                        service_unavailable_json()
+                    }
                     _ => Reply::json(
                         502,
                         &serde_json::json!({"error": "wechat_error", "errcode": e.errcode().map(ErrCode::code)}),

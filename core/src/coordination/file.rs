@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::shared::SharedStore;
-use crate::store::{StoreError, StoredTokens, TokenStore};
+use super::kv::KeyValue;
+use super::{CoordinationError, Logout};
 
 /// Key → (expiry, unix ms; value).
 const VALUES: TableDefinition<&str, (u64, &str)> = TableDefinition::new("values");
@@ -46,9 +46,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn failed(e: impl std::fmt::Display) -> StoreError {
+fn failed(e: impl std::fmt::Display) -> CoordinationError {
     crate::metrics::STORE_ERRORS.inc();
-    StoreError(format!("the state file: {e}"))
+    CoordinationError::File(e.to_string())
 }
 
 impl FileStore {
@@ -57,8 +57,9 @@ impl FileStore {
     /// Errors: a message naming the path when the directory or the file
     /// can't be created or written, the file is not a store (corrupt or
     /// another format), or another process has it open.
-    pub fn open(path: &Path) -> Result<FileStore, StoreError> {
-        let named = |e: &dyn std::fmt::Display| StoreError(format!("{}: {e}", path.display()));
+    pub fn open(path: &Path) -> Result<FileStore, CoordinationError> {
+        let named =
+            |e: &dyn std::fmt::Display| CoordinationError::File(format!("{}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| named(&e))?;
         }
@@ -74,10 +75,16 @@ impl FileStore {
         })
     }
 
-    /// [`SharedStore::zrange_after`], without a runtime (read at start-up).
+    /// The logouts recorded after `after_ms` (unix ms), read without a
+    /// runtime (at start-up, before the first request).
     ///
-    /// Errors: [`StoreError`] when the file can't be read.
-    pub fn sorted_after(&self, key: &str, after: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    /// Errors: [`CoordinationError`] when the file can't be read.
+    pub fn logouts_after_now(&self, after_ms: u64) -> Result<Vec<Logout>, CoordinationError> {
+        let members = self.sorted_after(super::kv::keys::LOGOUTS, after_ms)?;
+        Ok(super::kv::logouts_from(members))
+    }
+
+    fn sorted_after(&self, key: &str, after: u64) -> Result<Vec<(String, u64)>, CoordinationError> {
         let read = || -> Result<Vec<(String, u64)>, redb::Error> {
             let tx = self.db.begin_read()?;
             let table = tx.open_table(SORTED)?;
@@ -104,7 +111,7 @@ impl FileStore {
     fn write<T>(
         &self,
         change: impl FnOnce(&mut redb::Table<&str, (u64, &str)>, u64) -> Result<T, redb::Error>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, CoordinationError> {
         let now = now_ms();
         let run = || -> Result<T, redb::Error> {
             let tx = self.db.begin_write()?;
@@ -143,8 +150,8 @@ fn expiry(now: u64, ttl: Duration) -> u64 {
 }
 
 #[async_trait]
-impl SharedStore for FileStore {
-    async fn value(&self, key: &str) -> Result<Option<String>, StoreError> {
+impl KeyValue for FileStore {
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, CoordinationError> {
         let read = || -> Result<Option<String>, redb::Error> {
             let tx = self.db.begin_read()?;
             let table = tx.open_table(VALUES)?;
@@ -157,19 +164,19 @@ impl SharedStore for FileStore {
         read().map_err(failed)
     }
 
-    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn kv_set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CoordinationError> {
         self.write(|table, now| {
             table.insert(key, (expiry(now, ttl), value))?;
             Ok(())
         })
     }
 
-    async fn set_if_absent(
+    async fn kv_set_nx(
         &self,
         key: &str,
         value: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, CoordinationError> {
         self.write(|table, now| {
             if Self::live(table, key, now)?.is_some() {
                 return Ok(false);
@@ -179,12 +186,12 @@ impl SharedStore for FileStore {
         })
     }
 
-    async fn replace_value(
+    async fn kv_cas(
         &self,
         key: &str,
         expected: &str,
         new: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, CoordinationError> {
         self.write(|table, now| match Self::live(table, key, now)? {
             Some((expires, value)) if value == expected => {
                 table.insert(key, (expires, new))?;
@@ -194,9 +201,9 @@ impl SharedStore for FileStore {
         })
     }
 
-    async fn claim_scene(&self, key: &str) -> Result<Option<String>, StoreError> {
+    async fn kv_claim_scanned(&self, key: &str) -> Result<Option<String>, CoordinationError> {
         // Pending scenes are polled every 100 ms: read, and write only to claim.
-        let seen = self.value(key).await?;
+        let seen = self.kv_get(key).await?;
         if !seen.as_deref().is_some_and(|v| v.starts_with("s:")) {
             return Ok(seen);
         }
@@ -211,7 +218,7 @@ impl SharedStore for FileStore {
         })
     }
 
-    async fn zadd(&self, key: &str, score: u64, member: &str) -> Result<(), StoreError> {
+    async fn kv_zadd(&self, key: &str, score: u64, member: &str) -> Result<(), CoordinationError> {
         let run = || -> Result<(), redb::Error> {
             let tx = self.db.begin_write()?;
             tx.open_table(SORTED)?.insert((key, score, member), ())?;
@@ -221,11 +228,15 @@ impl SharedStore for FileStore {
         run().map_err(failed)
     }
 
-    async fn zrange_after(&self, key: &str, after: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn kv_zrange_after(
+        &self,
+        key: &str,
+        after: u64,
+    ) -> Result<Vec<(String, u64)>, CoordinationError> {
         self.sorted_after(key, after)
     }
 
-    async fn zremove_before(&self, key: &str, before: u64) -> Result<(), StoreError> {
+    async fn kv_zremove_before(&self, key: &str, before: u64) -> Result<(), CoordinationError> {
         let run = || -> Result<(), redb::Error> {
             let tx = self.db.begin_write()?;
             {
@@ -238,11 +249,11 @@ impl SharedStore for FileStore {
         run().map_err(failed)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn kv_ping(&self) -> Result<(), CoordinationError> {
         self.db.begin_read().map(|_| ()).map_err(failed)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn kv_delete(&self, key: &str) -> Result<(), CoordinationError> {
         self.write(|table, _| {
             table.remove(key)?;
             Ok(())
@@ -254,27 +265,10 @@ impl SharedStore for FileStore {
     }
 }
 
-#[async_trait]
-impl TokenStore for FileStore {
-    async fn put(&self, sid: &str, tokens: StoredTokens) -> Result<(), StoreError> {
-        let (json, ttl) = crate::shared::encode_tokens(&tokens);
-        self.set(&format!("tokens:{sid}"), &json, ttl).await
-    }
-
-    async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, StoreError> {
-        let json = self.value(&format!("tokens:{sid}")).await?;
-        Ok(json.and_then(|json| crate::shared::decode_tokens(&json, now)))
-    }
-
-    async fn remove(&self, sid: &str) -> Result<(), StoreError> {
-        self.delete(&format!("tokens:{sid}")).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::SCENE_PENDING;
+    const SCENE_PENDING: &str = "p";
 
     fn scratch() -> PathBuf {
         std::env::temp_dir().join(format!(
@@ -290,50 +284,50 @@ mod tests {
         {
             let store = FileStore::open(&path).unwrap();
             let long = Duration::from_secs(60);
-            store.set("a", "1", long).await.unwrap();
-            assert!(store.set_if_absent("b", "x", long).await.unwrap());
-            assert!(!store.set_if_absent("b", "y", long).await.unwrap());
+            store.kv_set("a", "1", long).await.unwrap();
+            assert!(store.kv_set_nx("b", "x", long).await.unwrap());
+            assert!(!store.kv_set_nx("b", "y", long).await.unwrap());
             store
-                .set("gone", "1", Duration::from_millis(1))
+                .kv_set("gone", "1", Duration::from_millis(1))
                 .await
                 .unwrap();
-            store.set("scene:s", SCENE_PENDING, long).await.unwrap();
+            store.kv_set("scene:s", SCENE_PENDING, long).await.unwrap();
             assert!(store
-                .replace_value("scene:s", SCENE_PENDING, "s:oUser")
+                .kv_cas("scene:s", SCENE_PENDING, "s:oUser")
                 .await
                 .unwrap());
             assert!(!store
-                .replace_value("scene:s", SCENE_PENDING, "s:oOther")
+                .kv_cas("scene:s", SCENE_PENDING, "s:oOther")
                 .await
                 .unwrap());
-            store.zadd("revoked", 10, "sid1 99").await.unwrap();
-            store.zadd("revoked", 20, "sid2 99").await.unwrap();
-            store.zadd("other", 30, "x").await.unwrap();
+            store.kv_zadd("revoked", 10, "sid1 99").await.unwrap();
+            store.kv_zadd("revoked", 20, "sid2 99").await.unwrap();
+            store.kv_zadd("other", 30, "x").await.unwrap();
         }
         let store = FileStore::open(&path).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(store.value("a").await.unwrap().as_deref(), Some("1"));
-        assert_eq!(store.value("b").await.unwrap().as_deref(), Some("x"));
-        assert_eq!(store.value("gone").await.unwrap(), None);
+        assert_eq!(store.kv_get("a").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(store.kv_get("b").await.unwrap().as_deref(), Some("x"));
+        assert_eq!(store.kv_get("gone").await.unwrap(), None);
         assert!(store
-            .set_if_absent("gone", "again", Duration::from_secs(1))
+            .kv_set_nx("gone", "again", Duration::from_secs(1))
             .await
             .unwrap());
         assert_eq!(
-            store.claim_scene("scene:s").await.unwrap().as_deref(),
+            store.kv_claim_scanned("scene:s").await.unwrap().as_deref(),
             Some("s:oUser")
         );
         assert_eq!(
-            store.claim_scene("scene:s").await.unwrap().as_deref(),
+            store.kv_claim_scanned("scene:s").await.unwrap().as_deref(),
             Some("c")
         );
         assert_eq!(
-            store.zrange_after("revoked", 10).await.unwrap(),
+            store.kv_zrange_after("revoked", 10).await.unwrap(),
             vec![("sid2 99".to_owned(), 20)]
         );
-        store.zremove_before("revoked", 15).await.unwrap();
-        assert_eq!(store.zrange_after("revoked", 0).await.unwrap().len(), 1);
-        assert_eq!(store.zrange_after("other", 0).await.unwrap().len(), 1);
+        store.kv_zremove_before("revoked", 15).await.unwrap();
+        assert_eq!(store.kv_zrange_after("revoked", 0).await.unwrap().len(), 1);
+        assert_eq!(store.kv_zrange_after("other", 0).await.unwrap().len(), 1);
         drop(store);
         std::fs::remove_file(&path).unwrap();
     }
@@ -343,9 +337,12 @@ mod tests {
         let path = scratch();
         std::fs::write(&path, b"this is not a database, just some text on disk").unwrap();
         let e = FileStore::open(&path).unwrap_err();
-        assert!(e.0.contains(&path.display().to_string()), "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
         std::fs::remove_file(&path).unwrap();
         let e = FileStore::open(Path::new("/proc/no-such-dir/store.redb")).unwrap_err();
-        assert!(e.0.contains("/proc/no-such-dir/store.redb"), "{e}");
+        assert!(
+            e.to_string().contains("/proc/no-such-dir/store.redb"),
+            "{e}"
+        );
     }
 }

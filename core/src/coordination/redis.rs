@@ -1,7 +1,9 @@
-//! Login state shared by several gateways and hosts, in Redis (`[store] url
-//! = "redis://…"`): the session tokens, each code's exchange (one per code
-//! across every instance, its outcome kept for the code's 300 s), and each
-//! state's single use. The decision for a request that carries a session
+//! The coordination seam in Redis (`[store] url = "redis://…"`, Sentinel
+//! or Cluster), shared by several gateways and hosts: the session tokens,
+//! each code's exchange (one per code across every instance, its outcome
+//! kept for the code's 300 s), each state's single use, scenes, pushes,
+//! logouts and the basic-support token. Its commands and Lua scripts live
+//! here only; the key layout is [`super::kv`]'s. The decision for a request that carries a session
 //! never touches Redis, so signed-in users keep passing while it is down;
 //! logins then get a clear 503 page until it is back.
 //!
@@ -9,17 +11,14 @@
 //! only as SHA-1 hashes, tokens only in values.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use super::kv::KeyValue;
+use super::CoordinationError;
+use crate::config::StoreConfig;
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue};
-use serde::{Deserialize, Serialize};
-use sha1::{Digest, Sha1};
-
-use crate::config::StoreConfig;
-use crate::secret::{AccessToken, RefreshToken};
-use crate::store::{StoreError, StoredTokens, TokenStore};
 
 /// After a failed connection, the next attempt waits this long, so a Redis
 /// outage costs each login one fast failure, not a connect timeout.
@@ -99,10 +98,10 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// A store for `[store]`; `None` when it says `memory`.
     ///
-    /// Errors: [`StoreError`] when the URL can't be used (checked at config
+    /// Errors: [`CoordinationError`] when the URL can't be used (checked at config
     /// load already, so only for a hand-built config).
-    pub fn from_config(config: &StoreConfig) -> Result<Option<RedisStore>, StoreError> {
-        let unusable = |what: &str| StoreError(format!("{what} is not usable"));
+    pub fn from_config(config: &StoreConfig) -> Result<Option<RedisStore>, CoordinationError> {
+        let unusable = CoordinationError::Config;
         let source = if !config.cluster_nodes.is_empty() {
             let nodes: Vec<&str> = config.cluster_nodes.iter().map(|n| n.expose()).collect();
             Source::Cluster(
@@ -182,7 +181,7 @@ impl RedisStore {
         }
     }
 
-    async fn connection(&self) -> Result<Connection, StoreError> {
+    async fn connection(&self) -> Result<Connection, CoordinationError> {
         let mut slot = self.connection.lock().await;
         if let Some(c) = &*slot {
             return Ok(c.clone());
@@ -191,7 +190,7 @@ impl RedisStore {
             .saturating_sub(self.failed_at_ms.load(Ordering::Relaxed));
         if self.down.load(Ordering::Relaxed) && since_failure < RECONNECT_PAUSE.as_millis() as u64 {
             crate::metrics::STORE_ERRORS.inc();
-            return Err(StoreError("Redis is unreachable".into()));
+            return Err(CoordinationError::Unreachable);
         }
         let connected = tokio::time::timeout(self.timeout * 4, self.connect())
             .await
@@ -213,7 +212,7 @@ impl RedisStore {
         }
     }
 
-    fn failed(&self, e: &redis::RedisError) -> StoreError {
+    fn failed(&self, e: &redis::RedisError) -> CoordinationError {
         crate::metrics::STORE_ERRORS.inc();
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::error!(
@@ -222,10 +221,10 @@ impl RedisStore {
                  signed-in users keep passing"
             );
         }
-        StoreError("Redis is unreachable".into())
+        CoordinationError::Unreachable
     }
 
-    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CoordinationError> {
         let mut c = self.connection().await?;
         let answer = tokio::time::timeout(self.timeout, c.query::<T>(cmd))
             .await
@@ -251,73 +250,6 @@ impl RedisStore {
     }
 }
 
-/// The operations the gate needs from a store that outlives one process
-/// or is shared by several: Redis ([`RedisStore`]) or an embedded file
-/// ([`crate::file_store::FileStore`]). Values are strings; every key
-/// expires after its `ttl`. Each call is atomic.
-#[async_trait]
-pub trait SharedStore: TokenStore + std::fmt::Debug {
-    /// The value at `key`, if any.
-    ///
-    /// Errors: [`StoreError`] when the store can't be reached in time.
-    async fn value(&self, key: &str) -> Result<Option<String>, StoreError>;
-    /// Sets `key` to `value` for `ttl` (whole milliseconds).
-    ///
-    /// Errors: [`StoreError`].
-    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
-    /// Sets `key` to `value` for `ttl` only when it is absent; `true` when
-    /// this call set it (a lock taken, a first use claimed).
-    ///
-    /// Errors: [`StoreError`].
-    async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError>;
-    /// Sets `key` to `new` (expiry kept) only while it holds `expected`:
-    /// a login scene's step (pending → scanned, awaiting → confirmed or
-    /// refused, [`crate::qr::SceneStatus`]); `true` when this call made it.
-    ///
-    /// Errors: [`StoreError`].
-    async fn replace_value(&self, key: &str, expected: &str, new: &str)
-        -> Result<bool, StoreError>;
-    /// A login scene's value; a scanned one (`s:…`) is claimed (set to `c`,
-    /// expiry kept) in the same step, so only one poll logs its browser in.
-    ///
-    /// Errors: [`StoreError`].
-    async fn claim_scene(&self, key: &str) -> Result<Option<String>, StoreError>;
-    /// Adds `member` to the sorted set `key` with `score`.
-    ///
-    /// Errors: [`StoreError`].
-    async fn zadd(&self, key: &str, score: u64, member: &str) -> Result<(), StoreError>;
-    /// The members of the sorted set `key` scored above `after`, with
-    /// their scores, lowest first (at most 10,000).
-    ///
-    /// Errors: [`StoreError`].
-    async fn zrange_after(&self, key: &str, after: u64) -> Result<Vec<(String, u64)>, StoreError>;
-    /// Removes the members of the sorted set `key` scored below `before`.
-    ///
-    /// Errors: [`StoreError`].
-    async fn zremove_before(&self, key: &str, before: u64) -> Result<(), StoreError>;
-    /// Checks that the store answers.
-    ///
-    /// Errors: [`StoreError`].
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// Deletes `key`.
-    ///
-    /// Errors: [`StoreError`].
-    async fn delete(&self, key: &str) -> Result<(), StoreError>;
-    /// Whether other processes use the store at the same time (Redis). A
-    /// state file is one process's own: that process's single-flight is the
-    /// only lock a code's exchange needs there.
-    fn is_multi_process(&self) -> bool {
-        true
-    }
-}
-
-/// A scene's value while pending.
-pub const SCENE_PENDING: &str = "p";
 /// Sets `KEYS[1]` to `ARGV[2]` (expiry kept) when it holds `ARGV[1]`; `1` when it did.
 const REPLACE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return '1' end return '0'";
@@ -326,12 +258,12 @@ const CLAIM_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
     if v and string.sub(v, 1, 2) == 's:' then redis.call('SET', KEYS[1], 'c', 'KEEPTTL') end return v";
 
 #[async_trait]
-impl SharedStore for RedisStore {
-    async fn value(&self, key: &str) -> Result<Option<String>, StoreError> {
+impl KeyValue for RedisStore {
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, CoordinationError> {
         self.run(redis::cmd("GET").arg(self.key(key))).await
     }
 
-    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn kv_set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CoordinationError> {
         self.run::<()>(
             redis::cmd("SET")
                 .arg(self.key(key))
@@ -342,12 +274,12 @@ impl SharedStore for RedisStore {
         .await
     }
 
-    async fn set_if_absent(
+    async fn kv_set_nx(
         &self,
         key: &str,
         value: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, CoordinationError> {
         let set: Option<String> = self
             .run(
                 redis::cmd("SET")
@@ -361,12 +293,12 @@ impl SharedStore for RedisStore {
         Ok(set.is_some())
     }
 
-    async fn replace_value(
+    async fn kv_cas(
         &self,
         key: &str,
         expected: &str,
         new: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, CoordinationError> {
         let answer: Option<String> = self
             .run(
                 redis::cmd("EVAL")
@@ -380,7 +312,7 @@ impl SharedStore for RedisStore {
         Ok(answer.as_deref() == Some("1"))
     }
 
-    async fn claim_scene(&self, key: &str) -> Result<Option<String>, StoreError> {
+    async fn kv_claim_scanned(&self, key: &str) -> Result<Option<String>, CoordinationError> {
         self.run(
             redis::cmd("EVAL")
                 .arg(CLAIM_SCRIPT)
@@ -390,12 +322,16 @@ impl SharedStore for RedisStore {
         .await
     }
 
-    async fn zadd(&self, key: &str, score: u64, member: &str) -> Result<(), StoreError> {
+    async fn kv_zadd(&self, key: &str, score: u64, member: &str) -> Result<(), CoordinationError> {
         self.run::<()>(redis::cmd("ZADD").arg(self.key(key)).arg(score).arg(member))
             .await
     }
 
-    async fn zrange_after(&self, key: &str, after: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn kv_zrange_after(
+        &self,
+        key: &str,
+        after: u64,
+    ) -> Result<Vec<(String, u64)>, CoordinationError> {
         self.run(
             redis::cmd("ZRANGE")
                 .arg(self.key(key))
@@ -410,7 +346,7 @@ impl SharedStore for RedisStore {
         .await
     }
 
-    async fn zremove_before(&self, key: &str, before: u64) -> Result<(), StoreError> {
+    async fn kv_zremove_before(&self, key: &str, before: u64) -> Result<(), CoordinationError> {
         self.run::<()>(
             redis::cmd("ZREMRANGEBYSCORE")
                 .arg(self.key(key))
@@ -420,77 +356,15 @@ impl SharedStore for RedisStore {
         .await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn kv_ping(&self) -> Result<(), CoordinationError> {
         self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn kv_delete(&self, key: &str) -> Result<(), CoordinationError> {
         self.run::<()>(redis::cmd("DEL").arg(self.key(key))).await
     }
-}
 
-/// A value that must not appear in a Redis key (a code, a state) as a key
-/// part: its SHA-1, hex.
-pub fn key_hash(value: impl AsRef<[u8]>) -> String {
-    Sha1::digest(value.as_ref())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A session's tokens as either store keeps them: compact JSON.
-#[derive(Serialize, Deserialize)]
-struct TokensRecord {
-    a: String,
-    ae: u64,
-    r: String,
-    re: u64,
-}
-
-/// `tokens` as the stored JSON, and its time to live (seconds, at least 1).
-pub(crate) fn encode_tokens(tokens: &StoredTokens) -> (String, Duration) {
-    let ttl = tokens.refresh_expires_at.saturating_sub(now_unix()).max(1);
-    let record = TokensRecord {
-        a: tokens.access_token.expose().to_owned(),
-        ae: tokens.access_expires_at,
-        r: tokens.refresh_token.expose().to_owned(),
-        re: tokens.refresh_expires_at,
-    };
-    let json = serde_json::to_string(&record).expect("tokens serialize");
-    (json, Duration::from_secs(ttl))
-}
-
-/// Stored JSON as tokens, if well-formed and not past their refresh
-/// token's end at `now` (unix seconds).
-pub(crate) fn decode_tokens(json: &str, now: u64) -> Option<StoredTokens> {
-    let r = serde_json::from_str::<TokensRecord>(json).ok()?;
-    (r.re > now).then(|| StoredTokens {
-        access_token: AccessToken::new(r.a),
-        access_expires_at: r.ae,
-        refresh_token: RefreshToken::new(r.r),
-        refresh_expires_at: r.re,
-    })
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-#[async_trait]
-impl TokenStore for RedisStore {
-    async fn put(&self, sid: &str, tokens: StoredTokens) -> Result<(), StoreError> {
-        let (json, ttl) = encode_tokens(&tokens);
-        self.set(&format!("tokens:{sid}"), &json, ttl).await
-    }
-
-    async fn get(&self, sid: &str, now: u64) -> Result<Option<StoredTokens>, StoreError> {
-        let json = self.value(&format!("tokens:{sid}")).await?;
-        Ok(json.and_then(|json| decode_tokens(&json, now)))
-    }
-
-    async fn remove(&self, sid: &str) -> Result<(), StoreError> {
-        self.delete(&format!("tokens:{sid}")).await
+    fn is_multi_process(&self) -> bool {
+        true
     }
 }
