@@ -26,6 +26,7 @@ use cookie::{Cookie, SameSite};
 use rand::distr::{Alphanumeric, SampleString};
 use url::form_urlencoded;
 
+use crate::api::{self, ApiError, ErrorName, Health, PushAnswer};
 use crate::authorize::{authorize_url, qrconnect_url, Scope};
 use crate::config::{Config, DesktopLogin};
 use crate::coordination::key_hash;
@@ -34,7 +35,7 @@ use crate::coordination::{
     Turn,
 };
 use crate::errcode::ErrCode;
-use crate::pages::{page, Lang, Reply, Text};
+use crate::pages::{Lang, Notice, Reply};
 use crate::push;
 use crate::qr::BasicToken;
 use crate::revocation::Revocations;
@@ -67,6 +68,7 @@ mod tokens;
 pub use cookies::strip_gate_cookies;
 use cookies::*;
 use decide::*;
+use failure::*;
 use limits::*;
 use login::*;
 pub use route::Route;
@@ -464,12 +466,8 @@ impl Gate {
             ),
             None => true,
         };
-        let status = if store && upstream { 200 } else { 503 };
-        let word = |ok: bool| if ok { "ok" } else { "unreachable" };
-        Reply::json(
-            status,
-            &serde_json::json!({"ready": status == 200, "config": "ok", "store": word(store), "upstream": word(upstream)}),
-        )
+        let health = |ok: bool| if ok { Health::Ok } else { Health::Unreachable };
+        api::ready(health(store), health(upstream))
     }
 
     /// Whether the store answers (always, in memory).

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod authorize;
 pub mod config;
 pub mod coordination;

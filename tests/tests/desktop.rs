@@ -268,7 +268,7 @@ async fn forged_stale_replayed_or_foreign_pushes_and_polls_change_nothing() {
     );
     assert_eq!(status(&mut browser).await, "confirmed");
     assert_eq!(status(&mut browser).await, "expired", "used once");
-    assert_eq!(theirs.json()["error"], "not_your_scene");
+    assert_eq!(theirs.json()["error"], "access_denied");
 
     // The server URL check WeChat makes when the URL is configured.
     let ts = std::time::SystemTime::now()

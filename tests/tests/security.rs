@@ -280,7 +280,7 @@ async fn a_leaked_code_never_logs_a_second_browser_in() {
         )
         .await;
     assert_eq!(tried.status, 400, "{}", tried.body);
-    assert_eq!(tried.json()["error"], "code_expired", "{}", tried.body);
+    assert_eq!(tried.json()["error"], "invalid_grant", "{}", tried.body);
     assert!(tried.json().get("openid").is_none());
     assert!(set_cookies(&tried, "wechat_session=").is_empty());
 
@@ -568,7 +568,7 @@ async fn logins_are_limited_per_client_address_and_a_forged_address_does_not_esc
         )
         .await;
     assert_eq!(limited.status, 429, "{}", limited.body);
-    assert_eq!(limited.json()["error"], "too_many_requests");
+    assert_eq!(limited.json()["error"], "temporarily_unavailable");
     assert_eq!(browser.get(&stack.url("/echo")).await.status, 200);
 }
 

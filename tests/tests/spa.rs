@@ -112,7 +112,11 @@ async fn bad_hand_offs_get_json_errors_with_a_login_url() {
         )
         .await;
     assert_eq!(stolen.status, 400, "{}", stolen.body);
-    assert_eq!(stolen.json()["error"], "invalid_state");
+    assert_eq!(stolen.json()["error"], "invalid_request");
+    assert!(stolen.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("state"));
     assert!(stolen.json()["login_url"]
         .as_str()
         .unwrap()
@@ -124,7 +128,7 @@ async fn bad_hand_offs_get_json_errors_with_a_login_url() {
             .post_json(&stack.url("/_wechat/exchange"), &body)
             .await;
         assert_eq!(bad.status, 400, "{body}: {}", bad.body);
-        assert_eq!(bad.json()["error"], "bad_request");
+        assert_eq!(bad.json()["error"], "invalid_request");
     }
     let get = browser.get(&stack.url("/_wechat/exchange")).await;
     assert_eq!(get.status, 405);
@@ -144,8 +148,8 @@ async fn bad_hand_offs_get_json_errors_with_a_login_url() {
         .await;
     assert_eq!(refused.status, 400, "{}", refused.body);
     let body = refused.json();
-    assert_eq!(body["error"], "login_failed");
-    assert_eq!(body["errcode"], 40029);
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(body["errcode"], 40029, "{body}");
     assert!(
         body["login_url"].as_str().unwrap().contains("rd=%2Fspa%2F"),
         "{body}"

@@ -21,19 +21,6 @@ pub(super) struct ConfirmPayload {
     exp: u64,
 }
 
-/// A page of the confirmation flow: never cached (every reply is
-/// `no-store`), never framed (no page of another site can put the confirm
-/// button under a user's tap).
-pub(super) fn confirm_page_text(lang: Lang, status: u16, title: Text, message: Text) -> Reply {
-    no_frames(page(lang, status, title, message, None, None))
-}
-
-pub(super) fn no_frames(reply: Reply) -> Reply {
-    reply
-        .with_header("X-Frame-Options", "DENY".into())
-        .with_header("Content-Security-Policy", "frame-ancestors 'none'".into())
-}
-
 impl Gate {
     /// `scene_confirm`: a scan moves its pending scene to "awaiting the
     /// phone" and is answered with the message linking to the confirmation
@@ -73,16 +60,11 @@ impl Gate {
             self.config.gateway.origin(),
             self.confirm_link(&token)
         );
-        let link = html_escape::encode_double_quoted_attribute(&link);
-        let content = format!(
-            "有浏览器请求以你的微信登录，请确认是你本人：<a href=\"{link}\">查看并确认</a>\n\
-             A browser asks to log in as you: <a href=\"{link}\">review and confirm</a>"
-        );
         Ok(Some(push::text_reply(
             &event.from_user,
             &event.to_user,
             now,
-            &content,
+            &crate::pages::confirm_message(&link),
         )))
     }
 
@@ -117,27 +99,17 @@ impl Gate {
             .and_then(|json| serde_json::from_str::<ConfirmPayload>(&json).ok())
             .filter(|p| p.exp > now);
         let Some(payload) = payload else {
-            return Decision::Reply(confirm_page_text(
-                lang,
-                400,
-                Text {
-                    zh: "链接无效或已过期",
-                    en: "This link is invalid or expired",
-                },
-                Text {
-                    zh: "请在电脑上刷新二维码，重新扫码。",
-                    en: "Refresh the QR code on the computer and scan it again.",
-                },
-            ));
+            return Decision::Reply(Notice::ConfirmLinkInvalid.reply(lang));
         };
         let answer = match (req.method, query_param(req.query, "answer").as_deref()) {
             ("POST", Some("confirm")) => Some(PhoneAnswer::Confirm),
             ("POST", Some("refuse")) => Some(PhoneAnswer::Refuse),
             ("POST", _) => {
-                return Decision::Reply(Reply::text(
-                    400,
-                    "answer must be \"confirm\" or \"refuse\"\n",
-                ))
+                return Decision::Reply(
+                    ApiError::new(400, ErrorName::InvalidRequest)
+                        .with_description("answer must be \"confirm\" or \"refuse\"")
+                        .reply(),
+                )
             }
             _ => None,
         };
@@ -157,32 +129,10 @@ impl Gate {
                     "refused a scan confirmation by another WeChat user"
                 );
                 crate::metrics::count_refused("confirm_other_user");
-                Decision::Reply(confirm_page_text(
-                    lang,
-                    403,
-                    Text {
-                        zh: "不是你的登录请求",
-                        en: "Not your login request",
-                    },
-                    Text {
-                        zh: "这个确认链接属于扫码的微信用户，只有他本人可以确认。",
-                        en: "This confirmation belongs to the WeChat user who scanned; only they can answer it.",
-                    },
-                ))
+                Decision::Reply(Notice::ConfirmNotYours.reply(lang))
             }
             // A POST needs the session already: the form is on the page.
-            None if answer.is_some() => Decision::Reply(confirm_page_text(
-                lang,
-                403,
-                Text {
-                    zh: "请先打开确认页面",
-                    en: "Open the confirmation page first",
-                },
-                Text {
-                    zh: "请点击微信消息中的链接。",
-                    en: "Tap the link in the WeChat message.",
-                },
-            )),
+            None if answer.is_some() => Decision::Reply(Notice::ConfirmOpenFirst.reply(lang)),
             None => {
                 let back = self.confirm_link(&raw_token);
                 Decision::Reply(self.start_login(&back, Scope::Base, cookies, now))
@@ -221,31 +171,9 @@ impl Gate {
                 };
                 tracing::info!(openid = %self.log_id(openid), outcome, "scan answered on the phone");
                 return if answer == Some(PhoneAnswer::Confirm) {
-                    confirm_page_text(
-                        lang,
-                        200,
-                        Text {
-                            zh: "已确认登录",
-                            en: "Login confirmed",
-                        },
-                        Text {
-                            zh: "电脑上的网页正在登录，你可以关闭此页。",
-                            en: "The browser on the computer is logging in; you can close this page.",
-                        },
-                    )
+                    Notice::Confirmed.reply(lang)
                 } else {
-                    confirm_page_text(
-                        lang,
-                        200,
-                        Text {
-                            zh: "已拒绝登录",
-                            en: "Login refused",
-                        },
-                        Text {
-                            zh: "那个浏览器没有登录。如果不是你本人在登录，有人可能在冒用你的二维码。",
-                            en: "That browser was not logged in. If it was not you, someone may have shown you their QR code.",
-                        },
-                    )
+                    Notice::Refused.reply(lang)
                 };
             }
             Ok(false) => self.scene_status(scene).await,
@@ -258,49 +186,16 @@ impl Gate {
                     Err(_) => return service_unavailable_json(),
                 };
                 let action = self.confirm_link(token);
-                no_frames(crate::pages::scene_confirm_page(
+                crate::pages::no_frames(crate::pages::scene_confirm_page(
                     lang,
                     self.config.gateway.public_url.host_str().unwrap_or(""),
                     requester.as_ref(),
                     &action,
                 ))
             }
-            Ok(SceneStatus::Refused) => confirm_page_text(
-                lang,
-                409,
-                Text {
-                    zh: "已拒绝登录",
-                    en: "Login refused",
-                },
-                Text {
-                    zh: "这次登录已被拒绝。",
-                    en: "This login was refused already.",
-                },
-            ),
-            Ok(SceneStatus::Scanned(_)) => confirm_page_text(
-                lang,
-                409,
-                Text {
-                    zh: "已确认登录",
-                    en: "Login confirmed",
-                },
-                Text {
-                    zh: "这次登录已经确认过了。",
-                    en: "This login was confirmed already.",
-                },
-            ),
-            Ok(_) => confirm_page_text(
-                lang,
-                410,
-                Text {
-                    zh: "登录请求已结束",
-                    en: "This login request is over",
-                },
-                Text {
-                    zh: "它已完成或已过期。请在电脑上刷新二维码。",
-                    en: "It was completed or has expired. Refresh the QR code on the computer.",
-                },
-            ),
+            Ok(SceneStatus::Refused) => Notice::RefusedAlready.reply(lang),
+            Ok(SceneStatus::Scanned(_)) => Notice::ConfirmedAlready.reply(lang),
+            Ok(_) => Notice::ConfirmOver.reply(lang),
             Err(_) => service_unavailable_json(),
         }
     }

@@ -3,53 +3,44 @@
 
 use super::*;
 
-pub(super) fn identity_json(identity: &Identity, checked: Option<bool>) -> Reply {
-    let mut body = serde_json::json!({
-        "openid": identity.openid,
-        "unionid": identity.unionid,
-        "scope": identity.scope,
-        "nickname": identity.nickname,
-        "headimgurl": identity.headimgurl,
-    });
-    if identity.snapshot {
-        body["snapshot"] = true.into();
-    }
-    if let Some(checked) = checked {
-        body["checked"] = checked.into();
-    }
-    Reply::json(200, &body)
-}
-
 /// `400` for a path with no safe canonical form ([`crate::path`]).
 pub(super) fn bad_path(e: crate::path::PathError, lang: Lang) -> Reply {
     tracing::info!(reason = %e, "refused a request path");
     crate::metrics::count_refused("bad_path");
-    page(
-        lang,
-        400,
-        Text {
-            zh: "无效的地址",
-            en: "Invalid address",
-        },
-        Text {
-            zh: "这个地址的路径无法识别。",
-            en: "The path of this address can't be used.",
-        },
-        Some(&e.to_string()),
-        None,
-    )
+    Notice::BadPath {
+        detail: &e.to_string(),
+    }
+    .reply(lang)
 }
 
 pub(super) fn service_unavailable_json() -> Reply {
-    Reply::json(503, &serde_json::json!({"error": "wechat_unavailable"}))
-        .with_header("Retry-After", "5".into())
+    ApiError::unavailable().reply()
 }
 
 pub(super) fn login_required_json(login_url: &str) -> Reply {
-    Reply::json(
-        401,
-        &serde_json::json!({"error": "login_required", "login_url": login_url}),
-    )
+    ApiError::login_required(login_url.to_owned()).reply()
+}
+
+/// A login's start: the authorize (or qrconnect) URL and the `Set-Cookie`
+/// values (its state cookie, and the removal of dead or surplus ones).
+pub(super) struct LoginStart {
+    pub(super) authorize_url: String,
+    pub(super) set_cookies: Vec<String>,
+}
+
+impl LoginStart {
+    /// The browser's answer: `302` to WeChat with the cookies.
+    pub(super) fn redirect(self) -> Reply {
+        self.with_cookies(Reply::redirect(self.authorize_url.clone()))
+    }
+
+    /// `reply` with this start's cookies.
+    pub(super) fn with_cookies(&self, mut reply: Reply) -> Reply {
+        for cookie in &self.set_cookies {
+            reply = reply.with_header("Set-Cookie", cookie.clone());
+        }
+        reply
+    }
 }
 
 /// The single value of a query parameter; `None` when absent or repeated.
@@ -86,7 +77,7 @@ impl Gate {
             .and_then(|path| self.route_of(&path));
         let decision = match (route, req.method) {
             (Some(Route::Push), "POST") if body.len() > push::MAX_PUSH_BYTES => {
-                Decision::Reply(Reply::text(413, "push body too large\n"))
+                Decision::Reply(api::push(PushAnswer::TooLarge))
             }
             (Some(Route::Push), "POST") => Decision::Call(Call {
                 kind: CallKind::Push {
@@ -96,10 +87,11 @@ impl Gate {
                 lang,
             }),
             (Some(Route::Exchange), "POST") if body.len() > MAX_EXCHANGE_BODY_BYTES => {
-                Decision::Reply(Reply::json(
-                    413,
-                    &serde_json::json!({"error": "body_too_large", "hint": "at most 4096 bytes of JSON"}),
-                ))
+                Decision::Reply(
+                    ApiError::new(413, ErrorName::InvalidRequest)
+                        .with_description("at most 4096 bytes of JSON")
+                        .reply(),
+                )
             }
             (Some(Route::Exchange), "POST") => self.decide_exchange(req, body),
             _ => return self.decide(req),
@@ -139,7 +131,7 @@ impl Gate {
         }
         match self.decide(req) {
             Decision::Pass(pass) => {
-                let mut reply = Reply::text(202, "");
+                let mut reply = api::accepted();
                 if let Some(identity) = pass.identity {
                     for (name, value) in identity.upstream_headers() {
                         reply = reply.with_header(name, value.into_owned());
@@ -325,49 +317,15 @@ impl Gate {
                 let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
                 let login = Route::Login.path(&self.config.gateway.prefix);
                 let href = format!("{login}?rd={rd}&app=open");
-                return page(
-                    lang,
-                    401,
-                    Text {
-                        zh: "微信扫码登录",
-                        en: "Log in with WeChat",
-                    },
-                    Text {
-                        zh: "请使用微信扫描二维码登录。",
-                        en: "Scan a QR code with WeChat to log in.",
-                    },
-                    None,
-                    Some((
-                        &href,
-                        Text {
-                            zh: "微信扫码登录",
-                            en: "Log in with WeChat",
-                        },
-                    )),
-                );
+                return Notice::QrconnectLogin { login: &href }.reply(lang);
             }
             DesktopLogin::Notice => {}
         }
-        page(
-            lang,
-            401,
-            Text {
-                zh: "请在微信中打开",
-                en: "Open this page in WeChat",
-            },
-            Text {
-                zh: "此页面需要微信登录。请复制链接，在微信中打开。",
-                en: "This page needs a WeChat login. Copy the link and open it in WeChat.",
-            },
-            Some(&format!("{}{}", self.config.gateway.origin(), return_to)),
-            Some((
-                &self.login_url(return_to, scope, LinkForm::Path),
-                Text {
-                    zh: "已在微信中？继续登录",
-                    en: "In WeChat already? Continue",
-                },
-            )),
-        )
+        Notice::OpenInWeChat {
+            link: &format!("{}{}", self.config.gateway.origin(), return_to),
+            login: &self.login_url(return_to, scope, LinkForm::Path),
+        }
+        .reply(lang)
     }
 
     /// `prefix/login?rd=…[&scope=snsapi_userinfo]`, absolute or relative.
@@ -410,6 +368,7 @@ impl Gate {
     ) -> Reply {
         let callback = self.config.gateway.callback_url();
         self.start_login_to(return_to, scope, app, &callback, cookies, now)
+            .redirect()
     }
 
     /// [`Gate::start_login_with`] with WeChat sending the browser back to
@@ -422,11 +381,11 @@ impl Gate {
         callback: &str,
         cookies: &GateCookies<'_>,
         now: u64,
-    ) -> Reply {
+    ) -> LoginStart {
         let wechat = &self.config.wechat;
         let state = new_state();
         crate::metrics::LOGINS_STARTED.inc();
-        let location = match (&wechat.open, app) {
+        let authorize_url = match (&wechat.open, app) {
             (Some(open), LoginApp::Website) => {
                 qrconnect_url(wechat.open_base.as_str(), &open.appid, callback, &state)
             }
@@ -439,33 +398,33 @@ impl Gate {
                 false,
             ),
         };
-        let mut reply = Reply::redirect(location).with_header(
-            "Set-Cookie",
-            self.set_cookie(
-                &state_cookie_name(&state),
-                seal_state(
-                    &self.sealer,
-                    &state,
-                    return_to,
-                    app == LoginApp::Website && wechat.open.is_some(),
-                    now,
-                ),
-                STATE_LIFETIME_SECS,
+        let mut set_cookies = vec![self.set_cookie(
+            &state_cookie_name(&state),
+            seal_state(
+                &self.sealer,
+                &state,
+                return_to,
+                app == LoginApp::Website && wechat.open.is_some(),
+                now,
             ),
-        );
+            STATE_LIFETIME_SECS,
+        )];
         let mut live: Vec<(&str, u64)> = Vec::new();
         for (name, value) in &cookies.states {
             let state = &name[STATE_COOKIE_PREFIX.len()..];
             match open_state(&self.sealer, state, value, now) {
                 Some(opened) if is_valid_state(state) => live.push((name, opened.expires_at)),
-                _ => reply = reply.with_header("Set-Cookie", self.remove_cookie(name)),
+                _ => set_cookies.push(self.remove_cookie(name)),
             }
         }
-        live.sort_by(|a, b| b.1.cmp(&a.1));
+        live.sort_by_key(|l| std::cmp::Reverse(l.1));
         for (name, _) in live.iter().skip(MAX_STATE_COOKIES - 1) {
-            reply = reply.with_header("Set-Cookie", self.remove_cookie(name));
+            set_cookies.push(self.remove_cookie(name));
         }
-        reply
+        LoginStart {
+            authorize_url,
+            set_cookies,
+        }
     }
 
     /// The gate's route at a canonical path, if any.
@@ -491,14 +450,13 @@ impl Gate {
     ) -> Decision {
         let allowed = route.allowed_methods();
         if !allowed.is_empty() && !allowed.contains(&req.method) {
-            let reply = if route == Route::Exchange {
-                Reply::json(
-                    405,
-                    &serde_json::json!({"error": "method_not_allowed", "hint": "POST {\"code\", \"state\"} as JSON"}),
-                )
-            } else {
-                Reply::text(405, "method not allowed\n")
-            };
+            let reply = ApiError::new(405, ErrorName::InvalidRequest)
+                .with_description(if route == Route::Exchange {
+                    "POST {\"code\", \"state\"} as JSON"
+                } else {
+                    "method not allowed"
+                })
+                .reply();
             return Decision::Reply(reply.with_header("Allow", allowed.join(", ")));
         }
         let reply = match route {
@@ -553,32 +511,19 @@ impl Gate {
                     cookies,
                     now,
                 );
-                let url = started.header("location").unwrap_or_default().to_owned();
-                let mut reply = Reply::json(200, &serde_json::json!({"url": url}))
-                    .with_header("Cache-Control", "no-store".into());
-                for cookie in started.header_values("set-cookie") {
-                    reply = reply.with_header("Set-Cookie", cookie);
-                }
-                reply
+                started.with_cookies(api::authorize_url(&started.authorize_url))
             }
-            Route::Healthz => Reply::text(200, "ok\n"),
+            Route::Healthz => api::healthz(),
             Route::Callback => {
                 if let Some(limited) = self.login_limited(req, AnswerAs::Page, lang) {
                     return Decision::Reply(limited);
                 }
-                return match self.check_callback(
-                    req.query,
-                    cookies,
-                    session,
-                    now,
-                    lang,
-                    AnswerAs::Page,
-                ) {
+                return match self.check_callback(req.query, cookies, session, now, AnswerAs::Page) {
                     Ok(pending) => Decision::Call(Call {
                         kind: CallKind::Login(pending),
                         lang,
                     }),
-                    Err(reply) => Decision::Reply(reply),
+                    Err(refusal) => Decision::Reply(self.callback_refused(refusal, lang)),
                 };
             }
             Route::Login => {
@@ -612,7 +557,7 @@ impl Gate {
                         let kind = CallKind::Profile { session, call };
                         return Decision::Call(Call { kind, lang });
                     }
-                    identity_json(&session.identity, None)
+                    api::identity(&session.identity, None)
                 }
                 None => login_required_json(&self.login_url(
                     "/",
@@ -620,20 +565,7 @@ impl Gate {
                     LinkForm::Absolute,
                 )),
             },
-            Route::Unknown => page(
-                lang,
-                404,
-                Text {
-                    zh: "页面不存在",
-                    en: "Not found",
-                },
-                Text {
-                    zh: "没有这个登录地址。",
-                    en: "There is no such login address.",
-                },
-                None,
-                None,
-            ),
+            Route::Unknown => Notice::NotFound.reply(lang),
         };
         Decision::Reply(reply)
     }

@@ -1,170 +1,177 @@
-//! The answers to a login that can't finish: a code from another browser,
-//! a broken callback, and each way WeChat can refuse (docs/protocol.md §1,
-//! "Errors of the JSON APIs"), as pages (zh/en) or JSON.
+//! The answers to a login that can't finish: a state used already, a code
+//! from another browser, a broken callback, and each way WeChat can refuse
+//! (docs/protocol.md §1, "Errors of the JSON APIs"). A failure is named
+//! once ([`LoginFailure`]) and rendered as a page ([`Notice`]) or as JSON
+//! ([`ApiError`]).
 
 use super::*;
 
-impl Gate {
-    /// The answer to a code presented with a state other than the one it
-    /// first came with (a leaked code tried in another browser): nothing of
-    /// that login, a "link expired" page whose button starts a fresh login.
-    pub(super) fn code_replayed(&self, return_to: &str, answer: AnswerAs, lang: Lang) -> Reply {
-        let json = answer == AnswerAs::Json;
-        tracing::warn!("refused a code that came back with another browser's state");
-        crate::metrics::count_refused("code_other_state");
-        if json {
-            return Reply::json(
-                400,
-                &serde_json::json!({"error": "code_expired", "login_url": self.login_url(return_to, self.config.wechat.scope, LinkForm::Absolute)}),
-            );
+/// Why a login did not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LoginFailure {
+    /// The state already went with another code.
+    StateUsed,
+    /// The code came back with another browser's state (a leaked code).
+    CodeOtherBrowser,
+    /// WeChat says the code was used (40163) by an exchange this gate
+    /// does not know of: start over.
+    CodeUsed,
+    /// WeChat says the code is invalid or expired (40029, 42003).
+    CodeInvalid(ErrCode),
+    /// WeChat refuses the site's credentials (40013, 40125, 40164, 40002).
+    Misconfigured(ErrCode),
+    /// WeChat's quota or frequency limit (45009, 45011).
+    WeChatBusy(ErrCode),
+    /// The store the instances share is out of reach.
+    StoreDown,
+    /// WeChat is out of reach.
+    WeChatUnreachable,
+    /// Any other WeChat refusal, or an unreadable answer.
+    WeChatFailed(Option<ErrCode>),
+    /// A snapshot-page user, refused by configuration.
+    SnapshotUser,
+}
+
+impl LoginFailure {
+    /// The failure behind an exchange's error.
+    pub(super) fn of(e: &CallError) -> LoginFailure {
+        match (e, e.errcode()) {
+            (_, Some(ErrCode::CodeBeenUsed)) => LoginFailure::CodeUsed,
+            (_, Some(code @ (ErrCode::InvalidCode | ErrCode::CodeExpired))) => {
+                LoginFailure::CodeInvalid(code)
+            }
+            (
+                _,
+                Some(
+                    code @ (ErrCode::InvalidAppid
+                    | ErrCode::InvalidAppSecret
+                    | ErrCode::IpNotWhitelisted
+                    | ErrCode::InvalidGrantType),
+                ),
+            ) => LoginFailure::Misconfigured(code),
+            (_, Some(code @ (ErrCode::DailyQuotaReached | ErrCode::TooFrequent))) => {
+                LoginFailure::WeChatBusy(code)
+            }
+            (CallError::Coordination(_), _) => LoginFailure::StoreDown,
+            (CallError::WeChat(SnsError::Transport(_)), _) => LoginFailure::WeChatUnreachable,
+            (_, errcode) => LoginFailure::WeChatFailed(errcode),
         }
-        page(
-            lang,
-            400,
-            Text {
-                zh: "登录链接已过期",
-                en: "This login link has expired",
-            },
-            Text {
-                zh: "请重新登录。",
-                en: "Please log in again.",
-            },
-            None,
-            Some((
-                &self.login_url(return_to, self.config.wechat.scope, LinkForm::Path),
-                Text {
-                    zh: "重新登录",
-                    en: "Log in again",
-                },
-            )),
-        )
     }
 
+    fn errcode(self) -> Option<i64> {
+        match self {
+            LoginFailure::CodeUsed => Some(ErrCode::CodeBeenUsed.code()),
+            LoginFailure::CodeInvalid(code)
+            | LoginFailure::Misconfigured(code)
+            | LoginFailure::WeChatBusy(code) => Some(code.code()),
+            LoginFailure::WeChatFailed(code) => code.map(ErrCode::code),
+            _ => None,
+        }
+    }
+
+    /// The JSON answer: OAuth 2.0's name, WeChat's errcode beside it.
+    fn api_error(self, login_url: String) -> ApiError {
+        use ErrorName::*;
+        let (status, name, description) = match self {
+            LoginFailure::StateUsed => (400, InvalidRequest, "this login's state was already used"),
+            LoginFailure::CodeOtherBrowser => {
+                (400, InvalidGrant, "the code came back to another browser")
+            }
+            LoginFailure::CodeUsed => (409, InvalidGrant, "the code was used; log in again"),
+            LoginFailure::CodeInvalid(_) => (400, InvalidGrant, "the code is invalid or expired"),
+            LoginFailure::Misconfigured(_) => {
+                (500, ServerError, "WeChat refuses the site's credentials")
+            }
+            LoginFailure::WeChatBusy(_) => (
+                503,
+                TemporarilyUnavailable,
+                "WeChat's login limit is reached",
+            ),
+            LoginFailure::StoreDown => (
+                503,
+                TemporarilyUnavailable,
+                "the login store is unreachable",
+            ),
+            LoginFailure::WeChatUnreachable => {
+                (503, TemporarilyUnavailable, "WeChat is unreachable")
+            }
+            LoginFailure::WeChatFailed(_) => (502, ServerError, "WeChat refused the login"),
+            LoginFailure::SnapshotUser => (403, AccessDenied, "a snapshot-page user can't log in"),
+        };
+        let error = ApiError::new(status, name)
+            .with_description(description)
+            .with_errcode(self.errcode())
+            .with_login_url(login_url);
+        match self.retry_after() {
+            Some(seconds) => error.with_retry_after(seconds),
+            None => error,
+        }
+    }
+
+    /// When to try again (seconds), where waiting helps.
+    fn retry_after(self) -> Option<u64> {
+        match self {
+            LoginFailure::WeChatBusy(_) => Some(60),
+            LoginFailure::StoreDown | LoginFailure::WeChatUnreachable => Some(5),
+            _ => None,
+        }
+    }
+}
+
+impl Gate {
+    /// A failed login's answer: a page whose button starts a fresh login
+    /// back to `return_to` (a `302` to one for [`LoginFailure::CodeUsed`]),
+    /// or JSON for a front end's hand-off.
+    pub(super) fn login_failure(
+        &self,
+        failure: LoginFailure,
+        return_to: &str,
+        answer: AnswerAs,
+        lang: Lang,
+    ) -> Reply {
+        let scope = self.config.wechat.scope;
+        if failure == LoginFailure::CodeOtherBrowser {
+            tracing::warn!("refused a code that came back with another browser's state");
+            crate::metrics::count_refused("code_other_state");
+        }
+        if answer == AnswerAs::Json {
+            let login_url = self.login_url(return_to, scope, LinkForm::Absolute);
+            return failure.api_error(login_url).reply();
+        }
+        let retry = &self.login_url(return_to, scope, LinkForm::Path);
+        let page = match failure {
+            LoginFailure::StateUsed => {
+                return self.bad_callback("this login's state was already used", lang)
+            }
+            LoginFailure::CodeOtherBrowser => Notice::LinkExpired { retry },
+            LoginFailure::CodeUsed => return Reply::redirect(retry.clone()),
+            LoginFailure::CodeInvalid(_) => Notice::LoginExpired { retry },
+            LoginFailure::Misconfigured(code) => Notice::Misconfigured {
+                errcode: code.code(),
+            },
+            LoginFailure::WeChatBusy(_) => Notice::WeChatBusy { retry },
+            LoginFailure::StoreDown => Notice::StoreDown { retry },
+            LoginFailure::WeChatUnreachable => Notice::WeChatUnreachable { retry },
+            LoginFailure::WeChatFailed(code) => Notice::WeChatFailed {
+                errcode: code.map(ErrCode::code),
+                retry,
+            },
+            LoginFailure::SnapshotUser => Notice::SnapshotUser { retry },
+        };
+        let reply = page.reply(lang).with_errcode(failure.errcode());
+        match failure.retry_after() {
+            Some(seconds) => reply.with_header("Retry-After", seconds.to_string()),
+            None => reply,
+        }
+    }
+
+    /// `400`: a callback whose state or code can't be used.
     pub(super) fn bad_callback(&self, why: &str, lang: Lang) -> Reply {
         tracing::info!(reason = why, "refused a login callback");
-        page(
-            lang,
-            400,
-            Text {
-                zh: "登录链接无效或已过期",
-                en: "This login link is invalid or has expired",
-            },
-            Text {
-                zh: "请重新登录。如果问题持续，请清除 Cookie 后再试。",
-                en: "Please log in again. If this keeps happening, clear your cookies and retry.",
-            },
-            Some(why),
-            Some((
-                &self.login_url("/", self.config.wechat.scope, LinkForm::Path),
-                Text {
-                    zh: "重新登录",
-                    en: "Log in again",
-                },
-            )),
-        )
-    }
-
-    pub(super) fn login_failed(&self, e: &CallError, return_to: &str, lang: Lang) -> Reply {
-        let retry = self.login_url(return_to, self.config.wechat.scope, LinkForm::Path);
-        let again = Text {
-            zh: "重新登录",
-            en: "Log in again",
-        };
-        match e.errcode() {
-            // Used by another exchange this gateway does not know of: start over.
-            Some(ErrCode::CodeBeenUsed) => Reply::redirect(retry),
-            Some(ErrCode::InvalidCode | ErrCode::CodeExpired) => page(
-                lang,
-                400,
-                Text {
-                    zh: "登录已过期",
-                    en: "The login has expired",
-                },
-                Text {
-                    zh: "请重新登录。",
-                    en: "Please log in again.",
-                },
-                None,
-                Some((&retry, again)),
-            ),
-            Some(
-                code @ (ErrCode::InvalidAppid
-                | ErrCode::InvalidAppSecret
-                | ErrCode::IpNotWhitelisted
-                | ErrCode::InvalidGrantType),
-            ) => page(
-                lang,
-                500,
-                Text {
-                    zh: "网站配置错误",
-                    en: "The site is misconfigured",
-                },
-                Text {
-                    zh: "微信登录暂时不可用，网站管理员已收到通知。",
-                    en: "WeChat login is unavailable; the site's operator has been told.",
-                },
-                Some(&format!("errcode {}", code.code())),
-                None,
-            ),
-            Some(ErrCode::DailyQuotaReached | ErrCode::TooFrequent) => page(
-                lang,
-                503,
-                Text {
-                    zh: "请稍后再试",
-                    en: "Please try again later",
-                },
-                Text {
-                    zh: "登录请求过多。",
-                    en: "Too many logins right now.",
-                },
-                None,
-                Some((&retry, again)),
-            )
-            .with_header("Retry-After", "60".into()),
-            _ if matches!(e, CallError::Coordination(_)) => page(
-                lang,
-                503,
-                Text {
-                    zh: "登录暂时不可用",
-                    en: "Login is unavailable for a moment",
-                },
-                Text {
-                    zh: "请稍后重试。已登录的用户不受影响。",
-                    en: "Please try again in a moment. Signed-in users are not affected.",
-                },
-                None,
-                Some((&retry, again)),
-            )
-            .with_header("Retry-After", "5".into()),
-            _ if matches!(e, CallError::WeChat(SnsError::Transport(_))) => page(
-                lang,
-                503,
-                Text {
-                    zh: "微信暂时无法访问",
-                    en: "WeChat is not reachable",
-                },
-                Text {
-                    zh: "请稍后重试。",
-                    en: "Please try again in a moment.",
-                },
-                None,
-                Some((&retry, again)),
-            )
-            .with_header("Retry-After", "5".into()),
-            errcode => page(
-                lang,
-                502,
-                Text {
-                    zh: "微信登录失败",
-                    en: "WeChat login failed",
-                },
-                Text {
-                    zh: "请重试。",
-                    en: "Please try again.",
-                },
-                errcode.map(|c| format!("errcode {}", c.code())).as_deref(),
-                Some((&retry, again)),
-            ),
+        Notice::BadCallback {
+            why,
+            retry: &self.login_url("/", self.config.wechat.scope, LinkForm::Path),
         }
+        .reply(lang)
     }
 }

@@ -53,28 +53,15 @@ pub(super) fn too_many_logins(retry_after: u64, answer: AnswerAs, lang: Lang) ->
     let json = answer == AnswerAs::Json;
     tracing::info!(retry_after, "a client is over its login limit");
     crate::metrics::count_refused("rate_limited");
-    let reply = if json {
-        Reply::json(
-            429,
-            &serde_json::json!({"error": "too_many_requests", "retry_after": retry_after}),
-        )
-    } else {
-        page(
-            lang,
-            429,
-            Text {
-                zh: "请求过于频繁",
-                en: "Too many login attempts",
-            },
-            Text {
-                zh: "请稍后再试。",
-                en: "Please wait a moment and try again.",
-            },
-            None,
-            None,
-        )
-    };
-    reply.with_header("Retry-After", retry_after.to_string())
+    if json {
+        return ApiError::new(429, ErrorName::TemporarilyUnavailable)
+            .with_description("too many logins from this client")
+            .with_retry_after(retry_after)
+            .reply();
+    }
+    Notice::TooManyLogins
+        .reply(lang)
+        .with_header("Retry-After", retry_after.to_string())
 }
 
 impl Gate {

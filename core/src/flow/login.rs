@@ -175,17 +175,35 @@ pub(super) fn log_id(openid: &str, hash: bool) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Why a callback (or a hand-off) is not a login to complete.
+#[derive(Debug)]
+pub(super) enum CallbackRefusal {
+    /// A repeat of a callback that already logged this browser in: go on
+    /// to `to`, change nothing.
+    AlreadyIn { to: String, identity: Identity },
+    /// Its state or code can't be used; `why` for the developer.
+    Unusable { why: &'static str },
+    /// The user declined: no code. The state cookie goes; `return_to` is
+    /// where a new login would lead.
+    Declined {
+        return_to: String,
+        state_cookie: String,
+    },
+}
+
 impl Gate {
     /// Validates a callback's query against its state cookie.
+    ///
+    /// Errors: [`CallbackRefusal`] when it is not a login to complete.
     pub(super) fn check_callback(
         &self,
         query: Option<&str>,
         cookies: &GateCookies<'_>,
         session: Option<Session>,
         now: u64,
-        lang: Lang,
         answer: AnswerAs,
-    ) -> Result<PendingLogin, Reply> {
+    ) -> Result<PendingLogin, CallbackRefusal> {
+        let unusable = |why| CallbackRefusal::Unusable { why };
         let mut code = None;
         let mut state = None;
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -195,12 +213,12 @@ impl Gate {
                 _ => continue,
             };
             if slot.replace(value).is_some() {
-                return Err(self.bad_callback("duplicate parameter", lang));
+                return Err(unusable("duplicate parameter"));
             }
         }
         let state = state
             .filter(|s| is_valid_state(s))
-            .ok_or_else(|| self.bad_callback("missing or malformed state", lang))?;
+            .ok_or_else(|| unusable("missing or malformed state"))?;
         let name = state_cookie_name(&state);
         let opened = cookies
             .states
@@ -227,39 +245,25 @@ impl Gate {
                         _ => None,
                     })
                     .unwrap_or_else(|| "/".to_owned());
-                return Err(Reply::redirect(to));
+                return Err(CallbackRefusal::AlreadyIn {
+                    to,
+                    identity: session.identity,
+                });
             }
-            return Err(self.bad_callback("state does not match this browser's login", lang));
+            return Err(unusable("state does not match this browser's login"));
         };
         let Some(code) = code else {
             tracing::info!("login declined by the user");
-            return Err(page(
-                lang,
-                403,
-                Text {
-                    zh: "您拒绝了授权",
-                    en: "You declined the login",
-                },
-                Text {
-                    zh: "没有微信授权，无法登录。",
-                    en: "Without WeChat's authorization you can't log in.",
-                },
-                None,
-                Some((
-                    &self.login_url(&return_to, self.config.wechat.scope, LinkForm::Path),
-                    Text {
-                        zh: "重新登录",
-                        en: "Try again",
-                    },
-                )),
-            )
-            .with_header("Set-Cookie", self.remove_cookie(&name)));
+            return Err(CallbackRefusal::Declined {
+                return_to,
+                state_cookie: name,
+            });
         };
         if code.is_empty()
             || code.len() > MAX_CODE_LEN
             || !code.bytes().all(|b| b.is_ascii_graphic())
         {
-            return Err(self.bad_callback("malformed code", lang));
+            return Err(unusable("malformed code"));
         }
         Ok(PendingLogin {
             code: AuthorizationCode::new(code.into_owned()),
@@ -302,10 +306,12 @@ impl Gate {
             .then(|| serde_json::from_slice::<Handoff>(body).ok())
             .flatten();
         let Some(handoff) = handoff else {
-            return Decision::Reply(Reply::json(
-                400,
-                &serde_json::json!({"error": "bad_request", "hint": "POST {\"code\": …, \"state\": …} as JSON", "login_url": login_url}),
-            ));
+            return Decision::Reply(
+                ApiError::new(400, ErrorName::InvalidRequest)
+                    .with_description("POST {\"code\": …, \"state\": …} as JSON")
+                    .with_login_url(login_url)
+                    .reply(),
+            );
         };
         if let Some(limited) = self.login_limited(req, AnswerAs::Json, lang) {
             return Decision::Reply(limited);
@@ -314,33 +320,47 @@ impl Gate {
             .append_pair("code", &handoff.code)
             .append_pair("state", &handoff.state)
             .finish();
-        let known = session.as_ref().map(|s| s.identity.clone());
-        match self.check_callback(Some(&query), &cookies, session, now, lang, AnswerAs::Json) {
+        match self.check_callback(Some(&query), &cookies, session, now, AnswerAs::Json) {
             Ok(pending) => Decision::Call(Call {
                 kind: CallKind::Login(pending),
                 lang,
             }),
             // A repeat of a hand-off that already logged this browser in.
-            Err(page) if page.status == 302 && known.is_some() => {
-                Decision::Reply(identity_json(&known.expect("checked"), None))
+            Err(CallbackRefusal::AlreadyIn { identity, .. }) => {
+                Decision::Reply(api::identity(&identity, None))
             }
-            Err(reply)
-                if reply
-                    .header("content-type")
-                    .is_some_and(|t| t.starts_with("application/json")) =>
-            {
-                Decision::Reply(reply)
+            Err(CallbackRefusal::Unusable { why }) => {
+                tracing::info!(reason = why, "refused a login hand-off");
+                Decision::Reply(
+                    ApiError::new(400, ErrorName::InvalidRequest)
+                        .with_description(why)
+                        .with_login_url(login_url)
+                        .reply(),
+                )
             }
-            Err(page) => {
-                let mut reply = Reply::json(
-                    page.status.max(400),
-                    &serde_json::json!({"error": "invalid_state", "login_url": login_url}),
-                );
-                for cookie in page.header_values("set-cookie") {
-                    reply = reply.with_header("Set-Cookie", cookie);
-                }
-                Decision::Reply(reply)
+            Err(CallbackRefusal::Declined { state_cookie, .. }) => Decision::Reply(
+                ApiError::new(403, ErrorName::AccessDenied)
+                    .with_description("the user declined the authorization")
+                    .with_login_url(login_url)
+                    .reply()
+                    .with_header("Set-Cookie", self.remove_cookie(&state_cookie)),
+            ),
+        }
+    }
+
+    /// The answer to a callback that is not a login to complete.
+    pub(super) fn callback_refused(&self, refusal: CallbackRefusal, lang: Lang) -> Reply {
+        match refusal {
+            CallbackRefusal::AlreadyIn { to, .. } => Reply::redirect(to),
+            CallbackRefusal::Unusable { why } => self.bad_callback(why, lang),
+            CallbackRefusal::Declined {
+                return_to,
+                state_cookie,
+            } => Notice::Declined {
+                retry: &self.login_url(&return_to, self.config.wechat.scope, LinkForm::Path),
             }
+            .reply(lang)
+            .with_header("Set-Cookie", self.remove_cookie(&state_cookie)),
         }
     }
 
@@ -354,12 +374,22 @@ impl Gate {
             Ok(LoginClaim::Claimed) => {}
             Ok(LoginClaim::StateUsed) => {
                 return self
-                    .bad_callback("this login's state was already used", lang)
+                    .login_failure(
+                        LoginFailure::StateUsed,
+                        &pending.return_to,
+                        pending.answer,
+                        lang,
+                    )
                     .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
             }
             Ok(LoginClaim::CodeBound) => {
                 return self
-                    .code_replayed(&pending.return_to, pending.answer, lang)
+                    .login_failure(
+                        LoginFailure::CodeOtherBrowser,
+                        &pending.return_to,
+                        pending.answer,
+                        lang,
+                    )
                     .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
             }
             Err(e) => {
@@ -475,6 +505,9 @@ impl Gate {
         })))
     }
 
+    /// The answer to a finished exchange: the session and the way back
+    /// (a `302`, or the identity as JSON for a front end's hand-off), or
+    /// the failure as a page or JSON. The state cookie goes either way.
     pub(super) fn login_reply(
         &self,
         pending: &PendingLogin,
@@ -482,57 +515,7 @@ impl Gate {
         now: u64,
         lang: Lang,
     ) -> Reply {
-        let reply = self.login_reply_page(pending, result, now, lang);
-        if pending.answer == AnswerAs::Page {
-            return reply;
-        }
-        // The front end's exchange: the same outcome as JSON.
-        let cookies: Vec<String> = reply.header_values("set-cookie");
-        let mut answer = match result {
-            Ok(LoginOutcome::User(packed)) => identity_json(&packed.unpack().identity, None),
-            _ => {
-                let errcode = result
-                    .as_ref()
-                    .err()
-                    .and_then(CallError::errcode)
-                    .map(ErrCode::code);
-                let status = if reply.status == 302 {
-                    409
-                } else {
-                    reply.status
-                };
-                let error = match result {
-                    Ok(_) => "snapshot_user",
-                    Err(CallError::WeChat(SnsError::Transport(_)) | CallError::Coordination(_)) => {
-                        "wechat_unavailable"
-                    }
-                    Err(_) => "login_failed",
-                };
-                Reply::json(
-                    status,
-                    &serde_json::json!({
-                        "error": error,
-                        "errcode": errcode,
-                        "login_url": self.login_url(&pending.return_to, self.config.wechat.scope, LinkForm::Absolute),
-                    }),
-                )
-                .with_errcode(errcode)
-            }
-        };
-        for cookie in cookies {
-            answer = answer.with_header("Set-Cookie", cookie);
-        }
-        answer
-    }
-
-    pub(super) fn login_reply_page(
-        &self,
-        pending: &PendingLogin,
-        result: &Result<LoginOutcome, CallError>,
-        now: u64,
-        lang: Lang,
-    ) -> Reply {
-        let reply = match result {
+        let failure = match result {
             Ok(LoginOutcome::User(packed)) => {
                 let LoginRecord {
                     identity,
@@ -547,28 +530,18 @@ impl Gate {
                     expires_at: issued_at + self.config.gateway.session_lifetime.as_secs(),
                     seen_at: now,
                 };
-                Reply::redirect(pending.return_to.clone())
+                let answer = match pending.answer {
+                    AnswerAs::Page => Reply::redirect(pending.return_to.clone()),
+                    AnswerAs::Json => api::identity(&session.identity, None),
+                };
+                return answer
                     .with_header("Set-Cookie", self.session_cookie(&session, now))
+                    .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
             }
-            Ok(LoginOutcome::SnapshotRefused) => page(
-                lang,
-                403,
-                Text { zh: "请打开完整页面", en: "Open the full page" },
-                Text {
-                    zh: "您正在浏览快照页，无法登录。请点击“使用完整服务”后再试。",
-                    en: "This is a snapshot preview, which can't log in. Open the full page and try again.",
-                },
-                None,
-                Some((
-                    &self.login_url(&pending.return_to, self.config.wechat.scope, LinkForm::Path),
-                    Text { zh: "重新登录", en: "Try again" },
-                )),
-            ),
-            Err(e) => self
-                .login_failed(e, &pending.return_to, lang)
-                .with_errcode(e.errcode().map(ErrCode::code)),
+            Ok(LoginOutcome::SnapshotRefused) => LoginFailure::SnapshotUser,
+            Err(e) => LoginFailure::of(e),
         };
-        // The state is used up whatever happened.
-        reply.with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
+        self.login_failure(failure, &pending.return_to, pending.answer, lang)
+            .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie))
     }
 }

@@ -20,6 +20,7 @@ use super::{
     key_hash, new_sid, now_unix, query_param, service_unavailable_json, AnswerAs, Call, CallError,
     CallKind, Decision, Gate, GateCookies, RequestParts, Route,
 };
+use crate::api::{self, ApiError, ErrorName, PushAnswer, SceneAnswer};
 use crate::authorize::Scope;
 use crate::config::DesktopLogin;
 use crate::coordination::CoordinationError;
@@ -61,7 +62,9 @@ impl Gate {
         let reply = if self.config.gateway.desktop_login != DesktopLogin::SceneQr
             || (route == Route::QrConfirm && !self.config.gateway.scene_confirm)
         {
-            Reply::json(404, &serde_json::json!({"error": "scene_qr_disabled"}))
+            ApiError::new(404, ErrorName::InvalidRequest)
+                .with_description("scene QR login is not enabled on this site")
+                .reply()
         } else if route == Route::QrNew {
             if let Some(limited) = self.login_limited(req, AnswerAs::Json, lang) {
                 return Decision::Reply(limited);
@@ -100,7 +103,9 @@ impl Gate {
                     };
                     return Decision::Call(Call { kind, lang });
                 }
-                _ => Reply::json(403, &serde_json::json!({"error": "not_your_scene"})),
+                _ => ApiError::new(403, ErrorName::AccessDenied)
+                    .with_description("this scene belongs to another browser")
+                    .reply(),
             }
         } else {
             return self.confirm_route(req, cookies, session, now, lang);
@@ -150,11 +155,10 @@ impl Gate {
                     SCENE_COOKIE,
                     &serde_json::to_string(&payload).expect("serializes"),
                 );
-                Reply::json(
-                    200,
-                    &serde_json::json!({"scene": scene, "ticket": ticket.ticket, "qr_image_url": image, "expires_in": expires_in}),
+                api::qr_created(&scene, &ticket.ticket, &image, expires_in).with_header(
+                    "Set-Cookie",
+                    self.set_cookie(SCENE_COOKIE, sealed, expires_in),
                 )
-                .with_header("Set-Cookie", self.set_cookie(SCENE_COOKIE, sealed, expires_in))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not create a scene QR code");
@@ -162,10 +166,10 @@ impl Gate {
                     CallError::WeChat(SnsError::Transport(_)) | CallError::Coordination(_) => {
                         service_unavailable_json()
                     }
-                    _ => Reply::json(
-                        502,
-                        &serde_json::json!({"error": "wechat_error", "errcode": e.errcode().map(ErrCode::code)}),
-                    ),
+                    _ => ApiError::new(502, ErrorName::ServerError)
+                        .with_description("WeChat refused the QR code")
+                        .with_errcode(e.errcode().map(ErrCode::code))
+                        .reply(),
                 };
                 reply.with_errcode(e.errcode().map(ErrCode::code))
             }
@@ -221,11 +225,8 @@ impl Gate {
             crate::metrics::QR_SCENES.with_label_values(&[label]).inc();
         }
         match status {
-            SceneStatus::Pending => Reply::json(200, &serde_json::json!({"status": "pending"})),
-            SceneStatus::Awaiting(_) => Reply::json(
-                200,
-                &serde_json::json!({"status": "scanned", "hint": "confirm the login on the phone"}),
-            ),
+            SceneStatus::Pending => api::scene(&SceneAnswer::Pending),
+            SceneStatus::Awaiting(_) => api::scene(&SceneAnswer::Scanned),
             SceneStatus::Scanned(openid) => {
                 tracing::info!(outcome = "completed", openid = %self.log_id(&openid), "login completed by scene QR scan");
                 let session = Session {
@@ -242,16 +243,15 @@ impl Gate {
                     expires_at: now + self.config.gateway.session_lifetime.as_secs(),
                     seen_at: now,
                 };
-                Reply::json(
-                    200,
-                    &serde_json::json!({"status": "confirmed", "redirect": return_to}),
-                )
+                api::scene(&SceneAnswer::Confirmed {
+                    redirect: return_to,
+                })
                 .with_header("Set-Cookie", self.session_cookie(&session, now))
                 .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE))
             }
-            SceneStatus::Refused => Reply::json(200, &serde_json::json!({"status": "refused"}))
+            SceneStatus::Refused => api::scene(&SceneAnswer::Refused)
                 .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
-            SceneStatus::Expired => Reply::json(200, &serde_json::json!({"status": "expired"}))
+            SceneStatus::Expired => api::scene(&SceneAnswer::Expired)
                 .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE)),
         }
     }
@@ -260,14 +260,14 @@ impl Gate {
     /// `echostr` back when the signature holds, else 401.
     pub(super) fn push_check(&self, query: Option<&str>, now: u64) -> Reply {
         let Some(token) = &self.config.wechat.push_token else {
-            return Reply::text(404, "not found\n");
+            return api::push(PushAnswer::Off);
         };
         let p = |name| query_param(query, name).unwrap_or_default();
         match push::verify(token, &p("timestamp"), &p("nonce"), &p("signature"), now) {
-            Ok(()) => Reply::text(200, &p("echostr")),
+            Ok(()) => api::push(PushAnswer::Echo(&p("echostr"))),
             Err(e) => {
                 tracing::info!(reason = %e, "refused a server URL check");
-                Reply::text(401, "bad signature\n")
+                api::push(PushAnswer::BadSignature)
             }
         }
     }
@@ -284,7 +284,7 @@ impl Gate {
     pub async fn handle_push(&self, query: Option<&str>, body: &[u8]) -> Reply {
         let now = now_unix();
         let Some(token) = &self.config.wechat.push_token else {
-            return Reply::text(404, "not found\n");
+            return api::push(PushAnswer::Off);
         };
         let p = |name| query_param(query, name).unwrap_or_default();
         let (timestamp, nonce) = (p("timestamp"), p("nonce"));
@@ -293,11 +293,11 @@ impl Gate {
             // The plain signature covers no body: with a key, only safe mode.
             tracing::info!("refused a plaintext push: safe mode is configured");
             crate::metrics::count_refused("push_plaintext");
-            return Reply::text(401, "refused: this server accepts safe-mode pushes only\n");
+            return api::push(PushAnswer::PlaintextRefused);
         }
         let xml = if p("encrypt_type") == "aes" {
             let Some(key) = &self.config.wechat.encoding_aes_key else {
-                return Reply::text(400, "safe mode is not configured\n");
+                return api::push(PushAnswer::SafeModeOff);
             };
             push::open_safe_mode(
                 body,
@@ -318,9 +318,9 @@ impl Gate {
                 Ok(false) => {
                     tracing::warn!("refused a push that reused a signed timestamp and nonce");
                     crate::metrics::count_refused("push_replay");
-                    return Reply::text(401, "refused\n");
+                    return api::push(PushAnswer::Refused);
                 }
-                Err(_) => return Reply::text(503, "the login store is unreachable; retry\n"),
+                Err(_) => return api::push(PushAnswer::StoreDown),
             },
             Err(e) => Err(e),
         };
@@ -333,18 +333,18 @@ impl Gate {
                     self.record_scan(&event).await.map(|()| None)
                 };
                 match recorded {
-                    Ok(None) => Reply::text(200, "success"),
+                    Ok(None) => api::push(PushAnswer::Success),
                     Ok(Some(message)) => self.passive_reply(&message, now),
-                    Err(_) => Reply::text(503, "the login store is unreachable; retry\n"),
+                    Err(_) => api::push(PushAnswer::StoreDown),
                 }
             }
             Err(e @ (PushError::Signature | PushError::Timestamp | PushError::Decrypt(_))) => {
                 tracing::info!(reason = %e, "refused a push");
-                Reply::text(401, "refused\n")
+                api::push(PushAnswer::Refused)
             }
             Err(e) => {
                 tracing::info!(reason = %e, "refused a malformed push");
-                Reply::text(400, "malformed\n")
+                api::push(PushAnswer::Malformed)
             }
         }
     }
@@ -354,14 +354,14 @@ impl Gate {
     fn passive_reply(&self, message: &str, now: u64) -> Reply {
         let wechat = &self.config.wechat;
         let (Some(key), Some(token)) = (&wechat.encoding_aes_key, &wechat.push_token) else {
-            return Reply::new(200, "application/xml; charset=utf-8", message.to_owned());
+            return api::push(PushAnswer::Message(message.to_owned()));
         };
         match push::seal_safe_mode(message, token, key, &wechat.appid, now, &new_sid()) {
-            Ok(sealed) => Reply::new(200, "application/xml; charset=utf-8", sealed),
+            Ok(sealed) => api::push(PushAnswer::Message(sealed)),
             Err(e) => {
                 // The key was checked at start-up; answer as a plain push would.
                 tracing::warn!(reason = %e, "could not seal a reply message");
-                Reply::text(200, "success")
+                api::push(PushAnswer::Success)
             }
         }
     }

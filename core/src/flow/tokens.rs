@@ -21,7 +21,7 @@ impl Gate {
         if session.sid.starts_with(SCENE_SID_PREFIX) {
             // A scene QR login has no web-authorization tokens: nothing to
             // refresh or check with WeChat; the session stays as it is.
-            return identity_json(&session.identity, check.then_some(false));
+            return api::identity(&session.identity, check.then_some(false));
         }
         let now = now_unix();
         let tokens = match self.usable_tokens(&session, now).await {
@@ -34,7 +34,7 @@ impl Gate {
                 .auth(&tokens.access_token, &session.identity.openid)
                 .await
             {
-                Ok(()) => identity_json(&session.identity, Some(true)),
+                Ok(()) => api::identity(&session.identity, Some(true)),
                 Err(e) => self.token_failure(&session, &e.into()).await,
             };
         }
@@ -50,7 +50,7 @@ impl Gate {
                 identity.unionid = identity.unionid.take().or(info.unionid);
                 session.identity = session.identity.clone().bounded();
                 session.seen_at = now;
-                identity_json(&session.identity, None)
+                api::identity(&session.identity, None)
                     .with_header("Set-Cookie", self.session_cookie(&session, now))
             }
             Err(e) => self.token_failure(&session, &e.into()).await,
@@ -153,20 +153,20 @@ impl Gate {
                 | ErrCode::PasswordChanged
                 | ErrCode::UserNotAuthorized,
             ) => self.end_session(session, &e.to_string()).await,
-            Some(ErrCode::ApiUnauthorized) => Reply::json(
-                403,
-                &serde_json::json!({"error": "scope_required", "login_url": self.login_url("/", Scope::Userinfo, LinkForm::Absolute)}),
-            ),
+            Some(ErrCode::ApiUnauthorized) => ApiError::new(403, ErrorName::InsufficientScope)
+                .with_description("the session's scope lacks snsapi_userinfo")
+                .with_login_url(self.login_url("/", Scope::Userinfo, LinkForm::Absolute))
+                .reply(),
             _ => {
                 tracing::warn!(error = %e, "WeChat token call failed");
                 match e {
                     CallError::WeChat(SnsError::Transport(_)) | CallError::Coordination(_) => {
                         service_unavailable_json()
                     }
-                    _ => Reply::json(
-                        502,
-                        &serde_json::json!({"error": "wechat_error", "errcode": e.errcode().map(ErrCode::code)}),
-                    ),
+                    _ => ApiError::new(502, ErrorName::ServerError)
+                        .with_description("WeChat refused the call")
+                        .with_errcode(e.errcode().map(ErrCode::code))
+                        .reply(),
                 }
             }
         }

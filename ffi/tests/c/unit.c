@@ -224,7 +224,7 @@ static void test_decisions(const wechat_oauth_client *client) {
         WECHAT_OAUTH_RESULT_NULL_PARAMETER);
   CHECK(wechat_oauth_client_decide_with_body(client, &post, (const uint8_t *)json, strlen(json), &d) == OK);
   CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 400); /* no such state cookie */
-  CHECK(wechat_oauth_decision_body(d, &body) == OK && str_contains(body, "\"invalid_state\""));
+  CHECK(wechat_oauth_decision_body(d, &body) == OK && str_contains(body, "\"invalid_request\""));
   wechat_oauth_decision_free(d);
   CHECK(wechat_oauth_client_decide_with_body(client, &post, NULL, 0, &d) == OK);
   CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 400); /* an empty body */

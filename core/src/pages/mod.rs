@@ -1,5 +1,12 @@
-//! The gate's own answers: small HTML pages (Chinese first, then English)
-//! and JSON bodies. They never carry a secret, code or token.
+//! The gate's answers to people: small HTML pages (Chinese first, then
+//! English), never carrying a secret, code or token. [`notices`] holds
+//! every short page by what happened; the QR and confirmation pages are
+//! here. JSON answers are [`crate::api`]'s.
+
+mod notices;
+
+pub(crate) use notices::Notice;
+pub(crate) use notices::{confirm_message, no_frames};
 
 use html_escape::{encode_double_quoted_attribute, encode_text};
 
@@ -134,9 +141,10 @@ impl Lang {
 }
 
 /// One user-facing message in both languages.
-pub(crate) struct Text {
-    pub zh: &'static str,
-    pub en: &'static str,
+#[derive(Clone, Copy)]
+struct Text {
+    zh: &'static str,
+    en: &'static str,
 }
 
 impl Text {
@@ -150,7 +158,7 @@ impl Text {
 
 /// An HTML page in `lang`: a title, a message, an optional detail line
 /// (escaped) and an optional button linking to `action`.
-pub(crate) fn page(
+fn page(
     lang: Lang,
     status: u16,
     title: Text,
