@@ -225,6 +225,26 @@ pub(crate) fn qr_created(scene: &str, ticket: &str, qr_image_url: &str, expires_
     )
 }
 
+/// `qr/image`: `200` SVG of the QR code encoding `url` (the scene's
+/// ticket URL); `404 invalid_request` when there is none (a scene cookie
+/// from before this route).
+pub(crate) fn qr_image(url: &str) -> Reply {
+    let svg = (!url.is_empty())
+        .then(|| qrcode::QrCode::new(url.as_bytes()).ok())
+        .flatten()
+        .map(|code| {
+            code.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(240, 240)
+                .build()
+        });
+    match svg {
+        Some(svg) => Reply::new(200, "image/svg+xml", svg),
+        None => ApiError::new(404, ErrorName::InvalidRequest)
+            .with_description("this scene has no QR code to draw; ask qr/new again")
+            .reply(),
+    }
+}
+
 /// Where a scene is, as `qr/status` answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SceneAnswer<'a> {

@@ -26,7 +26,7 @@ const MAX_MESSAGES: usize = 50;
 /// A scene QR code handed out.
 pub(crate) struct Ticket {
     scene: String,
-    url: String,
+    pub(crate) url: String,
     expires: Instant,
 }
 
@@ -225,8 +225,10 @@ fn qr_png(text: &str) -> Option<Vec<u8>> {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ScanRequest {
-    /// The ticket scanned (or `scene`).
+    /// The ticket scanned (or `url`, or `scene`).
     ticket: Option<String>,
+    /// What the phone read from the QR code: the ticket's URL.
+    url: Option<String>,
     /// The scene scanned, when no ticket is given.
     scene: Option<String>,
     /// The user follows the account by this scan: `subscribe` with `qrscene_`.
@@ -276,7 +278,17 @@ async fn scan(State(app): State<App>, axum::Json(req): axum::Json<ScanRequest>) 
     };
     let (scene, ticket, openid, account) = {
         let world = app.world.lock().unwrap();
-        let (scene, ticket) = match (&req.ticket, &req.scene) {
+        let by_url = req.url.as_deref().and_then(|u| {
+            world
+                .tickets
+                .iter()
+                .find(|(_, entry)| entry.url == u)
+                .map(|(t, _)| t.clone())
+        });
+        if req.url.is_some() && by_url.is_none() {
+            return (StatusCode::NOT_FOUND, "no QR code encodes this URL\n").into_response();
+        }
+        let (scene, ticket) = match (req.ticket.as_ref().or(by_url.as_ref()), &req.scene) {
             (Some(t), _) => match world.tickets.get(t.as_str()) {
                 Some(entry) if entry.expires > Instant::now() => (entry.scene.clone(), t.clone()),
                 Some(_) => return (StatusCode::GONE, "ticket expired\n").into_response(),

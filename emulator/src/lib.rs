@@ -768,6 +768,8 @@ async fn issued(State(app): State<App>) -> Response {
         "access_tokens": keys(&world.access_tokens),
         "refresh_tokens": keys(&world.refresh_tokens),
         "basic_tokens": world.basic_tokens.keys().cloned().collect::<Vec<_>>(),
+        // What each scene QR code encodes, by ticket (what a phone reads from the image).
+        "qr_urls": world.tickets.iter().map(|(t, v)| (t.clone(), v.url.clone())).collect::<HashMap<_, _>>(),
     }))
     .into_response()
 }

@@ -75,6 +75,30 @@ pub fn query_param(url: &str, name: &str) -> String {
         .into_owned()
 }
 
+/// The SVG the gate draws for a QR code encoding `url` (`qr/image`).
+pub fn qr_svg(url: &str) -> String {
+    qrcode::QrCode::new(url.as_bytes())
+        .expect("a URL fits a QR code")
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .build()
+}
+
+/// What a phone reads from a QR image the gate drew: the URL, among the
+/// ones the emulator at `emulator_url` issued, that `svg` encodes.
+/// Panics when it encodes none of them.
+pub async fn read_qr_image(emulator_url: &str, svg: &str) -> String {
+    let issued = emulator_json(emulator_url, "issued").await;
+    issued["qr_urls"]
+        .as_object()
+        .expect("qr_urls")
+        .values()
+        .filter_map(|u| u.as_str())
+        .find(|u| qr_svg(u) == svg)
+        .unwrap_or_else(|| panic!("the image encodes no issued QR code: {svg:.200}"))
+        .to_owned()
+}
+
 /// Path of a workspace binary in the same target directory as this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -52,6 +52,58 @@ async fn new_qr(stack: &Stack, browser: &mut Browser, rd: &str) -> (String, Stri
 }
 
 #[tokio::test]
+async fn the_gate_draws_each_scene_qr_code_for_its_own_browser_only() {
+    let stack = Stack::start_desktop("scene_qr").await;
+    let mut browser = Browser::new(DESKTOP_UA);
+    let (scene, ticket) = new_qr(&stack, &mut browser, "%2F").await;
+    let path = format!("/_wechat/qr/image?scene={scene}");
+    let image = browser.get(&stack.url(&path)).await;
+    assert_eq!(image.status, 200, "{}", image.body);
+    assert_eq!(image.header("content-type"), Some("image/svg+xml"));
+    // The image encodes exactly what WeChat's QR code for this ticket does.
+    let issued = stack.emulator("issued").await;
+    let url = issued["qr_urls"][&ticket]
+        .as_str()
+        .expect("the ticket's URL");
+    let expected = qrcode::QrCode::new(url.as_bytes())
+        .unwrap()
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .build();
+    assert_eq!(image.body, expected);
+
+    // Another browser, none, a forged cookie, another scene's name, case
+    // and encoding games: nothing drawn.
+    let mut other = Browser::new(DESKTOP_UA);
+    let (their_scene, _) = new_qr(&stack, &mut other, "%2F").await;
+    let theirs = other.get(&stack.url(&path)).await;
+    assert_eq!(theirs.status, 403, "{}", theirs.body);
+    assert_eq!(theirs.json()["error"], "access_denied");
+    let nobody = Browser::new(DESKTOP_UA).get(&stack.url(&path)).await;
+    assert_eq!(nobody.status, 403);
+    let mut forged = Browser::new(DESKTOP_UA);
+    forged
+        .cookies
+        .insert("wechat_scene".into(), format!("{scene}.AAAA"));
+    assert_eq!(forged.get(&stack.url(&path)).await.status, 403);
+    let wrong = format!("/_wechat/qr/image?scene={their_scene}");
+    assert_eq!(browser.get(&stack.url(&wrong)).await.status, 403);
+    for variant in [
+        format!("/_wechat/qr/image?scene={}", scene.to_uppercase()),
+        format!("/_wechat/qr/image?scene={scene}&scene={scene}"),
+        "/_wechat/qr/image".to_owned(),
+    ] {
+        let answer = browser.get(&stack.url(&variant)).await;
+        assert_eq!(answer.status, 403, "{variant}: {}", answer.body);
+    }
+    let posted = browser.post_json(&stack.url(&path), &json!({})).await;
+    assert_eq!(posted.status, 405);
+    // The page draws its code from the gate, not from WeChat.
+    let page = Browser::new(DESKTOP_UA).get(&stack.url("/")).await;
+    assert!(page.body.contains("/_wechat/qr/image"), "{}", page.body);
+}
+
+#[tokio::test]
 async fn a_desktop_browser_logs_in_by_scene_qr_scan() {
     let stack = Stack::start_desktop("scene_qr").await;
     let user = stack.emulator("user").await;
@@ -428,12 +480,26 @@ async fn headless_chromium_logs_in_by_scanning_the_qr_code() {
     )
     .unwrap();
 
-    let ticket = wechat_e2e::query_param(&src, "ticket");
+    // The phone reads the code the page shows: the SVG the browser drew,
+    // matched against what each issued QR code encodes.
+    assert!(src.contains("/_wechat/qr/image?scene="), "{src}");
+    let svg = client
+        .execute(
+            "return await (await fetch(arguments[0], {credentials: 'same-origin'})).text();",
+            vec![json!(src)],
+        )
+        .await
+        .unwrap();
+    let svg = svg.as_str().expect("the image's SVG");
+    let url = wechat_e2e::read_qr_image(&stack.emulator_url, svg).await;
     let pushed = Instant::now();
-    assert_eq!(
-        scan(&stack, json!({}), &ticket).await,
-        (200, "success".to_owned())
-    );
+    let (status, answer) = post_json(
+        &format!("{}/_emulator/scan", stack.emulator_url),
+        json!({ "url": url }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["body"], "success");
     let openid = user["openid"].as_str().unwrap();
     loop {
         let source = client.source().await.unwrap_or_default();

@@ -613,10 +613,25 @@ async fn scene_qr_login(site: &Site, safe_mode: bool) {
         ))
         .await;
     assert_eq!(pending.json()["status"], "pending", "{front:?}");
+    // The phone scans the image this front drew.
+    let image = desktop
+        .get(&format!(
+            "{}/_wechat/qr/image?scene={}",
+            site.url,
+            qr["scene"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(image.status, 200, "{front:?}: {}", image.body);
+    assert_eq!(
+        image.header("content-type"),
+        Some("image/svg+xml"),
+        "{front:?}"
+    );
+    let url = wechat_e2e::read_qr_image(&site.emulator_url, &image.body).await;
     let scanned = Browser::new(WECHAT_UA)
         .post_json(
             &format!("{}/_emulator/scan", site.emulator_url),
-            &serde_json::json!({"ticket": qr["ticket"], "safe_mode": safe_mode}),
+            &serde_json::json!({"url": url, "safe_mode": safe_mode}),
         )
         .await
         .json();

@@ -460,7 +460,7 @@ impl Gate {
             return Decision::Reply(reply.with_header("Allow", allowed.join(", ")));
         }
         let reply = match route {
-            Route::QrNew | Route::QrStatus | Route::QrConfirm => {
+            Route::QrNew | Route::QrStatus | Route::QrImage | Route::QrConfirm => {
                 return self.scene_route(route, req, cookies, session, now, lang)
             }
             Route::Push => match req.method {

@@ -32,6 +32,9 @@ pub enum Route {
     QrNew,
     /// `/qr/status?scene=…[&wait=N]`: long-polls a scene.
     QrStatus,
+    /// `/qr/image?scene=…`: the scene's QR code as SVG, for the browser
+    /// the scene belongs to.
+    QrImage,
     /// `/qr/confirm?t=…[&answer=…]`: the phone's confirmation page
     /// (`scene_confirm`).
     QrConfirm,
@@ -43,7 +46,7 @@ pub enum Route {
 }
 
 /// The routes under the prefix with their suffixes.
-const UNDER_PREFIX: [(Route, &str); 12] = [
+const UNDER_PREFIX: [(Route, &str); 13] = [
     (Route::Callback, "/callback"),
     (Route::Login, "/login"),
     (Route::Logout, "/logout"),
@@ -55,6 +58,7 @@ const UNDER_PREFIX: [(Route, &str); 12] = [
     (Route::AuthorizeUrl, "/authorize-url"),
     (Route::QrNew, "/qr/new"),
     (Route::QrStatus, "/qr/status"),
+    (Route::QrImage, "/qr/image"),
     (Route::QrConfirm, "/qr/confirm"),
 ];
 

@@ -45,6 +45,9 @@ struct ScenePayload {
     sc: String,
     rd: String,
     exp: u64,
+    /// The URL the scene's QR code encodes (WeChat's ticket URL).
+    #[serde(default)]
+    u: String,
 }
 
 impl Gate {
@@ -80,7 +83,7 @@ impl Gate {
                 requester,
             };
             return Decision::Call(Call { kind, lang });
-        } else if route == Route::QrStatus {
+        } else if route == Route::QrStatus || route == Route::QrImage {
             let asked = query_param(req.query, "scene").unwrap_or_default();
             let mine = cookies
                 .scene
@@ -91,6 +94,9 @@ impl Gate {
                         .filter(|p| p.exp > now)
                 });
             match mine {
+                Some(p) if !asked.is_empty() && p.sc == asked && route == Route::QrImage => {
+                    api::qr_image(&p.u)
+                }
                 Some(p) if !asked.is_empty() && p.sc == asked => {
                     let limit = self.long_poll_limit;
                     let wait = query_param(req.query, "wait")
@@ -150,6 +156,7 @@ impl Gate {
                     sc: scene.clone(),
                     rd: return_to,
                     exp: now + expires_in,
+                    u: ticket.url.clone(),
                 };
                 let sealed = self.sealer.seal(
                     SCENE_COOKIE,

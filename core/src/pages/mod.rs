@@ -194,7 +194,8 @@ h1{{font-size:1.4em}}.detail{{color:#888;font-size:.9em;word-break:break-all}}\
 
 /// The desktop login page of `desktop_login = "scene_qr"`: the Official
 /// Account's QR code for this browser (`prefix/qr/new`), polled
-/// (`prefix/qr/status`, long-poll) until a scan logs it in, then on to
+/// (`prefix/qr/status`, long-poll; the image from `prefix/qr/image`, so
+/// the page needs nothing from another origin) until a scan logs it in, then on to
 /// `return_to`. One inline script, no external one. Status 401.
 pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str) -> Reply {
     use crate::flow::Route;
@@ -229,9 +230,9 @@ pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str) -> Reply 
 #qr{{width:240px;height:240px;border:1px solid #eee;image-rendering:pixelated}}</style></head>\
 <body><h1>{title}</h1><p><img id=\"qr\" alt=\"QR\"></p><p id=\"status\">{scan}</p>\
 <noscript><p>JavaScript is needed to show the QR code.</p></noscript>\
-<script>(function(){{var qrNew={qr_new},qrStatus={qr_status},rd={rd},st=document.getElementById(\"status\");\
+<script>(function(){{var qrNew={qr_new},qrStatus={qr_status},qrImage={qr_image},rd={rd},st=document.getElementById(\"status\");\
 function fresh(){{fetch(qrNew+\"?rd=\"+encodeURIComponent(rd),{{credentials:\"same-origin\"}})\
-.then(function(r){{if(!r.ok)throw r;return r.json()}}).then(function(q){{document.getElementById(\"qr\").src=q.qr_image_url;\
+.then(function(r){{if(!r.ok)throw r;return r.json()}}).then(function(q){{document.getElementById(\"qr\").src=qrImage+\"?scene=\"+encodeURIComponent(q.scene);\
 st.textContent={scan_js};poll(q.scene)}}).catch(function(){{st.textContent={failed_js};setTimeout(fresh,3000)}})}}\
 function poll(scene){{fetch(qrStatus+\"?scene=\"+encodeURIComponent(scene),{{credentials:\"same-origin\"}})\
 .then(function(r){{return r.json()}}).then(function(s){{if(s.status===\"confirmed\"){{location.href=s.redirect}}\
@@ -243,6 +244,7 @@ fresh()}})();</script></body></html>\n",
         code = lang.code(),
         qr_new = js(&Route::QrNew.path(prefix)),
         qr_status = js(&Route::QrStatus.path(prefix)),
+        qr_image = js(&Route::QrImage.path(prefix)),
         rd = js(return_to),
         scan_js = js(scan),
         expired_js = js(expired),
