@@ -93,7 +93,7 @@ pub struct RequestParts<'a> {
     /// Method, e.g. `GET`.
     pub method: &'a str,
     /// Path, without the query, as the client sent it: the gate decides on
-    /// its canonical form ([`crate::path`]) and answers `400` when it has
+    /// its canonical form (`path.rs`) and answers `400` when it has
     /// none.
     pub path: &'a str,
     /// Raw query string, without `?`.
@@ -150,7 +150,7 @@ pub struct Pass {
     /// session re-sealed to keep an idle timeout from ending it).
     pub set_cookie: Option<String>,
     /// The path the application must get instead of the request's: its
-    /// canonical form ([`crate::path`]), when that differs; `None`: the
+    /// canonical form (`path.rs`), when that differs; `None`: the
     /// request's path is canonical already.
     pub upstream_path: Option<String>,
 }

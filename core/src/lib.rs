@@ -3,11 +3,10 @@
 //!
 //! - [`config`]: the TOML configuration shared by every host.
 //! - [`authorize`]: the authorize URL, in WeChat's exact parameter order.
-//! - [`state`]: CSRF state bound to the browser, safe return paths.
 //! - [`session`]: the sealed session cookie and the identity headers.
 //! - [`sns`]: typed `sns/oauth2/access_token` and `sns/userinfo` client.
 //! - [`flow`]: the state machine every host drives ([`Gate`]).
-//! - [`store`]: server-side tokens; [`single_flight`]: one exchange per code.
+//! - [`store`]: server-side tokens.
 //! - [`coordination`]: what several instances agree on (memory, the state
 //!   file, Redis).
 //!
@@ -21,22 +20,39 @@ pub mod authorize;
 pub mod config;
 pub mod coordination;
 pub mod errcode;
-pub mod expiring;
 pub mod flow;
 pub mod forwarded;
 pub mod metrics;
 pub mod pages;
-pub mod path;
-pub mod push;
-pub mod qr;
-pub mod revocation;
-pub mod seal;
 pub mod secret;
 pub mod session;
-pub mod single_flight;
 pub mod sns;
-pub mod state;
 pub mod store;
+
+/// Modules the gate uses inside; fuzzing, benches and the end-to-end
+/// tests reach them with the `internals` feature. They are not a stable
+/// interface.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code, unreachable_pub)]
+        mod $name;
+    )*};
+}
+
+internal_modules!(
+    expiring,
+    path,
+    push,
+    qr,
+    revocation,
+    seal,
+    single_flight,
+    state
+);
 
 pub use authorize::Scope;
 pub use config::{Config, ConfigError};

@@ -190,7 +190,7 @@ pub struct SceneRequester {
     /// The desktop browser's client address, if known.
     #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
-    /// Its `User-Agent`, at most [`MAX_REQUESTER_BROWSER_BYTES`] bytes.
+    /// Its `User-Agent`, at most 200 bytes.
     #[serde(rename = "ua")]
     pub browser: String,
     /// When the QR code was made, unix seconds.

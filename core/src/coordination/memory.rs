@@ -16,7 +16,7 @@ use crate::state::{UsedStates, STATE_LIFETIME_SECS};
 use crate::store::StoredTokens;
 
 /// Everything one process must agree with itself on, in bounded expiring
-/// maps ([`crate::expiring::ExpiringMap`]).
+/// maps (`expiring.rs`).
 #[derive(Debug, Default)]
 pub struct MemoryCoordination {
     /// Each state with the code it first came with.

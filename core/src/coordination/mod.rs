@@ -9,10 +9,10 @@
 //! - [`FileStore`]: one embedded database file that outlives restarts
 //!   (`file:PATH`, the binary's default; one process).
 //! - [`RedisStore`]: Redis, single, Sentinel or Cluster, shared by every
-//!   instance; its keys, scripts and locks live in [`redis`] only.
+//!   instance; its commands and scripts live in `redis.rs` only.
 //!
 //! The file and Redis are key-value stores with one key layout and one
-//! implementation of the seam over them ([`kv`]); in one process (memory,
+//! implementation of the seam over them (`kv.rs`); in one process (memory,
 //! the file) the gate's own single-flight already makes an exchange, a
 //! refresh or a token fetch run once, so only Redis ever takes a lock.
 
@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crate::qr::{SceneRequester, SceneStatus};
 pub use file::FileStore;
 pub use memory::MemoryCoordination;
 pub use redis::{sentinel_url_parses, RedisStore};
 
-use crate::qr::{SceneRequester, SceneStatus};
-use crate::secret::AccessToken;
+pub use crate::secret::AccessToken;
 use crate::store::StoredTokens;
 
 /// Why the instances could not agree: the store is out of reach or holds

@@ -63,7 +63,7 @@ const UNDER_PREFIX: [(Route, &str); 13] = [
 ];
 
 impl Route {
-    /// The route of a canonical path ([`crate::path::canonical_path`]), if
+    /// The route of a canonical path (`path::canonical_path`), if
     /// it is one of the gate's: the push path first (it may be anywhere),
     /// then anything under `prefix` (an unknown one is [`Route::Unknown`]).
     /// `push_path` is `None` when pushes are off (no `push_token`).

@@ -1,5 +1,5 @@
 //! The gate's answers to people: small HTML pages (Chinese first, then
-//! English), never carrying a secret, code or token. [`notices`] holds
+//! English), never carrying a secret, code or token. `notices.rs` holds
 //! every short page by what happened; the QR and confirmation pages are
 //! here. JSON answers are [`crate::api`]'s.
 

@@ -1,0 +1,653 @@
+//! Reading a configuration: the TOML file's shape (every key optional, no
+//! unknown one), the environment's overrides and secret files, and the
+//! checks that name the key of every problem.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::*;
+use crate::authorize::Scope;
+use crate::secret::Secret;
+
+use super::keys::*;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    wechat: RawWechat,
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    logins_per_minute: Option<u32>,
+    login_burst: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    state_dir: Option<PathBuf>,
+    cluster_nodes: Option<Vec<String>>,
+    key_prefix: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWechat {
+    appid: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    scope: Option<String>,
+    open_base: Option<String>,
+    api_base: Option<String>,
+    timeout_ms: Option<u64>,
+    retries: Option<u32>,
+    mp_base: Option<String>,
+    push_token: Option<String>,
+    encoding_aes_key: Option<String>,
+    open: Option<RawOpen>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOpen {
+    appid: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<String>,
+    upstream: Option<String>,
+    public_url: Option<String>,
+    prefix: Option<String>,
+    cookie_secret: Option<String>,
+    cookie_secret_file: Option<PathBuf>,
+    cookie_secrets: Option<Vec<String>>,
+    public_paths: Option<Vec<String>>,
+    userinfo_paths: Option<Vec<String>>,
+    session_lifetime_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
+    logout_redirect: Option<String>,
+    cookie_name: Option<String>,
+    allow_snapshot_users: Option<bool>,
+    language: Option<String>,
+    desktop_login: Option<String>,
+    scene_confirm: Option<bool>,
+    push_path: Option<String>,
+    metrics_listen: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    log_openid: Option<String>,
+    header_timeout_secs: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads a TOML file, with overrides from the process environment.
+    ///
+    /// Errors: [`ConfigError::Read`] when the file can't be read, else as
+    /// [`Config::from_toml`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Every problem of a configuration, one [`ConfigError`] each (empty
+    /// when it loads): each problem found is set aside (its key given a
+    /// valid value, or removed when it has a default) and the check runs
+    /// again, so one bad key does not hide the next. `env` as for
+    /// [`Config::from_toml`]; a bad environment override is reported and
+    /// then ignored.
+    pub fn check(text: &str, env: impl Fn(&str) -> Option<String>) -> Vec<ConfigError> {
+        let mut doc: toml::Table = match text.parse() {
+            Ok(doc) => doc,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                return vec![ConfigError::Syntax {
+                    line: e
+                        .span()
+                        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                        .unwrap_or(1),
+                    message: e.message().trim().to_owned(),
+                }];
+            }
+        };
+        let mut ignored_env: Vec<&'static str> = Vec::new();
+        let mut problems: Vec<ConfigError> = Vec::new();
+        for _ in 0..64 {
+            let rendered = toml::to_string(&doc).expect("a parsed table renders");
+            let err = match Config::from_toml(&rendered, |k| {
+                if ignored_env.contains(&k) {
+                    None
+                } else {
+                    env(k)
+                }
+            }) {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            let repaired = match &err {
+                ConfigError::Invalid { key, .. } => {
+                    if let Some(var) = env_override_of(key).filter(|v| env(v).is_some()) {
+                        ignored_env.push(var);
+                    }
+                    repair_key(&mut doc, key)
+                }
+                ConfigError::Syntax { line, .. } => match key_at_line(&rendered, *line) {
+                    Some((table, key)) => {
+                        let removed = remove_key(&mut doc, &table, &key);
+                        problems.push(ConfigError::Syntax {
+                            line: line_of_key(text, &table, &key).unwrap_or(1),
+                            message: match &err {
+                                ConfigError::Syntax { message, .. } => message.clone(),
+                                _ => unreachable!(),
+                            },
+                        });
+                        if removed {
+                            continue;
+                        }
+                        break;
+                    }
+                    None => false,
+                },
+                ConfigError::Read { .. } => false,
+            };
+            let repeated = problems.iter().any(|p| p.to_string() == err.to_string());
+            if !repeated {
+                problems.push(err);
+            }
+            if !repaired || repeated {
+                break;
+            }
+        }
+        problems
+    }
+
+    /// Parses and validates TOML text; `env` looks up environment overrides
+    /// (`WECHAT_APPID`, `WECHAT_APP_SECRET`, `WECHAT_COOKIE_SECRET`), which
+    /// win over the file.
+    ///
+    /// Errors: [`ConfigError::Syntax`] for malformed TOML or an unknown key,
+    /// [`ConfigError::Invalid`] naming the first missing or bad key.
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1),
+            message: e.message().trim().to_owned(),
+        })?;
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+
+        let w = raw.wechat;
+        let appid = env("WECHAT_APPID")
+            .or(w.appid)
+            .ok_or_else(|| invalid("[wechat] appid", "missing (set it, or env WECHAT_APPID)"))?;
+        check_appid("[wechat] appid", &appid)?;
+        let secret = secret_value(
+            env("WECHAT_APP_SECRET"),
+            w.secret_file,
+            w.secret,
+            "[wechat] secret",
+            "set secret, secret_file, or env WECHAT_APP_SECRET",
+        )?;
+        let scope = match w.scope.as_deref() {
+            None => Scope::Base,
+            Some(s) => Scope::parse(s).ok_or_else(|| {
+                invalid(
+                    "[wechat] scope",
+                    "must be \"snsapi_base\" or \"snsapi_userinfo\"",
+                )
+            })?,
+        };
+        let open_base = base_url("[wechat] open_base", w.open_base, DEFAULT_OPEN_BASE)?;
+        let api_base = base_url("[wechat] api_base", w.api_base, DEFAULT_API_BASE)?;
+        let timeout_ms = w.timeout_ms.unwrap_or(5000);
+        if !(1..=120_000).contains(&timeout_ms) {
+            return Err(invalid(
+                "[wechat] timeout_ms",
+                "must be 1 to 120000 (milliseconds)",
+            ));
+        }
+        let retries = w.retries.unwrap_or(2);
+        if retries > 10 {
+            return Err(invalid("[wechat] retries", "must be 0 to 10"));
+        }
+
+        let mp_base = base_url("[wechat] mp_base", w.mp_base, DEFAULT_MP_BASE)?;
+        let push_token = env("WECHAT_PUSH_TOKEN")
+            .or(w.push_token)
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &push_token {
+            if t.len() < 3 || t.len() > 32 || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(invalid(
+                    "[wechat] push_token",
+                    "must be 3 to 32 letters or digits, as in the WeChat console",
+                ));
+            }
+        }
+        let encoding_aes_key = env("WECHAT_ENCODING_AES_KEY")
+            .or(w.encoding_aes_key)
+            .filter(|k| !k.is_empty());
+        if let Some(k) = &encoding_aes_key {
+            if k.len() != 43 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(invalid(
+                    "[wechat] encoding_aes_key",
+                    "must be the 43 letters and digits of the console's EncodingAESKey",
+                ));
+            }
+        }
+        let open = match w.open {
+            None if env("WECHAT_OPEN_APPID").is_none() => None,
+            raw_open => {
+                let o = raw_open.unwrap_or_default();
+                let appid = env("WECHAT_OPEN_APPID").or(o.appid).ok_or_else(|| {
+                    invalid(
+                        "[wechat.open] appid",
+                        "missing (set it, or env WECHAT_OPEN_APPID)",
+                    )
+                })?;
+                check_appid("[wechat.open] appid", &appid)?;
+                let secret = secret_value(
+                    env("WECHAT_OPEN_SECRET"),
+                    o.secret_file,
+                    o.secret,
+                    "[wechat.open] secret",
+                    "set secret, secret_file, or env WECHAT_OPEN_SECRET",
+                )?;
+                Some(OpenAppConfig { appid, secret })
+            }
+        };
+
+        let g = raw.gateway;
+        let listen = g.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "[gateway] listen",
+                "must be an IP:port, e.g. \"0.0.0.0:8080\"",
+            ));
+        }
+        if let Some(up) = &g.upstream {
+            validate_host_port(up).map_err(|p| {
+                invalid(
+                    "[gateway] upstream",
+                    format!("{p}, e.g. \"127.0.0.1:3000\""),
+                )
+            })?;
+        }
+        let public_url_text = g.public_url.ok_or_else(|| {
+            invalid(
+                "[gateway] public_url",
+                "missing (the site's origin as browsers see it, e.g. \"https://app.example.com\")",
+            )
+        })?;
+        let public_url = Url::parse(&public_url_text)
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+            })
+            .ok_or_else(|| {
+                invalid(
+                    "[gateway] public_url",
+                    "must be an http(s) origin with no path, e.g. \"https://app.example.com\"",
+                )
+            })?;
+        let prefix = g.prefix.unwrap_or_else(|| "/_wechat".to_owned());
+        if !prefix.starts_with('/')
+            || prefix.len() < 2
+            || prefix.ends_with('/')
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
+        {
+            return Err(invalid(
+                "[gateway] prefix",
+                "must start with '/', not end with '/', and use only letters, digits, '/', '_', '-', '.'",
+            ));
+        }
+        let mut cookie_secrets = Vec::new();
+        let single = env("WECHAT_COOKIE_SECRET").is_some()
+            || g.cookie_secret_file.is_some()
+            || g.cookie_secret.is_some();
+        if single || g.cookie_secrets.is_none() {
+            cookie_secrets.push(secret_value(
+                env("WECHAT_COOKIE_SECRET"),
+                g.cookie_secret_file,
+                g.cookie_secret,
+                "[gateway] cookie_secret",
+                "set cookie_secret, cookie_secrets, cookie_secret_file, or env WECHAT_COOKIE_SECRET",
+            )?);
+        }
+        for value in g.cookie_secrets.unwrap_or_default() {
+            if !cookie_secrets.iter().any(|s| s.expose() == value) {
+                cookie_secrets.push(Secret::new(value));
+            }
+        }
+        if cookie_secrets
+            .iter()
+            .any(|s| s.expose().len() < MIN_COOKIE_SECRET_BYTES)
+        {
+            let key = if single && cookie_secrets[0].expose().len() < MIN_COOKIE_SECRET_BYTES {
+                "[gateway] cookie_secret"
+            } else {
+                "[gateway] cookie_secrets"
+            };
+            return Err(invalid(
+                key,
+                format!(
+                    "every key must be at least {MIN_COOKIE_SECRET_BYTES} bytes (e.g. the output of `openssl rand -base64 48`)"
+                ),
+            ));
+        }
+        let public_paths = path_list("[gateway] public_paths", g.public_paths)?;
+        let userinfo_paths = path_list("[gateway] userinfo_paths", g.userinfo_paths)?;
+        let lifetime = g.session_lifetime_secs.unwrap_or(7 * 24 * 3600);
+        if !(60..=366 * 24 * 3600).contains(&lifetime) {
+            return Err(invalid(
+                "[gateway] session_lifetime_secs",
+                "must be 60 to 31622400 (seconds)",
+            ));
+        }
+        let session_idle = match g.session_idle_secs.unwrap_or(0) {
+            0 => None,
+            n if (60..=lifetime).contains(&n) => Some(Duration::from_secs(n)),
+            _ => {
+                return Err(invalid(
+                    "[gateway] session_idle_secs",
+                    "must be 0 (off) or 60 up to session_lifetime_secs (seconds)",
+                ))
+            }
+        };
+        let logout_redirect = g.logout_redirect.unwrap_or_else(|| "/".to_owned());
+        let logout_ok = (logout_redirect.starts_with('/') && !logout_redirect.starts_with("//"))
+            || Url::parse(&logout_redirect).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !logout_ok || logout_redirect.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+            return Err(invalid(
+                "[gateway] logout_redirect",
+                "must be a path like \"/\" or an http(s) URL",
+            ));
+        }
+        let session_cookie_name = match g.cookie_name {
+            Some(name) => {
+                let token = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !token || (name.starts_with("__Host-") && public_url.scheme() != "https") {
+                    return Err(invalid(
+                        "[gateway] cookie_name",
+                        "letters, digits, - _ . (at most 64); __Host- names need an https public_url",
+                    ));
+                }
+                name
+            }
+            None if public_url.scheme() == "https" => "__Host-wechat_session".to_owned(),
+            None => crate::session::SESSION_COOKIE.to_owned(),
+        };
+        let mut trusted_proxies = Vec::new();
+        for block in g.trusted_proxies.unwrap_or_default() {
+            let parsed = block
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| block.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net.trunc()),
+                Err(_) => {
+                    return Err(invalid(
+                        "[gateway] trusted_proxies",
+                        format!("{block:?} is not a CIDR block or an IP address"),
+                    ))
+                }
+            }
+        }
+        let language = match g.language.as_deref().unwrap_or("auto") {
+            "auto" => Language::Auto,
+            "zh" => Language::Zh,
+            "en" => Language::En,
+            _ => {
+                return Err(invalid(
+                    "[gateway] language",
+                    "must be \"auto\", \"zh\" or \"en\"",
+                ))
+            }
+        };
+
+        let desktop_login = match g.desktop_login.as_deref().unwrap_or("notice") {
+            "notice" => DesktopLogin::Notice,
+            "qrconnect" => DesktopLogin::Qrconnect,
+            "scene_qr" => DesktopLogin::SceneQr,
+            _ => {
+                return Err(invalid(
+                    "[gateway] desktop_login",
+                    "must be \"notice\", \"qrconnect\" or \"scene_qr\"",
+                ))
+            }
+        };
+        if desktop_login == DesktopLogin::Qrconnect && open.is_none() {
+            return Err(invalid(
+                "[wechat.open] appid",
+                "desktop_login = \"qrconnect\" needs the Open Platform website app ([wechat.open] appid and secret)",
+            ));
+        }
+        if desktop_login == DesktopLogin::SceneQr && push_token.is_none() {
+            return Err(invalid(
+                "[wechat] push_token",
+                "desktop_login = \"scene_qr\" needs the server URL token (push_token, or env WECHAT_PUSH_TOKEN)",
+            ));
+        }
+        let scene_confirm = g.scene_confirm.unwrap_or(false);
+        if scene_confirm && desktop_login != DesktopLogin::SceneQr {
+            return Err(invalid(
+                "[gateway] scene_confirm",
+                "confirms scene QR scans: it needs desktop_login = \"scene_qr\"",
+            ));
+        }
+        let push_path = g
+            .push_path
+            .unwrap_or_else(|| crate::flow::Route::Push.path(&prefix));
+        if !push_path.starts_with('/')
+            || push_path
+                .bytes()
+                .any(|b| !(0x21..0x7f).contains(&b) || b == b'?')
+        {
+            return Err(invalid(
+                "[gateway] push_path",
+                "must be a path starting with '/'",
+            ));
+        }
+
+        let log_openid_hashed = match g.log_openid.as_deref() {
+            None | Some("plain") => false,
+            Some("hash") => true,
+            Some(_) => return Err(invalid("[gateway] log_openid", "\"plain\" or \"hash\"")),
+        };
+        let header_timeout = match g.header_timeout_secs.unwrap_or(DEFAULT_HEADER_TIMEOUT_SECS) {
+            0 => {
+                return Err(invalid(
+                    "[gateway] header_timeout_secs",
+                    "must be at least 1 (seconds)",
+                ))
+            }
+            secs => Duration::from_secs(secs),
+        };
+        let tls = match (g.tls_cert, g.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                for (path, name) in [(&cert, "[gateway] tls_cert"), (&key, "[gateway] tls_key")] {
+                    if !path.is_file() {
+                        return Err(invalid(
+                            name,
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+                Some((cert, key))
+            }
+            (Some(_), None) => {
+                return Err(invalid("[gateway] tls_key", "tls_cert needs tls_key (PEM)"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "[gateway] tls_cert",
+                    "tls_key needs tls_cert (PEM)",
+                ))
+            }
+        };
+        let s = raw.store;
+        let store_url = env("WECHAT_STORE_URL").or(s.url);
+        let memory = store_url.as_deref() == Some("memory");
+        let mut file = None;
+        let store_url = match store_url.as_deref() {
+            None | Some("memory") => None,
+            Some(u) if u.starts_with("file:") => {
+                let path = u.trim_start_matches("file:");
+                if path.is_empty() {
+                    return Err(invalid(
+                        "[store] url",
+                        "file: needs a path, e.g. \"file:/var/lib/wechat-gateway/store.redb\"",
+                    ));
+                }
+                file = Some(PathBuf::from(path));
+                None
+            }
+            Some(u) if u.starts_with("redis+sentinel://") => {
+                if crate::coordination::sentinel_url_parses(u) {
+                    Some(Secret::new(u))
+                } else {
+                    return Err(invalid(
+                        "[store] url",
+                        "a Sentinel URL is redis+sentinel://host:port[,host:port…]/master[/db]",
+                    ));
+                }
+            }
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                if redis_url_parses(u) {
+                    Some(Secret::new(u))
+                } else {
+                    return Err(invalid(
+                        "[store] url",
+                        "not a valid Redis URL (redis://host:port/db or rediss://…)",
+                    ));
+                }
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "[store] url",
+                    "must be \"memory\", \"file:PATH\" or a redis://, rediss:// or redis+sentinel:// URL",
+                ))
+            }
+        };
+        let cluster_nodes = s.cluster_nodes.unwrap_or_default();
+        if !cluster_nodes.is_empty() && (store_url.is_some() || file.is_some()) {
+            return Err(invalid(
+                "[store] cluster_nodes",
+                "give either url or cluster_nodes, not both",
+            ));
+        }
+        if let Some(bad) = cluster_nodes.iter().find(|n| !redis_url_parses(n)) {
+            let shown = bad.split('@').next_back().unwrap_or_default().to_owned();
+            return Err(invalid(
+                "[store] cluster_nodes",
+                format!("{shown:?} is not a redis:// URL"),
+            ));
+        }
+        let key_prefix = s.key_prefix.unwrap_or_else(|| "wechat:".into());
+        if key_prefix.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(invalid(
+                "[store] key_prefix",
+                "visible ASCII only, e.g. \"wechat:\"",
+            ));
+        }
+        let store_timeout_ms = s.timeout_ms.unwrap_or(500);
+        if !(1..=60_000).contains(&store_timeout_ms) {
+            return Err(invalid("[store] timeout_ms", "between 1 and 60000"));
+        }
+
+        let logins_per_minute = raw.limits.logins_per_minute.unwrap_or(60);
+        let login_burst = raw.limits.login_burst.unwrap_or(20);
+        if login_burst == 0 || login_burst > 100_000 || logins_per_minute > 1_000_000 {
+            return Err(invalid(
+                "[limits] login_burst",
+                "login_burst between 1 and 100000, logins_per_minute at most 1000000 (0: off)",
+            ));
+        }
+        Ok(Config {
+            limits: LimitsConfig {
+                logins_per_minute,
+                login_burst,
+            },
+            store: StoreConfig {
+                url: store_url,
+                cluster_nodes: cluster_nodes.into_iter().map(Secret::new).collect(),
+                key_prefix,
+                timeout: Duration::from_millis(store_timeout_ms),
+                file,
+                state_dir: s.state_dir,
+                memory,
+            },
+            wechat: WechatConfig {
+                appid,
+                secret,
+                scope,
+                open_base,
+                api_base,
+                timeout: Duration::from_millis(timeout_ms),
+                retries,
+                mp_base,
+                push_token: push_token.map(Secret::new),
+                encoding_aes_key: encoding_aes_key.map(Secret::new),
+                open,
+            },
+            gateway: GatewayConfig {
+                listen,
+                upstream: g.upstream,
+                public_url,
+                prefix,
+                cookie_secrets,
+                public_paths,
+                userinfo_paths,
+                session_lifetime: Duration::from_secs(lifetime),
+                session_idle,
+                logout_redirect,
+                session_cookie_name,
+                allow_snapshot_users: g.allow_snapshot_users.unwrap_or(false),
+                language,
+                desktop_login,
+                scene_confirm,
+                push_path,
+                metrics_listen: g.metrics_listen,
+                trusted_proxies,
+                log_openid_hashed,
+                header_timeout,
+                tls,
+            },
+        })
+    }
+}
