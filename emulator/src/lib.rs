@@ -33,6 +33,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
+mod control;
 mod desktop;
 use desktop::Ticket;
 
@@ -265,16 +266,8 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         .route("/sns/oauth2/access_token", get(access_token))
         .route("/sns/oauth2/refresh_token", get(refresh_token))
         .route("/sns/userinfo", get(userinfo))
-        .route("/sns/auth", get(auth))
-        .route("/_emulator/calls", get(calls))
-        .route("/_emulator/user", get(user).post(set_user))
-        .route("/_emulator/issued", get(issued))
-        .route(
-            "/_emulator/faults",
-            axum::routing::post(add_fault).delete(clear_faults),
-        )
-        .route("/_emulator/settings", axum::routing::post(settings));
-    desktop::routes(router).with_state(shared)
+        .route("/sns/auth", get(auth));
+    desktop::routes(control::routes(router)).with_state(shared)
 }
 
 /// A running emulator.
@@ -732,136 +725,4 @@ async fn auth(State(app): State<App>, Query(q): Params) -> Response {
         Ok(_) => wechat_json(serde_json::json!({"errcode": 0, "errmsg": "ok"})),
         Err(e) => e,
     }
-}
-
-async fn calls(State(app): State<App>) -> Response {
-    let world = app.world.lock().unwrap();
-    let mut body = serde_json::json!({
-        "authorize": 0, "access_token": 0, "refresh_token": 0, "userinfo": 0, "auth": 0,
-        "qrconnect": 0, "token": 0, "qrcode_create": 0, "showqrcode": 0
-    });
-    for (k, v) in &world.calls {
-        body[*k] = (*v).into();
-    }
-    axum::Json(body).into_response()
-}
-
-async fn user(State(app): State<App>) -> Response {
-    let world = app.world.lock().unwrap();
-    let p = &world.profile;
-    axum::Json(serde_json::json!({
-        "appid": app.cfg.appid,
-        "key": p.key,
-        "openid": openid_of(&app.cfg.appid, p),
-        "unionid": unionid_of(p),
-        "nickname": p.nickname,
-        "headimgurl": p.headimgurl,
-    }))
-    .into_response()
-}
-
-async fn issued(State(app): State<App>) -> Response {
-    let world = app.world.lock().unwrap();
-    let keys = |m: &HashMap<String, _>| m.keys().cloned().collect::<Vec<String>>();
-    axum::Json(serde_json::json!({
-        "codes": world.codes.keys().cloned().collect::<Vec<_>>(),
-        "access_tokens": keys(&world.access_tokens),
-        "refresh_tokens": keys(&world.refresh_tokens),
-        "basic_tokens": world.basic_tokens.keys().cloned().collect::<Vec<_>>(),
-        // What each scene QR code encodes, by ticket (what a phone reads from the image).
-        "qr_urls": world.tickets.iter().map(|(t, v)| (t.clone(), v.url.clone())).collect::<HashMap<_, _>>(),
-    }))
-    .into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserUpdate {
-    key: Option<String>,
-    nickname: Option<String>,
-    sex: Option<u8>,
-    headimgurl: Option<String>,
-    snapshot: Option<bool>,
-}
-
-/// `POST /_emulator/user`: change the user behind the phone (any subset of fields).
-async fn set_user(State(app): State<App>, axum::Json(u): axum::Json<UserUpdate>) -> Response {
-    {
-        let mut world = app.world.lock().unwrap();
-        let p = &mut world.profile;
-        if let Some(v) = u.key {
-            p.key = v;
-        }
-        if let Some(v) = u.nickname {
-            p.nickname = v;
-        }
-        if let Some(v) = u.sex {
-            p.sex = v;
-        }
-        if let Some(v) = u.headimgurl {
-            p.headimgurl = v;
-        }
-        if let Some(v) = u.snapshot {
-            p.snapshot = v;
-        }
-    }
-    user(State(app)).await
-}
-
-/// `POST /_emulator/faults`: queue a [`Fault`].
-async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>) -> Response {
-    const ENDPOINTS: [&str; 9] = [
-        "authorize",
-        "access_token",
-        "refresh_token",
-        "userinfo",
-        "auth",
-        "qrconnect",
-        "token",
-        "qrcode_create",
-        "showqrcode",
-    ];
-    if !ENDPOINTS.contains(&fault.endpoint.as_str()) || fault.count == 0 {
-        return (StatusCode::BAD_REQUEST, "unknown endpoint or count 0\n").into_response();
-    }
-    app.world.lock().unwrap().faults.push(fault);
-    StatusCode::NO_CONTENT.into_response()
-}
-
-/// `DELETE /_emulator/faults`: WeChat behaves again.
-async fn clear_faults(State(app): State<App>) -> Response {
-    app.world.lock().unwrap().faults.clear();
-    StatusCode::NO_CONTENT.into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Settings {
-    consent: Option<String>,
-    basic_token_ttl_secs: Option<u64>,
-    code_ttl_ms: Option<u64>,
-    token_ttl_secs: Option<u64>,
-}
-
-/// `POST /_emulator/settings`: `{"consent":"auto"|"page"|"deny", "code_ttl_ms":N, "token_ttl_secs":N}`.
-async fn settings(State(app): State<App>, axum::Json(s): axum::Json<Settings>) -> Response {
-    let mut world = app.world.lock().unwrap();
-    if let Some(c) = s.consent {
-        world.consent = match c.as_str() {
-            "auto" => Consent::Auto,
-            "page" => Consent::Page,
-            "deny" => Consent::Deny,
-            _ => return (StatusCode::BAD_REQUEST, "consent: auto, page or deny\n").into_response(),
-        };
-    }
-    if let Some(ms) = s.code_ttl_ms {
-        world.code_ttl = Duration::from_millis(ms);
-    }
-    if let Some(secs) = s.basic_token_ttl_secs {
-        world.basic_token_ttl = Duration::from_secs(secs);
-    }
-    if let Some(secs) = s.token_ttl_secs {
-        world.token_ttl = Duration::from_secs(secs);
-    }
-    StatusCode::NO_CONTENT.into_response()
 }
