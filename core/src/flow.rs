@@ -266,6 +266,32 @@ pub struct Gate {
     long_poll_limit: Duration,
     /// The highest logout time (ms) read from the shared store.
     revocations_seen_ms: std::sync::atomic::AtomicU64,
+    /// Set when the host stops ([`Gate::begin_shutdown`]).
+    stopping: Arc<Stopping>,
+}
+
+/// The host is stopping: long polls end now, with "poll again".
+#[derive(Debug, Default)]
+struct Stopping {
+    set: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stopping {
+    fn is_set(&self) -> bool {
+        self.set.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Returns once the host stops.
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        notified.await;
+    }
 }
 
 impl std::fmt::Debug for Gate {
@@ -392,7 +418,19 @@ impl Gate {
             login_limiter,
             long_poll_limit: Duration::from_secs(QR_LONG_POLL_SECS),
             revocations_seen_ms: std::sync::atomic::AtomicU64::new(0),
+            stopping: Arc::default(),
         })
+    }
+
+    /// The host is stopping (SIGTERM): every `qr/status` long poll waiting
+    /// now, and every later one, answers at once with the scene's status
+    /// (`pending` while unscanned), so the page polls again, reaching an
+    /// instance that stays. Kept across [`Gate::reload`].
+    pub fn begin_shutdown(&self) {
+        self.stopping
+            .set
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping.notify.notify_waiters();
     }
 
     /// The same gate with `qr/status` long polls cut at `limit` (default
@@ -433,6 +471,7 @@ impl Gate {
             Gate::new(config)?
         };
         gate.long_poll_limit = self.long_poll_limit;
+        gate.stopping = self.stopping.clone();
         gate.logins = self.logins.clone();
         gate.refreshes = self.refreshes.clone();
         gate.revocations = self.revocations.clone();

@@ -145,10 +145,11 @@ pub fn count_reply(status: u16) {
     REQUESTS.with_label_values(&[outcome]).inc();
 }
 
-/// Every metric of the process, in Prometheus' text format (version 0.0.4).
-pub fn render() -> String {
-    use prometheus::Encoder;
-    // Registered on first use: make every family appear from the start.
+/// Registers every family in the default registry now (they register on
+/// first use), so a scrape shows each from the start. A host that serves
+/// the default registry itself (the gateway: Pingora's Prometheus service)
+/// calls this once.
+pub fn register() {
     for family in [
         &*LOGINS_STARTED,
         &*LOGINS_COMPLETED,
@@ -164,6 +165,12 @@ pub fn render() -> String {
         &*WECHAT_SECONDS,
     );
     let _ = (&*WECHAT_RETRIES, &*QR_SCENES);
+}
+
+/// Every metric of the process, in Prometheus' text format (version 0.0.4).
+pub fn render() -> String {
+    use prometheus::Encoder;
+    register();
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&prometheus::gather(), &mut out)

@@ -1,5 +1,6 @@
 //! The demo application behind the gateway: it shows the identity headers
-//! it receives. `/echo` and `/echo/…` answer JSON of the whole request (tests read it),
+//! it receives. `/echo` and `/echo/…` answer JSON of the whole request
+//! (tests read it; `?delay_ms=N` answers N ms late),
 //! `/static/…` is a public path in the demo config, every other path shows an
 //! HTML page with the identity.
 
@@ -23,6 +24,19 @@ fn decoded_nickname(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn echo(request: Request) -> Response {
+    // `?delay_ms=N` (at most 10 s): a slow answer, for tests of a stop
+    // with requests in flight.
+    let delay = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("delay_ms="))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map_or(0, |ms| ms.min(10_000));
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in request.headers() {
         headers

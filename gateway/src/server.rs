@@ -3,6 +3,7 @@
 //! SIGHUP, and its metrics on their own address.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,35 +20,72 @@ use wechat_oauth_pingora::{GateCtx, HeaderDeadlineApp, SharedStateSync, WechatGa
 pub struct GatewayProxy {
     gate: WechatGate,
     upstream: SocketAddr,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl GatewayProxy {
     /// A proxy to `upstream` guarded by `gate`.
     pub fn new(gate: WechatGate, upstream: SocketAddr) -> Self {
-        GatewayProxy { gate, upstream }
+        GatewayProxy {
+            gate,
+            upstream,
+            in_flight: Arc::default(),
+        }
     }
+
+    /// How many requests are being answered right now (shared with the
+    /// graceful stop, which waits for it to reach 0).
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
+    }
+}
+
+/// One request being answered: counted from its context's creation to its
+/// drop, whatever way the request ends.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A request's context: the gate's, and its place in the in-flight count.
+pub struct GatewayCtx {
+    gate: GateCtx,
+    _in_flight: InFlight,
 }
 
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
-    type CTX = GateCtx;
+    type CTX = GatewayCtx;
 
-    fn new_ctx(&self) -> GateCtx {
-        GateCtx::default()
+    fn new_ctx(&self) -> GatewayCtx {
+        GatewayCtx {
+            gate: GateCtx::default(),
+            _in_flight: InFlight::new(&self.in_flight),
+        }
     }
 
     async fn request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut GateCtx,
+        ctx: &mut GatewayCtx,
     ) -> pingora::Result<bool> {
-        self.gate.request_filter(session, ctx).await
+        self.gate.request_filter(session, &mut ctx.gate).await
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut GateCtx,
+        _ctx: &mut GatewayCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
     }
@@ -56,10 +94,10 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut GateCtx,
+        ctx: &mut GatewayCtx,
     ) -> pingora::Result<()> {
         self.gate
-            .upstream_request_filter(session, upstream_request, ctx)?;
+            .upstream_request_filter(session, upstream_request, &mut ctx.gate)?;
         Ok(())
     }
 
@@ -67,9 +105,54 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut GateCtx,
+        ctx: &mut GatewayCtx,
     ) -> pingora::Result<()> {
-        self.gate.response_filter(upstream_response, ctx)
+        self.gate.response_filter(upstream_response, &mut ctx.gate)
+    }
+}
+
+/// The graceful stop on SIGTERM (or after an upgrade on SIGQUIT): Pingora
+/// stops accepting, long polls are told to end ("poll again"), and the
+/// process exits as soon as no request is in flight, at the latest after
+/// `[gateway] shutdown_grace_secs` (Pingora's own grace period, set to the
+/// same).
+struct GracefulStop {
+    gate: WechatGate,
+    in_flight: Arc<AtomicUsize>,
+    grace: std::time::Duration,
+}
+
+#[async_trait]
+impl BackgroundService for GracefulStop {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Pingora broadcasts its graceful shutdown on SIGTERM (and after
+        // handing the listeners to a new binary on SIGQUIT).
+        if shutdown.changed().await.is_err() || !*shutdown.borrow() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + self.grace;
+        self.gate.gate().begin_shutdown();
+        tracing::info!(
+            in_flight = self.in_flight.load(Ordering::SeqCst),
+            grace_secs = self.grace.as_secs(),
+            "stopping: no new connections; exiting once the requests in flight are answered"
+        );
+        let in_flight = self.in_flight.clone();
+        // A thread of its own: the runtimes are being shut down around it.
+        std::thread::spawn(move || {
+            // Pingora closes the listeners first.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            while in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let left = in_flight.load(Ordering::SeqCst);
+            if left > 0 {
+                tracing::warn!(left, "grace period over: exiting with requests in flight");
+            } else {
+                tracing::info!("no request in flight: stopped");
+            }
+            std::process::exit(0);
+        });
     }
 }
 
@@ -144,18 +227,22 @@ fn build_server_inner(
     let metrics_listen = config.gateway.metrics_listen.clone();
     let tls = config.gateway.tls.clone();
     let header_timeout = config.gateway.header_timeout;
+    let grace = config.gateway.shutdown_grace;
     let core_gate = Arc::new(Gate::new(config)?);
     let shared = core_gate.is_shared();
     let gate = WechatGate::new(core_gate);
 
     let mut conf = ServerConf::new().expect("Pingora's default configuration");
     conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SIGTERM: Pingora stops accepting and waits this long at most (the
+    // graceful stop exits earlier once nothing is in flight).
+    conf.grace_period_seconds = Some(grace.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(1);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let proxy = pingora::proxy::http_proxy(
-        &server.configuration,
-        GatewayProxy::new(gate.clone(), upstream),
-    );
+    let gateway_proxy = GatewayProxy::new(gate.clone(), upstream);
+    let in_flight = gateway_proxy.in_flight();
+    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway_proxy);
     let mut service = pingora::services::listening::Service::new(
         "wechat gateway".to_owned(),
         HeaderDeadlineApp::new(proxy, header_timeout),
@@ -168,11 +255,20 @@ fn build_server_inner(
     }
     server.add_service(service);
     if let Some(addr) = &metrics_listen {
-        let mut metrics =
-            pingora::services::listening::Service::new("wechat metrics".to_owned(), MetricsApp);
+        // Pingora's own Prometheus service, on the default registry.
+        wechat_oauth::metrics::register();
+        let mut metrics = pingora_prometheus::prometheus_http_service();
         metrics.add_tcp(addr);
         server.add_service(metrics);
     }
+    server.add_service(background_service(
+        "wechat graceful stop",
+        GracefulStop {
+            gate: gate.clone(),
+            in_flight,
+            grace,
+        },
+    ));
     if shared {
         server.add_service(background_service(
             "wechat shared-state sync",
@@ -221,29 +317,5 @@ impl BackgroundService for ReloadOnHangup {
                 ),
             }
         }
-    }
-}
-
-/// Serves the process's metrics (Prometheus text format) on
-/// `[gateway] metrics_listen`, at `/metrics` (any other path: 404).
-struct MetricsApp;
-
-#[async_trait]
-impl pingora::apps::http_app::ServeHttp for MetricsApp {
-    async fn response(
-        &self,
-        session: &mut pingora::protocols::http::ServerSession,
-    ) -> http::Response<Vec<u8>> {
-        let (status, body) = if session.req_header().uri.path() == "/metrics" {
-            (200, wechat_oauth::metrics::render().into_bytes())
-        } else {
-            (404, b"metrics are at /metrics\n".to_vec())
-        };
-        http::Response::builder()
-            .status(status)
-            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            .header("Content-Length", body.len())
-            .body(body)
-            .expect("a valid response")
     }
 }

@@ -854,7 +854,9 @@ impl Stack {
         Self::start_desktop_with("scene_qr", safe_mode, &extra).await
     }
 
-    async fn start_desktop_with(mode: &str, safe_mode: bool, gateway_extra: &str) -> Stack {
+    /// A desktop-login stack (as [`Stack::start_desktop`]) in safe mode or
+    /// not, with `gateway_extra` lines in `[gateway]`.
+    pub async fn start_desktop_with(mode: &str, safe_mode: bool, gateway_extra: &str) -> Stack {
         let open_secret = format!("opensecret{}", random(16));
         let key = if safe_mode {
             format!("encoding_aes_key = \"{ENCODING_AES_KEY}\"\n")

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use wechat_e2e::{free_port, Browser, Stack, DESKTOP_UA, WECHAT_UA};
 
@@ -59,13 +61,21 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     )
     .await;
     let mut m = Metrics::start(format!("http://127.0.0.1:{port}/metrics")).await;
-    assert_eq!(
-        reqwest::get(format!("http://127.0.0.1:{port}/nope"))
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    // Pingora's Prometheus service, in the text format.
+    let served = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let kind = served.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    assert!(served
+        .text()
+        .await
+        .unwrap()
+        .contains("# TYPE wechat_gateway_logins_started_total counter"));
 
     // A login: the redirect, the exchange, the profile, the first page.
     let mut browser = Browser::new(WECHAT_UA);
@@ -506,5 +516,90 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
         reqwest::get(format!("http://127.0.0.1:{port}/_wechat/healthz"))
             .await
             .map_or(true, |r| r.status() != 200)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_ends_long_polls_lets_requests_in_flight_finish_and_exits_within_the_grace_period()
+{
+    let mut stack = Stack::start_desktop_with("scene_qr", false, "shutdown_grace_secs = 5").await;
+    let cookie = login(&stack).await;
+    let mut desktop = Browser::new(DESKTOP_UA);
+    let created = desktop
+        .get_with(
+            &stack.url("/_wechat/qr/new?rd=%2F"),
+            &[("Accept", "application/json")],
+        )
+        .await;
+    let scene = created.json()["scene"].as_str().unwrap().to_owned();
+    let (poll_url, scene_cookie) = (
+        stack.url(&format!("/_wechat/qr/status?scene={scene}")),
+        desktop.cookie_header(),
+    );
+    let poll = tokio::spawn(async move {
+        let answer = Browser::new(DESKTOP_UA)
+            .get_with(&poll_url, &[("Cookie", &scene_cookie)])
+            .await;
+        (
+            answer.status,
+            answer.json()["status"].clone(),
+            Instant::now(),
+        )
+    });
+    let slow_url = stack.url("/echo?delay_ms=2000");
+    let slow = tokio::spawn(async move {
+        let answer = Browser::new(WECHAT_UA)
+            .get_with(&slow_url, &[("Cookie", &cookie)])
+            .await;
+        (answer.status, answer.json()["path"].clone())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = Instant::now();
+    stack.gateway().signal(libc::SIGTERM);
+
+    // The long poll (25 s otherwise) answers at once: poll again elsewhere.
+    let (status, scene_status, answered) = poll.await.unwrap();
+    assert_eq!((status, scene_status), (200, json!("pending")));
+    assert!(
+        answered.duration_since(stopped) < Duration::from_secs(2),
+        "{:?}",
+        answered.duration_since(stopped)
+    );
+    // No new connection is taken.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let late = tokio::time::timeout(
+        Duration::from_secs(2),
+        reqwest::get(stack.url("/_wechat/healthz")),
+    )
+    .await;
+    assert!(
+        !matches!(&late, Ok(Ok(r)) if r.status() == 200),
+        "a new request was answered after SIGTERM"
+    );
+    // The request in flight is answered whole.
+    assert_eq!(slow.await.unwrap(), (200, json!("/echo")));
+    let gateway = stack.gateway_proc.as_mut().unwrap();
+    assert_eq!(gateway.wait_exit(Duration::from_secs(6)), Some(0));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "exited after {:?}, past the 5 s grace",
+        stopped.elapsed()
+    );
+    assert!(
+        gateway.log_text().contains("no request in flight: stopped"),
+        "{}",
+        gateway.log_text()
+    );
+
+    // Idle, it stops at once.
+    stack.restart_gateway().await;
+    let stopped = Instant::now();
+    stack.gateway().signal(libc::SIGTERM);
+    let gateway = stack.gateway_proc.as_mut().unwrap();
+    assert_eq!(gateway.wait_exit(Duration::from_secs(6)), Some(0));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
     );
 }

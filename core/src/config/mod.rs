@@ -172,6 +172,8 @@ pub struct OpenAppConfig {
 
 /// The default of `[gateway] header_timeout_secs`, in seconds.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// The default of `[gateway] shutdown_grace_secs`, in seconds.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
 /// How desktop browsers log in (`[gateway] desktop_login`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +251,11 @@ pub struct GatewayConfig {
     /// closes the connection: a client trickling its headers (slowloris)
     /// holds nothing for long. Default 10, at least 1.
     pub header_timeout: Duration,
+    /// `shutdown_grace_secs`: after SIGTERM the gateway stops accepting,
+    /// ends long polls with a "poll again" answer, lets requests in flight
+    /// finish, and exits as soon as none is left, at the latest after this
+    /// many seconds. Default 10, at most 600.
+    pub shutdown_grace: Duration,
     /// `tls_cert` and `tls_key`: PEM files; with both, the gateway serves
     /// HTTPS on `listen` (TLS by Pingora).
     pub tls: Option<(PathBuf, PathBuf)>,

@@ -94,6 +94,7 @@ struct RawGateway {
     trusted_proxies: Option<Vec<String>>,
     log_openid: Option<String>,
     header_timeout_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -497,6 +498,15 @@ impl Config {
             }
             secs => Duration::from_secs(secs),
         };
+        let shutdown_grace = match g.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS) {
+            secs @ 0..=600 => Duration::from_secs(secs),
+            _ => {
+                return Err(invalid(
+                    "[gateway] shutdown_grace_secs",
+                    "must be at most 600 (seconds)",
+                ))
+            }
+        };
         let tls = match (g.tls_cert, g.tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
@@ -646,6 +656,7 @@ impl Config {
                 trusted_proxies,
                 log_openid_hashed,
                 header_timeout,
+                shutdown_grace,
                 tls,
             },
         })

@@ -218,7 +218,17 @@ impl Gate {
     /// Answers `{"status": "pending" | "scanned" | "confirmed" | "refused"
     /// | "expired"}`; `scanned` is a scan waiting for the phone's confirmation.
     pub(super) async fn qr_status(&self, scene: &str, return_to: &str, wait: Duration) -> Reply {
-        let Ok(status) = self.coordination.watch_scene(scene, wait).await else {
+        let wait = if self.stopping.is_set() {
+            Duration::ZERO
+        } else {
+            wait
+        };
+        let watched = tokio::select! {
+            status = self.coordination.watch_scene(scene, wait) => status,
+            // Stopping: answer now (and claim a scan that just landed).
+            () = self.stopping.wait() => self.coordination.watch_scene(scene, Duration::ZERO).await,
+        };
+        let Ok(status) = watched else {
             return service_unavailable_json();
         };
         let now = now_unix();
