@@ -145,6 +145,55 @@ pub fn count_reply(status: u16) {
     REQUESTS.with_label_values(&[outcome]).inc();
 }
 
+/// Responses of the application behind the gateway, by status class
+/// (`1xx` … `5xx`).
+pub static UPSTREAM_RESPONSES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_upstream_responses_total",
+        "Responses of the application, by status class",
+        &["class"]
+    )
+    .expect("metric registers once")
+});
+
+/// Time from sending a request to the application to its response
+/// header, in seconds.
+pub static UPSTREAM_SECONDS: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    prometheus::register_histogram!(
+        "wechat_gateway_upstream_duration_seconds",
+        "Time to the application's response header",
+        vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});
+
+/// Counts one response of the application: its status class and how long
+/// its header took.
+pub fn count_upstream(status: u16, elapsed: std::time::Duration) {
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    UPSTREAM_RESPONSES.with_label_values(&[class]).inc();
+    UPSTREAM_SECONDS.observe(elapsed.as_secs_f64());
+}
+
+/// `wechat_gateway_build_info{version, commit} 1`: which build runs.
+pub fn set_build_info(version: &str, commit: &str) {
+    static BUILD_INFO: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+        prometheus::register_int_gauge_vec!(
+            "wechat_gateway_build_info",
+            "The running build: its version and commit",
+            &["version", "commit"]
+        )
+        .expect("metric registers once")
+    });
+    BUILD_INFO.with_label_values(&[version, commit]).set(1);
+}
+
 /// Registers every family in the default registry now (they register on
 /// first use), so a scrape shows each from the start. A host that serves
 /// the default registry itself (the gateway: Pingora's Prometheus service)
@@ -164,7 +213,7 @@ pub fn register() {
         &*WECHAT_CALLS,
         &*WECHAT_SECONDS,
     );
-    let _ = (&*WECHAT_RETRIES, &*QR_SCENES);
+    let _ = (&*WECHAT_RETRIES, &*QR_SCENES, &*UPSTREAM_RESPONSES, &*UPSTREAM_SECONDS);
 }
 
 /// Every metric of the process, in Prometheus' text format (version 0.0.4).

@@ -107,7 +107,20 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut GatewayCtx,
     ) -> pingora::Result<()> {
-        self.gate.response_filter(upstream_response, &mut ctx.gate)
+        self.gate.response_filter(upstream_response, &ctx.gate)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        _ctx: &mut GatewayCtx,
+    ) -> pingora::proxy::FailToProxy {
+        self.gate.fail_to_proxy(session, e).await
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &GatewayCtx) -> String {
+        self.gate.request_summary(session)
     }
 }
 
@@ -155,6 +168,9 @@ impl BackgroundService for GracefulStop {
         });
     }
 }
+
+/// The commit this gateway is built from (`unknown` outside a checkout).
+pub const COMMIT: &str = env!("WECHAT_GATEWAY_COMMIT");
 
 /// Why the gateway can't start; each message is one line naming what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +273,10 @@ fn build_server_inner(
     if let Some(addr) = &metrics_listen {
         // Pingora's own Prometheus service, on the default registry.
         wechat_oauth::metrics::register();
+        wechat_oauth::metrics::set_build_info(env!("CARGO_PKG_VERSION"), COMMIT);
+        // CPU, memory and open files of this process.
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        let _ = prometheus::register(Box::new(process));
         let mut metrics = pingora_prometheus::prometheus_http_service();
         metrics.add_tcp(addr);
         server.add_service(metrics);

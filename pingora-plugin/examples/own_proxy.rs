@@ -69,6 +69,21 @@ impl ProxyHttp for MyProxy {
     ) -> pingora::Result<()> {
         self.gate.response_filter(response, ctx)
     }
+
+    // The gate's 502 page when the upstream fails, and error lines
+    // without the query (a callback's code and state).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        _: &mut GateCtx,
+    ) -> pingora::proxy::FailToProxy {
+        self.gate.fail_to_proxy(session, e).await
+    }
+
+    fn request_summary(&self, session: &Session, _: &GateCtx) -> String {
+        self.gate.request_summary(session)
+    }
 }
 
 fn main() {

@@ -44,6 +44,8 @@ pub struct WechatGate {
 #[derive(Debug, Default)]
 pub struct GateCtx {
     pass: Option<Pass>,
+    /// When the request went to the upstream, for its latency metric.
+    upstream_sent: Option<std::time::Instant>,
 }
 
 impl GateCtx {
@@ -132,8 +134,9 @@ impl WechatGate {
         &self,
         session: &Session,
         upstream_request: &mut RequestHeader,
-        ctx: &GateCtx,
+        ctx: &mut GateCtx,
     ) -> pingora::Result<()> {
+        ctx.upstream_sent = Some(std::time::Instant::now());
         self.identity_headers(upstream_request, ctx)?;
         self.forwarding_headers(session, upstream_request)
     }
@@ -254,7 +257,9 @@ impl WechatGate {
 
 impl WechatGate {
     /// Adds the gate's `Set-Cookie` (a re-sealed session) to the
-    /// application's response. Call it from `response_filter`.
+    /// application's response, and counts the response
+    /// (`wechat_gateway_upstream_responses_total{class}`,
+    /// `…_upstream_duration_seconds`). Call it from `response_filter`.
     ///
     /// Errors: only if Pingora refuses the header.
     pub fn response_filter(
@@ -262,10 +267,66 @@ impl WechatGate {
         upstream_response: &mut ResponseHeader,
         ctx: &GateCtx,
     ) -> pingora::Result<()> {
+        if let Some(sent) = ctx.upstream_sent {
+            wechat_oauth::metrics::count_upstream(upstream_response.status.as_u16(), sent.elapsed());
+        }
         if let Some(cookie) = ctx.pass.as_ref().and_then(|p| p.set_cookie.as_deref()) {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
         Ok(())
+    }
+}
+
+impl WechatGate {
+    /// What Pingora's error lines say of a request: the method, the path
+    /// and the host, never the query (a callback's `code` and `state`, a
+    /// token an application put there). Return it from `request_summary`.
+    pub fn request_summary(&self, session: &Session) -> String {
+        let req = session.req_header();
+        let host = header_value(req, "host").unwrap_or("");
+        format!("{} {}, Host: {host}", req.method.as_str(), req.uri.path())
+    }
+
+    /// The answer when proxying to the application fails: for a failure of
+    /// the upstream (refused, reset, timed out) the gate's `502` page or
+    /// JSON with `Retry-After` ([`Gate::upstream_failed`]) instead of
+    /// Pingora's empty one; anything else as Pingora answers it. Call it
+    /// from `fail_to_proxy`.
+    pub async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+    ) -> pingora::proxy::FailToProxy {
+        use pingora::{ErrorSource, ErrorType};
+        let code = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) => *code,
+            (ErrorSource::Upstream, _) => 502,
+            (
+                ErrorSource::Downstream,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ) => 0,
+            (ErrorSource::Downstream, _) => 400,
+            _ => 500,
+        };
+        if code == 502 && e.esource() == &ErrorSource::Upstream {
+            tracing::warn!(error = e.etype().as_str(), "the upstream failed");
+            let head = session.req_header().method == http::Method::HEAD;
+            let reply = {
+                let req = session.req_header();
+                let cookie = joined_cookie_header(req);
+                let parts = request_parts(req, cookie.as_deref(), None);
+                self.gate().upstream_failed(&parts)
+            };
+            if let Err(e) = write_reply(session, reply, head).await {
+                tracing::debug!(error = %e, "could not answer the upstream failure");
+            }
+        } else if code > 0 {
+            let _ = session.respond_error(code).await;
+        }
+        pingora::proxy::FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 }
 

@@ -603,3 +603,70 @@ async fn sigterm_ends_long_polls_lets_requests_in_flight_finish_and_exits_within
         stopped.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_down_upstream_gets_the_gates_502_page_or_json_and_every_upstream_answer_is_counted() {
+    let port = free_port();
+    let mut stack = Stack::start_with("", &format!("metrics_listen = \"127.0.0.1:{port}\"")).await;
+    let cookie = login(&stack).await;
+    let mut m = Metrics::start(format!("http://127.0.0.1:{port}/metrics")).await;
+    assert!(passes(&stack, &cookie).await);
+    let d = m.delta().await;
+    assert_moved(&d, r#"wechat_gateway_upstream_responses_total{class="2xx"}"#, 1.0);
+    assert_moved(&d, "wechat_gateway_upstream_duration_seconds_count", 1.0);
+    let all = scrape(&m.url).await;
+    // `--version` names the commit, as the metric does.
+    let version = std::process::Command::new(wechat_e2e::bin("wechat-gateway"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    let commit = version
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no commit in {version:?}"))
+        .to_owned();
+    assert!(!commit.is_empty() && commit != "unknown", "{version}");
+    assert!(
+        all.keys().any(|k| k.starts_with("wechat_gateway_build_info{")
+            && k.contains(&format!("commit=\"{commit}\""))
+            && k.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))),
+        "{all:?}"
+    );
+    assert!(all.contains_key("process_cpu_seconds_total"), "{all:?}");
+    assert!(all.contains_key("process_resident_memory_bytes"));
+    assert!(all.contains_key("process_open_fds"));
+
+    // The application stops (its port taken by nothing).
+    stack.app_proc.stop();
+    let secret_query = "/echo/x?code=CODE0SECRET&state=STATE0SECRET";
+    for (lang, words) in [("en", "The site is not answering"), ("zh-CN", "网站暂时无法访问")] {
+        let page = Browser::new(WECHAT_UA)
+            .get_with(
+                &stack.url(secret_query),
+                &[("Cookie", &cookie), ("Accept-Language", lang)],
+            )
+            .await;
+        assert_eq!(page.status, 502, "{}", page.body);
+        assert_eq!(page.header("retry-after"), Some("5"));
+        assert!(page.body.contains(words), "{lang}: {}", page.body);
+        assert!(!page.body.contains("CODE0SECRET"));
+    }
+    let xhr = Browser::new(WECHAT_UA)
+        .get_with(
+            &stack.url("/echo"),
+            &[("Cookie", &cookie), ("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(xhr.status, 502);
+    assert_eq!(xhr.json()["error"], "temporarily_unavailable");
+    let d = m.delta().await;
+    assert_moved(&d, r#"wechat_gateway_requests_total{outcome="upstream_error"}"#, 3.0);
+    // No log line carries the request's code or state.
+    let logs = stack.logs();
+    assert!(
+        !logs.contains("CODE0SECRET") && !logs.contains("STATE0SECRET"),
+        "{logs}"
+    );
+}

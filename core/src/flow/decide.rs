@@ -427,6 +427,26 @@ impl Gate {
         }
     }
 
+    /// The answer when the application behind the gate fails (refused,
+    /// reset, timed out) for a request the gate let through: `502` with
+    /// `Retry-After: 5`, a page (zh/en) or JSON (`temporarily_unavailable`)
+    /// for scripts, as the login answers are. Counted as
+    /// `wechat_gateway_requests_total{outcome="upstream_error"}`.
+    pub fn upstream_failed(&self, req: &RequestParts<'_>) -> Reply {
+        crate::metrics::REQUESTS
+            .with_label_values(&["upstream_error"])
+            .inc();
+        let reply = if wants_json(req) {
+            ApiError::new(502, ErrorName::TemporarilyUnavailable)
+                .with_description("the application behind the gate did not answer")
+                .reply()
+        } else {
+            let lang = Lang::choose(self.config.gateway.language, req.accept_language);
+            Notice::UpstreamDown.reply(lang)
+        };
+        reply.with_header("Retry-After", "5".into())
+    }
+
     /// The gate's route at a canonical path, if any.
     pub(super) fn route_of(&self, path: &str) -> Option<Route> {
         let push_path = self

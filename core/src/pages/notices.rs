@@ -54,6 +54,8 @@ pub(crate) enum Notice<'a> {
     },
     /// `429`: this client is over `[limits]`.
     TooManyLogins,
+    /// `502`: the application behind the gate did not answer.
+    UpstreamDown,
     /// `400`: the confirmation link is invalid or expired.
     ConfirmLinkInvalid,
     /// `403`: the confirmation belongs to another WeChat user.
@@ -284,6 +286,19 @@ impl Notice<'_> {
                     Text {
                         zh: "请稍后再试。",
                         en: "Please wait a moment and try again.",
+                    },
+                    None,
+                    None,
+                ),
+                Notice::UpstreamDown => (
+                    502,
+                    Text {
+                        zh: "网站暂时无法访问",
+                        en: "The site is not answering",
+                    },
+                    Text {
+                        zh: "应用暂时没有响应，请稍后重试。你的登录仍然有效。",
+                        en: "The application did not answer; please try again in a moment. You are still logged in.",
                     },
                     None,
                     None,

@@ -13,7 +13,7 @@ use wechat_oauth::Config;
 
 /// WeChat login gateway (Pingora reverse proxy).
 #[derive(Parser)]
-#[command(version)]
+#[command(version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WECHAT_GATEWAY_COMMIT"), ")"))]
 struct Args {
     /// The TOML configuration (README.md lists every key); SIGHUP reloads it.
     #[arg(long, required_unless_present_any = ["demo", "check_config"], conflicts_with = "demo")]
