@@ -213,7 +213,12 @@ pub fn register() {
         &*WECHAT_CALLS,
         &*WECHAT_SECONDS,
     );
-    let _ = (&*WECHAT_RETRIES, &*QR_SCENES, &*UPSTREAM_RESPONSES, &*UPSTREAM_SECONDS);
+    let _ = (
+        &*WECHAT_RETRIES,
+        &*QR_SCENES,
+        &*UPSTREAM_RESPONSES,
+        &*UPSTREAM_SECONDS,
+    );
 }
 
 /// Every metric of the process, in Prometheus' text format (version 0.0.4).

@@ -268,7 +268,10 @@ impl WechatGate {
         ctx: &GateCtx,
     ) -> pingora::Result<()> {
         if let Some(sent) = ctx.upstream_sent {
-            wechat_oauth::metrics::count_upstream(upstream_response.status.as_u16(), sent.elapsed());
+            wechat_oauth::metrics::count_upstream(
+                upstream_response.status.as_u16(),
+                sent.elapsed(),
+            );
         }
         if let Some(cookie) = ctx.pass.as_ref().and_then(|p| p.set_cookie.as_deref()) {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;

@@ -612,7 +612,11 @@ async fn a_down_upstream_gets_the_gates_502_page_or_json_and_every_upstream_answ
     let mut m = Metrics::start(format!("http://127.0.0.1:{port}/metrics")).await;
     assert!(passes(&stack, &cookie).await);
     let d = m.delta().await;
-    assert_moved(&d, r#"wechat_gateway_upstream_responses_total{class="2xx"}"#, 1.0);
+    assert_moved(
+        &d,
+        r#"wechat_gateway_upstream_responses_total{class="2xx"}"#,
+        1.0,
+    );
     assert_moved(&d, "wechat_gateway_upstream_duration_seconds_count", 1.0);
     let all = scrape(&m.url).await;
     // `--version` names the commit, as the metric does.
@@ -629,9 +633,10 @@ async fn a_down_upstream_gets_the_gates_502_page_or_json_and_every_upstream_answ
         .to_owned();
     assert!(!commit.is_empty() && commit != "unknown", "{version}");
     assert!(
-        all.keys().any(|k| k.starts_with("wechat_gateway_build_info{")
-            && k.contains(&format!("commit=\"{commit}\""))
-            && k.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))),
+        all.keys()
+            .any(|k| k.starts_with("wechat_gateway_build_info{")
+                && k.contains(&format!("commit=\"{commit}\""))
+                && k.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))),
         "{all:?}"
     );
     assert!(all.contains_key("process_cpu_seconds_total"), "{all:?}");
@@ -641,7 +646,10 @@ async fn a_down_upstream_gets_the_gates_502_page_or_json_and_every_upstream_answ
     // The application stops (its port taken by nothing).
     stack.app_proc.stop();
     let secret_query = "/echo/x?code=CODE0SECRET&state=STATE0SECRET";
-    for (lang, words) in [("en", "The site is not answering"), ("zh-CN", "网站暂时无法访问")] {
+    for (lang, words) in [
+        ("en", "The site is not answering"),
+        ("zh-CN", "网站暂时无法访问"),
+    ] {
         let page = Browser::new(WECHAT_UA)
             .get_with(
                 &stack.url(secret_query),
@@ -662,7 +670,11 @@ async fn a_down_upstream_gets_the_gates_502_page_or_json_and_every_upstream_answ
     assert_eq!(xhr.status, 502);
     assert_eq!(xhr.json()["error"], "temporarily_unavailable");
     let d = m.delta().await;
-    assert_moved(&d, r#"wechat_gateway_requests_total{outcome="upstream_error"}"#, 3.0);
+    assert_moved(
+        &d,
+        r#"wechat_gateway_requests_total{outcome="upstream_error"}"#,
+        3.0,
+    );
     // No log line carries the request's code or state.
     let logs = stack.logs();
     assert!(
