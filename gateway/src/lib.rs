@@ -3,6 +3,7 @@
 //! demo application it is shown with (binary `wechat-demo-app`). The gate
 //! itself is the library `wechat-oauth-pingora`.
 
+pub mod access;
 pub mod demo_app;
 pub mod logging;
 mod server;

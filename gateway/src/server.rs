@@ -16,21 +16,31 @@ use pingora::upstreams::peer::HttpPeer;
 use wechat_oauth::{Config, Gate};
 use wechat_oauth_pingora::{GateCtx, HeaderDeadlineApp, SharedStateSync, WechatGate};
 
+use crate::access::{AccessLogger, Entry};
+
 /// A reverse proxy to one upstream with the WeChat gate in front.
 pub struct GatewayProxy {
     gate: WechatGate,
     upstream: SocketAddr,
     in_flight: Arc<AtomicUsize>,
+    access: Arc<AccessLogger>,
 }
 
 impl GatewayProxy {
     /// A proxy to `upstream` guarded by `gate`.
     pub fn new(gate: WechatGate, upstream: SocketAddr) -> Self {
+        let access = Arc::new(AccessLogger::new(&gate.gate().config().gateway.access_log));
         GatewayProxy {
             gate,
             upstream,
             in_flight: Arc::default(),
+            access,
         }
+    }
+
+    /// The access log, for reopening it on a signal.
+    pub fn access_log(&self) -> Arc<AccessLogger> {
+        self.access.clone()
     }
 
     /// How many requests are being answered right now (shared with the
@@ -61,6 +71,8 @@ impl Drop for InFlight {
 pub struct GatewayCtx {
     gate: GateCtx,
     _in_flight: InFlight,
+    started: std::time::Instant,
+    upstream_ms: Option<u64>,
 }
 
 #[async_trait]
@@ -71,6 +83,8 @@ impl ProxyHttp for GatewayProxy {
         GatewayCtx {
             gate: GateCtx::default(),
             _in_flight: InFlight::new(&self.in_flight),
+            started: std::time::Instant::now(),
+            upstream_ms: None,
         }
     }
 
@@ -107,7 +121,42 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut GatewayCtx,
     ) -> pingora::Result<()> {
+        ctx.upstream_ms = ctx
+            .gate
+            .upstream_sent()
+            .map(|sent| sent.elapsed().as_millis() as u64);
         self.gate.response_filter(upstream_response, &ctx.gate)
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        e: Option<&pingora::Error>,
+        ctx: &mut GatewayCtx,
+    ) {
+        let req = session.req_header();
+        let gate = self.gate.gate();
+        let outcome = match (ctx.gate.passed(), e) {
+            (true, Some(e)) if e.esource() == &pingora::ErrorSource::Upstream => "upstream_error",
+            (true, _) => "pass",
+            (false, _) => "gate",
+        };
+        let entry = Entry {
+            time: crate::access::now(),
+            client: wechat_oauth_pingora::client_of(session, &gate).map(|ip| ip.to_string()),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            bytes: session.body_bytes_sent(),
+            duration_ms: ctx.started.elapsed().as_millis() as u64,
+            upstream_ms: ctx.upstream_ms,
+            openid: ctx
+                .gate
+                .identity()
+                .map(|i| gate.log_id(&i.openid).into_owned()),
+            outcome,
+        };
+        self.access.write(&entry);
     }
 
     async fn fail_to_proxy(
@@ -258,6 +307,7 @@ fn build_server_inner(
     server.bootstrap();
     let gateway_proxy = GatewayProxy::new(gate.clone(), upstream);
     let in_flight = gateway_proxy.in_flight();
+    let access = gateway_proxy.access_log();
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway_proxy);
     let mut service = pingora::services::listening::Service::new(
         "wechat gateway".to_owned(),
@@ -295,10 +345,14 @@ fn build_server_inner(
             SharedStateSync::new(gate.clone()),
         ));
     }
+    server.add_service(background_service(
+        "wechat access log reopen on SIGUSR1",
+        ReopenOnUser1(access.clone()),
+    ));
     if let Some(path) = reload_from {
         server.add_service(background_service(
             "wechat reload on SIGHUP",
-            ReloadOnHangup { gate, path },
+            ReloadOnHangup { gate, path, access },
         ));
     }
     Ok(server)
@@ -308,6 +362,26 @@ fn build_server_inner(
 struct ReloadOnHangup {
     gate: WechatGate,
     path: std::path::PathBuf,
+    access: Arc<AccessLogger>,
+}
+
+/// Reopens the access log file on SIGUSR1 (logrotate's `postrotate`).
+struct ReopenOnUser1(Arc<AccessLogger>);
+
+#[async_trait]
+impl BackgroundService for ReopenOnUser1 {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = signals.recv() => self.0.reopen(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -320,7 +394,7 @@ impl BackgroundService for ReloadOnHangup {
         };
         loop {
             tokio::select! {
-                _ = hangups.recv() => {}
+                _ = hangups.recv() => self.access.reopen(),
                 _ = shutdown.changed() => return,
             }
             let reloaded = load_config(&self.path)

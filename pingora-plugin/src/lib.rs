@@ -53,6 +53,16 @@ impl GateCtx {
     pub fn identity(&self) -> Option<&wechat_oauth::Identity> {
         self.pass.as_ref()?.identity.as_ref()
     }
+
+    /// Whether the gate let the request through to the upstream.
+    pub fn passed(&self) -> bool {
+        self.pass.is_some()
+    }
+
+    /// When the request went to the upstream, if it did.
+    pub fn upstream_sent(&self) -> Option<std::time::Instant> {
+        self.upstream_sent
+    }
 }
 
 impl WechatGate {
@@ -87,13 +97,7 @@ impl WechatGate {
         let gate = self.gate();
         let req = session.req_header();
         let cookie = joined_cookie_header(req);
-        let client_addr = session.client_addr().and_then(|a| a.as_inet()).map(|peer| {
-            wechat_oauth::forwarded::client_address(
-                peer.ip(),
-                header_value(req, "x-forwarded-for"),
-                &gate.config().gateway.trusted_proxies,
-            )
-        });
+        let client_addr = client_of(session, &gate);
         let head = req.method == http::Method::HEAD;
         let decision = match gate.decide(&request_parts(req, cookie.as_deref(), client_addr)) {
             Decision::NeedsBody { max_bytes } => {
@@ -331,6 +335,18 @@ impl WechatGate {
             can_reuse_downstream: false,
         }
     }
+}
+
+/// The request's client address: the peer, or the address a trusted proxy
+/// forwarded (`[gateway] trusted_proxies`,
+/// [`wechat_oauth::forwarded::client_address`]).
+pub fn client_of(session: &Session, gate: &Gate) -> Option<std::net::IpAddr> {
+    let peer = session.client_addr()?.as_inet()?.ip();
+    Some(wechat_oauth::forwarded::client_address(
+        peer,
+        header_value(session.req_header(), "x-forwarded-for"),
+        &gate.config().gateway.trusted_proxies,
+    ))
 }
 
 /// The span a request's IO runs in: its log lines (a login, a refusal)

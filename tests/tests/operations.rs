@@ -682,3 +682,100 @@ async fn a_down_upstream_gets_the_gates_502_page_or_json_and_every_upstream_answ
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn the_access_log_has_a_line_per_request_without_codes_states_tokens_or_secrets_and_reopens_on_sigusr1(
+) {
+    let scratch = wechat_e2e::ScratchDir::new("access-log");
+    let path = scratch.join("access.log");
+    let stack = Stack::start_with(
+        "",
+        &format!("access_log = {:?}", path.display().to_string()),
+    )
+    .await;
+    let user = stack.emulator("user").await;
+    let cookie = login(&stack).await;
+    assert!(passes(&stack, &cookie).await);
+    // A line is written once its request is over, just after the answer.
+    let text = lines_once(&path, |t| {
+        t.lines().any(|l| l.contains("\"outcome\":\"pass\""))
+    })
+    .await;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // The last line of a path (`/echo` is first the login's start, a 302).
+    let find = |path: &str| {
+        lines
+            .iter()
+            .rfind(|l| l["path"] == path)
+            .unwrap_or_else(|| panic!("no line for {path}: {text}"))
+            .clone()
+    };
+    let callback = find("/_wechat/callback");
+    assert_eq!(
+        (callback["status"].as_u64(), callback["outcome"].as_str()),
+        (Some(302), Some("gate"))
+    );
+    let echo = find("/echo");
+    assert_eq!(echo["status"], 200);
+    assert_eq!(echo["outcome"], "pass");
+    assert_eq!(echo["openid"], user["openid"]);
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["client"], "127.0.0.1");
+    assert!(echo["bytes"].as_u64().unwrap() > 0);
+    assert!(echo["upstream_ms"].is_u64() && echo["duration_ms"].is_u64());
+    assert!(echo["time"].as_str().unwrap().ends_with('Z'));
+    // Nothing a thief could use: no code, state, token, secret or session.
+    let issued = stack.emulator("issued").await;
+    let mut secrets: Vec<String> = ["codes", "access_tokens", "refresh_tokens"]
+        .iter()
+        .flat_map(|k| issued[k].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    secrets.push(stack.app_secret.clone());
+    secrets.push(stack.cookie_secret.clone());
+    secrets.push(cookie.split_once('=').unwrap().1.to_owned());
+    assert!(secrets.len() >= 5, "{secrets:?}");
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "the access log holds {secret}: {text}"
+        );
+    }
+    assert!(
+        !text.contains("code=") && !text.contains("state="),
+        "{text}"
+    );
+
+    // logrotate: the file is moved, SIGUSR1, and the next line is in a new file.
+    let rotated = scratch.join("access.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    stack.gateway().signal(libc::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "the access log was not reopened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(passes(&stack, &cookie).await);
+    let fresh = lines_once(&path, |t| !t.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fresh_now = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(fresh_now, fresh, "one request, one line");
+    assert_eq!(fresh.lines().count(), 1, "{fresh}");
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), text);
+}
+
+/// The file's text once `ready` holds for it (at most 5 s).
+async fn lines_once(path: &std::path::Path, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if ready(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{}: {text}", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -175,6 +175,17 @@ pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// The default of `[gateway] shutdown_grace_secs`, in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
+/// Where the gateway's access log goes (`[gateway] access_log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Nowhere.
+    Off,
+    /// Into the process's log (stderr), target `access`.
+    Stderr,
+    /// JSON lines appended to this file.
+    File(PathBuf),
+}
+
 /// How desktop browsers log in (`[gateway] desktop_login`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DesktopLogin {
@@ -251,6 +262,10 @@ pub struct GatewayConfig {
     /// closes the connection: a client trickling its headers (slowloris)
     /// holds nothing for long. Default 10, at least 1.
     pub header_timeout: Duration,
+    /// `access_log`: one line per request (`"stderr"`, the default: in the
+    /// process's log, text or JSON as it is; `"off"`; or a file path: JSON
+    /// lines appended there, the file reopened on SIGUSR1 and SIGHUP).
+    pub access_log: AccessLog,
     /// `shutdown_grace_secs`: after SIGTERM the gateway stops accepting,
     /// ends long polls with a "poll again" answer, lets requests in flight
     /// finish, and exits as soon as none is left, at the latest after this

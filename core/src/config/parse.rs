@@ -95,6 +95,7 @@ struct RawGateway {
     log_openid: Option<String>,
     header_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    access_log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -507,6 +508,17 @@ impl Config {
                 ))
             }
         };
+        let access_log = match g.access_log.as_deref() {
+            None | Some("stderr") => AccessLog::Stderr,
+            Some("off") => AccessLog::Off,
+            Some("") => {
+                return Err(invalid(
+                    "[gateway] access_log",
+                    "\"stderr\", \"off\" or a file path",
+                ))
+            }
+            Some(path) => AccessLog::File(PathBuf::from(path)),
+        };
         let tls = match (g.tls_cert, g.tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
@@ -657,6 +669,7 @@ impl Config {
                 log_openid_hashed,
                 header_timeout,
                 shutdown_grace,
+                access_log,
                 tls,
             },
         })

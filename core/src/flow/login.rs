@@ -278,8 +278,9 @@ impl Gate {
         log_login(result, elapsed, self.config.gateway.log_openid_hashed);
     }
 
-    /// An openid as log lines show it (hashed with `log_openid = "hash"`).
-    pub(super) fn log_id<'a>(&self, openid: &'a str) -> std::borrow::Cow<'a, str> {
+    /// An openid as log lines show it: itself, or with `[gateway]
+    /// log_openid = "hash"` `sha1:` and 16 hex digits of its SHA-1.
+    pub fn log_id<'a>(&self, openid: &'a str) -> std::borrow::Cow<'a, str> {
         log_id(openid, self.config.gateway.log_openid_hashed)
     }
 
