@@ -9,5 +9,6 @@ pub mod logging;
 mod server;
 
 pub use server::{
-    build_server, build_server_from_file, load_config, GatewayProxy, StartError, DEFAULT_STATE_DIR,
+    build_server, build_server_from_file, build_server_from_file_with, load_config,
+    load_config_with, GatewayProxy, StartError, DEFAULT_STATE_DIR,
 };

@@ -254,8 +254,20 @@ pub fn build_server(config: Config) -> Result<Server, StartError> {
 ///
 /// Errors: [`StartError`].
 pub fn build_server_from_file(path: &std::path::Path) -> Result<Server, StartError> {
-    let config = load_config(path)?;
-    build_server_inner(config, Some(path.to_owned()))
+    build_server_from_file_with(path, Vec::new())
+}
+
+/// [`build_server_from_file`] with `overrides` (`WECHAT_GATEWAY__…` names
+/// and values: the command line's flags), which win over the file and the
+/// environment, at the start and at every reload.
+///
+/// Errors: [`StartError`].
+pub fn build_server_from_file_with(
+    path: &std::path::Path,
+    overrides: Vec<(String, String)>,
+) -> Result<Server, StartError> {
+    let config = load_config_with(path, &overrides)?;
+    build_server_inner(config, Some((path.to_owned(), overrides)))
 }
 
 /// Where the gateway keeps its state file when `[store]` names none
@@ -267,7 +279,18 @@ pub const DEFAULT_STATE_DIR: &str = "./wechat-gateway-state";
 ///
 /// Errors: [`wechat_oauth::ConfigError`] as [`Config::load`].
 pub fn load_config(path: &std::path::Path) -> Result<Config, wechat_oauth::ConfigError> {
-    let mut config = Config::load(path)?;
+    load_config_with(path, &[])
+}
+
+/// [`load_config`] with every key also from the environment
+/// (`WECHAT_GATEWAY__<TABLE>__<KEY>`) and then from `overrides`.
+///
+/// Errors: as [`Config::load_with`].
+pub fn load_config_with(
+    path: &std::path::Path,
+    overrides: &[(String, String)],
+) -> Result<Config, wechat_oauth::ConfigError> {
+    let mut config = Config::load_with(path, overrides.iter().cloned())?;
     config
         .store
         .default_to_file(std::path::Path::new(DEFAULT_STATE_DIR));
@@ -276,7 +299,7 @@ pub fn load_config(path: &std::path::Path) -> Result<Config, wechat_oauth::Confi
 
 fn build_server_inner(
     config: Config,
-    reload_from: Option<std::path::PathBuf>,
+    reload_from: Option<(std::path::PathBuf, Vec<(String, String)>)>,
 ) -> Result<Server, StartError> {
     let upstream_text = config
         .gateway
@@ -349,10 +372,15 @@ fn build_server_inner(
         "wechat access log reopen on SIGUSR1",
         ReopenOnUser1(access.clone()),
     ));
-    if let Some(path) = reload_from {
+    if let Some((path, overrides)) = reload_from {
         server.add_service(background_service(
             "wechat reload on SIGHUP",
-            ReloadOnHangup { gate, path, access },
+            ReloadOnHangup {
+                gate,
+                path,
+                overrides,
+                access,
+            },
         ));
     }
     Ok(server)
@@ -362,6 +390,7 @@ fn build_server_inner(
 struct ReloadOnHangup {
     gate: WechatGate,
     path: std::path::PathBuf,
+    overrides: Vec<(String, String)>,
     access: Arc<AccessLogger>,
 }
 
@@ -397,7 +426,7 @@ impl BackgroundService for ReloadOnHangup {
                 _ = hangups.recv() => self.access.reopen(),
                 _ = shutdown.changed() => return,
             }
-            let reloaded = load_config(&self.path)
+            let reloaded = load_config_with(&self.path, &self.overrides)
                 .map_err(|e| e.to_string())
                 .and_then(|config| self.gate.gate().reload(config).map_err(|e| e.to_string()));
             match reloaded {

@@ -779,3 +779,83 @@ async fn lines_once(path: &std::path::Path, ready: impl Fn(&str) -> bool) -> Str
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn every_key_comes_from_the_environment_and_the_common_ones_from_flags() {
+    let mut stack = Stack::start().await;
+    let page = |stack: &Stack| {
+        let url = stack.url("/orders");
+        async move {
+            Browser::new(DESKTOP_UA)
+                .get_with(&url, &[("Accept-Language", "zh-CN")])
+                .await
+        }
+    };
+    assert!(page(&stack).await.body.contains("请在微信中打开"));
+    stack
+        .gateway_env
+        .push(("WECHAT_GATEWAY__GATEWAY__LANGUAGE".into(), "en".into()));
+    stack.gateway_env.push((
+        "WECHAT_GATEWAY__GATEWAY__PUBLIC_PATHS".into(),
+        r#"["/orders"]"#.into(),
+    ));
+    stack.restart_gateway().await;
+    let en = Browser::new(DESKTOP_UA)
+        .get_with(&stack.url("/elsewhere"), &[("Accept-Language", "zh-CN")])
+        .await;
+    assert!(en.body.contains("Open this page in WeChat"), "{}", en.body);
+    assert_eq!(
+        page(&stack).await.status,
+        200,
+        "a public path from the environment"
+    );
+
+    // A misspelt variable is named by --check-config, like a misspelt key.
+    let config = stack.gateway_config.to_str().unwrap().to_owned();
+    let checked = std::process::Command::new(wechat_e2e::bin("wechat-gateway"))
+        .args(["--check-config", &config])
+        .env("WECHAT_APP_SECRET", &stack.app_secret)
+        .env("WECHAT_COOKIE_SECRET", &stack.cookie_secret)
+        .env("WECHAT_GATEWAY__GATEWAY__LISTN", "x")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stderr).into_owned();
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    assert!(said.contains("listn"), "{said}");
+
+    // --listen and --public-url win over the file and the environment.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let public = format!("http://{listen}");
+    let mut flagged = wechat_e2e::Proc::start(
+        &stack.dir,
+        "flagged",
+        "wechat-gateway",
+        &[
+            "--config",
+            &config,
+            "--listen",
+            &listen,
+            "--public-url",
+            &public,
+        ],
+        &[
+            ("WECHAT_APP_SECRET", &stack.app_secret),
+            ("WECHAT_COOKIE_SECRET", &stack.cookie_secret),
+            ("WECHAT_GATEWAY__GATEWAY__LISTEN", "\"127.0.0.1:1\""),
+            // The first gateway holds the state file.
+            ("WECHAT_GATEWAY__STORE__URL", "memory"),
+        ],
+    );
+    let ready = tokio::time::timeout(
+        Duration::from_secs(20),
+        wechat_e2e::wait_ready(&format!("{public}/_wechat/healthz")),
+    )
+    .await;
+    assert!(ready.is_ok(), "{}", flagged.log_text());
+    let start = Browser::new(WECHAT_UA).get(&format!("{public}/echo")).await;
+    assert_eq!(start.status, 302);
+    let redirect_uri = wechat_e2e::query_param(start.location(), "redirect_uri");
+    assert_eq!(redirect_uri, format!("{public}/_wechat/callback"));
+    flagged.stop();
+}

@@ -9,6 +9,70 @@ use url::Url;
 use super::*;
 use crate::secret::Secret;
 
+/// The prefix of the environment variables that set any key:
+/// `WECHAT_GATEWAY__<TABLE>__<KEY>`, e.g. `WECHAT_GATEWAY__GATEWAY__LISTEN`,
+/// `WECHAT_GATEWAY__WECHAT__OPEN__APPID` for `[wechat.open] appid`.
+pub const ENV_PREFIX: &str = "WECHAT_GATEWAY__";
+
+/// `text` with the keys the `WECHAT_GATEWAY__…` variables among `vars` set
+/// (later ones win; other variables are ignored). A value is read as a
+/// TOML value when it is one (`10`, `true`, `["/a", "/b"]`, `"quoted"`),
+/// else as a string; the text is unchanged when no variable applies.
+///
+/// Errors: [`ConfigError::Invalid`] naming the variable when its name has
+/// no key, or the text is not TOML (reported as [`ConfigError::Syntax`]
+/// by the parse that follows, so it is left as it is).
+pub(super) fn with_env_keys(
+    text: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<String, ConfigError> {
+    let sets: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    if sets.is_empty() {
+        return Ok(text.to_owned());
+    }
+    let Ok(mut doc) = text.parse::<toml::Table>() else {
+        return Ok(text.to_owned());
+    };
+    for (name, value) in sets {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            return Err(ConfigError::Invalid {
+                key: "environment",
+                problem: format!(
+                    "{name}: name a table and a key, e.g. {ENV_PREFIX}GATEWAY__LISTEN"
+                ),
+            });
+        }
+        let value = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let (key, tables) = path.split_last().expect("two parts at least");
+        let mut table = &mut doc;
+        for part in tables {
+            let entry = table
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                return Err(ConfigError::Invalid {
+                    key: "environment",
+                    problem: format!("{name}: {part} is a key, not a table"),
+                });
+            };
+            table = inner;
+        }
+        table.insert(key.clone(), value);
+    }
+    Ok(toml::to_string(&doc).expect("a parsed table renders"))
+}
+
 /// The environment variable that overrides a key, if any.
 pub(super) fn env_override_of(key: &str) -> Option<&'static str> {
     Some(match key {

@@ -15,6 +15,8 @@ use crate::secret::Secret;
 mod keys;
 mod parse;
 
+pub use keys::ENV_PREFIX;
+
 /// Default browser-facing WeChat host (authorize pages).
 pub const DEFAULT_OPEN_BASE: &str = "https://open.weixin.qq.com";
 /// Default server-to-server WeChat API host.
@@ -311,6 +313,48 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_can_come_from_the_environment() {
+        let text = "[wechat]\nappid = \"wx0123456789abcdef\"\nsecret = \"s\"\n\n[gateway]\npublic_url = \"https://a.example\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\nlisten = \"127.0.0.1:1\"\n";
+        let vars = [
+            ("WECHAT_GATEWAY__GATEWAY__LISTEN", "127.0.0.1:9999"),
+            ("WECHAT_GATEWAY__GATEWAY__LANGUAGE", "en"),
+            (
+                "WECHAT_GATEWAY__GATEWAY__PUBLIC_PATHS",
+                r#"["/static/", "/health"]"#,
+            ),
+            ("WECHAT_GATEWAY__WECHAT__RETRIES", "4"),
+            ("WECHAT_GATEWAY__GATEWAY__SCENE_CONFIRM", "false"),
+            ("WECHAT_GATEWAY__WECHAT__OPEN__APPID", "wxabcdef0123456789"),
+            ("WECHAT_GATEWAY__WECHAT__OPEN__SECRET", r#""123456""#),
+            ("UNRELATED", "x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let merged = keys::with_env_keys(text, vars).unwrap();
+        let c = Config::from_toml(&merged, |_| None).unwrap();
+        assert_eq!(c.gateway.listen, "127.0.0.1:9999");
+        assert_eq!(c.gateway.public_paths, vec!["/static/", "/health"]);
+        assert_eq!(c.wechat.retries, 4);
+        let open = c.wechat.open.expect("[wechat.open] from the environment");
+        assert_eq!(open.appid, "wxabcdef0123456789");
+        assert_eq!(
+            open.secret.expose(),
+            "123456",
+            "a quoted value stays a string"
+        );
+        // A misspelt key is named as the file's would be; a name without a key is refused.
+        let typo = [("WECHAT_GATEWAY__GATEWAY__LISTN".to_owned(), "x".to_owned())];
+        let merged = keys::with_env_keys(text, typo).unwrap();
+        let e = Config::from_toml(&merged, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listn"), "{e}");
+        let bare = [("WECHAT_GATEWAY__LISTEN".to_owned(), "x".to_owned())];
+        let e = keys::with_env_keys(text, bare).unwrap_err().to_string();
+        assert!(e.contains("WECHAT_GATEWAY__LISTEN"), "{e}");
+        assert_eq!(keys::with_env_keys(text, []).unwrap(), text);
+    }
 
     #[test]
     fn check_reports_every_problem_of_a_broken_config_each_naming_its_key() {

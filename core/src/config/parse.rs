@@ -106,11 +106,37 @@ impl Config {
     /// Errors: [`ConfigError::Read`] when the file can't be read, else as
     /// [`Config::from_toml`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, std::iter::empty())
+    }
+
+    /// [`Config::load`], with every key also settable from the environment
+    /// (`WECHAT_GATEWAY__<TABLE>__<KEY>`, see [`ENV_PREFIX`]) and then from
+    /// `overrides` (the same names: a host's command-line flags), which win.
+    ///
+    /// Errors: as [`Config::load`], and [`ConfigError::Invalid`] for a
+    /// variable that names no key.
+    pub fn load_with(
+        path: &Path,
+        overrides: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
+        let text = with_env_keys(&text, std::env::vars().chain(overrides))?;
         Self::from_toml(&text, |name| std::env::var(name).ok())
+    }
+
+    /// `text` with the `WECHAT_GATEWAY__…` keys of the environment and of
+    /// `overrides` set in it, as [`Config::load_with`] reads it (for a
+    /// host's `--check-config`).
+    ///
+    /// Errors: [`ConfigError::Invalid`] for a variable that names no key.
+    pub fn with_environment(
+        text: &str,
+        overrides: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<String, ConfigError> {
+        with_env_keys(text, std::env::vars().chain(overrides))
     }
 
     /// Every problem of a configuration, one [`ConfigError`] each (empty

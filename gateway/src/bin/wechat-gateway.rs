@@ -28,9 +28,38 @@ struct Args {
     /// Run the demo: gateway + local WeChat emulator + demo app on loopback.
     #[arg(long)]
     demo: bool,
-    /// With --demo: where the gateway listens.
-    #[arg(long, default_value = "127.0.0.1:8080", requires = "demo")]
-    listen: SocketAddr,
+    /// Where the gateway listens (`[gateway] listen`; with --demo, default
+    /// 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The application's host:port (`[gateway] upstream`).
+    #[arg(long, conflicts_with = "demo")]
+    upstream: Option<String>,
+    /// The site's public URL (`[gateway] public_url`).
+    #[arg(long, conflicts_with = "demo")]
+    public_url: Option<String>,
+}
+
+impl Args {
+    /// The flags that set config keys, as `WECHAT_GATEWAY__…` overrides
+    /// (they win over the file and the environment).
+    fn overrides(&self) -> Vec<(String, String)> {
+        let quoted = |v: &str| toml::Value::String(v.to_owned()).to_string();
+        let mut set = Vec::new();
+        if let Some(listen) = self.listen {
+            set.push((
+                "WECHAT_GATEWAY__GATEWAY__LISTEN".into(),
+                quoted(&listen.to_string()),
+            ));
+        }
+        if let Some(upstream) = &self.upstream {
+            set.push(("WECHAT_GATEWAY__GATEWAY__UPSTREAM".into(), quoted(upstream)));
+        }
+        if let Some(url) = &self.public_url {
+            set.push(("WECHAT_GATEWAY__GATEWAY__PUBLIC_URL".into(), quoted(url)));
+        }
+        set
+    }
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
@@ -41,23 +70,34 @@ fn fail(message: impl std::fmt::Display) -> ! {
 fn main() {
     let args = Args::parse();
     if let Some(path) = &args.check_config {
-        std::process::exit(check_config(path));
+        std::process::exit(check_config(path, args.overrides()));
     }
     wechat_gateway::logging::init(args.log_format);
     let server = match &args.config {
-        Some(path) => wechat_gateway::build_server_from_file(path),
-        None => wechat_gateway::build_server(demo_config(args.listen)),
+        Some(path) => wechat_gateway::build_server_from_file_with(path, args.overrides()),
+        None => wechat_gateway::build_server(demo_config(
+            args.listen
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("an address")),
+        )),
     }
     .unwrap_or_else(|e| fail(e));
     server.run_forever();
 }
 
 /// `--check-config FILE`: each problem on its own line; the exit code.
-fn check_config(path: &std::path::Path) -> i32 {
+fn check_config(path: &std::path::Path, overrides: Vec<(String, String)>) -> i32 {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
             eprintln!("wechat-gateway: cannot read {}: {e}", path.display());
+            return 1;
+        }
+    };
+    // The keys the environment and the flags set, as a start would read them.
+    let text = match Config::with_environment(&text, overrides) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("wechat-gateway: {e}");
             return 1;
         }
     };
