@@ -15,6 +15,13 @@ use wechat_e2e::{
 
 const PACKAGE: &str = "wechat-gateway";
 
+/// dpkg takes one package operation at a time: the tests here take turns.
+static DPKG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn dpkg_turn() -> std::sync::MutexGuard<'static, ()> {
+    DPKG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `program` with `args`; its stdout, or a panic with its output.
 fn run(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -31,12 +38,44 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// Purges the package when the test ends, whatever happened.
-struct Installed;
+struct Installed(&'static str);
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let _ = Command::new("dpkg").args(["--purge", PACKAGE]).output();
+        let _ = Command::new("dpkg").args(["--purge", self.0]).output();
     }
+}
+
+/// `cargo deb -p crate_name` from the binaries this run built (nothing
+/// is built again); the `.deb`'s path in `out`.
+fn cargo_deb(crate_name: &str, out: &Path) -> std::path::PathBuf {
+    let built = Command::new("cargo")
+        .args([
+            "deb",
+            "-p",
+            crate_name,
+            "--no-build",
+            "--profile",
+            "dev",
+            "--no-strip",
+            "-o",
+        ])
+        .arg(out)
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo deb (scripts/install-deps installs it)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&built.stderr).lines())
+        .map(str::trim)
+        .find(|l| l.ends_with(".deb"))
+        .map(std::path::PathBuf::from)
+        .expect("cargo deb names its .deb")
 }
 
 fn user_exists(name: &str) -> bool {
@@ -48,37 +87,12 @@ fn user_exists(name: &str) -> bool {
 
 #[tokio::test]
 async fn the_gateway_package_installs_runs_as_its_user_logs_a_user_in_and_purges_cleanly() {
+    let _turn = dpkg_turn();
     let out = ScratchDir::new("deb");
-    let root = workspace_root();
     // The binary this run built: packaging builds nothing again.
-    let built = Command::new("cargo")
-        .args([
-            "deb",
-            "-p",
-            PACKAGE,
-            "--no-build",
-            "--profile",
-            "dev",
-            "--no-strip",
-            "-o",
-        ])
-        .arg(&*out)
-        .current_dir(&root)
-        .output()
-        .expect("cargo deb (scripts/install-deps installs it)");
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let deb = std::fs::read_dir(&*out)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .expect("a .deb");
+    let deb = cargo_deb(PACKAGE, &out);
     let _ = Command::new("dpkg").args(["--purge", PACKAGE]).output();
-    let _installed = Installed;
+    let _installed = Installed(PACKAGE);
     run("dpkg", &["-i", deb.to_str().unwrap()]);
 
     // Its user, its configuration readable by that user only, its state directory.
@@ -177,4 +191,75 @@ async fn the_gateway_package_installs_runs_as_its_user_logs_a_user_in_and_purges
     assert!(!Path::new("/etc/wechat-gateway").exists());
     assert!(!Path::new("/var/lib/wechat-gateway").exists());
     assert!(!Path::new("/usr/bin/wechat-gateway").exists());
+}
+
+#[test]
+fn the_library_package_installs_a_library_a_c_program_links_through_pkg_config() {
+    const LIB: &str = "libwechat-oauth";
+    let _turn = dpkg_turn();
+    let out = ScratchDir::new("deb-lib");
+    let deb = cargo_deb("wechat-oauth-ffi", &out);
+    let _ = Command::new("dpkg").args(["--purge", LIB]).output();
+    let _installed = Installed(LIB);
+    run("dpkg", &["-i", deb.to_str().unwrap()]);
+    assert!(Path::new("/usr/include/wechat_oauth.h").exists());
+    let flags = run("pkg-config", &["--cflags", "--libs", "wechat-oauth"]);
+    assert!(flags.contains("-lwechat_oauth"), "{flags}");
+    let program = out.join("version.c");
+    std::fs::write(
+        &program,
+        "#include <stdio.h>\n#include <wechat_oauth.h>\n\
+         int main(void) { wechat_oauth_str v = wechat_oauth_version();\n\
+         printf(\"%.*s\\n\", (int)v.len, v.data); return 0; }\n",
+    )
+    .unwrap();
+    let binary = out.join("version");
+    let mut args = vec![program.to_str().unwrap(), "-o", binary.to_str().unwrap()];
+    args.extend(flags.split_whitespace());
+    run("cc", &args);
+    let printed = run(binary.to_str().unwrap(), &[]);
+    assert_eq!(printed.trim(), env!("CARGO_PKG_VERSION"));
+    run("dpkg", &["--purge", LIB]);
+    assert!(!Path::new("/usr/include/wechat_oauth.h").exists());
+    assert!(!Path::new("/usr/lib/libwechat_oauth.so").exists());
+}
+
+#[test]
+fn the_nginx_module_package_depends_on_the_nginx_abi_it_was_built_for_and_enables_itself() {
+    const MODULE: &str = "libnginx-mod-http-wechat-oauth";
+    let _turn = dpkg_turn();
+    let out = ScratchDir::new("deb-nginx");
+    let module = wechat_e2e::nginx_module();
+    let script = workspace_root().join("packaging/nginx/build-deb.sh");
+    let deb = run(
+        script.to_str().unwrap(),
+        &[module.to_str().unwrap(), out.to_str().unwrap()],
+    );
+    let deb = deb.trim();
+    let abi = run("dpkg-query", &["-W", "-f=${Provides}", "nginx"]);
+    let abi = abi
+        .split(',')
+        .map(str::trim)
+        .find(|p| p.starts_with("nginx-abi-"))
+        .expect("Debian's nginx provides its module ABI")
+        .to_owned();
+    let depends = run("dpkg-deb", &["-f", deb, "Depends"]);
+    assert!(depends.contains(&abi), "{depends} lacks {abi}");
+    let _ = Command::new("dpkg").args(["--purge", MODULE]).output();
+    let _installed = Installed(MODULE);
+    run("dpkg", &["-i", deb]);
+    let enabled = Path::new("/etc/nginx/modules-enabled/50-mod-http-wechat-oauth.conf");
+    assert!(enabled.exists());
+    // nginx loads it with Debian's own configuration.
+    let dump = Command::new("nginx").arg("-T").output().unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(String::from_utf8_lossy(&dump.stdout)
+        .contains("load_module modules/ngx_http_wechat_oauth_module.so;"));
+    run("dpkg", &["--purge", MODULE]);
+    assert!(!enabled.exists());
+    assert!(!Path::new("/usr/lib/nginx/modules/ngx_http_wechat_oauth_module.so").exists());
 }
