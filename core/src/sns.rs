@@ -31,6 +31,10 @@ pub enum SnsError {
     /// WeChat could not be reached or did not answer in time.
     #[error("WeChat could not be reached: {0}")]
     Transport(String),
+    /// WeChat answered with an HTTP server error (5xx): it is unavailable
+    /// for a moment.
+    #[error("WeChat is unavailable: HTTP status {0}")]
+    Unavailable(u16),
     /// WeChat's answer was not the JSON this API returns.
     #[error("WeChat sent an unreadable answer: {0}")]
     Malformed(String),
@@ -45,10 +49,17 @@ impl SnsError {
         }
     }
 
+    /// Whether WeChat is out of reach or unavailable for a moment (no
+    /// answer, or an HTTP 5xx): worth trying again later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, SnsError::Transport(_) | SnsError::Unavailable(_))
+    }
+
     fn is_retryable(&self) -> bool {
         matches!(
             self,
             SnsError::Transport(_)
+                | SnsError::Unavailable(_)
                 | SnsError::WeChat {
                     code: ErrCode::SystemBusy,
                     ..
@@ -492,6 +503,7 @@ impl SnsClient {
                 Ok(_) => "0".to_owned(),
                 Err(SnsError::WeChat { code, .. }) => code.code().to_string(),
                 Err(SnsError::Transport(_)) => "transport".to_owned(),
+                Err(SnsError::Unavailable(_)) => "http_5xx".to_owned(),
                 Err(_) => "malformed".to_owned(),
             };
             crate::metrics::WECHAT_CALLS
@@ -521,6 +533,9 @@ impl SnsClient {
         // `without_url`: reqwest's errors otherwise print the URL, which holds the secret.
         let transport = |e: reqwest::Error| SnsError::Transport(e.without_url().to_string());
         let mut response = request.send().await.map_err(transport)?;
+        if response.status().is_server_error() {
+            return Err(SnsError::Unavailable(response.status().as_u16()));
+        }
         if !response.status().is_success() {
             return Err(SnsError::Malformed(format!(
                 "HTTP status {}",

@@ -10,5 +10,5 @@ mod server;
 
 pub use server::{
     build_server, build_server_from_file, build_server_from_file_with, load_config,
-    load_config_with, GatewayProxy, StartError, DEFAULT_STATE_DIR,
+    load_config_with, GatewayProxy, Listeners, StartError, DEFAULT_STATE_DIR,
 };

@@ -218,6 +218,19 @@ impl BackgroundService for GracefulStop {
     }
 }
 
+/// Where a new server's listening sockets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listeners {
+    /// It binds `listen` itself.
+    #[default]
+    Bind,
+    /// It takes them over from the running gateway at `[gateway]
+    /// upgrade_sock` (`--upgrade`): start the new binary so, then send the
+    /// old one SIGQUIT; the old one hands the sockets over, serves on for
+    /// 5 s, then stops gracefully.
+    TakeOver,
+}
+
 /// The commit this gateway is built from (`unknown` outside a checkout).
 pub const COMMIT: &str = env!("WECHAT_GATEWAY_COMMIT");
 
@@ -243,7 +256,7 @@ pub enum StartError {
 ///
 /// Errors: [`StartError`] for a missing upstream or an unusable config.
 pub fn build_server(config: Config) -> Result<Server, StartError> {
-    build_server_inner(config, None)
+    build_server_inner(config, None, Listeners::Bind)
 }
 
 /// [`build_server`] for the configuration file at `path`, reloaded on
@@ -254,20 +267,22 @@ pub fn build_server(config: Config) -> Result<Server, StartError> {
 ///
 /// Errors: [`StartError`].
 pub fn build_server_from_file(path: &std::path::Path) -> Result<Server, StartError> {
-    build_server_from_file_with(path, Vec::new())
+    build_server_from_file_with(path, Vec::new(), Listeners::Bind)
 }
 
 /// [`build_server_from_file`] with `overrides` (`WECHAT_GATEWAY__…` names
 /// and values: the command line's flags), which win over the file and the
-/// environment, at the start and at every reload.
+/// environment, at the start and at every reload, and its listening
+/// sockets from `listeners`.
 ///
 /// Errors: [`StartError`].
 pub fn build_server_from_file_with(
     path: &std::path::Path,
     overrides: Vec<(String, String)>,
+    listeners: Listeners,
 ) -> Result<Server, StartError> {
     let config = load_config_with(path, &overrides)?;
-    build_server_inner(config, Some((path.to_owned(), overrides)))
+    build_server_inner(config, Some((path.to_owned(), overrides)), listeners)
 }
 
 /// Where the gateway keeps its state file when `[store]` names none
@@ -300,6 +315,7 @@ pub fn load_config_with(
 fn build_server_inner(
     config: Config,
     reload_from: Option<(std::path::PathBuf, Vec<(String, String)>)>,
+    listeners: Listeners,
 ) -> Result<Server, StartError> {
     let upstream_text = config
         .gateway
@@ -316,6 +332,7 @@ fn build_server_inner(
     let tls = config.gateway.tls.clone();
     let header_timeout = config.gateway.header_timeout;
     let grace = config.gateway.shutdown_grace;
+    let upgrade_sock = config.gateway.upgrade_sock.clone();
     let core_gate = Arc::new(Gate::new(config)?);
     let shared = core_gate.is_shared();
     let gate = WechatGate::new(core_gate);
@@ -326,7 +343,12 @@ fn build_server_inner(
     // graceful stop exits earlier once nothing is in flight).
     conf.grace_period_seconds = Some(grace.as_secs());
     conf.graceful_shutdown_timeout_seconds = Some(1);
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    conf.upgrade_sock = upgrade_sock.to_string_lossy().into_owned();
+    let opt = pingora::server::configuration::Opt {
+        upgrade: listeners == Listeners::TakeOver,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let gateway_proxy = GatewayProxy::new(gate.clone(), upstream);
     let in_flight = gateway_proxy.in_flight();

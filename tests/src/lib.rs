@@ -969,6 +969,14 @@ impl Stack {
     pub async fn restart_gateway(&mut self) {
         self.gateway_proc = None;
         let n = std::fs::read_dir(&self.dir).unwrap().count();
+        let gateway = self.spawn_gateway(&format!("gateway-{n}"), &[]);
+        self.gateway_proc = Some(gateway);
+        wait_ready(&self.url("/_wechat/healthz")).await;
+    }
+
+    /// Another gateway process with this stack's configuration file and
+    /// environment, and `extra` arguments (e.g. `--upgrade`); not waited for.
+    pub fn spawn_gateway(&self, label: &str, extra: &[&str]) -> Proc {
         let mut env = vec![
             ("WECHAT_APP_SECRET", self.app_secret.as_str()),
             ("RUST_LOG", "trace"),
@@ -981,15 +989,9 @@ impl Stack {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let gateway = Proc::start(
-            &self.dir,
-            &format!("gateway-{n}"),
-            "wechat-gateway",
-            &["--config", self.gateway_config.to_str().unwrap()],
-            &env,
-        );
-        self.gateway_proc = Some(gateway);
-        wait_ready(&self.url("/_wechat/healthz")).await;
+        let mut args = vec!["--config", self.gateway_config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Proc::start(&self.dir, label, "wechat-gateway", &args, &env)
     }
 
     /// POSTs JSON to a control route of the emulator (`faults`, `user`, `settings`).

@@ -609,3 +609,27 @@ async fn with_a_key_only_safe_mode_pushes_are_accepted() {
         .gateway_log()
         .contains("refused a plaintext push: safe mode is configured"));
 }
+
+#[tokio::test]
+async fn a_phone_browser_outside_wechat_is_told_to_open_the_page_in_wechat_not_shown_a_qr_code() {
+    let stack = Stack::start_desktop("scene_qr").await;
+    for ua in [
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36",
+    ] {
+        let page = Browser::new(ua)
+            .get_with(&stack.url("/orders?id=7"), &[("Accept-Language", "en")])
+            .await;
+        assert_eq!(page.status, 401, "{}", page.body);
+        assert!(page.body.contains("Open this page in WeChat"), "{ua}: {}", page.body);
+        assert!(!page.body.contains("/qr/new"), "no QR code it can't scan: {}", page.body);
+        assert!(
+            page.body.contains(&stack.url("/orders?id=7").replace('&', "&amp;")),
+            "the address to copy: {}",
+            page.body
+        );
+    }
+    // A desktop browser still gets the QR code.
+    let desktop = Browser::new(DESKTOP_UA).get(&stack.url("/orders")).await;
+    assert!(desktop.body.contains("/qr/new"));
+}

@@ -99,7 +99,22 @@ async fn every_wechat_fault_gets_a_clear_page_in_time_and_logins_recover() {
         ),
     ];
     for (what, f) in cases {
+        let http_5xx = f["http_status"].is_u64();
         stack.control("faults", f).await;
+        if http_5xx {
+            // WeChat answering 5xx is WeChat unavailable, not a failed login.
+            let (mut browser, callback) = to_callback(&stack).await;
+            let answer = browser
+                .get_with(&callback, &[("Accept-Language", "en")])
+                .await;
+            assert_eq!(answer.status, 503, "{what}: {}", answer.body);
+            assert_eq!(answer.header("retry-after"), Some("5"), "{what}");
+            assert!(
+                answer.body.contains("WeChat is unavailable"),
+                "{what}: {}",
+                answer.body
+            );
+        }
         fails_clearly(&stack, what).await;
         stack.clear_faults().await;
         logs_in(&stack, what).await;

@@ -859,3 +859,80 @@ async fn every_key_comes_from_the_environment_and_the_common_ones_from_flags() {
     assert_eq!(redirect_uri, format!("{public}/_wechat/callback"));
     flagged.stop();
 }
+
+#[tokio::test]
+async fn an_upgrade_hands_the_listener_to_a_new_binary_without_a_failed_request() {
+    let sock = wechat_e2e::ScratchDir::new("upgrade");
+    let sock = sock.join("upgrade.sock");
+    let mut stack = Stack::start().await;
+    for (key, value) in [
+        (
+            "WECHAT_GATEWAY__GATEWAY__UPGRADE_SOCK",
+            format!("{:?}", sock.display().to_string()),
+        ),
+        // The state file is one process's; an upgrade runs on memory or Redis.
+        ("WECHAT_GATEWAY__STORE__URL", "memory".to_owned()),
+    ] {
+        stack.gateway_env.push((key.into(), value));
+    }
+    stack.restart_gateway().await;
+    let cookie = login(&stack).await;
+
+    // A bounded load, each request on a new connection, across the upgrade.
+    let url = stack.url("/echo");
+    let load = tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while Instant::now() < deadline && ok as usize + failed.len() < 4000 {
+            let sent = client
+                .get(&url)
+                .header("Cookie", &cookie)
+                .header("User-Agent", WECHAT_UA)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status() == 200 => ok += 1,
+                Ok(r) => failed.push(r.status().to_string()),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        (ok, failed)
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut new = stack.spawn_gateway("upgraded", &["--upgrade"]);
+    // The new binary waits at the upgrade socket; the old one hands over.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !new.log_text().contains("Bootstrap starting") {
+        assert!(Instant::now() < deadline, "{}", new.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.gateway().signal(libc::SIGQUIT);
+    let old = stack.gateway_proc.as_mut().unwrap();
+    assert_eq!(
+        old.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        old.log_text()
+    );
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+    assert!(ok > 50, "{ok} requests");
+    // The new binary serves on the same address, the session still good.
+    assert!(passes(&stack, &login(&stack).await).await);
+    assert!(
+        new.log_text().contains("Server starting"),
+        "{}",
+        new.log_text()
+    );
+    new.stop();
+}

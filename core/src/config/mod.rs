@@ -174,6 +174,8 @@ pub struct OpenAppConfig {
 
 /// The default of `[gateway] header_timeout_secs`, in seconds.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// The default of `[gateway] upgrade_sock`.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/wechat-gateway-upgrade.sock";
 /// The default of `[gateway] shutdown_grace_secs`, in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
@@ -264,6 +266,11 @@ pub struct GatewayConfig {
     /// closes the connection: a client trickling its headers (slowloris)
     /// holds nothing for long. Default 10, at least 1.
     pub header_timeout: Duration,
+    /// `upgrade_sock`: where a new gateway binary started with `--upgrade`
+    /// takes the listening sockets over from the running one (sent
+    /// SIGQUIT), so an upgrade drops no connection. Default
+    /// [`DEFAULT_UPGRADE_SOCK`].
+    pub upgrade_sock: PathBuf,
     /// `access_log`: one line per request (`"stderr"`, the default: in the
     /// process's log, text or JSON as it is; `"off"`; or a file path: JSON
     /// lines appended there, the file reopened on SIGUSR1 and SIGHUP).

@@ -96,6 +96,7 @@ struct RawGateway {
     header_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     access_log: Option<String>,
+    upgrade_sock: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -696,6 +697,9 @@ impl Config {
                 header_timeout,
                 shutdown_grace,
                 access_log,
+                upgrade_sock: g
+                    .upgrade_sock
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_UPGRADE_SOCK)),
                 tls,
             },
         })

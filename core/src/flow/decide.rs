@@ -309,7 +309,15 @@ impl Gate {
         {
             return self.start_login(return_to, scope, cookies, now);
         }
+        // A phone's own browser can't scan a code on its own screen: it
+        // gets the page to open in WeChat, whatever the desktop login.
+        let phone = req.user_agent.is_some_and(|ua| {
+            ["Mobile", "Android", "iPhone", "iPad"]
+                .iter()
+                .any(|m| ua.contains(m))
+        });
         match self.config.gateway.desktop_login {
+            _ if phone => {}
             DesktopLogin::SceneQr => {
                 return crate::pages::scene_qr_page(lang, &self.config.gateway.prefix, return_to)
             }

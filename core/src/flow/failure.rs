@@ -24,7 +24,7 @@ pub(super) enum LoginFailure {
     WeChatBusy(ErrCode),
     /// The store the instances share is out of reach.
     StoreDown,
-    /// WeChat is out of reach.
+    /// WeChat is out of reach, or answers HTTP 5xx.
     WeChatUnreachable,
     /// Any other WeChat refusal, or an unreadable answer.
     WeChatFailed(Option<ErrCode>),
@@ -53,7 +53,7 @@ impl LoginFailure {
                 LoginFailure::WeChatBusy(code)
             }
             (CallError::Coordination(_), _) => LoginFailure::StoreDown,
-            (CallError::WeChat(SnsError::Transport(_)), _) => LoginFailure::WeChatUnreachable,
+            (CallError::WeChat(e), _) if e.is_unavailable() => LoginFailure::WeChatUnreachable,
             (_, errcode) => LoginFailure::WeChatFailed(errcode),
         }
     }

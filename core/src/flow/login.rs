@@ -109,6 +109,7 @@ pub(super) fn log_login(
             let errcode = match e {
                 CallError::WeChat(SnsError::WeChat { code, .. }) => code.code().to_string(),
                 CallError::WeChat(SnsError::Transport(_)) => "transport".into(),
+                CallError::WeChat(SnsError::Unavailable(_)) => "http_5xx".into(),
                 CallError::WeChat(SnsError::Malformed(_)) => "malformed".into(),
                 CallError::Coordination(_) => "store".into(),
             };

@@ -29,7 +29,6 @@ use crate::pages::{Lang, Reply};
 use crate::push::{self, PushError};
 use crate::qr::{SceneRequester, SceneStatus};
 use crate::session::{Identity, Session};
-use crate::sns::SnsError;
 
 /// Session ids of scene QR logins start with this: they have no tokens.
 pub(super) const SCENE_SID_PREFIX: &str = "qr-";
@@ -169,10 +168,9 @@ impl Gate {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not create a scene QR code");
-                let reply = match e {
-                    CallError::WeChat(SnsError::Transport(_)) | CallError::Coordination(_) => {
-                        service_unavailable_json()
-                    }
+                let reply = match &e {
+                    CallError::Coordination(_) => service_unavailable_json(),
+                    CallError::WeChat(sns) if sns.is_unavailable() => service_unavailable_json(),
                     _ => ApiError::new(502, ErrorName::ServerError)
                         .with_description("WeChat refused the QR code")
                         .with_errcode(e.errcode().map(ErrCode::code))

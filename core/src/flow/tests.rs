@@ -275,6 +275,7 @@ fn exchange_outcomes_map_to_pages() {
         (wechat(12345), 502),
         (Err(SnsError::Transport("refused".into()).into()), 503),
         (Err(SnsError::Malformed("html".into()).into()), 502),
+        (Err(SnsError::Unavailable(503).into()), 503),
         (Err(CoordinationError::Unreachable.into()), 503),
         (Err(CoordinationError::Stalled("code exchange").into()), 503),
     ];

@@ -160,9 +160,8 @@ impl Gate {
             _ => {
                 tracing::warn!(error = %e, "WeChat token call failed");
                 match e {
-                    CallError::WeChat(SnsError::Transport(_)) | CallError::Coordination(_) => {
-                        service_unavailable_json()
-                    }
+                    CallError::Coordination(_) => service_unavailable_json(),
+                    CallError::WeChat(sns) if sns.is_unavailable() => service_unavailable_json(),
                     _ => ApiError::new(502, ErrorName::ServerError)
                         .with_description("WeChat refused the call")
                         .with_errcode(e.errcode().map(ErrCode::code))

@@ -45,7 +45,7 @@ pub(crate) enum Notice<'a> {
     WeChatBusy { retry: &'a str },
     /// `503`: the store the instances share is out of reach.
     StoreDown { retry: &'a str },
-    /// `503`: WeChat is out of reach.
+    /// `503`: WeChat is out of reach, or answers HTTP 5xx.
     WeChatUnreachable { retry: &'a str },
     /// `502`: any other WeChat refusal.
     WeChatFailed {
@@ -251,8 +251,8 @@ impl Notice<'_> {
                 Notice::WeChatUnreachable { retry } => (
                     503,
                     Text {
-                        zh: "微信暂时无法访问",
-                        en: "WeChat is not reachable",
+                        zh: "微信暂时不可用",
+                        en: "WeChat is unavailable",
                     },
                     Text {
                         zh: "请稍后重试。",

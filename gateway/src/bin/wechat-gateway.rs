@@ -38,6 +38,10 @@ struct Args {
     /// The site's public URL (`[gateway] public_url`).
     #[arg(long, conflicts_with = "demo")]
     public_url: Option<String>,
+    /// Take the listening sockets over from the running gateway (then send
+    /// it SIGQUIT): an upgrade without a dropped connection.
+    #[arg(long, requires = "config")]
+    upgrade: bool,
 }
 
 impl Args {
@@ -74,7 +78,14 @@ fn main() {
     }
     wechat_gateway::logging::init(args.log_format);
     let server = match &args.config {
-        Some(path) => wechat_gateway::build_server_from_file_with(path, args.overrides()),
+        Some(path) => {
+            let listeners = if args.upgrade {
+                wechat_gateway::Listeners::TakeOver
+            } else {
+                wechat_gateway::Listeners::Bind
+            };
+            wechat_gateway::build_server_from_file_with(path, args.overrides(), listeners)
+        }
         None => wechat_gateway::build_server(demo_config(
             args.listen
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("an address")),
