@@ -416,6 +416,39 @@ struct ReloadOnHangup {
     access: Arc<AccessLogger>,
 }
 
+/// The `[gateway]` keys that differ between `running` and `loaded` and
+/// take effect only at a start: the listeners, the upstream, the metrics
+/// address, TLS, the upgrade socket, the access log, the deadlines.
+fn needs_restart(
+    running: &wechat_oauth::config::GatewayConfig,
+    loaded: &wechat_oauth::config::GatewayConfig,
+) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |key, differs: bool| {
+        if differs {
+            changed.push(key);
+        }
+    };
+    check("listen", running.listen != loaded.listen);
+    check("upstream", running.upstream != loaded.upstream);
+    check(
+        "metrics_listen",
+        running.metrics_listen != loaded.metrics_listen,
+    );
+    check("tls_cert/tls_key", running.tls != loaded.tls);
+    check("upgrade_sock", running.upgrade_sock != loaded.upgrade_sock);
+    check("access_log", running.access_log != loaded.access_log);
+    check(
+        "header_timeout_secs",
+        running.header_timeout != loaded.header_timeout,
+    );
+    check(
+        "shutdown_grace_secs",
+        running.shutdown_grace != loaded.shutdown_grace,
+    );
+    changed
+}
+
 /// Reopens the access log file on SIGUSR1 (logrotate's `postrotate`).
 struct ReopenOnUser1(Arc<AccessLogger>);
 
@@ -453,8 +486,18 @@ impl BackgroundService for ReloadOnHangup {
                 .and_then(|config| self.gate.gate().reload(config).map_err(|e| e.to_string()));
             match reloaded {
                 Ok(gate) => {
+                    let waiting =
+                        needs_restart(&self.gate.gate().config().gateway, &gate.config().gateway);
                     self.gate.replace(gate);
-                    tracing::info!(config = %self.path.display(), "configuration reloaded");
+                    if waiting.is_empty() {
+                        tracing::info!(config = %self.path.display(), "configuration reloaded");
+                    } else {
+                        tracing::warn!(
+                            config = %self.path.display(),
+                            restart_needed = %waiting.join(", "),
+                            "configuration reloaded; these [gateway] keys changed and apply after a restart"
+                        );
+                    }
                 }
                 Err(e) => tracing::error!(
                     config = %self.path.display(),

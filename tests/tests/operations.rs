@@ -936,3 +936,97 @@ async fn an_upgrade_hands_the_listener_to_a_new_binary_without_a_failed_request(
     );
     new.stop();
 }
+
+#[tokio::test]
+async fn a_reload_names_the_keys_that_need_a_restart_and_print_config_lists_every_key() {
+    let stack = Stack::start().await;
+    let path = stack.gateway_config.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let listen = text
+        .lines()
+        .find(|l| l.starts_with("listen = "))
+        .expect("the config names listen")
+        .to_owned();
+    let moved = text.replace(&listen, &format!("listen = \"127.0.0.1:{}\"", free_port()));
+    std::fs::write(&path, moved).unwrap();
+    stack.gateway().signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stack.gateway_log().contains("apply after a restart") {
+        assert!(Instant::now() < deadline, "{}", stack.gateway_log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = stack.gateway_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("apply after a restart"))
+        .unwrap();
+    assert!(line.contains("restart_needed=listen"), "{line}");
+    // It still serves where it listens.
+    let alive = Browser::new(WECHAT_UA)
+        .get(&stack.url("/_wechat/healthz"))
+        .await;
+    assert_eq!(alive.status, 200);
+
+    // --print-config: every key, commented; it parses, and the keys a site
+    // must set are marked.
+    let printed = std::process::Command::new(wechat_e2e::bin("wechat-gateway"))
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert!(printed.parse::<toml::Table>().is_ok());
+    for key in [
+        "appid",
+        "secret_file",
+        "public_url",
+        "upstream",
+        "listen",
+        "cookie_secret_file",
+        "public_paths",
+        "desktop_login",
+        "scene_confirm",
+        "shutdown_grace_secs",
+        "access_log",
+        "upgrade_sock",
+        "state_dir",
+        "logins_per_minute",
+        "metrics_listen",
+        "trusted_proxies",
+    ] {
+        assert!(
+            printed.contains(&format!("# {key} = ")) || printed.contains(&format!("{key} = ")),
+            "{key}"
+        );
+    }
+    // appid, the secret, public_url, upstream, the cookie key.
+    let required = printed
+        .lines()
+        .filter(|l| l.starts_with("# REQUIRED"))
+        .count();
+    assert_eq!(required, 5, "{printed}");
+
+    // --check-config warns of an upstream that does not resolve, and passes.
+    let dir = wechat_e2e::ScratchDir::new("check-upstream");
+    let file = dir.join("gateway.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!(
+            "upstream = \"{}\"",
+            stack.app_url.trim_start_matches("http://")
+        ),
+        "upstream = \"app.invalid:3000\"",
+    );
+    std::fs::write(&file, text).unwrap();
+    let checked = std::process::Command::new(wechat_e2e::bin("wechat-gateway"))
+        .args(["--check-config", file.to_str().unwrap()])
+        .env("WECHAT_APP_SECRET", &stack.app_secret)
+        .env("WECHAT_COOKIE_SECRET", &stack.cookie_secret)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("warning: config [gateway] upstream") && said.contains("app.invalid"),
+        "{said}"
+    );
+}

@@ -16,7 +16,7 @@ use wechat_oauth::Config;
 #[command(version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WECHAT_GATEWAY_COMMIT"), ")"))]
 struct Args {
     /// The TOML configuration (README.md lists every key); SIGHUP reloads it.
-    #[arg(long, required_unless_present_any = ["demo", "check_config"], conflicts_with = "demo")]
+    #[arg(long, required_unless_present_any = ["demo", "check_config", "print_config"], conflicts_with = "demo")]
     config: Option<PathBuf>,
     /// Check a configuration file: every problem on its own line naming the
     /// key; exit 0 when it is valid, 1 when not.
@@ -42,7 +42,14 @@ struct Args {
     /// it SIGQUIT): an upgrade without a dropped connection.
     #[arg(long, requires = "config")]
     upgrade: bool,
+    /// Print a configuration with every key, commented, and exit.
+    #[arg(long, exclusive = true)]
+    print_config: bool,
 }
+
+/// Every key with its default, commented (the package's
+/// /etc/wechat-gateway/gateway.toml).
+const EXAMPLE_CONFIG: &str = include_str!("../../../packaging/gateway/gateway.toml");
 
 impl Args {
     /// The flags that set config keys, as `WECHAT_GATEWAY__…` overrides
@@ -73,6 +80,10 @@ fn fail(message: impl std::fmt::Display) -> ! {
 
 fn main() {
     let args = Args::parse();
+    if args.print_config {
+        print!("{EXAMPLE_CONFIG}");
+        return;
+    }
     if let Some(path) = &args.check_config {
         std::process::exit(check_config(path, args.overrides()));
     }
@@ -118,10 +129,19 @@ fn check_config(path: &std::path::Path, overrides: Vec<(String, String)>) -> i32
         .collect();
     if problems.is_empty() {
         if let Ok(config) = Config::from_toml(&text, |name| std::env::var(name).ok()) {
-            if config.gateway.upstream.is_none() {
-                problems.push(
+            match &config.gateway.upstream {
+                None => problems.push(
                     "config [gateway] upstream: missing (host:port of the application)".into(),
-                );
+                ),
+                // Not an error: the name may resolve where the gateway runs.
+                Some(upstream)
+                    if std::net::ToSocketAddrs::to_socket_addrs(upstream.as_str()).is_err() =>
+                {
+                    eprintln!(
+                        "wechat-gateway: warning: config [gateway] upstream: {upstream:?} does not resolve here"
+                    );
+                }
+                Some(_) => {}
             }
         }
     }
