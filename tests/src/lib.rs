@@ -1443,6 +1443,10 @@ impl Site {
         }
         let nginx_dir = dir.join("nginx");
         std::fs::create_dir_all(&nginx_dir).unwrap();
+        let site_conf = site_conf.replace(
+            "/var/log/nginx/wechat-access.log",
+            nginx_dir.join("access.log").to_str().unwrap(),
+        );
         std::fs::write(nginx_dir.join("site.conf"), site_conf).unwrap();
         let d = nginx_dir.display();
         let main_conf = format!(
@@ -1480,6 +1484,11 @@ impl Site {
         };
         wait_ready_or_log(&format!("{}/_wechat/healthz", site.url), site.front()).await;
         site
+    }
+
+    /// nginx's access log in the examples' `wechat_gate` format (the module front).
+    pub fn nginx_access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nginx/access.log")).unwrap_or_default()
     }
 
     /// nginx's error log (nginx fronts only).

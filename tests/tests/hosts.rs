@@ -763,3 +763,55 @@ async fn every_front_logs_in_by_scene_qr_with_plain_and_safe_pushes_and_by_the_s
         forged_pushes_are_refused(&site, true).await;
     }
 }
+
+#[tokio::test]
+async fn the_nginx_modules_access_log_in_the_examples_format_holds_no_code_state_or_token() {
+    let site = Site::start(Front::NginxModule).await;
+    let user = site.emulator("user").await;
+    let mut browser = Browser::new(WECHAT_UA);
+    let start = browser.get(&format!("{}/echo", site.url)).await;
+    assert_eq!(start.status, 302, "{}", start.body);
+    let consent = browser.get(start.location()).await;
+    assert_eq!(consent.status, 302, "{}", consent.body);
+    let callback = consent.location().to_owned();
+    let (code, state) = (
+        wechat_e2e::query_param(&callback, "code"),
+        wechat_e2e::query_param(&callback, "state"),
+    );
+    let back = browser.get(&callback).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let echo = browser.get(&format!("{}/echo", site.url)).await;
+    assert_eq!(echo.status, 200, "{}", echo.body);
+    // nginx writes a line once its request is over.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let log = loop {
+        let log = site.nginx_access_log();
+        if log.lines().filter(|l| l.contains("\"GET /echo ")).count() >= 2
+            && log.contains("/_wechat/callback")
+        {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let issued = site.emulator("issued").await;
+    let mut secrets: Vec<String> = ["access_tokens", "refresh_tokens"]
+        .iter()
+        .flat_map(|k| issued[k].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    secrets.extend([code, state, browser.cookies["wechat_session"].clone()]);
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the access log holds {secret}: {log}"
+        );
+    }
+    assert!(!log.contains("code=") && !log.contains("state="), "{log}");
+    let passed = log
+        .lines()
+        .rfind(|l| l.contains("\"GET /echo ") && l.contains(" 200 "))
+        .unwrap_or_else(|| panic!("{log}"));
+    let openid = user["openid"].as_str().unwrap();
+    assert!(passed.ends_with(&format!("openid={openid}")), "{passed}");
+}
