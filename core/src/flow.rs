@@ -35,7 +35,7 @@ use crate::coordination::{
     Turn,
 };
 use crate::errcode::ErrCode;
-use crate::pages::{Lang, Notice, Reply};
+use crate::pages::{CallbackProblem, Lang, Notice, Reply};
 use crate::push;
 use crate::qr::BasicToken;
 use crate::revocation::Revocations;

@@ -7,10 +7,7 @@ use super::*;
 pub(super) fn bad_path(e: crate::path::PathError, lang: Lang) -> Reply {
     tracing::info!(reason = %e, "refused a request path");
     crate::metrics::count_refused("bad_path");
-    Notice::BadPath {
-        detail: &e.to_string(),
-    }
-    .reply(lang)
+    Notice::BadPath { problem: e }.reply(lang)
 }
 
 pub(super) fn service_unavailable_json() -> Reply {

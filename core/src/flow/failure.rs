@@ -73,7 +73,7 @@ impl LoginFailure {
     fn api_error(self, login_url: String) -> ApiError {
         use ErrorName::*;
         let (status, name, description) = match self {
-            LoginFailure::StateUsed => (400, InvalidRequest, "this login's state was already used"),
+            LoginFailure::StateUsed => (400, InvalidRequest, CallbackProblem::StateUsed.en()),
             LoginFailure::CodeOtherBrowser => {
                 (400, InvalidGrant, "the code came back to another browser")
             }
@@ -141,7 +141,7 @@ impl Gate {
         let retry = &self.login_url(return_to, scope, LinkForm::Path);
         let page = match failure {
             LoginFailure::StateUsed => {
-                return self.bad_callback("this login's state was already used", lang)
+                return self.bad_callback(CallbackProblem::StateUsed, lang)
             }
             LoginFailure::CodeOtherBrowser => Notice::LinkExpired { retry },
             LoginFailure::CodeUsed => return Reply::redirect(retry.clone()),
@@ -166,8 +166,8 @@ impl Gate {
     }
 
     /// `400`: a callback whose state or code can't be used.
-    pub(super) fn bad_callback(&self, why: &str, lang: Lang) -> Reply {
-        tracing::info!(reason = why, "refused a login callback");
+    pub(super) fn bad_callback(&self, why: CallbackProblem, lang: Lang) -> Reply {
+        tracing::info!(reason = why.en(), "refused a login callback");
         Notice::BadCallback {
             why,
             retry: &self.login_url("/", self.config.wechat.scope, LinkForm::Path),

@@ -183,7 +183,7 @@ pub(super) enum CallbackRefusal {
     /// to `to`, change nothing.
     AlreadyIn { to: String, identity: Identity },
     /// Its state or code can't be used; `why` for the developer.
-    Unusable { why: &'static str },
+    Unusable { why: CallbackProblem },
     /// The user declined: no code. The state cookie goes; `return_to` is
     /// where a new login would lead.
     Declined {
@@ -214,12 +214,12 @@ impl Gate {
                 _ => continue,
             };
             if slot.replace(value).is_some() {
-                return Err(unusable("duplicate parameter"));
+                return Err(unusable(CallbackProblem::DuplicateParameter));
             }
         }
         let state = state
             .filter(|s| is_valid_state(s))
-            .ok_or_else(|| unusable("missing or malformed state"))?;
+            .ok_or_else(|| unusable(CallbackProblem::MissingState))?;
         let name = state_cookie_name(&state);
         let opened = cookies
             .states
@@ -251,7 +251,7 @@ impl Gate {
                     identity: session.identity,
                 });
             }
-            return Err(unusable("state does not match this browser's login"));
+            return Err(unusable(CallbackProblem::StateMismatch));
         };
         let Some(code) = code else {
             tracing::info!("login declined by the user");
@@ -264,7 +264,7 @@ impl Gate {
             || code.len() > MAX_CODE_LEN
             || !code.bytes().all(|b| b.is_ascii_graphic())
         {
-            return Err(unusable("malformed code"));
+            return Err(unusable(CallbackProblem::MalformedCode));
         }
         Ok(PendingLogin {
             code: AuthorizationCode::new(code.into_owned()),
@@ -332,10 +332,10 @@ impl Gate {
                 Decision::Reply(api::identity(&identity, None))
             }
             Err(CallbackRefusal::Unusable { why }) => {
-                tracing::info!(reason = why, "refused a login hand-off");
+                tracing::info!(reason = why.en(), "refused a login hand-off");
                 Decision::Reply(
                     ApiError::new(400, ErrorName::InvalidRequest)
-                        .with_description(why)
+                        .with_description(why.en())
                         .with_login_url(login_url)
                         .reply(),
                 )

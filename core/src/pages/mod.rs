@@ -5,7 +5,7 @@
 
 mod notices;
 
-pub(crate) use notices::Notice;
+pub(crate) use notices::{CallbackProblem, Notice};
 pub(crate) use notices::{confirm_message, no_frames};
 
 use html_escape::{encode_double_quoted_attribute, encode_text};

@@ -4,6 +4,68 @@
 //! the flow names a [`Notice`] and renders it.
 
 use super::{page, Lang, Reply, Text};
+use crate::path::PathError;
+
+/// Why a callback's state or code can't be used: the detail line of its
+/// page, in the page's language (and in English for logs and JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallbackProblem {
+    /// `code` or `state` twice.
+    DuplicateParameter,
+    /// No `state`, or not one the gate makes.
+    MissingState,
+    /// No state cookie of this browser matches.
+    StateMismatch,
+    /// A `code` WeChat would not send.
+    MalformedCode,
+    /// The state went with another code already.
+    StateUsed,
+}
+
+impl CallbackProblem {
+    fn text(self) -> Text {
+        let (zh, en) = match self {
+            CallbackProblem::DuplicateParameter => ("参数重复", "duplicate parameter"),
+            CallbackProblem::MissingState => ("缺少或无效的 state", "missing or malformed state"),
+            CallbackProblem::StateMismatch => (
+                "state 与此浏览器的登录不符",
+                "state does not match this browser's login",
+            ),
+            CallbackProblem::MalformedCode => ("无效的 code", "malformed code"),
+            CallbackProblem::StateUsed => ("这次登录的 state 已用过", "this login's state was already used"),
+        };
+        Text { zh, en }
+    }
+
+    /// In English, for logs and JSON.
+    pub(crate) fn en(self) -> &'static str {
+        self.text().en
+    }
+}
+
+/// A path's problem in `lang`.
+fn path_problem(e: PathError, lang: Lang) -> String {
+    let zh = match e {
+        PathError::NotAbsolute => "路径必须以 / 开头",
+        PathError::EncodedSeparator => "路径含有编码的 /、\\ 或 NUL",
+        PathError::BadCharacter => "路径含有反斜杠或控制字符",
+        PathError::BadEscape => "路径含有无效的百分号编码",
+        PathError::AboveRoot => "路径越过了根目录",
+        PathError::DotParameter => "路径含有带参数的点段",
+    };
+    match lang {
+        Lang::Zh => zh.to_owned(),
+        Lang::En => e.to_string(),
+    }
+}
+
+/// `errcode N` in `lang`.
+fn errcode_detail(code: i64, lang: Lang) -> String {
+    match lang {
+        Lang::Zh => format!("错误码 {code}"),
+        Lang::En => format!("errcode {code}"),
+    }
+}
 
 const LOG_IN_AGAIN: Text = Text {
     zh: "重新登录",
@@ -19,8 +81,8 @@ const TRY_AGAIN: Text = Text {
 /// paths or the login URL, built by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Notice<'a> {
-    /// `400`: a path with no safe canonical form; `detail` says why.
-    BadPath { detail: &'a str },
+    /// `400`: a path with no safe canonical form, and why.
+    BadPath { problem: PathError },
     /// `404`: under the prefix, but no route.
     NotFound,
     /// `401`: a desktop browser on a site without a desktop login: open the
@@ -30,9 +92,11 @@ pub(crate) enum Notice<'a> {
     QrconnectLogin { login: &'a str },
     /// `400`: a code that came back with another browser's state.
     LinkExpired { retry: &'a str },
-    /// `400`: a callback whose state or code can't be used; `why` for the
-    /// developer.
-    BadCallback { why: &'a str, retry: &'a str },
+    /// `400`: a callback whose state or code can't be used, and why.
+    BadCallback {
+        why: CallbackProblem,
+        retry: &'a str,
+    },
     /// `403`: the user declined the authorization.
     Declined { retry: &'a str },
     /// `403`: a snapshot-page user (`allow_snapshot_users = false`).
@@ -77,10 +141,12 @@ pub(crate) enum Notice<'a> {
 impl Notice<'_> {
     /// The page in `lang`. The confirmation pages are never framed.
     pub(crate) fn reply(&self, lang: Lang) -> Reply {
-        let errcode_detail;
+        let detail_text;
         let (status, title, message, detail, action): (u16, Text, Text, Option<&str>, _) =
             match self {
-                Notice::BadPath { detail } => (
+                Notice::BadPath { problem } => {
+                    detail_text = path_problem(*problem, lang);
+                    (
                     400,
                     Text {
                         zh: "无效的地址",
@@ -90,9 +156,10 @@ impl Notice<'_> {
                         zh: "这个地址的路径无法识别。",
                         en: "The path of this address can't be used.",
                     },
-                    Some(*detail),
+                    Some(detail_text.as_str()),
                     None,
-                ),
+                )
+                }
                 Notice::NotFound => (
                     404,
                     Text {
@@ -154,7 +221,9 @@ impl Notice<'_> {
                     None,
                     Some((*retry, LOG_IN_AGAIN)),
                 ),
-                Notice::BadCallback { why, retry } => (
+                Notice::BadCallback { why, retry } => {
+                    detail_text = why.text().get(lang).to_owned();
+                    (
                     400,
                     Text {
                         zh: "登录链接无效或已过期",
@@ -164,9 +233,10 @@ impl Notice<'_> {
                         zh: "请重新登录。如果问题持续，请清除 Cookie 后再试。",
                         en: "Please log in again. If this keeps happening, clear your cookies and retry.",
                     },
-                    Some(*why),
+                    Some(detail_text.as_str()),
                     Some((*retry, LOG_IN_AGAIN)),
-                ),
+                )
+                }
                 Notice::Declined { retry } => (
                     403,
                     Text {
@@ -207,7 +277,7 @@ impl Notice<'_> {
                     Some((*retry, LOG_IN_AGAIN)),
                 ),
                 Notice::Misconfigured { errcode } => {
-                    errcode_detail = format!("errcode {errcode}");
+                    detail_text = errcode_detail(*errcode, lang);
                     (
                         500,
                         Text {
@@ -218,7 +288,7 @@ impl Notice<'_> {
                             zh: "微信登录暂时不可用，网站管理员已收到通知。",
                             en: "WeChat login is unavailable; the site's operator has been told.",
                         },
-                        Some(errcode_detail.as_str()),
+                        Some(detail_text.as_str()),
                         None,
                     )
                 }
@@ -262,7 +332,7 @@ impl Notice<'_> {
                     Some((*retry, LOG_IN_AGAIN)),
                 ),
                 Notice::WeChatFailed { errcode, retry } => {
-                    errcode_detail = errcode.map(|c| format!("errcode {c}")).unwrap_or_default();
+                    detail_text = errcode.map(|c| errcode_detail(c, lang)).unwrap_or_default();
                     (
                         502,
                         Text {
@@ -273,7 +343,7 @@ impl Notice<'_> {
                             zh: "请重试。",
                             en: "Please try again.",
                         },
-                        errcode.map(|_| errcode_detail.as_str()),
+                        errcode.map(|_| detail_text.as_str()),
                         Some((*retry, LOG_IN_AGAIN)),
                     )
                 }
@@ -454,12 +524,19 @@ mod tests {
         let r = Notice::ConfirmNotYours.reply(Lang::Zh);
         assert_eq!((r.status, r.header("x-frame-options")), (403, Some("DENY")));
         let r = Notice::BadCallback {
-            why: "<script>",
+            why: CallbackProblem::StateMismatch,
             retry: "/_wechat/login?rd=%2F",
         }
         .reply(Lang::Zh);
-        assert!(!r.body.contains("<script>"), "{}", r.body);
+        assert!(r.body.contains("state 与此浏览器的登录不符"), "{}", r.body);
         assert!(r.body.contains("/_wechat/login?rd=%2F"));
+        let r = Notice::Misconfigured { errcode: 40125 }.reply(Lang::Zh);
+        assert!(r.body.contains("错误码 40125"), "{}", r.body);
+        let r = Notice::BadPath {
+            problem: PathError::AboveRoot,
+        }
+        .reply(Lang::En);
+        assert!(r.body.contains("the path climbs above the root"), "{}", r.body);
         assert!(confirm_message("https://a/?t=\"x").contains("&quot;x"));
     }
 }
