@@ -229,20 +229,25 @@ pub(crate) fn qr_created(scene: &str, ticket: &str, qr_image_url: &str, expires_
 /// ticket URL); `404 invalid_request` when there is none (a scene cookie
 /// from before this route).
 pub(crate) fn qr_image(url: &str) -> Reply {
-    let svg = (!url.is_empty())
-        .then(|| qrcode::QrCode::new(url.as_bytes()).ok())
-        .flatten()
-        .map(|code| {
-            code.render::<qrcode::render::svg::Color<'_>>()
-                .min_dimensions(240, 240)
-                .build()
-        });
-    match svg {
+    match qr_svg(url) {
         Some(svg) => Reply::new(200, "image/svg+xml", svg),
         None => ApiError::new(404, ErrorName::InvalidRequest)
             .with_description("this scene has no QR code to draw; ask qr/new again")
             .reply(),
     }
+}
+
+/// A QR code encoding `text` as SVG (240 px at least); `None` for an empty
+/// or too long text. The markup is the renderer's own: safe inside HTML.
+pub(crate) fn qr_svg(text: &str) -> Option<String> {
+    let code = (!text.is_empty())
+        .then(|| qrcode::QrCode::new(text.as_bytes()).ok())
+        .flatten()?;
+    Some(
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(240, 240)
+            .build(),
+    )
 }
 
 /// Where a scene is, as `qr/status` answers it.

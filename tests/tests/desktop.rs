@@ -623,6 +623,8 @@ async fn a_phone_browser_outside_wechat_is_told_to_open_the_page_in_wechat_not_s
         assert_eq!(page.status, 401, "{}", page.body);
         assert!(page.body.contains("Open this page in WeChat"), "{ua}: {}", page.body);
         assert!(!page.body.contains("/qr/new"), "no QR code it can't scan: {}", page.body);
+        // The address as a code for another phone's WeChat to scan.
+        assert!(page.body.contains("<svg"), "{}", page.body);
         assert!(
             page.body.contains(&stack.url("/orders?id=7").replace('&', "&amp;")),
             "the address to copy: {}",

@@ -140,9 +140,7 @@ impl Gate {
         }
         let retry = &self.login_url(return_to, scope, LinkForm::Path);
         let page = match failure {
-            LoginFailure::StateUsed => {
-                return self.bad_callback(CallbackProblem::StateUsed, lang)
-            }
+            LoginFailure::StateUsed => return self.bad_callback(CallbackProblem::StateUsed, lang),
             LoginFailure::CodeOtherBrowser => Notice::LinkExpired { retry },
             LoginFailure::CodeUsed => return Reply::redirect(retry.clone()),
             LoginFailure::CodeInvalid(_) => Notice::LoginExpired { retry },

@@ -5,8 +5,8 @@
 
 mod notices;
 
-pub(crate) use notices::{CallbackProblem, Notice};
 pub(crate) use notices::{confirm_message, no_frames};
+pub(crate) use notices::{CallbackProblem, Notice};
 
 use html_escape::{encode_double_quoted_attribute, encode_text};
 
@@ -157,15 +157,25 @@ impl Text {
 }
 
 /// An HTML page in `lang`: a title, a message, an optional detail line
-/// (escaped) and an optional button linking to `action`.
+/// (escaped), an optional figure (markup the gate made, with its caption)
+/// and an optional button linking to `action`.
 fn page(
     lang: Lang,
     status: u16,
     title: Text,
     message: Text,
     detail: Option<&str>,
+    figure: Option<(&str, Text)>,
     action: Option<(&str, Text)>,
 ) -> Reply {
+    let figure = figure
+        .map(|(markup, caption)| {
+            format!(
+                "<figure>{markup}<figcaption>{}</figcaption></figure>",
+                caption.get(lang)
+            )
+        })
+        .unwrap_or_default();
     let detail = detail
         .map(|d| format!("<p class=\"detail\">{}</p>", encode_text(d)))
         .unwrap_or_default();
@@ -184,7 +194,7 @@ fn page(
 <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222}}\
 h1{{font-size:1.4em}}.detail{{color:#888;font-size:.9em;word-break:break-all}}\
 .button{{display:inline-block;background:#07c160;color:#fff;padding:.6em 1.4em;border-radius:4px;text-decoration:none}}</style></head>\
-<body><h1>{title}</h1><p>{message}</p>{detail}{button}</body></html>\n",
+<body><h1>{title}</h1><p>{message}</p>{detail}{figure}{button}</body></html>\n",
         code = lang.code(),
         title = title.get(lang),
         message = message.get(lang),
@@ -406,6 +416,7 @@ mod tests {
                 en: "Message",
             },
             Some("<script>x</script>"),
+            None,
             Some((
                 "/a?b=\"c\"&d",
                 Text {

@@ -32,7 +32,10 @@ impl CallbackProblem {
                 "state does not match this browser's login",
             ),
             CallbackProblem::MalformedCode => ("无效的 code", "malformed code"),
-            CallbackProblem::StateUsed => ("这次登录的 state 已用过", "this login's state was already used"),
+            CallbackProblem::StateUsed => (
+                "这次登录的 state 已用过",
+                "this login's state was already used",
+            ),
         };
         Text { zh, en }
     }
@@ -478,7 +481,21 @@ impl Notice<'_> {
                     None,
                 ),
             };
-        let reply = page(lang, status, title, message, detail, action);
+        // The address to copy, as a code to scan with WeChat too.
+        let qr = match self {
+            Notice::OpenInWeChat { link, .. } => crate::api::qr_svg(link),
+            _ => None,
+        };
+        let figure = qr.as_deref().map(|svg| {
+            (
+                svg,
+                Text {
+                    zh: "或用微信扫一扫，在微信中打开",
+                    en: "Or scan it with WeChat to open it there",
+                },
+            )
+        });
+        let reply = page(lang, status, title, message, detail, figure, action);
         match self {
             Notice::ConfirmLinkInvalid
             | Notice::ConfirmNotYours
@@ -536,7 +553,22 @@ mod tests {
             problem: PathError::AboveRoot,
         }
         .reply(Lang::En);
-        assert!(r.body.contains("the path climbs above the root"), "{}", r.body);
+        assert!(
+            r.body.contains("the path climbs above the root"),
+            "{}",
+            r.body
+        );
         assert!(confirm_message("https://a/?t=\"x").contains("&quot;x"));
+        let r = Notice::OpenInWeChat {
+            link: "https://app.example.com/orders?id=1",
+            login: "/_wechat/login?rd=%2Forders",
+        }
+        .reply(Lang::En);
+        assert!(
+            r.body.contains("<svg") && r.body.contains("scan it with WeChat"),
+            "{}",
+            r.body
+        );
+        assert!(!Notice::NotFound.reply(Lang::En).body.contains("<svg"));
     }
 }
