@@ -7,6 +7,7 @@ pub mod access;
 pub mod demo_app;
 pub mod logging;
 mod server;
+mod tls;
 
 pub use server::{
     build_server, build_server_from_file, build_server_from_file_with, load_config,

@@ -17,6 +17,7 @@ use wechat_oauth::{Config, Gate};
 use wechat_oauth_pingora::{GateCtx, HeaderDeadlineApp, SharedStateSync, WechatGate};
 
 use crate::access::{AccessLogger, Entry};
+use crate::tls::{CurrentCert, ReloadableCert};
 
 /// A reverse proxy to one upstream with the WeChat gate in front.
 pub struct GatewayProxy {
@@ -358,12 +359,22 @@ fn build_server_inner(
         "wechat gateway".to_owned(),
         HeaderDeadlineApp::new(proxy, header_timeout),
     );
-    match &tls {
-        Some((cert, key)) => service
-            .add_tls(&listen, &cert.to_string_lossy(), &key.to_string_lossy())
-            .map_err(|e| StartError::Tls(e.to_string()))?,
-        None => service.add_tcp(&listen),
-    }
+    let certificate = match &tls {
+        Some((cert, key)) => {
+            let certificate =
+                ReloadableCert::load(cert.clone(), key.clone()).map_err(StartError::Tls)?;
+            let settings = pingora::listeners::tls::TlsSettings::with_callbacks(Box::new(
+                CurrentCert(certificate.clone()),
+            ))
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+            service.add_tls_with_settings(&listen, None, settings);
+            Some(certificate)
+        }
+        None => {
+            service.add_tcp(&listen);
+            None
+        }
+    };
     server.add_service(service);
     if let Some(addr) = &metrics_listen {
         // Pingora's own Prometheus service, on the default registry.
@@ -402,6 +413,7 @@ fn build_server_inner(
                 path,
                 overrides,
                 access,
+                certificate,
             },
         ));
     }
@@ -414,6 +426,8 @@ struct ReloadOnHangup {
     path: std::path::PathBuf,
     overrides: Vec<(String, String)>,
     access: Arc<AccessLogger>,
+    /// The TLS certificate, read again with the configuration.
+    certificate: Option<Arc<ReloadableCert>>,
 }
 
 /// The `[gateway]` keys that differ between `running` and `loaded` and
@@ -435,6 +449,7 @@ fn needs_restart(
         "metrics_listen",
         running.metrics_listen != loaded.metrics_listen,
     );
+    // The files are read again on every reload; their paths are not.
     check("tls_cert/tls_key", running.tls != loaded.tls);
     check("upgrade_sock", running.upgrade_sock != loaded.upgrade_sock);
     check("access_log", running.access_log != loaded.access_log);
@@ -480,6 +495,14 @@ impl BackgroundService for ReloadOnHangup {
             tokio::select! {
                 _ = hangups.recv() => self.access.reopen(),
                 _ = shutdown.changed() => return,
+            }
+            if let Some(certificate) = &self.certificate {
+                match certificate.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!("TLS certificate reload failed, the running one stays: {e}")
+                    }
+                }
             }
             let reloaded = load_config_with(&self.path, &self.overrides)
                 .map_err(|e| e.to_string())

@@ -462,7 +462,7 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
         .set("gateway.tls_key", key.display().to_string())
         .set("store.state_dir", "tls-state")
         .write(&path);
-    let _gateway = wechat_e2e::Proc::start(
+    let gateway = wechat_e2e::Proc::start(
         &dir,
         "gateway-tls",
         "wechat-gateway",
@@ -516,6 +516,63 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
         reqwest::get(format!("http://127.0.0.1:{port}/_wechat/healthz"))
             .await
             .map_or(true, |r| r.status() != 200)
+    );
+
+    // A renewed certificate is served after SIGHUP, without a restart; a
+    // broken one keeps the running certificate.
+    let subject = || {
+        let shown = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&shown.stdout).into_owned()
+    };
+    assert!(subject().contains("CN = 127.0.0.1"), "{}", subject());
+    let renewed = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=renewed.example",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(renewed.status.success());
+    gateway.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !subject().contains("CN = renewed.example") {
+        assert!(std::time::Instant::now() < deadline, "{}", subject());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    std::fs::write(&cert, "not a certificate").unwrap();
+    gateway.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !_gateway
+        .log_text()
+        .contains("TLS certificate reload failed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            gateway.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        subject().contains("CN = renewed.example"),
+        "the running certificate stays"
     );
 }
 
