@@ -559,7 +559,7 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
     std::fs::write(&cert, "not a certificate").unwrap();
     gateway.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !_gateway
+    while !gateway
         .log_text()
         .contains("TLS certificate reload failed")
     {
