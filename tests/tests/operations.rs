@@ -559,10 +559,7 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
     std::fs::write(&cert, "not a certificate").unwrap();
     gateway.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !gateway
-        .log_text()
-        .contains("TLS certificate reload failed")
-    {
+    while !gateway.log_text().contains("TLS certificate reload failed") {
         assert!(
             std::time::Instant::now() < deadline,
             "{}",
