@@ -35,7 +35,7 @@ use crate::coordination::{
     Turn,
 };
 use crate::errcode::ErrCode;
-use crate::pages::{CallbackProblem, Lang, Notice, Reply};
+use crate::pages::{Branding, CallbackProblem, Lang, Notice, Reply};
 use crate::push;
 use crate::qr::BasicToken;
 use crate::revocation::Revocations;
@@ -247,6 +247,8 @@ enum CallKind {
 pub struct Gate {
     config: Config,
     sealer: Sealer,
+    /// The site's look for the gate's pages.
+    branding: Branding,
     /// Session cookies this gate's keys already opened.
     verified: VerifiedSessions,
     sns: SnsClient,
@@ -314,6 +316,9 @@ pub enum GateError {
     /// `[store]` can't be used.
     #[error("config [store]: {0}")]
     Store(#[from] CoordinationError),
+    /// `[gateway] templates_dir` has no readable page template.
+    #[error("config [gateway] templates_dir: {0}")]
+    Templates(String),
 }
 
 /// Why a call to WeChat on a user's behalf (a login's exchange, a token
@@ -400,9 +405,17 @@ impl Gate {
             None => None,
         };
         let login_limiter = LoginLimiter::new(&config.limits).map(Arc::new);
+        let g = &config.gateway;
+        let branding = Branding::new(
+            g.site_name.clone(),
+            g.logo_url.clone(),
+            g.templates_dir.as_deref(),
+        )
+        .map_err(GateError::Templates)?;
         Ok(Gate {
             config,
             sealer,
+            branding,
             verified: VerifiedSessions::default(),
             basic_token: BasicToken::new(sns.clone(), coordination.clone()),
             sns,

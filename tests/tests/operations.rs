@@ -1084,3 +1084,94 @@ async fn a_reload_names_the_keys_that_need_a_restart_and_print_config_lists_ever
         "{said}"
     );
 }
+
+#[tokio::test]
+async fn pages_carry_the_sites_name_and_logo_and_a_templates_dir_replaces_their_shell() {
+    let mut stack = Stack::start_with(
+        "",
+        "site_name = \"<Shop & Co>\"\nlogo_url = \"/static/logo.png?a=1&b=\\\"2\\\"\"",
+    )
+    .await;
+    let page = Browser::new(DESKTOP_UA)
+        .get_with(&stack.url("/orders"), &[("Accept-Language", "en")])
+        .await;
+    assert_eq!(page.status, 401);
+    assert!(page.body.contains("&lt;Shop &amp; Co&gt;"), "{}", page.body);
+    assert!(!page.body.contains("<Shop"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("src=\"/static/logo.png?a=1&amp;b=&quot;2&quot;\""),
+        "{}",
+        page.body
+    );
+
+    // A page.html of the site's own, every variable escaped.
+    let templates = wechat_e2e::ScratchDir::new("templates");
+    std::fs::write(
+        templates.join("page.html"),
+        "<html lang=\"{{lang}}\"><body class=\"ours\"><img src=\"{{logo_url}}\"><b>{{site_name}}</b>\
+         <h1>{{title}}</h1><p>{{message}}</p><i>{{detail}}</i>{{figure}}{{button}}</body></html>",
+    )
+    .unwrap();
+    stack.gateway_env.push((
+        "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR".into(),
+        format!("{:?}", templates.display().to_string()),
+    ));
+    stack.restart_gateway().await;
+    let page = Browser::new(DESKTOP_UA)
+        .get_with(&stack.url("/orders?x=1"), &[("Accept-Language", "zh-CN")])
+        .await;
+    assert_eq!(page.status, 401);
+    assert!(
+        page.body
+            .starts_with("<html lang=\"zh-CN\"><body class=\"ours\">"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<b>&lt;Shop &amp; Co&gt;</b>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<h1>请在微信中打开</h1>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<i>") && page.body.contains("/orders?x=1</i>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<svg") && page.body.contains("class=\"button\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("{{"),
+        "every variable replaced: {}",
+        page.body
+    );
+
+    // A templates_dir without page.html stops the start, naming the file.
+    let empty = wechat_e2e::ScratchDir::new("no-templates");
+    stack
+        .gateway_env
+        .retain(|(k, _)| k != "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR");
+    stack.gateway_env.push((
+        "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR".into(),
+        format!("{:?}", empty.display().to_string()),
+    ));
+    // (The running gateway holds the state file.)
+    stack
+        .gateway_env
+        .push(("WECHAT_GATEWAY__STORE__URL".into(), "memory".into()));
+    let mut broken = stack.spawn_gateway("broken-templates", &[]);
+    assert_eq!(broken.wait_exit(Duration::from_secs(10)), Some(1));
+    let said = broken.log_text();
+    assert!(
+        said.contains("templates_dir") && said.contains("page.html"),
+        "{said}"
+    );
+}

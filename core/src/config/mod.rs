@@ -266,6 +266,14 @@ pub struct GatewayConfig {
     /// closes the connection: a client trickling its headers (slowloris)
     /// holds nothing for long. Default 10, at least 1.
     pub header_timeout: Duration,
+    /// `site_name`: the site's name, shown at the top of the gate's pages.
+    pub site_name: Option<String>,
+    /// `logo_url`: the site's logo (an absolute URL or a path), shown
+    /// beside its name.
+    pub logo_url: Option<String>,
+    /// `templates_dir`: a directory whose `page.html` replaces the gate's
+    /// page shell ([`crate::pages::PAGE_TEMPLATE`] lists its variables).
+    pub templates_dir: Option<PathBuf>,
     /// `upgrade_sock`: where a new gateway binary started with `--upgrade`
     /// takes the listening sockets over from the running one (sent
     /// SIGQUIT), so an upgrade drops no connection. Default

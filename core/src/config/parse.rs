@@ -97,6 +97,9 @@ struct RawGateway {
     shutdown_grace_secs: Option<u64>,
     access_log: Option<String>,
     upgrade_sock: Option<PathBuf>,
+    site_name: Option<String>,
+    logo_url: Option<String>,
+    templates_dir: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -697,6 +700,9 @@ impl Config {
                 header_timeout,
                 shutdown_grace,
                 access_log,
+                site_name: g.site_name.filter(|n| !n.is_empty()),
+                logo_url: g.logo_url.filter(|u| !u.is_empty()),
+                templates_dir: g.templates_dir,
                 upgrade_sock: g
                     .upgrade_sock
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_UPGRADE_SOCK)),

@@ -99,7 +99,7 @@ impl Gate {
             .and_then(|json| serde_json::from_str::<ConfirmPayload>(&json).ok())
             .filter(|p| p.exp > now);
         let Some(payload) = payload else {
-            return Decision::Reply(Notice::ConfirmLinkInvalid.reply(lang));
+            return Decision::Reply(Notice::ConfirmLinkInvalid.reply(lang, &self.branding));
         };
         let answer = match (req.method, query_param(req.query, "answer").as_deref()) {
             ("POST", Some("confirm")) => Some(PhoneAnswer::Confirm),
@@ -129,10 +129,12 @@ impl Gate {
                     "refused a scan confirmation by another WeChat user"
                 );
                 crate::metrics::count_refused("confirm_other_user");
-                Decision::Reply(Notice::ConfirmNotYours.reply(lang))
+                Decision::Reply(Notice::ConfirmNotYours.reply(lang, &self.branding))
             }
             // A POST needs the session already: the form is on the page.
-            None if answer.is_some() => Decision::Reply(Notice::ConfirmOpenFirst.reply(lang)),
+            None if answer.is_some() => {
+                Decision::Reply(Notice::ConfirmOpenFirst.reply(lang, &self.branding))
+            }
             None => {
                 let back = self.confirm_link(&raw_token);
                 Decision::Reply(self.start_login(&back, Scope::Base, cookies, now))
@@ -171,9 +173,9 @@ impl Gate {
                 };
                 tracing::info!(openid = %self.log_id(openid), outcome, "scan answered on the phone");
                 return if answer == Some(PhoneAnswer::Confirm) {
-                    Notice::Confirmed.reply(lang)
+                    Notice::Confirmed.reply(lang, &self.branding)
                 } else {
-                    Notice::Refused.reply(lang)
+                    Notice::Refused.reply(lang, &self.branding)
                 };
             }
             Ok(false) => self.scene_status(scene).await,
@@ -193,9 +195,9 @@ impl Gate {
                     &action,
                 ))
             }
-            Ok(SceneStatus::Refused) => Notice::RefusedAlready.reply(lang),
-            Ok(SceneStatus::Scanned(_)) => Notice::ConfirmedAlready.reply(lang),
-            Ok(_) => Notice::ConfirmOver.reply(lang),
+            Ok(SceneStatus::Refused) => Notice::RefusedAlready.reply(lang, &self.branding),
+            Ok(SceneStatus::Scanned(_)) => Notice::ConfirmedAlready.reply(lang, &self.branding),
+            Ok(_) => Notice::ConfirmOver.reply(lang, &self.branding),
             Err(_) => service_unavailable_json(),
         }
     }

@@ -4,10 +4,10 @@
 use super::*;
 
 /// `400` for a path with no safe canonical form ([`crate::path`]).
-pub(super) fn bad_path(e: crate::path::PathError, lang: Lang) -> Reply {
+pub(super) fn bad_path(e: crate::path::PathError, lang: Lang, brand: &Branding) -> Reply {
     tracing::info!(reason = %e, "refused a request path");
     crate::metrics::count_refused("bad_path");
-    Notice::BadPath { problem: e }.reply(lang)
+    Notice::BadPath { problem: e }.reply(lang, brand)
 }
 
 pub(super) fn service_unavailable_json() -> Reply {
@@ -113,7 +113,7 @@ impl Gate {
             Ok(path) => path,
             // nginx reads any status but 2xx, 401 and 403 as an error (500).
             Err(e) => {
-                let mut reply = bad_path(e, Lang::En);
+                let mut reply = bad_path(e, Lang::En, &self.branding);
                 reply.status = 403;
                 return reply;
             }
@@ -185,7 +185,7 @@ impl Gate {
         // Every rule below sees the canonical path only.
         let canonical = match crate::path::canonical_path(req.path) {
             Ok(path) => path,
-            Err(e) => return Decision::Reply(bad_path(e, lang())),
+            Err(e) => return Decision::Reply(bad_path(e, lang(), &self.branding)),
         };
         let upstream_path = match &canonical {
             std::borrow::Cow::Owned(path) => Some(path.clone()),
@@ -322,7 +322,7 @@ impl Gate {
                 let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
                 let login = Route::Login.path(&self.config.gateway.prefix);
                 let href = format!("{login}?rd={rd}&app=open");
-                return Notice::QrconnectLogin { login: &href }.reply(lang);
+                return Notice::QrconnectLogin { login: &href }.reply(lang, &self.branding);
             }
             DesktopLogin::Notice => {}
         }
@@ -330,7 +330,7 @@ impl Gate {
             link: &format!("{}{}", self.config.gateway.origin(), return_to),
             login: &self.login_url(return_to, scope, LinkForm::Path),
         }
-        .reply(lang)
+        .reply(lang, &self.branding)
     }
 
     /// `prefix/login?rd=…[&scope=snsapi_userinfo]`, absolute or relative.
@@ -447,7 +447,7 @@ impl Gate {
                 .reply()
         } else {
             let lang = Lang::choose(self.config.gateway.language, req.accept_language);
-            Notice::UpstreamDown.reply(lang)
+            Notice::UpstreamDown.reply(lang, &self.branding)
         };
         reply.with_header("Retry-After", "5".into())
     }
@@ -590,7 +590,7 @@ impl Gate {
                     LinkForm::Absolute,
                 )),
             },
-            Route::Unknown => Notice::NotFound.reply(lang),
+            Route::Unknown => Notice::NotFound.reply(lang, &self.branding),
         };
         Decision::Reply(reply)
     }

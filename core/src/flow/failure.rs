@@ -156,7 +156,9 @@ impl Gate {
             },
             LoginFailure::SnapshotUser => Notice::SnapshotUser { retry },
         };
-        let reply = page.reply(lang).with_errcode(failure.errcode());
+        let reply = page
+            .reply(lang, &self.branding)
+            .with_errcode(failure.errcode());
         match failure.retry_after() {
             Some(seconds) => reply.with_header("Retry-After", seconds.to_string()),
             None => reply,
@@ -170,6 +172,6 @@ impl Gate {
             why,
             retry: &self.login_url("/", self.config.wechat.scope, LinkForm::Path),
         }
-        .reply(lang)
+        .reply(lang, &self.branding)
     }
 }

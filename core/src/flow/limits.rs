@@ -49,7 +49,12 @@ impl LoginLimiter {
 }
 
 /// `429` with `Retry-After` (seconds): a page, or JSON for scripts.
-pub(super) fn too_many_logins(retry_after: u64, answer: AnswerAs, lang: Lang) -> Reply {
+pub(super) fn too_many_logins(
+    retry_after: u64,
+    answer: AnswerAs,
+    lang: Lang,
+    brand: &Branding,
+) -> Reply {
     let json = answer == AnswerAs::Json;
     tracing::info!(retry_after, "a client is over its login limit");
     crate::metrics::count_refused("rate_limited");
@@ -60,7 +65,7 @@ pub(super) fn too_many_logins(retry_after: u64, answer: AnswerAs, lang: Lang) ->
             .reply();
     }
     Notice::TooManyLogins
-        .reply(lang)
+        .reply(lang, brand)
         .with_header("Retry-After", retry_after.to_string())
 }
 
@@ -74,6 +79,6 @@ impl Gate {
         lang: Lang,
     ) -> Option<Reply> {
         let wait = self.login_limiter.as_ref()?.wait(req.client_addr?)?;
-        Some(too_many_logins(wait, answer, lang))
+        Some(too_many_logins(wait, answer, lang, &self.branding))
     }
 }

@@ -361,7 +361,7 @@ impl Gate {
             } => Notice::Declined {
                 retry: &self.login_url(&return_to, self.config.wechat.scope, LinkForm::Path),
             }
-            .reply(lang)
+            .reply(lang, &self.branding)
             .with_header("Set-Cookie", self.remove_cookie(&state_cookie)),
         }
     }

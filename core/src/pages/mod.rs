@@ -156,10 +156,57 @@ impl Text {
     }
 }
 
+/// The site's own look for the gate's pages (`[gateway] site_name`,
+/// `logo_url`, `templates_dir`): read once when the gate is built.
+#[derive(Debug, Clone, Default)]
+pub struct Branding {
+    site_name: Option<String>,
+    logo_url: Option<String>,
+    /// `templates_dir/page.html`, when there is one.
+    template: Option<String>,
+}
+
+/// The file in `[gateway] templates_dir` that replaces the built-in page
+/// shell. Its variables, each replaced once: `{{lang}}`, `{{title}}`,
+/// `{{message}}`, `{{detail}}`, `{{site_name}}`, `{{logo_url}}` (text,
+/// always HTML-escaped), and `{{figure}}`, `{{button}}` (markup the gate
+/// makes, empty when the page has none).
+pub const PAGE_TEMPLATE: &str = "page.html";
+
+impl Branding {
+    /// The branding of `[gateway]`.
+    ///
+    /// Errors: a message naming `templates_dir/page.html` when the
+    /// directory is set and that file can't be read.
+    pub fn new(
+        site_name: Option<String>,
+        logo_url: Option<String>,
+        templates_dir: Option<&std::path::Path>,
+    ) -> Result<Branding, String> {
+        let template = match templates_dir {
+            Some(dir) => {
+                let path = dir.join(PAGE_TEMPLATE);
+                Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Branding {
+            site_name,
+            logo_url,
+            template,
+        })
+    }
+}
+
 /// An HTML page in `lang`: a title, a message, an optional detail line
 /// (escaped), an optional figure (markup the gate made, with its caption)
-/// and an optional button linking to `action`.
+/// and an optional button linking to `action`, in the site's branding.
+#[allow(clippy::too_many_arguments)]
 fn page(
+    brand: &Branding,
     lang: Lang,
     status: u16,
     title: Text,
@@ -176,9 +223,6 @@ fn page(
             )
         })
         .unwrap_or_default();
-    let detail = detail
-        .map(|d| format!("<p class=\"detail\">{}</p>", encode_text(d)))
-        .unwrap_or_default();
     let button = action
         .map(|(href, label)| {
             format!(
@@ -188,13 +232,56 @@ fn page(
             )
         })
         .unwrap_or_default();
+    if let Some(template) = &brand.template {
+        let text = |v: &str| encode_text(v).into_owned();
+        let body = template
+            .replace("{{lang}}", lang.code())
+            .replace("{{title}}", &text(title.get(lang)))
+            .replace("{{message}}", &text(message.get(lang)))
+            .replace("{{detail}}", &text(detail.unwrap_or("")))
+            .replace(
+                "{{site_name}}",
+                &text(brand.site_name.as_deref().unwrap_or("")),
+            )
+            .replace(
+                "{{logo_url}}",
+                &encode_double_quoted_attribute(brand.logo_url.as_deref().unwrap_or("")),
+            )
+            .replace("{{figure}}", &figure)
+            .replace("{{button}}", &button);
+        return Reply::new(status, "text/html; charset=utf-8", body);
+    }
+    let detail = detail
+        .map(|d| format!("<p class=\"detail\">{}</p>", encode_text(d)))
+        .unwrap_or_default();
+    let logo = brand
+        .logo_url
+        .as_deref()
+        .map(|url| {
+            format!(
+                "<img class=\"logo\" alt=\"\" src=\"{}\">",
+                encode_double_quoted_attribute(url)
+            )
+        })
+        .unwrap_or_default();
+    let site = brand
+        .site_name
+        .as_deref()
+        .map(|name| format!("<span class=\"site\">{}</span>", encode_text(name)))
+        .unwrap_or_default();
+    let header = if logo.is_empty() && site.is_empty() {
+        String::new()
+    } else {
+        format!("<header>{logo}{site}</header>")
+    };
     let body = format!(
         "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222}}\
 h1{{font-size:1.4em}}.detail{{color:#888;font-size:.9em;word-break:break-all}}\
+header{{display:flex;align-items:center;gap:.6em;color:#555}}.logo{{height:2em}}\
 .button{{display:inline-block;background:#07c160;color:#fff;padding:.6em 1.4em;border-radius:4px;text-decoration:none}}</style></head>\
-<body><h1>{title}</h1><p>{message}</p>{detail}{figure}{button}</body></html>\n",
+<body>{header}<h1>{title}</h1><p>{message}</p>{detail}{figure}{button}</body></html>\n",
         code = lang.code(),
         title = title.get(lang),
         message = message.get(lang),
@@ -405,6 +492,7 @@ mod tests {
     #[test]
     fn pages_escape_detail_and_links() {
         let r = page(
+            &Branding::default(),
             Lang::En,
             400,
             Text {

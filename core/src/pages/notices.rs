@@ -3,7 +3,7 @@
 //! confirmation steps. The words (Chinese and English) live here only;
 //! the flow names a [`Notice`] and renders it.
 
-use super::{page, Lang, Reply, Text};
+use super::{page, Branding, Lang, Reply, Text};
 use crate::path::PathError;
 
 /// Why a callback's state or code can't be used: the detail line of its
@@ -142,8 +142,9 @@ pub(crate) enum Notice<'a> {
 }
 
 impl Notice<'_> {
-    /// The page in `lang`. The confirmation pages are never framed.
-    pub(crate) fn reply(&self, lang: Lang) -> Reply {
+    /// The page in `lang`, in the site's branding. The confirmation pages
+    /// are never framed.
+    pub(crate) fn reply(&self, lang: Lang, brand: &Branding) -> Reply {
         let detail_text;
         let (status, title, message, detail, action): (u16, Text, Text, Option<&str>, _) =
             match self {
@@ -495,7 +496,7 @@ impl Notice<'_> {
                 },
             )
         });
-        let reply = page(lang, status, title, message, detail, figure, action);
+        let reply = page(brand, lang, status, title, message, detail, figure, action);
         match self {
             Notice::ConfirmLinkInvalid
             | Notice::ConfirmNotYours
@@ -534,25 +535,25 @@ mod tests {
 
     #[test]
     fn notices_have_their_status_words_and_frame_rules() {
-        let r = Notice::Misconfigured { errcode: 40125 }.reply(Lang::En);
+        let r = Notice::Misconfigured { errcode: 40125 }.reply(Lang::En, &Branding::default());
         assert_eq!(r.status, 500);
         assert!(r.body.contains("misconfigured") && r.body.contains("errcode 40125"));
         assert!(r.header("x-frame-options").is_none());
-        let r = Notice::ConfirmNotYours.reply(Lang::Zh);
+        let r = Notice::ConfirmNotYours.reply(Lang::Zh, &Branding::default());
         assert_eq!((r.status, r.header("x-frame-options")), (403, Some("DENY")));
         let r = Notice::BadCallback {
             why: CallbackProblem::StateMismatch,
             retry: "/_wechat/login?rd=%2F",
         }
-        .reply(Lang::Zh);
+        .reply(Lang::Zh, &Branding::default());
         assert!(r.body.contains("state 与此浏览器的登录不符"), "{}", r.body);
         assert!(r.body.contains("/_wechat/login?rd=%2F"));
-        let r = Notice::Misconfigured { errcode: 40125 }.reply(Lang::Zh);
+        let r = Notice::Misconfigured { errcode: 40125 }.reply(Lang::Zh, &Branding::default());
         assert!(r.body.contains("错误码 40125"), "{}", r.body);
         let r = Notice::BadPath {
             problem: PathError::AboveRoot,
         }
-        .reply(Lang::En);
+        .reply(Lang::En, &Branding::default());
         assert!(
             r.body.contains("the path climbs above the root"),
             "{}",
@@ -563,12 +564,15 @@ mod tests {
             link: "https://app.example.com/orders?id=1",
             login: "/_wechat/login?rd=%2Forders",
         }
-        .reply(Lang::En);
+        .reply(Lang::En, &Branding::default());
         assert!(
             r.body.contains("<svg") && r.body.contains("scan it with WeChat"),
             "{}",
             r.body
         );
-        assert!(!Notice::NotFound.reply(Lang::En).body.contains("<svg"));
+        assert!(!Notice::NotFound
+            .reply(Lang::En, &Branding::default())
+            .body
+            .contains("<svg"));
     }
 }
