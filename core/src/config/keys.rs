@@ -73,6 +73,28 @@ pub(super) fn with_env_keys(
     Ok(toml::to_string(&doc).expect("a parsed table renders"))
 }
 
+/// A TOML error's message; for an unknown key, with the closest known one
+/// (`unknown field `listn`, expected one of … — did you mean `listen`?`).
+pub(super) fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_owned();
+    };
+    let Some((unknown, known)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let closest = known
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (strsim::levenshtein(unknown, k), k))
+        .filter(|(distance, k)| *distance <= 2.max(k.len() / 3))
+        .min();
+    match closest {
+        Some((_, key)) => format!("{message} — did you mean `{key}`?"),
+        None => message.to_owned(),
+    }
+}
+
 /// The environment variable that overrides a key, if any.
 pub(super) fn env_override_of(key: &str) -> Option<&'static str> {
     Some(match key {

@@ -159,7 +159,7 @@ impl Config {
                         .span()
                         .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                         .unwrap_or(1),
-                    message: e.message().trim().to_owned(),
+                    message: with_suggestion(e.message().trim()),
                 }];
             }
         };
@@ -229,7 +229,7 @@ impl Config {
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .unwrap_or(1),
-            message: e.message().trim().to_owned(),
+            message: with_suggestion(e.message().trim()),
         })?;
         let env = |name: &str| env(name).filter(|v| !v.is_empty());
 
