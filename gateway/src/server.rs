@@ -203,9 +203,21 @@ impl BackgroundService for GracefulStop {
         let in_flight = self.in_flight.clone();
         // A thread of its own: the runtimes are being shut down around it.
         std::thread::spawn(move || {
-            // Pingora closes the listeners first.
+            // Pingora closes the listeners first. A connection accepted just
+            // before is counted once its request head is read: nothing in
+            // flight for 300 ms running means nothing is left.
             std::thread::sleep(std::time::Duration::from_millis(200));
-            while in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            let mut quiet_since = None;
+            while std::time::Instant::now() < deadline {
+                if in_flight.load(Ordering::SeqCst) > 0 {
+                    quiet_since = None;
+                } else if quiet_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    >= std::time::Duration::from_millis(300)
+                {
+                    break;
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             let left = in_flight.load(Ordering::SeqCst);

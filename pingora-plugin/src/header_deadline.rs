@@ -57,6 +57,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadlineApp<A> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.inner.process_new(stream, shutdown).await;
         }
+        // The first byte before the request is read: Pingora drops a
+        // connection whose request has not arrived when its service stops
+        // (an upgrade's hand-over), so a connection is handed on only once
+        // its request is there. None within the deadline: closed.
+        let mut stream = stream;
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(self.limit, stream.try_peek(&mut first)).await {
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
         let guarded: Stream = Box::new(HeaderDeadline::new(stream, self.limit));
         self.inner.process_new(guarded, shutdown).await
     }

@@ -635,3 +635,59 @@ async fn a_phone_browser_outside_wechat_is_told_to_open_the_page_in_wechat_not_s
     let desktop = Browser::new(DESKTOP_UA).get(&stack.url("/orders")).await;
     assert!(desktop.body.contains("/qr/new"));
 }
+
+#[tokio::test]
+async fn the_qr_page_carries_the_sites_branding_and_a_qr_template_replaces_its_shell() {
+    let mut stack = Stack::start_desktop_with("scene_qr", false, "site_name = \"<Shop>\"").await;
+    let page = Browser::new(DESKTOP_UA).get(&stack.url("/orders")).await;
+    assert_eq!(page.status, 401);
+    assert!(
+        page.body
+            .contains("<span class=\"site\">&lt;Shop&gt;</span>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("/_wechat/qr/image"));
+
+    let templates = wechat_e2e::ScratchDir::new("qr-templates");
+    std::fs::write(templates.join("page.html"), "<p>{{title}}</p>").unwrap();
+    std::fs::write(
+        templates.join("qr.html"),
+        "<html lang=\"{{lang}}\"><body class=\"ours\"><b>{{site_name}}</b><h1>{{title}}</h1>{{qr}}{{script}}</body></html>",
+    )
+    .unwrap();
+    stack.gateway_env.push((
+        "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR".into(),
+        format!("{:?}", templates.display().to_string()),
+    ));
+    stack.restart_gateway().await;
+    let page = Browser::new(DESKTOP_UA)
+        .get_with(&stack.url("/orders"), &[("Accept-Language", "en")])
+        .await;
+    assert_eq!(page.status, 401);
+    assert!(
+        page.body.starts_with(
+            "<html lang=\"en\"><body class=\"ours\"><b>&lt;Shop&gt;</b><h1>Log in with WeChat</h1>"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<img id=\"qr\"") && page.body.contains("/_wechat/qr/status"),
+        "{}",
+        page.body
+    );
+
+    // A qr.html without the script would be a dead page: refused at start.
+    std::fs::write(templates.join("qr.html"), "<h1>{{title}}</h1>{{qr}}").unwrap();
+    stack
+        .gateway_env
+        .push(("WECHAT_GATEWAY__STORE__URL".into(), "memory".into()));
+    let mut broken = stack.spawn_gateway("broken-qr-template", &[]);
+    assert_eq!(broken.wait_exit(Duration::from_secs(10)), Some(1));
+    let said = broken.log_text();
+    assert!(
+        said.contains("qr.html") && said.contains("{{script}}"),
+        "{said}"
+    );
+}

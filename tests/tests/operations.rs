@@ -939,7 +939,8 @@ async fn an_upgrade_hands_the_listener_to_a_new_binary_without_a_failed_request(
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(10);
         let (mut ok, mut failed) = (0u32, Vec::new());
         while Instant::now() < deadline && ok as usize + failed.len() < 4000 {
             let sent = client
@@ -951,7 +952,7 @@ async fn an_upgrade_hands_the_listener_to_a_new_binary_without_a_failed_request(
             match sent {
                 Ok(r) if r.status() == 200 => ok += 1,
                 Ok(r) => failed.push(r.status().to_string()),
-                Err(e) => failed.push(e.to_string()),
+                Err(e) => failed.push(format!("{e:?} after {:?}", started.elapsed())),
             }
         }
         (ok, failed)

@@ -190,7 +190,7 @@ async fn wechat_errcodes_become_the_right_pages_and_log_lines() {
         (40164, 500, "IP whitelist"),
         (45009, 503, "/_wechat/login?rd=%2Fp"),
         (45011, 503, "/_wechat/login?rd=%2Fp"),
-        (99999, 502, "errcode 99999"),
+        (99999, 502, "错误码 99999"),
     ];
     for (errcode, status, expect) in cases {
         stack

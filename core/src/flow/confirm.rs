@@ -193,6 +193,7 @@ impl Gate {
                     self.config.gateway.public_url.host_str().unwrap_or(""),
                     requester.as_ref(),
                     &action,
+                    &self.branding,
                 ))
             }
             Ok(SceneStatus::Refused) => Notice::RefusedAlready.reply(lang, &self.branding),

@@ -316,7 +316,12 @@ impl Gate {
         match self.config.gateway.desktop_login {
             _ if phone => {}
             DesktopLogin::SceneQr => {
-                return crate::pages::scene_qr_page(lang, &self.config.gateway.prefix, return_to)
+                return crate::pages::scene_qr_page(
+                    lang,
+                    &self.config.gateway.prefix,
+                    return_to,
+                    &self.branding,
+                )
             }
             DesktopLogin::Qrconnect => {
                 let rd: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();

@@ -164,6 +164,8 @@ pub struct Branding {
     logo_url: Option<String>,
     /// `templates_dir/page.html`, when there is one.
     template: Option<String>,
+    /// `templates_dir/qr.html`, when there is one.
+    qr_template: Option<String>,
 }
 
 /// The file in `[gateway] templates_dir` that replaces the built-in page
@@ -172,6 +174,13 @@ pub struct Branding {
 /// always HTML-escaped), and `{{figure}}`, `{{button}}` (markup the gate
 /// makes, empty when the page has none).
 pub const PAGE_TEMPLATE: &str = "page.html";
+
+/// The file in `[gateway] templates_dir` (optional) that replaces the QR
+/// login page's shell. Its variables: `{{lang}}`, `{{title}}`,
+/// `{{site_name}}`, `{{logo_url}}` (escaped), and `{{qr}}` (the code and
+/// its status line) and `{{script}}` (the gate's polling script), which it
+/// must both hold.
+pub const QR_TEMPLATE: &str = "qr.html";
 
 impl Branding {
     /// The branding of `[gateway]`.
@@ -183,21 +192,73 @@ impl Branding {
         logo_url: Option<String>,
         templates_dir: Option<&std::path::Path>,
     ) -> Result<Branding, String> {
-        let template = match templates_dir {
+        let (template, qr_template) = match templates_dir {
             Some(dir) => {
                 let path = dir.join(PAGE_TEMPLATE);
-                Some(
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?,
-                )
+                let page = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let path = dir.join(QR_TEMPLATE);
+                let qr = match std::fs::read_to_string(&path) {
+                    Ok(qr) if qr.contains("{{qr}}") && qr.contains("{{script}}") => Some(qr),
+                    Ok(_) => {
+                        return Err(format!(
+                            "{}: must hold {{{{qr}}}} and {{{{script}}}}",
+                            path.display()
+                        ))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                };
+                (Some(page), qr)
             }
-            None => None,
+            None => (None, None),
         };
         Ok(Branding {
             site_name,
             logo_url,
             template,
+            qr_template,
         })
+    }
+
+    /// The built-in pages' header: the logo and the site's name, escaped;
+    /// empty without either.
+    fn header(&self) -> String {
+        let logo = self
+            .logo_url
+            .as_deref()
+            .map(|url| {
+                format!(
+                    "<img class=\"logo\" alt=\"\" src=\"{}\">",
+                    encode_double_quoted_attribute(url)
+                )
+            })
+            .unwrap_or_default();
+        let site = self
+            .site_name
+            .as_deref()
+            .map(|name| format!("<span class=\"site\">{}</span>", encode_text(name)))
+            .unwrap_or_default();
+        if logo.is_empty() && site.is_empty() {
+            String::new()
+        } else {
+            format!("<header>{logo}{site}</header>")
+        }
+    }
+
+    /// `template` with the branding's own variables replaced, escaped.
+    fn fill(&self, template: &str, lang: Lang, title: &str) -> String {
+        template
+            .replace("{{lang}}", lang.code())
+            .replace("{{title}}", &encode_text(title))
+            .replace(
+                "{{site_name}}",
+                &encode_text(self.site_name.as_deref().unwrap_or("")),
+            )
+            .replace(
+                "{{logo_url}}",
+                &encode_double_quoted_attribute(self.logo_url.as_deref().unwrap_or("")),
+            )
     }
 }
 
@@ -233,20 +294,10 @@ fn page(
         })
         .unwrap_or_default();
     if let Some(template) = &brand.template {
-        let text = |v: &str| encode_text(v).into_owned();
-        let body = template
-            .replace("{{lang}}", lang.code())
-            .replace("{{title}}", &text(title.get(lang)))
-            .replace("{{message}}", &text(message.get(lang)))
-            .replace("{{detail}}", &text(detail.unwrap_or("")))
-            .replace(
-                "{{site_name}}",
-                &text(brand.site_name.as_deref().unwrap_or("")),
-            )
-            .replace(
-                "{{logo_url}}",
-                &encode_double_quoted_attribute(brand.logo_url.as_deref().unwrap_or("")),
-            )
+        let body = brand
+            .fill(template, lang, title.get(lang))
+            .replace("{{message}}", &encode_text(message.get(lang)))
+            .replace("{{detail}}", &encode_text(detail.unwrap_or("")))
             .replace("{{figure}}", &figure)
             .replace("{{button}}", &button);
         return Reply::new(status, "text/html; charset=utf-8", body);
@@ -254,26 +305,7 @@ fn page(
     let detail = detail
         .map(|d| format!("<p class=\"detail\">{}</p>", encode_text(d)))
         .unwrap_or_default();
-    let logo = brand
-        .logo_url
-        .as_deref()
-        .map(|url| {
-            format!(
-                "<img class=\"logo\" alt=\"\" src=\"{}\">",
-                encode_double_quoted_attribute(url)
-            )
-        })
-        .unwrap_or_default();
-    let site = brand
-        .site_name
-        .as_deref()
-        .map(|name| format!("<span class=\"site\">{}</span>", encode_text(name)))
-        .unwrap_or_default();
-    let header = if logo.is_empty() && site.is_empty() {
-        String::new()
-    } else {
-        format!("<header>{logo}{site}</header>")
-    };
+    let header = brand.header();
     let body = format!(
         "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
@@ -294,7 +326,7 @@ header{{display:flex;align-items:center;gap:.6em;color:#555}}.logo{{height:2em}}
 /// (`prefix/qr/status`, long-poll; the image from `prefix/qr/image`, so
 /// the page needs nothing from another origin) until a scan logs it in, then on to
 /// `return_to`. One inline script, no external one. Status 401.
-pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str) -> Reply {
+pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str, brand: &Branding) -> Reply {
     use crate::flow::Route;
     // JSON string literals, safe inside <script>.
     let js = |s: &str| {
@@ -320,14 +352,12 @@ pub(crate) fn scene_qr_page(lang: Lang, prefix: &str, return_to: &str) -> Reply 
             "The login was refused on the phone. Reload the page to scan again.",
         ),
     };
-    let body = format!(
-        "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{title}</title>\
-<style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222;text-align:center}}\
-#qr{{width:240px;height:240px;border:1px solid #eee;image-rendering:pixelated}}</style></head>\
-<body><h1>{title}</h1><p><img id=\"qr\" alt=\"QR\"></p><p id=\"status\">{scan}</p>\
-<noscript><p>JavaScript is needed to show the QR code.</p></noscript>\
-<script>(function(){{var qrNew={qr_new},qrStatus={qr_status},qrImage={qr_image},rd={rd},st=document.getElementById(\"status\");\
+    let qr = format!(
+        "<p><img id=\"qr\" alt=\"QR\"></p><p id=\"status\">{scan}</p>\
+<noscript><p>JavaScript is needed to show the QR code.</p></noscript>"
+    );
+    let script = format!(
+        "<script>(function(){{var qrNew={qr_new},qrStatus={qr_status},qrImage={qr_image},rd={rd},st=document.getElementById(\"status\");\
 function fresh(){{fetch(qrNew+\"?rd=\"+encodeURIComponent(rd),{{credentials:\"same-origin\"}})\
 .then(function(r){{if(!r.ok)throw r;return r.json()}}).then(function(q){{document.getElementById(\"qr\").src=qrImage+\"?scene=\"+encodeURIComponent(q.scene);\
 st.textContent={scan_js};poll(q.scene)}}).catch(function(){{st.textContent={failed_js};setTimeout(fresh,3000)}})}}\
@@ -337,8 +367,7 @@ else if(s.status===\"pending\"){{poll(scene)}}else if(s.status===\"scanned\"){{s
 else if(s.status===\"refused\"){{document.getElementById(\"qr\").removeAttribute(\"src\");st.textContent={refused_js}}}\
 else{{st.textContent={expired_js};fresh()}}}})\
 .catch(function(){{st.textContent={failed_js};setTimeout(function(){{poll(scene)}},1000)}})}}\
-fresh()}})();</script></body></html>\n",
-        code = lang.code(),
+fresh()}})();</script>",
         qr_new = js(&Route::QrNew.path(prefix)),
         qr_status = js(&Route::QrStatus.path(prefix)),
         qr_image = js(&Route::QrImage.path(prefix)),
@@ -348,6 +377,23 @@ fresh()}})();</script></body></html>\n",
         failed_js = js(failed),
         scanned_js = js(scanned),
         refused_js = js(refused),
+    );
+    if let Some(template) = &brand.qr_template {
+        let body = brand
+            .fill(template, lang, title)
+            .replace("{{qr}}", &qr)
+            .replace("{{script}}", &script);
+        return Reply::new(401, "text/html; charset=utf-8", body);
+    }
+    let body = format!(
+        "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222;text-align:center}}\
+header{{display:flex;align-items:center;justify-content:center;gap:.6em;color:#555}}.logo{{height:2em}}\
+#qr{{width:240px;height:240px;border:1px solid #eee;image-rendering:pixelated}}</style></head>\
+<body>{header}<h1>{title}</h1>{qr}{script}</body></html>\n",
+        code = lang.code(),
+        header = brand.header(),
     );
     Reply::new(401, "text/html; charset=utf-8", body)
 }
@@ -362,6 +408,7 @@ pub(crate) fn scene_confirm_page(
     site: &str,
     requester: Option<&crate::qr::SceneRequester>,
     action: &str,
+    brand: &Branding,
 ) -> Reply {
     let t = |zh: &'static str, en: &'static str| Text { zh, en }.get(lang);
     let unknown = t("未知", "unknown");
@@ -386,10 +433,11 @@ pub(crate) fn scene_confirm_page(
 h1{{font-size:1.4em}}dt{{color:#888;font-size:.9em}}dd{{margin:0 0 .8em;word-break:break-all}}\
 button{{font-size:1.05em;width:100%;padding:.8em;margin:.3em 0;border:0;border-radius:4px}}\
 .confirm{{background:#07c160;color:#fff}}.refuse{{background:#eee;color:#c00}}</style></head>\
-<body><h1>{title}</h1><p>{ask} <b>{site}</b></p>\
+<body>{header}<h1>{title}</h1><p>{ask} <b>{site}</b></p>\
 <dl><dt>{browser_l}</dt><dd>{browser}</dd><dt>{client_l}</dt><dd>{client}</dd><dt>{at_l}</dt><dd>{at}</dd></dl>\
 <p>{warn}</p>{confirm}{refuse}</body></html>\n",
         code = lang.code(),
+        header = brand.header(),
         title = t("确认网页登录", "Confirm the login"),
         ask = t("有浏览器请求以你的微信登录", "A browser asks to log in as you to"),
         site = encode_text(site),
@@ -436,6 +484,7 @@ mod tests {
             Lang::Zh,
             "/_wechat",
             "/a?b=</script><script>alert(1)</script>",
+            &Branding::default(),
         );
         assert_eq!(r.status, 401);
         assert!(!r.body.contains("</script><script>alert"));
@@ -458,6 +507,7 @@ mod tests {
             "app.example.com",
             Some(&by),
             "/_wechat/qr/confirm?t=a%2Bb",
+            &Branding::default(),
         );
         assert_eq!(r.status, 200);
         assert!(!r.body.contains("<script>"), "{}", r.body);
@@ -472,7 +522,7 @@ mod tests {
         assert!(r
             .body
             .contains("action=\"/_wechat/qr/confirm?t=a%2Bb&amp;answer=refuse\""));
-        let unknown = scene_confirm_page(Lang::Zh, "x", None, "/c?t=1");
+        let unknown = scene_confirm_page(Lang::Zh, "x", None, "/c?t=1", &Branding::default());
         assert!(unknown.body.contains("未知") && unknown.body.contains("确认登录"));
     }
 
