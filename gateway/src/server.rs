@@ -68,6 +68,29 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts each connection from its accept to its end in the in-flight
+/// count too, so a stop never exits while a connection is read.
+struct Counted<A> {
+    inner: Arc<A>,
+    count: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl<A: pingora::apps::ServerApp + Send + Sync + 'static> pingora::apps::ServerApp for Counted<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        let _counted = InFlight::new(&self.count);
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
 /// A request's context: the gate's, and its place in the in-flight count.
 pub struct GatewayCtx {
     gate: GateCtx,
@@ -369,7 +392,10 @@ fn build_server_inner(
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway_proxy);
     let mut service = pingora::services::listening::Service::new(
         "wechat gateway".to_owned(),
-        HeaderDeadlineApp::new(proxy, header_timeout),
+        Counted {
+            inner: Arc::new(HeaderDeadlineApp::new(proxy, header_timeout)),
+            count: in_flight.clone(),
+        },
     );
     let certificate = match &tls {
         Some((cert, key)) => {
