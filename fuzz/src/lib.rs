@@ -237,7 +237,16 @@ pub fn push_event(data: &[u8]) {
     assert!(reply.status < 500, "push answered {}", reply.status);
     let _ = push::parse_event(f[1]);
     let nonce = String::from_utf8_lossy(f[2]);
-    let nonce: String = nonce.chars().filter(char::is_ascii_alphanumeric).collect();
+    // A pair of its own per run: an earlier input may have bound the same
+    // (timestamp, nonce) to this input's forged body, and that body again
+    // is WeChat's retry, rightly accepted.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nonce: String = nonce
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .chain(run.to_string().chars())
+        .collect();
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
