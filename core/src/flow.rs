@@ -344,7 +344,8 @@ impl CallError {
     }
 }
 
-fn now_unix() -> u64 {
+/// Now, in unix seconds.
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -30,7 +30,8 @@ pub use file::FileStore;
 pub use memory::MemoryCoordination;
 pub use redis::{sentinel_url_parses, RedisStore};
 
-pub use crate::secret::AccessToken;
+pub use crate::flow::now_unix;
+use crate::secret::AccessToken;
 use crate::store::StoredTokens;
 
 /// Why the instances could not agree: the store is out of reach or holds
@@ -229,12 +230,6 @@ pub fn key_hash(value: impl AsRef<[u8]>) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
