@@ -30,7 +30,7 @@ pub use file::FileStore;
 pub use memory::MemoryCoordination;
 pub use redis::{sentinel_url_parses, RedisStore};
 
-pub use crate::flow::now_unix;
+use crate::flow::now_unix;
 use crate::secret::AccessToken;
 use crate::store::StoredTokens;
 
