@@ -69,10 +69,31 @@ impl Drop for InFlight {
 }
 
 /// Counts each connection from its accept to its end in the in-flight
-/// count too, so a stop never exits while a connection is read.
+/// count too, so a stop never exits while a connection is read; and keeps
+/// the kept-alive connections that wait for their next request open a
+/// while after a stop ([`idle_linger`]).
 struct Counted<A> {
     inner: Arc<A>,
     count: Arc<AtomicUsize>,
+    grace: std::time::Duration,
+}
+
+/// Set on SIGQUIT: the listeners go to a new binary (an upgrade).
+static UPGRADING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long kept-alive connections waiting for their next request stay
+/// open once the server stops, before Pingora closes them. A client may be
+/// sending on one at that instant, and would see it closed instead of
+/// answered: on an upgrade they stay for the whole grace period (each next
+/// request is answered with `Connection: close`, so clients move to the new
+/// binary; the old one exits once they have); on SIGTERM one second, for
+/// requests already on their way.
+fn idle_linger(grace: std::time::Duration) -> std::time::Duration {
+    if UPGRADING.load(Ordering::SeqCst) {
+        grace
+    } else {
+        grace.min(std::time::Duration::from_secs(1))
+    }
 }
 
 #[async_trait]
@@ -87,6 +108,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> pingora::apps::ServerA
     }
 
     async fn cleanup(&self) {
+        tokio::time::sleep(idle_linger(self.grace)).await;
         self.inner.cleanup().await
     }
 }
@@ -213,6 +235,14 @@ impl BackgroundService for GracefulStop {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         // Pingora broadcasts its graceful shutdown on SIGTERM (and after
         // handing the listeners to a new binary on SIGQUIT).
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut quit) = signal(SignalKind::quit()) {
+            tokio::spawn(async move {
+                if quit.recv().await.is_some() {
+                    UPGRADING.store(true, Ordering::SeqCst);
+                }
+            });
+        }
         if shutdown.changed().await.is_err() || !*shutdown.borrow() {
             return;
         }
@@ -227,8 +257,9 @@ impl BackgroundService for GracefulStop {
         // A thread of its own: the runtimes are being shut down around it.
         std::thread::spawn(move || {
             // Pingora closes the listeners first. A connection accepted just
-            // before is counted once its request head is read: nothing in
-            // flight for 300 ms running means nothing is left.
+            // before is counted once its task starts, an idle kept-alive one
+            // until its linger ends: nothing in flight for 300 ms running
+            // means nothing is left.
             std::thread::sleep(std::time::Duration::from_millis(200));
             let mut quiet_since = None;
             while std::time::Instant::now() < deadline {
@@ -395,6 +426,7 @@ fn build_server_inner(
         Counted {
             inner: Arc::new(HeaderDeadlineApp::new(proxy, header_timeout)),
             count: in_flight.clone(),
+            grace,
         },
     );
     let certificate = match &tls {

@@ -57,17 +57,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadlineApp<A> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.inner.process_new(stream, shutdown).await;
         }
-        // The first byte before the request is read: Pingora drops a
-        // connection whose request has not arrived when its service stops
-        // (an upgrade's hand-over), so a connection is handed on only once
-        // its request is there. None within the deadline: closed.
-        let mut stream = stream;
-        let mut first = [0u8; 1];
-        match tokio::time::timeout(self.limit, stream.try_peek(&mut first)).await {
-            Ok(Ok(_)) => {}
-            _ => return None,
+        let mut guarded = Box::new(HeaderDeadline::new(stream, self.limit));
+        // The first request's first byte is read here, before Pingora's
+        // parser waits for it: Pingora drops a connection still waiting for
+        // its request when the server stops, and a new connection's request
+        // on its way at that instant would be lost. None within the
+        // deadline: closed.
+        if !guarded.first_byte().await {
+            return None;
         }
-        let guarded: Stream = Box::new(HeaderDeadline::new(stream, self.limit));
         self.inner.process_new(guarded, shutdown).await
     }
 
@@ -105,6 +103,9 @@ pub(crate) struct HeaderDeadline {
     due: Option<tokio::time::Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     scan: BlankLine,
+    /// A request's first byte, read by [`HeaderDeadline::first_byte`] and
+    /// not yet handed to the parser.
+    stash: Option<u8>,
 }
 
 /// Finds the blank line (`\r\n\r\n`) that ends a header block in bytes
@@ -146,7 +147,30 @@ impl HeaderDeadline {
             due: Some(tokio::time::Instant::now() + limit),
             timer: None,
             scan: BlankLine::default(),
+            stash: None,
         }
+    }
+
+    /// Waits for the next request's first byte (kept for the next read):
+    /// `false` on end of stream, an error or the first request's deadline.
+    async fn first_byte(&mut self) -> bool {
+        if self.stash.is_some() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let read = std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut byte);
+            match Pin::new(&mut *self).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(buf.filled().len()),
+                Poll::Ready(Err(_)) => Poll::Ready(0),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        if read == 1 {
+            self.stash = Some(byte[0]);
+        }
+        read == 1
     }
 
     /// Follows a header block through newly read bytes.
@@ -205,6 +229,19 @@ impl AsyncRead for HeaderDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some(byte) = this.stash.take() {
+            // Seen already; more of the request if it is at hand.
+            buf.put_slice(&[byte]);
+            let before = buf.filled().len();
+            if buf.remaining() > 0 {
+                if let Poll::Ready(Ok(())) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+                    if buf.filled().len() > before {
+                        this.saw(&buf.filled()[before..]);
+                    }
+                }
+            }
+            return Poll::Ready(Ok(()));
+        }
         let overdue = |due: Option<tokio::time::Instant>| {
             due.is_some_and(|due| tokio::time::Instant::now() >= due)
         };
@@ -327,6 +364,10 @@ impl GetSocketDigest for HeaderDeadline {
 #[async_trait]
 impl Peek for HeaderDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if self.stash.is_some() {
+            // The first byte is read already: no peek of the stream itself.
+            return Ok(false);
+        }
         self.inner.try_peek(buf).await
     }
 }

@@ -892,31 +892,37 @@ async fn an_upgrade_hands_the_listener_to_a_new_binary_without_a_failed_request(
     stack.restart_gateway().await;
     let cookie = login(&stack).await;
 
-    // A bounded load, each request on a new connection, across the upgrade.
-    let url = stack.url("/echo");
-    let load = tokio::spawn(async move {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(10);
-        let (mut ok, mut failed) = (0u32, Vec::new());
-        while Instant::now() < deadline && ok as usize + failed.len() < 4000 {
-            let sent = client
-                .get(&url)
-                .header("Cookie", &cookie)
-                .header("User-Agent", WECHAT_UA)
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status() == 200 => ok += 1,
-                Ok(r) => failed.push(r.status().to_string()),
-                Err(e) => failed.push(format!("{e:?} after {:?}", started.elapsed())),
+    // A bounded load across the upgrade: one client opens a new connection
+    // per request, one keeps its connections alive.
+    let load = |keep_alive: bool| {
+        let url = stack.url("/echo");
+        let cookie = cookie.clone();
+        tokio::spawn(async move {
+            let mut client = reqwest::Client::builder();
+            if !keep_alive {
+                client = client.pool_max_idle_per_host(0);
             }
-        }
-        (ok, failed)
-    });
+            let client = client.build().unwrap();
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(10);
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while Instant::now() < deadline && ok as usize + failed.len() < 4000 {
+                let sent = client
+                    .get(&url)
+                    .header("Cookie", &cookie)
+                    .header("User-Agent", WECHAT_UA)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(format!("{e:?} after {:?}", started.elapsed())),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let loads = [load(false), load(true)];
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut new = stack.spawn_gateway("upgraded", &["--upgrade"]);
     // The new binary waits at the upgrade socket; the old one hands over.
@@ -934,17 +940,23 @@ async fn an_upgrade_hands_the_listener_to_a_new_binary_without_a_failed_request(
         "{}",
         old.log_text()
     );
-    let (ok, failed) = load.await.unwrap();
-    // Pingora drops a connection whose request has not fully arrived at the
-    // instant the old process stops: under a loaded machine, rarely one.
-    // Anything more is a hand-over that lost the listener.
-    assert!(
-        failed.len() <= 1 && failed.len() * 500 <= ok as usize,
-        "{} failed of {}: {failed:?}",
-        failed.len(),
-        ok as usize + failed.len()
-    );
-    assert!(ok > 50, "{ok} requests");
+    let old_log = old.log_text();
+    for (load, kind) in loads.into_iter().zip(["new connections", "kept alive"]) {
+        let (ok, failed) = load.await.unwrap();
+        // Kept-alive clients lose nothing. A new connection accepted at the
+        // instant of the hand-over can still, rarely, see its request go
+        // unread (one in hundreds
+        // under this load, never more than one).
+        let allowed = if kind == "kept alive" { 0 } else { 1 };
+        assert!(
+            failed.len() <= allowed,
+            "{kind}: {} failed of {}: {failed:?}\nold: {old_log}\nnew: {}",
+            failed.len(),
+            ok as usize + failed.len(),
+            new.log_text()
+        );
+        assert!(ok > 50, "{kind}: {ok} requests");
+    }
     // The new binary serves on the same address, the session still good.
     assert!(passes(&stack, &login(&stack).await).await);
     assert!(
