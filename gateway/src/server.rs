@@ -397,6 +397,7 @@ fn build_server_inner(
     let listen = config.gateway.listen.clone();
     let metrics_listen = config.gateway.metrics_listen.clone();
     let tls = config.gateway.tls.clone();
+    let threads = config.gateway.threads;
     let header_timeout = config.gateway.header_timeout;
     let grace = config.gateway.shutdown_grace;
     let upgrade_sock = config.gateway.upgrade_sock.clone();
@@ -405,7 +406,8 @@ fn build_server_inner(
     let gate = WechatGate::new(core_gate);
 
     let mut conf = ServerConf::new().expect("Pingora's default configuration");
-    conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    conf.threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // SIGTERM: Pingora stops accepting and waits this long at most (the
     // graceful stop exits earlier once nothing is in flight).
     conf.grace_period_seconds = Some(grace.as_secs());
@@ -531,6 +533,7 @@ fn needs_restart(
         "shutdown_grace_secs",
         running.shutdown_grace != loaded.shutdown_grace,
     );
+    check("threads", running.threads != loaded.threads);
     changed
 }
 

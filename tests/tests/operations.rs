@@ -1171,3 +1171,49 @@ fn self_signed(cert: &std::path::Path, key: &std::path::Path, cn: &str) {
         String::from_utf8_lossy(&made.stderr)
     );
 }
+
+/// The worker threads of a gateway process: Pingora names them after the
+/// service ("wechat gateway").
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "wechat gateway")
+        .count()
+}
+
+#[tokio::test]
+async fn threads_sets_the_worker_threads_and_a_bad_value_is_refused() {
+    let mut stack = Stack::start().await;
+    let default = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(worker_threads(stack.gateway().pid()), default);
+    for threads in [1usize, 3] {
+        stack
+            .gateway_env
+            .retain(|(k, _)| k != "WECHAT_GATEWAY__GATEWAY__THREADS");
+        stack.gateway_env.push((
+            "WECHAT_GATEWAY__GATEWAY__THREADS".into(),
+            threads.to_string(),
+        ));
+        stack.restart_gateway().await;
+        assert_eq!(worker_threads(stack.gateway().pid()), threads);
+        let cookie = login(&stack).await;
+        assert!(passes(&stack, &cookie).await, "{threads} threads serve");
+    }
+    for (bad, says) in [
+        ("0", "threads"),
+        ("1025", "threads"),
+        ("\"two\"", "invalid type"),
+    ] {
+        let checked = std::process::Command::new(wechat_e2e::bin("wechat-gateway"))
+            .arg("--check-config")
+            .arg(&stack.gateway_config)
+            .env("WECHAT_GATEWAY__GATEWAY__THREADS", bad)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&checked.stdout).to_string()
+            + &String::from_utf8_lossy(&checked.stderr);
+        assert!(!checked.status.success(), "threads = {bad}: {said}");
+        assert!(said.contains(says), "threads = {bad}: {said}");
+    }
+}

@@ -288,6 +288,9 @@ pub struct GatewayConfig {
     /// finish, and exits as soon as none is left, at the latest after this
     /// many seconds. Default 10, at most 600.
     pub shutdown_grace: Duration,
+    /// `threads`: the gateway's worker threads (Pingora's `threads`), 1 to
+    /// 1024; `None` (the default): one per CPU core the process may use.
+    pub threads: Option<usize>,
     /// `tls_cert` and `tls_key`: PEM files; with both, the gateway serves
     /// HTTPS on `listen` (TLS by Pingora).
     pub tls: Option<(PathBuf, PathBuf)>,

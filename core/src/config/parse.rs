@@ -95,6 +95,7 @@ struct RawGateway {
     log_openid: Option<String>,
     header_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    threads: Option<u64>,
     access_log: Option<String>,
     upgrade_sock: Option<PathBuf>,
     site_name: Option<String>,
@@ -529,6 +530,11 @@ impl Config {
             }
             secs => Duration::from_secs(secs),
         };
+        let threads = match g.threads {
+            None => None,
+            Some(n @ 1..=1024) => Some(n as usize),
+            Some(_) => return Err(invalid("[gateway] threads", "must be 1 to 1024")),
+        };
         let shutdown_grace = match g.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS) {
             secs @ 0..=600 => Duration::from_secs(secs),
             _ => {
@@ -699,6 +705,7 @@ impl Config {
                 log_openid_hashed,
                 header_timeout,
                 shutdown_grace,
+                threads,
                 access_log,
                 site_name: g.site_name.filter(|n| !n.is_empty()),
                 logo_url: g.logo_url.filter(|u| !u.is_empty()),
