@@ -964,6 +964,22 @@ impl Stack {
         self.restart_gateway().await;
     }
 
+    /// Sets `key` in the environment of the gateways started from now on,
+    /// replacing an earlier value.
+    pub fn set_gateway_env(&mut self, key: &str, value: impl Into<String>) {
+        self.gateway_env.retain(|(k, _)| k != key);
+        self.gateway_env.push((key.to_owned(), value.into()));
+    }
+
+    /// [`Stack::set_gateway_env`] for each of `env`, then
+    /// [`Stack::restart_gateway`].
+    pub async fn restart_gateway_with(&mut self, env: &[(&str, &str)]) {
+        for (key, value) in env {
+            self.set_gateway_env(key, *value);
+        }
+        self.restart_gateway().await;
+    }
+
     /// Stops the gateway and starts it again with the same configuration
     /// file and environment (its state file in the stack's directory).
     pub async fn restart_gateway(&mut self) {

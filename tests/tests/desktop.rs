@@ -656,11 +656,10 @@ async fn the_qr_page_carries_the_sites_branding_and_a_qr_template_replaces_its_s
         "<html lang=\"{{lang}}\"><body class=\"ours\"><b>{{site_name}}</b><h1>{{title}}</h1>{{qr}}{{script}}</body></html>",
     )
     .unwrap();
-    stack.gateway_env.push((
-        "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR".into(),
-        format!("{:?}", templates.display().to_string()),
-    ));
-    stack.restart_gateway().await;
+    let templates_dir = format!("{:?}", templates.display().to_string());
+    stack
+        .restart_gateway_with(&[("WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR", &templates_dir)])
+        .await;
     let page = Browser::new(DESKTOP_UA)
         .get_with(&stack.url("/orders"), &[("Accept-Language", "en")])
         .await;

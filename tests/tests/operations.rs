@@ -807,13 +807,11 @@ async fn every_key_comes_from_the_environment_and_the_common_ones_from_flags() {
     };
     assert!(page(&stack).await.body.contains("请在微信中打开"));
     stack
-        .gateway_env
-        .push(("WECHAT_GATEWAY__GATEWAY__LANGUAGE".into(), "en".into()));
-    stack.gateway_env.push((
-        "WECHAT_GATEWAY__GATEWAY__PUBLIC_PATHS".into(),
-        r#"["/orders"]"#.into(),
-    ));
-    stack.restart_gateway().await;
+        .restart_gateway_with(&[
+            ("WECHAT_GATEWAY__GATEWAY__LANGUAGE", "en"),
+            ("WECHAT_GATEWAY__GATEWAY__PUBLIC_PATHS", r#"["/orders"]"#),
+        ])
+        .await;
     let en = Browser::new(DESKTOP_UA)
         .get_with(&stack.url("/elsewhere"), &[("Accept-Language", "zh-CN")])
         .await;
@@ -887,7 +885,7 @@ async fn an_upgrade_hands_the_listener_to_a_new_binary_without_a_failed_request(
         // The state file is one process's; an upgrade runs on memory or Redis.
         ("WECHAT_GATEWAY__STORE__URL", "memory".to_owned()),
     ] {
-        stack.gateway_env.push((key.into(), value));
+        stack.set_gateway_env(key, value);
     }
     stack.restart_gateway().await;
     let cookie = login(&stack).await;
@@ -1089,11 +1087,10 @@ async fn pages_carry_the_sites_name_and_logo_and_a_templates_dir_replaces_their_
          <h1>{{title}}</h1><p>{{message}}</p><i>{{detail}}</i>{{figure}}{{button}}</body></html>",
     )
     .unwrap();
-    stack.gateway_env.push((
-        "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR".into(),
-        format!("{:?}", templates.display().to_string()),
-    ));
-    stack.restart_gateway().await;
+    let templates_dir = format!("{:?}", templates.display().to_string());
+    stack
+        .restart_gateway_with(&[("WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR", &templates_dir)])
+        .await;
     let page = Browser::new(DESKTOP_UA)
         .get_with(&stack.url("/orders?x=1"), &[("Accept-Language", "zh-CN")])
         .await;
@@ -1132,17 +1129,12 @@ async fn pages_carry_the_sites_name_and_logo_and_a_templates_dir_replaces_their_
 
     // A templates_dir without page.html stops the start, naming the file.
     let empty = wechat_e2e::ScratchDir::new("no-templates");
-    stack
-        .gateway_env
-        .retain(|(k, _)| k != "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR");
-    stack.gateway_env.push((
-        "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR".into(),
+    stack.set_gateway_env(
+        "WECHAT_GATEWAY__GATEWAY__TEMPLATES_DIR",
         format!("{:?}", empty.display().to_string()),
-    ));
+    );
     // (The running gateway holds the state file.)
-    stack
-        .gateway_env
-        .push(("WECHAT_GATEWAY__STORE__URL".into(), "memory".into()));
+    stack.set_gateway_env("WECHAT_GATEWAY__STORE__URL", "memory");
     let mut broken = stack.spawn_gateway("broken-templates", &[]);
     assert_eq!(broken.wait_exit(Duration::from_secs(10)), Some(1));
     let said = broken.log_text();
@@ -1189,13 +1181,8 @@ async fn threads_sets_the_worker_threads_and_a_bad_value_is_refused() {
     assert_eq!(worker_threads(stack.gateway().pid()), default);
     for threads in [1usize, 3] {
         stack
-            .gateway_env
-            .retain(|(k, _)| k != "WECHAT_GATEWAY__GATEWAY__THREADS");
-        stack.gateway_env.push((
-            "WECHAT_GATEWAY__GATEWAY__THREADS".into(),
-            threads.to_string(),
-        ));
-        stack.restart_gateway().await;
+            .restart_gateway_with(&[("WECHAT_GATEWAY__GATEWAY__THREADS", &threads.to_string())])
+            .await;
         assert_eq!(worker_threads(stack.gateway().pid()), threads);
         let cookie = login(&stack).await;
         assert!(passes(&stack, &cookie).await, "{threads} threads serve");
