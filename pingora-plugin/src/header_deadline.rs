@@ -151,12 +151,9 @@ impl HeaderDeadline {
         }
     }
 
-    /// Waits for the next request's first byte (kept for the next read):
-    /// `false` on end of stream, an error or the first request's deadline.
+    /// Waits for the connection's first byte (kept for the next read):
+    /// `false` on end of stream, an error or the header deadline.
     async fn first_byte(&mut self) -> bool {
-        if self.stash.is_some() {
-            return true;
-        }
         let mut byte = [0u8; 1];
         let read = std::future::poll_fn(|cx| {
             let mut buf = ReadBuf::new(&mut byte);
@@ -230,16 +227,8 @@ impl AsyncRead for HeaderDeadline {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if let Some(byte) = this.stash.take() {
-            // Seen already; more of the request if it is at hand.
+            // Seen already (by `saw`); the parser reads the rest next.
             buf.put_slice(&[byte]);
-            let before = buf.filled().len();
-            if buf.remaining() > 0 {
-                if let Poll::Ready(Ok(())) = Pin::new(&mut this.inner).poll_read(cx, buf) {
-                    if buf.filled().len() > before {
-                        this.saw(&buf.filled()[before..]);
-                    }
-                }
-            }
             return Poll::Ready(Ok(()));
         }
         let overdue = |due: Option<tokio::time::Instant>| {
