@@ -163,7 +163,8 @@ typedef struct wechat_oauth_client wechat_oauth_client;
 
 /**
  * The answer for one request, from [`wechat_oauth_client_decide`] (and
- * [`wechat_oauth_client_login`], [`wechat_oauth_client_logout`]). Release
+ * [`wechat_oauth_client_login`], [`wechat_oauth_client_logout`]), or
+ * decided again in place by [`wechat_oauth_client_decide_into`]. Release
  * with [`wechat_oauth_decision_free`].
  */
 typedef struct wechat_oauth_decision wechat_oauth_decision;
@@ -339,6 +340,27 @@ wechat_oauth_result wechat_oauth_client_prefix(const struct wechat_oauth_client 
 wechat_oauth_result wechat_oauth_client_decide(const struct wechat_oauth_client *client,
                                                const struct wechat_oauth_request *request,
                                                struct wechat_oauth_decision **out);
+
+/**
+ * Decides like [`wechat_oauth_client_decide`], into `decision`: a handle
+ * the host already holds (from any earlier decide), whose previous
+ * contents, and every string borrowed from them, are gone. A host that
+ * keeps its handles for the next request (nginx: one spare per worker)
+ * makes no allocation for a passing request with a known session cookie:
+ * the handle, its identity and its `Cookie` buffer are reused, and the
+ * identity's header values are the session's, built once.
+ *
+ * Errors: as [`wechat_oauth_client_decide`] (the handle then holds its
+ * previous decision).
+ *
+ * # Safety
+ * `client` live; `request` as for [`wechat_oauth_client_decide`];
+ * `decision` live, owned by the caller, not in use by
+ * [`wechat_oauth_client_complete`] on another thread.
+ */
+wechat_oauth_result wechat_oauth_client_decide_into(const struct wechat_oauth_client *client,
+                                                    const struct wechat_oauth_request *request,
+                                                    struct wechat_oauth_decision *decision);
 
 /**
  * Decides again for a request whose decision was `NEEDS_BODY`, with the

@@ -84,6 +84,10 @@ wechat_oauth_result wechat_oauth_client_decide(const struct wechat_oauth_client 
                                                const struct wechat_oauth_request *request,
                                                struct wechat_oauth_decision **out);
 
+wechat_oauth_result wechat_oauth_client_decide_into(const struct wechat_oauth_client *client,
+                                                    const struct wechat_oauth_request *request,
+                                                    struct wechat_oauth_decision *decision);
+
 wechat_oauth_result wechat_oauth_client_decide_with_body(const struct wechat_oauth_client *client,
                                                          const struct wechat_oauth_request *request,
                                                          const uint8_t *body,

@@ -23,8 +23,10 @@ fn session(nickname: &str) -> Session {
             nickname: Some(nickname.into()),
             headimgurl: Some("https://thirdwx.qlogo.cn/mmopen/vi_32/abcdefghijklmnop/132".into()),
             snapshot: false,
+            ..Default::default()
         }
-        .bounded(),
+        .bounded()
+        .into(),
         sid: "s".repeat(32),
         issued_at: NOW,
         expires_at: NOW + 7 * 86400,

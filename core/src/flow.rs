@@ -138,14 +138,18 @@ pub enum Decision {
     },
 }
 
-/// A request that goes on to the application.
+/// A request that goes on to the application. Deciding it allocates
+/// nothing for a cached session cookie on a canonical path (no idle
+/// re-seal due, no other cookie beside the gate's): the identity is shared
+/// with the session cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pass {
     /// The verified identity; `None` on a public path without a session.
-    pub identity: Option<Identity>,
-    /// The `Cookie` header the application gets: the request's, without the
-    /// gate's own cookies; `None` means remove the header.
-    pub upstream_cookie: Option<String>,
+    /// Its header values are built once per session cookie
+    /// ([`Identity::upstream_header_values`]).
+    pub identity: Option<std::sync::Arc<Identity>>,
+    /// The `Cookie` header the application gets.
+    pub upstream_cookie: UpstreamCookie,
     /// A `Set-Cookie` value to add to the application's response (the
     /// session re-sealed to keep an idle timeout from ending it).
     pub set_cookie: Option<String>,
@@ -153,6 +157,32 @@ pub struct Pass {
     /// canonical form (`path.rs`), when that differs; `None`: the
     /// request's path is canonical already.
     pub upstream_path: Option<String>,
+}
+
+/// The `Cookie` header the application gets: the gate's own cookies
+/// (session, scene, state, in any spelling: [`strip_gate_cookies`]) never
+/// reach it, every other cookie does, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamCookie {
+    /// The request's `Cookie` header(s) as they are: none of the gate's
+    /// cookies is in them (or there is none).
+    Unchanged,
+    /// Remove the header: it held the gate's cookies only.
+    Remove,
+    /// Replace the header with this value: the other cookies, `; `-joined.
+    Rewritten(String),
+}
+
+impl UpstreamCookie {
+    /// The value the application gets, given the request's joined `Cookie`
+    /// header; `None`: no `Cookie` header.
+    pub fn value<'a>(&'a self, request_cookie: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            UpstreamCookie::Unchanged => request_cookie,
+            UpstreamCookie::Remove => None,
+            UpstreamCookie::Rewritten(value) => Some(value),
+        }
+    }
 }
 
 /// Which WeChat app a login goes through.
@@ -251,6 +281,8 @@ pub struct Gate {
     branding: Branding,
     /// Session cookies this gate's keys already opened.
     verified: VerifiedSessions,
+    /// Forwarding headers of untrusted peers, by (peer, `Host`).
+    forwarding: crate::forwarded::ForwardingCache,
     sns: SnsClient,
     /// The Open Platform website app's client (`[wechat.open]`), for qrconnect.
     open_sns: Option<SnsClient>,
@@ -413,11 +445,17 @@ impl Gate {
             g.templates_dir.as_deref(),
         )
         .map_err(GateError::Templates)?;
+        let forwarding = crate::forwarded::ForwardingCache::new(if config.gateway.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        });
         Ok(Gate {
             config,
             sealer,
             branding,
             verified: VerifiedSessions::default(),
+            forwarding,
             basic_token: BasicToken::new(sns.clone(), coordination.clone()),
             sns,
             open_sns,
@@ -459,6 +497,21 @@ impl Gate {
     /// The configuration this gate runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The forwarding headers for a request from `peer` with `Host` header
+    /// `host`, when `peer` is not one of `[gateway] trusted_proxies`: built
+    /// once per (peer, `Host`) and shared ([`crate::forwarded::ForwardingCache`]).
+    /// `None` for a trusted proxy, whose own forwarding headers count: then
+    /// call [`crate::forwarded::upstream_headers`] with them.
+    pub fn untrusted_forwarding(
+        &self,
+        peer: std::net::IpAddr,
+        host: Option<&str>,
+    ) -> Option<crate::forwarded::ForwardingValues> {
+        let trusted = &self.config.gateway.trusted_proxies;
+        (!crate::forwarded::is_trusted(peer, trusted))
+            .then(|| self.forwarding.untrusted(peer, host))
     }
 
     /// A gate for a changed configuration (e.g. new cookie keys) that keeps

@@ -7,8 +7,11 @@
 //! the chain is kept and the peer appended, and the client is the nearest
 //! address in `X-Forwarded-For` that is not itself a trusted proxy.
 
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use http::HeaderValue;
 use ipnet::IpNet;
 
 /// The forwarding headers an application gets, each a (name, value).
@@ -154,6 +157,102 @@ pub fn upstream_headers(
     out
 }
 
+/// Forwarding headers ready for the upstream: `(name, value)` in
+/// [`FORWARDING_HEADERS`] order.
+pub type ForwardingValues = Arc<[(&'static str, HeaderValue)]>;
+
+/// How many (peer, `Host`) pairs [`ForwardingCache`] keeps: a few hundred
+/// bytes each.
+pub const FORWARDING_CACHE_CAPACITY: usize = 4096;
+
+/// The forwarding headers of peers that are not trusted proxies, built once
+/// per (peer address, `Host`): for such a peer they depend on nothing else
+/// ([`upstream_headers`] ignores what it sent), so each of its requests
+/// writes them by reference count, with no allocation. Bounded to
+/// [`FORWARDING_CACHE_CAPACITY`] pairs; a miss builds them again.
+pub struct ForwardingCache {
+    scheme: &'static str,
+    cache: quick_cache::sync::Cache<ForwardKey, ForwardingValues>,
+}
+
+#[derive(PartialEq, Eq)]
+struct ForwardKey {
+    peer: IpAddr,
+    host: Option<Box<str>>,
+}
+
+impl Hash for ForwardKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        ForwardKeyRef {
+            peer: self.peer,
+            host: self.host.as_deref(),
+        }
+        .hash(state)
+    }
+}
+
+/// [`ForwardKey`] borrowed, for a lookup that copies nothing.
+#[derive(Hash)]
+struct ForwardKeyRef<'a> {
+    peer: IpAddr,
+    host: Option<&'a str>,
+}
+
+impl quick_cache::Equivalent<ForwardKey> for ForwardKeyRef<'_> {
+    fn equivalent(&self, key: &ForwardKey) -> bool {
+        self.peer == key.peer && self.host == key.host.as_deref()
+    }
+}
+
+impl ForwardingCache {
+    /// A cache for a gate whose clients reach it over `scheme` (`http` or
+    /// `https`).
+    pub fn new(scheme: &'static str) -> Self {
+        ForwardingCache {
+            scheme,
+            cache: quick_cache::sync::Cache::new(FORWARDING_CACHE_CAPACITY),
+        }
+    }
+
+    /// [`upstream_headers`] for `peer`, which must not be a trusted proxy
+    /// ([`is_trusted`]), with `host` its `Host` header.
+    pub fn untrusted(&self, peer: IpAddr, host: Option<&str>) -> ForwardingValues {
+        let peer = canonical_ip(peer);
+        if let Some(values) = self.cache.get(&ForwardKeyRef { peer, host }) {
+            return values;
+        }
+        let values = header_values(upstream_headers(
+            peer,
+            self.scheme,
+            host,
+            &Sent::default(),
+            &[],
+        ));
+        self.cache.insert(
+            ForwardKey {
+                peer,
+                host: host.map(Into::into),
+            },
+            values.clone(),
+        );
+        values
+    }
+}
+
+/// [`upstream_headers`]'s answer as header values (every value it makes is
+/// header-safe; one that were not would be left out).
+pub fn header_values(headers: Vec<(&'static str, String)>) -> ForwardingValues {
+    headers
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let value = HeaderValue::try_from(value).ok()?;
+            // Cloned once here: `Bytes` then shares instead of copying.
+            drop(value.clone());
+            Some((name, value))
+        })
+        .collect()
+}
+
 fn is_header_safe(v: &str) -> bool {
     v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
@@ -207,6 +306,25 @@ mod tests {
             client_address(peer, sent.x_forwarded_for, &nets(&["10.0.0.0/8"])),
             peer
         );
+    }
+
+    #[test]
+    fn the_cache_answers_as_upstream_headers_per_peer_and_host() {
+        let cache = ForwardingCache::new("https");
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        let other: IpAddr = "::ffff:198.51.100.1".parse().unwrap();
+        for (peer, host) in [
+            (peer, Some("app.example")),
+            (peer, Some("app.example")),
+            (peer, Some("other.example")),
+            (peer, None),
+            (other, Some("app.example")),
+            (other, Some("app.example")),
+        ] {
+            let want = header_values(upstream_headers(peer, "https", host, &Sent::default(), &[]));
+            assert_eq!(cache.untrusted(peer, host), want, "{peer} {host:?}");
+        }
+        assert_eq!(cache.cache.len(), 4);
     }
 
     #[test]

@@ -57,7 +57,7 @@ internal_modules!(
 pub use authorize::Scope;
 pub use config::{Config, ConfigError};
 pub use errcode::ErrCode;
-pub use flow::{Call, CallError, Decision, Gate, GateError, Pass, RequestParts};
+pub use flow::{Call, CallError, Decision, Gate, GateError, Pass, RequestParts, UpstreamCookie};
 pub use pages::Reply;
 pub use session::{Identity, Session};
 pub use sns::SnsError;

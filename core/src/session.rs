@@ -2,7 +2,9 @@
 //! It holds identity only, never a token (docs/protocol.md §1 step 2).
 
 use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use crate::seal::Sealer;
@@ -49,7 +51,7 @@ pub fn is_identity_header(name: &[u8]) -> bool {
 }
 
 /// A verified WeChat identity (docs/protocol.md §1 steps 2 and 4).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// The user's `openid` for this appid.
     pub openid: String,
@@ -65,6 +67,37 @@ pub struct Identity {
     /// `allow_snapshot_users`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot: bool,
+    /// [`Identity::upstream_header_values`], built at its first call.
+    /// Build identities with `..Default::default()`; the cache is never
+    /// compared, printed, serialized or cloned.
+    #[serde(skip)]
+    pub header_values: HeaderValueCache,
+}
+
+/// The upstream header values of one [`Identity`], built once: a cached
+/// session's every request then writes them by reference count, with no
+/// allocation. Empty again in a clone, so a changed copy builds its own.
+#[derive(Default)]
+pub struct HeaderValueCache(OnceLock<Box<[(&'static str, HeaderValue)]>>);
+
+impl Clone for HeaderValueCache {
+    fn clone(&self) -> Self {
+        HeaderValueCache::default()
+    }
+}
+
+impl PartialEq for HeaderValueCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for HeaderValueCache {}
+
+impl std::fmt::Debug for HeaderValueCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 const NICKNAME_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -93,6 +126,24 @@ impl Identity {
         ]
         .into_iter()
         .flatten()
+    }
+
+    /// [`Identity::upstream_headers`] as `http` header values, built at the
+    /// first call and shared afterwards (cloning a `HeaderValue` counts a
+    /// reference, it copies nothing). The identity must not change after
+    /// this call; its fields are checked header-safe when it is made
+    /// ([`open_session`]), so no value is ever refused.
+    pub fn upstream_header_values(&self) -> &[(&'static str, HeaderValue)] {
+        self.header_values.0.get_or_init(|| {
+            self.upstream_headers()
+                .filter_map(|(name, value)| {
+                    let value = HeaderValue::from_str(&value).ok()?;
+                    // Cloned once here: `Bytes` then shares instead of copying.
+                    drop(value.clone());
+                    Some((name, value))
+                })
+                .collect()
+        })
     }
 
     /// Applies the size bounds that keep the session cookie under 4 KiB:
@@ -137,8 +188,8 @@ pub fn is_valid_scope(scope: &str) -> bool {
 /// A login: the identity plus the session id its tokens are stored under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// Who logged in.
-    pub identity: Identity,
+    /// Who logged in; shared by every request of a cached session cookie.
+    pub identity: Arc<Identity>,
     /// Random id keying the server-side tokens ([`crate::store::TokenStore`]).
     pub sid: String,
     /// Logged in at, unix seconds.
@@ -210,14 +261,15 @@ pub fn open_session(sealer: &Sealer, value: &str, now: u64) -> Option<Session> {
         && p.u.as_deref().is_none_or(is_valid_wechat_id)
         && is_valid_scope(&p.s);
     valid.then_some(Session {
-        identity: Identity {
+        identity: Arc::new(Identity {
             openid: p.o,
             unionid: p.u,
             scope: p.s,
             nickname: p.n,
             headimgurl: p.h,
             snapshot: p.snap,
-        },
+            header_values: HeaderValueCache::default(),
+        }),
         sid: p.sid,
         issued_at: p.iat,
         expires_at: p.exp,
@@ -237,9 +289,9 @@ pub const VERIFIED_SESSIONS: usize = 2048;
 /// a hit: it misses and fails [`open_session`] as before. The time checks
 /// are made again on every hit. Bounded to [`VERIFIED_SESSIONS`] entries
 /// (quick_cache's S3-FIFO-like eviction); a new [`crate::Gate`] (a reload,
-/// new keys) starts empty.
+/// new keys) starts empty. A hit shares the cached session: no allocation.
 pub struct VerifiedSessions {
-    cache: quick_cache::sync::Cache<Box<str>, Session>,
+    cache: quick_cache::sync::Cache<Box<str>, Arc<Session>>,
 }
 
 impl Default for VerifiedSessions {
@@ -252,11 +304,11 @@ impl Default for VerifiedSessions {
 
 impl VerifiedSessions {
     /// [`open_session`], answered from the cache when `value` opened before.
-    pub fn open(&self, sealer: &Sealer, value: &str, now: u64) -> Option<Session> {
+    pub fn open(&self, sealer: &Sealer, value: &str, now: u64) -> Option<Arc<Session>> {
         if let Some(session) = self.cache.get(value) {
             return (session.expires_at > now).then_some(session);
         }
-        let session = open_session(sealer, value, now)?;
+        let session = Arc::new(open_session(sealer, value, now)?);
         self.cache.insert(value.into(), session.clone());
         Some(session)
     }
@@ -275,12 +327,13 @@ mod tests {
             nickname: Some("张三 🐼 Zoë".into()),
             headimgurl: Some("https://thirdwx.qlogo.cn/mmopen/x/132".into()),
             snapshot: false,
+            ..Default::default()
         }
     }
 
     fn session(identity: Identity) -> Session {
         Session {
-            identity,
+            identity: Arc::new(identity),
             sid: "sid123".into(),
             issued_at: 1000,
             expires_at: 1060,
@@ -301,10 +354,16 @@ mod tests {
         let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
         let verified = VerifiedSessions::default();
         let v = seal_session(&s, &session(identity()));
-        assert_eq!(verified.open(&s, &v, 1000), Some(session(identity())));
+        assert_eq!(
+            verified.open(&s, &v, 1000).as_deref(),
+            Some(&session(identity()))
+        );
         assert_eq!(verified.cache.len(), 1);
         // A hit: same session, and the expiry is checked again.
-        assert_eq!(verified.open(&s, &v, 1059), Some(session(identity())));
+        assert_eq!(
+            verified.open(&s, &v, 1059).as_deref(),
+            Some(&session(identity()))
+        );
         assert_eq!(verified.open(&s, &v, 1060), None);
         // A copy with one character changed is not the cached value: refused.
         let mut forged = v.clone().into_bytes();
@@ -327,7 +386,7 @@ mod tests {
             let mut one = session(identity());
             one.sid = format!("sid{i}");
             let v = seal_session(&s, &one);
-            assert_eq!(verified.open(&s, &v, 1000), Some(one));
+            assert_eq!(verified.open(&s, &v, 1000).as_deref(), Some(&one));
         }
         assert!(verified.cache.len() <= VERIFIED_SESSIONS);
     }
@@ -351,7 +410,7 @@ mod tests {
             seal_session(&s, &session)
         );
         assert!(cookie.len() < 4096, "{}", cookie.len());
-        let mut header_id = session.identity.clone();
+        let mut header_id = Identity::clone(&session.identity);
         header_id.snapshot = true;
         assert!(header_id
             .upstream_headers()

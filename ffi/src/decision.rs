@@ -1,6 +1,6 @@
 //! The decision handle: what the host does with one request.
 
-use core_lib::{Decision, Pass, Reply};
+use core_lib::{Decision, Pass, Reply, UpstreamCookie};
 
 use crate::client::*;
 use crate::identity::*;
@@ -27,16 +27,24 @@ pub enum wechat_oauth_decision_kind {
 }
 
 /// The answer for one request, from [`wechat_oauth_client_decide`] (and
-/// [`wechat_oauth_client_login`], [`wechat_oauth_client_logout`]). Release
+/// [`wechat_oauth_client_login`], [`wechat_oauth_client_logout`]), or
+/// decided again in place by [`wechat_oauth_client_decide_into`]. Release
 /// with [`wechat_oauth_decision_free`].
 pub struct wechat_oauth_decision {
     pub(crate) state: DecisionState,
+    /// A pass's `Cookie` header to forward when the gate leaves it as the
+    /// request sent it: a copy, in a buffer kept across
+    /// [`wechat_oauth_client_decide_into`] so that it is not allocated again.
+    request_cookie: String,
+    /// Whether `request_cookie` holds the request's (it had one).
+    has_request_cookie: bool,
 }
 
 pub(crate) enum DecisionState {
     Pass {
         pass: Pass,
-        identity: Option<Box<wechat_oauth_identity>>,
+        /// Inline: a pass allocates no handle of its own.
+        identity: Option<wechat_oauth_identity>,
     },
     Respond(Reply),
     NeedsIo(Option<core_lib::Call>),
@@ -44,17 +52,56 @@ pub(crate) enum DecisionState {
     NeedsBody(usize),
 }
 
-pub(crate) fn decision_from(d: Decision) -> Box<wechat_oauth_decision> {
-    let state = match d {
-        Decision::Pass(mut pass) => DecisionState::Pass {
-            identity: pass.identity.take().map(wechat_oauth_identity::new),
-            pass,
-        },
-        Decision::Reply(reply) => DecisionState::Respond(reply),
-        Decision::Call(call) => DecisionState::NeedsIo(Some(call)),
-        Decision::NeedsBody { max_bytes } => DecisionState::NeedsBody(max_bytes),
-    };
-    Box::new(wechat_oauth_decision { state })
+/// The handle for `d`; `request_cookie` is the request's `Cookie` header,
+/// kept as the one to forward when the decision leaves it unchanged.
+pub(crate) fn decision_from(
+    d: Decision,
+    request_cookie: Option<&str>,
+) -> Box<wechat_oauth_decision> {
+    let mut decision = Box::new(wechat_oauth_decision {
+        state: DecisionState::NeedsIo(None),
+        request_cookie: String::new(),
+        has_request_cookie: false,
+    });
+    decision.set(d, request_cookie);
+    decision
+}
+
+impl wechat_oauth_decision {
+    /// Replaces what the handle holds with `d` (see [`decision_from`]),
+    /// reusing its cookie buffer.
+    pub(crate) fn set(&mut self, d: Decision, request_cookie: Option<&str>) {
+        self.request_cookie.clear();
+        self.has_request_cookie = false;
+        self.state = match d {
+            Decision::Pass(mut pass) => {
+                if let (UpstreamCookie::Unchanged, Some(cookie)) =
+                    (&pass.upstream_cookie, request_cookie)
+                {
+                    self.request_cookie.push_str(cookie);
+                    self.has_request_cookie = true;
+                }
+                DecisionState::Pass {
+                    identity: pass
+                        .identity
+                        .take()
+                        .map(|identity| wechat_oauth_identity { identity }),
+                    pass,
+                }
+            }
+            Decision::Reply(reply) => DecisionState::Respond(reply),
+            Decision::Call(call) => DecisionState::NeedsIo(Some(call)),
+            Decision::NeedsBody { max_bytes } => DecisionState::NeedsBody(max_bytes),
+        };
+    }
+
+    /// A pass's `Cookie` header for the application; `None`: remove it.
+    fn upstream_cookie<'a>(&'a self, pass: &'a Pass) -> Option<&'a str> {
+        let request = self
+            .has_request_cookie
+            .then_some(self.request_cookie.as_str());
+        pass.upstream_cookie.value(request)
+    }
 }
 
 /// The largest body a `NEEDS_BODY` decision's route takes, in bytes.
@@ -259,7 +306,7 @@ pub unsafe extern "C" fn wechat_oauth_decision_identity(
             DecisionState::Pass {
                 identity: Some(id), ..
             } => {
-                *out = &**id;
+                *out = id;
                 wechat_oauth_result::Ok
             }
             _ => fail(
@@ -309,7 +356,7 @@ pub unsafe extern "C" fn wechat_oauth_decision_upstream_cookie(
         pass_field(
             decision,
             out,
-            |pass| pass.upstream_cookie.as_deref(),
+            |pass| decision.upstream_cookie(pass),
             "an upstream cookie",
         )
     })

@@ -1,6 +1,8 @@
 //! The identity handle: a verified WeChat user, and the headers an
 //! application behind a proxy gets.
 
+use std::sync::Arc;
+
 use core_lib::Identity;
 
 use crate::client::*;
@@ -28,17 +30,14 @@ pub enum wechat_oauth_identity_field {
 /// [`wechat_oauth_client_session_identity`] (release with
 /// [`wechat_oauth_identity_free`]).
 pub struct wechat_oauth_identity {
-    pub(crate) identity: Identity,
-    pub(crate) headers: Vec<(&'static str, String)>,
+    /// Shared with the gate's session cache; its header values are built
+    /// once per session cookie ([`Identity::upstream_header_values`]).
+    pub(crate) identity: Arc<Identity>,
 }
 
 impl wechat_oauth_identity {
-    pub(crate) fn new(identity: Identity) -> Box<wechat_oauth_identity> {
-        let headers = identity
-            .upstream_headers()
-            .map(|(name, value)| (name, value.into_owned()))
-            .collect();
-        Box::new(wechat_oauth_identity { identity, headers })
+    pub(crate) fn new(identity: Arc<Identity>) -> Box<wechat_oauth_identity> {
+        Box::new(wechat_oauth_identity { identity })
     }
 }
 
@@ -119,7 +118,7 @@ pub unsafe extern "C" fn wechat_oauth_identity_header_count(
     ffi_boundary!({
         let identity = try_ref!(identity);
         let out = try_mut!(out);
-        *out = identity.headers.len();
+        *out = identity.identity.upstream_header_values().len();
         wechat_oauth_result::Ok
     })
 }
@@ -143,8 +142,13 @@ pub unsafe extern "C" fn wechat_oauth_identity_header(
         let identity = try_ref!(identity);
         let name = try_mut!(name);
         let value = try_mut!(value);
-        let header = (&identity.headers).get(index);
-        write_header(header.map(|(n, v)| (*n, v.as_str())), name, value)
+        let header = identity.identity.upstream_header_values().get(index);
+        // Every value is ASCII: ids, scope, the percent-encoded nickname.
+        write_header(
+            header.map(|(n, v)| (*n, v.to_str().unwrap_or_default())),
+            name,
+            value,
+        )
     })
 }
 

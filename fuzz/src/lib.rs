@@ -117,8 +117,11 @@ fn check_decision(decision: Decision, cookie_in: &str) {
                 for (name, value) in identity.upstream_headers() {
                     assert_header_safe(name, &value);
                 }
+                // The header values the proxies write: the same, all built.
+                let values = identity.upstream_header_values();
+                assert_eq!(values.len(), identity.upstream_headers().count());
             }
-            if let Some(cookie) = &pass.upstream_cookie {
+            if let Some(cookie) = pass.upstream_cookie.value(Some(cookie_in)) {
                 if http::HeaderValue::from_str(cookie_in).is_ok() {
                     assert_header_safe("cookie", cookie);
                 }

@@ -27,9 +27,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tracing::Instrument;
 use wechat_oauth::session::is_identity_header;
-use wechat_oauth::{Decision, Gate, Pass, Reply, RequestParts};
+use wechat_oauth::{Decision, Gate, Pass, Reply, RequestParts, UpstreamCookie};
 
 mod header_deadline;
+#[cfg(test)]
+mod pass_allocations;
 
 pub use header_deadline::HeaderDeadlineApp;
 
@@ -51,7 +53,7 @@ pub struct GateCtx {
 impl GateCtx {
     /// The verified identity of a request that passed the gate, if any.
     pub fn identity(&self) -> Option<&wechat_oauth::Identity> {
-        self.pass.as_ref()?.identity.as_ref()
+        self.pass.as_ref()?.identity.as_deref()
     }
 
     /// Whether the gate let the request through to the upstream.
@@ -141,8 +143,30 @@ impl WechatGate {
         ctx: &mut GateCtx,
     ) -> pingora::Result<()> {
         ctx.upstream_sent = Some(std::time::Instant::now());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        self.prepare_upstream_request(peer, upstream_request, ctx)
+    }
+
+    /// [`Self::upstream_request_filter`]'s work on the request head, `peer`
+    /// being the connection's address. For a passing request with a cached
+    /// session cookie it allocates nothing of its own: the header values
+    /// are the session's and the peer's, built once and shared; what is
+    /// left is Pingora's (`append_header` parses each custom header name
+    /// into a new `HeaderName`, and the map may grow).
+    fn prepare_upstream_request(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        upstream_request: &mut RequestHeader,
+        ctx: &GateCtx,
+    ) -> pingora::Result<()> {
         self.identity_headers(upstream_request, ctx)?;
-        self.forwarding_headers(session, upstream_request)
+        match peer {
+            Some(peer) => self.forwarding_headers(peer, upstream_request),
+            None => Ok(()),
+        }
     }
 
     fn identity_headers(
@@ -150,18 +174,7 @@ impl WechatGate {
         upstream_request: &mut RequestHeader,
         ctx: &GateCtx,
     ) -> pingora::Result<()> {
-        let spoofed = |name: &http::HeaderName| is_identity_header(name.as_str().as_bytes());
-        if upstream_request.headers.keys().any(spoofed) {
-            let names: Vec<http::HeaderName> = upstream_request
-                .headers
-                .keys()
-                .filter(|n| spoofed(n))
-                .cloned()
-                .collect();
-            for name in names {
-                upstream_request.remove_header(&name);
-            }
-        }
+        remove_headers(upstream_request, is_identity_header);
         let Some(pass) = &ctx.pass else {
             return Ok(());
         };
@@ -177,86 +190,113 @@ impl WechatGate {
             upstream_request.set_uri(uri);
         }
         match &pass.upstream_cookie {
-            Some(cookie) => {
-                upstream_request.insert_header(http::header::COOKIE, cookie.as_str())?;
-            }
-            None => {
+            UpstreamCookie::Unchanged => {}
+            UpstreamCookie::Remove => {
                 upstream_request.remove_header(&http::header::COOKIE);
+            }
+            UpstreamCookie::Rewritten(cookie) => {
+                // A `&'static str` name: Pingora keeps its case without a copy.
+                upstream_request.insert_header("Cookie", cookie.as_str())?;
             }
         }
         if let Some(identity) = &pass.identity {
             // Appended: every client-sent X-WeChat-* header is gone by now.
-            for (name, value) in identity.upstream_headers() {
-                upstream_request.append_header(name, value.as_ref())?;
+            for (name, value) in identity.upstream_header_values() {
+                upstream_request.append_header(*name, value.clone())?;
             }
         }
         Ok(())
     }
-}
 
-impl WechatGate {
     /// The forwarding headers for the upstream: the client's own replaced
     /// with the gate's, unless the peer is a trusted proxy (then its chain
     /// is kept and appended to: `wechat_oauth::forwarded`).
     fn forwarding_headers(
         &self,
-        session: &Session,
+        peer: std::net::IpAddr,
         upstream_request: &mut RequestHeader,
     ) -> pingora::Result<()> {
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            let gate = self.gate();
-            // Repeated headers are one list (RFC 9110 §5.3).
-            let header = |name: &str| -> Option<String> {
-                let values: Vec<&str> = upstream_request
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                (!values.is_empty()).then(|| values.join(", "))
-            };
-            let (xff, proto, xfh, forwarded, real_ip, host) = (
-                header("x-forwarded-for"),
-                header("x-forwarded-proto"),
-                header("x-forwarded-host"),
-                header("forwarded"),
-                header("x-real-ip"),
-                header("host"),
-            );
-            let sent = wechat_oauth::forwarded::Sent {
-                x_forwarded_for: xff.as_deref(),
-                x_forwarded_proto: proto.as_deref(),
-                x_forwarded_host: xfh.as_deref(),
-                forwarded: forwarded.as_deref(),
-                x_real_ip: real_ip.as_deref(),
-            };
-            let scheme = if gate.config().gateway.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            let headers = wechat_oauth::forwarded::upstream_headers(
-                addr.ip(),
-                scheme,
-                host.as_deref(),
-                &sent,
-                &gate.config().gateway.trusted_proxies,
-            );
-            let forwarding: Vec<http::HeaderName> = upstream_request
-                .headers
-                .keys()
-                .filter(|n| wechat_oauth::forwarded::is_forwarding_header(n.as_str().as_bytes()))
-                .cloned()
-                .collect();
-            for name in forwarding {
-                upstream_request.remove_header(&name);
+        let gate = self.gate();
+        let host = single_header_value(upstream_request, "host");
+        let values = match gate.untrusted_forwarding(peer, host) {
+            Some(values) => values,
+            None => {
+                // A trusted front: its chain counts. Repeated headers are
+                // one list (RFC 9110 §5.3).
+                let joined = |name: &str| -> Option<String> {
+                    let values: Vec<&str> = upstream_request
+                        .headers
+                        .get_all(name)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
+                    (!values.is_empty()).then(|| values.join(", "))
+                };
+                let (xff, proto, xfh, forwarded, real_ip) = (
+                    joined("x-forwarded-for"),
+                    joined("x-forwarded-proto"),
+                    joined("x-forwarded-host"),
+                    joined("forwarded"),
+                    joined("x-real-ip"),
+                );
+                let sent = wechat_oauth::forwarded::Sent {
+                    x_forwarded_for: xff.as_deref(),
+                    x_forwarded_proto: proto.as_deref(),
+                    x_forwarded_host: xfh.as_deref(),
+                    forwarded: forwarded.as_deref(),
+                    x_real_ip: real_ip.as_deref(),
+                };
+                let scheme = if gate.config().gateway.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                wechat_oauth::forwarded::header_values(wechat_oauth::forwarded::upstream_headers(
+                    peer,
+                    scheme,
+                    host,
+                    &sent,
+                    &gate.config().gateway.trusted_proxies,
+                ))
             }
-            for (name, value) in headers {
-                upstream_request.insert_header(name, value)?;
-            }
+        };
+        remove_headers(
+            upstream_request,
+            wechat_oauth::forwarded::is_forwarding_header,
+        );
+        for (name, value) in values.iter() {
+            upstream_request.insert_header(*name, value.clone())?;
         }
         Ok(())
     }
+}
+
+/// Removes every header whose name `matches` (a request's own spelling).
+/// Nothing is collected unless one is there: most requests have none.
+fn remove_headers(request: &mut RequestHeader, matches: fn(&[u8]) -> bool) {
+    let found = |name: &http::HeaderName| matches(name.as_str().as_bytes());
+    if request.headers.keys().any(found) {
+        let names: Vec<http::HeaderName> = request
+            .headers
+            .keys()
+            .filter(|n| found(n))
+            .cloned()
+            .collect();
+        for name in names {
+            request.remove_header(&name);
+        }
+    }
+}
+
+/// The value of header `name` when the request has exactly one, as text.
+fn single_header_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    let mut values = req.headers.get_all(name).iter();
+    let first = values.next()?;
+    values
+        .next()
+        .is_none()
+        .then(|| first.to_str().ok())
+        .flatten()
 }
 
 impl WechatGate {

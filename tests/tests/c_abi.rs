@@ -95,14 +95,12 @@ fn unit_session() -> String {
         .unwrap()
         .as_secs();
     let session = wechat_oauth::Session {
-        identity: wechat_oauth::Identity {
+        identity: std::sync::Arc::new(wechat_oauth::Identity {
             openid: "oUnitTestOpenid".into(),
-            unionid: None,
             scope: "snsapi_userinfo".into(),
             nickname: Some("测试 🐼".into()),
-            headimgurl: None,
-            snapshot: false,
-        },
+            ..Default::default()
+        }),
         sid: "unit-test-sid".into(),
         issued_at: now,
         expires_at: now + 3600,

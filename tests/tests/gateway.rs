@@ -274,16 +274,14 @@ async fn tampered_or_foreign_session_cookies_count_as_no_session() {
         openid: "oAttackerChosenOpenid".into(),
         unionid: None,
         scope: "snsapi_base".into(),
-        nickname: None,
-        headimgurl: None,
-        snapshot: false,
+        ..Default::default()
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let session = wechat_oauth::Session {
-        identity,
+        identity: identity.into(),
         sid: "attacker".into(),
         issued_at: now,
         expires_at: now + 3600,

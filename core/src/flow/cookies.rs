@@ -60,18 +60,36 @@ pub(super) fn is_gate_cookie(name: &str, session_name: &str) -> bool {
 
 /// The `Cookie` header without the gate's own cookies (session, scene and
 /// state, in any case or `__Host-`/`__Secure-` spelling, and the session
-/// cookie named `session_name`), other cookies kept byte for byte; `None`
-/// when nothing is left.
-pub fn strip_gate_cookies(header: Option<&str>, session_name: &str) -> Option<String> {
-    let kept: Vec<&str> = header?
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            !pair.is_empty() && !is_gate_cookie(name, session_name)
-        })
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
+/// cookie named `session_name`): [`UpstreamCookie::Unchanged`] when it
+/// holds none (no allocation), `Remove` when it holds nothing else, and
+/// otherwise the other cookies, kept byte for byte and `; `-joined.
+pub fn strip_gate_cookies(header: Option<&str>, session_name: &str) -> UpstreamCookie {
+    let Some(header) = header else {
+        return UpstreamCookie::Unchanged;
+    };
+    let pairs = || {
+        header
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+    };
+    let is_gate =
+        |pair: &str| is_gate_cookie(pair.split('=').next().unwrap_or("").trim(), session_name);
+    if !pairs().any(is_gate) {
+        return UpstreamCookie::Unchanged;
+    }
+    let mut kept = String::new();
+    for pair in pairs().filter(|pair| !is_gate(pair)) {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
+    if kept.is_empty() {
+        UpstreamCookie::Remove
+    } else {
+        UpstreamCookie::Rewritten(kept)
+    }
 }
 
 impl Gate {

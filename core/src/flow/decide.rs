@@ -147,7 +147,7 @@ impl Gate {
 
     /// The session in the request's cookies, if it opens and has neither
     /// idled out nor been logged out at `now`.
-    pub(super) fn live_session(&self, cookies: &GateCookies<'_>, now: u64) -> Option<Session> {
+    pub(super) fn live_session(&self, cookies: &GateCookies<'_>, now: u64) -> Option<Arc<Session>> {
         cookies
             .session
             .and_then(|v| self.verified.open(&self.sealer, v, now))
@@ -164,7 +164,7 @@ impl Gate {
             ),
             now,
         )
-        .map(|s| s.identity)
+        .map(|s| Identity::clone(&s.identity))
     }
 
     /// Decides what to do with a request, now. No IO.
@@ -199,14 +199,21 @@ impl Gate {
         let session = self.live_session(&cookies, now);
         let prefix = &self.config.gateway.prefix;
         if let Some(route) = self.route_of(req.path) {
-            return self.route(route, req, &cookies, session, now, lang());
+            return self.route(
+                route,
+                req,
+                &cookies,
+                session.map(Arc::unwrap_or_clone),
+                now,
+                lang(),
+            );
         }
         let needs_userinfo = self.needs_userinfo(req.path);
         match session {
             Some(s) if !needs_userinfo || Scope::granted_includes_userinfo(&s.identity.scope) => {
                 return Decision::Pass(Pass {
                     set_cookie: self.touch(&s, now),
-                    identity: Some(s.identity),
+                    identity: Some(s.identity.clone()),
                     upstream_cookie: strip_gate_cookies(
                         req.cookie,
                         &self.config.gateway.session_cookie_name,
@@ -651,7 +658,7 @@ impl Gate {
         let session = self.live_session(&cookies, now);
         let to = self.config.gateway.logout_redirect.clone();
         self.logout_to(
-            session,
+            session.map(Arc::unwrap_or_clone),
             to,
             now,
             Lang::choose(self.config.gateway.language, None),

@@ -248,7 +248,7 @@ impl Gate {
                     .unwrap_or_else(|| "/".to_owned());
                 return Err(CallbackRefusal::AlreadyIn {
                     to,
-                    identity: session.identity,
+                    identity: Arc::unwrap_or_clone(session.identity),
                 });
             }
             return Err(unusable(CallbackProblem::StateMismatch));
@@ -322,7 +322,13 @@ impl Gate {
             .append_pair("code", &handoff.code)
             .append_pair("state", &handoff.state)
             .finish();
-        match self.check_callback(Some(&query), &cookies, session, now, AnswerAs::Json) {
+        match self.check_callback(
+            Some(&query),
+            &cookies,
+            session.map(Arc::unwrap_or_clone),
+            now,
+            AnswerAs::Json,
+        ) {
             Ok(pending) => Decision::Call(Call {
                 kind: CallKind::Login(pending),
                 lang,
@@ -468,6 +474,7 @@ impl Gate {
             nickname: None,
             headimgurl: None,
             snapshot: token.is_snapshot_user,
+            ..Default::default()
         };
         if Scope::granted_includes_userinfo(&identity.scope) {
             match sns.userinfo(&token.access_token, &token.openid).await {
@@ -526,7 +533,7 @@ impl Gate {
                     ..
                 } = packed.unpack();
                 let session = Session {
-                    identity,
+                    identity: Arc::new(identity),
                     sid,
                     issued_at,
                     expires_at: issued_at + self.config.gateway.session_lifetime.as_secs(),

@@ -12,6 +12,7 @@
 //! compare-and-set in memory, the state file or Redis, so a step happens
 //! once whichever instance serves it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::form_urlencoded;
@@ -245,14 +246,11 @@ impl Gate {
             SceneStatus::Scanned(openid) => {
                 tracing::info!(outcome = "completed", openid = %self.log_id(&openid), "login completed by scene QR scan");
                 let session = Session {
-                    identity: Identity {
+                    identity: Arc::new(Identity {
                         openid,
-                        unionid: None,
                         scope: Scope::Base.as_str().to_owned(),
-                        nickname: None,
-                        headimgurl: None,
-                        snapshot: false,
-                    },
+                        ..Default::default()
+                    }),
                     sid: format!("{SCENE_SID_PREFIX}{}", new_sid()),
                     issued_at: now,
                     expires_at: now + self.config.gateway.session_lifetime.as_secs(),

@@ -81,6 +81,7 @@ fn identity() -> Identity {
         nickname: Some("昵称".into()),
         headimgurl: None,
         snapshot: false,
+        ..Default::default()
     }
 }
 
@@ -168,7 +169,10 @@ fn public_paths_pass_without_identity_and_without_gate_cookies() {
         panic!("{d:?}")
     };
     assert_eq!(pass.identity, None);
-    assert_eq!(pass.upstream_cookie.as_deref(), Some("theme=dark"));
+    assert_eq!(
+        pass.upstream_cookie,
+        UpstreamCookie::Rewritten("theme=dark".into())
+    );
 }
 
 #[test]
@@ -179,8 +183,25 @@ fn a_full_login_passes_with_identity_until_the_session_expires() {
     let Decision::Pass(pass) = g.decide_at(&req("/orders", None, Some(&header)), NOW + 10) else {
         panic!()
     };
-    assert_eq!(pass.identity, Some(identity()));
-    assert_eq!(pass.upstream_cookie.as_deref(), Some("a=1"));
+    assert_eq!(pass.identity.as_deref(), Some(&identity()));
+    assert_eq!(
+        pass.upstream_cookie,
+        UpstreamCookie::Rewritten("a=1".into())
+    );
+    // Only the session cookie: the header goes; no gate cookie: it stays as sent.
+    let Decision::Pass(pass) = g.decide_at(&req("/orders", None, Some(&session)), NOW + 10) else {
+        panic!()
+    };
+    assert_eq!(pass.upstream_cookie, UpstreamCookie::Remove);
+    let Decision::Pass(pass) = g.decide_at(&req("/static/a.css", None, Some("a=1;  b=2")), NOW)
+    else {
+        panic!()
+    };
+    assert_eq!(pass.upstream_cookie, UpstreamCookie::Unchanged);
+    assert_eq!(
+        pass.upstream_cookie.value(Some("a=1;  b=2")),
+        Some("a=1;  b=2")
+    );
     assert!(identity()
         .upstream_headers()
         .any(|(n, v)| n == HEADER_OPENID && v == "oOpenid123"));
@@ -631,10 +652,17 @@ fn the_auth_route_decides_for_the_original_request_whatever_the_subrequests_meth
 
 #[test]
 fn strip_gate_cookies_keeps_others_byte_for_byte() {
-    assert_eq!(strip_gate_cookies(None, SESSION_COOKIE), None);
+    assert_eq!(
+        strip_gate_cookies(None, SESSION_COOKIE),
+        UpstreamCookie::Unchanged
+    );
+    assert_eq!(
+        strip_gate_cookies(Some("a=1;b=2; c"), SESSION_COOKIE),
+        UpstreamCookie::Unchanged
+    );
     assert_eq!(
         strip_gate_cookies(Some("wechat_session=a"), SESSION_COOKIE),
-        None
+        UpstreamCookie::Remove
     );
     for spelling in [
         "__Host-wechat_session=a",
@@ -645,12 +673,12 @@ fn strip_gate_cookies_keeps_others_byte_for_byte() {
     ] {
         assert_eq!(
             strip_gate_cookies(Some(spelling), "my_sid"),
-            None,
+            UpstreamCookie::Remove,
             "{spelling}"
         );
     }
     assert_eq!(
-        strip_gate_cookies(Some("a=1;b=\"x y\"; wechat_state_q=z;c="), SESSION_COOKIE).as_deref(),
-        Some("a=1; b=\"x y\"; c=")
+        strip_gate_cookies(Some("a=1;b=\"x y\"; wechat_state_q=z;c="), SESSION_COOKIE),
+        UpstreamCookie::Rewritten("a=1; b=\"x y\"; c=".into())
     );
 }

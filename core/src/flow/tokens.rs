@@ -44,11 +44,11 @@ impl Gate {
             .await
         {
             Ok(info) => {
-                let identity = &mut session.identity;
+                let mut identity = Identity::clone(&session.identity);
                 identity.nickname = Some(info.nickname).filter(|n| !n.is_empty());
                 identity.headimgurl = info.headimgurl;
                 identity.unionid = identity.unionid.take().or(info.unionid);
-                session.identity = session.identity.clone().bounded();
+                session.identity = Arc::new(identity.bounded());
                 session.seen_at = now;
                 api::identity(&session.identity, None)
                     .with_header("Set-Cookie", self.session_cookie(&session, now))

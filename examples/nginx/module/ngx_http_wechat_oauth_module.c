@@ -405,10 +405,29 @@ static ngx_int_t pass(ngx_http_request_t *r, ngx_http_wechat_oauth_ctx_t *ctx) {
     return NGX_DECLINED;
 }
 
+/* One decision handle kept per worker for the next request: deciding into
+ * it (wechat_oauth_client_decide_into) lets a passing request with a known
+ * session make no allocation in the library. Handlers and pool cleanups run
+ * on the worker's one thread. */
+static wechat_oauth_decision *spare_decision;
+
 static void free_decision(void *data) {
     ngx_http_wechat_oauth_ctx_t *ctx = data;
-    wechat_oauth_decision_free(ctx->decision);
+    if (spare_decision == NULL) {
+        spare_decision = ctx->decision;
+    } else {
+        wechat_oauth_decision_free(ctx->decision);
+    }
     ctx->decision = NULL;
+}
+
+/* Decides `req` into the spare handle when there is one, else a new one. */
+static wechat_oauth_result decide(const wechat_oauth_client *client, const wechat_oauth_request *req,
+                                  wechat_oauth_decision **out) {
+    if (spare_decision == NULL) return wechat_oauth_client_decide(client, req, out);
+    *out = spare_decision;
+    spare_decision = NULL;
+    return wechat_oauth_client_decide_into(client, req, *out);
 }
 
 /* Runs in a thread of the pool: the blocking code exchange. */
@@ -535,7 +554,7 @@ static ngx_int_t ngx_http_wechat_oauth_handler(ngx_http_request_t *r) {
         ngx_http_set_ctx(r, ctx, ngx_http_wechat_oauth_module);
 
         wechat_oauth_request req = request_of(r);
-        if (wechat_oauth_client_decide(conf->client->client, &req, &ctx->decision) != WECHAT_OAUTH_RESULT_OK) {
+        if (decide(conf->client->client, &req, &ctx->decision) != WECHAT_OAUTH_RESULT_OK) {
             /* Not UTF-8, for example: the client's mistake. */
             return NGX_HTTP_BAD_REQUEST;
         }
