@@ -27,6 +27,26 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static REQUESTS_PASSED: LazyLock<IntCounter> =
     LazyLock::new(|| REQUESTS.with_label_values(&["pass"]));
 
+/// Session cookies looked up in the verified-cookie cache
+/// ([`crate::session::VerifiedSessions`]), by `result`: `hit` (opened
+/// before) or `miss` (opened now, or refused).
+pub static SESSION_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_session_cache_lookups_total",
+        "Session cookies looked up in the verified-cookie cache, by result",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+/// `SESSION_CACHE{result="hit"}`, resolved once (every passing request).
+pub static SESSION_CACHE_HITS: LazyLock<IntCounter> =
+    LazyLock::new(|| SESSION_CACHE.with_label_values(&["hit"]));
+
+/// `SESSION_CACHE{result="miss"}`, resolved once.
+pub static SESSION_CACHE_MISSES: LazyLock<IntCounter> =
+    LazyLock::new(|| SESSION_CACHE.with_label_values(&["miss"]));
+
 /// Logins sent to WeChat's authorize page (or handed an authorize URL).
 pub static LOGINS_STARTED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(

@@ -296,6 +296,9 @@ pub struct VerifiedSessions {
 
 impl Default for VerifiedSessions {
     fn default() -> Self {
+        // Resolved now, not on the first request, which would allocate.
+        std::sync::LazyLock::force(&crate::metrics::SESSION_CACHE_HITS);
+        std::sync::LazyLock::force(&crate::metrics::SESSION_CACHE_MISSES);
         VerifiedSessions {
             cache: quick_cache::sync::Cache::new(VERIFIED_SESSIONS),
         }
@@ -306,8 +309,10 @@ impl VerifiedSessions {
     /// [`open_session`], answered from the cache when `value` opened before.
     pub fn open(&self, sealer: &Sealer, value: &str, now: u64) -> Option<Arc<Session>> {
         if let Some(session) = self.cache.get(value) {
+            crate::metrics::SESSION_CACHE_HITS.inc();
             return (session.expires_at > now).then_some(session);
         }
+        crate::metrics::SESSION_CACHE_MISSES.inc();
         let session = Arc::new(open_session(sealer, value, now)?);
         self.cache.insert(value.into(), session.clone());
         Some(session)

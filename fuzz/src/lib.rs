@@ -463,6 +463,9 @@ pub fn c_abi(data: &[u8]) {
             &mut login,
         )) == wechat_oauth_result::Ok
         {
+            // The login's handle decided again in place: what it held is
+            // replaced, whatever kind either decision is.
+            not_a_panic(wechat_oauth_client_decide_into(client, &request, login));
             inspect(login);
         }
         let mut identity = std::ptr::null_mut();
