@@ -1,14 +1,17 @@
 //! `wechat-bench` (run by `bench/run`): on loopback, one upstream (nginx
-//! `return 200`), then with `wrk`, the same connections, threads and
-//! duration for every row, interleaved rounds, medians:
+//! `return 200`), then with `wrk`, the same duration for every row,
+//! interleaved rounds, medians, at each connection count (32 and 256) and
+//! in two placements (sharing every CPU; the proxy pinned alone):
 //!
-//! - upstream direct; bare Pingora; `wechat-gateway` with a session; the
-//!   gateway's 302 for an unauthenticated WeChat request;
+//! - upstream direct; bare Pingora and `wechat-gateway` with a session, at
+//!   1 and 2 threads; the gateway's 302 for an unauthenticated request;
 //! - bare nginx proxy; nginx + the native module with a session; nginx
 //!   `auth_request` → the gateway with a session;
+//! - Apache as a proxy, and behind mod_auth_openidc with a session
+//!   (`apache.rs`, logged in against the bench's OpenID provider, `oidc.rs`);
 //!
 //! then logins per second, the gateway's memory idle and per stored
-//! session, and its start-up time. Prints the table and writes
+//! session, and its start-up time. Prints the tables and writes
 //! `bench/RESULTS.md`.
 //!
 //! Expects the release build (`bench/run` makes it): target/release's
@@ -20,25 +23,34 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod apache;
+mod growth;
+mod oidc;
+
 const WECHAT_UA: &str = "Mozilla/5.0 (Linux; Android 14) MicroMessenger/8.0.47";
 const APPID: &str = "wx1234567890abcdef";
 
 struct Options {
+    /// Seconds per wrk run.
     duration: u64,
-    connections: u32,
-    threads: u32,
+    /// The connection counts each table is measured at.
+    connections: Vec<u32>,
+    /// wrk threads; default: the load side's CPUs.
+    threads: Option<u32>,
     rounds: usize,
     sessions: usize,
+    placements: Vec<Placement>,
     micro: Option<PathBuf>,
 }
 
 fn options() -> Options {
     let mut o = Options {
-        duration: 5,
-        connections: 64,
-        threads: side_cpus(Side::Load) as u32,
-        rounds: 3,
+        duration: 3,
+        connections: vec![32, 256],
+        threads: None,
+        rounds: 5,
         sessions: 100_000,
+        placements: vec![Placement::Shared, Placement::Pinned],
         micro: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,10 +59,23 @@ fn options() -> Options {
         let value = args.get(i + 1).cloned().unwrap_or_default();
         match args[i].as_str() {
             "--duration" => o.duration = value.parse().expect("--duration SECONDS"),
-            "--connections" => o.connections = value.parse().expect("--connections N"),
-            "--threads" => o.threads = value.parse().expect("--threads N"),
+            "--connections" => {
+                o.connections = value
+                    .split(',')
+                    .map(|n| n.parse().expect("--connections N[,N…]"))
+                    .collect()
+            }
+            "--threads" => o.threads = Some(value.parse().expect("--threads N")),
             "--rounds" => o.rounds = value.parse().expect("--rounds N"),
             "--sessions" => o.sessions = value.parse().expect("--sessions N"),
+            "--placement" => {
+                o.placements = match value.as_str() {
+                    "shared" => vec![Placement::Shared],
+                    "pinned" => vec![Placement::Pinned],
+                    "both" => vec![Placement::Shared, Placement::Pinned],
+                    _ => panic!("--placement shared|pinned|both"),
+                }
+            }
             "--micro" => o.micro = Some(PathBuf::from(value)),
             other => panic!("unknown argument {other}"),
         }
@@ -61,10 +86,35 @@ fn options() -> Options {
 
 use wechat_e2e::Proc;
 
-/// Where processes run: with 2 or more CPUs, the proxy under test gets CPU 0
-/// to itself and the load side (wrk, the upstream, the emulator) the others,
-/// so each row measures the proxy's own cost per request, not the scheduler's
-/// mix of four busy processes on shared cores.
+/// How the run places its processes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Placement {
+    /// Everything shares every CPU, as on a user's box; proxies run one
+    /// worker per CPU by default.
+    Shared,
+    /// With 2 or more CPUs, the proxy under test gets CPU 0 to itself and
+    /// the load side (wrk, the upstream, the emulator) the others, so a row
+    /// measures the proxy's own cost per request.
+    Pinned,
+}
+
+impl Placement {
+    fn title(self) -> &'static str {
+        match self {
+            Placement::Shared => "sharing every CPU",
+            Placement::Pinned => "proxy pinned alone to CPU 0",
+        }
+    }
+}
+
+/// The placement being measured (set by `main` before it starts a stack).
+static PINNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn pinned() -> bool {
+    PINNED.load(std::sync::atomic::Ordering::Relaxed) && cpus() >= 2
+}
+
+/// Which side of the run a process is on.
 #[derive(Clone, Copy)]
 enum Side {
     Proxy,
@@ -75,10 +125,10 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// `taskset` arguments for a side; none on a single-CPU machine.
+/// `taskset` arguments for a side; none when sharing or on one CPU.
 fn cpu_list(side: Side) -> Option<String> {
     let n = cpus();
-    (n >= 2).then(|| match side {
+    pinned().then(|| match side {
         Side::Proxy => "0".to_owned(),
         Side::Load if n == 2 => "1".to_owned(),
         Side::Load => format!("1-{}", n - 1),
@@ -88,7 +138,7 @@ fn cpu_list(side: Side) -> Option<String> {
 /// CPUs a side has (the proxy side's processes run one worker per CPU).
 fn side_cpus(side: Side) -> usize {
     match (side, cpus()) {
-        (_, n) if n < 2 => n,
+        _ if !pinned() => cpus(),
         (Side::Proxy, _) => 1,
         (Side::Load, n) => n - 1,
     }
@@ -213,16 +263,44 @@ fn parse_latency(text: &str) -> f64 {
 
 /// Runs wrk against `url`, counting the CPU time of `proxies` (pids, with
 /// their children) meanwhile.
-fn wrk(o: &Options, url: &str, headers: &[String], proxies: &[u32]) -> Sample {
+fn wrk(o: &Options, connections: u32, url: &str, headers: &[String], proxies: &[u32]) -> Sample {
+    wrk_with(o, connections, o.duration, url, headers, None, proxies)
+}
+
+/// [`wrk`] with a Lua `script` making each request, for `duration` seconds.
+fn wrk_script(
+    o: &Options,
+    connections: u32,
+    url: &str,
+    script: &Path,
+    proxies: &[u32],
+    duration: u64,
+) -> Sample {
+    wrk_with(o, connections, duration, url, &[], Some(script), proxies)
+}
+
+fn wrk_with(
+    o: &Options,
+    connections: u32,
+    duration: u64,
+    url: &str,
+    headers: &[String],
+    script: Option<&Path>,
+    proxies: &[u32],
+) -> Sample {
+    let threads = o.threads.unwrap_or(side_cpus(Side::Load) as u32);
     let mut cmd = command_on(Side::Load, Path::new("wrk"));
     cmd.args([
-        format!("-t{}", o.threads),
-        format!("-c{}", o.connections),
-        format!("-d{}s", o.duration),
+        format!("-t{}", threads.min(connections)),
+        format!("-c{connections}"),
+        format!("-d{duration}s"),
         "--latency".to_owned(),
     ]);
     for h in headers {
         cmd.arg("-H").arg(h);
+    }
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
     }
     let cpu = || proxies.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     let (cpu_before, started) = (cpu(), Instant::now());
@@ -284,18 +362,23 @@ async fn login(client: &reqwest::Client, gateway: &str) -> String {
         .await
         .unwrap();
     let session = cookie_of(&back, "wechat_session=");
+    first_page(client, gateway, &session).await;
+    session
+}
+
+/// The page at `base`/ with the `session` cookie a login just set: 200.
+async fn first_page(client: &reqwest::Client, base: &str, session: &str) {
     let page = client
-        .get(format!("{gateway}/"))
+        .get(format!("{base}/"))
         .header("User-Agent", WECHAT_UA)
-        .header("Cookie", &session)
+        .header("Cookie", session)
         .send()
         .await
         .unwrap();
     assert_eq!(page.status(), 200, "the first page after the login");
-    session
 }
 
-fn location(r: &reqwest::Response) -> String {
+pub(crate) fn location(r: &reqwest::Response) -> String {
     r.headers()
         .get("location")
         .unwrap_or_else(|| panic!("no Location ({})", r.status()))
@@ -304,7 +387,7 @@ fn location(r: &reqwest::Response) -> String {
         .to_owned()
 }
 
-fn cookie_of(r: &reqwest::Response, prefix: &str) -> String {
+pub(crate) fn cookie_of(r: &reqwest::Response, prefix: &str) -> String {
     r.headers()
         .get_all("set-cookie")
         .iter()
@@ -376,47 +459,229 @@ async fn main() {
     assert!(module.exists(), "build the nginx module first: bench/run");
     let dir = std::env::temp_dir().join(format!("wechat-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-
-    let (up, np, mp, ap, bp, gw, emu) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let gateway_url = format!("http://127.0.0.1:{gw}");
-    let emulator_url = format!("http://127.0.0.1:{emu}");
-    let app_secret = "bench-app-secret";
-    let cookie_secret = "bench-cookie-secret-0123456789abcdef-0123456789";
-    let toml = format!(
-        "[wechat]\nappid = \"{APPID}\"\nsecret = \"{app_secret}\"\nscope = \"snsapi_userinfo\"\n\
-         open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
-         [gateway]\nlisten = \"127.0.0.1:{gw}\"\nupstream = \"127.0.0.1:{up}\"\npublic_url = \"{gateway_url}\"\n\
-         cookie_secret = \"{cookie_secret}\"\n\n\
-         [limits]\nlogins_per_minute = 0\n\n[store]\nurl = \"memory\"\n"
-    );
+    let ports = Ports::new();
+    let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let provider_url = format!("http://{}", provider.local_addr().unwrap());
+    oidc::serve(provider, provider_url.clone());
+    let toml = ports.gateway_toml();
     let config = dir.join("gateway.toml");
     std::fs::write(&config, &toml).unwrap();
 
-    // nginx twice: the upstream on the load side; the bare proxy, the module
-    // and auth_request → gateway on the proxy side.
-    let d = dir.display();
-    let nginx_head = |name: &str, workers: usize| {
+    let mut tables = Vec::new();
+    let mut extras = None;
+    for &placement in &o.placements {
+        PINNED.store(
+            placement == Placement::Pinned,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let stack = Stack::start(&ports, &dir, &release, &module, &config, &provider_url).await;
+        let rows = stack.rows(&ports).await;
+        for &connections in &o.connections {
+            eprintln!(
+                "{}, {connections} connections: {} s per run, {} interleaved rounds",
+                placement.title(),
+                o.duration,
+                o.rounds
+            );
+            let mut rows = rows.clone();
+            for round in 0..o.rounds {
+                for row in rows.iter_mut() {
+                    let s = wrk(&o, connections, &row.url, &row.headers, &row.proxies);
+                    eprintln!(
+                        "round {}: {:<46} {:>10.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  proxy CPU {:>5.1} us/req ({:.2} CPUs)",
+                        round + 1, row.name, s.rps, s.p50_us, s.p99_us, s.cpu_us, s.cpu_busy
+                    );
+                    row.samples.push(s);
+                }
+            }
+            tables.push(Table {
+                placement,
+                connections,
+                rows,
+            });
+        }
+        if placement == *o.placements.last().unwrap() {
+            let sessions = growth::sessions(
+                &o,
+                &toml,
+                &dir,
+                &format!("{}/", ports.gateway_url()),
+                stack.gateway.pid(),
+                &format!("http://127.0.0.1:{}/metrics", ports.metrics),
+            )
+            .await;
+            let redis = growth::redis(
+                &o,
+                &dir,
+                &release,
+                &config,
+                &format!("http://127.0.0.1:{}/_emulator/calls", ports.emulator),
+            )
+            .await;
+            let mut x = stack
+                .logins_memory_startup(&o, &ports, &dir, &release, &toml)
+                .await;
+            x.sessions_rows = sessions;
+            x.redis = Some(redis);
+            x.placement = placement;
+            extras = Some(x);
+        }
+    }
+    let extras = extras.unwrap();
+    let report = report(&o, &tables, &extras);
+    println!("{report}");
+    let out = root.join("bench/RESULTS.md");
+    let notes = std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|old| {
+            old.split_once("\n## Findings")
+                .map(|(_, f)| format!("\n## Findings{f}"))
+        })
+        .unwrap_or_default();
+    std::fs::write(&out, format!("{report}{notes}")).unwrap();
+    eprintln!("written to {}", out.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const APP_SECRET: &str = "bench-app-secret";
+
+/// Every listening port of a run.
+struct Ports {
+    upstream: u16,
+    nginx: u16,
+    module: u16,
+    auth_request: u16,
+    bare_one: u16,
+    bare_two: u16,
+    gateway_one: u16,
+    /// The configured one: two threads, behind auth_request too.
+    gateway: u16,
+    apache: u16,
+    apache_oidc: u16,
+    emulator: u16,
+    /// The configured gateway's Prometheus metrics.
+    metrics: u16,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            upstream: free_port(),
+            nginx: free_port(),
+            module: free_port(),
+            auth_request: free_port(),
+            bare_one: free_port(),
+            bare_two: free_port(),
+            gateway_one: free_port(),
+            gateway: free_port(),
+            apache: free_port(),
+            apache_oidc: free_port(),
+            emulator: free_port(),
+            metrics: free_port(),
+        }
+    }
+
+    fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway)
+    }
+
+    fn gateway_toml(&self) -> String {
+        let emulator_url = format!("http://127.0.0.1:{}", self.emulator);
         format!(
-            "daemon off;\nuser root;\nworker_processes {workers};\npid {d}/{name}.pid;\nerror_log {d}/{name}-error.log warn;\n\
+            "[wechat]\nappid = \"{APPID}\"\nsecret = \"{APP_SECRET}\"\nscope = \"snsapi_userinfo\"\n\
+             open_base = \"{emulator_url}\"\napi_base = \"{emulator_url}\"\n\n\
+             [gateway]\nlisten = \"127.0.0.1:{gw}\"\nupstream = \"127.0.0.1:{up}\"\npublic_url = \"{url}\"\n\
+             cookie_secret = \"bench-cookie-secret-0123456789abcdef-0123456789\"\nthreads = 2\n\
+             access_log = \"off\"\n\n\
+             [limits]\nlogins_per_minute = 0\n\n[store]\nurl = \"memory\"\n",
+            gw = self.gateway,
+            up = self.upstream,
+            url = self.gateway_url(),
+        )
+    }
+}
+
+/// The processes of one placement.
+struct Stack {
+    _upstream: Proc,
+    nginx: Proc,
+    _emulator: Proc,
+    bare_one: Proc,
+    bare_two: Proc,
+    gateway_one: Proc,
+    gateway: Proc,
+    apache: Proc,
+    /// The configured gateway's RSS once started, before any load.
+    idle_rss_kib: u64,
+}
+
+/// One row of a table: what wrk loads, and against which baseline.
+#[derive(Clone)]
+struct Row {
+    name: &'static str,
+    url: String,
+    headers: Vec<String>,
+    baseline: Option<usize>,
+    /// The proxy side's processes: their CPU time is counted.
+    proxies: Vec<u32>,
+    samples: Vec<Sample>,
+}
+
+/// The rows, by index, that the targets compare.
+const BARE_ONE: usize = 1;
+const GATEWAY_ONE: usize = 2;
+const BARE_TWO: usize = 4;
+const GATEWAY_TWO: usize = 5;
+const NGINX: usize = 6;
+const MODULE: usize = 7;
+const AUTH_REQUEST: usize = 8;
+const APACHE_OIDC: usize = 10;
+
+struct Table {
+    placement: Placement,
+    connections: u32,
+    rows: Vec<Row>,
+}
+
+/// Logins per second, memory and start-up, measured once.
+struct Extras {
+    logins_per_s: f64,
+    idle_rss_kib: u64,
+    after_sessions_kib: u64,
+    sessions: usize,
+    per_session_bytes: f64,
+    startup_ms: f64,
+    /// Where the rows below ran.
+    placement: Placement,
+    sessions_rows: Vec<growth::SessionsRow>,
+    redis: Option<growth::RedisCosts>,
+}
+
+impl Stack {
+    async fn start(
+        ports: &Ports,
+        dir: &Path,
+        release: &Path,
+        module: &Path,
+        config: &Path,
+        provider_url: &str,
+    ) -> Stack {
+        let d = dir.display();
+        let nginx_head = |name: &str, workers: usize| {
+            format!(
+                "daemon off;\nuser root;\nworker_processes {workers};\npid {d}/{name}.pid;\nerror_log {d}/{name}-error.log warn;\n\
 events {{ worker_connections 4096; }}\n\
 http {{\n  access_log off;\n  client_body_temp_path {d}/{name}-body; proxy_temp_path {d}/{name}-proxy; fastcgi_temp_path {d}/{name}-fcgi; \
 uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
-        )
-    };
-    let upstream_conf = format!(
-        "{}  server {{ listen 127.0.0.1:{up}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n",
-        nginx_head("upstream", side_cpus(Side::Load))
-    );
-    let nginx_conf = format!(
-        "load_module {module};\n{head}\
+            )
+        };
+        let upstream_conf = format!(
+            "{}  server {{ listen 127.0.0.1:{up}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n",
+            nginx_head("upstream", side_cpus(Side::Load)),
+            up = ports.upstream,
+        );
+        let nginx_conf = format!(
+            "load_module {module};\n{head}\
   upstream app {{ server 127.0.0.1:{up}; keepalive 128; }}\n\
   upstream gateway {{ server 127.0.0.1:{gw}; keepalive 128; }}\n\
   proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n\
@@ -430,268 +695,359 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
     location / {{ auth_request /_wechat/auth; auth_request_set $gateway_openid $upstream_http_x_wechat_openid;\n\
       proxy_set_header X-WeChat-OpenID $gateway_openid; proxy_set_header Connection \"\"; proxy_pass http://app; }} }}\n\
 }}\n",
-        module = module.display(),
-        head = nginx_head("proxy", side_cpus(Side::Proxy)),
-        config = config.display(),
-    );
-    let nginx = |side: Side, name: &str, conf: &str| {
-        let path = dir.join(format!("{name}.conf"));
-        std::fs::write(&path, conf).unwrap();
-        spawn(
-            side,
-            Path::new("nginx"),
+            module = module.display(),
+            head = nginx_head("proxy", side_cpus(Side::Proxy)),
+            config = config.display(),
+            up = ports.upstream,
+            gw = ports.gateway,
+            np = ports.nginx,
+            mp = ports.module,
+            ap = ports.auth_request,
+        );
+        let nginx = |side: Side, name: &str, conf: &str| {
+            let path = dir.join(format!("{name}.conf"));
+            std::fs::write(&path, conf).unwrap();
+            spawn(
+                side,
+                Path::new("nginx"),
+                &[
+                    "-p",
+                    &dir.to_string_lossy(),
+                    "-c",
+                    &path.to_string_lossy(),
+                    "-e",
+                    &format!("{d}/{name}-error.log"),
+                ],
+                &[],
+                &dir.join(format!("{name}.log")),
+            )
+        };
+        let upstream = nginx(Side::Load, "upstream", &upstream_conf);
+        let proxy_nginx = nginx(Side::Proxy, "proxy", &nginx_conf);
+        let emulator = spawn(
+            Side::Load,
+            &release.join("wechat-emulator"),
             &[
-                "-p",
-                &dir.to_string_lossy(),
-                "-c",
-                &path.to_string_lossy(),
-                "-e",
-                &format!("{d}/{name}-error.log"),
+                "--listen",
+                &format!("127.0.0.1:{}", ports.emulator),
+                "--callback-host",
+                "127.0.0.1",
+                "--appid",
+                APPID,
             ],
-            &[],
-            &dir.join(format!("{name}.log")),
+            &[("WECHAT_APP_SECRET", APP_SECRET)],
+            &dir.join("emulator.log"),
+        );
+        let bare = |port: u16, threads: &str| {
+            spawn(
+                Side::Proxy,
+                &release.join("bare-pingora"),
+                &[
+                    &format!("127.0.0.1:{port}"),
+                    &format!("127.0.0.1:{}", ports.upstream),
+                    threads,
+                ],
+                &[],
+                &dir.join(format!("bare-{threads}.log")),
+            )
+        };
+        let config_arg = config.to_string_lossy();
+        let metrics = format!("127.0.0.1:{}", ports.metrics);
+        let gateway = |port: u16, threads: &str| {
+            let mut env = vec![("WECHAT_GATEWAY__GATEWAY__THREADS", threads)];
+            if port == ports.gateway {
+                env.push(("WECHAT_GATEWAY__GATEWAY__METRICS_LISTEN", metrics.as_str()));
+            }
+            spawn(
+                Side::Proxy,
+                &release.join("wechat-gateway"),
+                &[
+                    "--config",
+                    &config_arg,
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ],
+                &env,
+                &dir.join(format!("gateway-{threads}.log")),
+            )
+        };
+        let apache_conf = dir.join("apache.conf");
+        std::fs::write(
+            &apache_conf,
+            apache::config(
+                dir,
+                ports.apache,
+                ports.apache_oidc,
+                ports.upstream,
+                provider_url,
+            ),
         )
-    };
-    let _upstream = nginx(Side::Load, "upstream", &upstream_conf);
-    let proxy_nginx = nginx(Side::Proxy, "proxy", &nginx_conf);
-    let _emulator = spawn(
-        Side::Load,
-        &release.join("wechat-emulator"),
-        &[
-            "--listen",
-            &format!("127.0.0.1:{emu}"),
-            "--callback-host",
-            "127.0.0.1",
-            "--appid",
-            APPID,
-        ],
-        &[("WECHAT_APP_SECRET", app_secret)],
-        &dir.join("emulator.log"),
-    );
-    let bare = spawn(
-        Side::Proxy,
-        &release.join("bare-pingora"),
-        &[&format!("127.0.0.1:{bp}"), &format!("127.0.0.1:{up}")],
-        &[],
-        &dir.join("bare.log"),
-    );
-    let gateway = spawn(
-        Side::Proxy,
-        &release.join("wechat-gateway"),
-        &["--config", &config.to_string_lossy()],
-        &[],
-        &dir.join("gateway.log"),
-    );
-    wait_ready(&format!("http://127.0.0.1:{up}/")).await;
-    wait_ready(&format!("{emulator_url}/_emulator/calls")).await;
-    wait_ready(&format!("http://127.0.0.1:{bp}/")).await;
-    wait_ready(&format!("{gateway_url}/_wechat/healthz")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle_rss = rss_kib(gateway.pid());
-
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
         .unwrap();
-    let session = login(&client, &gateway_url).await;
-    let with_session = vec![
-        format!("Cookie: {session}"),
-        format!("User-Agent: {WECHAT_UA}"),
-    ];
-    let wechat_only = vec![format!("User-Agent: {WECHAT_UA}")];
-
-    struct Row {
-        name: &'static str,
-        url: String,
-        headers: Vec<String>,
-        baseline: Option<usize>,
-        /// The proxy side's processes: their CPU time is counted.
-        proxies: Vec<u32>,
-        samples: Vec<Sample>,
-    }
-    let (bare_pid, gateway_pid, nginx_pid) = (bare.pid(), gateway.pid(), proxy_nginx.pid());
-    let mut rows = vec![
-        Row {
-            name: "upstream direct (nginx return 200)",
-            url: format!("http://127.0.0.1:{up}/"),
-            headers: with_session.clone(),
-            baseline: None,
-            proxies: vec![],
-            samples: vec![],
-        },
-        Row {
-            name: "bare Pingora proxy",
-            url: format!("http://127.0.0.1:{bp}/"),
-            headers: with_session.clone(),
-            baseline: None,
-            proxies: vec![bare_pid],
-            samples: vec![],
-        },
-        Row {
-            name: "wechat-gateway, valid session",
-            url: format!("{gateway_url}/"),
-            headers: with_session.clone(),
-            baseline: Some(1),
-            proxies: vec![gateway_pid],
-            samples: vec![],
-        },
-        Row {
-            name: "wechat-gateway, unauthenticated (302)",
-            url: format!("{gateway_url}/"),
-            headers: wechat_only,
-            baseline: Some(1),
-            proxies: vec![gateway_pid],
-            samples: vec![],
-        },
-        Row {
-            name: "bare nginx proxy",
-            url: format!("http://127.0.0.1:{np}/"),
-            headers: with_session.clone(),
-            baseline: None,
-            proxies: vec![nginx_pid],
-            samples: vec![],
-        },
-        Row {
-            name: "nginx + module, valid session",
-            url: format!("http://127.0.0.1:{mp}/"),
-            headers: with_session.clone(),
-            baseline: Some(4),
-            proxies: vec![nginx_pid],
-            samples: vec![],
-        },
-        Row {
-            name: "nginx auth_request → gateway, valid session",
-            url: format!("http://127.0.0.1:{ap}/"),
-            headers: with_session,
-            baseline: Some(4),
-            proxies: vec![nginx_pid, gateway_pid],
-            samples: vec![],
-        },
-    ];
-    eprintln!(
-        "wrk: {} threads, {} connections, {} s per run, {} interleaved rounds",
-        o.threads, o.connections, o.duration, o.rounds
-    );
-    for round in 0..o.rounds {
-        for row in rows.iter_mut() {
-            let s = wrk(&o, &row.url, &row.headers, &row.proxies);
-            eprintln!(
-                "round {}: {:<46} {:>10.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  proxy CPU {:>5.1} us/req ({:.2} CPUs)",
-                round + 1,
-                row.name,
-                s.rps,
-                s.p50_us,
-                s.p99_us,
-                s.cpu_us,
-                s.cpu_busy
-            );
-            row.samples.push(s);
+        let stack = Stack {
+            _upstream: upstream,
+            nginx: proxy_nginx,
+            _emulator: emulator,
+            bare_one: bare(ports.bare_one, "1"),
+            bare_two: bare(ports.bare_two, "2"),
+            gateway_one: gateway(ports.gateway_one, "1"),
+            gateway: gateway(ports.gateway, "2"),
+            apache: spawn(
+                Side::Proxy,
+                Path::new("apache2"),
+                &["-f", &apache_conf.to_string_lossy(), "-DFOREGROUND"],
+                &[],
+                &dir.join("apache.log"),
+            ),
+            idle_rss_kib: 0,
+        };
+        for url in [
+            format!("http://127.0.0.1:{}/", ports.upstream),
+            format!("http://127.0.0.1:{}/_emulator/calls", ports.emulator),
+            format!("http://127.0.0.1:{}/", ports.bare_one),
+            format!("http://127.0.0.1:{}/", ports.bare_two),
+            format!("http://127.0.0.1:{}/_wechat/healthz", ports.gateway_one),
+            format!("{}/_wechat/healthz", ports.gateway_url()),
+            format!("http://127.0.0.1:{}/", ports.apache),
+        ] {
+            wait_ready(&url).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Stack {
+            idle_rss_kib: rss_kib(stack.gateway.pid()),
+            ..stack
         }
     }
-    let med: Vec<Sample> = rows
-        .iter()
-        .map(|r| Sample {
-            rps: median(r.samples.iter().map(|s| s.rps).collect()),
-            p50_us: median(r.samples.iter().map(|s| s.p50_us).collect()),
-            p99_us: median(r.samples.iter().map(|s| s.p99_us).collect()),
-            cpu_us: median(r.samples.iter().map(|s| s.cpu_us).collect()),
-            cpu_busy: median(r.samples.iter().map(|s| s.cpu_busy).collect()),
-        })
-        .collect();
 
-    // Logins, memory per stored session, start-up.
-    let warm_logins = 2_000.min(o.sessions);
-    let logins_per_s = logins(&gateway_url, warm_logins, 32).await;
-    let before_sessions = rss_kib(gateway.pid());
-    let rest = o.sessions.saturating_sub(warm_logins);
-    if rest > 0 {
-        logins(&gateway_url, rest, 64).await;
+    /// The rows, each logged in where it needs a session.
+    async fn rows(&self, ports: &Ports) -> Vec<Row> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let session = login(&client, &ports.gateway_url()).await;
+        let apache_session =
+            apache::login(&client, &format!("http://127.0.0.1:{}", ports.apache_oidc)).await;
+        let with = |cookie: &str| {
+            vec![
+                format!("Cookie: {cookie}"),
+                format!("User-Agent: {WECHAT_UA}"),
+            ]
+        };
+        let row = |name, port: u16, headers: Vec<String>, baseline, proxies: Vec<u32>| Row {
+            name,
+            url: format!("http://127.0.0.1:{port}/"),
+            headers,
+            baseline,
+            proxies,
+            samples: vec![],
+        };
+        let s = || with(&session);
+        let (bare_one, bare_two) = (self.bare_one.pid(), self.bare_two.pid());
+        let (gw_one, gw) = (self.gateway_one.pid(), self.gateway.pid());
+        let (nginx, apache) = (self.nginx.pid(), self.apache.pid());
+        vec![
+            row(
+                "upstream direct (nginx return 200)",
+                ports.upstream,
+                s(),
+                None,
+                vec![],
+            ),
+            row(
+                "bare Pingora, 1 thread",
+                ports.bare_one,
+                s(),
+                None,
+                vec![bare_one],
+            ),
+            row(
+                "wechat-gateway, 1 thread, valid session",
+                ports.gateway_one,
+                s(),
+                Some(BARE_ONE),
+                vec![gw_one],
+            ),
+            row(
+                "wechat-gateway, 1 thread, unauthenticated (302)",
+                ports.gateway_one,
+                vec![format!("User-Agent: {WECHAT_UA}")],
+                Some(BARE_ONE),
+                vec![gw_one],
+            ),
+            row(
+                "bare Pingora, 2 threads",
+                ports.bare_two,
+                s(),
+                None,
+                vec![bare_two],
+            ),
+            row(
+                "wechat-gateway, 2 threads, valid session",
+                ports.gateway,
+                s(),
+                Some(BARE_TWO),
+                vec![gw],
+            ),
+            row("bare nginx proxy", ports.nginx, s(), None, vec![nginx]),
+            row(
+                "nginx + module, valid session",
+                ports.module,
+                s(),
+                Some(NGINX),
+                vec![nginx],
+            ),
+            row(
+                "nginx auth_request → gateway, valid session",
+                ports.auth_request,
+                s(),
+                Some(NGINX),
+                vec![nginx, gw],
+            ),
+            row("Apache proxy", ports.apache, s(), None, vec![apache]),
+            row(
+                "Apache + mod_auth_openidc, valid session",
+                ports.apache_oidc,
+                with(&apache_session),
+                Some(APACHE_OIDC - 1),
+                vec![apache],
+            ),
+        ]
     }
-    let after_sessions = rss_kib(gateway.pid());
-    let per_session_bytes =
-        (after_sessions.saturating_sub(before_sessions) * 1024) as f64 / rest.max(1) as f64;
-    drop(gateway);
-    let start_port = free_port();
-    let start_toml = toml.replace(
-        &format!("listen = \"127.0.0.1:{gw}\""),
-        &format!("listen = \"127.0.0.1:{start_port}\""),
-    );
-    let start_config = dir.join("start.toml");
-    std::fs::write(&start_config, start_toml).unwrap();
-    let mut startups = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let p = spawn(
-            Side::Proxy,
-            &release.join("wechat-gateway"),
-            &["--config", &start_config.to_string_lossy()],
-            &[],
-            &dir.join("start.log"),
+
+    /// Logins per second, memory per stored session and start-up, on the
+    /// configured gateway; stops this stack's gateways.
+    async fn logins_memory_startup(
+        self,
+        o: &Options,
+        ports: &Ports,
+        dir: &Path,
+        release: &Path,
+        toml: &str,
+    ) -> Extras {
+        let gateway_url = ports.gateway_url();
+        let idle_rss_kib = self.idle_rss_kib;
+        let warm_logins = 2_000.min(o.sessions);
+        let logins_per_s = logins(&gateway_url, warm_logins, 32).await;
+        let before = rss_kib(self.gateway.pid());
+        let rest = o.sessions.saturating_sub(warm_logins);
+        if rest > 0 {
+            logins(&gateway_url, rest, 64).await;
+        }
+        let after_sessions_kib = rss_kib(self.gateway.pid());
+        let per_session_bytes =
+            (after_sessions_kib.saturating_sub(before) * 1024) as f64 / rest.max(1) as f64;
+        drop(self);
+        let start_port = free_port();
+        let start_toml = toml.replace(
+            &format!("listen = \"127.0.0.1:{}\"", ports.gateway),
+            &format!("listen = \"127.0.0.1:{start_port}\""),
         );
-        wait_ready(&format!("http://127.0.0.1:{start_port}/_wechat/healthz")).await;
-        startups.push(started.elapsed().as_secs_f64() * 1e3);
-        drop(p);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let start_config = dir.join("start.toml");
+        std::fs::write(&start_config, start_toml).unwrap();
+        let mut startups = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let p = spawn(
+                Side::Proxy,
+                &release.join("wechat-gateway"),
+                &["--config", &start_config.to_string_lossy()],
+                &[],
+                &dir.join("start.log"),
+            );
+            wait_ready(&format!("http://127.0.0.1:{start_port}/_wechat/healthz")).await;
+            startups.push(started.elapsed().as_secs_f64() * 1e3);
+            drop(p);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Extras {
+            logins_per_s,
+            idle_rss_kib,
+            after_sessions_kib,
+            sessions: rest,
+            per_session_bytes,
+            startup_ms: median(startups),
+            placement: Placement::Pinned,
+            sessions_rows: Vec::new(),
+            redis: None,
+        }
     }
-    let startup_ms = median(startups);
+}
 
-    // The report.
-    let mut table = String::new();
-    writeln!(
-        table,
-        "| setup | req/s | p50 | p99 | ratio to its baseline | proxy CPU per request (CPUs busy) |"
-    )
-    .unwrap();
-    writeln!(table, "|---|---:|---:|---:|---|---:|").unwrap();
-    // Ratios are medians over rounds of each row against its baseline run
-    // just before it: the machine's drift between rounds cancels out.
-    let paired = |row: usize, base: usize, f: &dyn Fn(&Sample, &Sample) -> f64| {
+impl Table {
+    /// The median over rounds of `f(row's sample, base's sample)`: each
+    /// round's pair was measured back to back, so drift cancels out.
+    fn paired(&self, row: usize, base: usize, f: &dyn Fn(&Sample, &Sample) -> f64) -> f64 {
         median(
-            rows[row]
+            self.rows[row]
                 .samples
                 .iter()
-                .zip(&rows[base].samples)
+                .zip(&self.rows[base].samples)
                 .map(|(a, b)| f(a, b))
                 .collect(),
         )
-    };
-    let ratio_of = |row: usize, base: usize| paired(row, base, &|a, b| a.rps / b.rps);
-    let added_p99 = |row: usize, base: usize| paired(row, base, &|a, b| a.p99_us - b.p99_us);
-    for (i, (row, m)) in rows.iter().zip(&med).enumerate() {
-        let ratio = row.baseline.map_or("baseline".to_owned(), |b| {
-            format!(
-                "{:.2}× {} ({:+.0} µs p99)",
-                ratio_of(i, b),
-                rows[b].name,
-                added_p99(i, b)
+    }
+
+    fn ratio(&self, row: usize, base: usize) -> f64 {
+        self.paired(row, base, &|a, b| a.rps / b.rps)
+    }
+
+    fn added_p99(&self, row: usize, base: usize) -> f64 {
+        self.paired(row, base, &|a, b| a.p99_us - b.p99_us)
+    }
+
+    fn markdown(&self) -> String {
+        let mut table = format!(
+            "### {}, {} connections\n\n| setup | req/s | p50 | p99 | ratio to its baseline (added p99) | proxy CPU per request (CPUs busy) |\n|---|---:|---:|---:|---|---:|\n",
+            self.placement.title(),
+            self.connections
+        );
+        for (i, row) in self.rows.iter().enumerate() {
+            let m = |f: fn(&Sample) -> f64| median(row.samples.iter().map(f).collect());
+            let ratio = row.baseline.map_or("baseline".to_owned(), |b| {
+                format!(
+                    "{:.2}× {} ({:+.0} µs)",
+                    self.ratio(i, b),
+                    self.rows[b].name,
+                    self.added_p99(i, b)
+                )
+            });
+            let cpu = match (row.proxies.is_empty(), row.baseline) {
+                (true, _) => "–".to_owned(),
+                (false, None) => format!("{:.1} µs ({:.2})", m(|s| s.cpu_us), m(|s| s.cpu_busy)),
+                (false, Some(b)) => format!(
+                    "{:.1} µs, {:+.1} µs ({:.2})",
+                    m(|s| s.cpu_us),
+                    self.paired(i, b, &|a, b| a.cpu_us - b.cpu_us),
+                    m(|s| s.cpu_busy)
+                ),
+            };
+            writeln!(
+                table,
+                "| {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} |",
+                row.name,
+                m(|s| s.rps),
+                m(|s| s.p50_us),
+                m(|s| s.p99_us),
+                ratio,
+                cpu
             )
-        });
-        let cpu = match (row.proxies.is_empty(), row.baseline) {
-            (true, _) => "–".to_owned(),
-            (false, None) => format!("{:.1} µs ({:.2})", m.cpu_us, m.cpu_busy),
-            (false, Some(b)) => format!(
-                "{:.1} µs, {:+.1} µs ({:.2})",
-                m.cpu_us,
-                paired(i, b, &|a, b| a.cpu_us - b.cpu_us),
-                m.cpu_busy
-            ),
-        };
+            .unwrap();
+        }
         writeln!(
             table,
-            "| {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} |",
-            row.name, m.rps, m.p50_us, m.p99_us, ratio, cpu
+            "\nwechat-gateway (2 threads) ÷ Apache + mod_auth_openidc: **{:.2}×** · nginx + module ÷ nginx auth_request: **{:.2}×**\n",
+            self.ratio(GATEWAY_TWO, APACHE_OIDC),
+            self.ratio(MODULE, AUTH_REQUEST),
         )
         .unwrap();
+        table
     }
-    let module_vs_auth = ratio_of(5, 6);
-    writeln!(
-        table,
-        "\nnginx + module ÷ nginx auth_request: **{module_vs_auth:.2}×**"
-    )
-    .unwrap();
+}
+
+fn report(o: &Options, tables: &[Table], x: &Extras) -> String {
     let mut targets = String::new();
-    let mut target = |name: &str, ok: bool, value: String| {
+    let mut target = |name: String, ok: bool, value: String| {
         writeln!(
             targets,
             "| {name} | {value} | {} |",
@@ -699,50 +1055,85 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
         )
         .unwrap();
     };
-    let gw_ratio = ratio_of(2, 1);
+    for t in tables {
+        let at = format!("{}, {} conns", t.placement.title(), t.connections);
+        for (row, base, name, at_least, p99) in [
+            (
+                GATEWAY_ONE,
+                BARE_ONE,
+                "gateway ≥ 0.95× bare Pingora (1 thread",
+                0.95,
+                true,
+            ),
+            (
+                GATEWAY_TWO,
+                BARE_TWO,
+                "gateway ≥ 0.95× bare Pingora (2 threads",
+                0.95,
+                true,
+            ),
+            (
+                GATEWAY_TWO,
+                APACHE_OIDC,
+                "gateway ≥ 2× Apache + mod_auth_openidc (",
+                2.0,
+                false,
+            ),
+            (MODULE, NGINX, "module ≥ 0.95× bare nginx (", 0.95, true),
+            (
+                MODULE,
+                AUTH_REQUEST,
+                "module ≥ 2× nginx auth_request → gateway (",
+                2.0,
+                false,
+            ),
+        ] {
+            let r = t.ratio(row, base);
+            let p99 = if p99 {
+                format!(" ({:+.0} µs p99)", t.added_p99(row, base))
+            } else {
+                String::new()
+            };
+            let sep = if name.ends_with('(') { "" } else { "; " };
+            target(
+                format!("{name}{sep}{at})"),
+                r >= at_least,
+                format!("{r:.2}×{p99}"),
+            );
+        }
+    }
+    if let Some(r) = &x.redis {
+        target(
+            "0 Redis commands per authenticated request".into(),
+            r.per_request < 0.01,
+            format!("{:.3}", r.per_request),
+        );
+        target(
+            "≤ 8 Redis commands per completed login".into(),
+            r.per_login <= 8.0,
+            format!("{:.1}", r.per_login),
+        );
+    }
     target(
-        "gateway ≥ 0.95× bare Pingora",
-        gw_ratio >= 0.95,
-        format!("{gw_ratio:.2}×"),
-    );
-    let added = added_p99(2, 1);
-    target(
-        "gateway adds ≤ 100 µs p99",
-        added <= 100.0,
-        format!("{added:+.0} µs"),
-    );
-    let mod_ratio = ratio_of(5, 4);
-    target(
-        "module ≥ 0.95× bare nginx",
-        mod_ratio >= 0.95,
-        format!("{mod_ratio:.2}×"),
+        "≥ 2,000 logins/s".into(),
+        x.logins_per_s >= 2000.0,
+        format!("{:.0}/s", x.logins_per_s),
     );
     target(
-        "module ≥ 2× auth_request",
-        module_vs_auth >= 2.0,
-        format!("{module_vs_auth:.2}×"),
+        "≤ 1 KiB per stored session".into(),
+        x.per_session_bytes <= 1024.0,
+        format!("{:.0} B ({} sessions)", x.per_session_bytes, x.sessions),
     );
     target(
-        "≥ 2,000 logins/s",
-        logins_per_s >= 2000.0,
-        format!("{logins_per_s:.0}/s"),
+        "idle RSS ≤ 30 MiB".into(),
+        x.idle_rss_kib <= 30 * 1024,
+        format!("{:.1} MiB", x.idle_rss_kib as f64 / 1024.0),
     );
     target(
-        "≤ 1 KiB per stored session",
-        per_session_bytes <= 1024.0,
-        format!("{per_session_bytes:.0} B ({} sessions)", rest),
+        "start-up ≤ 100 ms".into(),
+        x.startup_ms <= 100.0,
+        format!("{:.0} ms", x.startup_ms),
     );
-    target(
-        "idle RSS ≤ 30 MiB",
-        idle_rss <= 30 * 1024,
-        format!("{:.1} MiB", idle_rss as f64 / 1024.0),
-    );
-    target(
-        "start-up ≤ 100 ms",
-        startup_ms <= 100.0,
-        format!("{startup_ms:.0} ms"),
-    );
-
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -758,47 +1149,69 @@ uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n"
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(|text| micro_table(&text))
         .unwrap_or_default();
-    let report = format!(
-        "# Benchmark results\n\n{date} · {cpu} · {cores} cores · {rustc} · Pingora 0.9.1 · {nginx} · {wrk}\n\n\
-`bench/run`: wrk -t{t} -c{c} -d{dur}s, {rounds} interleaved rounds; req/s and latencies are medians over rounds, \
-ratios the median over rounds of each row against its baseline measured just before it. Every row sends the same request \
-(the session cookie and a WeChat User-Agent). Everything runs on loopback on this one machine: {placement}\n\n\
-## Requests\n\n{table}\n## Logins and memory\n\n\
-| measure | value |\n|---|---:|\n| logins/s (redirect, authorize, callback, first page; 32 at a time) | {logins_per_s:.0} |\n\
-| gateway RSS idle | {idle:.1} MiB |\n| gateway RSS after {n} more stored sessions | {after:.1} MiB ({per_session_bytes:.0} B each) |\n\
-| start-up to first served request | {startup_ms:.0} ms |\n\n## Targets\n\n| target | measured | |\n|---|---|---|\n{targets}\n{micro}",
+    let tables: String = tables.iter().map(Table::markdown).collect();
+    let mut growth = format!(
+        "## As the work grows\n\n{}, 32 connections, the gateway with 2 threads; each request carries a random one of N live \
+session cookies (sealed with the gateway's keys as its logins set them), so the verified-cookie cache (2,048 cookies) \
+misses more as N outnumbers it.\n\n| live sessions | req/s | proxy CPU per request | cache hit rate |\n|---:|---:|---:|---:|\n",
+        x.placement.title()
+    );
+    for r in &x.sessions_rows {
+        writeln!(
+            growth,
+            "| {} | {:.0} | {:.1} µs | {:.1}% |",
+            r.sessions,
+            r.rps,
+            r.cpu_us,
+            r.hit_rate * 100.0
+        )
+        .unwrap();
+    }
+    if let Some(r) = &x.redis {
+        write!(
+            growth,
+            "\nWith `[store] url = \"redis://…\"` (`INFO commandstats`, the background's share taken out): \
+**{:.1} commands per completed login**, **{:.3} per authenticated request**, and {:.1} per second in the background \
+(each instance reads the other instances' logouts every 500 ms). Logins/s: {:.0} with one instance, {:.0} with three on \
+the same Redis (on this machine's cores they contend rather than scale; N instances' capacity follows from the per-login \
+cost: at about 100k simple commands/s per Redis core, one Redis core serves about {:.0} logins/s).\n\n",
+            r.per_login,
+            r.per_request,
+            r.background_per_s,
+            r.logins_one,
+            r.logins_three,
+            100_000.0 / r.per_login.max(1.0),
+        )
+        .unwrap();
+    }
+    format!(
+        "# Benchmark results\n\n{date} · {cpu} · {cores} cores · {rustc} · Pingora 0.9.1 · {nginx} · {apache} · {wrk}\n\n\
+`bench/run`: wrk for {dur} s per run, {rounds} interleaved rounds, at each connection count; req/s and latencies are medians \
+over rounds, ratios and added p99 the median over rounds of each row against its baseline measured just before it. Every row \
+sends the same request (its proxy's session cookie and a WeChat User-Agent), to the same nginx `return 200` upstream; every \
+proxy runs with its default settings except where a row names its threads, and with no access log (nginx `access_log off`, Apache without `CustomLog`, the gateway `access_log = \"off\"`). Two placements: **sharing every CPU** (wrk with one \
+thread per CPU, every proxy with one worker per CPU, as on a user's box) and **the proxy pinned alone to CPU 0** (its worker \
+processes and threads there, wrk, the upstream and the emulator on the other CPUs), where a ratio is the proxy's own cost per \
+request against its baseline's. Apache is Debian's event MPM; mod_auth_openidc logs in once against a small OpenID provider the \
+bench runs (authorization code, HS256 ID token), then checks its session cookie against its server-side cache on every request.\n\n\
+## Requests\n\n{tables}{growth}## Logins and memory\n\n\
+| measure | value |\n|---|---:|\n| logins/s (redirect, authorize, callback, first page; 32 at a time) | {logins:.0} |\n\
+| gateway RSS idle | {idle:.1} MiB |\n| gateway RSS after {n} more stored sessions | {after:.1} MiB ({per:.0} B each) |\n\
+| start-up to first served request | {startup:.0} ms |\n\n## Targets\n\n| target | measured | |\n|---|---|---|\n{targets}\n{micro}",
         cores = cpus(),
-        placement = match cpu_list(Side::Load) {
-            Some(load) => format!(
-                "the proxy under test (bare Pingora, the gateway, or nginx with one worker; for auth_request nginx and the gateway) \
-runs alone on CPU 0 with one worker thread, wrk, the upstream nginx and the emulator on CPU {load}, so each ratio is the \
-proxy's own cost per request against its baseline's."
-            ),
-            None => "one CPU shared by wrk, the upstream and the proxies, so the numbers are noisy.".to_owned(),
-        },
         rustc = version_of("rustc", &["--version"]),
         nginx = version_of("nginx", &["-v"]),
+        apache = version_of("apache2", &["-v"]).trim_start_matches("Server version: ").to_owned(),
         wrk = version_of("wrk", &["-v"]).split(" [").next().unwrap_or("").to_owned(),
-        t = o.threads,
-        c = o.connections,
         dur = o.duration,
         rounds = o.rounds,
-        idle = idle_rss as f64 / 1024.0,
-        n = rest,
-        after = after_sessions as f64 / 1024.0,
-    );
-    println!("{report}");
-    let out = root.join("bench/RESULTS.md");
-    let notes = std::fs::read_to_string(&out)
-        .ok()
-        .and_then(|old| {
-            old.split_once("\n## Findings")
-                .map(|(_, f)| format!("\n## Findings{f}"))
-        })
-        .unwrap_or_default();
-    std::fs::write(&out, format!("{report}{notes}")).unwrap();
-    eprintln!("written to {}", out.display());
-    let _ = std::fs::remove_dir_all(&dir);
+        logins = x.logins_per_s,
+        idle = x.idle_rss_kib as f64 / 1024.0,
+        n = x.sessions,
+        after = x.after_sessions_kib as f64 / 1024.0,
+        per = x.per_session_bytes,
+        startup = x.startup_ms,
+    )
 }
 
 /// The micro-benchmarks' `time: [low mid high]` lines as a table.

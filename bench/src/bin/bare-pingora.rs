@@ -1,6 +1,7 @@
 //! The baseline: a bare Pingora reverse proxy with the same Pingora version
-//! and thread count as `wechat-gateway`, and nothing else.
-//!   bare-pingora LISTEN UPSTREAM
+//! and thread count as `wechat-gateway` (one per CPU, or THREADS), and
+//! nothing else.
+//!   bare-pingora LISTEN UPSTREAM [THREADS]
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -32,7 +33,7 @@ impl ProxyHttp for Bare {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        eprintln!("usage: bare-pingora LISTEN UPSTREAM");
+        eprintln!("usage: bare-pingora LISTEN UPSTREAM [THREADS]");
         std::process::exit(2);
     };
     let upstream = upstream
@@ -41,7 +42,10 @@ fn main() {
         .and_then(|mut a| a.next())
         .expect("upstream address");
     let mut conf = ServerConf::new().expect("Pingora's default configuration");
-    conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    conf.threads = match args.next() {
+        Some(threads) => threads.parse().expect("THREADS: a number"),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, Bare { upstream });

@@ -1,0 +1,274 @@
+//! The cost as the work grows: requests/s and CPU per request with 1k,
+//! 100k and 1M live sessions (each request a random one of them, so the
+//! verified-cookie cache's hit rate falls as they outnumber it), and the
+//! Redis store's commands per login and per authenticated request, with
+//! logins/s for 1 and 3 instances on one Redis.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wechat_oauth::seal::Sealer;
+use wechat_oauth::session::seal_session;
+use wechat_oauth::{Config, Identity, Session};
+
+use crate::{free_port, login, logins, spawn, wait_ready, wrk_script, Options, Side};
+
+/// One row of the sessions table.
+pub struct SessionsRow {
+    pub sessions: usize,
+    pub rps: f64,
+    pub cpu_us: f64,
+    pub hit_rate: f64,
+}
+
+/// The Redis store's costs.
+pub struct RedisCosts {
+    pub per_login: f64,
+    pub per_request: f64,
+    pub background_per_s: f64,
+    pub logins_one: f64,
+    pub logins_three: f64,
+}
+
+/// `count` session cookies (`name=value` lines) sealed with the gateway's
+/// keys, as its logins would have set them.
+fn mint(toml: &str, count: usize, path: &Path) {
+    let config = Config::from_toml(toml, |_| None).unwrap();
+    let sealer = Sealer::with_rotation(&config.gateway.cookie_secrets).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut out = String::with_capacity(count * 300);
+    for i in 0..count {
+        let session = Session {
+            identity: Arc::new(Identity {
+                openid: format!("oBench{i:022}"),
+                scope: "snsapi_base".into(),
+                ..Default::default()
+            }),
+            sid: format!("bench-sid-{i:022}"),
+            issued_at: now,
+            expires_at: now + 86_400,
+            seen_at: now,
+        };
+        writeln!(
+            out,
+            "{}={}",
+            config.gateway.session_cookie_name,
+            seal_session(&sealer, &session)
+        )
+        .unwrap();
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The `hit` and `miss` counts of the gateway's session cache.
+async fn cache_counts(metrics: &str) -> (f64, f64) {
+    let text = reqwest::get(metrics).await.unwrap().text().await.unwrap();
+    let count = |result: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("wechat_gateway_session_cache_lookups_total")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (count("hit"), count("miss"))
+}
+
+/// Requests/s, CPU per request and the cache's hit rate at each count of
+/// live sessions, on the gateway at `url` (pid `pid`) whose metrics are at
+/// `metrics`.
+pub async fn sessions(
+    o: &Options,
+    toml: &str,
+    dir: &Path,
+    url: &str,
+    pid: u32,
+    metrics: &str,
+) -> Vec<SessionsRow> {
+    let script = dir.join("sessions.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "local cookies = {{}}\nfor line in io.lines(\"{}\") do cookies[#cookies + 1] = line end\n\
+             local n = #cookies\nmath.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16))\n\
+             request = function()\n  return wrk.format(\"GET\", \"/\", {{[\"Cookie\"] = cookies[math.random(n)], \
+             [\"User-Agent\"] = \"{}\"}})\nend\n",
+            dir.join("cookies.txt").display(),
+            crate::WECHAT_UA
+        ),
+    )
+    .unwrap();
+    let mut rows = Vec::new();
+    for count in [1_000, 100_000, 1_000_000] {
+        mint(toml, count, &dir.join("cookies.txt"));
+        // A warm-up run fills the cache as a steady load would.
+        wrk_script(o, 32, url, &script, &[pid], 1);
+        let before = cache_counts(metrics).await;
+        let s = wrk_script(o, 32, url, &script, &[pid], o.duration);
+        let after = cache_counts(metrics).await;
+        let (hits, misses) = (after.0 - before.0, after.1 - before.1);
+        eprintln!(
+            "{count} live sessions: {:.0} req/s, {:.1} us/req, hit rate {:.3}",
+            s.rps,
+            s.cpu_us,
+            hits / (hits + misses).max(1.0)
+        );
+        rows.push(SessionsRow {
+            sessions: count,
+            rps: s.rps,
+            cpu_us: s.cpu_us,
+            hit_rate: hits / (hits + misses).max(1.0),
+        });
+    }
+    let _ = std::fs::remove_file(dir.join("cookies.txt"));
+    rows
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (apt-get install redis-server)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Commands Redis ran since its last `CONFIG RESETSTAT`, less the bench's
+/// own `INFO` and `CONFIG` calls.
+fn commands_since_reset(port: u16) -> f64 {
+    redis_cli(port, &["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| {
+            !l.starts_with("info:") && !l.starts_with("config|") && !l.starts_with("config:")
+        })
+        .filter_map(|l| {
+            let calls = l.split_once("calls=")?.1;
+            calls.split(',').next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// The Redis store's commands per login, per authenticated request and in
+/// the background, and logins/s with 1 and 3 gateways on one Redis.
+pub async fn redis(
+    o: &Options,
+    dir: &Path,
+    release: &Path,
+    config: &Path,
+    emulator_url_ok: &str,
+) -> RedisCosts {
+    let port = free_port();
+    let _redis = spawn(
+        Side::Load,
+        Path::new("redis-server"),
+        &[
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        &[],
+        &dir.join("redis.log"),
+    );
+    let started = Instant::now();
+    while !redis_cli(port, &["PING"]).contains("PONG") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_ready(emulator_url_ok).await;
+    let store = format!("redis://127.0.0.1:{port}");
+    let config_arg = config.to_string_lossy();
+    let gateways: Vec<(wechat_e2e::Proc, String)> = (0..3)
+        .map(|i| {
+            let listen = free_port();
+            let p = spawn(
+                Side::Proxy,
+                &release.join("wechat-gateway"),
+                &[
+                    "--config",
+                    &config_arg,
+                    "--listen",
+                    &format!("127.0.0.1:{listen}"),
+                    "--public-url",
+                    &format!("http://127.0.0.1:{listen}"),
+                ],
+                &[("WECHAT_GATEWAY__STORE__URL", store.as_str())],
+                &dir.join(format!("gateway-redis-{i}.log")),
+            );
+            (p, format!("http://127.0.0.1:{listen}"))
+        })
+        .collect();
+    for (_, url) in &gateways {
+        wait_ready(&format!("{url}/_wechat/healthz")).await;
+    }
+    let first = &gateways[0].1;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Background: the logout sync every 500 ms, per instance.
+    redis_cli(port, &["CONFIG", "RESETSTAT"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let background_per_s = commands_since_reset(port) / 2.0;
+    let count = 300;
+    redis_cli(port, &["CONFIG", "RESETSTAT"]);
+    let t = Instant::now();
+    logins(first, count, 8).await;
+    let in_logins = commands_since_reset(port) - background_per_s * t.elapsed().as_secs_f64();
+    let per_login = in_logins / count as f64;
+    let session = login(&client, first).await;
+    let headers = vec![
+        format!("Cookie: {session}"),
+        format!("User-Agent: {}", crate::WECHAT_UA),
+    ];
+    redis_cli(port, &["CONFIG", "RESETSTAT"]);
+    let t = Instant::now();
+    let s = crate::wrk(
+        o,
+        32,
+        &format!("{first}/"),
+        &headers,
+        &[gateways[0].0.pid()],
+    );
+    let in_requests = commands_since_reset(port) - background_per_s * t.elapsed().as_secs_f64();
+    let per_request = (in_requests / (s.rps * o.duration as f64).max(1.0)).max(0.0);
+    let logins_one = logins(first, 2_000, 32).await;
+    let t = Instant::now();
+    let all: Vec<_> = gateways
+        .iter()
+        .map(|(_, url)| {
+            let url = url.clone();
+            tokio::spawn(async move { logins(&url, 667, 11).await })
+        })
+        .collect();
+    for task in all {
+        task.await.unwrap();
+    }
+    let logins_three = 3.0 * 667.0 / t.elapsed().as_secs_f64();
+    eprintln!(
+        "Redis: {per_login:.1} commands per login, {per_request:.3} per request, \
+         {background_per_s:.1}/s in the background; logins/s {logins_one:.0} (1 instance), {logins_three:.0} (3)"
+    );
+    RedisCosts {
+        per_login,
+        per_request,
+        background_per_s,
+        logins_one,
+        logins_three,
+    }
+}
