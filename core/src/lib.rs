@@ -43,6 +43,11 @@ macro_rules! internal_modules {
     )*};
 }
 
+/// The counting allocator of the hosts' allocation tests.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod counting_allocator;
+
 internal_modules!(
     expiring,
     path,

@@ -2,56 +2,19 @@
 //! allocator compares the gate's work on a request head with a replay of
 //! the same Pingora calls on an identical head, given the same values.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
+use wechat_oauth::counting_allocator::{allocations, CountingAllocator};
 use wechat_oauth::seal::Sealer;
 use wechat_oauth::session::seal_session;
 use wechat_oauth::{Config, Decision, Gate, Identity, Session};
 
 use super::{joined_cookie_header, request_parts, GateCtx, WechatGate};
 
-/// Counts the allocations (and reallocations) made by this thread.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
-static COUNTING: Counting = Counting;
-
-/// What `f` returns and how many allocations it made on this thread.
-fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let before = ALLOCATIONS.with(Cell::get);
-    let out = f();
-    (out, ALLOCATIONS.with(Cell::get) - before)
-}
+static COUNTING: CountingAllocator = CountingAllocator;
 
 const PEER: &str = "203.0.113.9";
 
