@@ -37,23 +37,15 @@ pub struct RedisCosts {
 fn mint(toml: &str, count: usize, path: &Path) {
     let config = Config::from_toml(toml, |_| None).unwrap();
     let sealer = Sealer::with_rotation(&config.gateway.cookie_secrets).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let day = std::time::Duration::from_secs(86_400);
     let mut out = String::with_capacity(count * 300);
     for i in 0..count {
-        let session = Session {
-            identity: Arc::new(Identity {
-                openid: format!("oBench{i:022}"),
-                scope: "snsapi_base".into(),
-                ..Default::default()
-            }),
-            sid: format!("bench-sid-{i:022}"),
-            issued_at: now,
-            expires_at: now + 86_400,
-            seen_at: now,
+        let identity = Identity {
+            openid: format!("oBench{i:022}"),
+            scope: "snsapi_base".into(),
+            ..Default::default()
         };
+        let session = Session::starting_now(Arc::new(identity), format!("bench-sid-{i:022}"), day);
         writeln!(
             out,
             "{}={}",

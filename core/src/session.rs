@@ -200,6 +200,34 @@ pub struct Session {
     pub seen_at: u64,
 }
 
+impl Session {
+    /// A login that starts at `now` (unix seconds), seen at `now`, and ends
+    /// `lifetime` later (`[gateway] session_lifetime_secs`).
+    pub fn starting_at(
+        identity: Arc<Identity>,
+        sid: String,
+        now: u64,
+        lifetime: std::time::Duration,
+    ) -> Session {
+        Session {
+            identity,
+            sid,
+            issued_at: now,
+            expires_at: now + lifetime.as_secs(),
+            seen_at: now,
+        }
+    }
+
+    /// [`Session::starting_at`] the current time.
+    pub fn starting_now(
+        identity: Arc<Identity>,
+        sid: String,
+        lifetime: std::time::Duration,
+    ) -> Session {
+        Session::starting_at(identity, sid, crate::flow::now_unix(), lifetime)
+    }
+}
+
 // Short field names keep the cookie small; no `flatten`, which would make
 // serde buffer every field on the per-request path.
 #[derive(Serialize, Deserialize)]

@@ -38,23 +38,18 @@ const NONE: wechat_oauth_str = wechat_oauth_str {
 fn session_cookie() -> String {
     let config = Config::from_toml(TOML, |_| None).unwrap();
     let sealer = Sealer::with_rotation(&config.gateway.cookie_secrets).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let session = Session {
-        identity: Arc::new(Identity {
-            openid: "oLVPpjqs9BhvzwPj5A-vTYAX3GLc".into(),
-            unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into()),
-            scope: "snsapi_userinfo".into(),
-            nickname: Some("张三 Zoë".into()),
-            ..Default::default()
-        }),
-        sid: "sid-ffi-allocations".into(),
-        issued_at: now,
-        expires_at: now + 3600,
-        seen_at: now,
+    let identity = Identity {
+        openid: "oLVPpjqs9BhvzwPj5A-vTYAX3GLc".into(),
+        unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into()),
+        scope: "snsapi_userinfo".into(),
+        nickname: Some("张三 Zoë".into()),
+        ..Default::default()
     };
+    let session = Session::starting_now(
+        Arc::new(identity),
+        "sid-ffi-allocations".into(),
+        std::time::Duration::from_secs(3600),
+    );
     format!(
         "{}={}",
         config.gateway.session_cookie_name,

@@ -38,23 +38,15 @@ cookie_secret = "0123456789abcdef0123456789abcdef"
         let sealer = Sealer::with_rotation(&config.gateway.cookie_secrets).unwrap();
         let name = config.gateway.session_cookie_name.clone();
         let gate = WechatGate::new(Arc::new(Gate::new(config).unwrap()));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let session = Session {
-            identity: Arc::new(Identity {
-                openid: "oLVPpjqs9BhvzwPj5A-vTYAX3GLc".into(),
-                unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into()),
-                scope: "snsapi_userinfo".into(),
-                nickname: Some("张三 Zoë".into()),
-                ..Default::default()
-            }),
-            sid: "sid-allocations".into(),
-            issued_at: now,
-            expires_at: now + 3600,
-            seen_at: now,
+        let identity = Identity {
+            openid: "oLVPpjqs9BhvzwPj5A-vTYAX3GLc".into(),
+            unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into()),
+            scope: "snsapi_userinfo".into(),
+            nickname: Some("张三 Zoë".into()),
+            ..Default::default()
         };
+        let hour = std::time::Duration::from_secs(3600);
+        let session = Session::starting_now(Arc::new(identity), "sid-allocations".into(), hour);
         let cookie = format!("{name}={}", seal_session(&sealer, &session));
         Fixture { gate, cookie }
     }

@@ -90,22 +90,17 @@ fn unit_session() -> String {
     let sealer =
         wechat_oauth::seal::Sealer::new(&wechat_oauth::secret::Secret::new(UNIT_COOKIE_SECRET))
             .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let session = wechat_oauth::Session {
-        identity: std::sync::Arc::new(wechat_oauth::Identity {
-            openid: "oUnitTestOpenid".into(),
-            scope: "snsapi_userinfo".into(),
-            nickname: Some("测试 🐼".into()),
-            ..Default::default()
-        }),
-        sid: "unit-test-sid".into(),
-        issued_at: now,
-        expires_at: now + 3600,
-        seen_at: now,
+    let identity = wechat_oauth::Identity {
+        openid: "oUnitTestOpenid".into(),
+        scope: "snsapi_userinfo".into(),
+        nickname: Some("测试 🐼".into()),
+        ..Default::default()
     };
+    let session = wechat_oauth::Session::starting_now(
+        identity.into(),
+        "unit-test-sid".into(),
+        Duration::from_secs(3600),
+    );
     wechat_oauth::session::seal_session(&sealer, &session)
 }
 

@@ -276,17 +276,11 @@ async fn tampered_or_foreign_session_cookies_count_as_no_session() {
         scope: "snsapi_base".into(),
         ..Default::default()
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let session = wechat_oauth::Session {
-        identity: identity.into(),
-        sid: "attacker".into(),
-        issued_at: now,
-        expires_at: now + 3600,
-        seen_at: now,
-    };
+    let session = wechat_oauth::Session::starting_now(
+        identity.into(),
+        "attacker".into(),
+        Duration::from_secs(3600),
+    );
     let foreign = wechat_oauth::session::seal_session(&foreign_key, &session);
 
     let mut flipped = genuine.clone().into_bytes();

@@ -245,17 +245,17 @@ impl Gate {
             SceneStatus::Awaiting(_) => api::scene(&SceneAnswer::Scanned),
             SceneStatus::Scanned(openid) => {
                 tracing::info!(outcome = "completed", openid = %self.log_id(&openid), "login completed by scene QR scan");
-                let session = Session {
-                    identity: Arc::new(Identity {
-                        openid,
-                        scope: Scope::Base.as_str().to_owned(),
-                        ..Default::default()
-                    }),
-                    sid: format!("{SCENE_SID_PREFIX}{}", new_sid()),
-                    issued_at: now,
-                    expires_at: now + self.config.gateway.session_lifetime.as_secs(),
-                    seen_at: now,
+                let identity = Identity {
+                    openid,
+                    scope: Scope::Base.as_str().to_owned(),
+                    ..Default::default()
                 };
+                let session = Session::starting_at(
+                    Arc::new(identity),
+                    format!("{SCENE_SID_PREFIX}{}", new_sid()),
+                    now,
+                    self.config.gateway.session_lifetime,
+                );
                 api::scene(&SceneAnswer::Confirmed {
                     redirect: return_to,
                 })
