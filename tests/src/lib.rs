@@ -321,7 +321,22 @@ impl Proc {
         }
     }
 
-    /// Waits (at most `limit`) for the process to exit; its exit code.
+    /// Waits (at most `limit`) for the process to exit without blocking the
+    /// test's runtime, so tasks it spawned (a load) keep running meanwhile;
+    /// its exit code.
+    pub async fn exited(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Waits (at most `limit`) for the process to exit, blocking the thread;
+    /// its exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
