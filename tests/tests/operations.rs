@@ -1184,16 +1184,36 @@ fn worker_threads(pid: u32) -> usize {
         .count()
 }
 
+/// Waits until the gateway has exactly `n` threads named after its
+/// service: a `spawn_blocking` thread of its runtime has the workers' name
+/// and stays up to 10 s after its task, so a count above `n` may fall back;
+/// one below `n` never may.
+async fn worker_threads_settle_at(pid: u32, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let now = worker_threads(pid);
+        assert!(now >= n, "{now} worker threads, fewer than {n}");
+        if now == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} worker threads, not {n}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn threads_sets_the_worker_threads_and_a_bad_value_is_refused() {
     let mut stack = Stack::start().await;
     let default = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert_eq!(worker_threads(stack.gateway().pid()), default);
+    worker_threads_settle_at(stack.gateway().pid(), default).await;
     for threads in [1usize, 3] {
         stack
             .restart_gateway_with(&[("WECHAT_GATEWAY__GATEWAY__THREADS", &threads.to_string())])
             .await;
-        assert_eq!(worker_threads(stack.gateway().pid()), threads);
+        worker_threads_settle_at(stack.gateway().pid(), threads).await;
         let cookie = login(&stack).await;
         assert!(passes(&stack, &cookie).await, "{threads} threads serve");
     }
