@@ -252,6 +252,14 @@ typedef struct wechat_oauth_request {
    * The `X-Original-Method` header: the original request's method.
    */
   struct wechat_oauth_str x_original_method;
+  /**
+   * The `Origin` header (a CORS preflight has one).
+   */
+  struct wechat_oauth_str origin;
+  /**
+   * The `Access-Control-Request-Method` header (a CORS preflight has one).
+   */
+  struct wechat_oauth_str access_control_request_method;
 } wechat_oauth_request;
 
 #ifdef __cplusplus

@@ -59,6 +59,8 @@ typedef struct wechat_oauth_request {
   struct wechat_oauth_str x_forwarded_for;
   struct wechat_oauth_str x_original_uri;
   struct wechat_oauth_str x_original_method;
+  struct wechat_oauth_str origin;
+  struct wechat_oauth_str access_control_request_method;
 } wechat_oauth_request;
 
 struct wechat_oauth_str wechat_oauth_version(void);

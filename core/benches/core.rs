@@ -80,6 +80,8 @@ fn decisions(c: &mut Criterion) {
         client_addr: None,
         original_uri: None,
         original_method: None,
+        origin: None,
+        access_control_request_method: None,
     };
     let cookie: &'static str = Box::leak(cookie.into_boxed_str());
     let authed = req(Some(cookie));

@@ -59,6 +59,7 @@ mod decide;
 mod failure;
 mod limits;
 mod login;
+mod policy;
 mod route;
 mod scene;
 #[cfg(test)]
@@ -118,6 +119,10 @@ pub struct RequestParts<'a> {
     /// The `X-Original-Method` header: for the `auth` route, the original
     /// request's method (default `GET`).
     pub original_method: Option<&'a str>,
+    /// The `Origin` header (a CORS preflight has one).
+    pub origin: Option<&'a str>,
+    /// The `Access-Control-Request-Method` header (a CORS preflight has one).
+    pub access_control_request_method: Option<&'a str>,
 }
 
 /// What to do with a request.
@@ -157,6 +162,9 @@ pub struct Pass {
     /// canonical form (`path.rs`), when that differs; `None`: the
     /// request's path is canonical already.
     pub upstream_path: Option<String>,
+    /// The index in [`Config::routes`] of the `[[route]]` that let it
+    /// pass (its `upstream`); `None`: the default route.
+    pub route: Option<usize>,
 }
 
 /// The `Cookie` header the application gets: the gate's own cookies

@@ -270,6 +270,9 @@ static void handle(int fd, const char *peer, const wechat_oauth_client *client) 
   const char *accept = header(sp2 + 1, "Accept", &accept_len);
   const char *xrw = header(sp2 + 1, "X-Requested-With", &xrw_len);
   const char *lang = header(sp2 + 1, "Accept-Language", &lang_len);
+  size_t origin_len = 0, acrm_len = 0;
+  const char *origin = header(sp2 + 1, "Origin", &origin_len);
+  const char *acrm = header(sp2 + 1, "Access-Control-Request-Method", &acrm_len);
   char *cookie = joined_cookies(sp2 + 1, &cookie_len);
 
   wechat_oauth_request request = {
@@ -285,6 +288,8 @@ static void handle(int fd, const char *peer, const wechat_oauth_client *client) 
       .x_forwarded_for = str_of(xff, xff_len),
       .x_original_uri = str_of(original_uri, ouri_len),
       .x_original_method = str_of(original_method, omethod_len),
+      .origin = str_of(origin, origin_len),
+      .access_control_request_method = str_of(acrm, acrm_len),
   };
   wechat_oauth_decision *decision = NULL;
   wechat_oauth_result r = wechat_oauth_client_decide(client, &request, &decision);

@@ -79,7 +79,8 @@ final class WechatOAuth
 
     /** The fields of `wechat_oauth_request`, in the header's order. */
     private const REQUEST_FIELDS = ['method', 'path', 'query', 'cookie', 'user_agent', 'accept', 'x_requested_with',
-        'accept_language', 'client_address', 'x_forwarded_for', 'x_original_uri', 'x_original_method'];
+        'accept_language', 'client_address', 'x_forwarded_for', 'x_original_uri', 'x_original_method', 'origin',
+        'access_control_request_method'];
 
     /** The decision for the current request of PHP's built-in server or FPM. */
     public function decideServer(array $server): WechatDecision
@@ -103,6 +104,8 @@ final class WechatOAuth
             'x_forwarded_for' => $server['HTTP_X_FORWARDED_FOR'] ?? null,
             'x_original_uri' => $server['HTTP_X_ORIGINAL_URI'] ?? null,
             'x_original_method' => $server['HTTP_X_ORIGINAL_METHOD'] ?? null,
+            'origin' => $server['HTTP_ORIGIN'] ?? null,
+            'access_control_request_method' => $server['HTTP_ACCESS_CONTROL_REQUEST_METHOD'] ?? null,
         ];
         $decision = $this->decide($request);
         if ($decision->kind() === WechatDecision::NEEDS_BODY) {

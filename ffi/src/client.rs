@@ -49,6 +49,10 @@ pub struct wechat_oauth_request {
     pub x_original_uri: wechat_oauth_str,
     /// The `X-Original-Method` header: the original request's method.
     pub x_original_method: wechat_oauth_str,
+    /// The `Origin` header (a CORS preflight has one).
+    pub origin: wechat_oauth_str,
+    /// The `Access-Control-Request-Method` header (a CORS preflight has one).
+    pub access_control_request_method: wechat_oauth_str,
 }
 
 /// A client: the configuration, cookie keys, WeChat API client and token
@@ -390,6 +394,8 @@ pub(crate) unsafe fn request_parts<'a>(
                 }),
             original_uri: field(r.x_original_uri)?,
             original_method: field(r.x_original_method)?,
+            origin: field(r.origin)?,
+            access_control_request_method: field(r.access_control_request_method)?,
         })
     })();
     match parts {

@@ -144,6 +144,8 @@ fn a_reused_decision_passes_a_known_session_with_no_allocation() {
         x_forwarded_for: NONE,
         x_original_uri: NONE,
         x_original_method: NONE,
+        origin: NONE,
+        access_control_request_method: NONE,
     };
     let only_session = request(&session);
     let beside_app_cookie = request(&with_app_cookie);

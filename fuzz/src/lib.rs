@@ -154,9 +154,10 @@ fn check_decision(decision: Decision, cookie_in: &str) {
 /// User-Agent, Accept, X-Requested-With, Accept-Language, then two fields
 /// that are sealed with the gate's key into a session cookie (a JSON
 /// payload) and a state cookie (its return path) for the query's `state`,
-/// so the decision's paths past the decryption are reached too.
+/// so the decision's paths past the decryption are reached too; then
+/// Origin and Access-Control-Request-Method (CORS preflights).
 pub fn request(data: &[u8]) {
-    let f = fields(data, 10);
+    let f = fields(data, 12);
     let mut cookie = f[3].to_string();
     if !f[8].is_empty() {
         cookie = format!(
@@ -186,6 +187,8 @@ pub fn request(data: &[u8]) {
         client_addr: None,
         original_uri: None,
         original_method: None,
+        origin: opt(&f[10]),
+        access_control_request_method: opt(&f[11]),
     };
     check_decision(GATE.decide_at(&parts, NOW), &cookie);
     let _ = GATE.decide_auth(&parts);
@@ -425,13 +428,13 @@ fn not_a_panic(result: ffi::wechat_oauth_result) -> ffi::wechat_oauth_result {
 }
 
 /// The C ABI's inputs as raw bytes (invalid UTF-8 included): a request's
-/// eight fields (an empty field is passed as absent when the first byte's
+/// fields (an empty field is passed as absent when the first byte's
 /// bit for it is set), a login's return path, a Cookie header; then every
 /// getter on the decision and identity it returns.
 pub fn c_abi(data: &[u8]) {
     use ffi::*;
     let (mask, rest) = data.split_first().map_or((0, data), |(m, r)| (*m, r));
-    let f = raw_fields(rest, 12);
+    let f = raw_fields(rest, 14);
     let field = |i: usize| c_str(f[i], f[i].is_empty() && mask & (1 << (i % 8)) != 0);
     let request = wechat_oauth_request {
         method: field(0),
@@ -446,6 +449,8 @@ pub fn c_abi(data: &[u8]) {
         x_forwarded_for: field(9),
         x_original_uri: field(10),
         x_original_method: field(11),
+        origin: field(12),
+        access_control_request_method: field(13),
     };
     let client = CLIENT.0;
     unsafe {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use html_escape::encode_text;
 
@@ -108,8 +108,8 @@ async fn spa() -> Response {
 /// The demo application's routes.
 pub fn router() -> Router {
     Router::new()
-        .route("/echo", get(echo).post(echo))
-        .route("/echo/{*rest}", get(echo).post(echo))
+        .route("/echo", any(echo))
+        .route("/echo/{*rest}", any(echo))
         .route("/static/{*file}", get(public_asset))
         .route("/spa/", get(spa))
         .fallback(page)

@@ -458,6 +458,8 @@ fn request_parts<'a>(
         client_addr,
         original_uri: header("x-original-uri"),
         original_method: header("x-original-method"),
+        origin: header("origin"),
+        access_control_request_method: header("access-control-request-method"),
     }
 }
 

@@ -14,8 +14,10 @@ use crate::secret::Secret;
 
 mod keys;
 mod parse;
+mod routes;
 
 pub use keys::ENV_PREFIX;
+pub use routes::{AllowList, PathMatch, Policy, Preflight, RouteConfig};
 
 /// Default browser-facing WeChat host (authorize pages).
 pub const DEFAULT_OPEN_BASE: &str = "https://open.weixin.qq.com";
@@ -75,6 +77,9 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[limits]`: abuse limits per client address.
     pub limits: LimitsConfig,
+    /// `[[route]]`: paths with their own policy (and, in the gateway,
+    /// upstream), in order; the first that matches decides.
+    pub routes: Vec<RouteConfig>,
 }
 
 /// `[limits]` settings: requests without a session that make WeChat API
@@ -294,6 +299,10 @@ pub struct GatewayConfig {
     /// `tls_cert` and `tls_key`: PEM files; with both, the gateway serves
     /// HTTPS on `listen` (TLS by Pingora).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `verify_files`: WeChat's domain verification files (`MP_verify_….txt`),
+    /// served at `/<name>` without a session; name → content, from an
+    /// inline table or a directory.
+    pub verify_files: std::collections::BTreeMap<String, String>,
 }
 
 /// The language of the gate's pages (`[gateway] language`).

@@ -25,6 +25,8 @@ struct RawFile {
     store: RawStore,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    route: Vec<super::routes::RawRoute>,
 }
 
 #[derive(Deserialize, Default)]
@@ -103,6 +105,7 @@ struct RawGateway {
     templates_dir: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    verify_files: Option<super::routes::RawVerifyFiles>,
 }
 
 impl Config {
@@ -314,6 +317,7 @@ impl Config {
             }
         };
 
+        let routes = super::routes::routes(raw.route)?;
         let g = raw.gateway;
         let listen = g.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
         if listen.parse::<std::net::SocketAddr>().is_err() {
@@ -399,6 +403,7 @@ impl Config {
                 ),
             ));
         }
+        let verify_files = super::routes::verify_files(g.verify_files)?;
         let public_paths = path_list("[gateway] public_paths", g.public_paths)?;
         let userinfo_paths = path_list("[gateway] userinfo_paths", g.userinfo_paths)?;
         let lifetime = g.session_lifetime_secs.unwrap_or(7 * 24 * 3600);
@@ -714,7 +719,9 @@ impl Config {
                     .upgrade_sock
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_UPGRADE_SOCK)),
                 tls,
+                verify_files,
             },
+            routes,
         })
     }
 }

@@ -1,7 +1,9 @@
 //! The pure decisions: a request in, a [`Decision`] out, no IO. The
 //! canonical path, the gate's routes, sessions that pass, and logins to start.
 
+use super::policy;
 use super::*;
+use crate::config::{Policy, Preflight};
 
 /// `400` for a path with no safe canonical form ([`crate::path`]).
 pub(super) fn bad_path(e: crate::path::PathError, lang: Lang, brand: &Branding) -> Reply {
@@ -103,7 +105,8 @@ impl Gate {
     /// *original* request (its method and URI from `X-Original-Method` and
     /// `X-Original-URI`, its headers). `202` when it may pass, with the
     /// identity headers (`X-WeChat-OpenID`, …) and any `Set-Cookie` to
-    /// forward; `401` with the login JSON when it needs a login (nginx then
+    /// forward; `403` (`access_denied`) when a logged-in user is kept out by
+    /// the route's policy; `401` with the login JSON when it needs a login (nginx then
     /// asks the gateway itself for the right answer: a 302, the 401 JSON or
     /// a page). No IO.
     pub fn decide_auth(&self, req: &RequestParts<'_>) -> Reply {
@@ -139,6 +142,9 @@ impl Gate {
                 }
                 reply
             }
+            // Logged in, but the route's policy keeps this user out: `403`,
+            // which nginx passes on as "not allowed" (not "log in").
+            Decision::Reply(reply) if reply.status == 403 => policy::not_allowed_json(),
             Decision::Reply(_) | Decision::Call(_) | Decision::NeedsBody { .. } => {
                 login_required_json(&login_url(req.path))
             }
@@ -208,30 +214,39 @@ impl Gate {
                 lang(),
             );
         }
-        let needs_userinfo = self.needs_userinfo(req.path);
-        match session {
-            Some(s) if !needs_userinfo || Scope::granted_includes_userinfo(&s.identity.scope) => {
-                return Decision::Pass(Pass {
-                    set_cookie: self.touch(&s, now),
-                    identity: Some(s.identity.clone()),
-                    upstream_cookie: strip_gate_cookies(
-                        req.cookie,
-                        &self.config.gateway.session_cookie_name,
-                    ),
-                    upstream_path,
-                });
+        if let Some(reply) = self.verify_file(req) {
+            return Decision::Reply(reply);
+        }
+        let chosen = self.route_for(req.path, req.method);
+        let pass = |identity: Option<&Arc<Session>>| {
+            Decision::Pass(Pass {
+                set_cookie: identity.and_then(|s| self.touch(s, now)),
+                identity: identity.map(|s| s.identity.clone()),
+                upstream_cookie: strip_gate_cookies(
+                    req.cookie,
+                    &self.config.gateway.session_cookie_name,
+                ),
+                upstream_path: upstream_path.clone(),
+                route: chosen.index,
+            })
+        };
+        if chosen.preflight == Preflight::Pass && policy::is_preflight(req) {
+            return pass(None);
+        }
+        let needs_userinfo = *chosen.policy == Policy::Userinfo;
+        match (&session, chosen.policy) {
+            (Some(s), Policy::Allow(list)) => {
+                if list.allows(&s.identity.openid, s.identity.unionid.as_deref()) {
+                    return pass(Some(s));
+                }
+                return Decision::Reply(self.not_allowed(req, &s.identity, lang()));
             }
-            None if self.is_public(req.path) => {
-                return Decision::Pass(Pass {
-                    identity: None,
-                    upstream_cookie: strip_gate_cookies(
-                        req.cookie,
-                        &self.config.gateway.session_cookie_name,
-                    ),
-                    set_cookie: None,
-                    upstream_path,
-                });
+            (Some(s), _)
+                if !needs_userinfo || Scope::granted_includes_userinfo(&s.identity.scope) =>
+            {
+                return pass(Some(s));
             }
+            (None, Policy::Public) => return pass(None),
             _ => {}
         }
         let return_to = if matches!(req.method, "GET" | "HEAD") {

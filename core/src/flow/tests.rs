@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::Policy;
 use crate::session::HEADER_OPENID;
 
 const NOW: u64 = 1_800_000_000;
@@ -36,6 +37,8 @@ fn req<'a>(path: &'a str, query: Option<&'a str>, cookie: Option<&'a str>) -> Re
         client_addr: None,
         original_uri: None,
         original_method: None,
+        origin: None,
+        access_control_request_method: None,
     }
 }
 
@@ -681,4 +684,381 @@ fn strip_gate_cookies_keeps_others_byte_for_byte() {
         strip_gate_cookies(Some("a=1;b=\"x y\"; wechat_state_q=z;c="), SESSION_COOKIE),
         UpstreamCookie::Rewritten("a=1; b=\"x y\"; c=".into())
     );
+}
+
+/// A gate with three routes of different policies (the allow-list by
+/// openid and unionid) before the default route.
+fn routed_gate() -> Gate {
+    gate_with(
+        r#"public_paths = ["/static/"]
+verify_files = { "MP_verify_abc123.txt" = "abc123" }
+[[route]]
+exact = "/about"
+policy = "public"
+[[route]]
+prefix = "/admin/"
+policy = "allow"
+allow = ["oAdmin1", "uUnion9"]
+[[route]]
+prefix = "/api/"
+methods = ["post", "PUT"]
+policy = "userinfo"
+[[route]]
+prefix = "/strict/"
+preflight = "login"
+"#,
+    )
+}
+
+fn passes(d: Decision) -> Pass {
+    match d {
+        Decision::Pass(pass) => pass,
+        other => panic!("expected a pass, got {other:?}"),
+    }
+}
+
+fn with_ids(openid: &str, unionid: Option<&str>) -> Identity {
+    Identity {
+        openid: openid.into(),
+        unionid: unionid.map(Into::into),
+        ..identity()
+    }
+}
+
+#[test]
+fn routes_match_in_order_on_the_canonical_path_and_method() {
+    let g = routed_gate();
+    // exact: only that path.
+    let about = passes(g.decide_at(&req("/about", None, None), NOW));
+    assert_eq!((about.route, about.identity), (Some(0), None));
+    for other in ["/about/", "/about/x", "/aboutx", "/About"] {
+        assert_eq!(
+            reply(g.decide_at(&req(other, None, None), NOW)).status,
+            302,
+            "{other}"
+        );
+    }
+    // A dot segment or an encoded one resolves before matching.
+    let dotted = passes(g.decide_at(&req("/static/../about", None, None), NOW));
+    assert_eq!(dotted.route, Some(0));
+    assert_eq!(dotted.upstream_path.as_deref(), Some("/about"));
+    assert_eq!(
+        reply(g.decide_at(&req("/about/../admin/", None, None), NOW)).status,
+        302,
+        "/admin/ after the dot segment, not the public /about"
+    );
+    // methods: upper-cased at load; a GET on /api/ is the default route.
+    let session = logged_in_cookie(&g);
+    let get = passes(g.decide_at(&req("/api/x", None, Some(&session)), NOW));
+    assert_eq!(get.route, None);
+    let mut post = req("/api/x", None, Some(&session));
+    post.method = "POST";
+    assert_eq!(passes(g.decide_at(&post, NOW)).route, Some(2));
+    // The default route keeps public_paths.
+    let css = passes(g.decide_at(&req("/static/a.css", None, None), NOW));
+    assert_eq!((css.route, css.identity), (None, None));
+}
+
+#[test]
+fn a_public_route_still_sends_a_logged_in_users_identity() {
+    let g = routed_gate();
+    let session = logged_in_cookie(&g);
+    let pass = passes(g.decide_at(&req("/about", None, Some(&session)), NOW));
+    assert_eq!(pass.identity.unwrap().openid, "oOpenid123");
+}
+
+#[test]
+fn an_allow_route_lets_in_listed_openids_and_unionids_only() {
+    let g = routed_gate();
+    let admin = login_as(&g, with_ids("oAdmin1", None));
+    let pass = passes(g.decide_at(&req("/admin/users", None, Some(&admin)), NOW));
+    assert_eq!(
+        (pass.route, pass.identity.unwrap().openid.as_str()),
+        (Some(1), "oAdmin1")
+    );
+    let by_union = login_as(&g, with_ids("oOther", Some("uUnion9")));
+    assert!(matches!(
+        g.decide_at(&req("/admin/", None, Some(&by_union)), NOW),
+        Decision::Pass(_)
+    ));
+    // Anyone else logged in: 403 naming them, with a logout link.
+    let someone = logged_in_cookie(&g);
+    let page = reply(g.decide_at(&req("/admin/users", None, Some(&someone)), NOW));
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("oOpenid123"), "{}", page.body);
+    assert!(page.body.contains("/_wechat/logout"), "{}", page.body);
+    let mut xhr = req("/admin/users", None, Some(&someone));
+    xhr.x_requested_with = Some("XMLHttpRequest");
+    let json = reply(g.decide_at(&xhr, NOW));
+    assert_eq!(json.status, 403);
+    assert!(
+        json.body.contains(r#""error":"access_denied""#),
+        "{}",
+        json.body
+    );
+    // An id that only looks like a listed one.
+    for near in ["oadmin1", "oAdmin1 ", "oAdmin", "oAdmin11"] {
+        let cookie = login_as(&g, with_ids(near.trim_end(), None));
+        let d = g.decide_at(&req("/admin/", None, Some(&cookie)), NOW);
+        if near.trim_end() == "oAdmin1" {
+            assert!(matches!(d, Decision::Pass(_)));
+        } else {
+            assert_eq!(reply(d).status, 403, "{near:?}");
+        }
+    }
+    // Not logged in: the login, not a 403.
+    assert_eq!(
+        reply(g.decide_at(&req("/admin/", None, None), NOW)).status,
+        302
+    );
+    // A forged cookie is no session at all.
+    let forged = format!("{HTTPS_SESSION_COOKIE}=AAAA{}", &admin[admin.len() - 20..]);
+    assert_eq!(
+        reply(g.decide_at(&req("/admin/", None, Some(&forged)), NOW)).status,
+        302
+    );
+}
+
+#[test]
+fn the_auth_route_answers_403_for_a_user_the_policy_keeps_out() {
+    let g = routed_gate();
+    let someone = logged_in_cookie(&g);
+    let refused = g.decide_auth(&req("/admin/users", None, Some(&someone)));
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("access_denied"));
+    assert_eq!(refused.header("X-WeChat-OpenID"), None);
+    let admin = login_as(&g, with_ids("oAdmin1", None));
+    let allowed = g.decide_auth(&req("/admin/users", None, Some(&admin)));
+    assert_eq!(allowed.status, 202);
+    assert_eq!(allowed.header("X-WeChat-OpenID"), Some("oAdmin1"));
+    assert_eq!(g.decide_auth(&req("/admin/users", None, None)).status, 401);
+}
+
+#[test]
+fn a_userinfo_route_sends_a_base_session_to_authorize_again() {
+    let g = routed_gate();
+    let base = login_as(
+        &g,
+        Identity {
+            scope: "snsapi_base".into(),
+            ..identity()
+        },
+    );
+    let mut post = req("/api/x", None, Some(&base));
+    post.method = "POST";
+    post.x_requested_with = Some("XMLHttpRequest");
+    assert_eq!(reply(g.decide_at(&post, NOW)).status, 401);
+    let full = logged_in_cookie(&g);
+    let mut post = req("/api/x", None, Some(&full));
+    post.method = "POST";
+    assert!(matches!(g.decide_at(&post, NOW), Decision::Pass(_)));
+}
+
+fn preflight<'a>(path: &'a str, cookie: Option<&'a str>) -> RequestParts<'a> {
+    RequestParts {
+        method: "OPTIONS",
+        origin: Some("https://other.example"),
+        access_control_request_method: Some("POST"),
+        user_agent: Some("Mozilla/5.0 Chrome/126"),
+        accept: Some("*/*"),
+        ..req(path, None, cookie)
+    }
+}
+
+#[test]
+fn a_cors_preflight_passes_without_a_session_unless_the_route_says_login() {
+    let g = routed_gate();
+    let pass = passes(g.decide_at(
+        &preflight("/orders", Some("wechat_state_x=1; theme=dark")),
+        NOW,
+    ));
+    assert_eq!(pass.identity, None);
+    assert_eq!(
+        pass.upstream_cookie,
+        UpstreamCookie::Rewritten("theme=dark".into())
+    );
+    // Even on an allow route: a preflight carries no user to refuse.
+    assert!(matches!(
+        g.decide_at(&preflight("/admin/", None), NOW),
+        Decision::Pass(Pass { identity: None, .. })
+    ));
+    // A preflight never carries the identity, even with a session cookie.
+    let session = logged_in_cookie(&g);
+    let pass = passes(g.decide_at(&preflight("/orders", Some(&session)), NOW));
+    assert_eq!(pass.identity, None);
+    // preflight = "login": like any request of the route.
+    assert_eq!(
+        reply(g.decide_at(&preflight("/strict/x", None), NOW)).status,
+        401
+    );
+    // Requests that only look like a preflight need a login.
+    let lookalikes = [
+        RequestParts {
+            access_control_request_method: None,
+            ..preflight("/orders", None)
+        },
+        RequestParts {
+            origin: None,
+            ..preflight("/orders", None)
+        },
+        RequestParts {
+            origin: Some(""),
+            ..preflight("/orders", None)
+        },
+        RequestParts {
+            access_control_request_method: Some(""),
+            ..preflight("/orders", None)
+        },
+        RequestParts {
+            method: "options",
+            ..preflight("/orders", None)
+        },
+        RequestParts {
+            method: "GET",
+            ..preflight("/orders", None)
+        },
+    ];
+    for lookalike in &lookalikes {
+        assert_eq!(
+            reply(g.decide_at(lookalike, NOW)).status,
+            401,
+            "{:?} {:?} {:?}",
+            lookalike.method,
+            lookalike.origin,
+            lookalike.access_control_request_method
+        );
+    }
+}
+
+#[test]
+fn verification_files_are_served_by_exact_name_without_a_session() {
+    let g = routed_gate();
+    let file = reply(g.decide_at(&req("/MP_verify_abc123.txt", None, None), NOW));
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, "abc123");
+    assert_eq!(
+        file.header("Content-Type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let mut head = req("/MP_verify_abc123.txt", None, None);
+    head.method = "HEAD";
+    assert_eq!(reply(g.decide_at(&head, NOW)).status, 200);
+    // Through the canonical path, an encoded name is the same file.
+    assert_eq!(
+        reply(g.decide_at(&req("/x/../MP_verify_abc123.txt", None, None), NOW)).status,
+        200
+    );
+    // Anything else is an ordinary request (here: a login).
+    for other in [
+        "/MP_verify_abc123.txt/",
+        "/mp_verify_abc123.txt",
+        "/MP_verify_abc123.txtx",
+        "/x/MP_verify_abc123.txt",
+        "/MP_verify_other.txt",
+    ] {
+        assert_eq!(
+            reply(g.decide_at(&req(other, None, None), NOW)).status,
+            302,
+            "{other}"
+        );
+    }
+    let mut post = req("/MP_verify_abc123.txt", None, None);
+    post.method = "POST";
+    assert_eq!(reply(g.decide_at(&post, NOW)).status, 302);
+}
+
+#[test]
+fn bad_routes_and_verification_files_are_refused_at_load() {
+    let base = "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\n\
+                [gateway]\npublic_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let cases = [
+        ("[[route]]\npolicy = \"public\"\n", "[[route]] prefix"),
+        (
+            "[[route]]\nprefix = \"/a/\"\nexact = \"/a\"\n",
+            "[[route]] prefix",
+        ),
+        ("[[route]]\nprefix = \"a/\"\n", "[[route]] prefix"),
+        ("[[route]]\nprefix = \"/a/../b/\"\n", "[[route]] prefix"),
+        ("[[route]]\nexact = \"/a%2Fb\"\n", "[[route]] exact"),
+        ("[[route]]\nexact = \"//a\"\n", "[[route]] exact"),
+        (
+            "[[route]]\nprefix = \"/a/\"\npolicy = \"admin\"\n",
+            "[[route]] policy",
+        ),
+        (
+            "[[route]]\nprefix = \"/a/\"\nallow = [\"oX\"]\n",
+            "[[route]] allow",
+        ),
+        (
+            "[[route]]\nprefix = \"/a/\"\npolicy = \"allow\"\nallow = [\"o X\"]\n",
+            "[[route]] allow",
+        ),
+        (
+            "[[route]]\nprefix = \"/a/\"\npolicy = \"allow\"\nallow_file = \"/nonexistent/allow.txt\"\n",
+            "[[route]] allow_file",
+        ),
+        (
+            "[[route]]\nprefix = \"/a/\"\npreflight = \"skip\"\n",
+            "[[route]] preflight",
+        ),
+        (
+            "[[route]]\nprefix = \"/a/\"\nmethods = [\"GE T\"]\n",
+            "[[route]] methods",
+        ),
+        (
+            "[gateway.verify_files]\n\"../etc/passwd.txt\" = \"x\"\n",
+            "[gateway] verify_files",
+        ),
+        (
+            "[gateway.verify_files]\n\"MP_verify_a.html\" = \"x\"\n",
+            "[gateway] verify_files",
+        ),
+    ];
+    for (extra, key) in cases {
+        // `[gateway.verify_files]` is a table of [gateway]: no other
+        // [gateway] key may follow it, so the cases put it last.
+        let err = Config::from_toml(&format!("{base}{extra}"), |_| None).unwrap_err();
+        assert!(err.to_string().contains(key), "{extra}: {err}");
+    }
+    let big = format!(
+        "{base}verify_files = {{ \"MP_verify_a.txt\" = \"{}\" }}\n",
+        "x".repeat(1025)
+    );
+    let err = Config::from_toml(&big, |_| None).unwrap_err();
+    assert!(err.to_string().contains("1024 bytes"), "{err}");
+}
+
+#[test]
+fn an_allow_file_is_read_with_comments_and_blank_lines() {
+    let path = std::env::temp_dir().join(format!("wechat-allow-{}.txt", new_sid()));
+    std::fs::write(&path, "# admins\noFromFile1\n\n  uUnionFile  # the boss\n").unwrap();
+    let g = gate_with(&format!(
+        "[[route]]\nprefix = \"/admin/\"\npolicy = \"allow\"\nallow_file = {:?}\n",
+        path.display().to_string()
+    ));
+    let Policy::Allow(list) = &g.config.routes[0].policy else {
+        panic!("{:?}", g.config.routes[0].policy)
+    };
+    assert_eq!(list.len(), 2);
+    assert!(list.allows("oFromFile1", None));
+    assert!(list.allows("oSomeone", Some("uUnionFile")));
+    assert!(!list.allows("# admins", None));
+    assert!(!list.allows("oSomeone", None));
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn the_403_page_escapes_the_users_nickname() {
+    let g = routed_gate();
+    let cookie = login_as(
+        &g,
+        Identity {
+            nickname: Some("<img src=x onerror=alert(1)>".into()),
+            ..identity()
+        },
+    );
+    let page = reply(g.decide_at(&req("/admin/", None, Some(&cookie)), NOW));
+    assert_eq!(page.status, 403);
+    assert!(!page.body.contains("<img src=x"), "{}", page.body);
+    assert!(page.body.contains("&lt;img"), "{}", page.body);
 }

@@ -139,6 +139,9 @@ pub(crate) enum Notice<'a> {
     ConfirmedAlready,
     /// `410`: the scene is over (logged in or expired).
     ConfirmOver,
+    /// `403`: logged in, but the route's policy does not let this user in;
+    /// `who` is the user's openid, `logout` the logout link.
+    NotAllowed { who: &'a str, logout: &'a str },
 }
 
 impl Notice<'_> {
@@ -415,6 +418,25 @@ impl Notice<'_> {
                     },
                     None,
                     None,
+                ),
+                Notice::NotAllowed { who, logout } => (
+                    403,
+                    Text {
+                        zh: "没有访问权限",
+                        en: "Not allowed",
+                    },
+                    Text {
+                        zh: "你已用微信登录，但这个页面不对你的账号开放。可以退出后换一个账号登录。",
+                        en: "You are logged in with WeChat, but this page is not open to your account. You can log out and log in with another one.",
+                    },
+                    Some(*who),
+                    Some((
+                        *logout,
+                        Text {
+                            zh: "退出登录",
+                            en: "Log out",
+                        },
+                    )),
                 ),
                 Notice::Confirmed => (
                     200,

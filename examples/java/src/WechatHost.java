@@ -80,7 +80,8 @@ public final class WechatHost {
                     header(exchange, "X-Requested-With"), header(exchange, "Accept-Language"),
                     exchange.getRemoteAddress().getAddress().getHostAddress(),
                     header(exchange, "X-Forwarded-For"), header(exchange, "X-Original-URI"),
-                    header(exchange, "X-Original-Method")};
+                    header(exchange, "X-Original-Method"), header(exchange, "Origin"),
+                    header(exchange, "Access-Control-Request-Method")};
             decision = oauth.decide(request, null);
             if (decision.kind() == WechatOAuth.Decision.NEEDS_BODY) {
                 // A signed push or the SPA's code hand-off: at most the limit + 1 bytes.

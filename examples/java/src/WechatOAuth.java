@@ -65,11 +65,14 @@ public final class WechatOAuth implements AutoCloseable {
         public Str x_forwarded_for = new Str();
         public Str x_original_uri = new Str();
         public Str x_original_method = new Str();
+        public Str origin = new Str();
+        public Str access_control_request_method = new Str();
 
         @Override
         protected List<String> getFieldOrder() {
             return List.of("method", "path", "query", "cookie", "user_agent", "accept", "x_requested_with", "accept_language",
-                    "client_address", "x_forwarded_for", "x_original_uri", "x_original_method");
+                    "client_address", "x_forwarded_for", "x_original_uri", "x_original_method", "origin",
+                    "access_control_request_method");
         }
     }
 
@@ -194,7 +197,8 @@ public final class WechatOAuth implements AutoCloseable {
     /**
      * The decision for a request given as the fields of {@code wechat_oauth_request} in order (method,
      * path, query, cookie, user_agent, accept, x_requested_with, accept_language, client_address,
-     * x_forwarded_for, x_original_uri, x_original_method; null = absent). With {@code body} (the request
+     * x_forwarded_for, x_original_uri, x_original_method, origin, access_control_request_method; null =
+     * absent). With {@code body} (the request
      * body, read after a {@link Decision#NEEDS_BODY} decision, at most its {@link Decision#bodyLimit()}
      * plus one bytes) the library decides again with it.
      */
@@ -203,7 +207,8 @@ public final class WechatOAuth implements AutoCloseable {
         Request request = new Request();
         Str[] slots = {request.method, request.path, request.query, request.cookie, request.user_agent,
                 request.accept, request.x_requested_with, request.accept_language, request.client_address,
-                request.x_forwarded_for, request.x_original_uri, request.x_original_method};
+                request.x_forwarded_for, request.x_original_uri, request.x_original_method, request.origin,
+                request.access_control_request_method};
         for (int i = 0; i < slots.length; i++) {
             fill(slots[i], i < fields.length ? fields[i] : null, keep);
         }

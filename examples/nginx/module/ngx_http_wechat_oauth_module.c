@@ -500,6 +500,8 @@ static wechat_oauth_request request_of(ngx_http_request_t *r) {
         .x_forwarded_for = header_value(r, "X-Forwarded-For"),
         .x_original_uri = header_value(r, "X-Original-URI"),
         .x_original_method = header_value(r, "X-Original-Method"),
+        .origin = header_value(r, "Origin"),
+        .access_control_request_method = header_value(r, "Access-Control-Request-Method"),
     };
     return req;
 }
