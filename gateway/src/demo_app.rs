@@ -50,6 +50,8 @@ async fn echo(request: Request) -> Response {
         "query": request.uri().query(),
         "headers": headers,
         "nickname": decoded_nickname(request.headers()),
+        // Which instance answered (tests of load-balanced upstreams).
+        "served_by": request.extensions().get::<ServedAt>().map(|at| at.0.to_string()),
     }))
     .into_response()
 }
@@ -115,6 +117,10 @@ pub fn router() -> Router {
         .fallback(page)
 }
 
+/// The address a demo app instance listens on, for its echo's `served_by`.
+#[derive(Clone, Copy)]
+struct ServedAt(SocketAddr);
+
 /// Binds `addr` (port 0 picks one) and serves the demo app on the current runtime.
 ///
 /// Errors: the bind error.
@@ -122,7 +128,7 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router()).await;
+        let _ = axum::serve(listener, router().layer(axum::Extension(ServedAt(addr)))).await;
     });
     Ok((addr, task))
 }

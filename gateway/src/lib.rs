@@ -8,6 +8,7 @@ pub mod demo_app;
 pub mod logging;
 mod server;
 mod tls;
+mod upstreams;
 
 pub use server::{
     build_server, build_server_from_file, build_server_from_file_with, load_config,

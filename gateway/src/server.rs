@@ -18,11 +18,14 @@ use wechat_oauth_pingora::{GateCtx, HeaderDeadlineApp, SharedStateSync, WechatGa
 
 use crate::access::{AccessLogger, Entry};
 use crate::tls::{CurrentCert, ReloadableCert};
+use crate::upstreams::Upstreams;
 
-/// A reverse proxy to one upstream with the WeChat gate in front.
+/// A reverse proxy to the application's upstream (and the named upstreams
+/// routes send requests to) with the WeChat gate in front.
 pub struct GatewayProxy {
     gate: WechatGate,
     upstream: SocketAddr,
+    named: Arc<Upstreams>,
     in_flight: Arc<AtomicUsize>,
     access: Arc<AccessLogger>,
 }
@@ -30,10 +33,15 @@ pub struct GatewayProxy {
 impl GatewayProxy {
     /// A proxy to `upstream` guarded by `gate`.
     pub fn new(gate: WechatGate, upstream: SocketAddr) -> Self {
+        Self::with_named(gate, upstream, Arc::default())
+    }
+
+    fn with_named(gate: WechatGate, upstream: SocketAddr, named: Arc<Upstreams>) -> Self {
         let access = Arc::new(AccessLogger::new(&gate.gate().config().gateway.access_log));
         GatewayProxy {
             gate,
             upstream,
+            named,
             in_flight: Arc::default(),
             access,
         }
@@ -119,6 +127,9 @@ pub struct GatewayCtx {
     _in_flight: InFlight,
     started: std::time::Instant,
     upstream_ms: Option<u64>,
+    /// The named upstream of the request's route (its index in
+    /// [`Upstreams`]); `None`: `[gateway] upstream`.
+    named_upstream: Option<usize>,
 }
 
 #[async_trait]
@@ -131,6 +142,7 @@ impl ProxyHttp for GatewayProxy {
             _in_flight: InFlight::new(&self.in_flight),
             started: std::time::Instant::now(),
             upstream_ms: None,
+            named_upstream: None,
         }
     }
 
@@ -139,15 +151,31 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut GatewayCtx,
     ) -> pingora::Result<bool> {
-        self.gate.request_filter(session, &mut ctx.gate).await
+        let answered = self.gate.request_filter(session, &mut ctx.gate).await?;
+        if let Some(route) = ctx.gate.route().filter(|_| !answered) {
+            let gate = self.gate.gate();
+            if let Some(name) = gate
+                .config()
+                .routes
+                .get(route)
+                .and_then(|r| r.upstream.as_deref())
+            {
+                // A reload never brings a route whose upstream is not running.
+                ctx.named_upstream = self.named.index_of(name);
+            }
+        }
+        Ok(answered)
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut GatewayCtx,
+        ctx: &mut GatewayCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        match ctx.named_upstream {
+            Some(index) => Ok(Box::new(self.named.peer(index)?)),
+            None => Ok(Box::new(HttpPeer::new(self.upstream, false, String::new()))),
+        }
     }
 
     async fn upstream_request_filter(
@@ -313,6 +341,9 @@ pub enum StartError {
     /// `[gateway] upstream` is missing or does not resolve.
     #[error("config [gateway] upstream: {0}")]
     Upstream(String),
+    /// An `[upstreams.NAME]` can't be used (no server resolves, a bad CA file).
+    #[error("config [upstreams] {0}")]
+    Upstreams(String),
     /// `[gateway] tls_cert`/`tls_key` can't be used.
     #[error("config [gateway] tls_cert/tls_key: {0}")]
     Tls(String),
@@ -401,6 +432,9 @@ fn build_server_inner(
     let header_timeout = config.gateway.header_timeout;
     let grace = config.gateway.shutdown_grace;
     let upgrade_sock = config.gateway.upgrade_sock.clone();
+    let (named, upstream_services) =
+        Upstreams::build(&config.upstreams).map_err(StartError::Upstreams)?;
+    let named = Arc::new(named);
     let core_gate = Arc::new(Gate::new(config)?);
     let shared = core_gate.is_shared();
     let gate = WechatGate::new(core_gate);
@@ -419,7 +453,7 @@ fn build_server_inner(
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
-    let gateway_proxy = GatewayProxy::new(gate.clone(), upstream);
+    let gateway_proxy = GatewayProxy::with_named(gate.clone(), upstream, named.clone());
     let in_flight = gateway_proxy.in_flight();
     let access = gateway_proxy.access_log();
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway_proxy);
@@ -448,6 +482,9 @@ fn build_server_inner(
         }
     };
     server.add_service(service);
+    for upstream in upstream_services {
+        server.add_service(upstream);
+    }
     if let Some(addr) = &metrics_listen {
         // Pingora's own Prometheus service, on the default registry.
         wechat_oauth::metrics::register();
@@ -486,6 +523,7 @@ fn build_server_inner(
                 overrides,
                 access,
                 certificate,
+                named,
             },
         ));
     }
@@ -500,6 +538,8 @@ struct ReloadOnHangup {
     access: Arc<AccessLogger>,
     /// The TLS certificate, read again with the configuration.
     certificate: Option<Arc<ReloadableCert>>,
+    /// The named upstreams running (built at the start).
+    named: Arc<Upstreams>,
 }
 
 /// The `[gateway]` keys that differ between `running` and `loaded` and
@@ -579,11 +619,23 @@ impl BackgroundService for ReloadOnHangup {
             }
             let reloaded = load_config_with(&self.path, &self.overrides)
                 .map_err(|e| e.to_string())
-                .and_then(|config| self.gate.gate().reload(config).map_err(|e| e.to_string()));
+                .and_then(|config| self.gate.gate().reload(config).map_err(|e| e.to_string()))
+                .and_then(|gate| {
+                    let routed = gate.config().routes.iter().filter_map(|r| r.upstream.as_deref());
+                    if self.named.has_all(routed) {
+                        Ok(gate)
+                    } else {
+                        Err("a [[route]] names an upstream that is not running: new [upstreams] need a restart".into())
+                    }
+                });
             match reloaded {
                 Ok(gate) => {
-                    let waiting =
-                        needs_restart(&self.gate.gate().config().gateway, &gate.config().gateway);
+                    let running = self.gate.gate();
+                    let mut waiting =
+                        needs_restart(&running.config().gateway, &gate.config().gateway);
+                    if running.config().upstreams != gate.config().upstreams {
+                        waiting.push("[upstreams]");
+                    }
                     self.gate.replace(gate);
                     if waiting.is_empty() {
                         tracing::info!(config = %self.path.display(), "configuration reloaded");

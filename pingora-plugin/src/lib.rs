@@ -61,6 +61,12 @@ impl GateCtx {
         self.pass.is_some()
     }
 
+    /// The index in `Config::routes` of the `[[route]]` the request passed
+    /// under; `None`: the default route, or it did not pass.
+    pub fn route(&self) -> Option<usize> {
+        self.pass.as_ref()?.route
+    }
+
     /// When the request went to the upstream, if it did.
     pub fn upstream_sent(&self) -> Option<std::time::Instant> {
         self.upstream_sent

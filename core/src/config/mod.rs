@@ -15,9 +15,11 @@ use crate::secret::Secret;
 mod keys;
 mod parse;
 mod routes;
+mod upstreams;
 
 pub use keys::ENV_PREFIX;
 pub use routes::{AllowList, PathMatch, Policy, Preflight, RouteConfig};
+pub use upstreams::UpstreamConfig;
 
 /// Default browser-facing WeChat host (authorize pages).
 pub const DEFAULT_OPEN_BASE: &str = "https://open.weixin.qq.com";
@@ -80,6 +82,9 @@ pub struct Config {
     /// `[[route]]`: paths with their own policy (and, in the gateway,
     /// upstream), in order; the first that matches decides.
     pub routes: Vec<RouteConfig>,
+    /// `[upstreams.NAME]`: the gateway's named upstreams, by name (routes
+    /// send requests to them; other hosts ignore them).
+    pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
 }
 
 /// `[limits]` settings: requests without a session that make WeChat API

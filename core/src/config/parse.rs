@@ -27,6 +27,8 @@ struct RawFile {
     limits: RawLimits,
     #[serde(default)]
     route: Vec<super::routes::RawRoute>,
+    #[serde(default)]
+    upstreams: std::collections::BTreeMap<String, super::upstreams::RawUpstream>,
 }
 
 #[derive(Deserialize, Default)]
@@ -318,6 +320,7 @@ impl Config {
         };
 
         let routes = super::routes::routes(raw.route)?;
+        let upstreams = super::upstreams::upstreams(raw.upstreams, &routes)?;
         let g = raw.gateway;
         let listen = g.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
         if listen.parse::<std::net::SocketAddr>().is_err() {
@@ -722,6 +725,7 @@ impl Config {
                 verify_files,
             },
             routes,
+            upstreams,
         })
     }
 }

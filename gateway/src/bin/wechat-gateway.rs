@@ -143,6 +143,15 @@ fn check_config(path: &std::path::Path, overrides: Vec<(String, String)>) -> i32
                 }
                 Some(_) => {}
             }
+            for (name, upstream) in &config.upstreams {
+                for server in &upstream.servers {
+                    if std::net::ToSocketAddrs::to_socket_addrs(server.as_str()).is_err() {
+                        eprintln!(
+                            "wechat-gateway: warning: config [upstreams.{name}] servers: {server:?} does not resolve here"
+                        );
+                    }
+                }
+            }
         }
     }
     for p in &problems {
