@@ -1276,12 +1276,25 @@ pub enum SiteLogin {
     SceneQrSafe,
 }
 
+/// The `[gateway]` lines every [`Site`] has, whatever its front: a
+/// verification file, an `allow` route that lists nobody and a `public`
+/// page (the policies hold the same in every host).
+pub const SITE_ROUTES: &str = r#"verify_files = { "MP_verify_Hosts123.txt" = "Hosts123" }
+[[route]]
+prefix = "/admin/"
+policy = "allow"
+allow = ["oNobodyIsListed"]
+[[route]]
+exact = "/about"
+policy = "public"
+"#;
+
 impl SiteLogin {
-    /// The `[wechat]` lines, the `[gateway]` lines and the emulator's
-    /// arguments (pushing to `front_url`) of this login.
+    /// The `[wechat]` lines, the `[gateway]` lines (with [`SITE_ROUTES`])
+    /// and the emulator's arguments (pushing to `front_url`) of this login.
     fn setup(self, emulator_url: &str, front_url: &str) -> (String, String, Vec<String>) {
         if self == SiteLogin::Notice {
-            return (String::new(), String::new(), Vec::new());
+            return (String::new(), SITE_ROUTES.to_owned(), Vec::new());
         }
         let key = if self == SiteLogin::SceneQrSafe {
             format!("encoding_aes_key = \"{ENCODING_AES_KEY}\"\n")
@@ -1301,7 +1314,7 @@ impl SiteLogin {
         .to_vec();
         (
             wechat,
-            "desktop_login = \"scene_qr\"\n".to_owned(),
+            format!("desktop_login = \"scene_qr\"\n{SITE_ROUTES}"),
             emulator,
         )
     }
@@ -1320,9 +1333,13 @@ impl Site {
         }
         if front == Front::Gateway {
             let stack = match login {
-                SiteLogin::Notice => Stack::start().await,
-                SiteLogin::SceneQr => Stack::start_desktop("scene_qr").await,
-                SiteLogin::SceneQrSafe => Stack::start_desktop_safe("scene_qr").await,
+                SiteLogin::Notice => Stack::start_with("", SITE_ROUTES).await,
+                SiteLogin::SceneQr => {
+                    Stack::start_desktop_with("scene_qr", false, SITE_ROUTES).await
+                }
+                SiteLogin::SceneQrSafe => {
+                    Stack::start_desktop_with("scene_qr", true, SITE_ROUTES).await
+                }
             };
             return Site {
                 front,

@@ -54,10 +54,15 @@ fn seen(site: &Site, case: &'static str, a: &Answer) -> Seen {
 
 /// An XHR `GET target` sent byte for byte, as an [`Answer`].
 fn raw_answer(site: &Site, target: &str) -> Answer {
+    raw_answer_with(site, target, "")
+}
+
+/// [`raw_answer`] with more header lines (`Name: value\r\n` each).
+fn raw_answer_with(site: &Site, target: &str, extra_headers: &str) -> Answer {
     let (head, body) = wechat_e2e::raw_request(
         &site.url,
         &format!(
-            "GET {target} HTTP/1.1\r\nHost: {}\r\nX-Requested-With: XMLHttpRequest\r\nConnection: close\r\n\r\n",
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nX-Requested-With: XMLHttpRequest\r\n{extra_headers}Connection: close\r\n\r\n",
             site.url.trim_start_matches("http://")
         ),
     );
@@ -205,6 +210,93 @@ async fn run_cases(site: &Site) -> Vec<Seen> {
             .await,
     ));
 
+    // The routes every site has (wechat_e2e::SITE_ROUTES): an allow-list
+    // without this user, a public page, the verification file, preflights.
+    out.push(seen(
+        site,
+        "allow route, not listed",
+        &browser.get(&format!("{}/admin/users", site.url)).await,
+    ));
+    out.push(seen(
+        site,
+        "allow route, not listed, xhr",
+        &browser
+            .get_with(&format!("{}/admin/users", site.url), &xhr)
+            .await,
+    ));
+    out.push(seen(
+        site,
+        "allow route, dot segments",
+        &raw_answer_with(
+            site,
+            "/about/../admin/users",
+            &format!("Cookie: {}\r\n", browser.cookie_header()),
+        ),
+    ));
+    let public = Browser::new(WECHAT_UA)
+        .get(&format!("{}/about", site.url))
+        .await;
+    // The application's answer (a host's own app may not have the page).
+    assert!(
+        !matches!(public.status, 302 | 401 | 403),
+        "{:?}: {} {}",
+        site.front,
+        public.status,
+        public.body
+    );
+    out.push(seen(
+        site,
+        "below the exact public page",
+        &Browser::new(WECHAT_UA)
+            .get_with(&format!("{}/about/x", site.url), &xhr)
+            .await,
+    ));
+    out.push(seen(
+        site,
+        "verification file",
+        &Browser::new(DESKTOP_UA)
+            .get(&format!("{}/MP_verify_Hosts123.txt", site.url))
+            .await,
+    ));
+    assert_eq!(
+        Browser::new(DESKTOP_UA)
+            .get(&format!("{}/MP_verify_Hosts123.txt", site.url))
+            .await
+            .body,
+        "Hosts123",
+        "{:?}",
+        site.front
+    );
+    let preflight = |headers: &'static [(&'static str, &'static str)]| {
+        let mut request = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .request(reqwest::Method::OPTIONS, format!("{}/api/x", site.url))
+            .header("User-Agent", DESKTOP_UA);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let passed = preflight(&[
+        ("Origin", "https://shop.example"),
+        ("Access-Control-Request-Method", "POST"),
+    ])
+    .await;
+    assert!(
+        passed != 401 && passed != 302,
+        "{:?}: a preflight goes to the application, got {passed}",
+        site.front
+    );
+    assert_eq!(
+        preflight(&[("Origin", "https://shop.example")]).await,
+        401,
+        "{:?}: OPTIONS without Access-Control-Request-Method is no preflight",
+        site.front
+    );
+
     let mut tampered = Browser::new(WECHAT_UA);
     let mut value = browser.cookies["wechat_session"].clone().into_bytes();
     let mid = value.len() / 2;
@@ -278,6 +370,18 @@ async fn every_front_answers_exactly_as_the_gateway() {
     );
     assert_eq!(by_case("an encoded slash").status, 400);
     assert_eq!(by_case("a dot segment with a parameter").status, 400);
+    assert_eq!(by_case("allow route, not listed").status, 403);
+    assert_eq!(
+        by_case("allow route, not listed, xhr").json.unwrap()["error"],
+        "access_denied"
+    );
+    assert_eq!(by_case("allow route, dot segments").status, 403);
+    assert_eq!(by_case("below the exact public page").status, 401);
+    let file = by_case("verification file");
+    assert_eq!(
+        (file.status, file.content_type.as_str()),
+        (200, "text/plain; charset=utf-8")
+    );
 
     for front in [
         Front::C,
