@@ -278,6 +278,17 @@ enum CallKind {
         return_to: String,
         wait: Duration,
     },
+    /// A `followers` route for a user whose follow state this instance
+    /// does not know: ask the store, else WeChat (`cgi-bin/user/info`).
+    FollowCheck {
+        identity: Arc<Identity>,
+        /// Where the browser goes again (`307`) once the user follows.
+        again: String,
+        /// The request wants JSON (a script).
+        json: bool,
+        /// For the `auth` route: `202` with the identity or `403`.
+        auth: bool,
+    },
 }
 
 /// The gate: configuration, cookie keys, the WeChat API client, the token
@@ -302,6 +313,9 @@ pub struct Gate {
     logins: Arc<SingleFlight<LoginResult>>,
     refreshes: Arc<SingleFlight<Result<StoredTokens, CallError>>>,
     revocations: Arc<Revocations>,
+    /// Whether users follow the Official Account, by openid, until when
+    /// (unix seconds): what `followers` routes decide on without IO.
+    followers: Arc<crate::expiring::ExpiringMap<String, bool>>,
     /// `[limits]`: logins per client address; `None` when off.
     login_limiter: Option<Arc<LoginLimiter>>,
     /// The longest a `qr/status` long poll waits ([`Gate::with_long_poll_limit`]).
@@ -475,6 +489,9 @@ impl Gate {
             )),
             refreshes: Arc::new(SingleFlight::new(Duration::from_secs(5), 100_000)),
             revocations: Arc::default(),
+            followers: Arc::new(crate::expiring::ExpiringMap::new(
+                policy::MAX_KNOWN_FOLLOWERS,
+            )),
             login_limiter,
             long_poll_limit: Duration::from_secs(QR_LONG_POLL_SECS),
             revocations_seen_ms: std::sync::atomic::AtomicU64::new(0),
@@ -550,6 +567,7 @@ impl Gate {
         gate.logins = self.logins.clone();
         gate.refreshes = self.refreshes.clone();
         gate.revocations = self.revocations.clone();
+        gate.followers = self.followers.clone();
         if gate.config.limits == self.config.limits {
             gate.login_limiter = self.login_limiter.clone();
         }
@@ -687,6 +705,12 @@ impl Gate {
                 return_to,
                 wait,
             } => self.qr_status(&scene, &return_to, wait).await,
+            CallKind::FollowCheck {
+                identity,
+                again,
+                json,
+                auth,
+            } => self.follow_check(&identity, &again, json, auth, lang).await,
         }
     }
 }

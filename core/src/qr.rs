@@ -109,16 +109,17 @@ impl BasicToken {
         self.coordination.forget_basic_token(token).await;
     }
 
-    /// Creates a scene QR code; a 40001/42001 answer refreshes the token and retries once.
+    /// Runs `call` with a valid token; a 40001/42001 answer (the token is
+    /// no longer valid) forgets it and runs `call` once more with a new one.
     ///
     /// Errors: [`CallError`].
-    pub async fn create_qr_scene(&self, scene: &str, now: u64) -> Result<QrTicket, CallError> {
+    async fn with_token<T, F, Fut>(&self, now: u64, call: F) -> Result<T, CallError>
+    where
+        F: Fn(AccessToken) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::sns::SnsError>>,
+    {
         let token = self.get(now).await?;
-        match self
-            .sns
-            .create_qr_scene(&token, scene, SCENE_LIFETIME_SECS)
-            .await
-        {
+        match call(token.clone()).await {
             Err(e)
                 if matches!(
                     e.errcode(),
@@ -126,14 +127,30 @@ impl BasicToken {
                 ) =>
             {
                 self.invalidate(&token).await;
-                let token = self.get(now).await?;
-                Ok(self
-                    .sns
-                    .create_qr_scene(&token, scene, SCENE_LIFETIME_SECS)
-                    .await?)
+                Ok(call(self.get(now).await?).await?)
             }
             other => Ok(other?),
         }
+    }
+
+    /// Creates a scene QR code (`cgi-bin/qrcode/create`).
+    ///
+    /// Errors: [`CallError`].
+    pub async fn create_qr_scene(&self, scene: &str, now: u64) -> Result<QrTicket, CallError> {
+        self.with_token(now, |token| async move {
+            self.sns
+                .create_qr_scene(&token, scene, SCENE_LIFETIME_SECS)
+                .await
+        })
+        .await
+    }
+
+    /// Whether `openid` follows the Official Account (`cgi-bin/user/info`).
+    ///
+    /// Errors: [`CallError`].
+    pub async fn follower(&self, openid: &str, now: u64) -> Result<crate::sns::Follower, CallError> {
+        self.with_token(now, |token| async move { self.sns.follower(&token, openid).await })
+            .await
     }
 }
 

@@ -324,6 +324,36 @@ pub fn parse_basic_token(body: &[u8]) -> Result<(AccessToken, u64), SnsError> {
     Ok((AccessToken::new(raw.access_token), raw.expires_in))
 }
 
+/// A user's relation to the Official Account, from `cgi-bin/user/info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follower {
+    /// `subscribe` = 1: the user follows the account.
+    pub subscribed: bool,
+    /// `unionid`, when the account is bound to an Open Platform account
+    /// (followers only).
+    pub unionid: Option<String>,
+}
+
+/// Parses a `cgi-bin/user/info` answer (WeChat's "获取用户基本信息").
+///
+/// Errors: as [`parse_token_response`]; 40001/42001 for a stale basic
+/// token, 40003 for an openid that is not the account's.
+pub fn parse_follower(body: &[u8]) -> Result<Follower, SnsError> {
+    check_errcode(body)?;
+    #[derive(Deserialize)]
+    struct Raw {
+        subscribe: u8,
+        #[serde(default)]
+        unionid: Option<String>,
+    }
+    let raw: Raw = serde_json::from_slice(body)
+        .map_err(|e| SnsError::Malformed(format!("user/info answer: {}", json_problem(&e))))?;
+    Ok(Follower {
+        subscribed: raw.subscribe == 1,
+        unionid: raw.unionid.filter(|u| !u.is_empty()),
+    })
+}
+
 /// Parses a `cgi-bin/qrcode/create` answer.
 ///
 /// Errors: as [`parse_token_response`]; 40001/42001 for a stale basic token.
@@ -451,6 +481,23 @@ impl SnsClient {
             .append_pair("secret", self.secret.expose());
         self.with_retries(ENDPOINT, || async {
             parse_basic_token(&self.get(url.clone()).await?)
+        })
+        .await
+    }
+
+    /// Whether `openid` follows the Official Account (`cgi-bin/user/info`,
+    /// `lang=zh_CN`).
+    ///
+    /// Errors: [`SnsError`]; 40001/42001 when `token` is no longer valid.
+    pub async fn follower(&self, token: &AccessToken, openid: &str) -> Result<Follower, SnsError> {
+        const ENDPOINT: &str = "cgi-bin/user/info";
+        let mut url = api_url(&self.api_base, ENDPOINT);
+        url.query_pairs_mut()
+            .append_pair("access_token", token.expose())
+            .append_pair("openid", openid)
+            .append_pair("lang", "zh_CN");
+        self.with_retries(ENDPOINT, || async {
+            parse_follower(&self.get(url.clone()).await?)
         })
         .await
     }

@@ -21,7 +21,7 @@ async fn calls(State(app): State<App>) -> Response {
     let world = app.world.lock().unwrap();
     let mut body = serde_json::json!({
         "authorize": 0, "access_token": 0, "refresh_token": 0, "userinfo": 0, "auth": 0,
-        "qrconnect": 0, "token": 0, "qrcode_create": 0, "showqrcode": 0
+        "qrconnect": 0, "token": 0, "qrcode_create": 0, "showqrcode": 0, "user_info": 0
     });
     for (k, v) in &world.calls {
         body[*k] = (*v).into();
@@ -39,6 +39,7 @@ async fn user(State(app): State<App>) -> Response {
         "unionid": unionid_of(p),
         "nickname": p.nickname,
         "headimgurl": p.headimgurl,
+        "subscribed": world.followers.contains_key(&openid_of(&app.cfg.appid, p)),
     }))
     .into_response()
 }
@@ -65,6 +66,8 @@ struct UserUpdate {
     sex: Option<u8>,
     headimgurl: Option<String>,
     snapshot: Option<bool>,
+    /// Whether this user follows the Official Account (`cgi-bin/user/info`).
+    subscribed: Option<bool>,
 }
 
 /// `POST /_emulator/user`: change the user behind the phone (any subset of fields).
@@ -87,13 +90,22 @@ async fn set_user(State(app): State<App>, axum::Json(u): axum::Json<UserUpdate>)
         if let Some(v) = u.snapshot {
             p.snapshot = v;
         }
+        if let Some(follows) = u.subscribed {
+            let openid = openid_of(&app.cfg.appid, &world.profile);
+            if follows {
+                let unionid = unionid_of(&world.profile);
+                world.followers.insert(openid, unionid);
+            } else {
+                world.followers.remove(&openid);
+            }
+        }
     }
     user(State(app)).await
 }
 
 /// `POST /_emulator/faults`: queue a [`Fault`].
 async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>) -> Response {
-    const ENDPOINTS: [&str; 9] = [
+    const ENDPOINTS: [&str; 10] = [
         "authorize",
         "access_token",
         "refresh_token",
@@ -103,6 +115,7 @@ async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>)
         "token",
         "qrcode_create",
         "showqrcode",
+        "user_info",
     ];
     if !ENDPOINTS.contains(&fault.endpoint.as_str()) || fault.count == 0 {
         return (StatusCode::BAD_REQUEST, "unknown endpoint or count 0\n").into_response();

@@ -36,6 +36,7 @@ pub(crate) fn routes(router: Router<App>) -> Router<App> {
         .route("/cgi-bin/token", get(basic_token))
         .route("/cgi-bin/qrcode/create", axum::routing::post(qrcode_create))
         .route("/cgi-bin/showqrcode", get(showqrcode))
+        .route("/cgi-bin/user/info", get(user_info))
         .route("/_emulator/scan", axum::routing::post(scan))
         .route("/_emulator/phone", get(phone))
 }
@@ -123,27 +124,70 @@ struct QrScene {
     scene_str: Option<String>,
 }
 
+/// The error WeChat answers for a basic-support token that is missing,
+/// unknown or expired; `None` when it is valid.
+fn basic_token_error(world: &World, token: Option<&String>) -> Option<Response> {
+    let Some(token) = token else {
+        return Some(wechat_error(41001, "access_token missing"));
+    };
+    match world.basic_tokens.get(token.as_str()) {
+        None => Some(wechat_error(
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        )),
+        Some(expires) if *expires <= Instant::now() => {
+            Some(wechat_error(42001, "access_token expired"))
+        }
+        Some(_) => None,
+    }
+}
+
+/// `GET /cgi-bin/user/info?access_token=&openid=&lang=`: whether the user
+/// follows the Official Account (`subscribe` 1 with the follower's fields,
+/// else `subscribe` 0 and the openid alone).
+async fn user_info(State(app): State<App>, Query(q): Params) -> Response {
+    if let Some(answer) = app.call("user_info").await {
+        return answer;
+    }
+    let world = app.world.lock().unwrap();
+    if let Some(error) = basic_token_error(&world, q.get("access_token")) {
+        return error;
+    }
+    let Some(openid) = q
+        .get("openid")
+        .filter(|o| o.len() == 28 && o.starts_with('o'))
+    else {
+        return wechat_error(40003, "invalid openid");
+    };
+    if let Some(lang) = q.get("lang") {
+        if !matches!(lang.as_str(), "zh_CN" | "zh_TW" | "en") {
+            return wechat_error(40005, "invalid lang");
+        }
+    }
+    match world.followers.get(openid.as_str()) {
+        Some(unionid) => wechat_json(serde_json::json!({
+            "subscribe": 1,
+            "openid": openid,
+            "language": "zh_CN",
+            "subscribe_time": now_secs(),
+            "unionid": unionid,
+            "remark": "",
+            "groupid": 0,
+            "tagid_list": [],
+            "subscribe_scene": "ADD_SCENE_QR_CODE",
+            "qr_scene": 0,
+            "qr_scene_str": "",
+        })),
+        None => wechat_json(serde_json::json!({"subscribe": 0, "openid": openid})),
+    }
+}
+
 async fn qrcode_create(State(app): State<App>, Query(q): Params, body: Bytes) -> Response {
     if let Some(answer) = app.call("qrcode_create").await {
         return answer;
     }
-    let Some(token) = q.get("access_token") else {
-        return wechat_error(41001, "access_token missing");
-    };
-    {
-        let world = app.world.lock().unwrap();
-        match world.basic_tokens.get(token.as_str()) {
-            None => {
-                return wechat_error(
-                    40001,
-                    "invalid credential, access_token is invalid or not latest",
-                )
-            }
-            Some(expires) if *expires <= Instant::now() => {
-                return wechat_error(42001, "access_token expired")
-            }
-            Some(_) => {}
-        }
+    if let Some(error) = basic_token_error(&app.world.lock().unwrap(), q.get("access_token")) {
+        return error;
     }
     let Ok(req) = serde_json::from_slice::<QrCreate>(&body) else {
         return wechat_error(47001, "data format error");
@@ -304,6 +348,11 @@ async fn scan(State(app): State<App>, axum::Json(req): axum::Json<ScanRequest>) 
             format!("gh_{}", &app.cfg.appid),
         )
     };
+    if req.subscribe {
+        let mut world = app.world.lock().unwrap();
+        let unionid = unionid_of(&world.profile);
+        world.followers.insert(openid.clone(), unionid);
+    }
     let (event, key) = if req.subscribe {
         ("subscribe", format!("qrscene_{scene}"))
     } else {

@@ -154,7 +154,8 @@ struct TokenEntry {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
-    /// `authorize`, `access_token`, `refresh_token`, `userinfo` or `auth`.
+    /// `authorize`, `access_token`, `refresh_token`, `userinfo`, `auth`,
+    /// `qrconnect`, `token`, `qrcode_create`, `showqrcode` or `user_info`.
     pub endpoint: String,
     /// How many calls it applies to (default 1).
     #[serde(default = "one")]
@@ -188,6 +189,8 @@ struct World {
     refresh_tokens: HashMap<String, TokenEntry>,
     calls: HashMap<&'static str, u64>,
     profile: Profile,
+    /// The Official Account's followers: openid → unionid.
+    followers: HashMap<String, String>,
     faults: Vec<Fault>,
     consent: Consent,
     code_ttl: Duration,
@@ -252,6 +255,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         refresh_tokens: HashMap::new(),
         calls: HashMap::new(),
         profile: Profile::default(),
+        followers: HashMap::new(),
         faults: Vec::new(),
         consent: cfg.consent,
         code_ttl: cfg.code_ttl,

@@ -264,3 +264,103 @@ async fn cors_preflights_reach_the_application_without_a_session() {
     );
     assert_eq!(status, 401, "a GET with the headers is no preflight");
 }
+
+#[tokio::test]
+async fn a_followers_route_lets_in_followers_and_asks_wechat_once_per_window() {
+    let stack = Stack::start_with(
+        "",
+        "[[route]]\nprefix = \"/echo/fans/\"\npolicy = \"followers\"\n",
+    )
+    .await;
+    // Bob follows the Official Account.
+    let (mut bob, bob_openid) = logged_in(&stack, "bob").await;
+    stack.control("user", json!({ "subscribed": true })).await;
+    let first = bob.get(&stack.url("/echo/fans/feed?page=2")).await;
+    assert_eq!(first.status, 307, "{}", first.body);
+    assert_eq!(first.location(), "/echo/fans/feed?page=2");
+    let echo = bob.get(&stack.url("/echo/fans/feed?page=2")).await;
+    assert_eq!(echo.status, 200, "{}", echo.body);
+    assert_eq!(echo.json()["headers"]["x-wechat-openid"][0], bob_openid);
+    assert_eq!(stack.calls("user_info").await, 1);
+    // Known for followers_cache_secs: no more calls, even once he leaves.
+    stack.control("user", json!({ "subscribed": false })).await;
+    for _ in 0..5 {
+        assert_eq!(bob.get(&stack.url("/echo/fans/x")).await.status, 200);
+    }
+    assert_eq!(stack.calls("user_info").await, 1);
+
+    // Alice does not follow: 403 naming her, "try again" back to the page.
+    let (mut alice, alice_openid) = logged_in(&stack, "alice").await;
+    let refused = alice.follow(&stack.url("/echo/fans/x")).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains(&alice_openid), "{}", refused.body);
+    assert!(refused.body.contains("/echo/fans/x"), "{}", refused.body);
+    let xhr = alice
+        .get_with(
+            &stack.url("/echo/fans/x"),
+            &[("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(xhr.status, 403);
+    assert_eq!(xhr.json()["error"], "access_denied");
+    assert_eq!(stack.calls("user_info").await, 2, "the refusal is kept too");
+    // She follows; after the short re-check window she is let in.
+    stack.control("user", json!({ "subscribed": true })).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = alice.follow(&stack.url("/echo/fans/x")).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 403);
+        assert!(
+            Instant::now() < deadline,
+            "still refused after following ({} user_info calls): {}\n{}",
+            stack.calls("user_info").await,
+            answer.body,
+            stack.gateway_log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // nginx auth_request asks the auth route: 202 with the identity, or
+    // 403 once WeChat says a user does not follow.
+    let auth = alice
+        .get_with(
+            &stack.url("/_wechat/auth"),
+            &[("X-Original-URI", "/echo/fans/x")],
+        )
+        .await;
+    assert_eq!(auth.status, 202, "{}", auth.body);
+    assert_eq!(auth.header("x-wechat-openid"), Some(alice_openid.as_str()));
+    let (mut dave, _) = logged_in(&stack, "dave").await;
+    let calls = stack.calls("user_info").await;
+    let auth = dave
+        .get_with(
+            &stack.url("/_wechat/auth"),
+            &[("X-Original-URI", "/echo/fans/x")],
+        )
+        .await;
+    assert_eq!(auth.status, 403, "{}", auth.body);
+    assert_eq!(auth.header("x-wechat-openid"), None);
+    assert_eq!(stack.calls("user_info").await, calls + 1);
+
+    // A forged identity header or another browser's state gets no one in.
+    let stranger = Browser::new(WECHAT_UA)
+        .get_with(
+            &stack.url("/echo/fans/x"),
+            &[("X-WeChat-OpenID", &bob_openid)],
+        )
+        .await;
+    assert_eq!(stranger.status, 302, "a login, not a pass");
+    // WeChat down for a user not known yet: a clear 503, not a pass.
+    let (mut carol, _) = logged_in(&stack, "carol").await;
+    stack
+        .control(
+            "faults",
+            json!({"endpoint": "user_info", "count": 10, "http_status": 503}),
+        )
+        .await;
+    let down = carol.get(&stack.url("/echo/fans/x")).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(!down.body.contains("served_by"));
+}

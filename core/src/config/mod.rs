@@ -308,6 +308,11 @@ pub struct GatewayConfig {
     /// served at `/<name>` without a session; name → content, from an
     /// inline table or a directory.
     pub verify_files: std::collections::BTreeMap<String, String>,
+    /// `followers_cache_secs`: how long a user found to follow the
+    /// Official Account passes `followers` routes before it is asked again
+    /// (default 600 s); one found not to follow is asked again after at
+    /// most 10 s, so following then works at once.
+    pub followers_cache: Duration,
 }
 
 /// The language of the gate's pages (`[gateway] language`).

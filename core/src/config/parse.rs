@@ -87,6 +87,7 @@ struct RawGateway {
     userinfo_paths: Option<Vec<String>>,
     session_lifetime_secs: Option<u64>,
     session_idle_secs: Option<u64>,
+    followers_cache_secs: Option<u64>,
     logout_redirect: Option<String>,
     cookie_name: Option<String>,
     allow_snapshot_users: Option<bool>,
@@ -407,6 +408,15 @@ impl Config {
             ));
         }
         let verify_files = super::routes::verify_files(g.verify_files)?;
+        let followers_cache = match g.followers_cache_secs.unwrap_or(600) {
+            secs @ 1..=86_400 => Duration::from_secs(secs),
+            _ => {
+                return Err(invalid(
+                    "[gateway] followers_cache_secs",
+                    "1 to 86400 seconds",
+                ))
+            }
+        };
         let public_paths = path_list("[gateway] public_paths", g.public_paths)?;
         let userinfo_paths = path_list("[gateway] userinfo_paths", g.userinfo_paths)?;
         let lifetime = g.session_lifetime_secs.unwrap_or(7 * 24 * 3600);
@@ -723,6 +733,7 @@ impl Config {
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_UPGRADE_SOCK)),
                 tls,
                 verify_files,
+                followers_cache,
             },
             routes,
             upstreams,

@@ -65,6 +65,10 @@ pub enum Policy {
     /// `allow`: only the listed users (their `openid` or `unionid`); anyone
     /// else logged in gets `403`.
     Allow(AllowList),
+    /// `followers`: users who follow the Official Account
+    /// (`cgi-bin/user/info` `subscribe` = 1, kept for `[gateway]
+    /// followers_cache_secs`); anyone else logged in gets `403`.
+    Followers,
 }
 
 /// The users of an `allow` policy: `openid`s and `unionid`s from the
@@ -115,7 +119,8 @@ pub struct RouteConfig {
     pub path: PathMatch,
     /// `methods`: upper-case methods the route covers; empty: every one.
     pub methods: Vec<String>,
-    /// `policy`: `public`, `login` (default), `userinfo` or `allow`.
+    /// `policy`: `public`, `login` (default), `userinfo`, `allow` or
+    /// `followers`.
     pub policy: Policy,
     /// `preflight`: `pass` (default) or `login`.
     pub preflight: Preflight,
@@ -173,10 +178,13 @@ fn route(r: RawRoute) -> Result<RouteConfig, ConfigError> {
         "login" => Policy::Login,
         "userinfo" => Policy::Userinfo,
         "allow" => Policy::Allow(allow_list(r.allow.unwrap_or_default(), r.allow_file)?),
+        "followers" => Policy::Followers,
         other => {
             return Err(invalid(
                 "[[route]] policy",
-                format!("{other:?}: use \"public\", \"login\", \"userinfo\" or \"allow\""),
+                format!(
+                    "{other:?}: use \"public\", \"login\", \"userinfo\", \"allow\" or \"followers\""
+                ),
             ))
         }
     };

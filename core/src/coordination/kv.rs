@@ -315,6 +315,26 @@ impl<S: KeyValue> Coordination for S {
         let _ = self.kv_delete(&keys::push(key)).await;
     }
 
+    async fn follow_status(&self, openid: &str) -> Result<Option<(bool, u64)>, CoordinationError> {
+        // `1:UNTIL` or `0:UNTIL`: each instance keeps it as long as the store.
+        let value = self.kv_get(&keys::follower(openid)).await?;
+        Ok(value.as_deref().and_then(|v| {
+            let (follows, until) = v.split_once(':')?;
+            Some((follows == "1", until.parse().ok()?))
+        }))
+    }
+
+    async fn keep_follow_status(
+        &self,
+        openid: &str,
+        follows: bool,
+        until: u64,
+    ) -> Result<(), CoordinationError> {
+        let ttl = Duration::from_secs(until.saturating_sub(now_unix()).max(1));
+        let value = format!("{}:{until}", u8::from(follows));
+        self.kv_set(&keys::follower(openid), &value, ttl).await
+    }
+
     async fn publish_logout(&self, logout: &Logout) -> Result<(), CoordinationError> {
         self.kv_zadd(keys::LOGOUTS, logout.at_ms, &logout_member(logout))
             .await
@@ -480,6 +500,9 @@ pub(in crate::coordination) mod keys {
     }
     pub(super) fn push(key: &str) -> String {
         format!("push:{}", key_hash(key))
+    }
+    pub(super) fn follower(openid: &str) -> String {
+        format!("follower:{openid}")
     }
     pub(super) const BASIC_TOKEN: &str = "basic-token";
     pub(super) const BASIC_TOKEN_LOCK: &str = "basic-token-lock";

@@ -156,6 +156,15 @@ impl Coordination for MemoryCoordination {
         self.scenes.forget_push(key);
     }
 
+    async fn follow_status(&self, _: &str) -> Result<Option<(bool, u64)>, CoordinationError> {
+        // The gate keeps what it found out itself; no other process asks.
+        Ok(None)
+    }
+
+    async fn keep_follow_status(&self, _: &str, _: bool, _: u64) -> Result<(), CoordinationError> {
+        Ok(())
+    }
+
     async fn publish_logout(&self, _: &Logout) -> Result<(), CoordinationError> {
         // The gate has refused the session already; no other process asks.
         Ok(())

@@ -203,6 +203,20 @@ pub trait Coordination: Send + Sync + std::fmt::Debug + 'static {
     /// Forgets a push's de-duplication key, so WeChat's retry is handled.
     async fn forget_push(&self, key: &str);
 
+    /// Whether `openid` follows the Official Account, as an instance
+    /// found out (`cgi-bin/user/info`), and until when that holds (unix
+    /// seconds); `None`: nobody knows.
+    async fn follow_status(&self, openid: &str) -> Result<Option<(bool, u64)>, CoordinationError>;
+
+    /// Keeps whether `openid` follows the account until `until` (unix
+    /// seconds), for the other instances.
+    async fn keep_follow_status(
+        &self,
+        openid: &str,
+        follows: bool,
+        until: u64,
+    ) -> Result<(), CoordinationError>;
+
     /// Tells the other instances (and a restarted one) about a logout.
     async fn publish_logout(&self, logout: &Logout) -> Result<(), CoordinationError>;
 

@@ -109,6 +109,15 @@ async fn the_state_file_keeps_the_contract_and_its_state_outlives_a_reopen() {
         );
         let end = super::now_unix() + 7200;
         file.finish_basic_token(Some((&token, end))).await.unwrap();
+        // Follow states are kept until their own end, for every instance.
+        let now = super::now_unix();
+        file.keep_follow_status("oFan", true, now + 600)
+            .await
+            .unwrap();
+        file.keep_follow_status("oNot", false, now + 10)
+            .await
+            .unwrap();
+        assert_eq!(file.follow_status("oUnknown").await, Ok(None));
     }
     let file = FileStore::open(&path).unwrap();
     assert_eq!(
@@ -119,6 +128,13 @@ async fn the_state_file_keeps_the_contract_and_its_state_outlives_a_reopen() {
     let logouts = file.logouts_after_now(10).unwrap();
     assert_eq!(logouts.len(), 1);
     assert_eq!((logouts[0].sid.as_str(), logouts[0].at_ms), ("b", 20));
+    let now = super::now_unix();
+    assert!(
+        matches!(file.follow_status("oFan").await, Ok(Some((true, until))) if until >= now + 590)
+    );
+    assert!(
+        matches!(file.follow_status("oNot").await, Ok(Some((false, until))) if until <= now + 10)
+    );
     file.forget_logouts_before(15).await.unwrap();
     assert_eq!(file.logouts_after(0).await.unwrap().len(), 1);
     assert_eq!(

@@ -108,8 +108,21 @@ impl Gate {
     /// forward; `403` (`access_denied`) when a logged-in user is kept out by
     /// the route's policy; `401` with the login JSON when it needs a login (nginx then
     /// asks the gateway itself for the right answer: a 302, the 401 JSON or
-    /// a page). No IO.
+    /// a page). No IO: on a `followers` route whose follow state this gate
+    /// does not know yet, `503` (`temporarily_unavailable`); the `auth`
+    /// route itself ([`Gate::decide`]) makes that call.
     pub fn decide_auth(&self, req: &RequestParts<'_>) -> Reply {
+        match self.auth_decision(req) {
+            Decision::Reply(reply) => reply,
+            Decision::Call(_) | Decision::Pass(_) | Decision::NeedsBody { .. } => {
+                service_unavailable_json()
+            }
+        }
+    }
+
+    /// [`Gate::decide_auth`], with the follow check of a `followers` route
+    /// as a [`Decision::Call`] (answered `202` or `403`).
+    fn auth_decision(&self, req: &RequestParts<'_>) -> Decision {
         let login_url =
             |path: &str| self.login_url(path, self.config.wechat.scope, LinkForm::Absolute);
         let canonical = match crate::path::canonical_path(req.path) {
@@ -118,7 +131,7 @@ impl Gate {
             Err(e) => {
                 let mut reply = bad_path(e, Lang::En, &self.branding);
                 reply.status = 403;
-                return reply;
+                return Decision::Reply(reply);
             }
         };
         let req = &RequestParts {
@@ -127,9 +140,9 @@ impl Gate {
         };
         if self.route_of(req.path).is_some() {
             // The gate's own routes are proxied to it, never auth-requested.
-            return login_required_json(&login_url("/"));
+            return Decision::Reply(login_required_json(&login_url("/")));
         }
-        match self.decide(req) {
+        let reply = match self.decide(req) {
             Decision::Pass(pass) => {
                 let mut reply = api::accepted();
                 if let Some(identity) = pass.identity {
@@ -145,10 +158,31 @@ impl Gate {
             // Logged in, but the route's policy keeps this user out: `403`,
             // which nginx passes on as "not allowed" (not "log in").
             Decision::Reply(reply) if reply.status == 403 => policy::not_allowed_json(),
+            Decision::Call(Call {
+                kind:
+                    CallKind::FollowCheck {
+                        identity,
+                        again,
+                        json,
+                        ..
+                    },
+                lang,
+            }) => {
+                return Decision::Call(Call {
+                    kind: CallKind::FollowCheck {
+                        identity,
+                        again,
+                        json,
+                        auth: true,
+                    },
+                    lang,
+                })
+            }
             Decision::Reply(_) | Decision::Call(_) | Decision::NeedsBody { .. } => {
                 login_required_json(&login_url(req.path))
             }
-        }
+        };
+        Decision::Reply(reply)
     }
 
     /// The session in the request's cookies, if it opens and has neither
@@ -240,6 +274,18 @@ impl Gate {
                     return pass(Some(s));
                 }
                 return Decision::Reply(self.not_allowed(req, &s.identity, lang()));
+            }
+            (Some(s), Policy::Followers) => {
+                // The same request again once the follow state is known
+                // (a 307 keeps its method and body).
+                let again = match req.query {
+                    Some(q) if !q.is_empty() => format!("{}?{q}", req.path),
+                    _ => req.path.to_owned(),
+                };
+                let again = safe_return_path(&again, "", prefix).unwrap_or_else(|| "/".into());
+                return self
+                    .followers_decision(req, &s.identity, again, false, now, lang())
+                    .unwrap_or_else(|| pass(Some(s)));
             }
             (Some(s), _)
                 if !needs_userinfo || Scope::granted_includes_userinfo(&s.identity.scope) =>
@@ -546,7 +592,7 @@ impl Gate {
                     query,
                     ..*req
                 };
-                self.decide_auth(&original)
+                return self.auth_decision(&original);
             }
             Route::AuthorizeUrl => {
                 let rd = self.return_param(req.query).unwrap_or_else(|| "/".into());

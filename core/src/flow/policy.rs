@@ -106,3 +106,122 @@ pub(super) fn is_preflight(req: &RequestParts<'_>) -> bool {
             .access_control_request_method
             .is_some_and(|m| !m.is_empty())
 }
+
+/// The most users whose follow state one instance keeps in memory.
+pub(super) const MAX_KNOWN_FOLLOWERS: usize = 100_000;
+
+/// How long a user found not to follow the Official Account is kept so
+/// (seconds): short, so following and trying again works at once, long
+/// enough that reloading the page is not a call to WeChat each time.
+pub(super) const FOLLOW_RECHECK_SECS: u64 = 10;
+
+impl Gate {
+    /// A `followers` route for a logged-in user: pass, `403`, or (follow
+    /// state unknown here) a [`CallKind::FollowCheck`]. `again` is where
+    /// the browser goes once it is known.
+    pub(super) fn followers_decision(
+        &self,
+        req: &RequestParts<'_>,
+        identity: &Arc<Identity>,
+        again: String,
+        auth: bool,
+        now: u64,
+        lang: Lang,
+    ) -> Option<Decision> {
+        match self.followers.get(identity.openid.as_str(), now) {
+            Some(true) => None,
+            Some(false) if auth => Some(Decision::Reply(not_allowed_json())),
+            Some(false) => Some(Decision::Reply(self.not_following(
+                identity,
+                &again,
+                wants_json(req),
+                lang,
+            ))),
+            None => Some(Decision::Call(Call {
+                kind: CallKind::FollowCheck {
+                    identity: identity.clone(),
+                    again,
+                    json: wants_json(req),
+                    auth,
+                },
+                lang,
+            })),
+        }
+    }
+
+    /// Finds out whether the user follows the Official Account (the store,
+    /// else `cgi-bin/user/info`), keeps it here and in the store, and
+    /// answers: a `307` back to the page (or, for the `auth` route, `202`
+    /// with the identity headers) when they do, else `403`. WeChat or the
+    /// store out of reach: `503`.
+    pub(super) async fn follow_check(
+        &self,
+        identity: &Identity,
+        again: &str,
+        json: bool,
+        auth: bool,
+        lang: Lang,
+    ) -> Reply {
+        let now = now_unix();
+        let openid = identity.openid.as_str();
+        let known = self.coordination.follow_status(openid).await.ok().flatten();
+        let (follows, until) = match known.filter(|(_, until)| *until > now) {
+            Some(known) => known,
+            None => match self.basic_token.follower(openid, now).await {
+                Ok(follower) => {
+                    let until = now
+                        + if follower.subscribed {
+                            self.config.gateway.followers_cache.as_secs()
+                        } else {
+                            FOLLOW_RECHECK_SECS
+                        };
+                    if let Err(e) = self
+                        .coordination
+                        .keep_follow_status(openid, follower.subscribed, until)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not share a follow state");
+                    }
+                    (follower.subscribed, until)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, openid = %self.log_id(openid), "could not ask WeChat whether the user follows the account");
+                    return if json || auth {
+                        super::decide::service_unavailable_json()
+                    } else {
+                        Notice::WeChatUnreachable { retry: again }.reply(lang, &self.branding)
+                    };
+                }
+            },
+        };
+        // Until the same moment as in the store: no instance keeps it longer.
+        self.followers.insert(openid.to_owned(), follows, until);
+        match (follows, auth) {
+            (true, true) => {
+                let mut reply = api::accepted();
+                for (name, value) in identity.upstream_headers() {
+                    reply = reply.with_header(name, value.into_owned());
+                }
+                reply
+            }
+            // The same request again, method and body kept: it passes now.
+            (true, false) => Reply::new(307, "text/plain; charset=utf-8", String::new())
+                .with_header("Location", again.to_owned())
+                .with_header("Cache-Control", "no-store".into()),
+            (false, true) => not_allowed_json(),
+            (false, false) => self.not_following(identity, again, json, lang),
+        }
+    }
+
+    /// The `403` for a user who does not follow the Official Account: a
+    /// page naming them with "try again", or `403` JSON.
+    fn not_following(&self, identity: &Identity, again: &str, json: bool, lang: Lang) -> Reply {
+        if json {
+            return ApiError::new(403, ErrorName::AccessDenied)
+                .with_description("follow the Official Account to use this page")
+                .reply();
+        }
+        let who = format!("openid {}", identity.openid);
+        Notice::NotFollowing { who: &who, again }.reply(lang, &self.branding)
+    }
+}

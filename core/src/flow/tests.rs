@@ -1062,3 +1062,84 @@ fn the_403_page_escapes_the_users_nickname() {
     assert!(!page.body.contains("<img src=x"), "{}", page.body);
     assert!(page.body.contains("&lt;img"), "{}", page.body);
 }
+
+fn followers_gate() -> Gate {
+    gate_with("[[route]]\nprefix = \"/fans/\"\npolicy = \"followers\"\n")
+}
+
+fn follow_check(d: Decision) -> (String, bool, bool) {
+    match d {
+        Decision::Call(Call {
+            kind: CallKind::FollowCheck {
+                again, json, auth, ..
+            },
+            ..
+        }) => (again, json, auth),
+        other => panic!("expected a follow check, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_followers_route_asks_once_then_decides_from_what_it_knows() {
+    let g = followers_gate();
+    let session = logged_in_cookie(&g);
+    // Unknown: a call, to come back to the same request.
+    let d = g.decide_at(&req("/fans/x", Some("y=1"), Some(&session)), NOW);
+    assert_eq!(follow_check(d), ("/fans/x?y=1".into(), false, false));
+    let mut xhr = req("/fans/../fans/api", None, Some(&session));
+    xhr.x_requested_with = Some("XMLHttpRequest");
+    assert_eq!(
+        follow_check(g.decide_at(&xhr, NOW)),
+        ("/fans/api".into(), true, false)
+    );
+    // Known to follow: passes, until the entry ends.
+    g.followers.insert("oOpenid123".into(), true, NOW + 600);
+    assert!(matches!(
+        g.decide_at(&req("/fans/x", None, Some(&session)), NOW),
+        Decision::Pass(_)
+    ));
+    follow_check(g.decide_at(&req("/fans/x", None, Some(&session)), NOW + 600));
+    // Known not to follow: 403, a page with "try again" or JSON.
+    g.followers.insert("oOpenid123".into(), false, NOW + 10);
+    let page = reply(g.decide_at(&req("/fans/x", Some("y=1"), Some(&session)), NOW));
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("/fans/x?y=1"), "{}", page.body);
+    assert!(page.body.contains("oOpenid123"), "{}", page.body);
+    let json = reply(g.decide_at(&xhr, NOW));
+    assert_eq!(json.status, 403);
+    assert!(json.body.contains("access_denied"));
+    // Another user is not this one.
+    let other = login_as(&g, with_ids("oSomeoneElse", None));
+    follow_check(g.decide_at(&req("/fans/x", None, Some(&other)), NOW));
+    // No session: the login first.
+    assert_eq!(
+        reply(g.decide_at(&req("/fans/x", None, None), NOW)).status,
+        302
+    );
+    // Elsewhere the follow state does not matter.
+    assert!(matches!(
+        g.decide_at(&req("/orders", None, Some(&session)), NOW),
+        Decision::Pass(_)
+    ));
+}
+
+#[test]
+fn the_auth_route_checks_followers_too() {
+    let g = followers_gate();
+    let session = logged_in_cookie(&g);
+    let mut auth = req("/_wechat/auth", None, Some(&session));
+    auth.original_uri = Some("/fans/x");
+    let (_, _, for_auth) = follow_check(g.decide_at(&auth, NOW));
+    assert!(for_auth, "answered 202 or 403 once known");
+    // The pure auth decision can't ask: try again.
+    assert_eq!(
+        g.decide_auth(&req("/fans/x", None, Some(&session))).status,
+        503
+    );
+    g.followers.insert("oOpenid123".into(), false, NOW + 10);
+    assert_eq!(reply(g.decide_at(&auth, NOW)).status, 403);
+    g.followers.insert("oOpenid123".into(), true, NOW + 10);
+    let passed = reply(g.decide_at(&auth, NOW));
+    assert_eq!(passed.status, 202);
+    assert_eq!(passed.header("X-WeChat-OpenID"), Some("oOpenid123"));
+}

@@ -142,6 +142,9 @@ pub(crate) enum Notice<'a> {
     /// `403`: logged in, but the route's policy does not let this user in;
     /// `who` is the user's openid, `logout` the logout link.
     NotAllowed { who: &'a str, logout: &'a str },
+    /// `403`: a `followers` route, and this user does not follow the
+    /// Official Account; `again` is the page, to try once they do.
+    NotFollowing { who: &'a str, again: &'a str },
 }
 
 impl Notice<'_> {
@@ -435,6 +438,25 @@ impl Notice<'_> {
                         Text {
                             zh: "退出登录",
                             en: "Log out",
+                        },
+                    )),
+                ),
+                Notice::NotFollowing { who, again } => (
+                    403,
+                    Text {
+                        zh: "请先关注公众号",
+                        en: "Follow the Official Account first",
+                    },
+                    Text {
+                        zh: "这个页面只对公众号的关注者开放。在微信里关注公众号后，点下面的按钮再试一次。",
+                        en: "This page is open to followers of the Official Account. Follow it in WeChat, then tap the button below.",
+                    },
+                    Some(*who),
+                    Some((
+                        *again,
+                        Text {
+                            zh: "我已关注，再试一次",
+                            en: "I follow it now: try again",
                         },
                     )),
                 ),
