@@ -361,6 +361,10 @@ impl WechatGate {
             (ErrorSource::Downstream, _) => 400,
             _ => 500,
         };
+        // The connection is not reused after the answer: say so in it
+        // (`Connection: close`), so a client never sends its next request
+        // on a connection being closed.
+        session.set_keepalive(None);
         if code == 502 && e.esource() == &ErrorSource::Upstream {
             tracing::warn!(error = e.etype().as_str(), "the upstream failed");
             let head = session.req_header().method == http::Method::HEAD;

@@ -63,6 +63,33 @@ impl Drop for ScratchDir {
     }
 }
 
+/// A self-signed certificate for `name` (its own CA; the name also as
+/// its subjectAltName, an IP address or a DNS name) and its key, as PEM
+/// files (openssl).
+pub fn self_signed(cert: &Path, key: &Path, name: &str) {
+    let san = if name.parse::<std::net::IpAddr>().is_ok() {
+        format!("subjectAltName=IP:{name}")
+    } else {
+        format!("subjectAltName=DNS:{name}")
+    };
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        ])
+        .arg(format!("/CN={name}"))
+        .args(["-addext", &san, "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
 /// The value of query parameter `name` in `url` (percent-decoded). Panics
 /// when the URL does not parse or has no such parameter.
 pub fn query_param(url: &str, name: &str) -> String {

@@ -426,7 +426,7 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
     let stack = Stack::start().await;
     let dir = stack.dir.clone();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    self_signed(&cert, &key, "127.0.0.1");
+    wechat_e2e::self_signed(&cert, &key, "127.0.0.1");
     let port = free_port();
     let origin = format!("https://127.0.0.1:{port}");
     let path = dir.join("tls.toml");
@@ -510,7 +510,7 @@ async fn the_gateway_serves_https_itself_with_tls_cert_and_key() {
         String::from_utf8_lossy(&shown.stdout).into_owned()
     };
     assert!(subject().contains("CN = 127.0.0.1"), "{}", subject());
-    self_signed(&cert, &key, "renewed.example");
+    wechat_e2e::self_signed(&cert, &key, "renewed.example");
     gateway.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !subject().contains("CN = renewed.example") {
@@ -1151,26 +1151,6 @@ async fn pages_carry_the_sites_name_and_logo_and_a_templates_dir_replaces_their_
     assert!(
         said.contains("templates_dir") && said.contains("page.html"),
         "{said}"
-    );
-}
-
-/// A self-signed certificate for `cn` and its key, as PEM files (openssl).
-fn self_signed(cert: &std::path::Path, key: &std::path::Path, cn: &str) {
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-        ])
-        .arg(format!("/CN={cn}"))
-        .arg("-keyout")
-        .arg(key)
-        .arg("-out")
-        .arg(cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
     );
 }
 

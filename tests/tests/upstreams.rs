@@ -112,41 +112,14 @@ health_check_secs = 1
     }
 }
 
-/// A self-signed certificate for `localhost` (its own CA) and its key.
-fn localhost_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("upstream-cert.pem"), dir.join("upstream-key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    (cert, key)
-}
-
 #[tokio::test]
 async fn an_https_upstream_is_verified_against_its_ca_and_name() {
     let scratch = wechat_e2e::ScratchDir::new("upstreams-tls");
-    let (cert, key) = localhost_certificate(&scratch);
+    let (cert, key) = (
+        scratch.join("upstream-cert.pem"),
+        scratch.join("upstream-key.pem"),
+    );
+    wechat_e2e::self_signed(&cert, &key, "localhost");
     // The HTTPS upstream: a second gateway serving TLS in front of a demo
     // app, with nothing behind a login.
     let app = format!("127.0.0.1:{}", free_port());
@@ -236,6 +209,8 @@ ca_file = {ca:?}
     for refused in ["/echo/untrusted/x", "/echo/misnamed/x"] {
         let answer = browser.get(&stack.url(refused)).await;
         assert_eq!(answer.status, 502, "{refused}: {}", answer.body);
+        // The connection ends after it, and the answer says so.
+        assert_eq!(answer.header("connection"), Some("close"), "{refused}");
         assert!(!answer.body.contains("served_by"), "{refused}");
     }
 }
