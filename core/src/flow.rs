@@ -434,6 +434,40 @@ impl Gate {
         }
     }
 
+    /// The gates of the sites of one process (`[[site]]`, in order): sites
+    /// on one state file share it, each under its own `[store] key_prefix`
+    /// ([`crate::coordination::Prefixed`]); Redis and memory stores as
+    /// [`Gate::new`] (Redis keys start with the site's prefix).
+    ///
+    /// Errors: as [`Gate::new`].
+    pub fn for_sites(configs: Vec<Config>) -> Result<Vec<Gate>, GateError> {
+        let mut files: Vec<Arc<FileStore>> = Vec::new();
+        let mut gates = Vec::with_capacity(configs.len());
+        for config in configs {
+            let Some(path) = config.store.file.clone() else {
+                gates.push(Gate::new(config)?);
+                continue;
+            };
+            let file = match files.iter().find(|f| f.path() == path) {
+                Some(file) => file.clone(),
+                None => {
+                    let file = Arc::new(FileStore::open(&path)?);
+                    files.push(file.clone());
+                    file
+                }
+            };
+            let site = Arc::new(crate::coordination::Prefixed::new(
+                file,
+                &config.store.key_prefix,
+            ));
+            let restored = site.logouts_after_now(revocation_horizon_ms(&config, now_unix()))?;
+            let gate = Self::coordinated(config, site.clone(), site)?;
+            gate.revoke_all(restored, now_unix());
+            gates.push(gate);
+        }
+        Ok(gates)
+    }
+
     /// A gate keeping tokens in `store`, coordinated in this process's memory.
     ///
     /// Errors: as [`Gate::new`].

@@ -15,10 +15,12 @@ use crate::secret::Secret;
 mod keys;
 mod parse;
 mod routes;
+mod sites;
 mod upstreams;
 
 pub use keys::ENV_PREFIX;
 pub use routes::{AllowList, PathMatch, Policy, Preflight, RouteConfig};
+pub use sites::{site_env_var, SiteConfig};
 pub use upstreams::UpstreamConfig;
 
 /// Default browser-facing WeChat host (authorize pages).
@@ -56,6 +58,14 @@ pub enum ConfigError {
         /// The key, as `[table] key`.
         key: &'static str,
         /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// A problem of one `[[site]]`: its name and the problem, naming the key.
+    #[error("config site {site:?}: {problem}")]
+    Site {
+        /// The site's `name` (or `#N`, its place, when it has none).
+        site: String,
+        /// What is wrong, as the single-site message says it.
         problem: String,
     },
 }

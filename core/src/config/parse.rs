@@ -138,6 +138,23 @@ impl Config {
         Self::from_toml(&text, |name| std::env::var(name).ok())
     }
 
+    /// The sites of the file at `path` when it has `[[site]]` tables
+    /// ([`Config::sites_from_toml`]), else `None`; the environment and
+    /// `overrides` as for [`Config::load_with`].
+    ///
+    /// Errors: as [`Config::load_with`] and [`Config::sites_from_toml`].
+    pub fn load_sites_with(
+        path: &Path,
+        overrides: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Option<Vec<SiteConfig>>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let text = with_env_keys(&text, std::env::vars().chain(overrides))?;
+        Self::sites_from_toml(&text, |name| std::env::var(name).ok())
+    }
+
     /// `text` with the `WECHAT_GATEWAY__…` keys of the environment and of
     /// `overrides` set in it, as [`Config::load_with`] reads it (for a
     /// host's `--check-config`).
@@ -170,6 +187,13 @@ impl Config {
                 }];
             }
         };
+        if doc.contains_key("site") {
+            // Several sites: the first problem, naming its site.
+            return Config::sites_from_toml(text, env)
+                .err()
+                .into_iter()
+                .collect();
+        }
         let mut ignored_env: Vec<&'static str> = Vec::new();
         let mut problems: Vec<ConfigError> = Vec::new();
         for _ in 0..64 {
@@ -208,7 +232,7 @@ impl Config {
                     }
                     None => false,
                 },
-                ConfigError::Read { .. } => false,
+                ConfigError::Read { .. } | ConfigError::Site { .. } => false,
             };
             let repeated = problems.iter().any(|p| p.to_string() == err.to_string());
             if !repeated {

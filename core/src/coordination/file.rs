@@ -80,7 +80,16 @@ impl FileStore {
     ///
     /// Errors: [`CoordinationError`] when the file can't be read.
     pub fn logouts_after_now(&self, after_ms: u64) -> Result<Vec<Logout>, CoordinationError> {
-        let members = self.sorted_after(super::kv::keys::LOGOUTS, after_ms)?;
+        self.logouts_under(super::kv::keys::LOGOUTS, after_ms)
+    }
+
+    /// The logouts of the sorted set `key` after `after_ms` (a site's, under its prefix).
+    pub(super) fn logouts_under(
+        &self,
+        key: &str,
+        after_ms: u64,
+    ) -> Result<Vec<Logout>, CoordinationError> {
+        let members = self.sorted_after(key, after_ms)?;
         Ok(super::kv::logouts_from(members))
     }
 

@@ -19,6 +19,7 @@
 mod file;
 mod kv;
 mod memory;
+mod prefixed;
 mod redis;
 
 use std::time::Duration;
@@ -28,6 +29,7 @@ use async_trait::async_trait;
 pub use crate::qr::{SceneRequester, SceneStatus};
 pub use file::FileStore;
 pub use memory::MemoryCoordination;
+pub use prefixed::Prefixed;
 pub use redis::{sentinel_url_parses, RedisStore};
 
 use crate::flow::now_unix;
