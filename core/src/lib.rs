@@ -60,7 +60,7 @@ internal_modules!(
 );
 
 pub use authorize::Scope;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, SiteConfig};
 pub use errcode::ErrCode;
 pub use flow::{Call, CallError, Decision, Gate, GateError, Pass, RequestParts, UpstreamCookie};
 pub use pages::Reply;

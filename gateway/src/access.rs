@@ -16,6 +16,9 @@ use wechat_oauth::config::AccessLog;
 /// One request, as its access-log line shows it.
 #[derive(Debug, Serialize)]
 pub struct Entry<'a> {
+    /// The `[[site]]` that answered (only with several sites).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<&'a str>,
     /// When it ended (RFC 3339, UTC).
     pub time: String,
     /// The client address, if known.
@@ -94,6 +97,7 @@ impl AccessLogger {
             Sink::Off => {}
             Sink::Stderr => tracing::info!(
                 target: "access",
+                site = entry.site,
                 client = entry.client.as_deref().unwrap_or("-"),
                 method = entry.method,
                 path = entry.path,

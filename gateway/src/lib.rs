@@ -7,10 +7,12 @@ pub mod access;
 pub mod demo_app;
 pub mod logging;
 mod server;
+mod sites;
 mod tls;
 mod upstreams;
 
 pub use server::{
     build_server, build_server_from_file, build_server_from_file_with, load_config,
-    load_config_with, GatewayProxy, Listeners, StartError, DEFAULT_STATE_DIR,
+    load_config_with, load_sites_with, GatewayProxy, Listeners, StartError, DEFAULT_SITE,
+    DEFAULT_STATE_DIR,
 };

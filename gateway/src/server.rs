@@ -13,18 +13,19 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::upstreams::peer::HttpPeer;
-use wechat_oauth::{Config, Gate};
+use wechat_oauth::{Config, Gate, SiteConfig};
 use wechat_oauth_pingora::{GateCtx, HeaderDeadlineApp, SharedStateSync, WechatGate};
 
 use crate::access::{AccessLogger, Entry};
+use crate::sites::{misdirected, site_of, Site, SiteList};
 use crate::tls::{CurrentCert, ReloadableCert};
 use crate::upstreams::Upstreams;
 
 /// A reverse proxy to the application's upstream (and the named upstreams
-/// routes send requests to) with the WeChat gate in front.
+/// routes send requests to) with the WeChat gate in front; with
+/// `[[site]]` tables, one gate and upstream per site, chosen by `Host`.
 pub struct GatewayProxy {
-    gate: WechatGate,
-    upstream: SocketAddr,
+    sites: SiteList,
     named: Arc<Upstreams>,
     in_flight: Arc<AtomicUsize>,
     access: Arc<AccessLogger>,
@@ -33,14 +34,16 @@ pub struct GatewayProxy {
 impl GatewayProxy {
     /// A proxy to `upstream` guarded by `gate`.
     pub fn new(gate: WechatGate, upstream: SocketAddr) -> Self {
-        Self::with_named(gate, upstream, Arc::default())
+        let site = Site::new(DEFAULT_SITE.to_owned(), Vec::new(), gate, upstream);
+        Self::with_sites(Arc::new(vec![site]), Arc::default())
     }
 
-    fn with_named(gate: WechatGate, upstream: SocketAddr, named: Arc<Upstreams>) -> Self {
-        let access = Arc::new(AccessLogger::new(&gate.gate().config().gateway.access_log));
+    fn with_sites(sites: SiteList, named: Arc<Upstreams>) -> Self {
+        let access = Arc::new(AccessLogger::new(
+            &sites[0].gate.gate().config().gateway.access_log,
+        ));
         GatewayProxy {
-            gate,
-            upstream,
+            sites,
             named,
             in_flight: Arc::default(),
             access,
@@ -130,6 +133,14 @@ pub struct GatewayCtx {
     /// The named upstream of the request's route (its index in
     /// [`Upstreams`]); `None`: `[gateway] upstream`.
     named_upstream: Option<usize>,
+    /// The index of the request's site; `None`: no site serves its host.
+    site: Option<usize>,
+}
+
+impl GatewayProxy {
+    fn site(&self, ctx: &GatewayCtx) -> &Site {
+        &self.sites[ctx.site.unwrap_or(0)]
+    }
 }
 
 #[async_trait]
@@ -143,6 +154,7 @@ impl ProxyHttp for GatewayProxy {
             started: std::time::Instant::now(),
             upstream_ms: None,
             named_upstream: None,
+            site: None,
         }
     }
 
@@ -151,9 +163,15 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut GatewayCtx,
     ) -> pingora::Result<bool> {
-        let answered = self.gate.request_filter(session, &mut ctx.gate).await?;
+        let Some(index) = site_of(&self.sites, session) else {
+            misdirected(session).await?;
+            return Ok(true);
+        };
+        ctx.site = Some(index);
+        let site = &self.sites[index];
+        let answered = site.gate.request_filter(session, &mut ctx.gate).await?;
         if let Some(route) = ctx.gate.route().filter(|_| !answered) {
-            let gate = self.gate.gate();
+            let gate = site.gate.gate();
             if let Some(name) = gate
                 .config()
                 .routes
@@ -174,7 +192,11 @@ impl ProxyHttp for GatewayProxy {
     ) -> pingora::Result<Box<HttpPeer>> {
         match ctx.named_upstream {
             Some(index) => Ok(Box::new(self.named.peer(index)?)),
-            None => Ok(Box::new(HttpPeer::new(self.upstream, false, String::new()))),
+            None => Ok(Box::new(HttpPeer::new(
+                self.site(ctx).upstream,
+                false,
+                String::new(),
+            ))),
         }
     }
 
@@ -184,7 +206,8 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut GatewayCtx,
     ) -> pingora::Result<()> {
-        self.gate
+        self.site(ctx)
+            .gate
             .upstream_request_filter(session, upstream_request, &mut ctx.gate)?;
         Ok(())
     }
@@ -199,7 +222,9 @@ impl ProxyHttp for GatewayProxy {
             .gate
             .upstream_sent()
             .map(|sent| sent.elapsed().as_millis() as u64);
-        self.gate.response_filter(upstream_response, &ctx.gate)
+        self.site(ctx)
+            .gate
+            .response_filter(upstream_response, &ctx.gate)
     }
 
     async fn logging(
@@ -209,13 +234,20 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut GatewayCtx,
     ) {
         let req = session.req_header();
-        let gate = self.gate.gate();
+        let site = self.site(ctx);
+        let gate = site.gate.gate();
         let outcome = match (ctx.gate.passed(), e) {
+            _ if ctx.site.is_none() => "misdirected",
             (true, Some(e)) if e.esource() == &pingora::ErrorSource::Upstream => "upstream_error",
             (true, _) => "pass",
             (false, _) => "gate",
         };
+        if ctx.site.is_some() {
+            site.count(outcome);
+        }
+        let several = !site.hosts.is_empty();
         let entry = Entry {
+            site: ctx.site.filter(|_| several).map(|_| site.name.as_str()),
             time: crate::access::now(),
             client: wechat_oauth_pingora::client_of(session, &gate).map(|ip| ip.to_string()),
             method: req.method.as_str(),
@@ -237,13 +269,13 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         e: &pingora::Error,
-        _ctx: &mut GatewayCtx,
+        ctx: &mut GatewayCtx,
     ) -> pingora::proxy::FailToProxy {
-        self.gate.fail_to_proxy(session, e).await
+        self.site(ctx).gate.fail_to_proxy(session, e).await
     }
 
-    fn request_summary(&self, session: &Session, _ctx: &GatewayCtx) -> String {
-        self.gate.request_summary(session)
+    fn request_summary(&self, session: &Session, ctx: &GatewayCtx) -> String {
+        self.site(ctx).gate.request_summary(session)
     }
 }
 
@@ -253,7 +285,7 @@ impl ProxyHttp for GatewayProxy {
 /// `[gateway] shutdown_grace_secs` (Pingora's own grace period, set to the
 /// same).
 struct GracefulStop {
-    gate: WechatGate,
+    sites: SiteList,
     in_flight: Arc<AtomicUsize>,
     grace: std::time::Duration,
 }
@@ -275,7 +307,9 @@ impl BackgroundService for GracefulStop {
             return;
         }
         let deadline = std::time::Instant::now() + self.grace;
-        self.gate.gate().begin_shutdown();
+        for site in self.sites.iter() {
+            site.gate.gate().begin_shutdown();
+        }
         tracing::info!(
             in_flight = self.in_flight.load(Ordering::SeqCst),
             grace_secs = self.grace.as_secs(),
@@ -354,7 +388,18 @@ pub enum StartError {
 ///
 /// Errors: [`StartError`] for a missing upstream or an unusable config.
 pub fn build_server(config: Config) -> Result<Server, StartError> {
-    build_server_inner(config, None, Listeners::Bind)
+    build_server_inner(vec![single_site(config)], None, Listeners::Bind)
+}
+
+/// The name of the one site of a file without `[[site]]` tables.
+pub const DEFAULT_SITE: &str = "default";
+
+fn single_site(config: Config) -> SiteConfig {
+    SiteConfig {
+        name: DEFAULT_SITE.to_owned(),
+        hosts: Vec::new(),
+        config,
+    }
 }
 
 /// [`build_server`] for the configuration file at `path`, reloaded on
@@ -379,8 +424,29 @@ pub fn build_server_from_file_with(
     overrides: Vec<(String, String)>,
     listeners: Listeners,
 ) -> Result<Server, StartError> {
-    let config = load_config_with(path, &overrides)?;
-    build_server_inner(config, Some((path.to_owned(), overrides)), listeners)
+    let sites = load_sites_with(path, &overrides)?;
+    build_server_inner(sites, Some((path.to_owned(), overrides)), listeners)
+}
+
+/// The sites of the configuration file at `path` (`[[site]]` tables, in
+/// order; a file without them is one site, [`DEFAULT_SITE`], answering
+/// every host), each with the gateway's default store as
+/// [`load_config_with`].
+///
+/// Errors: as [`Config::load_with`] and [`Config::sites_from_toml`].
+pub fn load_sites_with(
+    path: &std::path::Path,
+    overrides: &[(String, String)],
+) -> Result<Vec<SiteConfig>, wechat_oauth::ConfigError> {
+    let Some(mut sites) = Config::load_sites_with(path, overrides.iter().cloned())? else {
+        return Ok(vec![single_site(load_config_with(path, overrides)?)]);
+    };
+    for site in &mut sites {
+        site.config
+            .store
+            .default_to_file(std::path::Path::new(DEFAULT_STATE_DIR));
+    }
+    Ok(sites)
 }
 
 /// Where the gateway keeps its state file when `[store]` names none
@@ -410,21 +476,39 @@ pub fn load_config_with(
     Ok(config)
 }
 
-fn build_server_inner(
-    config: Config,
-    reload_from: Option<(std::path::PathBuf, Vec<(String, String)>)>,
-    listeners: Listeners,
-) -> Result<Server, StartError> {
-    let upstream_text = config
+/// `[gateway] upstream` of a site, resolved.
+fn site_upstream(site: &SiteConfig) -> Result<SocketAddr, StartError> {
+    let named = |problem: String| {
+        StartError::Upstream(if site.hosts.is_empty() {
+            problem
+        } else {
+            format!("site {:?}: {problem}", site.name)
+        })
+    };
+    let upstream_text = site
+        .config
         .gateway
         .upstream
         .clone()
-        .ok_or_else(|| StartError::Upstream("missing (host:port of the application)".into()))?;
-    let upstream = upstream_text
+        .ok_or_else(|| named("missing (host:port of the application)".into()))?;
+    upstream_text
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| StartError::Upstream(format!("cannot resolve {upstream_text:?}")))?;
+        .ok_or_else(|| named(format!("cannot resolve {upstream_text:?}")))
+}
+
+fn build_server_inner(
+    sites: Vec<SiteConfig>,
+    reload_from: Option<(std::path::PathBuf, Vec<(String, String)>)>,
+    listeners: Listeners,
+) -> Result<Server, StartError> {
+    let upstreams = sites
+        .iter()
+        .map(site_upstream)
+        .collect::<Result<Vec<_>, _>>()?;
+    // The process's keys are the top level's: the same in every site.
+    let config = sites[0].config.clone();
     let listen = config.gateway.listen.clone();
     let metrics_listen = config.gateway.metrics_listen.clone();
     let tls = config.gateway.tls.clone();
@@ -435,9 +519,22 @@ fn build_server_inner(
     let (named, upstream_services) =
         Upstreams::build(&config.upstreams).map_err(StartError::Upstreams)?;
     let named = Arc::new(named);
-    let core_gate = Arc::new(Gate::new(config)?);
-    let shared = core_gate.is_shared();
-    let gate = WechatGate::new(core_gate);
+    let (names, configs): (Vec<_>, Vec<_>) = sites
+        .into_iter()
+        .map(|s| ((s.name, s.hosts), s.config))
+        .unzip();
+    let gates = Gate::for_sites(configs)?;
+    let shared = gates[0].is_shared();
+    let sites: SiteList = Arc::new(
+        names
+            .into_iter()
+            .zip(gates)
+            .zip(upstreams)
+            .map(|(((name, hosts), gate), upstream)| {
+                Site::new(name, hosts, WechatGate::new(Arc::new(gate)), upstream)
+            })
+            .collect(),
+    );
 
     let mut conf = ServerConf::new().expect("Pingora's default configuration");
     conf.threads =
@@ -453,7 +550,7 @@ fn build_server_inner(
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
-    let gateway_proxy = GatewayProxy::with_named(gate.clone(), upstream, named.clone());
+    let gateway_proxy = GatewayProxy::with_sites(sites.clone(), named.clone());
     let in_flight = gateway_proxy.in_flight();
     let access = gateway_proxy.access_log();
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway_proxy);
@@ -499,16 +596,18 @@ fn build_server_inner(
     server.add_service(background_service(
         "wechat graceful stop",
         GracefulStop {
-            gate: gate.clone(),
+            sites: sites.clone(),
             in_flight,
             grace,
         },
     ));
     if shared {
-        server.add_service(background_service(
-            "wechat shared-state sync",
-            SharedStateSync::new(gate.clone()),
-        ));
+        for site in sites.iter() {
+            server.add_service(background_service(
+                "wechat shared-state sync",
+                SharedStateSync::new(site.gate.clone()),
+            ));
+        }
     }
     server.add_service(background_service(
         "wechat access log reopen on SIGUSR1",
@@ -518,7 +617,7 @@ fn build_server_inner(
         server.add_service(background_service(
             "wechat reload on SIGHUP",
             ReloadOnHangup {
-                gate,
+                sites,
                 path,
                 overrides,
                 access,
@@ -532,7 +631,7 @@ fn build_server_inner(
 
 /// Reloads the configuration file on SIGHUP (see [`build_server_from_file`]).
 struct ReloadOnHangup {
-    gate: WechatGate,
+    sites: SiteList,
     path: std::path::PathBuf,
     overrides: Vec<(String, String)>,
     access: Arc<AccessLogger>,
@@ -596,6 +695,56 @@ impl BackgroundService for ReopenOnUser1 {
     }
 }
 
+impl ReloadOnHangup {
+    /// Loads the file again and swaps every site's gate, or none: the
+    /// keys that changed but need a restart, or why nothing changed.
+    fn reload(&self) -> Result<Vec<String>, String> {
+        let loaded = load_sites_with(&self.path, &self.overrides).map_err(|e| e.to_string())?;
+        let same_sites = loaded.len() == self.sites.len()
+            && loaded
+                .iter()
+                .zip(self.sites.iter())
+                .all(|(l, r)| l.name == r.name && l.hosts == r.hosts);
+        if !same_sites {
+            return Err(
+                "the sites ([[site]] names and hosts) changed: that needs a restart".into(),
+            );
+        }
+        let mut gates = Vec::with_capacity(loaded.len());
+        let mut waiting: Vec<String> = Vec::new();
+        for (site, loaded) in self.sites.iter().zip(loaded) {
+            let running = site.gate.gate();
+            let gate = running.reload(loaded.config).map_err(|e| e.to_string())?;
+            let routed = gate
+                .config()
+                .routes
+                .iter()
+                .filter_map(|r| r.upstream.as_deref());
+            if !self.named.has_all(routed) {
+                return Err("a [[route]] names an upstream that is not running: new [upstreams] need a restart".into());
+            }
+            let mut changed: Vec<String> =
+                needs_restart(&running.config().gateway, &gate.config().gateway)
+                    .into_iter()
+                    .map(|key| format!("[gateway] {key}"))
+                    .collect();
+            if running.config().upstreams != gate.config().upstreams {
+                changed.push("[upstreams]".into());
+            }
+            for key in changed {
+                if !waiting.contains(&key) {
+                    waiting.push(key);
+                }
+            }
+            gates.push(gate);
+        }
+        for (site, gate) in self.sites.iter().zip(gates) {
+            site.gate.replace(gate);
+        }
+        Ok(waiting)
+    }
+}
+
 #[async_trait]
 impl BackgroundService for ReloadOnHangup {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -617,36 +766,15 @@ impl BackgroundService for ReloadOnHangup {
                     }
                 }
             }
-            let reloaded = load_config_with(&self.path, &self.overrides)
-                .map_err(|e| e.to_string())
-                .and_then(|config| self.gate.gate().reload(config).map_err(|e| e.to_string()))
-                .and_then(|gate| {
-                    let routed = gate.config().routes.iter().filter_map(|r| r.upstream.as_deref());
-                    if self.named.has_all(routed) {
-                        Ok(gate)
-                    } else {
-                        Err("a [[route]] names an upstream that is not running: new [upstreams] need a restart".into())
-                    }
-                });
-            match reloaded {
-                Ok(gate) => {
-                    let running = self.gate.gate();
-                    let mut waiting =
-                        needs_restart(&running.config().gateway, &gate.config().gateway);
-                    if running.config().upstreams != gate.config().upstreams {
-                        waiting.push("[upstreams]");
-                    }
-                    self.gate.replace(gate);
-                    if waiting.is_empty() {
-                        tracing::info!(config = %self.path.display(), "configuration reloaded");
-                    } else {
-                        tracing::warn!(
-                            config = %self.path.display(),
-                            restart_needed = %waiting.join(", "),
-                            "configuration reloaded; these [gateway] keys changed and apply after a restart"
-                        );
-                    }
+            match self.reload() {
+                Ok(waiting) if waiting.is_empty() => {
+                    tracing::info!(config = %self.path.display(), "configuration reloaded")
                 }
+                Ok(waiting) => tracing::warn!(
+                    config = %self.path.display(),
+                    restart_needed = %waiting.join(", "),
+                    "configuration reloaded; these keys changed and apply after a restart"
+                ),
                 Err(e) => tracing::error!(
                     config = %self.path.display(),
                     "reload failed, the running configuration stays: {e}"

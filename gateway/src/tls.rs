@@ -87,4 +87,16 @@ impl TlsAccept for CurrentCert {
         }
         let _ = ext::ssl_use_private_key(ssl, &loaded.key);
     }
+
+    /// Keeps the server name the client asked for (SNI), so a request is
+    /// answered only by the site of that name ([`crate::sites::site_of`]).
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let name = ssl.servername(pingora::tls::ssl::NameType::HOST_NAME)?;
+        Some(Arc::new(crate::sites::ServerName(
+            name.to_ascii_lowercase(),
+        )))
+    }
 }

@@ -128,21 +128,35 @@ fn check_config(path: &std::path::Path, overrides: Vec<(String, String)>) -> i32
         .map(ToString::to_string)
         .collect();
     if problems.is_empty() {
-        if let Ok(config) = Config::from_toml(&text, |name| std::env::var(name).ok()) {
+        let env = |name: &str| std::env::var(name).ok();
+        let configs: Vec<(String, Config)> = match Config::sites_from_toml(&text, env) {
+            Ok(Some(sites)) => sites
+                .into_iter()
+                .map(|s| (format!("site {:?} ", s.name), s.config))
+                .collect(),
+            Ok(None) => Config::from_toml(&text, env)
+                .map(|c| (String::new(), c))
+                .into_iter()
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for (site, config) in &configs {
             match &config.gateway.upstream {
-                None => problems.push(
-                    "config [gateway] upstream: missing (host:port of the application)".into(),
-                ),
+                None => problems.push(format!(
+                    "config {site}[gateway] upstream: missing (host:port of the application)"
+                )),
                 // Not an error: the name may resolve where the gateway runs.
                 Some(upstream)
                     if std::net::ToSocketAddrs::to_socket_addrs(upstream.as_str()).is_err() =>
                 {
                     eprintln!(
-                        "wechat-gateway: warning: config [gateway] upstream: {upstream:?} does not resolve here"
+                        "wechat-gateway: warning: config {site}[gateway] upstream: {upstream:?} does not resolve here"
                     );
                 }
                 Some(_) => {}
             }
+        }
+        if let Some((_, config)) = configs.first() {
             for (name, upstream) in &config.upstreams {
                 for server in &upstream.servers {
                     if std::net::ToSocketAddrs::to_socket_addrs(server.as_str()).is_err() {
