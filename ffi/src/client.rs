@@ -130,8 +130,21 @@ pub unsafe extern "C" fn wechat_oauth_client_new_from_toml(
     ffi_boundary!({
         let out = try_mut!(out);
         let text = try_str!(toml, toml_len);
-        new_client(Config::from_toml(text, |k| std::env::var(k).ok()), out)
+        let site = std::env::var(SITE_VAR).ok();
+        new_client(
+            Config::site_from_toml(text, site.as_deref(), |k| std::env::var(k).ok()),
+            out,
+        )
     })
+}
+
+/// The environment variable naming the `[[site]]` a host serves, when its
+/// configuration file has several (README.md "Several sites in one gateway").
+const SITE_VAR: &str = "WECHAT_OAUTH_SITE";
+
+/// The file's configuration, or its `[[site]]` named in [`SITE_VAR`].
+fn load_file(path: &str) -> Result<Config, core_lib::ConfigError> {
+    Config::load_site(Path::new(path), std::env::var(SITE_VAR).ok().as_deref())
 }
 
 /// Creates a client from a TOML file at `path` (UTF-8, `path_len` bytes).
@@ -149,7 +162,7 @@ pub unsafe extern "C" fn wechat_oauth_client_new_from_file(
     ffi_boundary!({
         let out = try_mut!(out);
         let path = try_str!(path, path_len);
-        new_client(Config::load(Path::new(path)), out)
+        new_client(load_file(path), out)
     })
 }
 
@@ -178,7 +191,7 @@ pub unsafe extern "C" fn wechat_oauth_client_shared_from_file(
             return fail(wechat_oauth_result::Ok, "");
         }
         let mut created: *const wechat_oauth_client = std::ptr::null();
-        let result = new_client(Config::load(Path::new(path)), &mut created);
+        let result = new_client(load_file(path), &mut created);
         if result != wechat_oauth_result::Ok {
             return result;
         }

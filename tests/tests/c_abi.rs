@@ -152,26 +152,44 @@ struct Host {
 }
 
 async fn start_host(program: &Path, wrapper: Option<&[&str]>, label: &str) -> Host {
+    start_host_with(
+        program,
+        wrapper,
+        label,
+        |config_path, emulator_url, url, secret| {
+            TestConfig::new("wx1234567890abcdef", emulator_url, url)
+                .set("gateway.cookie_secret", random(40))
+                .write(config_path);
+            vec![("WECHAT_APP_SECRET".into(), secret.into())]
+        },
+    )
+    .await
+}
+
+/// A host with the configuration `write_config(path, emulator_url,
+/// host_url, app_secret)` writes, and the environment it returns.
+async fn start_host_with(
+    program: &Path,
+    wrapper: Option<&[&str]>,
+    label: &str,
+    write_config: impl FnOnce(&Path, &str, &str, &str) -> Vec<(String, String)>,
+) -> Host {
     let dir = temp_dir(label);
     let (emu_port, host_port) = (free_port(), free_port());
     let secret = format!("appsecret{}", random(20));
     let emulator = Proc::start_emulator(&dir, emu_port, "wx1234567890abcdef", &secret);
     let url = format!("http://127.0.0.1:{host_port}");
     let config_path = dir.join("config.toml");
-    TestConfig::new(
-        "wx1234567890abcdef",
-        &format!("http://127.0.0.1:{emu_port}"),
-        &url,
-    )
-    .set("gateway.cookie_secret", random(40))
-    .write(&config_path);
-    let env = [
+    let emulator_url = format!("http://127.0.0.1:{emu_port}");
+    let own_env = write_config(&config_path, &emulator_url, &url, &secret);
+    let port = host_port.to_string();
+    let mut env = vec![
         ("WECHAT_OAUTH_CONFIG", config_path.to_str().unwrap()),
-        ("PORT", &host_port.to_string()),
-        ("WECHAT_APP_SECRET", &secret),
+        ("PORT", port.as_str()),
         ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
         ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
     ];
+    env.extend(own_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let host = match wrapper {
         None => Proc::start_program(&dir, "host", program, &[], &env),
         Some([wrapper, args @ ..]) => {
@@ -181,7 +199,6 @@ async fn start_host(program: &Path, wrapper: Option<&[&str]>, label: &str) -> Ho
         }
         Some([]) => unreachable!(),
     };
-    let emulator_url = format!("http://127.0.0.1:{emu_port}");
     wait_ready(&format!("{emulator_url}/_emulator/calls")).await;
     wait_ready(&format!("{url}/_wechat/healthz")).await;
     Host {
@@ -281,6 +298,79 @@ async fn the_c_host_runs_the_full_login() {
     let (code, log) = host.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn a_c_host_serves_the_site_it_names_in_a_file_of_several() {
+    let dir = temp_dir("build-site");
+    let program = build_host(&dir, "host", &[]);
+    let sites = |config_path: &Path, emulator_url: &str, url: &str, secret: &str| {
+        let text = format!(
+            r#"[gateway]
+cookie_secret = "{cookie}"
+[limits]
+logins_per_minute = 0
+
+[[site]]
+name = "shop"
+[site.wechat]
+appid = "wx9999999999999999"
+secret = "not-this-one"
+api_base = "http://127.0.0.1:9"
+[site.gateway]
+public_url = "https://shop.example.com"
+
+[[site]]
+name = "blog"
+[site.wechat]
+appid = "wx1234567890abcdef"
+scope = "snsapi_userinfo"
+open_base = "{emulator_url}"
+api_base = "{emulator_url}"
+mp_base = "{emulator_url}"
+[site.gateway]
+public_url = "{url}"
+"#,
+            cookie = random(40)
+        );
+        std::fs::write(config_path, text).unwrap();
+        vec![
+            ("WECHAT_OAUTH_SITE".to_owned(), "blog".to_owned()),
+            ("WECHAT_SITE_BLOG_APP_SECRET".to_owned(), secret.to_owned()),
+        ]
+    };
+    let host = start_host_with(&program, None, "site", sites).await;
+    login_through(&host).await;
+    let (code, log) = host.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // Without a site named, the host refuses to start and says how to name one.
+    let scratch = temp_dir("site-unnamed");
+    let config_path = scratch.join("config.toml");
+    sites(
+        &config_path,
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9",
+        "s",
+    );
+    let mut unnamed = Proc::start_program(
+        &scratch,
+        "host",
+        &program,
+        &[],
+        &[
+            ("WECHAT_OAUTH_CONFIG", config_path.to_str().unwrap()),
+            ("PORT", &free_port().to_string()),
+            ("WECHAT_SITE_BLOG_APP_SECRET", "s"),
+        ],
+    );
+    let code = unnamed.wait_exit(Duration::from_secs(30));
+    assert_ne!(code, Some(0));
+    let log = unnamed.log_text();
+    assert!(
+        log.contains("WECHAT_OAUTH_SITE") && log.contains("shop, blog"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

@@ -155,6 +155,57 @@ impl Config {
         Self::sites_from_toml(&text, |name| std::env::var(name).ok())
     }
 
+    /// The configuration a host that serves one site reads from the file
+    /// at `path`: with `[[site]]` tables, the site named `site` (a C ABI
+    /// host names it in `WECHAT_OAUTH_SITE`); without, the file as
+    /// [`Config::load`] reads it.
+    ///
+    /// Errors: as [`Config::load`]; [`ConfigError::Site`] when the file has
+    /// sites and `site` is none of them (or not given), or `site` is given
+    /// and the file has none.
+    pub fn load_site(path: &Path, site: Option<&str>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let text = with_env_keys(&text, std::env::vars())?;
+        Self::site_from_toml(&text, site, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load_site`] for TOML text; `env` as for [`Config::from_toml`].
+    ///
+    /// Errors: as [`Config::load_site`].
+    pub fn site_from_toml(
+        text: &str,
+        site: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let site = site.filter(|s| !s.is_empty());
+        match (Self::sites_from_toml(text, &env)?, site) {
+            (None, None) => Self::from_toml(text, env),
+            (None, Some(name)) => Err(ConfigError::Site {
+                site: name.to_owned(),
+                problem: "the file has no [[site]] tables: name no site".into(),
+            }),
+            (Some(sites), name) => {
+                let names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+                let problem = format!(
+                    "name the site this host serves (WECHAT_OAUTH_SITE): one of {}",
+                    names.join(", ")
+                );
+                let wanted = name.unwrap_or("");
+                sites
+                    .into_iter()
+                    .find(|s| s.name == wanted)
+                    .map(|s| s.config)
+                    .ok_or(ConfigError::Site {
+                        site: wanted.to_owned(),
+                        problem,
+                    })
+            }
+        }
+    }
+
     /// `text` with the `WECHAT_GATEWAY__…` keys of the environment and of
     /// `overrides` set in it, as [`Config::load_with`] reads it (for a
     /// host's `--check-config`).

@@ -212,9 +212,19 @@ impl Config {
                     env(var)
                 }
             };
-            let mut config = Config::from_toml(&rendered, site_env).map_err(|e| match e {
-                ConfigError::Syntax { message, .. } => site_error(&name, message),
-                other => site_error(&name, other),
+            let mut config = Config::from_toml(&rendered, site_env).map_err(|e| {
+                let mut problem = match e {
+                    ConfigError::Syntax { message, .. } => message,
+                    other => other.to_string(),
+                };
+                // The single-site message names the variables a site does not read.
+                for var in ACCOUNT_VARS.iter().chain([&COOKIE_SECRET_VAR]) {
+                    problem = problem.replace(
+                        &format!("env {var}"),
+                        &format!("env {}", site_env_var(&name, var)),
+                    );
+                }
+                site_error(&name, problem)
             })?;
             if !own_cookie_keys {
                 config.gateway.cookie_secrets = config
@@ -353,6 +363,10 @@ cookie_secret = "blog-own-key-0123456789abcdef01234"
             "{e}"
         );
         assert!(!e.contains("never-a-site-secret"));
+        assert!(
+            e.contains("env WECHAT_SITE_SHOP_APP_SECRET") && !e.contains("env WECHAT_APP_SECRET"),
+            "{e}"
+        );
         let e = site_err(&TWO_SITES.replace("site_name = \"The shop\"", "listen = \"0.0.0.0:1\""));
         assert!(e.contains("site \"shop\"") && e.contains("listen"), "{e}");
         let e = site_err(&TWO_SITES.replace("name = \"blog\"", "name = \"shop\""));
@@ -375,5 +389,28 @@ cookie_secret = "blog-own-key-0123456789abcdef01234"
             site_env_var("shop-a", "WECHAT_APP_SECRET"),
             "WECHAT_SITE_SHOP_A_APP_SECRET"
         );
+    }
+
+    #[test]
+    fn a_host_serving_one_site_names_it() {
+        let blog = Config::site_from_toml(TWO_SITES, Some("blog"), env).unwrap();
+        assert_eq!(blog.wechat.appid, "wx2222222222222222");
+        assert_eq!(
+            blog.store.key_prefix, "gw:blog:",
+            "the gateway's keys of the site"
+        );
+        for wrong in [None, Some("journal"), Some("")] {
+            let e = Config::site_from_toml(TWO_SITES, wrong, env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("WECHAT_OAUTH_SITE") && e.contains("shop, blog"),
+                "{e}"
+            );
+        }
+        let single = Config::site_from_toml(GOOD_SINGLE, None, |_| None).unwrap();
+        assert_eq!(single.wechat.appid, "wx1234567890abcdef");
+        let e = Config::site_from_toml(GOOD_SINGLE, Some("shop"), |_| None).unwrap_err();
+        assert!(e.to_string().contains("no [[site]]"), "{e}");
     }
 }
