@@ -111,6 +111,19 @@ struct RawGateway {
     verify_files: Option<super::routes::RawVerifyFiles>,
 }
 
+/// The file at `path` with the keys of the environment's
+/// `WECHAT_GATEWAY__…` variables and then of `overrides` set in it.
+fn read_with_env(
+    path: &Path,
+    overrides: impl IntoIterator<Item = (String, String)>,
+) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    with_env_keys(&text, std::env::vars().chain(overrides))
+}
+
 impl Config {
     /// Loads a TOML file, with overrides from the process environment.
     ///
@@ -130,11 +143,7 @@ impl Config {
         path: &Path,
         overrides: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let text = with_env_keys(&text, std::env::vars().chain(overrides))?;
+        let text = read_with_env(path, overrides)?;
         Self::from_toml(&text, |name| std::env::var(name).ok())
     }
 
@@ -147,11 +156,7 @@ impl Config {
         path: &Path,
         overrides: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Option<Vec<SiteConfig>>, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let text = with_env_keys(&text, std::env::vars().chain(overrides))?;
+        let text = read_with_env(path, overrides)?;
         Self::sites_from_toml(&text, |name| std::env::var(name).ok())
     }
 
@@ -164,11 +169,7 @@ impl Config {
     /// sites and `site` is none of them (or not given), or `site` is given
     /// and the file has none.
     pub fn load_site(path: &Path, site: Option<&str>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let text = with_env_keys(&text, std::env::vars())?;
+        let text = read_with_env(path, std::iter::empty())?;
         Self::site_from_toml(&text, site, |name| std::env::var(name).ok())
     }
 
