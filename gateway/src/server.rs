@@ -726,7 +726,7 @@ impl ReloadOnHangup {
             let mut changed: Vec<String> =
                 needs_restart(&running.config().gateway, &gate.config().gateway)
                     .into_iter()
-                    .map(|key| format!("[gateway] {key}"))
+                    .map(str::to_owned)
                     .collect();
             if running.config().upstreams != gate.config().upstreams {
                 changed.push("[upstreams]".into());
@@ -773,7 +773,7 @@ impl BackgroundService for ReloadOnHangup {
                 Ok(waiting) => tracing::warn!(
                     config = %self.path.display(),
                     restart_needed = %waiting.join(", "),
-                    "configuration reloaded; these keys changed and apply after a restart"
+                    "configuration reloaded; these [gateway] keys changed and apply after a restart"
                 ),
                 Err(e) => tracing::error!(
                     config = %self.path.display(),
