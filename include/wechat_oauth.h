@@ -300,6 +300,26 @@ wechat_oauth_result wechat_oauth_client_new_from_file(const char *path,
                                                       const struct wechat_oauth_client **out);
 
 /**
+ * Creates a client for the `[[site]]` called `site` (`site_len` bytes) of
+ * the TOML file at `path`, whatever `WECHAT_OAUTH_SITE` says: for a host
+ * that names the site in its own configuration (nginx's
+ * `wechat_oauth_config FILE SITE`). A file without `[[site]]` tables has
+ * no site to name (`CONFIG_INVALID`).
+ *
+ * Errors: `CONFIG_UNREADABLE`, `CONFIG_INVALID` (no such site: the
+ * detail lists the file's sites), `NULL_PARAMETER`, `INVALID_UTF8`.
+ *
+ * # Safety
+ * `path` and `site` point at `path_len` and `site_len` readable bytes;
+ * `out` must be writable.
+ */
+wechat_oauth_result wechat_oauth_client_new_for_site(const char *path,
+                                                     size_t path_len,
+                                                     const char *site,
+                                                     size_t site_len,
+                                                     const struct wechat_oauth_client **out);
+
+/**
  * The process-wide client for the config file at `path`, created on the
  * first call and kept until the process exits; later calls with the same
  * path return it again. For hosts that run each request afresh (PHP):
@@ -323,6 +343,27 @@ wechat_oauth_result wechat_oauth_client_shared_from_file(const char *path,
  * `client` must come from a `_new` function and not be freed twice.
  */
 void wechat_oauth_client_free(const struct wechat_oauth_client *client);
+
+/**
+ * A client that decides every request with the policy called `name`
+ * (`name_len` bytes, UTF-8), whatever its path: `public`, `login`,
+ * `userinfo`, `followers`, or the `name` of a `[[route]]` in the
+ * configuration (an `allow` list is a named route). For a host whose own
+ * routing picks the policy: an nginx `location` with `wechat_oauth_policy`,
+ * a PHP controller for an admin area. It shares everything else with
+ * `client` (sessions, single-flight, store); `client` stays as it was.
+ * `*out` gets a client to release with [`wechat_oauth_client_free`].
+ *
+ * Errors: `CONFIG_INVALID` when there is no such policy (the detail lists
+ * the names there are), `NULL_PARAMETER`, `INVALID_UTF8`.
+ *
+ * # Safety
+ * `client` live; `name` points at `name_len` readable bytes; `out` writable.
+ */
+wechat_oauth_result wechat_oauth_client_with_policy(const struct wechat_oauth_client *client,
+                                                    const char *name,
+                                                    size_t name_len,
+                                                    const struct wechat_oauth_client **out);
 
 /**
  * The configured route prefix, e.g. `/_wechat` (borrowed from the client).

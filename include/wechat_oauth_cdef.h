@@ -73,11 +73,22 @@ wechat_oauth_result wechat_oauth_client_new_from_file(const char *path,
                                                       size_t path_len,
                                                       const struct wechat_oauth_client **out);
 
+wechat_oauth_result wechat_oauth_client_new_for_site(const char *path,
+                                                     size_t path_len,
+                                                     const char *site,
+                                                     size_t site_len,
+                                                     const struct wechat_oauth_client **out);
+
 wechat_oauth_result wechat_oauth_client_shared_from_file(const char *path,
                                                          size_t path_len,
                                                          const struct wechat_oauth_client **out);
 
 void wechat_oauth_client_free(const struct wechat_oauth_client *client);
+
+wechat_oauth_result wechat_oauth_client_with_policy(const struct wechat_oauth_client *client,
+                                                    const char *name,
+                                                    size_t name_len,
+                                                    const struct wechat_oauth_client **out);
 
 wechat_oauth_result wechat_oauth_client_prefix(const struct wechat_oauth_client *client,
                                                struct wechat_oauth_str *out);

@@ -82,6 +82,7 @@ fn decisions(c: &mut Criterion) {
         original_method: None,
         origin: None,
         access_control_request_method: None,
+        policy: None,
     };
     let cookie: &'static str = Box::leak(cookie.into_boxed_str());
     let authed = req(Some(cookie));

@@ -72,6 +72,7 @@ use decide::*;
 use failure::*;
 use limits::*;
 use login::*;
+pub use policy::NamedPolicy;
 pub use route::Route;
 use scene::SCENE_SID_PREFIX;
 pub use scene::{QR_LONG_POLL_SECS, SCENE_COOKIE};
@@ -123,6 +124,10 @@ pub struct RequestParts<'a> {
     pub origin: Option<&'a str>,
     /// The `Access-Control-Request-Method` header (a CORS preflight has one).
     pub access_control_request_method: Option<&'a str>,
+    /// The policy a host's own routing chose for this request (an nginx
+    /// `location`'s `wechat_oauth_policy`), from [`Gate::named_policy`] of
+    /// the same gate; `None`: the route its path falls under.
+    pub policy: Option<NamedPolicy>,
 }
 
 /// What to do with a request.

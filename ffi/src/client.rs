@@ -62,6 +62,9 @@ pub struct wechat_oauth_client {
     /// Shared with the logout sync task of a `[store]`-shared client, which
     /// holds it weakly.
     pub(crate) gate: Arc<Gate>,
+    /// The policy every request of this client gets, whatever its path
+    /// ([`wechat_oauth_client_with_policy`]); `None`: the path's route.
+    pub(crate) policy: Option<core_lib::flow::NamedPolicy>,
     // Declared after `gate` so that it is dropped after it.
     pub(crate) runtime: OnceLock<Arc<tokio::runtime::Runtime>>,
 }
@@ -89,6 +92,7 @@ pub(crate) fn new_client(
     };
     let client = Arc::new(wechat_oauth_client {
         gate: Arc::new(gate),
+        policy: None,
         runtime: OnceLock::new(),
     });
     if client.gate.is_shared() {
@@ -163,6 +167,34 @@ pub unsafe extern "C" fn wechat_oauth_client_new_from_file(
         let out = try_mut!(out);
         let path = try_str!(path, path_len);
         new_client(load_file(path), out)
+    })
+}
+
+/// Creates a client for the `[[site]]` called `site` (`site_len` bytes) of
+/// the TOML file at `path`, whatever `WECHAT_OAUTH_SITE` says: for a host
+/// that names the site in its own configuration (nginx's
+/// `wechat_oauth_config FILE SITE`). A file without `[[site]]` tables has
+/// no site to name (`CONFIG_INVALID`).
+///
+/// Errors: `CONFIG_UNREADABLE`, `CONFIG_INVALID` (no such site: the
+/// detail lists the file's sites), `NULL_PARAMETER`, `INVALID_UTF8`.
+///
+/// # Safety
+/// `path` and `site` point at `path_len` and `site_len` readable bytes;
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_client_new_for_site(
+    path: *const c_char,
+    path_len: usize,
+    site: *const c_char,
+    site_len: usize,
+    out: *mut *const wechat_oauth_client,
+) -> wechat_oauth_result {
+    ffi_boundary!({
+        let out = try_mut!(out);
+        let path = try_str!(path, path_len);
+        let site = try_str!(site, site_len);
+        new_client(Config::load_site(Path::new(path), Some(site)), out)
     })
 }
 
@@ -243,6 +275,44 @@ pub(crate) fn release(is_null: bool, drop_it: impl FnOnce()) {
         }
         wechat_oauth_result::Ok
     });
+}
+
+/// A client that decides every request with the policy called `name`
+/// (`name_len` bytes, UTF-8), whatever its path: `public`, `login`,
+/// `userinfo`, `followers`, or the `name` of a `[[route]]` in the
+/// configuration (an `allow` list is a named route). For a host whose own
+/// routing picks the policy: an nginx `location` with `wechat_oauth_policy`,
+/// a PHP controller for an admin area. It shares everything else with
+/// `client` (sessions, single-flight, store); `client` stays as it was.
+/// `*out` gets a client to release with [`wechat_oauth_client_free`].
+///
+/// Errors: `CONFIG_INVALID` when there is no such policy (the detail lists
+/// the names there are), `NULL_PARAMETER`, `INVALID_UTF8`.
+///
+/// # Safety
+/// `client` live; `name` points at `name_len` readable bytes; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn wechat_oauth_client_with_policy(
+    client: *const wechat_oauth_client,
+    name: *const c_char,
+    name_len: usize,
+    out: *mut *const wechat_oauth_client,
+) -> wechat_oauth_result {
+    ffi_boundary!({
+        let client = try_ref!(client);
+        let out = try_mut!(out);
+        let name = try_str!(name, name_len);
+        let policy = match client.gate.named_policy(name) {
+            Ok(p) => p,
+            Err(e) => return fail(wechat_oauth_result::ConfigInvalid, e),
+        };
+        *out = Arc::into_raw(Arc::new(wechat_oauth_client {
+            gate: client.gate.clone(),
+            policy: Some(policy),
+            runtime: std::sync::OnceLock::new(),
+        }));
+        fail(wechat_oauth_result::Ok, "")
+    })
 }
 
 /// The configured route prefix, e.g. `/_wechat` (borrowed from the client).
@@ -409,6 +479,7 @@ pub(crate) unsafe fn request_parts<'a>(
             original_method: field(r.x_original_method)?,
             origin: field(r.origin)?,
             access_control_request_method: field(r.access_control_request_method)?,
+            policy: client.policy,
         })
     })();
     match parts {

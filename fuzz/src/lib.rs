@@ -189,6 +189,7 @@ pub fn request(data: &[u8]) {
         original_method: None,
         origin: opt(&f[10]),
         access_control_request_method: opt(&f[11]),
+        policy: None,
     };
     check_decision(GATE.decide_at(&parts, NOW), &cookie);
     let _ = GATE.decide_auth(&parts);

@@ -470,6 +470,7 @@ fn request_parts<'a>(
         original_method: header("x-original-method"),
         origin: header("origin"),
         access_control_request_method: header("access-control-request-method"),
+        policy: None,
     }
 }
 

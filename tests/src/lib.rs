@@ -1314,7 +1314,28 @@ allow = ["oNobodyIsListed"]
 [[route]]
 exact = "/about"
 policy = "public"
+[[route]]
+prefix = "/fans/"
+policy = "followers"
+[[route]]
+name = "staff"
+policy = "allow"
+allow = ["oNobodyIsListed"]
 "#;
+
+/// The module front's extra `location`s, each with the policy it names
+/// (`wechat_oauth_policy`), whatever the paths' routes say.
+const NGINX_POLICY_LOCATIONS: &str = "    location /echo/staff/ {
+        wechat_oauth_policy staff;
+        proxy_set_header X-WeChat-OpenID $wechat_openid;
+        proxy_pass http://wechat_app;
+    }
+    location /echo/open/ {
+        wechat_oauth_policy public;
+        proxy_set_header X-WeChat-OpenID $wechat_openid;
+        proxy_pass http://wechat_app;
+    }
+";
 
 impl SiteLogin {
     /// The `[wechat]` lines, the `[gateway]` lines (with [`SITE_ROUTES`])
@@ -1511,6 +1532,11 @@ impl Site {
                 .replace(
                     "    wechat_oauth on;\n",
                     "    wechat_oauth on;\n    underscores_in_headers on;\n",
+                )
+                .replacen(
+                    "    location / {\n",
+                    &format!("{NGINX_POLICY_LOCATIONS}    location / {{\n"),
+                    1,
                 );
             load_module = format!("load_module {};\n", nginx_module().display());
             wait_ready(&format!("{emulator_url}/_emulator/calls")).await;

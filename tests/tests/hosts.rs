@@ -297,6 +297,22 @@ async fn run_cases(site: &Site) -> Vec<Seen> {
         site.front
     );
 
+    // A followers route, for this user who does not follow the Official
+    // Account: a 307 back once WeChat was asked (nginx auth_request: the
+    // answer at once), then 403 naming them.
+    out.push(seen(
+        site,
+        "followers route, not following",
+        &browser.follow(&format!("{}/fans/x?y=1", site.url)).await,
+    ));
+    out.push(seen(
+        site,
+        "followers route, not following, xhr",
+        &browser
+            .get_with(&format!("{}/fans/x", site.url), &xhr)
+            .await,
+    ));
+
     let mut tampered = Browser::new(WECHAT_UA);
     let mut value = browser.cookies["wechat_session"].clone().into_bytes();
     let mid = value.len() / 2;
@@ -328,6 +344,28 @@ async fn run_cases(site: &Site) -> Vec<Seen> {
         "after logout, xhr",
         &browser.get_with(&format!("{}/api/x", site.url), &xhr).await,
     ));
+
+    // Another person, who follows: the followers route lets them in.
+    wechat_e2e::emulator_control(
+        &site.emulator_url,
+        "user",
+        serde_json::json!({ "key": "fan", "subscribed": true }),
+    )
+    .await;
+    let fan = site.emulator("user").await;
+    let mut follower = Browser::new(WECHAT_UA);
+    let first = follower.get(&format!("{}/fans/", site.url)).await;
+    let consent = follower.get(first.location()).await;
+    follower.get(consent.location()).await;
+    let inside = follower.follow(&format!("{}/fans/x", site.url)).await;
+    assert!(
+        !matches!(inside.status, 302 | 401 | 403),
+        "{:?}: a follower passes: {} {}",
+        site.front,
+        inside.status,
+        inside.body
+    );
+    assert_ne!(fan["openid"], user["openid"]);
     out
 }
 
@@ -377,6 +415,11 @@ async fn every_front_answers_exactly_as_the_gateway() {
     );
     assert_eq!(by_case("allow route, dot segments").status, 403);
     assert_eq!(by_case("below the exact public page").status, 401);
+    assert_eq!(by_case("followers route, not following").status, 403);
+    assert_eq!(
+        by_case("followers route, not following, xhr").json.unwrap()["error"],
+        "access_denied"
+    );
     let file = by_case("verification file");
     assert_eq!(
         (file.status, file.content_type.as_str()),
@@ -636,7 +679,129 @@ async fn nginx_t_stops_on_a_broken_config_file_with_the_librarys_message() {
         "{text}"
     );
     assert!(!text.contains("short"), "the secret is not printed: {text}");
+
+    // A policy no config file has stops it too, naming the ones there are.
+    std::fs::write(&toml, "[wechat]\nappid = \"wx1\"\nsecret = \"s\"\n[gateway]\npublic_url = \"https://a.example\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n[[route]]\nname = \"staff\"\npolicy = \"allow\"\nallow = [\"oStaff1\"]\n").unwrap();
+    for (policy, ok) in [
+        ("admins", false),
+        ("Public", false),
+        ("staff", true),
+        ("public", true),
+    ] {
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module {};\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:1; wechat_oauth_config {}; wechat_oauth on; location /x/ {{ wechat_oauth_policy {policy}; }} }} }}\n",
+                nginx_module().display(),
+                toml.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("nginx")
+            .args(["-t", "-p"])
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{policy}: {text}");
+        if !ok {
+            assert!(
+                text.contains(&format!("wechat_oauth_policy \"{policy}\""))
+                    && text
+                        .contains("public, login, userinfo, followers or a [[route]] name: staff"),
+                "{text}"
+            );
+        }
+    }
     let _ = target_dir();
+}
+
+/// Logs `browser` in on `site` (a WeChat browser), starting at `path`.
+async fn log_in(site: &Site, browser: &mut Browser, path: &str) {
+    let first = browser.get(&format!("{}{path}", site.url)).await;
+    assert_eq!(first.status, 302, "{:?}: {}", site.front, first.body);
+    let consent = browser.get(first.location()).await;
+    let back = browser.get(consent.location()).await;
+    assert_eq!(back.status, 302, "{:?}: {}", site.front, back.body);
+    assert!(browser.cookies.contains_key("wechat_session"));
+}
+
+#[tokio::test]
+async fn an_nginx_location_decides_by_the_policy_it_names() {
+    let site = Site::start(Front::NginxModule).await;
+    let openid = site.emulator("user").await["openid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = |path: &str| format!("{}{path}", site.url);
+
+    // `wechat_oauth_policy public`: no login, where the path's route wants one.
+    let mut anonymous = Browser::new(WECHAT_UA);
+    let open = anonymous
+        .get_with(&page("/echo/open/x"), &[("X-WeChat-OpenID", "oForged")])
+        .await;
+    assert_eq!(open.status, 200, "{}", open.body);
+    assert!(
+        open.json()["headers"].get("x-wechat-openid").is_none(),
+        "{}",
+        open.body
+    );
+    assert_eq!(anonymous.get(&page("/echo/x")).await.status, 302);
+
+    // `wechat_oauth_policy staff` (a named allow route, this user not on
+    // it): 403 for the logged-in user who passes everywhere else.
+    let mut user = Browser::new(WECHAT_UA);
+    log_in(&site, &mut user, "/echo/x").await;
+    assert_eq!(user.get(&page("/echo/x")).await.status, 200);
+    let refused = user.get(&page("/echo/staff/report")).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains(&openid), "{}", refused.body);
+    let xhr = user
+        .get_with(
+            &page("/echo/staff/report"),
+            &[("X-Requested-With", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(
+        (xhr.status, xhr.json()["error"].clone()),
+        (403, "access_denied".into())
+    );
+    assert_eq!(
+        anonymous.get(&page("/echo/staff/report")).await.status,
+        302,
+        "a login first"
+    );
+    // The public location still carries a logged-in user's identity.
+    let open = user.get(&page("/echo/open/x")).await;
+    assert_eq!(open.json()["headers"]["x-wechat-openid"][0], openid);
+
+    // Other spellings reach the location nginx picks, and its policy.
+    for path in [
+        "/echo/open/../staff/report",
+        "/echo/open/%2e%2e/staff/report",
+        "/echo//staff/report",
+        "/echo/./staff/report",
+        "/echo/%73taff/report",
+    ] {
+        let (status, _) = wechat_e2e::raw_get(
+            &site.url,
+            path,
+            &format!(
+                "Cookie: {}\r\nUser-Agent: {WECHAT_UA}\r\n",
+                user.cookie_header()
+            ),
+        );
+        assert!(matches!(status, 403 | 400), "{path}: {status}");
+    }
+    for path in ["/echo/staff/../open/x", "/echo/staff/%2e%2e/open/x"] {
+        let (status, body) =
+            wechat_e2e::raw_get(&site.url, path, &format!("User-Agent: {WECHAT_UA}\r\n"));
+        assert!(matches!(status, 200 | 400), "{path}: {status} {body}");
+    }
 }
 
 #[tokio::test]

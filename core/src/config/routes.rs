@@ -14,6 +14,7 @@ use super::{invalid, ConfigError};
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
+    name: Option<String>,
     prefix: Option<String>,
     exact: Option<String>,
     methods: Option<Vec<String>>,
@@ -114,9 +115,15 @@ pub enum Preflight {
 /// login).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
+    /// `name`: how a host's own routing picks this route for a request
+    /// whatever its path (the nginx module's `wechat_oauth_policy NAME`, the
+    /// C ABI's `wechat_oauth_client_with_policy`): lower-case letters,
+    /// digits, `-` and `_`, unique, none of the policy names.
+    pub name: Option<String>,
     /// `prefix` or `exact`: a canonical path (it starts with `/`, no `.`
     /// or `..` segments, no `//`, no percent-encoding the gate would decode).
-    pub path: PathMatch,
+    /// `None` (a named route only): no request falls under it by its path.
+    pub path: Option<PathMatch>,
     /// `methods`: upper-case methods the route covers; empty: every one.
     pub methods: Vec<String>,
     /// `policy`: `public`, `login` (default), `userinfo`, `allow` or
@@ -132,7 +139,7 @@ pub struct RouteConfig {
 impl RouteConfig {
     /// Whether the route covers a request with this canonical path and method.
     pub fn matches(&self, path: &str, method: &str) -> bool {
-        self.path.matches(path)
+        self.path.as_ref().is_some_and(|p| p.matches(path))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
     }
 }
@@ -143,21 +150,52 @@ const MAX_ALLOW_IDS: usize = 100_000;
 /// Reads the `[[route]]` entries, in order.
 ///
 /// Errors: [`ConfigError::Invalid`] naming the key of the first bad value
-/// (two or no paths, a path that is not canonical, an unknown policy or
+/// (two paths, or none on a route without a name, a path that is not
+/// canonical, a name used twice or spelled otherwise, an unknown policy or
 /// preflight, `allow` ids on another policy, an unreadable `allow_file`,
 /// an id that is not a WeChat id).
 pub(super) fn routes(raw: Vec<RawRoute>) -> Result<Vec<RouteConfig>, ConfigError> {
-    raw.into_iter().map(route).collect()
+    let routes = raw.into_iter().map(route).collect::<Result<Vec<_>, _>>()?;
+    let mut names = HashSet::new();
+    for name in routes.iter().filter_map(|r| r.name.as_deref()) {
+        if !names.insert(name) {
+            return Err(invalid(
+                "[[route]] name",
+                format!("{name:?} names two routes"),
+            ));
+        }
+    }
+    Ok(routes)
 }
 
+/// The policy names a route's `name` may not take: they pick the policy
+/// itself (README "Routes and policies").
+pub const POLICY_NAMES: [&str; 5] = ["public", "login", "userinfo", "allow", "followers"];
+
 fn route(r: RawRoute) -> Result<RouteConfig, ConfigError> {
+    if let Some(name) = &r.name {
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
+        if !plain || POLICY_NAMES.contains(&name.as_str()) {
+            return Err(invalid(
+                "[[route]] name",
+                format!(
+                    "{name:?}: lower-case letters, digits, '-' and '_' (at most 64), not one of the policy names"
+                ),
+            ));
+        }
+    }
     let path = match (r.prefix, r.exact) {
-        (Some(p), None) => PathMatch::Prefix(canonical("[[route]] prefix", p)?),
-        (None, Some(p)) => PathMatch::Exact(canonical("[[route]] exact", p)?),
+        (Some(p), None) => Some(PathMatch::Prefix(canonical("[[route]] prefix", p)?)),
+        (None, Some(p)) => Some(PathMatch::Exact(canonical("[[route]] exact", p)?)),
+        (None, None) if r.name.is_some() => None,
         _ => {
             return Err(invalid(
                 "[[route]] prefix",
-                "each route needs exactly one of prefix = \"/api/\" or exact = \"/about\"",
+                "each route needs exactly one of prefix = \"/api/\" or exact = \"/about\" (or only a name, for a host's own routing)",
             ))
         }
     };
@@ -211,6 +249,7 @@ fn route(r: RawRoute) -> Result<RouteConfig, ConfigError> {
         ));
     }
     Ok(RouteConfig {
+        name: r.name,
         path,
         methods,
         policy,

@@ -251,7 +251,7 @@ impl Gate {
         if let Some(reply) = self.verify_file(req) {
             return Decision::Reply(reply);
         }
-        let chosen = self.route_for(req.path, req.method);
+        let chosen = self.route_for(req.path, req.method, req.policy);
         let pass = |identity: Option<&Arc<Session>>| {
             Decision::Pass(Pass {
                 set_cookie: identity.and_then(|s| self.touch(s, now)),

@@ -18,10 +18,101 @@ pub(super) struct Chosen<'a> {
 const PUBLIC: Policy = Policy::Public;
 const LOGIN: Policy = Policy::Login;
 const USERINFO: Policy = Policy::Userinfo;
+const FOLLOWERS: Policy = Policy::Followers;
+
+/// A policy picked by name instead of by the request's path: one of
+/// `public`, `login`, `userinfo`, `followers`, or the `name` of a
+/// `[[route]]` (its policy and preflight; an `allow` list is a named
+/// route). Made by [`Gate::named_policy`], for requests to that gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamedPolicy(Named);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Named {
+    Public,
+    Login,
+    Userinfo,
+    Followers,
+    Route(usize),
+}
 
 impl Gate {
-    /// The route of a request with this canonical path and method.
-    pub(super) fn route_for(&self, path: &str, method: &str) -> Chosen<'_> {
+    /// The policy called `name`: `public`, `login`, `userinfo`,
+    /// `followers`, or a `[[route]]`'s `name`.
+    ///
+    /// Errors: the text for an operator when there is none, listing the
+    /// names there are (`allow` needs a list: a named route holds it).
+    pub fn named_policy(&self, name: &str) -> Result<NamedPolicy, String> {
+        let named = match name {
+            "public" => Named::Public,
+            "login" => Named::Login,
+            "userinfo" => Named::Userinfo,
+            "followers" => Named::Followers,
+            _ => match self
+                .config
+                .routes
+                .iter()
+                .position(|r| r.name.as_deref() == Some(name))
+            {
+                Some(index) => Named::Route(index),
+                None => {
+                    let routes: Vec<&str> = self
+                        .config
+                        .routes
+                        .iter()
+                        .filter_map(|r| r.name.as_deref())
+                        .collect();
+                    let hint = if name == "allow" {
+                        ": an allow list is a [[route]] with a name, policy = \"allow\" and its ids"
+                    } else {
+                        ""
+                    };
+                    return Err(format!(
+                        "no policy {name:?}{hint}; use public, login, userinfo, followers{}{}",
+                        if routes.is_empty() {
+                            ""
+                        } else {
+                            " or a [[route]] name: "
+                        },
+                        routes.join(", ")
+                    ));
+                }
+            },
+        };
+        Ok(NamedPolicy(named))
+    }
+
+    /// The route of a request with this canonical path and method, or the
+    /// one its host picked.
+    pub(super) fn route_for(
+        &self,
+        path: &str,
+        method: &str,
+        named: Option<NamedPolicy>,
+    ) -> Chosen<'_> {
+        let builtin = |policy| Chosen {
+            index: None,
+            policy,
+            preflight: Preflight::Pass,
+        };
+        match named.map(|n| n.0) {
+            None => {}
+            Some(Named::Public) => return builtin(&PUBLIC),
+            Some(Named::Login) => return builtin(&LOGIN),
+            Some(Named::Userinfo) => return builtin(&USERINFO),
+            Some(Named::Followers) => return builtin(&FOLLOWERS),
+            Some(Named::Route(index)) => {
+                return match self.config.routes.get(index) {
+                    Some(route) => Chosen {
+                        index: Some(index),
+                        policy: &route.policy,
+                        preflight: route.preflight,
+                    },
+                    // Made for another gate: no route of this one is assumed.
+                    None => builtin(&LOGIN),
+                };
+            }
+        }
         if let Some((index, route)) = self
             .config
             .routes

@@ -39,6 +39,7 @@ fn req<'a>(path: &'a str, query: Option<&'a str>, cookie: Option<&'a str>) -> Re
         original_method: None,
         origin: None,
         access_control_request_method: None,
+        policy: None,
     }
 }
 
@@ -1061,6 +1062,114 @@ fn the_403_page_escapes_the_users_nickname() {
     assert_eq!(page.status, 403);
     assert!(!page.body.contains("<img src=x"), "{}", page.body);
     assert!(page.body.contains("&lt;img"), "{}", page.body);
+}
+
+#[test]
+fn a_named_policy_decides_whatever_the_path() {
+    let g = gate_with(
+        r#"public_paths = ["/static/"]
+[[route]]
+name = "admins"
+policy = "allow"
+allow = ["oAdmin1"]
+[[route]]
+name = "strict-api"
+prefix = "/api/"
+preflight = "login"
+"#,
+    );
+    let named = |name: &str| g.named_policy(name).unwrap();
+    let at = |path: &'static str, cookie: Option<&'static str>, policy: &str| RequestParts {
+        policy: Some(named(policy)),
+        ..req(path, None, cookie)
+    };
+    let someone: &'static str = Box::leak(logged_in_cookie(&g).into_boxed_str());
+    let admin: &'static str = Box::leak(login_as(&g, with_ids("oAdmin1", None)).into_boxed_str());
+
+    // A route with a name and no path: no request falls under it by path.
+    assert!(matches!(
+        g.decide_at(&req("/anything", None, Some(someone)), NOW),
+        Decision::Pass(Pass { route: None, .. })
+    ));
+    // Picked by name, its allow-list holds on any path, public ones too.
+    for path in ["/anything", "/static/a.css", "/api/x"] {
+        assert_eq!(
+            reply(g.decide_at(&at(path, Some(someone), "admins"), NOW)).status,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            passes(g.decide_at(&at(path, Some(admin), "admins"), NOW)).route,
+            Some(0),
+            "{path}"
+        );
+        assert_eq!(
+            reply(g.decide_at(&at(path, None, "admins"), NOW)).status,
+            302,
+            "{path}: a login first"
+        );
+    }
+    // The built-in names.
+    assert_eq!(
+        passes(g.decide_at(&at("/orders", None, "public"), NOW)).identity,
+        None
+    );
+    assert_eq!(
+        reply(g.decide_at(&at("/static/a.css", None, "login"), NOW)).status,
+        302,
+        "login overrides public_paths"
+    );
+    assert_eq!(
+        follow_check(g.decide_at(&at("/x", Some(someone), "followers"), NOW)),
+        ("/x".into(), false, false)
+    );
+    // The route's preflight setting comes with its name.
+    let preflight = |policy: &str| RequestParts {
+        method: "OPTIONS",
+        origin: Some("https://other.example"),
+        access_control_request_method: Some("POST"),
+        policy: Some(named(policy)),
+        ..req("/x", None, None)
+    };
+    assert_eq!(
+        reply(g.decide_at(&preflight("strict-api"), NOW)).status,
+        302
+    );
+    assert!(matches!(
+        g.decide_at(&preflight("admins"), NOW),
+        Decision::Pass(_)
+    ));
+    // The gate's own routes stay the gate's.
+    assert!(matches!(
+        g.decide_at(&at("/_wechat/healthz", None, "admins"), NOW),
+        Decision::Reply(Reply { status: 200, .. })
+    ));
+
+    // Unknown names, and spellings of known ones, are refused with the list.
+    for wrong in ["allow", "Admins", "admins ", "", "PUBLIC", "strict_api"] {
+        let err = g.named_policy(wrong).unwrap_err();
+        assert!(err.contains("admins, strict-api"), "{wrong:?}: {err}");
+    }
+    assert!(g
+        .named_policy("allow")
+        .unwrap_err()
+        .contains("a [[route]] with a name"));
+}
+
+#[test]
+fn route_names_are_plain_unique_and_not_a_policy() {
+    let base = "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\n\
+        [gateway]\npublic_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    for extra in [
+        "[[route]]\nname = \"a\"\n[[route]]\nname = \"a\"\nprefix = \"/a/\"\n",
+        "[[route]]\nname = \"public\"\n",
+        "[[route]]\nname = \"Admins\"\n",
+        "[[route]]\nname = \"a b\"\n",
+        "[[route]]\nname = \"\"\n",
+    ] {
+        let err = Config::from_toml(&format!("{base}{extra}"), |_| None).unwrap_err();
+        assert!(err.to_string().contains("[[route]] name"), "{extra}: {err}");
+    }
 }
 
 fn followers_gate() -> Gate {

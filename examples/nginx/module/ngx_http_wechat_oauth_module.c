@@ -4,7 +4,9 @@
  *
  *   load_module modules/ngx_http_wechat_oauth_module.so;
  *   wechat_oauth_config /etc/nginx/wechat.toml;     # http, server, location
+ *   wechat_oauth_config /etc/nginx/sites.toml shop; # the file's [[site]] "shop"
  *   wechat_oauth on;                                # http, server, location
+ *   wechat_oauth_policy admins;                     # http, server, location
  *   proxy_set_header X-WeChat-OpenID $wechat_openid;
  *
  * Every request is decided by wechat_oauth_client_decide(), which does no
@@ -17,6 +19,11 @@
  * ("default", or the one named by wechat_oauth_thread_pool) with
  * ngx_thread_task_post(); the request waits (blocked, like aio threads)
  * and resumes its phases when the task's completion event fires.
+ *
+ * wechat_oauth_policy NAME gives every request of its block the policy
+ * called NAME (public, login, userinfo, followers, or a [[route]]'s name in
+ * the config file) instead of the route its path falls under; an unknown
+ * name stops `nginx -t` with the names there are.
  *
  * Client-sent X-WeChat-* request headers are removed before any upstream
  * sees them. A broken config file stops `nginx -t` with the library's
@@ -41,6 +48,8 @@ typedef struct {
 typedef struct {
     ngx_flag_t enable;
     ngx_http_wechat_oauth_client_t *client;
+    ngx_str_t policy;                     /* wechat_oauth_policy; empty: by path */
+    const wechat_oauth_client *decider;   /* client, or one derived with policy */
     ngx_str_t thread_pool_name;
     ngx_thread_pool_t *thread_pool;
 } ngx_http_wechat_oauth_loc_conf_t;
@@ -74,8 +83,12 @@ static ngx_command_t ngx_http_wechat_oauth_commands[] = {
      ngx_conf_set_flag_slot, NGX_HTTP_LOC_CONF_OFFSET,
      offsetof(ngx_http_wechat_oauth_loc_conf_t, enable), NULL},
     {ngx_string("wechat_oauth_config"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE12,
      ngx_http_wechat_oauth_config, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    {ngx_string("wechat_oauth_policy"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_http_wechat_oauth_loc_conf_t, policy), NULL},
     {ngx_string("wechat_oauth_thread_pool"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET,
@@ -109,6 +122,45 @@ static void ngx_http_wechat_oauth_free_client(void *data) {
     c->client = NULL;
 }
 
+static void ngx_http_wechat_oauth_free_decider(void *data) {
+    wechat_oauth_client_free(data);
+}
+
+/* The client that decides this block's requests: the config file's, or one
+ * derived from it with the block's policy (reused from the parent block when
+ * both are the same). */
+static char *ngx_http_wechat_oauth_decider(ngx_conf_t *cf, ngx_http_wechat_oauth_loc_conf_t *prev,
+                                           ngx_http_wechat_oauth_loc_conf_t *conf) {
+    if (conf->client == NULL) return NGX_CONF_OK;
+    if (conf->policy.len == 0) {
+        conf->decider = conf->client->client;
+        return NGX_CONF_OK;
+    }
+    if (prev->decider != NULL && prev->client == conf->client && prev->policy.len == conf->policy.len &&
+        ngx_strncmp(prev->policy.data, conf->policy.data, conf->policy.len) == 0) {
+        conf->decider = prev->decider;
+        return NGX_CONF_OK;
+    }
+    if (wechat_oauth_client_with_policy(conf->client->client, (const char *)conf->policy.data, conf->policy.len,
+                                        &conf->decider) != WECHAT_OAUTH_RESULT_OK) {
+        u_char detail[1024];
+        size_t n = 0;
+        wechat_oauth_last_error((char *)detail, sizeof detail, &n);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "wechat_oauth_policy \"%V\" (%V): %*s", &conf->policy,
+                           &conf->client->config_path, n, detail);
+        return NGX_CONF_ERROR;
+    }
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        wechat_oauth_client_free(conf->decider);
+        conf->decider = NULL;
+        return NGX_CONF_ERROR;
+    }
+    cln->handler = ngx_http_wechat_oauth_free_decider;
+    cln->data = (void *)conf->decider;
+    return NGX_CONF_OK;
+}
+
 static void *ngx_http_wechat_oauth_create_loc_conf(ngx_conf_t *cf) {
     ngx_http_wechat_oauth_loc_conf_t *conf = ngx_pcalloc(cf->pool, sizeof(*conf));
     if (conf == NULL) return NULL;
@@ -121,6 +173,8 @@ static char *ngx_http_wechat_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, 
     ngx_http_wechat_oauth_loc_conf_t *prev = parent, *conf = child;
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->client, prev->client, NULL);
+    ngx_conf_merge_str_value(conf->policy, prev->policy, "");
+    if (ngx_http_wechat_oauth_decider(cf, prev, conf) != NGX_CONF_OK) return NGX_CONF_ERROR;
     ngx_conf_merge_str_value(conf->thread_pool_name, prev->thread_pool_name, "default");
     if (conf->enable && conf->client == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"wechat_oauth on\" needs \"wechat_oauth_config\"");
@@ -133,7 +187,8 @@ static char *ngx_http_wechat_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, 
     return NGX_CONF_OK;
 }
 
-/* wechat_oauth_config FILE: loads it now, so that `nginx -t` reports its errors. */
+/* wechat_oauth_config FILE [SITE]: loads it (its [[site]] SITE) now, so
+ * that `nginx -t` reports its errors. */
 static char *ngx_http_wechat_oauth_config(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
     ngx_http_wechat_oauth_loc_conf_t *lcf = conf;
     ngx_str_t *value = cf->args->elts;
@@ -145,7 +200,12 @@ static char *ngx_http_wechat_oauth_config(ngx_conf_t *cf, ngx_command_t *cmd, vo
     ngx_http_wechat_oauth_client_t *c = ngx_pcalloc(cf->pool, sizeof(*c));
     if (c == NULL) return NGX_CONF_ERROR;
     c->config_path = path;
-    if (wechat_oauth_client_new_from_file((const char *)path.data, path.len, &c->client) != WECHAT_OAUTH_RESULT_OK) {
+    wechat_oauth_result loaded =
+        cf->args->nelts == 3
+            ? wechat_oauth_client_new_for_site((const char *)path.data, path.len, (const char *)value[2].data,
+                                               value[2].len, &c->client)
+            : wechat_oauth_client_new_from_file((const char *)path.data, path.len, &c->client);
+    if (loaded != WECHAT_OAUTH_RESULT_OK) {
         u_char detail[1024];
         size_t n = 0;
         wechat_oauth_last_error((char *)detail, sizeof detail, &n);
@@ -460,7 +520,7 @@ static ngx_int_t post_io(ngx_http_request_t *r, ngx_http_wechat_oauth_loc_conf_t
     ngx_thread_task_t *task = ngx_thread_task_alloc(r->pool, sizeof(ngx_http_wechat_oauth_task_t));
     if (task == NULL) return NGX_ERROR;
     ngx_http_wechat_oauth_task_t *t = task->ctx;
-    t->client = conf->client->client;
+    t->client = conf->decider;
     t->decision = ctx->decision;
     t->request = r;
     t->result = WECHAT_OAUTH_RESULT_OK;
@@ -556,7 +616,7 @@ static ngx_int_t ngx_http_wechat_oauth_handler(ngx_http_request_t *r) {
         ngx_http_set_ctx(r, ctx, ngx_http_wechat_oauth_module);
 
         wechat_oauth_request req = request_of(r);
-        if (decide(conf->client->client, &req, &ctx->decision) != WECHAT_OAUTH_RESULT_OK) {
+        if (decide(conf->decider, &req, &ctx->decision) != WECHAT_OAUTH_RESULT_OK) {
             /* Not UTF-8, for example: the client's mistake. */
             return NGX_HTTP_BAD_REQUEST;
         }
@@ -589,7 +649,7 @@ static ngx_int_t ngx_http_wechat_oauth_handler(ngx_http_request_t *r) {
         wechat_oauth_request req = request_of(r);
         wechat_oauth_decision_free(ctx->decision);
         ctx->decision = NULL;
-        if (wechat_oauth_client_decide_with_body(conf->client->client, &req, body, len, &ctx->decision) !=
+        if (wechat_oauth_client_decide_with_body(conf->decider, &req, body, len, &ctx->decision) !=
             WECHAT_OAUTH_RESULT_OK) {
             return NGX_HTTP_BAD_REQUEST;
         }

@@ -140,8 +140,19 @@ static void test_client_creation(void) {
     CHECK(wechat_oauth_client_shared_from_file(path, strlen(path), &b) == OK && b == a);
     wechat_oauth_client_free(a);
     wechat_oauth_client_free(b);
+    /* A site named in a file without [[site]] tables. */
+    const wechat_oauth_client *site = (const wechat_oauth_client *)0x1;
+    CHECK(wechat_oauth_client_new_for_site(path, strlen(path), "shop", 4, &site) ==
+          WECHAT_OAUTH_RESULT_CONFIG_INVALID);
+    CHECK(wechat_oauth_last_error(detail, sizeof detail, &n) == OK && strstr(detail, "no [[site]] tables") != NULL);
+    CHECK(site == (const wechat_oauth_client *)0x1);
     remove(path);
   }
+  CHECK(wechat_oauth_client_new_for_site(NULL, 0, "shop", 4, &client) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_new_for_site("/x.toml", 7, NULL, 4, &client) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_new_for_site("/x.toml", 7, "\xff", 1, &client) == WECHAT_OAUTH_RESULT_INVALID_UTF8);
+  CHECK(wechat_oauth_client_new_for_site("/nonexistent/x.toml", 19, "shop", 4, &client) ==
+        WECHAT_OAUTH_RESULT_CONFIG_UNREADABLE);
   CHECK(wechat_oauth_client_shared_from_file(NULL, 0, &client) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
   CHECK(wechat_oauth_client_shared_from_file("\xff", 1, &client) == WECHAT_OAUTH_RESULT_INVALID_UTF8);
   CHECK(wechat_oauth_client_shared_from_file("/nonexistent/x.toml", 19, &client) ==
@@ -435,6 +446,55 @@ static void test_client_limits(void) {
   wechat_oauth_client_free(client);
 }
 
+/* A client with a policy of its own decides every path by it. */
+static void test_policy(const wechat_oauth_client *client) {
+  const wechat_oauth_client *open = NULL, *strict = NULL, *again = NULL;
+  const wechat_oauth_client *untouched = (const wechat_oauth_client *)0x1;
+  wechat_oauth_decision *d = NULL;
+  wechat_oauth_decision_kind kind = 0;
+  uint16_t status = 0;
+  char detail[512];
+  size_t n = 0;
+
+  CHECK(wechat_oauth_client_with_policy(NULL, "public", 6, &open) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_with_policy(client, NULL, 6, &open) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_with_policy(client, "public", 6, NULL) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
+  CHECK(wechat_oauth_client_with_policy(client, "\xff", 1, &untouched) == WECHAT_OAUTH_RESULT_INVALID_UTF8);
+  CHECK(wechat_oauth_client_with_policy(client, "admins", 6, &untouched) == WECHAT_OAUTH_RESULT_CONFIG_INVALID);
+  CHECK(wechat_oauth_last_error(detail, sizeof detail, &n) == OK);
+  CHECK(strstr(detail, "\"admins\"") != NULL && strstr(detail, "public, login, userinfo, followers") != NULL);
+  CHECK(wechat_oauth_client_with_policy(client, "Public", 6, &untouched) == WECHAT_OAUTH_RESULT_CONFIG_INVALID);
+  CHECK(untouched == (const wechat_oauth_client *)0x1);
+
+  CHECK(wechat_oauth_client_with_policy(client, "public", 6, &open) == OK && open != NULL);
+  CHECK(wechat_oauth_client_with_policy(open, "login", 5, &strict) == OK && strict != NULL);
+  CHECK(wechat_oauth_client_with_policy(strict, "public", 6, &again) == OK && again != NULL);
+  wechat_oauth_request orders = request("GET", "/orders", NULL, NULL, "MicroMessenger/8.0", "text/html");
+  wechat_oauth_request css = request("GET", "/static/a.css", NULL, NULL, "MicroMessenger/8.0", "text/css");
+  /* By path: /orders needs a login, /static/ is public. */
+  CHECK(wechat_oauth_client_decide(client, &orders, &d) == OK);
+  CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 302);
+  wechat_oauth_decision_free(d);
+  /* "public": /orders passes without a session. */
+  CHECK(wechat_oauth_client_decide(open, &orders, &d) == OK);
+  CHECK(wechat_oauth_decision_get_kind(d, &kind) == OK && kind == WECHAT_OAUTH_DECISION_KIND_PASS);
+  wechat_oauth_decision_free(d);
+  CHECK(wechat_oauth_client_decide(again, &orders, &d) == OK);
+  CHECK(wechat_oauth_decision_get_kind(d, &kind) == OK && kind == WECHAT_OAUTH_DECISION_KIND_PASS);
+  wechat_oauth_decision_free(d);
+  /* "login": the public path needs one. */
+  CHECK(wechat_oauth_client_decide(strict, &css, &d) == OK);
+  CHECK(wechat_oauth_decision_status(d, &status) == OK && status == 302);
+  wechat_oauth_decision_free(d);
+  wechat_oauth_client_free(open);
+  wechat_oauth_client_free(strict);
+  wechat_oauth_client_free(again);
+  /* The client it came from is as it was. */
+  CHECK(wechat_oauth_client_decide(client, &css, &d) == OK);
+  CHECK(wechat_oauth_decision_get_kind(d, &kind) == OK && kind == WECHAT_OAUTH_DECISION_KIND_PASS);
+  wechat_oauth_decision_free(d);
+}
+
 int main(void) {
   test_messages();
   test_client_limits();
@@ -443,6 +503,7 @@ int main(void) {
   wechat_oauth_result r = wechat_oauth_client_new_from_toml(CONFIG, strlen(CONFIG), &client);
   CHECK(r == OK && client != NULL);
   if (client) {
+    test_policy(client);
     test_decisions(client);
     test_identity(client, getenv("WECHAT_TEST_SESSION"));
     wechat_oauth_client_free(client);
