@@ -18,7 +18,7 @@ use wechat_oauth_pingora::{GateCtx, HeaderDeadlineApp, SharedStateSync, WechatGa
 
 use crate::access::{AccessLogger, Entry};
 use crate::sites::{misdirected, site_of, Site, SiteList};
-use crate::tls::{CurrentCert, ReloadableCert};
+use crate::tls::Certificates;
 use crate::upstreams::Upstreams;
 
 /// A reverse proxy to the application's upstream (and the named upstreams
@@ -398,6 +398,7 @@ fn single_site(config: Config) -> SiteConfig {
     SiteConfig {
         name: DEFAULT_SITE.to_owned(),
         hosts: Vec::new(),
+        listener_tls: config.gateway.tls.clone(),
         config,
     }
 }
@@ -511,7 +512,11 @@ fn build_server_inner(
     let config = sites[0].config.clone();
     let listen = config.gateway.listen.clone();
     let metrics_listen = config.gateway.metrics_listen.clone();
-    let tls = config.gateway.tls.clone();
+    let tls = sites[0].listener_tls.clone();
+    let site_certificates: Vec<(Vec<String>, (std::path::PathBuf, std::path::PathBuf))> = sites
+        .iter()
+        .filter_map(|s| Some((s.hosts.clone(), s.config.gateway.tls.clone()?)))
+        .collect();
     let threads = config.gateway.threads;
     let header_timeout = config.gateway.header_timeout;
     let grace = config.gateway.shutdown_grace;
@@ -563,15 +568,15 @@ fn build_server_inner(
         },
     );
     let certificate = match &tls {
-        Some((cert, key)) => {
-            let certificate =
-                ReloadableCert::load(cert.clone(), key.clone()).map_err(StartError::Tls)?;
+        Some(listener) => {
+            let certificates =
+                Certificates::load(listener, &site_certificates).map_err(StartError::Tls)?;
             let settings = pingora::listeners::tls::TlsSettings::with_callbacks(Box::new(
-                CurrentCert(certificate.clone()),
+                certificates.clone(),
             ))
             .map_err(|e| StartError::Tls(e.to_string()))?;
             service.add_tls_with_settings(&listen, None, settings);
-            Some(certificate)
+            Some(certificates)
         }
         None => {
             service.add_tcp(&listen);
@@ -635,8 +640,8 @@ struct ReloadOnHangup {
     path: std::path::PathBuf,
     overrides: Vec<(String, String)>,
     access: Arc<AccessLogger>,
-    /// The TLS certificate, read again with the configuration.
-    certificate: Option<Arc<ReloadableCert>>,
+    /// The TLS certificates, read again with the configuration.
+    certificate: Option<Certificates>,
     /// The named upstreams running (built at the start).
     named: Arc<Upstreams>,
 }

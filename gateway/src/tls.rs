@@ -1,8 +1,11 @@
-//! The gateway's TLS certificate, read again on SIGHUP: each handshake
+//! The gateway's TLS certificates, read again on SIGHUP: each handshake
 //! takes the certificate (and its chain) and key loaded last, so a renewed
 //! certificate (certbot, an ACME client) is served without a restart or a
 //! dropped connection. A file that does not load keeps the running one.
+//! A site with its own certificate gets it for the names in its `hosts`
+//! (the client's SNI); every other name gets the listener's.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -66,14 +69,73 @@ impl ReloadableCert {
     }
 }
 
-/// The handshake callback: the certificate loaded last.
-pub struct CurrentCert(pub Arc<ReloadableCert>);
+/// The handshake callback: for the client's SNI name, the certificate of
+/// the site with that host name, else the listener's; each as loaded last.
+/// Clones share the certificates.
+#[derive(Clone)]
+pub struct Certificates {
+    listener: Arc<ReloadableCert>,
+    by_host: HashMap<String, Arc<ReloadableCert>>,
+    /// Every distinct certificate, the listener's first (for reloads).
+    all: Vec<Arc<ReloadableCert>>,
+}
+
+impl Certificates {
+    /// Loads the listener's certificate and the sites' own: `sites` holds
+    /// each site's host names and its certificate files (the listener's
+    /// files for a site without its own). A pair of files is loaded once.
+    ///
+    /// Errors: as [`ReloadableCert::load`].
+    pub fn load(
+        listener: &(PathBuf, PathBuf),
+        sites: &[(Vec<String>, (PathBuf, PathBuf))],
+    ) -> Result<Certificates, String> {
+        let mut loaded: Vec<((PathBuf, PathBuf), Arc<ReloadableCert>)> = Vec::new();
+        let mut get = |files: &(PathBuf, PathBuf)| -> Result<Arc<ReloadableCert>, String> {
+            if let Some((_, cert)) = loaded.iter().find(|(f, _)| f == files) {
+                return Ok(cert.clone());
+            }
+            let cert = ReloadableCert::load(files.0.clone(), files.1.clone())?;
+            loaded.push((files.clone(), cert.clone()));
+            Ok(cert)
+        };
+        let listener_cert = get(listener)?;
+        let mut by_host = HashMap::new();
+        for (hosts, files) in sites.iter().filter(|(_, files)| files != listener) {
+            let cert = get(files)?;
+            for host in hosts {
+                by_host.insert(host.clone(), cert.clone());
+            }
+        }
+        Ok(Certificates {
+            listener: listener_cert,
+            by_host,
+            all: loaded.into_iter().map(|(_, cert)| cert).collect(),
+        })
+    }
+
+    /// Reads every certificate's files again; one that fails keeps its
+    /// running certificate (the others still change).
+    ///
+    /// Errors: the messages of those that failed.
+    pub fn reload(&self) -> Result<(), String> {
+        let failed: Vec<String> = self.all.iter().filter_map(|c| c.reload().err()).collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+}
 
 #[async_trait]
-impl TlsAccept for CurrentCert {
+impl TlsAccept for Certificates {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let loaded = self
-            .0
+        let chosen = ssl
+            .servername(pingora::tls::ssl::NameType::HOST_NAME)
+            .and_then(|name| self.by_host.get(&name.to_ascii_lowercase()))
+            .unwrap_or(&self.listener);
+        let loaded = chosen
             .current
             .read()
             .unwrap_or_else(|e| e.into_inner())

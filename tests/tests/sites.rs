@@ -270,3 +270,169 @@ async fn wait_log(process: &Proc, text: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A certificate for the DNS name `name` signed by its own key, marked as
+/// no CA (so a client may trust it as it is) and its key, as PEM (openssl).
+fn leaf_certificate(cert: &std::path::Path, key: &std::path::Path, name: &str) {
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        ])
+        .arg(format!("/CN={name}"))
+        .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
+/// A client that trusts only the certificate in `ca` and sends `name` to
+/// the gateway on `port` (SNI and `Host`).
+fn client_trusting(ca: &std::path::Path, name: &str, port: u16) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .resolve(name, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_site_gets_its_own_certificate_by_sni_and_the_listeners_for_other_names() {
+    let dir = ScratchDir::new("sites-tls");
+    let port = free_port();
+    let pem = |name: &str| {
+        (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        )
+    };
+    for name in ["shop.test", "blog.test", "default.test"] {
+        let (cert, key) = pem(name);
+        leaf_certificate(&cert, &key, name);
+    }
+    let unused = |appid| Account {
+        appid,
+        secret: wechat_e2e::random(20),
+        emulator: "http://127.0.0.1:9".into(),
+        app: "127.0.0.1:9".into(),
+    };
+    let own = |name: &str| {
+        let (cert, key) = pem(name);
+        format!(
+            "tls_cert = {:?}\ntls_key = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+    };
+    let (listener_cert, listener_key) = pem("default.test");
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:{port}\"\ncookie_secret = \"{cookie}\"\ntls_cert = {:?}\ntls_key = {:?}\n{shop}{blog}",
+        listener_cert.display().to_string(),
+        listener_key.display().to_string(),
+        cookie = wechat_e2e::random(40),
+        shop = site_table(
+            "shop",
+            &format!("https://shop.test:{port}"),
+            &unused("wx1111111111111111"),
+            &own("shop.test")
+        ),
+        blog = site_table(
+            "blog",
+            &format!("https://blog.test:{port}"),
+            &unused("wx2222222222222222"),
+            &own("blog.test")
+        ),
+    );
+    let config_path = dir.join("gateway.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let mut gateway = Proc::start(
+        &dir,
+        "gateway",
+        "wechat-gateway",
+        &["--config", config_path.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    );
+    let healthz = |name: &str| format!("https://{name}:{port}/_wechat/healthz");
+    let shop = client_trusting(&pem("shop.test").0, "shop.test", port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shop.get(healthz("shop.test")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{}", gateway.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Each name gets its site's certificate: trusted by its own CA only.
+    let blog = client_trusting(&pem("blog.test").0, "blog.test", port);
+    assert_eq!(
+        blog.get(healthz("blog.test"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let shop_for_blog = client_trusting(&pem("shop.test").0, "blog.test", port);
+    assert!(
+        shop_for_blog
+            .get(healthz("blog.test"))
+            .send()
+            .await
+            .is_err(),
+        "the blog's name must not get the shop's certificate"
+    );
+    // Another name: the listener's certificate, and no site answers it.
+    let other = client_trusting(&pem("default.test").0, "default.test", port);
+    let misdirected = other.get(healthz("default.test")).send().await.unwrap();
+    assert_eq!(misdirected.status(), 421);
+    // The shop's TLS name with the blog's Host: misdirected, not the blog.
+    let crossed = shop
+        .get(healthz("shop.test"))
+        .header("Host", format!("blog.test:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crossed.status(), 421);
+
+    // A renewed shop certificate is served after SIGHUP, the blog's stays.
+    let (cert, key) = pem("shop.test");
+    let old = std::fs::read(&cert).unwrap();
+    let (new_cert, new_key) = (dir.join("renewed.crt"), dir.join("renewed.key"));
+    leaf_certificate(&new_cert, &new_key, "shop.test");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    assert_ne!(old, std::fs::read(&cert).unwrap());
+    gateway.signal(libc::SIGHUP);
+    wait_log(&gateway, "TLS certificate reloaded").await;
+    let renewed = client_trusting(&new_cert, "shop.test", port);
+    assert_eq!(
+        renewed
+            .get(healthz("shop.test"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let fresh_blog = client_trusting(&pem("blog.test").0, "blog.test", port);
+    assert_eq!(
+        fresh_blog
+            .get(healthz("blog.test"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gateway.stop();
+}

@@ -17,8 +17,14 @@ pub struct SiteConfig {
     /// site answers; default: `public_url`'s host.
     pub hosts: Vec<String>,
     /// The site's whole configuration: the top-level tables with the
-    /// site's own laid over them.
+    /// site's own laid over them. Its `gateway.tls` is the site's own
+    /// certificate (`[site.gateway] tls_cert`/`tls_key`), else the
+    /// listener's.
     pub config: Config,
+    /// The top level's `[gateway] tls_cert`/`tls_key` (the same in every
+    /// site): the listener is HTTPS with it, and it is the certificate for
+    /// a TLS name that no site with its own certificate has in `hosts`.
+    pub listener_tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The `[gateway]` keys of the process, not of one site.
@@ -32,8 +38,6 @@ const PROCESS_KEYS: &[&str] = &[
     "threads",
     "access_log",
     "upgrade_sock",
-    "tls_cert",
-    "tls_key",
 ];
 
 /// The environment variables of an account's secrets: in a site they are
@@ -115,6 +119,14 @@ impl Config {
             .and_then(|p| p.as_str())
             .unwrap_or("wechat:")
             .to_owned();
+        let top_gateway = doc.get("gateway").and_then(|g| g.as_table());
+        let top_path = |key: &str| {
+            top_gateway
+                .and_then(|g| g.get(key))
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from)
+        };
+        let listener_tls = top_path("tls_cert").zip(top_path("tls_key"));
         let mut out: Vec<SiteConfig> = Vec::new();
         for (index, site) in sites.into_iter().enumerate() {
             let toml::Value::Table(mut site) = site else {
@@ -178,6 +190,22 @@ impl Config {
                     &name,
                     format!("[gateway] {key}: the process's key, set it at the top level"),
                 ));
+            }
+            let own_tls =
+                ["tls_cert", "tls_key"].map(|k| own_gateway.is_some_and(|g| g.contains_key(k)));
+            if own_tls.contains(&true) {
+                if own_tls != [true, true] {
+                    return Err(site_error(
+                        &name,
+                        "[gateway] tls_cert, tls_key: a site's own certificate needs both (PEM)",
+                    ));
+                }
+                if listener_tls.is_none() {
+                    return Err(site_error(
+                        &name,
+                        "[gateway] tls_cert: a site's own certificate needs [gateway] tls_cert and tls_key at the top level too (the listener's, for every other name)",
+                    ));
+                }
             }
             let own_cookie_keys = own_gateway.is_some_and(|g| {
                 ["cookie_secret", "cookie_secrets", "cookie_secret_file"]
@@ -254,6 +282,7 @@ impl Config {
                 name,
                 hosts,
                 config,
+                listener_tls: listener_tls.clone(),
             });
         }
         Ok(Some(out))
@@ -389,6 +418,62 @@ cookie_secret = "blog-own-key-0123456789abcdef01234"
             site_env_var("shop-a", "WECHAT_APP_SECRET"),
             "WECHAT_SITE_SHOP_A_APP_SECRET"
         );
+    }
+
+    #[test]
+    fn a_site_may_have_its_own_certificate_beside_the_listeners() {
+        let dir = std::env::temp_dir().join(format!("wechat-site-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, "PEM").unwrap();
+            path.display().to_string()
+        };
+        let (top_cert, top_key, shop_cert, shop_key) = (
+            file("top.crt"),
+            file("top.key"),
+            file("shop.crt"),
+            file("shop.key"),
+        );
+        let listener = format!("tls_cert = {top_cert:?}\ntls_key = {top_key:?}\n");
+        let with = |top: &str, shop: &str| {
+            TWO_SITES
+                .replace(
+                    "upstream = \"127.0.0.1:3000\"\n",
+                    &format!("upstream = \"127.0.0.1:3000\"\n{top}"),
+                )
+                .replace(
+                    "site_name = \"The shop\"",
+                    &format!("site_name = \"The shop\"\n{shop}"),
+                )
+        };
+        let own = format!("tls_cert = {shop_cert:?}\ntls_key = {shop_key:?}");
+        let sites = Config::sites_from_toml(&with(&listener, &own), env)
+            .unwrap()
+            .unwrap();
+        let listener_files = Some((PathBuf::from(&top_cert), PathBuf::from(&top_key)));
+        assert_eq!(
+            sites[0].config.gateway.tls,
+            Some((PathBuf::from(&shop_cert), PathBuf::from(&shop_key)))
+        );
+        assert_eq!(
+            sites[1].config.gateway.tls, listener_files,
+            "the listener's"
+        );
+        assert!(sites.iter().all(|s| s.listener_tls == listener_files));
+
+        // Half a certificate, or one without the listener's, is refused.
+        let e = site_err(&with(&listener, &format!("tls_cert = {shop_cert:?}")));
+        assert!(
+            e.contains("site \"shop\"") && e.contains("needs both"),
+            "{e}"
+        );
+        let e = site_err(&with("", &own));
+        assert!(
+            e.contains("site \"shop\"") && e.contains("top level"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
