@@ -1,8 +1,8 @@
 //! Several sites in one gateway (`[[site]]`, README.md "Several sites"):
 //! each site's tables are laid over the file's top-level ones, so a site
 //! names only what is its own (its `[wechat]` account, `public_url`,
-//! upstream, routes, pages); the process keys (listeners, TLS, logs,
-//! `[store]`, `[upstreams]`) stay at the top.
+//! upstream, routes, pages, and its own TLS certificate if it has one); the
+//! process keys (listeners, logs, `[store]`, `[upstreams]`) stay at the top.
 
 use super::*;
 
