@@ -47,31 +47,34 @@ pub static SESSION_CACHE_HITS: LazyLock<IntCounter> =
 pub static SESSION_CACHE_MISSES: LazyLock<IntCounter> =
     LazyLock::new(|| SESSION_CACHE.with_label_values(&["miss"]));
 
-/// Logins sent to WeChat's authorize page (or handed an authorize URL).
-pub static LOGINS_STARTED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
+/// Logins sent to WeChat's authorize page (or handed an authorize URL),
+/// by site ([`crate::Config::site_label`]).
+pub static LOGINS_STARTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
         "wechat_gateway_logins_started_total",
-        "Logins sent to WeChat's authorize page"
+        "Logins sent to WeChat's authorize page, by site",
+        &["site"]
     )
     .expect("metric registers once")
 });
 
-/// Code exchanges that ended in a session.
-pub static LOGINS_COMPLETED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
+/// Code exchanges that ended in a session, by site.
+pub static LOGINS_COMPLETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
         "wechat_gateway_logins_completed_total",
-        "Code exchanges that ended in a session"
+        "Code exchanges that ended in a session, by site",
+        &["site"]
     )
     .expect("metric registers once")
 });
 
-/// Code exchanges that failed, by WeChat's errcode (`transport`, `store`,
-/// `malformed` or `snapshot` when there is none).
+/// Code exchanges that failed, by site and WeChat's errcode (`transport`,
+/// `store`, `malformed` or `snapshot` when there is none).
 pub static LOGINS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "wechat_gateway_logins_failed_total",
-        "Code exchanges that failed, by errcode",
-        &["errcode"]
+        "Code exchanges that failed, by site and errcode",
+        &["site", "errcode"]
     )
     .expect("metric registers once")
 });
@@ -219,12 +222,7 @@ pub fn set_build_info(version: &str, commit: &str) {
 /// the default registry itself (the gateway: Pingora's Prometheus service)
 /// calls this once.
 pub fn register() {
-    for family in [
-        &*LOGINS_STARTED,
-        &*LOGINS_COMPLETED,
-        &*EXCHANGE_JOINS,
-        &*STORE_ERRORS,
-    ] {
+    for family in [&*EXCHANGE_JOINS, &*STORE_ERRORS] {
         let _ = family.get();
     }
     let _ = (
@@ -239,6 +237,13 @@ pub fn register() {
         &*UPSTREAM_RESPONSES,
         &*UPSTREAM_SECONDS,
     );
+}
+
+/// Shows the login series of the site `site` ([`crate::Config::site_label`])
+/// at zero from the start, as [`register`] does for the families.
+pub fn register_site(site: &str) {
+    let _ = LOGINS_STARTED.with_label_values(&[site]).get();
+    let _ = LOGINS_COMPLETED.with_label_values(&[site]).get();
 }
 
 /// Every metric of the process, in Prometheus' text format (version 0.0.4).

@@ -169,7 +169,17 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.site = Some(index);
         let site = &self.sites[index];
-        let answered = site.gate.request_filter(session, &mut ctx.gate).await?;
+        let answered = if self.sites.len() > 1 {
+            // The gate's log lines name the site (one site: nothing to tell).
+            use tracing::Instrument;
+            let span = tracing::info_span!("site", site = %site.name);
+            site.gate
+                .request_filter(session, &mut ctx.gate)
+                .instrument(span)
+                .await?
+        } else {
+            site.gate.request_filter(session, &mut ctx.gate).await?
+        };
         if let Some(route) = ctx.gate.route().filter(|_| !answered) {
             let gate = site.gate.gate();
             if let Some(name) = gate
@@ -590,6 +600,9 @@ fn build_server_inner(
     if let Some(addr) = &metrics_listen {
         // Pingora's own Prometheus service, on the default registry.
         wechat_oauth::metrics::register();
+        for site in sites.iter() {
+            wechat_oauth::metrics::register_site(&site.name);
+        }
         wechat_oauth::metrics::set_build_info(env!("CARGO_PKG_VERSION"), COMMIT);
         // CPU, memory and open files of this process.
         let process = prometheus::process_collector::ProcessCollector::for_self();

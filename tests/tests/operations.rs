@@ -88,8 +88,16 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     browser.get(&callback).await;
     browser.get(&stack.url("/echo")).await;
     let d = m.delta().await;
-    assert_moved(&d, "wechat_gateway_logins_started_total", 1.0);
-    assert_moved(&d, "wechat_gateway_logins_completed_total", 1.0);
+    assert_moved(
+        &d,
+        r#"wechat_gateway_logins_started_total{site="default"}"#,
+        1.0,
+    );
+    assert_moved(
+        &d,
+        r#"wechat_gateway_logins_completed_total{site="default"}"#,
+        1.0,
+    );
     assert_moved(
         &d,
         r#"wechat_gateway_requests_total{outcome="redirect"}"#,
@@ -154,7 +162,7 @@ async fn metrics_move_with_logins_requests_wechat_calls_and_failures() {
     );
     assert_moved(
         &d,
-        r#"wechat_gateway_logins_failed_total{errcode="40029"}"#,
+        r#"wechat_gateway_logins_failed_total{errcode="40029",site="default"}"#,
         1.0,
     );
     assert_moved(

@@ -138,7 +138,12 @@ policy = "public"
         access = access.display(),
         cookie = wechat_e2e::random(40),
         store = dir.join("store.redb").display(),
-        site_a = site_table("shop", &shop, &a, "site_name = \"The shop\""),
+        site_a = site_table(
+            "shop",
+            &shop,
+            &a,
+            "site_name = \"The shop\"\n[[site.route]]\nprefix = \"/echo/staff/\"\npolicy = \"allow\"\nallow = [\"oNobodyIsListed\"]"
+        ),
         site_b = site_table("blog", &blog, &b, ""),
     );
     std::fs::write(&config_path, &text).unwrap();
@@ -175,6 +180,19 @@ policy = "public"
     // Still a session on the shop, with the same user.
     let echo = alice.get(&format!("{shop}/echo")).await.json();
     assert_eq!(echo["headers"]["x-wechat-openid"][0], shop_openid.as_str());
+    // The shop's allow route is the shop's only; its refusal's log line
+    // names the site.
+    assert_eq!(alice.get(&format!("{shop}/echo/staff/x")).await.status, 403);
+    assert_eq!(bob.get(&format!("{blog}/echo/staff/x")).await.status, 200);
+    wait_log(&gateway, "refused by the route's policy").await;
+    assert!(
+        gateway
+            .log_text()
+            .lines()
+            .any(|l| l.contains("refused by the route's policy") && l.contains("site=shop")),
+        "{}",
+        gateway.log_text()
+    );
     // The blog's public route is the blog's only.
     let mut nobody = Browser::new(WECHAT_UA);
     assert_eq!(nobody.get(&format!("{blog}/echo/open")).await.status, 200);
@@ -231,6 +249,20 @@ policy = "public"
         .await
         .unwrap();
     for site in ["shop", "blog"] {
+        assert!(
+            scraped
+                .lines()
+                .any(|l| l == format!("wechat_gateway_logins_completed_total{{site=\"{site}\"}} 1")),
+            "{scraped}"
+        );
+        assert!(
+            gateway
+                .log_text()
+                .lines()
+                .any(|l| l.contains("login completed") && l.contains(site)),
+            "{}",
+            gateway.log_text()
+        );
         assert!(
             scraped
                 .lines()

@@ -95,6 +95,18 @@ pub struct Config {
     /// `[upstreams.NAME]`: the gateway's named upstreams, by name (routes
     /// send requests to them; other hosts ignore them).
     pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
+    /// The `name` of the `[[site]]` this is ([`Config::sites_from_toml`]);
+    /// `None` for a file without sites. In the `site` label of the login
+    /// metrics and the `site` field of the login log lines.
+    pub site: Option<String>,
+}
+
+impl Config {
+    /// The site's name for metrics and logs: [`Config::site`], or
+    /// `default` for a file without sites (the gateway's name for it too).
+    pub fn site_label(&self) -> &str {
+        self.site.as_deref().unwrap_or("default")
+    }
 }
 
 /// `[limits]` settings: requests without a session that make WeChat API

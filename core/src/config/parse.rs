@@ -751,6 +751,7 @@ impl Config {
             ));
         }
         Ok(Config {
+            site: None,
             limits: LimitsConfig {
                 logins_per_minute,
                 login_burst,

@@ -254,6 +254,7 @@ impl Config {
                 }
                 site_error(&name, problem)
             })?;
+            config.site = Some(name.clone());
             if !own_cookie_keys {
                 config.gateway.cookie_secrets = config
                     .gateway

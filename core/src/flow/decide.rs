@@ -462,7 +462,9 @@ impl Gate {
     ) -> LoginStart {
         let wechat = &self.config.wechat;
         let state = new_state();
-        crate::metrics::LOGINS_STARTED.inc();
+        crate::metrics::LOGINS_STARTED
+            .with_label_values(&[self.config.site_label()])
+            .inc();
         let authorize_url = match (&wechat.open, app) {
             (Some(open), LoginApp::Website) => {
                 qrconnect_url(wechat.open_base.as_str(), &open.appid, callback, &state)

@@ -98,12 +98,15 @@ pub(super) fn log_login(
     result: &Result<LoginOutcome, CallError>,
     elapsed: Duration,
     hash_openid: bool,
+    site: &str,
 ) {
     let elapsed_ms = elapsed.as_millis() as u64;
     match result {
-        Ok(LoginOutcome::User(_)) => crate::metrics::LOGINS_COMPLETED.inc(),
+        Ok(LoginOutcome::User(_)) => crate::metrics::LOGINS_COMPLETED
+            .with_label_values(&[site])
+            .inc(),
         Ok(LoginOutcome::SnapshotRefused) => crate::metrics::LOGINS_FAILED
-            .with_label_values(&["snapshot"])
+            .with_label_values(&[site, "snapshot"])
             .inc(),
         Err(e) => {
             let errcode = match e {
@@ -114,7 +117,7 @@ pub(super) fn log_login(
                 CallError::Coordination(_) => "store".into(),
             };
             crate::metrics::LOGINS_FAILED
-                .with_label_values(&[errcode.as_str()])
+                .with_label_values(&[site, errcode.as_str()])
                 .inc();
         }
     }
@@ -123,6 +126,7 @@ pub(super) fn log_login(
             let identity = packed.unpack().identity;
             tracing::info!(
                 outcome = "completed",
+                site,
                 openid = %log_id(&identity.openid, hash_openid),
                 scope = %identity.scope,
                 elapsed_ms,
@@ -132,19 +136,20 @@ pub(super) fn log_login(
         Ok(LoginOutcome::SnapshotRefused) => {
             tracing::info!(
                 outcome = "refused",
+                site,
                 elapsed_ms,
                 "login refused: snapshot user"
             )
         }
         Err(e @ CallError::Coordination(_)) => {
-            tracing::debug!(outcome = "failed", error = %e, elapsed_ms, "login failed")
+            tracing::debug!(outcome = "failed", site, error = %e, elapsed_ms, "login failed")
         }
         Err(e) => {
             let errmsg = match e {
                 CallError::WeChat(SnsError::WeChat { errmsg, .. }) => errmsg.as_str(),
                 _ => "",
             };
-            tracing::warn!(outcome = "failed", errcode = e.errcode().map(ErrCode::code), errmsg, error = %e, elapsed_ms, "login failed");
+            tracing::warn!(outcome = "failed", site, errcode = e.errcode().map(ErrCode::code), errmsg, error = %e, elapsed_ms, "login failed");
             let fix = match e.errcode() {
                 Some(ErrCode::InvalidAppid) => Some("check [wechat] appid"),
                 Some(ErrCode::InvalidAppSecret) => {
@@ -276,7 +281,12 @@ impl Gate {
     }
 
     pub(super) fn log_login(&self, result: &Result<LoginOutcome, CallError>, elapsed: Duration) {
-        log_login(result, elapsed, self.config.gateway.log_openid_hashed);
+        log_login(
+            result,
+            elapsed,
+            self.config.gateway.log_openid_hashed,
+            self.config.site_label(),
+        );
     }
 
     /// An openid as log lines show it: itself, or with `[gateway]
