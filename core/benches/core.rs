@@ -103,7 +103,7 @@ fn decisions(c: &mut Criterion) {
                 black_box("https://app.example.com/_wechat/callback"),
                 Scope::Userinfo,
                 "aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gH",
-                false,
+                Default::default(),
             )
         })
     });

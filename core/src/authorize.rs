@@ -38,7 +38,17 @@ impl Scope {
     }
 }
 
-/// Builds `{open_base}/connect/oauth2/authorize?appid=…&redirect_uri=…&response_type=code&scope=…&state=…[&forcePopup=true]#wechat_redirect`.
+/// The optional parameters of web authorization, after `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthorizeOptions {
+    /// `forcePopup=true`: the user confirms even where WeChat would
+    /// authorize silently.
+    pub force_popup: bool,
+    /// `connect_redirect=1`: WeChat sends one callback per consent.
+    pub connect_redirect: bool,
+}
+
+/// Builds `{open_base}/connect/oauth2/authorize?appid=…&redirect_uri=…&response_type=code&scope=…&state=…[&forcePopup=true][&connect_redirect=1]#wechat_redirect`.
 ///
 /// The parameters come in exactly WeChat's order (its page checks it), each
 /// value form-urlencoded (so `redirect_uri` is percent-encoded), and the URL
@@ -51,7 +61,7 @@ pub fn authorize_url(
     redirect_uri: &str,
     scope: Scope,
     state: &str,
-    force_popup: bool,
+    options: AuthorizeOptions,
 ) -> String {
     let mut query = form_urlencoded::Serializer::new(String::with_capacity(256));
     query
@@ -60,8 +70,11 @@ pub fn authorize_url(
         .append_pair("response_type", "code")
         .append_pair("scope", scope.as_str())
         .append_pair("state", state);
-    if force_popup {
+    if options.force_popup {
         query.append_pair("forcePopup", "true");
+    }
+    if options.connect_redirect {
+        query.append_pair("connect_redirect", "1");
     }
     format!(
         "{}/connect/oauth2/authorize?{}#wechat_redirect",
@@ -102,7 +115,7 @@ mod tests {
             "https://app.example.com/_wechat/callback?x=1&y=2",
             Scope::Userinfo,
             "abc123",
-            false,
+            AuthorizeOptions::default(),
         );
         assert_eq!(
             url,
@@ -113,9 +126,26 @@ mod tests {
     }
 
     #[test]
-    fn force_popup_comes_after_state_and_before_the_fragment() {
-        let url = authorize_url("https://o", "wx1", "https://a/cb", Scope::Base, "s", true);
-        assert!(url.ends_with("&scope=snsapi_base&state=s&forcePopup=true#wechat_redirect"));
+    fn force_popup_and_connect_redirect_come_after_state_and_before_the_fragment() {
+        let url = |force_popup, connect_redirect| {
+            let options = AuthorizeOptions {
+                force_popup,
+                connect_redirect,
+            };
+            authorize_url(
+                "https://o",
+                "wx1",
+                "https://a/cb",
+                Scope::Base,
+                "s",
+                options,
+            )
+        };
+        assert!(url(true, false)
+            .ends_with("&scope=snsapi_base&state=s&forcePopup=true#wechat_redirect"));
+        assert!(url(false, true).ends_with("&state=s&connect_redirect=1#wechat_redirect"));
+        assert!(url(true, true)
+            .ends_with("&state=s&forcePopup=true&connect_redirect=1#wechat_redirect"));
     }
 
     #[test]

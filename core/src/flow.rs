@@ -27,7 +27,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use url::form_urlencoded;
 
 use crate::api::{self, ApiError, ErrorName, Health, PushAnswer};
-use crate::authorize::{authorize_url, qrconnect_url, Scope};
+use crate::authorize::{authorize_url, qrconnect_url, AuthorizeOptions, Scope};
 use crate::config::{Config, DesktopLogin};
 use crate::coordination::key_hash;
 use crate::coordination::{

@@ -385,6 +385,8 @@ pub struct SnsClient {
     appid: String,
     secret: Secret,
     retries: u32,
+    /// `[wechat] userinfo_lang`, for `sns/userinfo` and `cgi-bin/user/info`.
+    lang: &'static str,
 }
 
 impl SnsClient {
@@ -418,6 +420,7 @@ impl SnsClient {
             appid: appid.to_owned(),
             secret: secret.clone(),
             retries: cfg.retries,
+            lang: cfg.userinfo_lang.as_str(),
         })
     }
 
@@ -433,12 +436,12 @@ impl SnsClient {
         .await
     }
 
-    /// Fetches the profile (`sns/userinfo`, `lang=zh_CN`).
+    /// Fetches the profile (`sns/userinfo`, `lang` = `[wechat] userinfo_lang`).
     ///
     /// Errors: [`SnsError`]; 48001 when the token's scope is `snsapi_base`.
     pub async fn userinfo(&self, token: &AccessToken, openid: &str) -> Result<UserInfo, SnsError> {
         const ENDPOINT: &str = "sns/userinfo";
-        let url = userinfo_url(&self.api_base, token, openid, "zh_CN");
+        let url = userinfo_url(&self.api_base, token, openid, self.lang);
         self.with_retries(ENDPOINT, || async {
             parse_userinfo(&self.get(url.clone()).await?)
         })
@@ -486,7 +489,7 @@ impl SnsClient {
     }
 
     /// Whether `openid` follows the Official Account (`cgi-bin/user/info`,
-    /// `lang=zh_CN`).
+    /// `lang` = `[wechat] userinfo_lang`).
     ///
     /// Errors: [`SnsError`]; 40001/42001 when `token` is no longer valid.
     pub async fn follower(&self, token: &AccessToken, openid: &str) -> Result<Follower, SnsError> {
@@ -495,7 +498,7 @@ impl SnsClient {
         url.query_pairs_mut()
             .append_pair("access_token", token.expose())
             .append_pair("openid", openid)
-            .append_pair("lang", "zh_CN");
+            .append_pair("lang", self.lang);
         self.with_retries(ENDPOINT, || async {
             parse_follower(&self.get(url.clone()).await?)
         })

@@ -64,10 +64,12 @@ proptest! {
         state in "[A-Za-z0-9]{1,128}",
         userinfo in any::<bool>(),
         force_popup in any::<bool>(),
+        connect_redirect in any::<bool>(),
     ) {
         let scope = if userinfo { Scope::Userinfo } else { Scope::Base };
         let redirect_uri = format!("https://app.example.com/_wechat/callback?x={redirect_path}");
-        let built = authorize_url("https://open.weixin.qq.com", &appid, &redirect_uri, scope, &state, force_popup);
+        let options = wechat_oauth::authorize::AuthorizeOptions { force_popup, connect_redirect };
+        let built = authorize_url("https://open.weixin.qq.com", &appid, &redirect_uri, scope, &state, options);
         prop_assert!(built.starts_with("https://open.weixin.qq.com/connect/oauth2/authorize?appid="));
         prop_assert!(built.ends_with("#wechat_redirect"));
         let url = url::Url::parse(&built).unwrap();
@@ -76,6 +78,9 @@ proptest! {
         let mut expected = vec!["appid", "redirect_uri", "response_type", "scope", "state"];
         if force_popup {
             expected.push("forcePopup");
+        }
+        if connect_redirect {
+            expected.push("connect_redirect");
         }
         prop_assert_eq!(names, expected);
         prop_assert_eq!(&pairs[0].1, &appid);

@@ -8,6 +8,7 @@ use super::*;
 pub(crate) fn routes(router: Router<App>) -> Router<App> {
     router
         .route("/_emulator/calls", get(calls))
+        .route("/_emulator/seen", get(seen))
         .route("/_emulator/user", get(user).post(set_user))
         .route("/_emulator/issued", get(issued))
         .route(
@@ -27,6 +28,11 @@ async fn calls(State(app): State<App>) -> Response {
         body[*k] = (*v).into();
     }
     axum::Json(body).into_response()
+}
+
+/// `GET /_emulator/seen`: what the last requests asked for (see `World::seen`).
+async fn seen(State(app): State<App>) -> Response {
+    axum::Json(app.world.lock().unwrap().seen.clone()).into_response()
 }
 
 async fn user(State(app): State<App>) -> Response {

@@ -159,16 +159,18 @@ async fn user_info(State(app): State<App>, Query(q): Params) -> Response {
     else {
         return wechat_error(40003, "invalid openid");
     };
-    if let Some(lang) = q.get("lang") {
-        if !matches!(lang.as_str(), "zh_CN" | "zh_TW" | "en") {
-            return wechat_error(40005, "invalid lang");
-        }
+    let lang = q.get("lang").map_or("zh_CN", String::as_str);
+    if !matches!(lang, "zh_CN" | "zh_TW" | "en") {
+        return wechat_error(40005, "invalid lang");
     }
+    drop(world);
+    app.saw("user_info_lang", lang.into());
+    let world = app.world.lock().unwrap();
     match world.followers.get(openid.as_str()) {
         Some(unionid) => wechat_json(serde_json::json!({
             "subscribe": 1,
             "openid": openid,
-            "language": "zh_CN",
+            "language": lang,
             "subscribe_time": now_secs(),
             "unionid": unionid,
             "remark": "",

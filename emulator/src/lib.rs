@@ -188,6 +188,10 @@ struct World {
     access_tokens: HashMap<String, TokenEntry>,
     refresh_tokens: HashMap<String, TokenEntry>,
     calls: HashMap<&'static str, u64>,
+    /// What the last requests asked for (`/_emulator/seen`): `forcePopup`
+    /// and `connect_redirect` of the last authorize, the `lang` of the
+    /// last `sns/userinfo` and `cgi-bin/user/info`.
+    seen: serde_json::Map<String, serde_json::Value>,
     profile: Profile,
     /// The Official Account's followers: openid → unionid.
     followers: HashMap<String, String>,
@@ -203,6 +207,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Notes what a request asked for, for `/_emulator/seen`.
+    fn saw(&self, what: &str, value: serde_json::Value) {
+        self.world
+            .lock()
+            .unwrap()
+            .seen
+            .insert(what.to_owned(), value);
+    }
+
     /// Counts a call and applies the next fault for `endpoint`, if any:
     /// `Some(answer)` when the fault answers instead of the endpoint.
     async fn call(&self, endpoint: &'static str) -> Option<Response> {
@@ -254,6 +267,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         access_tokens: HashMap::new(),
         refresh_tokens: HashMap::new(),
         calls: HashMap::new(),
+        seen: serde_json::Map::new(),
         profile: Profile::default(),
         followers: HashMap::new(),
         faults: Vec::new(),
@@ -356,6 +370,7 @@ struct AuthorizeRequest {
     scope: String,
     state: String,
     force_popup: bool,
+    connect_redirect: bool,
 }
 
 const AUTHORIZE_ORDER: [&str; 5] = ["appid", "redirect_uri", "response_type", "scope", "state"];
@@ -394,15 +409,23 @@ fn check_authorize_for(
         return Err(error_page(10013, "state 参数为空 (state empty)"));
     }
     let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
-    let order_ok = keys.len() >= 5
-        && keys[..5] == AUTHORIZE_ORDER
-        && (keys.len() == 5 || (keys.len() == 6 && keys[5] == "forcePopup"));
+    // After the five: forcePopup, then connect_redirect, each optional.
+    let optional_ok = |rest: &[&str]| match rest {
+        [] | ["forcePopup"] | ["connect_redirect"] | ["forcePopup", "connect_redirect"] => true,
+        _ => false,
+    };
+    let order_ok = keys.len() >= 5 && keys[..5] == AUTHORIZE_ORDER && optional_ok(&keys[5..]);
     if !order_ok {
         return Err(error_page(
             -1,
-            "参数错误：参数顺序必须为 appid, redirect_uri, response_type, scope, state[, forcePopup] (wrong parameter order)",
+            "参数错误：参数顺序必须为 appid, redirect_uri, response_type, scope, state[, forcePopup][, connect_redirect] (wrong parameter order)",
         ));
     }
+    let connect_redirect = match value("connect_redirect") {
+        None => false,
+        Some("1") => true,
+        Some(_) => return Err(error_page(-1, "connect_redirect 参数错误")),
+    };
     if value("response_type") != Some("code") {
         return Err(error_page(-1, "response_type 必须为 code"));
     }
@@ -462,6 +485,7 @@ fn check_authorize_for(
         scope,
         state,
         force_popup,
+        connect_redirect,
     })
 }
 
@@ -511,6 +535,8 @@ async fn authorize(State(app): State<App>, RawQuery(raw): RawQuery) -> Response 
         Ok(r) => r,
         Err(page) => return page,
     };
+    app.saw("authorize_force_popup", req.force_popup.into());
+    app.saw("authorize_connect_redirect", req.connect_redirect.into());
     let consent = app.world.lock().unwrap().consent;
     if consent == Consent::Deny {
         return back_to(req.redirect_uri, None, &req.state);
@@ -706,19 +732,43 @@ async fn userinfo(State(app): State<App>, Query(q): Params) -> Response {
     if !scope.contains("snsapi_userinfo") && !scope.contains("snsapi_login") {
         return wechat_error(48001, "api unauthorized");
     }
+    let lang = q.get("lang").map_or("zh_CN", String::as_str);
+    if !matches!(lang, "zh_CN" | "zh_TW" | "en") {
+        return wechat_error(40005, "invalid lang");
+    }
+    app.saw("userinfo_lang", lang.into());
     let world = app.world.lock().unwrap();
     let p = &world.profile;
     wechat_json(serde_json::json!({
         "openid": openid,
         "nickname": p.nickname,
         "sex": p.sex,
-        "province": p.province,
-        "city": p.city,
-        "country": p.country,
+        "province": place_in(&p.province, lang),
+        "city": place_in(&p.city, lang),
+        "country": place_in(&p.country, lang),
         "headimgurl": p.headimgurl,
         "privilege": [],
         "unionid": unionid_of(p),
     }))
+}
+
+/// A place name of the default profile in WeChat's `lang`; others as they are.
+fn place_in(name: &str, lang: &str) -> String {
+    const PLACES: [[&str; 3]; 3] = [
+        ["中国", "中國", "China"],
+        ["广东", "廣東", "Guangdong"],
+        ["深圳", "深圳", "Shenzhen"],
+    ];
+    let column = match lang {
+        "zh_TW" => 1,
+        "en" => 2,
+        _ => 0,
+    };
+    PLACES
+        .iter()
+        .find(|p| p[0] == name)
+        .map_or(name, |p| p[column])
+        .to_owned()
 }
 
 async fn auth(State(app): State<App>, Query(q): Params) -> Response {

@@ -102,6 +102,10 @@ async fn authorize_checks_order_encoding_and_callback_host() {
         format!("appid={APPID}&redirect_uri=https://app.example.com/cb&response_type=code&scope=snsapi_base&state=abc123"),
         // an unknown trailing parameter
         format!("{good}&extra=1"),
+        // connect_redirect before forcePopup, or with another value
+        format!("{good}&connect_redirect=1&forcePopup=true"),
+        format!("{good}&connect_redirect=true"),
+        format!("{good}&connect_redirect=1&connect_redirect=1"),
     ];
     for q in refused {
         let a = get(&client, format!("{base}?{q}")).await;
@@ -123,6 +127,13 @@ async fn authorize_checks_order_encoding_and_callback_host() {
         .await
         .body
         .contains("errcode: 40013"));
+    for q in [
+        format!("{good}&connect_redirect=1"),
+        format!("{good}&forcePopup=true&connect_redirect=1"),
+    ] {
+        let a = get(&client, format!("{base}?{q}")).await;
+        assert!(!a.body.contains("errcode"), "{q}: {}", a.body);
+    }
     let popup = get(&client, format!("{base}?{good}&forcePopup=true")).await;
     assert_eq!(popup.status, 200);
     assert!(

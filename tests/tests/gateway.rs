@@ -225,8 +225,15 @@ async fn a_declined_authorization_gets_a_page_to_try_again_and_no_token_call() {
     let mut browser = Browser::new(WECHAT_UA);
     let first = browser.get(&stack.url("/orders")).await;
     // The emulator's consent page, answered with "deny".
-    let with_popup = first.location().replace("#wechat_redirect", "");
-    let query = with_popup.split_once('?').unwrap().1.to_owned() + "&forcePopup=true";
+    let with_popup = first
+        .location()
+        .replace("#wechat_redirect", "")
+        .replace("&connect_redirect=1", "&forcePopup=true&connect_redirect=1");
+    let query = with_popup.split_once('?').unwrap().1.to_owned();
+    assert!(
+        query.ends_with("&forcePopup=true&connect_redirect=1"),
+        "{query}"
+    );
     let page = browser
         .get(&format!(
             "{}/connect/oauth2/authorize?{query}",
@@ -251,6 +258,63 @@ async fn a_declined_authorization_gets_a_page_to_try_again_and_no_token_call() {
         answer.body
     );
     assert_eq!(stack.calls("access_token").await, 0);
+}
+
+#[tokio::test]
+async fn force_popup_connect_redirect_and_the_profile_language_reach_wechat() {
+    let stack = Stack::start_with(
+        "userinfo_lang = \"en\"",
+        "[[route]]\nprefix = \"/echo/pay/\"\nforce_popup = true\n[[route]]\nprefix = \"/echo/fans/\"\npolicy = \"followers\"\n",
+    )
+    .await;
+    let seen = || stack.emulator("seen");
+    // A route without force_popup: silent consent, connect_redirect=1.
+    let mut browser = Browser::new(WECHAT_UA);
+    let first = browser.get(&stack.url("/echo/x")).await;
+    assert!(
+        first
+            .location()
+            .ends_with("&connect_redirect=1#wechat_redirect"),
+        "{}",
+        first.location()
+    );
+    let silent = browser.get(first.location()).await;
+    assert_eq!(silent.status, 302, "consented at once: {}", silent.body);
+    assert_eq!(seen().await["authorize_force_popup"], false);
+    assert_eq!(seen().await["authorize_connect_redirect"], true);
+
+    // The pay route: WeChat asks the user (the emulator's consent page).
+    let mut payer = Browser::new(WECHAT_UA);
+    let first = payer.get(&stack.url("/echo/pay/order?id=7")).await;
+    assert!(first
+        .location()
+        .contains("&forcePopup=true&connect_redirect=1#"));
+    let page = payer.get(first.location()).await;
+    assert_eq!(page.status, 200, "the consent page: {}", page.body);
+    assert_eq!(seen().await["authorize_force_popup"], true);
+    let query = first
+        .location()
+        .split_once('?')
+        .unwrap()
+        .1
+        .trim_end_matches("#wechat_redirect")
+        .to_owned();
+    let allowed = payer
+        .post_form(
+            &format!("{}/connect/oauth2/authorize", stack.emulator_url),
+            &[("query", &query), ("decision", "allow")],
+        )
+        .await;
+    let back = payer.get(allowed.location()).await;
+    assert_eq!(back.location(), "/echo/pay/order?id=7");
+    // The profile was asked for in English, and so is the follow state.
+    assert_eq!(seen().await["userinfo_lang"], "en");
+    stack
+        .control("user", serde_json::json!({ "subscribed": true }))
+        .await;
+    let fans = payer.follow(&stack.url("/echo/fans/")).await;
+    assert_eq!(fans.status, 200, "{}", fans.body);
+    assert_eq!(seen().await["user_info_lang"], "en");
 }
 
 #[tokio::test]

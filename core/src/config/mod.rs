@@ -191,8 +191,53 @@ pub struct WechatConfig {
     /// `encoding_aes_key` (env `WECHAT_ENCODING_AES_KEY`): 43 characters, for
     /// safe-mode (encrypted) pushes. Never printed.
     pub encoding_aes_key: Option<Secret>,
+    /// `force_popup`: every web authorization asks the user to confirm
+    /// (`forcePopup=true`, docs/protocol.md §1 step 1), even where WeChat
+    /// would authorize silently; a route's `force_popup` overrides it for
+    /// logins returning to its paths. Default false.
+    pub force_popup: bool,
+    /// `connect_redirect`: `connect_redirect=1` on the web authorization URL,
+    /// WeChat's remedy for a second callback of one consent (the gate copes
+    /// with one either way: one exchange per code). Default true.
+    pub connect_redirect: bool,
+    /// `userinfo_lang`: the `lang` of `sns/userinfo` and `cgi-bin/user/info`
+    /// (the language of country, province and city). Default `zh_CN`.
+    pub userinfo_lang: UserinfoLang,
     /// `[wechat.open]`: the Open Platform website app, for qrconnect.
     pub open: Option<OpenAppConfig>,
+}
+
+/// The `lang` WeChat answers profiles in (`sns/userinfo`,
+/// `cgi-bin/user/info`; docs/protocol.md §1 step 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserinfoLang {
+    /// `zh_CN`: simplified Chinese (WeChat's default).
+    ZhCn,
+    /// `zh_TW`: traditional Chinese.
+    ZhTw,
+    /// `en`: English.
+    En,
+}
+
+impl UserinfoLang {
+    /// The wire value: `zh_CN`, `zh_TW` or `en`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserinfoLang::ZhCn => "zh_CN",
+            UserinfoLang::ZhTw => "zh_TW",
+            UserinfoLang::En => "en",
+        }
+    }
+
+    /// Parses a wire value (exactly as WeChat spells it); `None` otherwise.
+    pub fn parse(lang: &str) -> Option<UserinfoLang> {
+        match lang {
+            "zh_CN" => Some(UserinfoLang::ZhCn),
+            "zh_TW" => Some(UserinfoLang::ZhTw),
+            "en" => Some(UserinfoLang::En),
+            _ => None,
+        }
+    }
 }
 
 /// `[wechat.open]`: an Open Platform *website application* (docs/protocol.md §2).

@@ -62,6 +62,9 @@ struct RawWechat {
     mp_base: Option<String>,
     push_token: Option<String>,
     encoding_aes_key: Option<String>,
+    force_popup: Option<bool>,
+    connect_redirect: Option<bool>,
+    userinfo_lang: Option<String>,
     open: Option<RawOpen>,
 }
 
@@ -351,6 +354,15 @@ impl Config {
             return Err(invalid("[wechat] retries", "must be 0 to 10"));
         }
 
+        let userinfo_lang = match w.userinfo_lang.as_deref() {
+            None => UserinfoLang::ZhCn,
+            Some(lang) => UserinfoLang::parse(lang).ok_or_else(|| {
+                invalid(
+                    "[wechat] userinfo_lang",
+                    "must be \"zh_CN\", \"zh_TW\" or \"en\"",
+                )
+            })?,
+        };
         let mp_base = base_url("[wechat] mp_base", w.mp_base, DEFAULT_MP_BASE)?;
         let push_token = env("WECHAT_PUSH_TOKEN")
             .or(w.push_token)
@@ -776,6 +788,9 @@ impl Config {
                 mp_base,
                 push_token: push_token.map(Secret::new),
                 encoding_aes_key: encoding_aes_key.map(Secret::new),
+                force_popup: w.force_popup.unwrap_or(false),
+                connect_redirect: w.connect_redirect.unwrap_or(true),
+                userinfo_lang,
                 open,
             },
             gateway: GatewayConfig {

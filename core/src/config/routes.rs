@@ -23,6 +23,7 @@ pub(super) struct RawRoute {
     allow_file: Option<PathBuf>,
     preflight: Option<String>,
     upstream: Option<String>,
+    force_popup: Option<bool>,
 }
 
 /// `[gateway] verify_files` as written: names and contents, or a directory.
@@ -134,6 +135,10 @@ pub struct RouteConfig {
     /// `upstream`: the name of an upstream of the gateway; `None`: its
     /// default upstream (`[gateway] upstream`). Other hosts ignore it.
     pub upstream: Option<String>,
+    /// `force_popup`: whether a login that returns to this route's paths
+    /// asks the user to confirm (`forcePopup=true`); `None`: `[wechat]
+    /// force_popup`.
+    pub force_popup: Option<bool>,
 }
 
 impl RouteConfig {
@@ -255,6 +260,7 @@ fn route(r: RawRoute) -> Result<RouteConfig, ConfigError> {
         policy,
         preflight,
         upstream: r.upstream,
+        force_popup: r.force_popup,
     })
 }
 

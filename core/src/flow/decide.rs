@@ -475,7 +475,10 @@ impl Gate {
                 callback,
                 scope,
                 &state,
-                false,
+                AuthorizeOptions {
+                    force_popup: self.force_popup_for(return_to),
+                    connect_redirect: wechat.connect_redirect,
+                },
             ),
         };
         let mut set_cookies = vec![self.set_cookie(

@@ -140,6 +140,22 @@ impl Gate {
         }
     }
 
+    /// Whether a login returning to `return_to` (a path, maybe with a
+    /// query) asks for `forcePopup=true`: its route's `force_popup`, else
+    /// `[wechat] force_popup`.
+    pub(super) fn force_popup_for(&self, return_to: &str) -> bool {
+        let path = return_to.split(['?', '#']).next().unwrap_or("/");
+        let Ok(path) = crate::path::canonical_path(path) else {
+            return self.config.wechat.force_popup;
+        };
+        self.config
+            .routes
+            .iter()
+            .find(|r| r.matches(&path, "GET"))
+            .and_then(|r| r.force_popup)
+            .unwrap_or(self.config.wechat.force_popup)
+    }
+
     /// The answer for one of `[gateway] verify_files`: `GET` or `HEAD` of
     /// `/<name>` exactly, `200 text/plain` with the file's content.
     pub(super) fn verify_file(&self, req: &RequestParts<'_>) -> Option<Reply> {

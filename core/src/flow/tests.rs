@@ -1172,6 +1172,88 @@ fn route_names_are_plain_unique_and_not_a_policy() {
     }
 }
 
+#[test]
+fn authorize_options_come_from_the_config_and_the_route_of_the_return_path() {
+    let location = |g: &Gate, path: &'static str| {
+        reply(g.decide_at(&req(path, None, None), NOW))
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let routes = "[[route]]\nprefix = \"/pay/\"\nforce_popup = true\n[[route]]\nprefix = \"/quiet/\"\nforce_popup = false\n";
+    let g = gate_with(routes);
+    // connect_redirect=1 by default, forcePopup only on the route that asks.
+    let plain = location(&g, "/orders");
+    assert!(
+        plain.contains("&connect_redirect=1#wechat_redirect"),
+        "{plain}"
+    );
+    assert!(!plain.contains("forcePopup"), "{plain}");
+    let pay = location(&g, "/pay/checkout");
+    assert!(
+        pay.contains("&forcePopup=true&connect_redirect=1#wechat_redirect"),
+        "{pay}"
+    );
+    // The route is that of the canonical path.
+    assert!(!location(&g, "/pay/../orders").contains("forcePopup"));
+    // The login route decides on its rd's path.
+    let login = reply(g.decide_at(
+        &req("/_wechat/login", Some("rd=%2Fpay%2Fx%3Fa%3D1"), None),
+        NOW,
+    ));
+    let to = login
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+        .unwrap()
+        .1
+        .clone();
+    assert!(to.contains("forcePopup=true"), "{to}");
+
+    // [wechat] force_popup for every login; a route may turn it off.
+    let toml = format!(
+        "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\nforce_popup = true\nconnect_redirect = false\n\
+         [gateway]\npublic_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n{routes}"
+    );
+    let g = Gate::new(Config::from_toml(&toml, |_| None).unwrap()).unwrap();
+    let every = location(&g, "/orders");
+    assert!(
+        every.contains("&forcePopup=true#wechat_redirect"),
+        "{every}"
+    );
+    assert!(!location(&g, "/quiet/x").contains("forcePopup"));
+    assert!(!every.contains("connect_redirect"));
+}
+
+#[test]
+fn userinfo_lang_is_one_of_wechats_three() {
+    for (lang, ok) in [
+        ("zh_CN", true),
+        ("zh_TW", true),
+        ("en", true),
+        ("EN", false),
+        ("zh-CN", false),
+        ("", false),
+    ] {
+        let toml = format!(
+            "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\nuserinfo_lang = {lang:?}\n\
+             [gateway]\npublic_url = \"https://app.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n"
+        );
+        match Config::from_toml(&toml, |_| None) {
+            Ok(c) => {
+                assert!(ok, "{lang}");
+                assert_eq!(c.wechat.userinfo_lang.as_str(), lang);
+            }
+            Err(e) => {
+                assert!(!ok, "{lang}: {e}");
+                assert!(e.to_string().contains("[wechat] userinfo_lang"), "{e}");
+            }
+        }
+    }
+}
+
 fn followers_gate() -> Gate {
     gate_with("[[route]]\nprefix = \"/fans/\"\npolicy = \"followers\"\n")
 }
