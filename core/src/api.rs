@@ -204,6 +204,29 @@ pub(crate) fn authorize_url(url: &str) -> Reply {
     json(200, &Body { url })
 }
 
+/// `jssdk-config`: what `wx.config` takes, `{"appId", "timestamp" (unix
+/// seconds), "nonceStr", "signature"}`, not to be cached.
+pub(crate) fn jssdk_config(appid: &str, timestamp: u64, nonce_str: &str, signature: &str) -> Reply {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body<'a> {
+        app_id: &'a str,
+        timestamp: u64,
+        nonce_str: &'a str,
+        signature: &'a str,
+    }
+    json(
+        200,
+        &Body {
+            app_id: appid,
+            timestamp,
+            nonce_str,
+            signature,
+        },
+    )
+    .with_header("Cache-Control", "no-store".into())
+}
+
 /// `qr/new`: the scene, WeChat's ticket, the image URL and the lifetime
 /// (seconds).
 pub(crate) fn qr_created(scene: &str, ticket: &str, qr_image_url: &str, expires_in: u64) -> Reply {

@@ -263,6 +263,11 @@ enum CallKind {
         return_to: String,
         requester: Option<crate::qr::SceneRequester>,
     },
+    /// `jssdk-config`: sign `url` (checked: a page of the site) with the
+    /// `jsapi_ticket`.
+    JssdkConfig {
+        url: String,
+    },
     /// A signed push from WeChat with its body.
     Push {
         query: Option<String>,
@@ -730,6 +735,7 @@ impl Gate {
             } => self.qr_new(return_to, requester).await,
             CallKind::Push { query, body } => self.handle_push(query.as_deref(), &body).await,
             CallKind::Ready => self.ready().await,
+            CallKind::JssdkConfig { url } => self.jssdk_config(&url).await,
             CallKind::QrConfirm {
                 scene,
                 openid,

@@ -22,6 +22,7 @@ pub mod coordination;
 pub mod errcode;
 pub mod flow;
 pub mod forwarded;
+pub mod jssdk;
 pub mod metrics;
 pub mod pages;
 pub mod secret;

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use serde::{Deserialize, Serialize};
 
-use crate::coordination::{Coordination, Turn};
+use crate::coordination::{Coordination, SharedToken, Turn};
 use crate::errcode::ErrCode;
 use crate::expiring::ExpiringMap;
 use crate::flow::CallError;
@@ -23,14 +23,14 @@ pub const SCENE_LIFETIME_SECS: u64 = 300;
 /// How long a push's de-duplication key is kept, in seconds (WeChat retries within ~15 s).
 pub const PUSH_DEDUP_SECS: u64 = 60;
 
-/// The basic-support token for `cgi-bin` APIs: one cached token per
-/// process, refreshed before expiry by one caller at a time (lock, then
-/// re-check), so concurrent callers never fetch it twice; with a shared
-/// store, one fetch per refresh window across every instance
-/// ([`Coordination::begin_basic_token`]).
+/// One account-wide secret (`which`): one cached copy per process,
+/// refreshed before expiry by one caller at a time (lock, then re-check),
+/// so concurrent callers never fetch it twice; with a shared store, one
+/// fetch per refresh window across every instance
+/// ([`Coordination::begin_shared_token`]).
 #[derive(Debug)]
-pub struct BasicToken {
-    sns: SnsClient,
+pub(crate) struct SharedSecret {
+    which: SharedToken,
     cached: Mutex<Option<(AccessToken, u64)>>,
     refresh: tokio::sync::Mutex<()>,
     coordination: Arc<dyn Coordination>,
@@ -39,12 +39,10 @@ pub struct BasicToken {
 /// The longest one instance's fetch may hold the turn, and the others wait.
 const FETCH_TURN_SECS: u64 = 15;
 
-impl BasicToken {
-    /// A manager fetching with `sns` (the Official Account's credentials)
-    /// and sharing the token through `coordination`.
-    pub fn new(sns: SnsClient, coordination: Arc<dyn Coordination>) -> Self {
-        BasicToken {
-            sns,
+impl SharedSecret {
+    fn new(which: SharedToken, coordination: Arc<dyn Coordination>) -> Self {
+        SharedSecret {
+            which,
             cached: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
             coordination,
@@ -59,10 +57,15 @@ impl BasicToken {
             .map(|(t, _)| t.clone())
     }
 
-    /// A valid token at `now` (unix seconds), fetching one if needed.
+    /// A valid one at `now` (unix seconds); `fetch` gets a new one and its
+    /// lifetime in seconds when neither this process nor the store has one.
     ///
-    /// Errors: the `cgi-bin/token` failure, or the coordination's.
-    pub async fn get(&self, now: u64) -> Result<AccessToken, CallError> {
+    /// Errors: `fetch`'s, or the coordination's.
+    async fn get<F, Fut>(&self, now: u64, fetch: F) -> Result<AccessToken, CallError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(AccessToken, u64), CallError>>,
+    {
         if let Some(t) = self.fresh(now) {
             return Ok(t);
         }
@@ -72,25 +75,26 @@ impl BasicToken {
         }
         let turn = self
             .coordination
-            .begin_basic_token(
+            .begin_shared_token(
+                self.which,
                 now + BASIC_TOKEN_MARGIN_SECS,
                 Duration::from_secs(FETCH_TURN_SECS),
             )
             .await?;
         let (token, expires_at) = match turn {
             Turn::Done(kept) => kept,
-            Turn::Mine => match self.sns.basic_token().await {
+            Turn::Mine => match fetch().await {
                 Ok((token, expires_in)) => {
-                    tracing::info!(expires_in, "fetched a basic-support access token");
+                    tracing::info!(expires_in, which = ?self.which, "fetched an account-wide token");
                     let expires_at = now + expires_in;
                     self.coordination
-                        .finish_basic_token(Some((&token, expires_at)))
+                        .finish_shared_token(self.which, Some((&token, expires_at)))
                         .await?;
                     (token, expires_at)
                 }
                 Err(e) => {
-                    let _ = self.coordination.finish_basic_token(None).await;
-                    return Err(e.into());
+                    let _ = self.coordination.finish_shared_token(self.which, None).await;
+                    return Err(e);
                 }
             },
         };
@@ -99,14 +103,63 @@ impl BasicToken {
     }
 
     /// Forgets `token` if it is the cached one (WeChat said it is no longer valid).
-    pub async fn invalidate(&self, token: &AccessToken) {
+    async fn invalidate(&self, token: &AccessToken) {
         {
             let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
             if cached.as_ref().is_some_and(|(t, _)| t == token) {
                 *cached = None;
             }
         }
-        self.coordination.forget_basic_token(token).await;
+        self.coordination.forget_shared_token(self.which, token).await;
+    }
+}
+
+/// The basic-support token for `cgi-bin` APIs, and the JS-SDK's
+/// `jsapi_ticket` fetched with it: each a [`SharedSecret`].
+#[derive(Debug)]
+pub struct BasicToken {
+    sns: SnsClient,
+    token: SharedSecret,
+    ticket: SharedSecret,
+}
+
+impl BasicToken {
+    /// A manager fetching with `sns` (the Official Account's credentials)
+    /// and sharing the token and ticket through `coordination`.
+    pub fn new(sns: SnsClient, coordination: Arc<dyn Coordination>) -> Self {
+        BasicToken {
+            sns,
+            token: SharedSecret::new(SharedToken::BasicToken, coordination.clone()),
+            ticket: SharedSecret::new(SharedToken::JsapiTicket, coordination),
+        }
+    }
+
+    /// A valid token at `now` (unix seconds), fetching one if needed.
+    ///
+    /// Errors: the `cgi-bin/token` failure, or the coordination's.
+    pub async fn get(&self, now: u64) -> Result<AccessToken, CallError> {
+        self.token
+            .get(now, || async { Ok(self.sns.basic_token().await?) })
+            .await
+    }
+
+    /// Forgets `token` if it is the cached one (WeChat said it is no longer valid).
+    pub async fn invalidate(&self, token: &AccessToken) {
+        self.token.invalidate(token).await
+    }
+
+    /// A valid `jsapi_ticket` at `now` (unix seconds), fetched with the
+    /// basic token (`cgi-bin/ticket/getticket?type=jsapi`) when neither this
+    /// process nor the store has one: one fetch per window everywhere.
+    ///
+    /// Errors: [`CallError`].
+    pub async fn jsapi_ticket(&self, now: u64) -> Result<AccessToken, CallError> {
+        self.ticket
+            .get(now, || async {
+                self.with_token(now, |token| async move { self.sns.jsapi_ticket(&token).await })
+                    .await
+            })
+            .await
     }
 
     /// Runs `call` with a valid token; a 40001/42001 answer (the token is

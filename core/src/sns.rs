@@ -324,6 +324,26 @@ pub fn parse_basic_token(body: &[u8]) -> Result<(AccessToken, u64), SnsError> {
     Ok((AccessToken::new(raw.access_token), raw.expires_in))
 }
 
+/// Parses a `cgi-bin/ticket/getticket?type=jsapi` answer
+/// (`{"errcode":0,"errmsg":"ok","ticket":"…","expires_in":7200}`): the
+/// ticket (kept as a secret) and its lifetime in seconds.
+///
+/// Errors: as [`parse_token_response`]; 40001/42001 for a stale basic token.
+pub fn parse_jsapi_ticket(body: &[u8]) -> Result<(AccessToken, u64), SnsError> {
+    check_errcode(body)?;
+    #[derive(Deserialize)]
+    struct Raw {
+        ticket: String,
+        expires_in: u64,
+    }
+    let raw: Raw = serde_json::from_slice(body)
+        .map_err(|e| SnsError::Malformed(format!("ticket answer: {}", json_problem(&e))))?;
+    if raw.ticket.is_empty() {
+        return Err(SnsError::Malformed("ticket answer: an empty ticket".into()));
+    }
+    Ok((AccessToken::new(raw.ticket), raw.expires_in))
+}
+
 /// A user's relation to the Official Account, from `cgi-bin/user/info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follower {
@@ -484,6 +504,22 @@ impl SnsClient {
             .append_pair("secret", self.secret.expose());
         self.with_retries(ENDPOINT, || async {
             parse_basic_token(&self.get(url.clone()).await?)
+        })
+        .await
+    }
+
+    /// The JS-SDK's `jsapi_ticket` (`cgi-bin/ticket/getticket?type=jsapi`)
+    /// and its lifetime in seconds, fetched with the basic `token`.
+    ///
+    /// Errors: [`SnsError`]; 40001/42001 when `token` is no longer valid.
+    pub async fn jsapi_ticket(&self, token: &AccessToken) -> Result<(AccessToken, u64), SnsError> {
+        const ENDPOINT: &str = "cgi-bin/ticket/getticket";
+        let mut url = api_url(&self.api_base, ENDPOINT);
+        url.query_pairs_mut()
+            .append_pair("access_token", token.expose())
+            .append_pair("type", "jsapi");
+        self.with_retries(ENDPOINT, || async {
+            parse_jsapi_ticket(&self.get(url.clone()).await?)
         })
         .await
     }

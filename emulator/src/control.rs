@@ -22,7 +22,8 @@ async fn calls(State(app): State<App>) -> Response {
     let world = app.world.lock().unwrap();
     let mut body = serde_json::json!({
         "authorize": 0, "access_token": 0, "refresh_token": 0, "userinfo": 0, "auth": 0,
-        "qrconnect": 0, "token": 0, "qrcode_create": 0, "showqrcode": 0, "user_info": 0
+        "qrconnect": 0, "token": 0, "qrcode_create": 0, "showqrcode": 0, "user_info": 0,
+        "ticket": 0
     });
     for (k, v) in &world.calls {
         body[*k] = (*v).into();
@@ -58,6 +59,7 @@ async fn issued(State(app): State<App>) -> Response {
         "access_tokens": keys(&world.access_tokens),
         "refresh_tokens": keys(&world.refresh_tokens),
         "basic_tokens": world.basic_tokens.keys().cloned().collect::<Vec<_>>(),
+        "jsapi_tickets": world.jsapi_tickets.keys().cloned().collect::<Vec<_>>(),
         // What each scene QR code encodes, by ticket (what a phone reads from the image).
         "qr_urls": world.tickets.iter().map(|(t, v)| (t.clone(), v.url.clone())).collect::<HashMap<_, _>>(),
     }))
@@ -111,7 +113,7 @@ async fn set_user(State(app): State<App>, axum::Json(u): axum::Json<UserUpdate>)
 
 /// `POST /_emulator/faults`: queue a [`Fault`].
 async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>) -> Response {
-    const ENDPOINTS: [&str; 10] = [
+    const ENDPOINTS: [&str; 11] = [
         "authorize",
         "access_token",
         "refresh_token",
@@ -122,6 +124,7 @@ async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>)
         "qrcode_create",
         "showqrcode",
         "user_info",
+        "ticket",
     ];
     if !ENDPOINTS.contains(&fault.endpoint.as_str()) || fault.count == 0 {
         return (StatusCode::BAD_REQUEST, "unknown endpoint or count 0\n").into_response();

@@ -126,7 +126,7 @@ struct QrScene {
 
 /// The error WeChat answers for a basic-support token that is missing,
 /// unknown or expired; `None` when it is valid.
-fn basic_token_error(world: &World, token: Option<&String>) -> Option<Response> {
+pub(crate) fn basic_token_error(world: &World, token: Option<&String>) -> Option<Response> {
     let Some(token) = token else {
         return Some(wechat_error(41001, "access_token missing"));
     };

@@ -35,6 +35,7 @@ use sha1::{Digest, Sha1};
 
 mod control;
 mod desktop;
+mod jssdk;
 use desktop::Ticket;
 
 /// How the authorize page treats a user.
@@ -181,6 +182,8 @@ fn one() -> u32 {
 struct World {
     basic_tokens: HashMap<String, Instant>,
     basic_token_ttl: Duration,
+    /// `jsapi_ticket`s handed out, until when.
+    jsapi_tickets: HashMap<String, Instant>,
     tickets: HashMap<String, Ticket>,
     /// The account's reply messages to the phone, newest last.
     messages: Vec<desktop::PhoneMessage>,
@@ -261,6 +264,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
     let world = World {
         basic_tokens: HashMap::new(),
         basic_token_ttl: Duration::from_secs(7200),
+        jsapi_tickets: HashMap::new(),
         tickets: HashMap::new(),
         messages: Vec::new(),
         codes: HashMap::new(),
@@ -285,7 +289,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         .route("/sns/oauth2/refresh_token", get(refresh_token))
         .route("/sns/userinfo", get(userinfo))
         .route("/sns/auth", get(auth));
-    desktop::routes(control::routes(router)).with_state(shared)
+    jssdk::routes(desktop::routes(control::routes(router))).with_state(shared)
 }
 
 /// A running emulator.

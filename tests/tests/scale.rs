@@ -390,6 +390,109 @@ async fn three_hundred_duplicate_callbacks_over_three_gateways_make_one_exchange
     assert_eq!(cluster.calls("access_token").await, 1);
 }
 
+/// What `wx.config` answers for `config` (the emulator's check).
+async fn wx_config(
+    client: &reqwest::Client,
+    emulator: &str,
+    config: &serde_json::Value,
+) -> serde_json::Value {
+    let text = client
+        .post(format!("{emulator}/_emulator/jssdk/verify"))
+        .header("Content-Type", "application/json")
+        .body(config.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn a_hundred_jssdk_configs_over_three_gateways_fetch_one_ticket_and_all_verify() {
+    let cluster = Arc::new(Cluster::start().await);
+    let page = format!("{}/shop/item?id=7&from=%E5%BE%AE", cluster.gateways[0].0);
+    let query: String =
+        url::form_urlencoded::byte_serialize(format!("{page}#/tab").as_bytes()).collect();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (client, url) = (
+            client.clone(),
+            cluster.on(i, &format!("/_wechat/jssdk-config?url={query}")),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            serde_json::from_str::<serde_json::Value>(&r.text().await.unwrap()).unwrap()
+        }));
+    }
+    let mut nonces = std::collections::HashSet::new();
+    for t in tasks {
+        let config = t.await.unwrap();
+        assert_eq!(config["appId"], APPID);
+        assert!(config["timestamp"].is_u64(), "{config}");
+        assert!(nonces.insert(config["nonceStr"].as_str().unwrap().to_owned()));
+        // What wx.config does in WeChat, for the page without its fragment.
+        let mut asked = config.clone();
+        asked["url"] = page.clone().into();
+        let verdict = wx_config(&client, &cluster.emulator_url, &asked).await;
+        assert_eq!(verdict["errMsg"], "config:ok", "{config}");
+        // Another page, or a changed signature, does not verify.
+        asked["url"] = format!("{page}&x=1").into();
+        let other = wx_config(&client, &cluster.emulator_url, &asked).await;
+        assert_eq!(other["errMsg"], "config:invalid signature");
+    }
+    assert_eq!(
+        cluster.calls("ticket").await,
+        1,
+        "one ticket for every instance"
+    );
+    assert_eq!(cluster.calls("token").await, 1);
+
+    // Pages of other origins, no page, or one given twice: 400, no signature.
+    for bad in [
+        "url=https%3A%2F%2Fevil.example%2F".to_owned(),
+        format!(
+            "url={}",
+            url::form_urlencoded::byte_serialize(
+                format!("{}.evil.example/", cluster.gateways[0].0).as_bytes()
+            )
+            .collect::<String>()
+        ),
+        String::new(),
+        format!("url={query}&url={query}"),
+        "url=%2Fshop".to_owned(),
+    ] {
+        let r = client
+            .get(cluster.on(1, &format!("/_wechat/jssdk-config?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "invalid_request", "{bad}");
+        assert!(body.get("signature").is_none());
+    }
+    let post = client
+        .post(cluster.on(2, &format!("/_wechat/jssdk-config?url={query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    // The ticket is never in a response or a log line.
+    let ticket = wechat_e2e::emulator_json(&cluster.emulator_url, "issued").await["jsapi_tickets"]
+        [0]
+    .as_str()
+    .unwrap()
+    .to_owned();
+    for (_, gateway) in &cluster.gateways {
+        assert!(!gateway.log_text().contains(&ticket));
+    }
+}
+
 #[tokio::test]
 async fn a_state_used_on_one_gateway_cannot_carry_another_code_on_another() {
     let cluster = Cluster::start().await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{now_unix, Coordination, CoordinationError, LoginClaim, Logout, Turn};
+use super::{now_unix, Coordination, CoordinationError, LoginClaim, Logout, SharedToken, Turn};
 use crate::flow::CODE_OUTCOME_SECS;
 use crate::qr::{SceneRequester, SceneStatus};
 use crate::secret::AccessToken;
@@ -197,53 +197,61 @@ impl<S: KeyValue> Coordination for S {
         release_lock(self, &keys::refresh_lock(sid)).await;
     }
 
-    async fn begin_basic_token(
+    async fn begin_shared_token(
         &self,
+        which: SharedToken,
         fresh_until: u64,
         hold: Duration,
     ) -> Result<Turn<(AccessToken, u64)>, CoordinationError> {
+        let (key, lock) = keys::shared_token(which);
         let deadline = Instant::now() + hold;
         loop {
-            let kept = self.kv_get(keys::BASIC_TOKEN).await?;
+            let kept = self.kv_get(key).await?;
             if let Some(found) = fresh_basic_token(kept, fresh_until) {
                 return Ok(Turn::Done(found));
             }
-            if take_lock(self, keys::BASIC_TOKEN_LOCK, hold).await? {
+            if take_lock(self, lock, hold).await? {
                 if self.is_multi_process() {
-                    let kept = self.kv_get(keys::BASIC_TOKEN).await?;
+                    let kept = self.kv_get(key).await?;
                     if let Some(found) = fresh_basic_token(kept, fresh_until) {
-                        release_lock(self, keys::BASIC_TOKEN_LOCK).await;
+                        release_lock(self, lock).await;
                         return Ok(Turn::Done(found));
                     }
                 }
                 return Ok(Turn::Mine);
             }
             if Instant::now() >= deadline {
-                return Err(CoordinationError::Stalled("basic-support token fetch"));
+                return Err(CoordinationError::Stalled(match which {
+                    SharedToken::BasicToken => "basic-support token fetch",
+                    SharedToken::JsapiTicket => "jsapi_ticket fetch",
+                }));
             }
             tokio::time::sleep(TURN_POLL).await;
         }
     }
 
-    async fn finish_basic_token(
+    async fn finish_shared_token(
         &self,
+        which: SharedToken,
         fetched: Option<(&AccessToken, u64)>,
     ) -> Result<(), CoordinationError> {
+        let (key, lock) = keys::shared_token(which);
         let kept = match fetched {
             Some((token, expires_at)) => {
                 let ttl = Duration::from_secs(expires_at.saturating_sub(now_unix()).max(1));
                 let value = encode_basic_token(token, expires_at);
-                self.kv_set(keys::BASIC_TOKEN, &value, ttl).await
+                self.kv_set(key, &value, ttl).await
             }
             None => Ok(()),
         };
-        release_lock(self, keys::BASIC_TOKEN_LOCK).await;
+        release_lock(self, lock).await;
         kept
     }
 
-    async fn forget_basic_token(&self, token: &AccessToken) {
-        if is_basic_token(self.kv_get(keys::BASIC_TOKEN).await.ok().flatten(), token) {
-            let _ = self.kv_delete(keys::BASIC_TOKEN).await;
+    async fn forget_shared_token(&self, which: SharedToken, token: &AccessToken) {
+        let (key, _) = keys::shared_token(which);
+        if is_basic_token(self.kv_get(key).await.ok().flatten(), token) {
+            let _ = self.kv_delete(key).await;
         }
     }
 
@@ -506,6 +514,16 @@ pub(in crate::coordination) mod keys {
     }
     pub(super) const BASIC_TOKEN: &str = "basic-token";
     pub(super) const BASIC_TOKEN_LOCK: &str = "basic-token-lock";
+    pub(super) const JSAPI_TICKET: &str = "jsapi-ticket";
+    pub(super) const JSAPI_TICKET_LOCK: &str = "jsapi-ticket-lock";
+
+    /// The key of a shared token and of its fetch lock.
+    pub(super) fn shared_token(which: super::SharedToken) -> (&'static str, &'static str) {
+        match which {
+            super::SharedToken::BasicToken => (BASIC_TOKEN, BASIC_TOKEN_LOCK),
+            super::SharedToken::JsapiTicket => (JSAPI_TICKET, JSAPI_TICKET_LOCK),
+        }
+    }
     /// The sorted set of logouts, scored by the logout time in ms.
     pub(in crate::coordination) const LOGOUTS: &str = "revoked";
 }

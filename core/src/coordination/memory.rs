@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{now_unix, Coordination, CoordinationError, LoginClaim, Logout, Turn};
+use super::{now_unix, Coordination, CoordinationError, LoginClaim, Logout, SharedToken, Turn};
 use crate::flow::CODE_OUTCOME_SECS;
 use crate::qr::{SceneRequester, SceneStatus, Scenes};
 use crate::secret::AccessToken;
@@ -65,23 +65,25 @@ impl Coordination for MemoryCoordination {
 
     async fn finish_refresh(&self, _: &str) {}
 
-    async fn begin_basic_token(
+    async fn begin_shared_token(
         &self,
+        _: SharedToken,
         _: u64,
         _: Duration,
     ) -> Result<Turn<(AccessToken, u64)>, CoordinationError> {
-        // The process's own cache ([`crate::qr::BasicToken`]) is the only one.
+        // The process's own cache ([`crate::qr::SharedSecret`]) is the only one.
         Ok(Turn::Mine)
     }
 
-    async fn finish_basic_token(
+    async fn finish_shared_token(
         &self,
+        _: SharedToken,
         _: Option<(&AccessToken, u64)>,
     ) -> Result<(), CoordinationError> {
         Ok(())
     }
 
-    async fn forget_basic_token(&self, _: &AccessToken) {}
+    async fn forget_shared_token(&self, _: SharedToken, _: &AccessToken) {}
 
     async fn create_scene(
         &self,

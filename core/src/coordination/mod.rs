@@ -90,6 +90,16 @@ pub struct Logout {
     pub at_ms: u64,
 }
 
+/// An account-wide secret every instance shares, fetched by one of them
+/// per window ([`Coordination::begin_shared_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedToken {
+    /// The basic-support `access_token` of `cgi-bin` APIs.
+    BasicToken,
+    /// The JS-SDK's `jsapi_ticket` (`cgi-bin/ticket/getticket?type=jsapi`).
+    JsapiTicket,
+}
+
 /// What several instances must agree on. Every call is atomic; keys are
 /// codes, states and nonces as given (implementations hash what they
 /// keep). Errors: [`CoordinationError`] when the store can't be reached in
@@ -130,28 +140,30 @@ pub trait Coordination: Send + Sync + std::fmt::Debug + 'static {
     /// Ends the caller's refresh turn.
     async fn finish_refresh(&self, sid: &str);
 
-    /// Whether the basic-support token must be fetched: [`Turn::Done`] with
-    /// a kept token (and its end, unix seconds) that lasts past
-    /// `fresh_until`, or [`Turn::Mine`] (then the caller fetches and calls
-    /// [`Coordination::finish_basic_token`]). Waits at most `hold`.
-    async fn begin_basic_token(
+    /// Whether the account-wide secret `which` must be fetched:
+    /// [`Turn::Done`] with a kept one (and its end, unix seconds) that
+    /// lasts past `fresh_until`, or [`Turn::Mine`] (then the caller fetches
+    /// and calls [`Coordination::finish_shared_token`]). Waits at most `hold`.
+    async fn begin_shared_token(
         &self,
+        which: SharedToken,
         fresh_until: u64,
         hold: Duration,
     ) -> Result<Turn<(AccessToken, u64)>, CoordinationError>;
 
-    /// Keeps the fetched token until its end (unix seconds), if the fetch
-    /// succeeded, and ends the caller's turn.
+    /// Keeps the fetched `which` until its end (unix seconds), if the
+    /// fetch succeeded, and ends the caller's turn.
     ///
     /// Errors: [`CoordinationError`] when it could not be kept.
-    async fn finish_basic_token(
+    async fn finish_shared_token(
         &self,
+        which: SharedToken,
         fetched: Option<(&AccessToken, u64)>,
     ) -> Result<(), CoordinationError>;
 
-    /// Forgets the kept basic-support token if it is `token` (WeChat said
-    /// it is no longer valid).
-    async fn forget_basic_token(&self, token: &AccessToken);
+    /// Forgets the kept `which` if it is `token` (WeChat said it is no
+    /// longer valid).
+    async fn forget_shared_token(&self, which: SharedToken, token: &AccessToken);
 
     /// Records a new pending scene until `expires_at` (unix seconds), with
     /// who asked for it (`scene_confirm`).

@@ -104,11 +104,14 @@ async fn the_state_file_keeps_the_contract_and_its_state_outlives_a_reopen() {
         file.finish_exchange("c9", Some("s")).await;
         let token = AccessToken::new("BT");
         assert_eq!(
-            file.begin_basic_token(0, Duration::from_secs(1)).await,
+            file.begin_shared_token(SharedToken::BasicToken, 0, Duration::from_secs(1))
+                .await,
             Ok(Turn::Mine)
         );
         let end = super::now_unix() + 7200;
-        file.finish_basic_token(Some((&token, end))).await.unwrap();
+        file.finish_shared_token(SharedToken::BasicToken, Some((&token, end)))
+            .await
+            .unwrap();
         // Follow states are kept until their own end, for every instance.
         let now = super::now_unix();
         file.keep_follow_status("oFan", true, now + 600)
@@ -142,18 +145,23 @@ async fn the_state_file_keeps_the_contract_and_its_state_outlives_a_reopen() {
         Ok(Turn::Done("s".into()))
     );
     let now = super::now_unix();
-    match file.begin_basic_token(now, Duration::from_secs(1)).await {
+    match file
+        .begin_shared_token(SharedToken::BasicToken, now, Duration::from_secs(1))
+        .await
+    {
         Ok(Turn::Done((token, _))) => assert_eq!(token.expose(), "BT"),
         other => panic!("the kept token, got {other:?}"),
     }
     assert!(matches!(
-        file.begin_basic_token(now + 8000, Duration::from_secs(1))
+        file.begin_shared_token(SharedToken::BasicToken, now + 8000, Duration::from_secs(1))
             .await,
         Ok(Turn::Mine)
     ));
-    file.forget_basic_token(&AccessToken::new("BT")).await;
+    file.forget_shared_token(SharedToken::BasicToken, &AccessToken::new("BT"))
+        .await;
     assert!(matches!(
-        file.begin_basic_token(now, Duration::from_secs(1)).await,
+        file.begin_shared_token(SharedToken::BasicToken, now, Duration::from_secs(1))
+            .await,
         Ok(Turn::Mine)
     ));
     drop(file);

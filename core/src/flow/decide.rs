@@ -585,6 +585,23 @@ impl Gate {
                     lang,
                 })
             }
+            Route::JssdkConfig => {
+                let url = query_param(req.query, "url").unwrap_or_default();
+                let origin = self.config.gateway.public_url.origin();
+                return match crate::jssdk::page_url(&url, &origin) {
+                    Ok(page) => Decision::Call(Call {
+                        kind: CallKind::JssdkConfig {
+                            url: page.to_owned(),
+                        },
+                        lang,
+                    }),
+                    Err(problem) => Decision::Reply(
+                        ApiError::new(400, ErrorName::InvalidRequest)
+                            .with_description(problem)
+                            .reply(),
+                    ),
+                };
+            }
             Route::Auth => {
                 let uri = req.original_uri.unwrap_or("/");
                 let (path, query) = match uri.split_once('?') {

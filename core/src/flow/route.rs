@@ -38,6 +38,8 @@ pub enum Route {
     /// `/qr/confirm?t=…[&answer=…]`: the phone's confirmation page
     /// (`scene_confirm`).
     QrConfirm,
+    /// `/jssdk-config?url=…`: the JS-SDK's `wx.config` for a page of the site.
+    JssdkConfig,
     /// `[gateway] push_path`: WeChat's pushes (POST) and its server URL
     /// check (GET).
     Push,
@@ -46,7 +48,7 @@ pub enum Route {
 }
 
 /// The routes under the prefix with their suffixes.
-const UNDER_PREFIX: [(Route, &str); 13] = [
+const UNDER_PREFIX: [(Route, &str); 14] = [
     (Route::Callback, "/callback"),
     (Route::Login, "/login"),
     (Route::Logout, "/logout"),
@@ -60,6 +62,7 @@ const UNDER_PREFIX: [(Route, &str); 13] = [
     (Route::QrStatus, "/qr/status"),
     (Route::QrImage, "/qr/image"),
     (Route::QrConfirm, "/qr/confirm"),
+    (Route::JssdkConfig, "/jssdk-config"),
 ];
 
 impl Route {

@@ -182,6 +182,31 @@ impl Gate {
         }
     }
 
+    /// `jssdk-config`: `{appId, timestamp, nonceStr, signature}` for the
+    /// page `url` (checked already), signed with the `jsapi_ticket`.
+    pub(super) async fn jssdk_config(&self, url: &str) -> Reply {
+        let now = now_unix();
+        match self.basic_token.jsapi_ticket(now).await {
+            Ok(ticket) => {
+                let nonce_str = new_sid();
+                let signature = crate::jssdk::signature(ticket.expose(), &nonce_str, now, url);
+                api::jssdk_config(&self.config.wechat.appid, now, &nonce_str, &signature)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not get the jsapi_ticket");
+                let reply = match &e {
+                    CallError::Coordination(_) => service_unavailable_json(),
+                    CallError::WeChat(sns) if sns.is_unavailable() => service_unavailable_json(),
+                    _ => ApiError::new(502, ErrorName::ServerError)
+                        .with_description("WeChat refused the jsapi_ticket")
+                        .with_errcode(e.errcode().map(ErrCode::code))
+                        .reply(),
+                };
+                reply.with_errcode(e.errcode().map(ErrCode::code))
+            }
+        }
+    }
+
     /// A scene's status.
     ///
     /// Errors: [`CoordinationError`] when the store is down.
