@@ -4,6 +4,7 @@
 //! `jweixin.js` whose `wx.config` asks it).
 
 use super::*;
+use axum::body::Bytes;
 use sha1::{Digest, Sha1};
 
 pub(crate) fn routes(router: Router<App>) -> Router<App> {
@@ -51,7 +52,19 @@ struct Config {
 /// url}`: what `wx.config` answers in WeChat, `{"errMsg": "config:ok"}` or
 /// `{"errMsg": "config:invalid signature"}` (also for a ticket never
 /// issued or expired, another appid, a page off the JS-SDK domain).
-async fn verify(State(app): State<App>, axum::Json(c): axum::Json<Config>) -> Response {
+///
+/// The body is read as JSON whatever its type, and the answer allows any
+/// origin: the page's script posts it as `text/plain` (no preflight).
+async fn verify(State(app): State<App>, body: Bytes) -> Response {
+    let cors = [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")];
+    let Ok(c) = serde_json::from_slice::<Config>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            cors,
+            axum::Json(serde_json::json!({ "errMsg": "config:invalid arguments" })),
+        )
+            .into_response();
+    };
     let world = app.world.lock().unwrap();
     let timestamp = match &c.timestamp {
         serde_json::Value::Number(n) => n.to_string(),
@@ -73,7 +86,7 @@ async fn verify(State(app): State<App>, axum::Json(c): axum::Json<Config>) -> Re
     } else {
         "config:invalid signature"
     };
-    axum::Json(serde_json::json!({ "errMsg": errmsg })).into_response()
+    (cors, axum::Json(serde_json::json!({ "errMsg": errmsg }))).into_response()
 }
 
 /// The JS-SDK's signature, as WeChat's page computes it.
@@ -100,7 +113,7 @@ async fn jweixin() -> Response {
   window.wx = {
     config: function (c) {
       fetch(base + "/_emulator/jssdk/verify", {
-        method: "POST", headers: { "Content-Type": "application/json" },
+        method: "POST", headers: { "Content-Type": "text/plain" },
         body: JSON.stringify({ appId: c.appId, timestamp: c.timestamp, nonceStr: c.nonceStr,
                                signature: c.signature, url: location.href.split("#")[0] })
       }).then(function (r) { return r.json(); }).then(settle, function () { settle({ errMsg: "config:fail" }); });

@@ -60,7 +60,33 @@ async fn public_asset() -> &'static str {
     "a public file: no login needed\n"
 }
 
+/// The JS-SDK script the page loads (`--jssdk-script`), if any: WeChat's
+/// `jweixin-1.6.0.js`, or the emulator's stand-in in the demo.
+#[derive(Clone, Default)]
+struct JssdkScript(Option<String>);
+
+/// The page's JS-SDK block: `wx.config` with what the gate's
+/// `jssdk-config` signs for this page, then `wx.ready` or `wx.error`.
+fn jssdk_block(script: &str) -> String {
+    format!(
+        "<p id=\"jssdk\">JS-SDK: …</p><script src=\"{}\"></script><script>\
+fetch(\"/_wechat/jssdk-config?url=\"+encodeURIComponent(location.href.split(\"#\")[0]))\
+.then(function(r){{return r.json();}}).then(function(c){{\
+var show=function(t){{document.getElementById(\"jssdk\").textContent=\"JS-SDK: \"+t;}};\
+wx.ready(function(){{show(\"config:ok\");}});wx.error(function(e){{show(e.errMsg);}});\
+wx.config({{debug:false,appId:c.appId,timestamp:c.timestamp,nonceStr:c.nonceStr,signature:c.signature,jsApiList:[\"updateAppMessageShareData\"]}});}});\
+</script>",
+        encode_text(script)
+    )
+}
+
 async fn page(request: Request) -> Response {
+    let jssdk = request
+        .extensions()
+        .get::<JssdkScript>()
+        .and_then(|s| s.0.as_deref())
+        .map(jssdk_block)
+        .unwrap_or_default();
     let headers = request.headers();
     let get = |name: &str| {
         headers
@@ -93,7 +119,7 @@ It received the verified WeChat identity below on <code>{}</code>:</p><table>{ro
 <p>Nickname (decoded): <b>{}</b></p>\
 <p><a href=\"/_wechat/userinfo\">/_wechat/userinfo</a> · <a href=\"/echo\">/echo</a> · \
 <a href=\"/static/hello.txt\">/static/hello.txt</a> (public) · <a href=\"/_wechat/logout\">log out</a></p>\
-</body></html>",
+{jssdk}</body></html>",
         encode_text(&nickname),
         encode_text(request.uri().path()),
         encode_text(&nickname),
@@ -125,10 +151,24 @@ struct ServedAt(SocketAddr);
 ///
 /// Errors: the bind error.
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    spawn_with(addr, None).await
+}
+
+/// [`spawn`], the page loading the JS-SDK from `jssdk_script` (a URL) and
+/// calling `wx.config` with the gate's `jssdk-config`.
+///
+/// Errors: the bind error.
+pub async fn spawn_with(
+    addr: SocketAddr,
+    jssdk_script: Option<String>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router().layer(axum::Extension(ServedAt(addr)))).await;
+        let app = router()
+            .layer(axum::Extension(ServedAt(addr)))
+            .layer(axum::Extension(JssdkScript(jssdk_script)));
+        let _ = axum::serve(listener, app).await;
     });
     Ok((addr, task))
 }

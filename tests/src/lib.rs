@@ -296,13 +296,15 @@ impl Proc {
 
     /// Starts the demo application (the upstream) on `port`, logging to `dir/app.log`.
     pub fn start_demo_app(dir: &Path, port: u16) -> Proc {
-        Proc::start(
-            dir,
-            "app",
-            "wechat-demo-app",
-            &["--listen", &format!("127.0.0.1:{port}")],
-            &[],
-        )
+        Self::start_demo_app_with(dir, port, &[])
+    }
+
+    /// [`Proc::start_demo_app`] with more arguments (`--jssdk-script URL`).
+    pub fn start_demo_app_with(dir: &Path, port: u16, extra: &[&str]) -> Proc {
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["--listen", listen.as_str()];
+        args.extend_from_slice(extra);
+        Proc::start(dir, "app", "wechat-demo-app", &args, &[])
     }
 
     /// Starts any program, as [`Proc::start`].
@@ -947,7 +949,9 @@ impl Stack {
         }
         let emulator =
             Proc::start_emulator_with(&dir, emu_port, &appid, &app_secret, &emulator_args);
-        let app = Proc::start_demo_app(&dir, app_port);
+        // Its page calls wx.config with the emulator's JS-SDK stand-in.
+        let jssdk = format!("http://127.0.0.1:{emu_port}/_emulator/jweixin.js");
+        let app = Proc::start_demo_app_with(&dir, app_port, &["--jssdk-script", &jssdk]);
         let mut stack = Stack {
             dir,
             gateway_url: format!("http://127.0.0.1:{gw_port}"),

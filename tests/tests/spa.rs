@@ -204,3 +204,30 @@ async fn headless_chromium_logs_in_through_the_example_single_page_app() {
     assert!(client.source().await.unwrap().contains(&openid));
     client.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_demo_page_configures_the_js_sdk_with_the_gates_signature_in_headless_chromium() {
+    let stack = Stack::start().await;
+    let (_driver, client) = wechat_e2e::chromium(WECHAT_UA).await;
+    // A WeChat browser: the login runs through the redirects, then the
+    // page calls jssdk-config and wx.config (checked by the emulator).
+    client.goto(&stack.url("/orders?id=7#tab")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let shown = match client.find(fantoccini::Locator::Id("jssdk")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown == "JS-SDK: config:ok" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !shown.contains("invalid"),
+            "wx.config: {shown:?}\n{}",
+            client.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stack.calls("ticket").await, 1);
+    client.close().await.unwrap();
+}

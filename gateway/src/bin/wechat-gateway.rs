@@ -207,7 +207,10 @@ fn demo_config(listen: SocketAddr) -> Config {
             let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
             let started = async {
                 let emulator = wechat_emulator::spawn(emulator, loopback).await?;
-                let (app, _task) = wechat_gateway::demo_app::spawn(loopback).await?;
+                // The page calls wx.config with the emulator's JS-SDK stand-in.
+                let script = format!("{}/_emulator/jweixin.js", emulator.base_url());
+                let (app, _task) =
+                    wechat_gateway::demo_app::spawn_with(loopback, Some(script)).await?;
                 Ok::<_, std::io::Error>((emulator, app))
             };
             match started.await {
