@@ -297,6 +297,42 @@ async fn run_cases(site: &Site) -> Vec<Seen> {
         site.front
     );
 
+    // The JS-SDK's wx.config for a page of this site, checked by the
+    // emulator as WeChat's browser checks it; another origin gets 400.
+    let page = format!("{}/orders?id=1", site.url);
+    let enc = |u: &str| url::form_urlencoded::byte_serialize(u.as_bytes()).collect::<String>();
+    let config = browser
+        .get(&format!(
+            "{}/_wechat/jssdk-config?url={}",
+            site.url,
+            enc(&format!("{page}#x"))
+        ))
+        .await;
+    assert_eq!(config.status, 200, "{:?}: {}", site.front, config.body);
+    let mut asked = config.json();
+    asked["url"] = page.clone().into();
+    let verdict = reqwest::Client::new()
+        .post(format!("{}/_emulator/jssdk/verify", site.emulator_url))
+        .body(asked.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(verdict.contains("config:ok"), "{:?}: {verdict}", site.front);
+    out.push(seen(
+        site,
+        "jssdk-config, another origin",
+        &browser
+            .get(&format!(
+                "{}/_wechat/jssdk-config?url={}",
+                site.url,
+                enc("https://evil.example/")
+            ))
+            .await,
+    ));
+
     // A followers route, for this user who does not follow the Official
     // Account: a 307 back once WeChat was asked (nginx auth_request: the
     // answer at once), then 403 naming them.
@@ -416,6 +452,7 @@ async fn every_front_answers_exactly_as_the_gateway() {
     assert_eq!(by_case("allow route, dot segments").status, 403);
     assert_eq!(by_case("below the exact public page").status, 401);
     assert_eq!(by_case("followers route, not following").status, 403);
+    assert_eq!(by_case("jssdk-config, another origin").status, 400);
     assert_eq!(
         by_case("followers route, not following, xhr").json.unwrap()["error"],
         "access_denied"
