@@ -516,13 +516,14 @@ impl Gate {
         } else {
             "http"
         });
+        let token_source = config.wechat.token_source.clone();
         Ok(Gate {
             config,
             sealer,
             branding,
             verified: VerifiedSessions::default(),
             forwarding,
-            basic_token: BasicToken::new(sns.clone(), coordination.clone()),
+            basic_token: BasicToken::new(sns.clone(), token_source, coordination.clone()),
             sns,
             open_sns,
             store,

@@ -492,6 +492,46 @@ impl SnsClient {
         .await
     }
 
+    /// The basic-support token from `cgi-bin/stable_token` (POST, the secret
+    /// in the body): the same token for every caller until near its end,
+    /// so it coexists with the account's other backends; `force_refresh`
+    /// asks for a new one (WeChat limits how often). The token and its
+    /// remaining lifetime in seconds.
+    ///
+    /// Errors: [`SnsError`]; 45011 when forced refreshes come too often.
+    pub async fn stable_token(&self, force_refresh: bool) -> Result<(AccessToken, u64), SnsError> {
+        const ENDPOINT: &str = "cgi-bin/stable_token";
+        let url = api_url(&self.api_base, ENDPOINT);
+        let body = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": self.appid,
+            "secret": self.secret.expose(),
+            "force_refresh": force_refresh,
+        })
+        .to_string();
+        self.with_retries(ENDPOINT, || async {
+            let request = self
+                .http
+                .post(url.clone())
+                .header("Content-Type", "application/json")
+                .body(body.clone());
+            parse_basic_token(&self.send(request).await?)
+        })
+        .await
+    }
+
+    /// A token answer `{access_token, expires_in}` (or WeChat's error JSON)
+    /// from a site's own token service at `url` (`[wechat] token_source =
+    /// "url"`): the token and its remaining lifetime in seconds.
+    ///
+    /// Errors: [`SnsError`] (the service's transport, status or JSON).
+    pub async fn token_from_url(&self, url: &Url) -> Result<(AccessToken, u64), SnsError> {
+        self.with_retries("token_url", || async {
+            parse_basic_token(&self.get(url.clone()).await?)
+        })
+        .await
+    }
+
     /// A new basic-support token (`cgi-bin/token`): the token and its lifetime in seconds.
     ///
     /// Errors: [`SnsError`].

@@ -23,7 +23,7 @@ async fn calls(State(app): State<App>) -> Response {
     let mut body = serde_json::json!({
         "authorize": 0, "access_token": 0, "refresh_token": 0, "userinfo": 0, "auth": 0,
         "qrconnect": 0, "token": 0, "qrcode_create": 0, "showqrcode": 0, "user_info": 0,
-        "ticket": 0
+        "ticket": 0, "stable_token": 0
     });
     for (k, v) in &world.calls {
         body[*k] = (*v).into();
@@ -113,7 +113,7 @@ async fn set_user(State(app): State<App>, axum::Json(u): axum::Json<UserUpdate>)
 
 /// `POST /_emulator/faults`: queue a [`Fault`].
 async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>) -> Response {
-    const ENDPOINTS: [&str; 11] = [
+    const ENDPOINTS: [&str; 12] = [
         "authorize",
         "access_token",
         "refresh_token",
@@ -125,6 +125,7 @@ async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>)
         "showqrcode",
         "user_info",
         "ticket",
+        "stable_token",
     ];
     if !ENDPOINTS.contains(&fault.endpoint.as_str()) || fault.count == 0 {
         return (StatusCode::BAD_REQUEST, "unknown endpoint or count 0\n").into_response();
@@ -144,6 +145,7 @@ async fn clear_faults(State(app): State<App>) -> Response {
 struct Settings {
     consent: Option<String>,
     basic_token_ttl_secs: Option<u64>,
+    plain_token_grace_secs: Option<u64>,
     code_ttl_ms: Option<u64>,
     token_ttl_secs: Option<u64>,
 }
@@ -164,6 +166,9 @@ async fn settings(State(app): State<App>, axum::Json(s): axum::Json<Settings>) -
     }
     if let Some(secs) = s.basic_token_ttl_secs {
         world.basic_token_ttl = Duration::from_secs(secs);
+    }
+    if let Some(secs) = s.plain_token_grace_secs {
+        world.plain_token_grace = Duration::from_secs(secs);
     }
     if let Some(secs) = s.token_ttl_secs {
         world.token_ttl = Duration::from_secs(secs);

@@ -34,6 +34,7 @@ pub(crate) fn routes(router: Router<App>) -> Router<App> {
     router
         .route("/connect/qrconnect", get(qrconnect).post(qrconnect_confirm))
         .route("/cgi-bin/token", get(basic_token))
+        .route("/cgi-bin/stable_token", axum::routing::post(stable_token))
         .route("/cgi-bin/qrcode/create", axum::routing::post(qrcode_create))
         .route("/cgi-bin/showqrcode", get(showqrcode))
         .route("/cgi-bin/user/info", get(user_info))
@@ -97,9 +98,93 @@ async fn basic_token(State(app): State<App>, Query(q): Params) -> Response {
     let token = random_token(64);
     let mut world = app.world.lock().unwrap();
     let ttl = world.basic_token_ttl;
+    // A new plain token ends the ones before it after the grace period:
+    // two backends calling cgi-bin/token invalidate each other's.
+    let ends = Instant::now() + world.plain_token_grace;
+    let older = std::mem::take(&mut world.plain_tokens);
+    for old in &older {
+        if world.plain_token_grace.is_zero() {
+            // No longer the latest: 40001 from now on.
+            world.basic_tokens.remove(old);
+        } else if let Some(expires) = world.basic_tokens.get_mut(old) {
+            *expires = (*expires).min(ends);
+        }
+    }
+    world.plain_tokens.push(token.clone());
     world
         .basic_tokens
         .insert(token.clone(), Instant::now() + ttl);
+    wechat_json(serde_json::json!({"access_token": token, "expires_in": ttl.as_secs()}))
+}
+
+#[derive(Deserialize)]
+struct StableTokenRequest {
+    grant_type: String,
+    appid: String,
+    secret: String,
+    #[serde(default)]
+    force_refresh: bool,
+}
+
+/// The part of a stable token's life in which a normal call gets a new one.
+const STABLE_RENEW_WINDOW: Duration = Duration::from_secs(300);
+/// The least time between two forced refreshes, and how many a day.
+const FORCE_REFRESH_GAP: Duration = Duration::from_secs(30);
+const FORCE_REFRESHES_PER_DAY: usize = 20;
+
+/// `POST /cgi-bin/stable_token` `{grant_type, appid, secret, force_refresh}`:
+/// the same token for every caller until its last 5 minutes (then a new
+/// one; the old one lives out its time), unaffected by `cgi-bin/token`;
+/// `force_refresh: true` ends it at once for a new one, at most once per
+/// 30 s and 20 times a day (45011, 45009).
+async fn stable_token(State(app): State<App>, body: Bytes) -> Response {
+    if let Some(answer) = app.call("stable_token").await {
+        return answer;
+    }
+    let Ok(r) = serde_json::from_slice::<StableTokenRequest>(&body) else {
+        return wechat_error(47001, "data format error");
+    };
+    if r.grant_type != "client_credential" {
+        return wechat_error(40002, "invalid grant_type");
+    }
+    if r.appid != app.cfg.appid {
+        return wechat_error(40013, "invalid appid");
+    }
+    if r.secret != app.cfg.secret {
+        return wechat_error(40125, "invalid appsecret");
+    }
+    let mut world = app.world.lock().unwrap();
+    let now = Instant::now();
+    if r.force_refresh {
+        let day = Duration::from_secs(86_400);
+        world
+            .forced_refreshes
+            .retain(|at| now.duration_since(*at) < day);
+        if world
+            .forced_refreshes
+            .last()
+            .is_some_and(|at| now.duration_since(*at) < FORCE_REFRESH_GAP)
+        {
+            return wechat_error(45011, "api minute-quota reach limit");
+        }
+        if world.forced_refreshes.len() >= FORCE_REFRESHES_PER_DAY {
+            return wechat_error(45009, "reach max api daily quota limit");
+        }
+        world.forced_refreshes.push(now);
+        if let Some((old, _)) = world.stable_token.take() {
+            world.basic_tokens.remove(&old);
+        }
+    }
+    if let Some((token, expires)) = &world.stable_token {
+        if *expires > now + STABLE_RENEW_WINDOW {
+            let left = expires.duration_since(now).as_secs();
+            return wechat_json(serde_json::json!({"access_token": token, "expires_in": left}));
+        }
+    }
+    let token = random_token(64);
+    let ttl = world.basic_token_ttl;
+    world.basic_tokens.insert(token.clone(), now + ttl);
+    world.stable_token = Some((token.clone(), now + ttl));
     wechat_json(serde_json::json!({"access_token": token, "expires_in": ttl.as_secs()}))
 }
 

@@ -156,7 +156,8 @@ struct TokenEntry {
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     /// `authorize`, `access_token`, `refresh_token`, `userinfo`, `auth`,
-    /// `qrconnect`, `token`, `qrcode_create`, `showqrcode` or `user_info`.
+    /// `qrconnect`, `token`, `stable_token`, `qrcode_create`, `showqrcode`,
+    /// `user_info` or `ticket`.
     pub endpoint: String,
     /// How many calls it applies to (default 1).
     #[serde(default = "one")]
@@ -184,6 +185,14 @@ struct World {
     basic_token_ttl: Duration,
     /// `jsapi_ticket`s handed out, until when.
     jsapi_tickets: HashMap<String, Instant>,
+    /// The tokens `cgi-bin/token` handed out, oldest first: a new one ends
+    /// the others `plain_token_grace` later (WeChat: 5 minutes).
+    plain_tokens: Vec<String>,
+    plain_token_grace: Duration,
+    /// `cgi-bin/stable_token`'s token, until when.
+    stable_token: Option<(String, Instant)>,
+    /// The `force_refresh` calls of `stable_token`, when.
+    forced_refreshes: Vec<Instant>,
     tickets: HashMap<String, Ticket>,
     /// The account's reply messages to the phone, newest last.
     messages: Vec<desktop::PhoneMessage>,
@@ -265,6 +274,10 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         basic_tokens: HashMap::new(),
         basic_token_ttl: Duration::from_secs(7200),
         jsapi_tickets: HashMap::new(),
+        plain_tokens: Vec::new(),
+        plain_token_grace: Duration::from_secs(300),
+        stable_token: None,
+        forced_refreshes: Vec::new(),
         tickets: HashMap::new(),
         messages: Vec::new(),
         codes: HashMap::new(),

@@ -359,7 +359,7 @@ async fn fifty_concurrent_qr_codes_after_the_basic_token_expired_fetch_it_once()
         .await;
     let mut first = Browser::new(DESKTOP_UA);
     new_qr(&stack, &mut first, "%2F").await;
-    assert_eq!(stack.calls("token").await, 1);
+    assert_eq!(stack.calls("stable_token").await, 1);
     tokio::time::sleep(Duration::from_millis(3200)).await;
 
     let mut tasks = Vec::new();
@@ -372,7 +372,11 @@ async fn fifty_concurrent_qr_codes_after_the_basic_token_expired_fetch_it_once()
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    assert_eq!(stack.calls("token").await, 2, "one refresh for all fifty");
+    assert_eq!(
+        stack.calls("stable_token").await,
+        2,
+        "one refresh for all fifty"
+    );
     assert_eq!(stack.calls("qrcode_create").await, 51);
 
     // WeChat says the token is no longer valid: one refresh, one retry.
@@ -389,7 +393,20 @@ async fn fifty_concurrent_qr_codes_after_the_basic_token_expired_fetch_it_once()
         .get(&stack.url("/_wechat/qr/new"))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(stack.calls("token").await, 3);
+    // A normal read gives the same (refused) token: then one forced refresh.
+    assert_eq!(stack.calls("stable_token").await, 4);
+    // WeChat refuses it again at once: no second forced refresh in the window.
+    stack
+        .control(
+            "faults",
+            json!({"endpoint": "qrcode_create", "errcode": 40001, "count": 2}),
+        )
+        .await;
+    let refused = Browser::new(DESKTOP_UA)
+        .get(&stack.url("/_wechat/qr/new"))
+        .await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(stack.calls("stable_token").await, 5, "a normal read only");
 }
 
 #[tokio::test]

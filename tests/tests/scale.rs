@@ -450,7 +450,7 @@ async fn a_hundred_jssdk_configs_over_three_gateways_fetch_one_ticket_and_all_ve
         1,
         "one ticket for every instance"
     );
-    assert_eq!(cluster.calls("token").await, 1);
+    assert_eq!(cluster.calls("stable_token").await, 1);
 
     // Pages of other origins, no page, or one given twice: 400, no signature.
     for bad in [
@@ -651,7 +651,7 @@ async fn a_hundred_qr_logins_whose_scans_land_on_another_instance_all_confirm() 
         t.await.unwrap();
     }
     assert_eq!(
-        cluster.calls("token").await,
+        cluster.calls("stable_token").await,
         1,
         "one basic token for all three"
     );
@@ -672,7 +672,7 @@ async fn fifty_qr_codes_over_three_instances_after_the_token_expired_fetch_it_on
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
     assert_eq!(
-        cluster.calls("token").await,
+        cluster.calls("stable_token").await,
         1,
         "the first instance's token serves all three"
     );
@@ -688,7 +688,7 @@ async fn fifty_qr_codes_over_three_instances_after_the_token_expired_fetch_it_on
         assert_eq!(t.await.unwrap(), 200);
     }
     assert_eq!(
-        cluster.calls("token").await,
+        cluster.calls("stable_token").await,
         2,
         "one refresh for all fifty on three instances"
     );

@@ -203,8 +203,31 @@ pub struct WechatConfig {
     /// `userinfo_lang`: the `lang` of `sns/userinfo` and `cgi-bin/user/info`
     /// (the language of country, province and city). Default `zh_CN`.
     pub userinfo_lang: UserinfoLang,
+    /// `token_source`: where the basic-support token comes from.
+    pub token_source: TokenSource,
     /// `[wechat.open]`: the Open Platform website app, for qrconnect.
     pub open: Option<OpenAppConfig>,
+}
+
+/// Where the basic-support token comes from (`[wechat] token_source`,
+/// README "The basic-support token").
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// `wechat` (the default): `cgi-bin/stable_token`, shared by the
+    /// account's every backend without invalidating theirs.
+    Wechat,
+    /// `url`: `token_url` answers `{"access_token", "expires_in"}` (a
+    /// site's own token service); the gate never asks WeChat for one.
+    Url(Url),
+    /// `redis`: the token is the value of `token_redis_key` (default
+    /// `wechat:access_token`) in the Redis at `token_redis_url` (env
+    /// `WECHAT_TOKEN_REDIS_URL`; never printed), its end the key's TTL.
+    Redis {
+        /// The Redis URL (it may hold a password).
+        url: Secret,
+        /// The key holding the token.
+        key: String,
+    },
 }
 
 /// The `lang` WeChat answers profiles in (`sns/userinfo`,

@@ -65,6 +65,10 @@ struct RawWechat {
     force_popup: Option<bool>,
     connect_redirect: Option<bool>,
     userinfo_lang: Option<String>,
+    token_source: Option<String>,
+    token_url: Option<String>,
+    token_redis_url: Option<String>,
+    token_redis_key: Option<String>,
     open: Option<RawOpen>,
 }
 
@@ -362,6 +366,53 @@ impl Config {
                     "must be \"zh_CN\", \"zh_TW\" or \"en\"",
                 )
             })?,
+        };
+        let token_redis_url = env("WECHAT_TOKEN_REDIS_URL").or(w.token_redis_url);
+        let token_source = match w.token_source.as_deref().unwrap_or("wechat") {
+            "wechat" => TokenSource::Wechat,
+            "url" => {
+                let text = w.token_url.ok_or_else(|| {
+                    invalid(
+                        "[wechat] token_url",
+                        "token_source = \"url\" needs token_url, e.g. \"http://127.0.0.1:9000/token\"",
+                    )
+                })?;
+                let url = Url::parse(&text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .ok_or_else(|| invalid("[wechat] token_url", "must be an http(s) URL"))?;
+                TokenSource::Url(url)
+            }
+            "redis" => {
+                let url = token_redis_url.ok_or_else(|| {
+                    invalid(
+                        "[wechat] token_redis_url",
+                        "token_source = \"redis\" needs token_redis_url (env WECHAT_TOKEN_REDIS_URL), e.g. \"redis://127.0.0.1:6379/\"",
+                    )
+                })?;
+                if redis::Client::open(url.as_str()).is_err() {
+                    return Err(invalid("[wechat] token_redis_url", "not a redis:// URL"));
+                }
+                let key = w
+                    .token_redis_key
+                    .unwrap_or_else(|| "wechat:access_token".into());
+                if key.is_empty() || key.len() > 256 {
+                    return Err(invalid(
+                        "[wechat] token_redis_key",
+                        "a key of 1 to 256 bytes",
+                    ));
+                }
+                TokenSource::Redis {
+                    url: Secret::new(url),
+                    key,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "[wechat] token_source",
+                    format!("{other:?}: use \"wechat\", \"url\" or \"redis\""),
+                ))
+            }
         };
         let mp_base = base_url("[wechat] mp_base", w.mp_base, DEFAULT_MP_BASE)?;
         let push_token = env("WECHAT_PUSH_TOKEN")
@@ -791,6 +842,7 @@ impl Config {
                 force_popup: w.force_popup.unwrap_or(false),
                 connect_redirect: w.connect_redirect.unwrap_or(true),
                 userinfo_lang,
+                token_source,
                 open,
             },
             gateway: GatewayConfig {
