@@ -145,6 +145,11 @@ enum wechat_oauth_identity_field
    * The avatar URL.
    */
   WECHAT_OAUTH_IDENTITY_FIELD_HEADIMGURL = 5,
+  /**
+   * The user's stable key, as in `X-WeChat-User`: the `unionid` where
+   * WeChat gave one, else the `openid`.
+   */
+  WECHAT_OAUTH_IDENTITY_FIELD_USER = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -646,7 +651,7 @@ wechat_oauth_result wechat_oauth_identity_get(const struct wechat_oauth_identity
 
 /**
  * How many identity headers an application behind a proxy gets
- * (`X-WeChat-OpenID`, `X-WeChat-Scope`, and when known
+ * (`X-WeChat-OpenID`, `X-WeChat-User`, `X-WeChat-Scope`, and when known
  * `X-WeChat-UnionID`, `X-WeChat-Nickname`, `X-WeChat-Snapshot`).
  *
  * # Safety

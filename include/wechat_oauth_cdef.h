@@ -32,6 +32,7 @@ enum wechat_oauth_identity_field
   WECHAT_OAUTH_IDENTITY_FIELD_SCOPE = 3,
   WECHAT_OAUTH_IDENTITY_FIELD_NICKNAME = 4,
   WECHAT_OAUTH_IDENTITY_FIELD_HEADIMGURL = 5,
+  WECHAT_OAUTH_IDENTITY_FIELD_USER = 6,
 };
 typedef uint32_t wechat_oauth_identity_field;
 

@@ -14,6 +14,9 @@ pub const SESSION_COOKIE: &str = "wechat_session";
 
 /// Header carrying the `openid` to the application.
 pub const HEADER_OPENID: &str = "X-WeChat-OpenID";
+/// Header carrying the user's stable key: the `unionid` where WeChat gave
+/// one, else the `openid` (README "One user across apps").
+pub const HEADER_USER: &str = "X-WeChat-User";
 /// Header carrying the `unionid` (only when WeChat gave one).
 pub const HEADER_UNIONID: &str = "X-WeChat-UnionID";
 /// Header carrying the granted scope (comma-separated, as WeChat sends it).
@@ -107,12 +110,20 @@ const NICKNAME_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
     .remove(b'~');
 
 impl Identity {
+    /// The key an application can keep its accounts on: the `unionid` (the
+    /// same person across the apps of one Open Platform account), else the
+    /// `openid` (one app's).
+    pub fn user_key(&self) -> &str {
+        self.unionid.as_deref().unwrap_or(&self.openid)
+    }
+
     /// The headers the application receives: `(name, value)` pairs, values
     /// header-safe (the nickname percent-encoded UTF-8).
     /// Borrowed from the identity (no allocation) except an encoded nickname.
     pub fn upstream_headers(&self) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> {
         [
             Some((HEADER_OPENID, Cow::Borrowed(self.openid.as_str()))),
+            Some((HEADER_USER, Cow::Borrowed(self.user_key()))),
             Some((HEADER_SCOPE, Cow::Borrowed(self.scope.as_str()))),
             self.unionid
                 .as_deref()

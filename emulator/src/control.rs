@@ -146,6 +146,7 @@ struct Settings {
     consent: Option<String>,
     basic_token_ttl_secs: Option<u64>,
     plain_token_grace_secs: Option<u64>,
+    open_platform_bound: Option<bool>,
     code_ttl_ms: Option<u64>,
     token_ttl_secs: Option<u64>,
 }
@@ -166,6 +167,9 @@ async fn settings(State(app): State<App>, axum::Json(s): axum::Json<Settings>) -
     }
     if let Some(secs) = s.basic_token_ttl_secs {
         world.basic_token_ttl = Duration::from_secs(secs);
+    }
+    if let Some(bound) = s.open_platform_bound {
+        world.open_platform_bound = bound;
     }
     if let Some(secs) = s.plain_token_grace_secs {
         world.plain_token_grace = Duration::from_secs(secs);

@@ -257,7 +257,7 @@ async fn user_info(State(app): State<App>, Query(q): Params) -> Response {
             "openid": openid,
             "language": lang,
             "subscribe_time": now_secs(),
-            "unionid": unionid,
+            "unionid": if world.open_platform_bound { Some(unionid.as_str()) } else { None },
             "remark": "",
             "groupid": 0,
             "tagid_list": [],

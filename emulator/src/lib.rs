@@ -189,6 +189,9 @@ struct World {
     /// the others `plain_token_grace` later (WeChat: 5 minutes).
     plain_tokens: Vec<String>,
     plain_token_grace: Duration,
+    /// Whether the account's apps are bound to one Open Platform account:
+    /// only then do WeChat's answers carry a `unionid`.
+    open_platform_bound: bool,
     /// `cgi-bin/stable_token`'s token, until when.
     stable_token: Option<(String, Instant)>,
     /// The `force_refresh` calls of `stable_token`, when.
@@ -276,6 +279,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         jsapi_tickets: HashMap::new(),
         plain_tokens: Vec::new(),
         plain_token_grace: Duration::from_secs(300),
+        open_platform_bound: true,
         stable_token: None,
         forced_refreshes: Vec::new(),
         tickets: HashMap::new(),
@@ -636,7 +640,9 @@ fn token_answer(world: &mut World, openid: String, scope: String) -> Response {
         "openid": openid,
         "scope": scope,
     });
-    if scope.contains("snsapi_userinfo") || scope.contains("snsapi_login") {
+    if (scope.contains("snsapi_userinfo") || scope.contains("snsapi_login"))
+        && world.open_platform_bound
+    {
         body["unionid"] = unionid_of(&world.profile).into();
     }
     if world.profile.snapshot {
@@ -756,7 +762,7 @@ async fn userinfo(State(app): State<App>, Query(q): Params) -> Response {
     app.saw("userinfo_lang", lang.into());
     let world = app.world.lock().unwrap();
     let p = &world.profile;
-    wechat_json(serde_json::json!({
+    let mut body = serde_json::json!({
         "openid": openid,
         "nickname": p.nickname,
         "sex": p.sex,
@@ -765,8 +771,11 @@ async fn userinfo(State(app): State<App>, Query(q): Params) -> Response {
         "country": place_in(&p.country, lang),
         "headimgurl": p.headimgurl,
         "privilege": [],
-        "unionid": unionid_of(p),
-    }))
+    });
+    if world.open_platform_bound {
+        body["unionid"] = unionid_of(p).into();
+    }
+    wechat_json(body)
 }
 
 /// A place name of the default profile in WeChat's `lang`; others as they are.

@@ -23,6 +23,9 @@ pub enum wechat_oauth_identity_field {
     Nickname = 4,
     /// The avatar URL.
     Headimgurl = 5,
+    /// The user's stable key, as in `X-WeChat-User`: the `unionid` where
+    /// WeChat gave one, else the `openid`.
+    User = 6,
 }
 
 /// A verified identity: borrowed from a decision
@@ -92,6 +95,7 @@ pub unsafe extern "C" fn wechat_oauth_identity_get(
             f if f == F::Scope as u32 => Some(id.scope.as_str()),
             f if f == F::Nickname as u32 => id.nickname.as_deref(),
             f if f == F::Headimgurl as u32 => id.headimgurl.as_deref(),
+            f if f == F::User as u32 => Some(id.user_key()),
             _ => {
                 return fail(
                     wechat_oauth_result::InvalidArgument,
@@ -105,7 +109,7 @@ pub unsafe extern "C" fn wechat_oauth_identity_get(
 }
 
 /// How many identity headers an application behind a proxy gets
-/// (`X-WeChat-OpenID`, `X-WeChat-Scope`, and when known
+/// (`X-WeChat-OpenID`, `X-WeChat-User`, `X-WeChat-Scope`, and when known
 /// `X-WeChat-UnionID`, `X-WeChat-Nickname`, `X-WeChat-Snapshot`).
 ///
 /// # Safety

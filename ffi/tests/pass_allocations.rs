@@ -84,6 +84,7 @@ unsafe fn read_pass(
         wechat_oauth_identity_field::Openid,
         wechat_oauth_identity_field::Unionid,
         wechat_oauth_identity_field::Scope,
+        wechat_oauth_identity_field::User,
     ] {
         let mut v = NONE;
         assert_eq!(
@@ -99,7 +100,7 @@ unsafe fn read_pass(
         wechat_oauth_identity_header_count(id, &mut count),
         wechat_oauth_result::Ok
     );
-    assert_eq!(count, 4, "openid, scope, unionid, nickname");
+    assert_eq!(count, 5, "openid, user, scope, unionid, nickname");
     for i in 0..count {
         let (mut name, mut value) = (NONE, NONE);
         assert_eq!(

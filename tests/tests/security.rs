@@ -404,7 +404,7 @@ async fn identity_headers_in_any_spelling_never_reach_the_application() {
     let stack = Stack::start_with("scope = \"snsapi_base\"\n", "").await;
     let spoofed = "X-WeChat-OpenID: oForged\r\nX_WeChat_OpenID: oForged\r\nx_wechat_unionid: uForged\r\n\
                    X-WeChat_UnionID: uForged\r\nX_WECHAT-SCOPE: snsapi_userinfo\r\nx-WECHAT-nickname: forged\r\n\
-                   X_Wechat_Anything: forged\r\n";
+                   X_Wechat_Anything: forged\r\nX-WeChat-User: uForged\r\nx_wechat_user: uForged\r\n";
     // A public path: no identity, and none of the client's.
     let (status, body) = wechat_e2e::raw_get(&stack.gateway_url, "/echo/public", spoofed);
     assert_eq!(status, 200, "{body}");
@@ -428,10 +428,15 @@ async fn identity_headers_in_any_spelling_never_reach_the_application() {
         names
             .iter()
             .all(|n| !n.replace('_', "-").starts_with("x-wechat-")
-                || ["x-wechat-openid", "x-wechat-scope"].contains(&n.as_str())),
+                || ["x-wechat-openid", "x-wechat-scope", "x-wechat-user"].contains(&n.as_str())),
         "{names:?}"
     );
     assert!(echo["headers"].get("x-wechat-unionid").is_none(), "{echo}");
+    // Without a unionid the user key is the openid, never the client's.
+    assert_eq!(
+        echo["headers"]["x-wechat-user"], echo["headers"]["x-wechat-openid"],
+        "{echo}"
+    );
 }
 
 #[tokio::test]

@@ -336,6 +336,10 @@ pub struct GatewayConfig {
     /// `allow_snapshot_users`: let snapshot-page users (`is_snapshotuser: 1`)
     /// through, marked `X-WeChat-Snapshot: 1` (default false: refused).
     pub allow_snapshot_users: bool,
+    /// `require_unionid`: refuse a login WeChat gives no `unionid` for (a
+    /// `403` page on the Open Platform binding), so that every session
+    /// carries the one id the account's apps share. Default false.
+    pub require_unionid: bool,
     /// `language`: pages in `zh`, `en`, or `auto` (by `Accept-Language`, else zh; the default).
     pub language: Language,
     /// `desktop_login`: `notice` (default), `qrconnect` or `scene_qr`.

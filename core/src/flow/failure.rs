@@ -30,6 +30,8 @@ pub(super) enum LoginFailure {
     WeChatFailed(Option<ErrCode>),
     /// A snapshot-page user, refused by configuration.
     SnapshotUser,
+    /// A login without a `unionid` on a site with `require_unionid`.
+    NoUnionid,
 }
 
 impl LoginFailure {
@@ -97,6 +99,11 @@ impl LoginFailure {
             }
             LoginFailure::WeChatFailed(_) => (502, ServerError, "WeChat refused the login"),
             LoginFailure::SnapshotUser => (403, AccessDenied, "a snapshot-page user can't log in"),
+            LoginFailure::NoUnionid => (
+                403,
+                AccessDenied,
+                "this site needs a unionid: bind the Official Account (and website app) to one Open Platform account",
+            ),
         };
         let error = ApiError::new(status, name)
             .with_description(description)
@@ -155,6 +162,7 @@ impl Gate {
                 retry,
             },
             LoginFailure::SnapshotUser => Notice::SnapshotUser { retry },
+            LoginFailure::NoUnionid => Notice::NoUnionid,
         };
         let reply = page
             .reply(lang, &self.branding)

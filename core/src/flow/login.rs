@@ -542,6 +542,17 @@ impl Gate {
                     issued_at,
                     ..
                 } = packed.unpack();
+                if self.config.gateway.require_unionid && identity.unionid.is_none() {
+                    tracing::warn!(openid = %self.log_id(&identity.openid), "login refused: no unionid (require_unionid)");
+                    return self
+                        .login_failure(
+                            LoginFailure::NoUnionid,
+                            &pending.return_to,
+                            pending.answer,
+                            lang,
+                        )
+                        .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
+                }
                 let session = Session {
                     identity: Arc::new(identity),
                     sid,

@@ -223,6 +223,32 @@ pub(super) const MAX_KNOWN_FOLLOWERS: usize = 100_000;
 pub(super) const FOLLOW_RECHECK_SECS: u64 = 10;
 
 impl Gate {
+    /// Keeps what WeChat said of `openid`'s following in the store for
+    /// every instance, until `followers_cache_secs` (a follower) or
+    /// [`FOLLOW_RECHECK_SECS`] (not one) from `now`; that end.
+    async fn keep_follow_status(&self, openid: &str, follows: bool, now: u64) -> u64 {
+        let until = now
+            + if follows {
+                self.config.gateway.followers_cache.as_secs()
+            } else {
+                FOLLOW_RECHECK_SECS
+            };
+        if let Err(e) = self
+            .coordination
+            .keep_follow_status(openid, follows, until)
+            .await
+        {
+            tracing::warn!(error = %e, "could not share a follow state");
+        }
+        until
+    }
+
+    /// [`Gate::keep_follow_status`], and in this instance's memory.
+    pub(super) async fn remember_follower(&self, openid: &str, follows: bool, now: u64) {
+        let until = self.keep_follow_status(openid, follows, now).await;
+        self.followers.insert(openid.to_owned(), follows, until);
+    }
+
     /// A `followers` route for a logged-in user: pass, `403`, or (follow
     /// state unknown here) a [`CallKind::FollowCheck`]. `again` is where
     /// the browser goes once it is known.
@@ -275,22 +301,11 @@ impl Gate {
         let (follows, until) = match known.filter(|(_, until)| *until > now) {
             Some(known) => known,
             None => match self.basic_token.follower(openid, now).await {
-                Ok(follower) => {
-                    let until = now
-                        + if follower.subscribed {
-                            self.config.gateway.followers_cache.as_secs()
-                        } else {
-                            FOLLOW_RECHECK_SECS
-                        };
-                    if let Err(e) = self
-                        .coordination
-                        .keep_follow_status(openid, follower.subscribed, until)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "could not share a follow state");
-                    }
-                    (follower.subscribed, until)
-                }
+                Ok(follower) => (
+                    follower.subscribed,
+                    self.keep_follow_status(openid, follower.subscribed, now)
+                        .await,
+                ),
                 Err(e) => {
                     tracing::warn!(error = %e, openid = %self.log_id(openid), "could not ask WeChat whether the user follows the account");
                     return if json || auth {

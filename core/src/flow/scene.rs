@@ -269,9 +269,34 @@ impl Gate {
             SceneStatus::Pending => api::scene(&SceneAnswer::Pending),
             SceneStatus::Awaiting(_) => api::scene(&SceneAnswer::Scanned),
             SceneStatus::Scanned(openid) => {
-                tracing::info!(outcome = "completed", openid = %self.log_id(&openid), "login completed by scene QR scan");
+                // A scan gives the openid only: cgi-bin/user/info gives the
+                // unionid (and whether the scanner follows the account).
+                let unionid = match self.basic_token.follower(&openid, now).await {
+                    Ok(follower) => {
+                        self.remember_follower(&openid, follower.subscribed, now)
+                            .await;
+                        follower.unionid
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no unionid for a scene QR login: cgi-bin/user/info failed");
+                        None
+                    }
+                };
+                if self.config.gateway.require_unionid && unionid.is_none() {
+                    tracing::warn!(openid = %self.log_id(&openid), "login refused: no unionid (require_unionid)");
+                    return self
+                        .login_failure(
+                            super::failure::LoginFailure::NoUnionid,
+                            return_to,
+                            AnswerAs::Json,
+                            Lang::En,
+                        )
+                        .with_header("Set-Cookie", self.remove_cookie(SCENE_COOKIE));
+                }
+                tracing::info!(outcome = "completed", site = self.config.site_label(), openid = %self.log_id(&openid), "login completed by scene QR scan");
                 let identity = Identity {
                     openid,
+                    unionid,
                     scope: Scope::Base.as_str().to_owned(),
                     ..Default::default()
                 };

@@ -104,6 +104,9 @@ pub(crate) enum Notice<'a> {
     Declined { retry: &'a str },
     /// `403`: a snapshot-page user (`allow_snapshot_users = false`).
     SnapshotUser { retry: &'a str },
+    /// `403`: WeChat gave no `unionid` and the site needs one
+    /// (`require_unionid`): the Open Platform binding is missing.
+    NoUnionid,
     /// `400`: WeChat says the code is invalid or expired (40029, 42003).
     LoginExpired { retry: &'a str },
     /// `500`: WeChat refuses the site's credentials (`errcode`).
@@ -259,6 +262,19 @@ impl Notice<'_> {
                     },
                     None,
                     Some((*retry, TRY_AGAIN)),
+                ),
+                Notice::NoUnionid => (
+                    403,
+                    Text {
+                        zh: "此网站暂时无法登录",
+                        en: "This site can't log you in yet",
+                    },
+                    Text {
+                        zh: "网站需要微信 UnionID 来识别同一用户，但微信没有提供。网站管理员需要在微信开放平台（open.weixin.qq.com）把公众号和网站应用绑定到同一个开放平台账号。",
+                        en: "The site identifies people by their WeChat UnionID, which WeChat did not give. The site's administrator needs to bind the Official Account (and the website app) to one account on the WeChat Open Platform (open.weixin.qq.com).",
+                    },
+                    None,
+                    None,
                 ),
                 Notice::SnapshotUser { retry } => (
                     403,

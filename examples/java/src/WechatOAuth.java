@@ -109,6 +109,7 @@ public final class WechatOAuth implements AutoCloseable {
     static final int FIELD_SCOPE = 3;
     static final int FIELD_NICKNAME = 4;
     static final int FIELD_HEADIMGURL = 5;
+    static final int FIELD_USER = 6;
 
     private Pointer client;
 
@@ -252,8 +253,8 @@ public final class WechatOAuth implements AutoCloseable {
 
     static Map<String, String> identityFields(Pointer identity) {
         Map<String, String> fields = new LinkedHashMap<>();
-        String[] names = {"openid", "unionid", "scope", "nickname", "headimgurl"};
-        int[] ids = {FIELD_OPENID, FIELD_UNIONID, FIELD_SCOPE, FIELD_NICKNAME, FIELD_HEADIMGURL};
+        String[] names = {"openid", "unionid", "scope", "nickname", "headimgurl", "user"};
+        int[] ids = {FIELD_OPENID, FIELD_UNIONID, FIELD_SCOPE, FIELD_NICKNAME, FIELD_HEADIMGURL, FIELD_USER};
         Str value = new Str();
         for (int i = 0; i < names.length; i++) {
             check(LIB.wechat_oauth_identity_get(identity, ids[i], value), 0);

@@ -11,7 +11,7 @@
  *
  * Every request is decided by wechat_oauth_client_decide(), which does no
  * IO: it passes (identity in $wechat_openid, $wechat_unionid, $wechat_scope,
- * $wechat_nickname), or answers (a redirect to WeChat, the 401 JSON, a page,
+ * $wechat_nickname, $wechat_user), or answers (a redirect to WeChat, the 401 JSON, a page,
  * the library's routes under the prefix).
  *
  * The one blocking step, a callback's code exchange with WeChat, never runs
@@ -61,7 +61,7 @@ typedef struct {
     ngx_uint_t state;
     ngx_uint_t passed;
     ngx_uint_t waiting_body; /* the access phase returned NGX_DONE until the body is read */
-    ngx_str_t fields[4]; /* openid, unionid, scope, nickname (percent-encoded) */
+    ngx_str_t fields[5]; /* openid, unionid, scope, nickname (percent-encoded), user */
 } ngx_http_wechat_oauth_ctx_t;
 
 typedef struct {
@@ -112,7 +112,8 @@ ngx_module_t ngx_http_wechat_oauth_module = {
     NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     NGX_MODULE_V1_PADDING};
 
-static const char *field_names[4] = {"wechat_openid", "wechat_unionid", "wechat_scope", "wechat_nickname"};
+static const char *field_names[5] = {"wechat_openid", "wechat_unionid", "wechat_scope", "wechat_nickname",
+                                     "wechat_user"};
 
 /* ---- configuration ---- */
 
@@ -241,7 +242,7 @@ static ngx_int_t ngx_http_wechat_oauth_variable(ngx_http_request_t *r, ngx_http_
 }
 
 static ngx_int_t ngx_http_wechat_oauth_preconf(ngx_conf_t *cf) {
-    for (uintptr_t i = 0; i < 4; i++) {
+    for (uintptr_t i = 0; i < 5; i++) {
         ngx_str_t name = {ngx_strlen(field_names[i]), (u_char *)field_names[i]};
         ngx_http_variable_t *var = ngx_http_add_variable(cf, &name, NGX_HTTP_VAR_NOCACHEABLE);
         if (var == NULL) return NGX_ERROR;
@@ -431,15 +432,22 @@ static ngx_int_t respond(ngx_http_request_t *r, const wechat_oauth_decision *d) 
 static ngx_int_t pass(ngx_http_request_t *r, ngx_http_wechat_oauth_ctx_t *ctx) {
     const wechat_oauth_identity *id = NULL;
     if (wechat_oauth_decision_identity(ctx->decision, &id) == WECHAT_OAUTH_RESULT_OK) {
-        static const uint32_t fields[3] = {WECHAT_OAUTH_IDENTITY_FIELD_OPENID, WECHAT_OAUTH_IDENTITY_FIELD_UNIONID,
-                                           WECHAT_OAUTH_IDENTITY_FIELD_SCOPE};
-        for (int i = 0; i < 3; i++) {
+        /* Each library field into its variable's slot (3: the nickname, below). */
+        static const struct {
+            uint32_t field;
+            int slot;
+        } fields[4] = {{WECHAT_OAUTH_IDENTITY_FIELD_OPENID, 0},
+                       {WECHAT_OAUTH_IDENTITY_FIELD_UNIONID, 1},
+                       {WECHAT_OAUTH_IDENTITY_FIELD_SCOPE, 2},
+                       {WECHAT_OAUTH_IDENTITY_FIELD_USER, 4}};
+        for (int i = 0; i < 4; i++) {
             wechat_oauth_str v = {NULL, 0};
-            if (wechat_oauth_identity_get(id, fields[i], &v) == WECHAT_OAUTH_RESULT_OK && v.data) {
-                ctx->fields[i].data = ngx_pnalloc(r->pool, v.len);
-                if (ctx->fields[i].data == NULL) return NGX_ERROR;
-                ngx_memcpy(ctx->fields[i].data, v.data, v.len);
-                ctx->fields[i].len = v.len;
+            ngx_str_t *slot = &ctx->fields[fields[i].slot];
+            if (wechat_oauth_identity_get(id, fields[i].field, &v) == WECHAT_OAUTH_RESULT_OK && v.data) {
+                slot->data = ngx_pnalloc(r->pool, v.len);
+                if (slot->data == NULL) return NGX_ERROR;
+                ngx_memcpy(slot->data, v.data, v.len);
+                slot->len = v.len;
             }
         }
         /* The nickname as the gateway's header carries it: percent-encoded UTF-8. */

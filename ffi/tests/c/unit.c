@@ -368,17 +368,20 @@ static void test_identity(const wechat_oauth_client *client, const char *session
   CHECK(wechat_oauth_identity_get(owned, WECHAT_OAUTH_IDENTITY_FIELD_SCOPE, &v) == OK && str_eq(v, "snsapi_userinfo"));
   CHECK(wechat_oauth_identity_get(owned, WECHAT_OAUTH_IDENTITY_FIELD_NICKNAME, &v) == OK && str_eq(v, "测试 🐼"));
   CHECK(wechat_oauth_identity_get(owned, WECHAT_OAUTH_IDENTITY_FIELD_HEADIMGURL, &v) == OK && v.data == NULL);
+  /* No unionid: the user key is the openid. */
+  CHECK(wechat_oauth_identity_get(owned, WECHAT_OAUTH_IDENTITY_FIELD_USER, &v) == OK && str_eq(v, "oUnitTestOpenid"));
   CHECK(wechat_oauth_identity_get(owned, 99, &v) == WECHAT_OAUTH_RESULT_INVALID_ARGUMENT);
   CHECK(wechat_oauth_identity_get(NULL, 1, &v) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
   size_t count = 0;
-  CHECK(wechat_oauth_identity_header_count(owned, &count) == OK && count == 3);
+  CHECK(wechat_oauth_identity_header_count(owned, &count) == OK && count == 4);
   wechat_oauth_str name, value;
-  int saw_nickname = 0;
+  int saw_nickname = 0, saw_user = 0;
   for (size_t i = 0; i < count; i++) {
     CHECK(wechat_oauth_identity_header(owned, i, &name, &value) == OK);
     if (str_eq(name, "X-WeChat-Nickname")) saw_nickname = str_eq(value, "%E6%B5%8B%E8%AF%95%20%F0%9F%90%BC");
+    if (str_eq(name, "X-WeChat-User")) saw_user = str_eq(value, "oUnitTestOpenid");
   }
-  CHECK(saw_nickname);
+  CHECK(saw_nickname && saw_user);
   CHECK(wechat_oauth_identity_header(owned, count, &name, &value) == WECHAT_OAUTH_RESULT_INVALID_ARGUMENT);
   CHECK(wechat_oauth_identity_header_count(NULL, &count) == WECHAT_OAUTH_RESULT_NULL_PARAMETER);
   wechat_oauth_identity_free(owned);
