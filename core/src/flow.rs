@@ -57,6 +57,7 @@ mod confirm;
 mod cookies;
 mod decide;
 mod failure;
+mod forward;
 mod limits;
 mod login;
 mod policy;
@@ -326,6 +327,8 @@ pub struct Gate {
     /// Whether users follow the Official Account, by openid, until when
     /// (unix seconds): what `followers` routes decide on without IO.
     followers: Arc<crate::expiring::ExpiringMap<String, bool>>,
+    /// `[wechat] push_forward`: the application's push handler.
+    push_forwarder: Option<Arc<forward::PushForwarder>>,
     /// `[limits]`: logins per client address; `None` when off.
     login_limiter: Option<Arc<LoginLimiter>>,
     /// The longest a `qr/status` long poll waits ([`Gate::with_long_poll_limit`]).
@@ -517,6 +520,17 @@ impl Gate {
             "http"
         });
         let token_source = config.wechat.token_source.clone();
+        let push_forwarder = match &config.wechat.push_forward {
+            None => None,
+            Some(url) => Some(Arc::new(
+                forward::PushForwarder::new(url.clone(), config.wechat.push_forward_timeout)
+                    .ok_or_else(|| {
+                        GateError::Client(SnsError::Transport(
+                            "the push_forward client can't be built".into(),
+                        ))
+                    })?,
+            )),
+        };
         Ok(Gate {
             config,
             sealer,
@@ -538,6 +552,7 @@ impl Gate {
                 policy::MAX_KNOWN_FOLLOWERS,
             )),
             login_limiter,
+            push_forwarder,
             long_poll_limit: Duration::from_secs(QR_LONG_POLL_SECS),
             revocations_seen_ms: std::sync::atomic::AtomicU64::new(0),
             stopping: Arc::default(),

@@ -246,6 +246,23 @@ pub fn register_site(site: &str) {
     let _ = LOGINS_COMPLETED.with_label_values(&[site]).get();
 }
 
+/// Pushes forwarded to the application (`[wechat] push_forward`), by
+/// outcome: `answered`, `timeout`, `failed` (each of those two answered
+/// `success` for it), `repeat` (a retry forwarded before).
+pub static PUSH_FORWARDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "wechat_gateway_push_forwards_total",
+        "Pushes forwarded to the application, by outcome",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// Counts a forwarded push's outcome.
+pub fn count_push_forward(outcome: &'static str) {
+    PUSH_FORWARDS.with_label_values(&[outcome]).inc();
+}
+
 /// Every metric of the process, in Prometheus' text format (version 0.0.4).
 pub fn render() -> String {
     use prometheus::Encoder;

@@ -501,17 +501,32 @@ async fn scan(State(app): State<App>, axum::Json(req): axum::Json<ScanRequest>) 
         .timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client");
-    match client
-        .post(url)
-        .header("Content-Type", "text/xml")
-        .body(body)
-        .send()
-        .await
-    {
+    // WeChat waits 5 s for an answer, then sends the same push again: three
+    // attempts in all.
+    let started = Instant::now();
+    let mut attempts = 0;
+    let sent = loop {
+        attempts += 1;
+        let sent = client
+            .post(url.clone())
+            .header("Content-Type", "text/xml")
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) => break Ok(r),
+            Err(e) if attempts >= 3 => break Err(e),
+            Err(_) => continue,
+        }
+    };
+    match sent {
         Ok(r) => {
             let status = r.status().as_u16();
             let text = r.text().await.unwrap_or_default();
-            let mut answer = serde_json::json!({"status": status, "body": text});
+            let mut answer = serde_json::json!({
+                "status": status, "body": text, "attempts": attempts,
+                "elapsed_ms": started.elapsed().as_millis() as u64,
+            });
             if status == 200 && text.trim_start().starts_with("<xml") {
                 match read_reply(&text, req.safe_mode, &target, &app.cfg.appid, &openid) {
                     Ok(message) => {

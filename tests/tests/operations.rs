@@ -214,7 +214,7 @@ async fn qr_scene_metrics_count_created_confirmed_and_expired() {
     );
     assert_moved(
         &d,
-        r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/token",errcode="0"}"#,
+        r#"wechat_gateway_wechat_api_calls_total{endpoint="cgi-bin/stable_token",errcode="0"}"#,
         1.0,
     );
     assert_moved(

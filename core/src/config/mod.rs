@@ -205,6 +205,17 @@ pub struct WechatConfig {
     pub userinfo_lang: UserinfoLang,
     /// `token_source`: where the basic-support token comes from.
     pub token_source: TokenSource,
+    /// `push_forward`: the application's own handler of the account's
+    /// pushes (the account has one server URL): every push the gate does
+    /// not consume goes there with its query and body as WeChat sent them,
+    /// and the application's answer goes back to WeChat.
+    pub push_forward: Option<Url>,
+    /// `push_forward_own`: the gate's own scene scans are forwarded too
+    /// (so the application's welcome reply still goes out). Default false.
+    pub push_forward_own: bool,
+    /// `push_forward_timeout_ms`: an application slower than this gets
+    /// `success` answered for it (WeChat waits 5 s). Default 4000 ms.
+    pub push_forward_timeout: Duration,
     /// `[wechat.open]`: the Open Platform website app, for qrconnect.
     pub open: Option<OpenAppConfig>,
 }

@@ -66,6 +66,9 @@ struct RawWechat {
     connect_redirect: Option<bool>,
     userinfo_lang: Option<String>,
     token_source: Option<String>,
+    push_forward: Option<String>,
+    push_forward_own: Option<bool>,
+    push_forward_timeout_ms: Option<u64>,
     token_url: Option<String>,
     token_redis_url: Option<String>,
     token_redis_key: Option<String>,
@@ -415,6 +418,28 @@ impl Config {
                 ))
             }
         };
+        let push_forward = match w.push_forward {
+            None => None,
+            Some(text) => Some(
+                Url::parse(&text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .filter(|u| u.query().is_none() && u.fragment().is_none())
+                    .ok_or_else(|| {
+                        invalid(
+                            "[wechat] push_forward",
+                            "an http(s) URL without a query, e.g. \"http://127.0.0.1:3000/wechat\"",
+                        )
+                    })?,
+            ),
+        };
+        let push_forward_timeout_ms = w.push_forward_timeout_ms.unwrap_or(4000);
+        if !(100..=4500).contains(&push_forward_timeout_ms) {
+            return Err(invalid(
+                "[wechat] push_forward_timeout_ms",
+                "100 to 4500 (milliseconds): WeChat waits 5 s for the answer",
+            ));
+        }
         let mp_base = base_url("[wechat] mp_base", w.mp_base, DEFAULT_MP_BASE)?;
         let push_token = env("WECHAT_PUSH_TOKEN")
             .or(w.push_token)
@@ -844,6 +869,9 @@ impl Config {
                 connect_redirect: w.connect_redirect.unwrap_or(true),
                 userinfo_lang,
                 token_source,
+                push_forward,
+                push_forward_own: w.push_forward_own.unwrap_or(false),
+                push_forward_timeout: Duration::from_millis(push_forward_timeout_ms),
                 open,
             },
             gateway: GatewayConfig {

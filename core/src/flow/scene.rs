@@ -390,12 +390,30 @@ impl Gate {
         let event = xml.and_then(|x| push::parse_event(&x));
         match event {
             Ok(event) => {
+                let forwarding = self.push_forwarder.is_some();
+                let own = match event.scanned_scene() {
+                    Some(scene) if forwarding => !matches!(
+                        self.coordination.scene_status(scene).await,
+                        Ok(SceneStatus::Expired)
+                    ),
+                    Some(_) => true,
+                    None => false,
+                };
+                if forwarding && !own {
+                    // Not the gate's: the application's push handler answers.
+                    return self.forward_push(query, body, &event.dedup_key()).await;
+                }
                 let recorded = if self.config.gateway.scene_confirm {
                     self.scan_to_confirm(&event, now).await
                 } else {
                     self.record_scan(&event).await.map(|()| None)
                 };
                 match recorded {
+                    // The gate's own scan, forwarded too: the application's
+                    // answer (its welcome reply) goes back.
+                    Ok(None) if forwarding && self.config.wechat.push_forward_own => {
+                        self.forward_push(query, body, &event.dedup_key()).await
+                    }
                     Ok(None) => api::push(PushAnswer::Success),
                     Ok(Some(message)) => self.passive_reply(&message, now),
                     Err(_) => api::push(PushAnswer::StoreDown),
