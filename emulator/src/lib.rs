@@ -431,9 +431,11 @@ fn check_authorize_for(
     }
     let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     // After the five: forcePopup, then connect_redirect, each optional.
-    let optional_ok = |rest: &[&str]| match rest {
-        [] | ["forcePopup"] | ["connect_redirect"] | ["forcePopup", "connect_redirect"] => true,
-        _ => false,
+    let optional_ok = |rest: &[&str]| {
+        matches!(
+            rest,
+            [] | ["forcePopup"] | ["connect_redirect"] | ["forcePopup", "connect_redirect"]
+        )
     };
     let order_ok = keys.len() >= 5 && keys[..5] == AUTHORIZE_ORDER && optional_ok(&keys[5..]);
     if !order_ok {

@@ -67,6 +67,27 @@ impl Drop for ScratchDir {
 /// its subjectAltName, an IP address or a DNS name) and its key, as PEM
 /// files (openssl).
 pub fn self_signed(cert: &Path, key: &Path, name: &str) {
+    openssl_certificate(cert, key, name, &[]);
+}
+
+/// A certificate for `name` signed by its own key but marked as no CA, for
+/// a server (so a strict client such as rustls may trust it as it is), and
+/// its key, as PEM files (openssl).
+pub fn leaf_certificate(cert: &Path, key: &Path, name: &str) {
+    openssl_certificate(
+        cert,
+        key,
+        name,
+        &[
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ],
+    );
+}
+
+fn openssl_certificate(cert: &Path, key: &Path, name: &str, extra: &[&str]) {
     let san = if name.parse::<std::net::IpAddr>().is_ok() {
         format!("subjectAltName=IP:{name}")
     } else {
@@ -77,7 +98,9 @@ pub fn self_signed(cert: &Path, key: &Path, name: &str) {
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
         ])
         .arg(format!("/CN={name}"))
-        .args(["-addext", &san, "-keyout"])
+        .args(["-addext", &san])
+        .args(extra)
+        .arg("-keyout")
         .arg(key)
         .arg("-out")
         .arg(cert)
@@ -157,6 +180,22 @@ pub async fn emulator_control(base: &str, path: &str, body: serde_json::Value) {
         "emulator control {path}: {}",
         r.status()
     );
+}
+
+/// POSTs JSON to `/_emulator/{path}` of the emulator at `base` (`scan`,
+/// `jssdk/verify`) and returns its answer as JSON; panics on a non-JSON one.
+pub async fn emulator_post(base: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let text = reqwest::Client::new()
+        .post(format!("{base}/_emulator/{path}"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("emulator {path}: {text}"))
 }
 
 /// GET `/_emulator/{path}` of the emulator at `base` as JSON.

@@ -311,16 +311,8 @@ async fn run_cases(site: &Site) -> Vec<Seen> {
     assert_eq!(config.status, 200, "{:?}: {}", site.front, config.body);
     let mut asked = config.json();
     asked["url"] = page.clone().into();
-    let verdict = reqwest::Client::new()
-        .post(format!("{}/_emulator/jssdk/verify", site.emulator_url))
-        .body(asked.to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(verdict.contains("config:ok"), "{:?}: {verdict}", site.front);
+    let verdict = wechat_e2e::emulator_post(&site.emulator_url, "jssdk/verify", asked).await;
+    assert_eq!(verdict["errMsg"], "config:ok", "{:?}", site.front);
     out.push(seen(
         site,
         "jssdk-config, another origin",
@@ -685,32 +677,42 @@ async fn nginx_passes_the_identity_upstream_and_never_a_spoofed_header() {
     }
 }
 
-#[tokio::test]
-async fn nginx_t_stops_on_a_broken_config_file_with_the_librarys_message() {
-    let dir = wechat_e2e::ScratchDir::new("nginx-t");
-    let toml = dir.join("wechat.toml");
-    std::fs::write(&toml, "[wechat]\nappid = \"wx1\"\nsecret = \"s\"\n[gateway]\npublic_url = \"https://a.example\"\ncookie_secret = \"short\"\n").unwrap();
+/// `nginx -t` of a configuration loading the module, with `server` as the
+/// inside of its one `server` block: whether it passed, and its stderr.
+fn nginx_t(dir: &std::path::Path, server: &str) -> (bool, String) {
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
         format!(
-            "load_module {};\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:1; wechat_oauth_config {}; wechat_oauth on; }} }}\n",
-            nginx_module().display(),
-            toml.display()
+            "load_module {};\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:1; {server} }} }}\n",
+            nginx_module().display()
         ),
     )
     .unwrap();
     let out = std::process::Command::new("nginx")
         .args(["-t", "-p"])
-        .arg(&dir)
+        .arg(dir)
         .arg("-c")
         .arg(&conf)
         .arg("-e")
         .arg(dir.join("error.log"))
+        .env_remove("WECHAT_OAUTH_SITE")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn nginx_t_stops_on_a_broken_config_file_with_the_librarys_message() {
+    let dir = wechat_e2e::ScratchDir::new("nginx-t");
+    let toml = dir.join("wechat.toml");
+    let load = format!("wechat_oauth_config {}; wechat_oauth on;", toml.display());
+    std::fs::write(&toml, "[wechat]\nappid = \"wx1\"\nsecret = \"s\"\n[gateway]\npublic_url = \"https://a.example\"\ncookie_secret = \"short\"\n").unwrap();
+    let (ok, text) = nginx_t(&dir, &load);
+    assert!(!ok, "{text}");
     assert!(
         text.contains("[gateway] cookie_secret") && text.contains("32 bytes"),
         "{text}"
@@ -719,32 +721,17 @@ async fn nginx_t_stops_on_a_broken_config_file_with_the_librarys_message() {
 
     // A policy no config file has stops it too, naming the ones there are.
     std::fs::write(&toml, "[wechat]\nappid = \"wx1\"\nsecret = \"s\"\n[gateway]\npublic_url = \"https://a.example\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n[[route]]\nname = \"staff\"\npolicy = \"allow\"\nallow = [\"oStaff1\"]\n").unwrap();
-    for (policy, ok) in [
+    for (policy, passes) in [
         ("admins", false),
         ("Public", false),
         ("staff", true),
         ("public", true),
     ] {
-        std::fs::write(
-            &conf,
-            format!(
-                "load_module {};\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:1; wechat_oauth_config {}; wechat_oauth on; location /x/ {{ wechat_oauth_policy {policy}; }} }} }}\n",
-                nginx_module().display(),
-                toml.display()
-            ),
-        )
-        .unwrap();
-        let out = std::process::Command::new("nginx")
-            .args(["-t", "-p"])
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.success(), ok, "{policy}: {text}");
+        let (ok, text) = nginx_t(
+            &dir,
+            &format!("{load} location /x/ {{ wechat_oauth_policy {policy}; }}"),
+        );
+        assert_eq!(ok, passes, "{policy}: {text}");
         if !ok {
             assert!(
                 text.contains(&format!("wechat_oauth_policy \"{policy}\""))
@@ -752,6 +739,32 @@ async fn nginx_t_stops_on_a_broken_config_file_with_the_librarys_message() {
                         .contains("public, login, userinfo, followers or a [[route]] name: staff"),
                 "{text}"
             );
+        }
+    }
+
+    // A file of several sites: the directive's second argument names one,
+    // and that one is what is loaded (only blog has the route "writers").
+    std::fs::write(&toml, "[gateway]\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n\
+        [[site]]\nname = \"shop\"\nhosts = [\"shop.example\"]\n[site.wechat]\nappid = \"wx1\"\nsecret = \"s\"\n[site.gateway]\npublic_url = \"https://shop.example\"\n\
+        [[site]]\nname = \"blog\"\nhosts = [\"blog.example\"]\n[site.wechat]\nappid = \"wx2\"\nsecret = \"s\"\n[site.gateway]\npublic_url = \"https://blog.example\"\n[[site.route]]\nname = \"writers\"\npolicy = \"allow\"\nallow = [\"oWriter1\"]\n").unwrap();
+    let writers = "location /x/ { wechat_oauth_policy writers; }";
+    for (site, location, problem) in [
+        ("blog", writers, None),
+        ("shop", writers, Some("no policy \"writers\"")),
+        ("shop", "", None),
+        ("news", "", Some("one of shop, blog")),
+        ("", "", Some("one of shop, blog")),
+    ] {
+        let (ok, text) = nginx_t(
+            &dir,
+            &format!(
+                "wechat_oauth_config {} {site}; wechat_oauth on; {location}",
+                toml.display()
+            ),
+        );
+        assert_eq!(ok, problem.is_none(), "{site}: {text}");
+        if let Some(problem) = problem {
+            assert!(text.contains(problem), "{site}: {text}");
         }
     }
     let _ = target_dir();

@@ -88,17 +88,8 @@ async fn app_handler(delay: Arc<Mutex<Duration>>) -> (String, Received) {
 /// encrypted in safe mode): its report (`status`, `body`, `reply`,
 /// `attempts`, `elapsed_ms`).
 async fn push(stack: &Stack, xml: &str, safe_mode: bool) -> serde_json::Value {
-    let text = reqwest::Client::new()
-        .post(format!("{}/_emulator/scan", stack.emulator_url))
-        .header("Content-Type", "application/json")
-        .body(json!({"scene": "none", "raw_body": xml, "safe_mode": safe_mode}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"))
+    let body = json!({"scene": "none", "raw_body": xml, "safe_mode": safe_mode});
+    wechat_e2e::emulator_post(&stack.emulator_url, "scan", body).await
 }
 
 fn message(openid: &str, create_time: u64, inner: &str) -> String {
@@ -184,17 +175,9 @@ async fn one_push_url_serves_the_application_and_the_gate_in_plain_and_safe_mode
             )
             .await;
         let q = created.json();
-        let scanned = reqwest::Client::new()
-            .post(format!("{}/_emulator/scan", stack.emulator_url))
-            .header("Content-Type", "application/json")
-            .body(json!({"ticket": q["ticket"], "safe_mode": safe_mode}).to_string())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(scanned.contains("\"status\":200"), "{scanned}");
+        let body = json!({"ticket": q["ticket"], "safe_mode": safe_mode});
+        let scanned = wechat_e2e::emulator_post(&stack.emulator_url, "scan", body).await;
+        assert_eq!(scanned["status"], 200, "{scanned}");
         assert_eq!(
             received.lock().unwrap().len(),
             2,

@@ -390,25 +390,6 @@ async fn three_hundred_duplicate_callbacks_over_three_gateways_make_one_exchange
     assert_eq!(cluster.calls("access_token").await, 1);
 }
 
-/// What `wx.config` answers for `config` (the emulator's check).
-async fn wx_config(
-    client: &reqwest::Client,
-    emulator: &str,
-    config: &serde_json::Value,
-) -> serde_json::Value {
-    let text = client
-        .post(format!("{emulator}/_emulator/jssdk/verify"))
-        .header("Content-Type", "application/json")
-        .body(config.to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 #[tokio::test]
 async fn a_hundred_jssdk_configs_over_three_gateways_fetch_one_ticket_and_all_verify() {
     let cluster = Arc::new(Cluster::start().await);
@@ -438,11 +419,13 @@ async fn a_hundred_jssdk_configs_over_three_gateways_fetch_one_ticket_and_all_ve
         // What wx.config does in WeChat, for the page without its fragment.
         let mut asked = config.clone();
         asked["url"] = page.clone().into();
-        let verdict = wx_config(&client, &cluster.emulator_url, &asked).await;
+        let verdict =
+            wechat_e2e::emulator_post(&cluster.emulator_url, "jssdk/verify", asked.clone()).await;
         assert_eq!(verdict["errMsg"], "config:ok", "{config}");
         // Another page, or a changed signature, does not verify.
         asked["url"] = format!("{page}&x=1").into();
-        let other = wx_config(&client, &cluster.emulator_url, &asked).await;
+        let other =
+            wechat_e2e::emulator_post(&cluster.emulator_url, "jssdk/verify", asked.clone()).await;
         assert_eq!(other["errMsg"], "config:invalid signature");
     }
     assert_eq!(

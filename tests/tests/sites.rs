@@ -303,29 +303,6 @@ async fn wait_log(process: &Proc, text: &str) {
     }
 }
 
-/// A certificate for the DNS name `name` signed by its own key, marked as
-/// no CA (so a client may trust it as it is) and its key, as PEM (openssl).
-fn leaf_certificate(cert: &std::path::Path, key: &std::path::Path, name: &str) {
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-        ])
-        .arg(format!("/CN={name}"))
-        .args(["-addext", &format!("subjectAltName=DNS:{name}")])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
-        .arg(key)
-        .arg("-out")
-        .arg(cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-}
-
 /// A client that trusts only the certificate in `ca` and sends `name` to
 /// the gateway on `port` (SNI and `Host`).
 fn client_trusting(ca: &std::path::Path, name: &str, port: u16) -> reqwest::Client {
@@ -352,7 +329,7 @@ async fn each_site_gets_its_own_certificate_by_sni_and_the_listeners_for_other_n
     };
     for name in ["shop.test", "blog.test", "default.test"] {
         let (cert, key) = pem(name);
-        leaf_certificate(&cert, &key, name);
+        wechat_e2e::leaf_certificate(&cert, &key, name);
     }
     let unused = |appid| Account {
         appid,
@@ -440,7 +417,7 @@ async fn each_site_gets_its_own_certificate_by_sni_and_the_listeners_for_other_n
     let (cert, key) = pem("shop.test");
     let old = std::fs::read(&cert).unwrap();
     let (new_cert, new_key) = (dir.join("renewed.crt"), dir.join("renewed.key"));
-    leaf_certificate(&new_cert, &new_key, "shop.test");
+    wechat_e2e::leaf_certificate(&new_cert, &new_key, "shop.test");
     std::fs::copy(&new_cert, &cert).unwrap();
     std::fs::copy(&new_key, &key).unwrap();
     assert_ne!(old, std::fs::read(&cert).unwrap());

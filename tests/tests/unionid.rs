@@ -57,14 +57,9 @@ async fn by_scene_qr(stack: &Stack, browser: &mut Browser) -> wechat_e2e::Answer
         .await;
     assert_eq!(created.status, 200, "{}", created.body);
     let q = created.json();
-    let scan = reqwest::Client::new()
-        .post(format!("{}/_emulator/scan", stack.emulator_url))
-        .header("Content-Type", "application/json")
-        .body(json!({"ticket": q["ticket"], "subscribe": true}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(scan.status().is_success());
+    let body = json!({"ticket": q["ticket"], "subscribe": true});
+    let scan = wechat_e2e::emulator_post(&stack.emulator_url, "scan", body).await;
+    assert_eq!(scan["status"], 200, "{scan}");
     let scene = q["scene"].as_str().unwrap();
     browser
         .get(&stack.url(&format!("/_wechat/qr/status?scene={scene}")))

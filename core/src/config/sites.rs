@@ -374,7 +374,7 @@ cookie_secret = "blog-own-key-0123456789abcdef01234"
             "blog-own-key-0123456789abcdef01234"
         );
         assert!(!format!("{sites:?}").contains("shop-secret"));
-        assert!(Config::sites_from_toml(&GOOD_SINGLE, |_| None)
+        assert!(Config::sites_from_toml(GOOD_SINGLE, |_| None)
             .unwrap()
             .is_none());
     }
