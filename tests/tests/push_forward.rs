@@ -16,9 +16,14 @@ use wechat_e2e::{Browser, Stack, DESKTOP_UA};
 type Received = Arc<Mutex<Vec<(String, String)>>>;
 
 /// The application's push handler on a loopback port: records each push,
-/// waits `delay` (shared, changeable), and answers a text reply to its
-/// sender in plain mode, `success` in safe mode. Its URL.
-async fn app_handler(delay: Arc<Mutex<Duration>>) -> (String, Received) {
+/// waits `delay` (shared, changeable), and answers a text reply to
+/// `openid`, sealed for safe mode when `safe_mode` (as an application
+/// with the account's EncodingAESKey does). Its URL.
+async fn app_handler(
+    delay: Arc<Mutex<Duration>>,
+    openid: String,
+    safe_mode: bool,
+) -> (String, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/wechat", listener.local_addr().unwrap());
     let received: Received = Arc::default();
@@ -28,7 +33,7 @@ async fn app_handler(delay: Arc<Mutex<Duration>>) -> (String, Received) {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
             };
-            let (seen, delay) = (seen.clone(), *delay.lock().unwrap());
+            let (seen, delay, openid) = (seen.clone(), *delay.lock().unwrap(), openid.clone());
             tokio::spawn(async move {
                 let mut raw = Vec::new();
                 let mut buf = [0u8; 8192];
@@ -62,12 +67,26 @@ async fn app_handler(delay: Arc<Mutex<Duration>>) -> (String, Received) {
                     .unwrap_or_default();
                 seen.lock().unwrap().push((query, body.to_owned()));
                 tokio::time::sleep(delay).await;
-                let answer = match body.split("<FromUserName><![CDATA[").nth(1).and_then(|r| r.split("]]>").next()) {
-                    Some(user) if !body.contains("<Encrypt>") => format!(
-                        "<xml><ToUserName><![CDATA[{user}]]></ToUserName><FromUserName><![CDATA[gh_app]]></FromUserName>\
+                let reply = format!(
+                    "<xml><ToUserName><![CDATA[{openid}]]></ToUserName><FromUserName><![CDATA[gh_app]]></FromUserName>\
 <CreateTime>1</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[the app says hello]]></Content></xml>"
-                    ),
-                    _ => "success".to_owned(),
+                );
+                let answer = if safe_mode {
+                    use wechat_oauth::secret::Secret;
+                    wechat_oauth::push::seal_safe_mode(
+                        &reply,
+                        &Secret::new(wechat_e2e::PUSH_TOKEN.to_owned()),
+                        &Secret::new(wechat_e2e::ENCODING_AES_KEY.to_owned()),
+                        "wx1234567890abcdef",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs(),
+                        "appnonce1",
+                    )
+                    .unwrap()
+                } else {
+                    reply
                 };
                 let _ = stream
                     .write_all(
@@ -103,14 +122,14 @@ fn message(openid: &str, create_time: u64, inner: &str) -> String {
 async fn one_push_url_serves_the_application_and_the_gate_in_plain_and_safe_mode() {
     for safe_mode in [false, true] {
         let mut stack = Stack::start_desktop_with("scene_qr", safe_mode, "").await;
-        let delay = Arc::new(Mutex::new(Duration::ZERO));
-        let (url, received) = app_handler(delay.clone()).await;
-        stack.set_gateway_env("WECHAT_GATEWAY__WECHAT__PUSH_FORWARD", url.as_str());
-        stack.restart_gateway().await;
         let openid = stack.emulator("user").await["openid"]
             .as_str()
             .unwrap()
             .to_owned();
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (url, received) = app_handler(delay.clone(), openid.clone(), safe_mode).await;
+        stack.set_gateway_env("WECHAT_GATEWAY__WECHAT__PUSH_FORWARD", url.as_str());
+        stack.restart_gateway().await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -120,7 +139,7 @@ async fn one_push_url_serves_the_application_and_the_gate_in_plain_and_safe_mode
         let text = message(
             &openid,
             now,
-            "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>1001</MsgId>",
+            "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hello-from-the-phone]]></Content><MsgId>1001</MsgId>",
         );
         let answer = push(&stack, &text, safe_mode).await;
         assert_eq!(answer["status"], 200, "{answer}");
@@ -135,14 +154,17 @@ async fn one_push_url_serves_the_application_and_the_gate_in_plain_and_safe_mode
                 "{query}"
             );
             assert!(
-                body.contains("<Encrypt>") && !body.contains("hi"),
+                body.contains("<Encrypt>") && !body.contains("hello-from-the-phone"),
                 "still encrypted: {body}"
             );
-            assert_eq!(answer["body"], "success");
         } else {
-            assert!(body.contains("<Content><![CDATA[hi]]></Content>"), "{body}");
-            assert_eq!(answer["reply"]["content"], "the app says hello", "{answer}");
+            assert!(
+                body.contains("<Content><![CDATA[hello-from-the-phone]]></Content>"),
+                "{body}"
+            );
         }
+        // The application's reply, checked (decrypted in safe mode) by WeChat.
+        assert_eq!(answer["reply"]["content"], "the app says hello", "{answer}");
         // A menu click: to the application too.
         let click = message(
             &openid,
