@@ -148,11 +148,9 @@ impl Gate {
         let Ok(path) = crate::path::canonical_path(path) else {
             return self.config.wechat.force_popup;
         };
-        self.config
-            .routes
-            .iter()
-            .find(|r| r.matches(&path, "GET"))
-            .and_then(|r| r.force_popup)
+        self.route_for(&path, "GET", None)
+            .index
+            .and_then(|i| self.config.routes[i].force_popup)
             .unwrap_or(self.config.wechat.force_popup)
     }
 

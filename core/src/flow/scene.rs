@@ -169,15 +169,7 @@ impl Gate {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not create a scene QR code");
-                let reply = match &e {
-                    CallError::Coordination(_) => service_unavailable_json(),
-                    CallError::WeChat(sns) if sns.is_unavailable() => service_unavailable_json(),
-                    _ => ApiError::new(502, ErrorName::ServerError)
-                        .with_description("WeChat refused the QR code")
-                        .with_errcode(e.errcode().map(ErrCode::code))
-                        .reply(),
-                };
-                reply.with_errcode(e.errcode().map(ErrCode::code))
+                call_failed_json(&e, "WeChat refused the QR code")
             }
         }
     }
@@ -194,15 +186,7 @@ impl Gate {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not get the jsapi_ticket");
-                let reply = match &e {
-                    CallError::Coordination(_) => service_unavailable_json(),
-                    CallError::WeChat(sns) if sns.is_unavailable() => service_unavailable_json(),
-                    _ => ApiError::new(502, ErrorName::ServerError)
-                        .with_description("WeChat refused the jsapi_ticket")
-                        .with_errcode(e.errcode().map(ErrCode::code))
-                        .reply(),
-                };
-                reply.with_errcode(e.errcode().map(ErrCode::code))
+                call_failed_json(&e, "WeChat refused the jsapi_ticket")
             }
         }
     }
@@ -502,4 +486,19 @@ impl Gate {
             }
         }
     }
+}
+
+/// The JSON answer to a `cgi-bin` call that failed: `503` when WeChat or
+/// the store is out of reach, else `502` with `refused` and WeChat's
+/// errcode; the errcode is on the reply either way (for the access log).
+fn call_failed_json(e: &CallError, refused: &'static str) -> Reply {
+    let reply = match e {
+        CallError::Coordination(_) => service_unavailable_json(),
+        CallError::WeChat(sns) if sns.is_unavailable() => service_unavailable_json(),
+        _ => ApiError::new(502, ErrorName::ServerError)
+            .with_description(refused)
+            .with_errcode(e.errcode().map(ErrCode::code))
+            .reply(),
+    };
+    reply.with_errcode(e.errcode().map(ErrCode::code))
 }
