@@ -182,6 +182,34 @@ pub async fn emulator_control(base: &str, path: &str, body: serde_json::Value) {
     );
 }
 
+/// Starts `redis-server` on loopback `port` (no persistence), logging to
+/// `dir/{label}.log`, and waits until it accepts connections.
+pub async fn start_redis(dir: &Path, label: &str, port: u16) -> Proc {
+    let port_text = port.to_string();
+    let redis = Proc::start_program(
+        dir,
+        label,
+        Path::new("redis-server"),
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis
+}
+
 /// POSTs JSON to `/_emulator/{path}` of the emulator at `base` (`scan`,
 /// `jssdk/verify`) and returns its answer as JSON; panics on a non-JSON one.
 pub async fn emulator_post(base: &str, path: &str, body: serde_json::Value) -> serde_json::Value {

@@ -165,6 +165,11 @@ async fn one_push_url_serves_the_application_and_the_gate_in_plain_and_safe_mode
         }
         // The application's reply, checked (decrypted in safe mode) by WeChat.
         assert_eq!(answer["reply"]["content"], "the app says hello", "{answer}");
+        // A forged push (wrong signature) is refused and never forwarded.
+        let forged = json!({"scene": "none", "raw_body": text, "safe_mode": safe_mode, "bad_signature": true});
+        let refused = wechat_e2e::emulator_post(&stack.emulator_url, "scan", forged).await;
+        assert_eq!(refused["status"], 401, "{refused}");
+        assert_eq!(received.lock().unwrap().len(), 1, "not forwarded");
         // A menu click: to the application too.
         let click = message(
             &openid,

@@ -142,28 +142,8 @@ impl Cluster {
 
     async fn start_redis(&mut self) {
         let n = std::fs::read_dir(&self.dir).unwrap().count();
-        let port = self.redis_port.to_string();
-        self.redis = Some(Proc::start_program(
-            &self.dir,
-            &format!("redis-{n}"),
-            &PathBuf::from("redis-server"),
-            &[
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            &[],
-        ));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.redis_port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.redis =
+            Some(wechat_e2e::start_redis(&self.dir, &format!("redis-{n}"), self.redis_port).await);
     }
 
     fn redis_server(&self, label: &str, args: &[&str]) -> Proc {

@@ -4,7 +4,6 @@
 //! instead of WeChat, with no token call at all.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -237,27 +236,7 @@ async fn a_sites_own_token_service_is_used_with_no_token_call_to_wechat() {
 
     // token_source = "redis": the value of a key, its end the key's TTL.
     let redis_port = free_port();
-    let _redis = Proc::start_program(
-        &stack.dir,
-        "redis",
-        &PathBuf::from("redis-server"),
-        &[
-            "--port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        &[],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _redis = wechat_e2e::start_redis(&stack.dir, "redis", redis_port).await;
     let set = std::process::Command::new("redis-cli")
         .args([
             "-p",
