@@ -123,8 +123,20 @@ pub(crate) fn json(status: u16, value: &impl Serialize) -> Reply {
 }
 
 /// `200` with the session's identity: `{openid, unionid, scope, nickname,
-/// headimgurl[, snapshot][, checked]}` (`userinfo`, the SPA hand-off).
+/// headimgurl[, snapshot][, checked][, wecom]}` (`userinfo`, the SPA
+/// hand-off); a WeCom login adds `wecom: {corpid, userid | openid, name,
+/// department}` (its `openid` is then the member's userid).
 pub(crate) fn identity(identity: &Identity, checked: Option<bool>) -> Reply {
+    #[derive(Serialize)]
+    struct Wecom<'a> {
+        corpid: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        userid: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        openid: Option<&'a str>,
+        name: Option<&'a str>,
+        department: &'a [u64],
+    }
     #[derive(Serialize)]
     struct Body<'a> {
         openid: &'a str,
@@ -136,6 +148,8 @@ pub(crate) fn identity(identity: &Identity, checked: Option<bool>) -> Reply {
         snapshot: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         checked: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wecom: Option<Wecom<'a>>,
     }
     json(
         200,
@@ -147,6 +161,13 @@ pub(crate) fn identity(identity: &Identity, checked: Option<bool>) -> Reply {
             headimgurl: identity.headimgurl.as_deref(),
             snapshot: identity.snapshot,
             checked,
+            wecom: identity.wecom.as_ref().map(|w| Wecom {
+                corpid: &w.corpid,
+                userid: w.member.then_some(identity.openid.as_str()),
+                openid: (!w.member).then_some(identity.openid.as_str()),
+                name: w.name.as_deref(),
+                department: &w.departments,
+            }),
         },
     )
 }

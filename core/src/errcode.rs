@@ -88,6 +88,11 @@ errcodes! {
     ApiUnauthorized = 48001, "api unauthorized (scope does not allow this API)";
     UserNotAuthorized = 50001, "the user has not authorized this API";
     UserRestricted = 50002, "the user is restricted";
+    WecomInvalidAgentid = 40056, "WeCom: invalid agentid: check [wecom] agentid";
+    WecomConcurrencyLimit = 45033, "WeCom: too many concurrent API calls";
+    WecomNoPrivilege = 60011, "WeCom: no privilege (the member is outside the app's visible range)";
+    WecomIpNotAllowed = 60020, "WeCom: this server's IP address is not a trusted IP of the app";
+    WecomUserNotFound = 60111, "WeCom: userid not found";
 }
 
 impl fmt::Display for ErrCode {

@@ -28,7 +28,7 @@ use url::form_urlencoded;
 
 use crate::api::{self, ApiError, ErrorName, Health, PushAnswer};
 use crate::authorize::{authorize_url, qrconnect_url, AuthorizeOptions, Scope};
-use crate::config::{Config, DesktopLogin};
+use crate::config::{Config, DesktopLogin, WecomScope};
 use crate::coordination::key_hash;
 use crate::coordination::{
     Coordination, CoordinationError, FileStore, LoginClaim, Logout, MemoryCoordination, RedisStore,
@@ -49,7 +49,7 @@ use crate::single_flight::SingleFlight;
 use crate::sns::{SnsClient, SnsError, TokenResponse};
 use crate::state::{
     is_valid_state, new_state, open_state, safe_return_path, seal_state, state_cookie_name,
-    MAX_STATE_COOKIES, STATE_COOKIE_PREFIX, STATE_LIFETIME_SECS,
+    LoginApp, MAX_STATE_COOKIES, STATE_COOKIE_PREFIX, STATE_LIFETIME_SECS,
 };
 use crate::store::{MemoryTokenStore, StoredTokens, TokenStore, REFRESH_TOKEN_LIFETIME_SECS};
 
@@ -199,15 +199,6 @@ impl UpstreamCookie {
     }
 }
 
-/// Which WeChat app a login goes through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LoginApp {
-    /// The Official Account's web authorization (docs/protocol.md §1).
-    OfficialAccount,
-    /// The Open Platform website app's QR login, `qrconnect` (§2).
-    Website,
-}
-
 /// How an answer is shaped: a page or redirect for a browser, JSON for a
 /// front end's script (`POST exchange`, `qr/new`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,6 +307,8 @@ pub struct Gate {
     sns: SnsClient,
     /// The Open Platform website app's client (`[wechat.open]`), for qrconnect.
     open_sns: Option<SnsClient>,
+    /// The WeCom app's client (`[wecom]`), with its corp token.
+    wecom: Option<crate::wecom::WecomClient>,
     basic_token: BasicToken,
     // The state below is kept across a reload ([`Gate::reload`]).
     store: Arc<dyn TokenStore>,
@@ -506,6 +499,10 @@ impl Gate {
             )?),
             None => None,
         };
+        let wecom = config
+            .wecom
+            .as_ref()
+            .map(|w| crate::wecom::WecomClient::new(w, &sns, coordination.clone()));
         let login_limiter = LoginLimiter::new(&config.limits).map(Arc::new);
         let g = &config.gateway;
         let branding = Branding::new(
@@ -540,6 +537,7 @@ impl Gate {
             basic_token: BasicToken::new(sns.clone(), token_source, coordination.clone()),
             sns,
             open_sns,
+            wecom,
             store,
             coordination,
             logins: Arc::new(SingleFlight::new(

@@ -7,6 +7,7 @@
 //! - [`sns`]: typed `sns/oauth2/access_token` and `sns/userinfo` client.
 //! - [`flow`]: the state machine every host drives ([`Gate`]).
 //! - [`store`]: server-side tokens.
+//! - [`wecom`]: WeCom (企业微信) member login: URLs and the API client.
 //! - [`coordination`]: what several instances agree on (memory, the state
 //!   file, Redis).
 //!
@@ -29,6 +30,7 @@ pub mod secret;
 pub mod session;
 pub mod sns;
 pub mod store;
+pub mod wecom;
 
 /// Modules the gate uses inside; fuzzing, benches and the end-to-end
 /// tests reach them with the `internals` feature. They are not a stable

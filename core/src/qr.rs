@@ -41,7 +41,7 @@ pub(crate) struct SharedSecret {
 const FETCH_TURN_SECS: u64 = 15;
 
 impl SharedSecret {
-    fn new(which: SharedToken, coordination: Arc<dyn Coordination>) -> Self {
+    pub(crate) fn new(which: SharedToken, coordination: Arc<dyn Coordination>) -> Self {
         SharedSecret {
             which,
             cached: Mutex::new(None),
@@ -62,7 +62,7 @@ impl SharedSecret {
     /// lifetime in seconds when neither this process nor the store has one.
     ///
     /// Errors: `fetch`'s, or the coordination's.
-    async fn get<F, Fut>(&self, now: u64, fetch: F) -> Result<AccessToken, CallError>
+    pub(crate) async fn get<F, Fut>(&self, now: u64, fetch: F) -> Result<AccessToken, CallError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(AccessToken, u64), CallError>>,
@@ -104,7 +104,7 @@ impl SharedSecret {
     }
 
     /// Forgets `token` if it is the cached one (WeChat said it is no longer valid).
-    async fn invalidate(&self, token: &AccessToken) {
+    pub(crate) async fn invalidate(&self, token: &AccessToken) {
         {
             let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
             if cached.as_ref().is_some_and(|(t, _)| t == token) {

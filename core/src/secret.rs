@@ -53,6 +53,12 @@ secret_newtype!(
     AccessToken
 );
 secret_newtype!(
+    /// A WeCom `user_ticket` (`cgi-bin/auth/getuserinfo` with
+    /// `snsapi_privateinfo`, 1800 s): it reads the member's details once
+    /// and is kept server-side only (docs/wecom.md §2).
+    UserTicket
+);
+secret_newtype!(
     /// A web-authorization refresh token (`refresh_token`, 30 days; docs/protocol.md §1 step 3).
     RefreshToken
 );

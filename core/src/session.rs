@@ -32,6 +32,23 @@ pub const MAX_HEADIMGURL_BYTES: usize = 512;
 /// Every request header whose name starts with this (case-insensitive) is
 /// removed before a request reaches the application, so only the gate sets them.
 pub const IDENTITY_HEADER_PREFIX: &str = "x-wechat-";
+/// As [`IDENTITY_HEADER_PREFIX`], for the WeCom member's headers.
+pub const WECOM_HEADER_PREFIX: &str = "x-wecom-";
+/// Header carrying a WeCom member's `userid` (docs/wecom.md §3).
+pub const HEADER_WECOM_USERID: &str = "X-WeCom-UserID";
+/// Header carrying the `openid` WeCom gives a non-member (with
+/// `allow_non_members`), instead of [`HEADER_WECOM_USERID`].
+pub const HEADER_WECOM_OPENID: &str = "X-WeCom-OpenID";
+/// Header carrying the company's `corpid`.
+pub const HEADER_WECOM_CORPID: &str = "X-WeCom-CorpID";
+/// Header carrying the member's name, percent-encoded UTF-8 as the nickname.
+pub const HEADER_WECOM_NAME: &str = "X-WeCom-Name";
+/// Header carrying the member's department ids, comma-separated.
+pub const HEADER_WECOM_DEPARTMENT: &str = "X-WeCom-Department";
+/// Most department ids kept for one member.
+pub const MAX_WECOM_DEPARTMENTS: usize = 32;
+/// Longest member name kept, in bytes.
+pub const MAX_WECOM_NAME_BYTES: usize = 128;
 
 /// Whether a request header named `name` is one the gate owns and must
 /// remove: its name, lower-cased with `_` read as `-`, starts with
@@ -39,11 +56,9 @@ pub const IDENTITY_HEADER_PREFIX: &str = "x-wechat-";
 /// turn both `-` and `_` into `_` (`HTTP_X_WECHAT_OPENID`), so
 /// `X_WeChat_OpenID` would otherwise pose as the gate's header.
 pub fn is_identity_header(name: &[u8]) -> bool {
-    name.len() >= IDENTITY_HEADER_PREFIX.len()
-        && name
-            .iter()
-            .zip(IDENTITY_HEADER_PREFIX.bytes())
-            .all(|(&b, want)| {
+    let starts_with = |prefix: &str| {
+        name.len() >= prefix.len()
+            && name.iter().zip(prefix.bytes()).all(|(&b, want)| {
                 let b = if b == b'_' {
                     b'-'
                 } else {
@@ -51,6 +66,23 @@ pub fn is_identity_header(name: &[u8]) -> bool {
                 };
                 b == want
             })
+    };
+    starts_with(IDENTITY_HEADER_PREFIX) || starts_with(WECOM_HEADER_PREFIX)
+}
+
+/// A WeCom login's company side (docs/wecom.md §3): the identity's
+/// `openid` is then the member's `userid` (or, for a non-member let in by
+/// `allow_non_members`, the `openid` WeCom gave them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WecomMember {
+    /// The company's `corpid`.
+    pub corpid: String,
+    /// A member of the company; `false` for a non-member.
+    pub member: bool,
+    /// The member's name (`cgi-bin/user/get`), when the app may read it.
+    pub name: Option<String>,
+    /// The member's department ids (`cgi-bin/user/get`).
+    pub departments: Vec<u64>,
 }
 
 /// A verified WeChat identity (docs/protocol.md §1 steps 2 and 4).
@@ -70,6 +102,9 @@ pub struct Identity {
     /// `allow_snapshot_users`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot: bool,
+    /// A WeCom login: the member's company side; `None` for WeChat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wecom: Option<WecomMember>,
     /// [`Identity::upstream_header_values`], built at its first call.
     /// Build identities with `..Default::default()`; the cache is never
     /// compared, printed, serialized or cloned.
@@ -121,7 +156,9 @@ impl Identity {
     /// header-safe (the nickname percent-encoded UTF-8).
     /// Borrowed from the identity (no allocation) except an encoded nickname.
     pub fn upstream_headers(&self) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> {
-        [
+        let wechat = self.wecom.is_none();
+        let wecom = self.wecom.as_ref();
+        let wechat_headers = [
             Some((HEADER_OPENID, Cow::Borrowed(self.openid.as_str()))),
             Some((HEADER_USER, Cow::Borrowed(self.user_key()))),
             Some((HEADER_SCOPE, Cow::Borrowed(self.scope.as_str()))),
@@ -134,9 +171,31 @@ impl Identity {
             }),
             self.snapshot
                 .then_some((HEADER_SNAPSHOT, Cow::Borrowed("1"))),
-        ]
-        .into_iter()
-        .flatten()
+        ];
+        let wecom_headers = wecom.map(|w| {
+            let id = if w.member {
+                HEADER_WECOM_USERID
+            } else {
+                HEADER_WECOM_OPENID
+            };
+            [
+                Some((id, Cow::Borrowed(self.openid.as_str()))),
+                Some((HEADER_WECOM_CORPID, Cow::Borrowed(w.corpid.as_str()))),
+                w.name.as_deref().map(|n| {
+                    let encoded = percent_encoding::utf8_percent_encode(n, NICKNAME_ENCODE);
+                    (HEADER_WECOM_NAME, Cow::from(encoded))
+                }),
+                (!w.departments.is_empty()).then(|| {
+                    let ids: Vec<String> = w.departments.iter().map(u64::to_string).collect();
+                    (HEADER_WECOM_DEPARTMENT, Cow::Owned(ids.join(",")))
+                }),
+            ]
+        });
+        wechat_headers
+            .into_iter()
+            .filter(move |_| wechat)
+            .chain(wecom_headers.into_iter().flatten())
+            .flatten()
     }
 
     /// [`Identity::upstream_headers`] as `http` header values, built at the
@@ -171,6 +230,18 @@ impl Identity {
             }
         }
         self.headimgurl = self.headimgurl.filter(|h| h.len() <= MAX_HEADIMGURL_BYTES);
+        if let Some(w) = &mut self.wecom {
+            w.departments.truncate(MAX_WECOM_DEPARTMENTS);
+            if let Some(n) = &mut w.name {
+                if n.len() > MAX_WECOM_NAME_BYTES {
+                    let mut cut = MAX_WECOM_NAME_BYTES;
+                    while !n.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    n.truncate(cut);
+                }
+            }
+        }
         self
     }
 }
@@ -260,10 +331,24 @@ struct SessionPayload {
     /// snapshot user
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     snap: bool,
+    /// WeCom: corpid, member, name, departments
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    w: Option<WecomPayload>,
     sid: String,
     iat: u64,
     exp: u64,
     seen: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WecomPayload {
+    c: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    m: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    d: Vec<u64>,
 }
 
 const SESSION_VERSION: u8 = 3;
@@ -279,6 +364,12 @@ pub fn seal_session(sealer: &Sealer, session: &Session) -> String {
         n: id.nickname.clone(),
         h: id.headimgurl.clone(),
         snap: id.snapshot,
+        w: id.wecom.as_ref().map(|w| WecomPayload {
+            c: w.corpid.clone(),
+            m: w.member,
+            n: w.name.clone(),
+            d: w.departments.clone(),
+        }),
         sid: session.sid.clone(),
         iat: session.issued_at,
         exp: session.expires_at,
@@ -294,9 +385,17 @@ pub fn open_session(sealer: &Sealer, value: &str, now: u64) -> Option<Session> {
     let json = sealer.open(SESSION_COOKIE, value)?;
     let p: SessionPayload = serde_json::from_str(&json).ok()?;
     // Checked again here: each field becomes an upstream header.
+    let id_ok = match &p.w {
+        None => is_valid_wechat_id(&p.o),
+        Some(w) => {
+            crate::wecom::is_valid_userid(&p.o)
+                && is_valid_wechat_id(&w.c)
+                && w.d.len() <= MAX_WECOM_DEPARTMENTS
+        }
+    };
     let valid = p.v == SESSION_VERSION
         && p.exp > now
-        && is_valid_wechat_id(&p.o)
+        && id_ok
         && p.u.as_deref().is_none_or(is_valid_wechat_id)
         && is_valid_scope(&p.s);
     valid.then_some(Session {
@@ -307,6 +406,12 @@ pub fn open_session(sealer: &Sealer, value: &str, now: u64) -> Option<Session> {
             nickname: p.n,
             headimgurl: p.h,
             snapshot: p.snap,
+            wecom: p.w.map(|w| WecomMember {
+                corpid: w.c,
+                member: w.m,
+                name: w.n,
+                departments: w.d,
+            }),
             header_values: HeaderValueCache::default(),
         }),
         sid: p.sid,

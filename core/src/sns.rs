@@ -118,7 +118,7 @@ struct ErrorFields {
     errmsg: Option<String>,
 }
 
-fn check_errcode(body: &[u8]) -> Result<(), SnsError> {
+pub(crate) fn check_errcode(body: &[u8]) -> Result<(), SnsError> {
     let fields: ErrorFields =
         serde_json::from_slice(body).map_err(|e| SnsError::Malformed(format!("not JSON ({e})")))?;
     match fields.errcode {
@@ -218,7 +218,7 @@ pub fn parse_userinfo(body: &[u8]) -> Result<UserInfo, SnsError> {
 }
 
 /// serde_json's problem without the input values it may echo (they could be tokens).
-fn json_problem(e: &serde_json::Error) -> String {
+pub(crate) fn json_problem(e: &serde_json::Error) -> String {
     let text = e.to_string();
     match text.find(" at line") {
         Some(i) if text.starts_with("missing field") => text[..i].to_owned(),
@@ -291,7 +291,7 @@ pub fn userinfo_url(api_base: &Url, token: &AccessToken, openid: &str, lang: &st
     url
 }
 
-fn api_url(api_base: &Url, path: &str) -> Url {
+pub(crate) fn api_url(api_base: &Url, path: &str) -> Url {
     let mut url = api_base.clone();
     let base = url.path().trim_end_matches('/').to_owned();
     url.set_path(&format!("{base}/{path}"));
@@ -442,6 +442,34 @@ impl SnsClient {
             retries: cfg.retries,
             lang: cfg.userinfo_lang.as_str(),
         })
+    }
+
+    /// This client's HTTP set-up (timeouts, retries) for another API host
+    /// and app: WeCom's (`[wecom]`).
+    pub(crate) fn for_api(&self, api_base: Url, appid: &str, secret: &Secret) -> SnsClient {
+        SnsClient {
+            http: self.http.clone(),
+            api_base,
+            appid: appid.to_owned(),
+            secret: secret.clone(),
+            retries: self.retries,
+            lang: self.lang,
+        }
+    }
+
+    /// The API host this client calls.
+    pub(crate) fn api_base(&self) -> &Url {
+        &self.api_base
+    }
+
+    /// The app's secret.
+    pub(crate) fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// The HTTP client, for a POST.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Exchanges an authorization code (`sns/oauth2/access_token`).
@@ -609,7 +637,7 @@ impl SnsClient {
 
     /// Runs `call` with bounded retries, counting each attempt (by
     /// `endpoint` and errcode), its latency and the retries.
-    async fn with_retries<T, F, Fut>(
+    pub(crate) async fn with_retries<T, F, Fut>(
         &self,
         endpoint: &'static str,
         mut call: F,
@@ -651,11 +679,11 @@ impl SnsClient {
         }
     }
 
-    async fn get(&self, url: Url) -> Result<Vec<u8>, SnsError> {
+    pub(crate) async fn get(&self, url: Url) -> Result<Vec<u8>, SnsError> {
         self.send(self.http.get(url)).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, SnsError> {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, SnsError> {
         // `without_url`: reqwest's errors otherwise print the URL, which holds the secret.
         let transport = |e: reqwest::Error| SnsError::Transport(e.without_url().to_string());
         let mut response = request.send().await.map_err(transport)?;

@@ -51,6 +51,25 @@ struct StatePayload {
     /// The login goes through the Open Platform website app (qrconnect).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     open: bool,
+    /// The login goes through WeCom (`[wecom]`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    wecom: bool,
+}
+
+/// Which app a login goes through; its state cookie says which, so the
+/// callback exchanges the code with the app that issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginApp {
+    /// The Official Account's web authorization (docs/protocol.md §1).
+    OfficialAccount,
+    /// The Open Platform website app's QR login, `qrconnect` (§2).
+    Website,
+    /// WeCom (`[wecom]`): the in-app browser's authorization
+    /// (docs/wecom.md §1). A state cookie opens as this for either WeCom
+    /// login: both exchange the same way.
+    WeCom,
+    /// WeCom's web QR login, for other browsers (docs/wecom.md §2).
+    WecomWeb,
 }
 
 /// A state cookie's content.
@@ -60,24 +79,25 @@ pub struct StateCookie {
     pub return_to: String,
     /// Expires at, unix seconds.
     pub expires_at: u64,
-    /// The login went through the Open Platform website app (qrconnect).
-    pub open_app: bool,
+    /// The app the login went through.
+    pub app: LoginApp,
 }
 
-/// Seals the state cookie value for `state`, returning to `return_to`;
-/// `open_app` marks a qrconnect login.
+/// Seals the state cookie value for `state`, returning to `return_to`
+/// after a login through `app`.
 pub fn seal_state(
     sealer: &Sealer,
     state: &str,
     return_to: &str,
-    open_app: bool,
+    app: LoginApp,
     now: u64,
 ) -> String {
     let payload = StatePayload {
         s: state.to_owned(),
         rd: return_to.to_owned(),
         exp: now + STATE_LIFETIME_SECS,
-        open: open_app,
+        open: app == LoginApp::Website,
+        wecom: matches!(app, LoginApp::WeCom | LoginApp::WecomWeb),
     };
     let json = serde_json::to_string(&payload).expect("state serializes");
     sealer.seal(&state_cookie_name(state), &json)
@@ -91,7 +111,11 @@ pub fn open_state(sealer: &Sealer, state: &str, value: &str, now: u64) -> Option
     (payload.s == state && payload.exp > now).then_some(StateCookie {
         return_to: payload.rd,
         expires_at: payload.exp,
-        open_app: payload.open,
+        app: match (payload.open, payload.wecom) {
+            (_, true) => LoginApp::WeCom,
+            (true, false) => LoginApp::Website,
+            (false, false) => LoginApp::OfficialAccount,
+        },
     })
 }
 
@@ -192,18 +216,20 @@ mod tests {
     #[test]
     fn state_cookie_is_bound_to_its_state_and_expires() {
         let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
-        let v = seal_state(&s, "abc", "/orders?id=1", false, 100);
+        let v = seal_state(&s, "abc", "/orders?id=1", LoginApp::OfficialAccount, 100);
         let opened = open_state(&s, "abc", &v, 100).unwrap();
         assert_eq!(
-            (
-                opened.return_to.as_str(),
-                opened.expires_at,
-                opened.open_app
-            ),
-            ("/orders?id=1", 700, false)
+            (opened.return_to.as_str(), opened.expires_at, opened.app),
+            ("/orders?id=1", 700, LoginApp::OfficialAccount)
         );
-        let open_app = seal_state(&s, "abc", "/", true, 100);
-        assert!(open_state(&s, "abc", &open_app, 100).unwrap().open_app);
+        for (app, opens_as) in [
+            (LoginApp::Website, LoginApp::Website),
+            (LoginApp::WeCom, LoginApp::WeCom),
+            (LoginApp::WecomWeb, LoginApp::WeCom),
+        ] {
+            let sealed = seal_state(&s, "abc", "/", app, 100);
+            assert_eq!(open_state(&s, "abc", &sealed, 100).unwrap().app, opens_as);
+        }
         assert_eq!(open_state(&s, "abd", &v, 100), None);
         assert_eq!(open_state(&s, "abc", &v, 700), None);
     }

@@ -18,13 +18,35 @@ pub(crate) fn routes(router: Router<App>) -> Router<App> {
         .route("/_emulator/settings", axum::routing::post(settings))
 }
 
+/// Every endpoint the emulator counts and can script a fault for.
+const ENDPOINTS: [&str; 18] = [
+    "authorize",
+    "access_token",
+    "refresh_token",
+    "userinfo",
+    "auth",
+    "qrconnect",
+    "token",
+    "qrcode_create",
+    "showqrcode",
+    "user_info",
+    "ticket",
+    "stable_token",
+    "wecom_authorize",
+    "wecom_sso",
+    "wecom_gettoken",
+    "wecom_getuserinfo",
+    "wecom_getuserdetail",
+    "wecom_user_get",
+];
+
 async fn calls(State(app): State<App>) -> Response {
     let world = app.world.lock().unwrap();
-    let mut body = serde_json::json!({
-        "authorize": 0, "access_token": 0, "refresh_token": 0, "userinfo": 0, "auth": 0,
-        "qrconnect": 0, "token": 0, "qrcode_create": 0, "showqrcode": 0, "user_info": 0,
-        "ticket": 0, "stable_token": 0
-    });
+    let mut body: serde_json::Value = ENDPOINTS
+        .iter()
+        .map(|e| (e.to_string(), 0.into()))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     for (k, v) in &world.calls {
         body[*k] = (*v).into();
     }
@@ -54,7 +76,7 @@ async fn user(State(app): State<App>) -> Response {
 async fn issued(State(app): State<App>) -> Response {
     let world = app.world.lock().unwrap();
     let keys = |m: &HashMap<String, _>| m.keys().cloned().collect::<Vec<String>>();
-    axum::Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "codes": world.codes.keys().cloned().collect::<Vec<_>>(),
         "access_tokens": keys(&world.access_tokens),
         "refresh_tokens": keys(&world.refresh_tokens),
@@ -62,8 +84,13 @@ async fn issued(State(app): State<App>) -> Response {
         "jsapi_tickets": world.jsapi_tickets.keys().cloned().collect::<Vec<_>>(),
         // What each scene QR code encodes, by ticket (what a phone reads from the image).
         "qr_urls": world.tickets.iter().map(|(t, v)| (t.clone(), v.url.clone())).collect::<HashMap<_, _>>(),
-    }))
-    .into_response()
+    });
+    if let (Some(all), serde_json::Value::Object(wecom)) =
+        (body.as_object_mut(), wecom::issued(&world))
+    {
+        all.extend(wecom);
+    }
+    axum::Json(body).into_response()
 }
 
 #[derive(Deserialize)]
@@ -113,20 +140,6 @@ async fn set_user(State(app): State<App>, axum::Json(u): axum::Json<UserUpdate>)
 
 /// `POST /_emulator/faults`: queue a [`Fault`].
 async fn add_fault(State(app): State<App>, axum::Json(fault): axum::Json<Fault>) -> Response {
-    const ENDPOINTS: [&str; 12] = [
-        "authorize",
-        "access_token",
-        "refresh_token",
-        "userinfo",
-        "auth",
-        "qrconnect",
-        "token",
-        "qrcode_create",
-        "showqrcode",
-        "user_info",
-        "ticket",
-        "stable_token",
-    ];
     if !ENDPOINTS.contains(&fault.endpoint.as_str()) || fault.count == 0 {
         return (StatusCode::BAD_REQUEST, "unknown endpoint or count 0\n").into_response();
     }

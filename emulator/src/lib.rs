@@ -36,7 +36,9 @@ use sha1::{Digest, Sha1};
 mod control;
 mod desktop;
 mod jssdk;
+mod wecom;
 use desktop::Ticket;
+pub use wecom::WecomApp;
 
 /// How the authorize page treats a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +71,8 @@ pub struct EmulatorConfig {
     pub open_app: Option<(String, String)>,
     /// Where and how the account's events are pushed (the server URL configuration).
     pub push: Option<PushTarget>,
+    /// A WeCom company's self-built app, to play WeCom too.
+    pub wecom: Option<WecomApp>,
 }
 
 /// The account's server URL configuration: where WeChat pushes events.
@@ -94,6 +98,7 @@ impl EmulatorConfig {
             token_ttl: Duration::from_secs(7200),
             open_app: None,
             push: None,
+            wecom: None,
         }
     }
 }
@@ -157,7 +162,9 @@ struct TokenEntry {
 pub struct Fault {
     /// `authorize`, `access_token`, `refresh_token`, `userinfo`, `auth`,
     /// `qrconnect`, `token`, `stable_token`, `qrcode_create`, `showqrcode`,
-    /// `user_info` or `ticket`.
+    /// `user_info`, `ticket`, or WeCom's `wecom_authorize`, `wecom_sso`,
+    /// `wecom_gettoken`, `wecom_getuserinfo`, `wecom_getuserdetail`,
+    /// `wecom_user_get`.
     pub endpoint: String,
     /// How many calls it applies to (default 1).
     #[serde(default = "one")]
@@ -214,6 +221,8 @@ struct World {
     consent: Consent,
     code_ttl: Duration,
     token_ttl: Duration,
+    /// WeCom's side (`EmulatorConfig::wecom`).
+    wecom: wecom::WecomWorld,
 }
 
 struct Shared {
@@ -295,6 +304,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         consent: cfg.consent,
         code_ttl: cfg.code_ttl,
         token_ttl: cfg.token_ttl,
+        wecom: wecom::WecomWorld::default(),
     };
     let shared = Arc::new(Shared {
         cfg,
@@ -306,7 +316,7 @@ pub fn router(cfg: EmulatorConfig) -> Router {
         .route("/sns/oauth2/refresh_token", get(refresh_token))
         .route("/sns/userinfo", get(userinfo))
         .route("/sns/auth", get(auth));
-    jssdk::routes(desktop::routes(control::routes(router))).with_state(shared)
+    wecom::routes(jssdk::routes(desktop::routes(control::routes(router)))).with_state(shared)
 }
 
 /// A running emulator.
@@ -550,10 +560,13 @@ fn issue_code_for(app: &App, appid: &str, scope: &str) -> String {
 }
 
 async fn authorize(State(app): State<App>, RawQuery(raw): RawQuery) -> Response {
+    let raw = raw.unwrap_or_default();
+    if wecom::is_wecom_authorize(&app, &raw) {
+        return wecom::authorize(app, raw).await;
+    }
     if let Some(answer) = app.call("authorize").await {
         return answer;
     }
-    let raw = raw.unwrap_or_default();
     let req = match check_authorize(&app.cfg, &raw) {
         Ok(r) => r,
         Err(page) => return page,

@@ -55,6 +55,20 @@ struct Args {
     /// The EncodingAESKey (43 characters) for safe-mode pushes.
     #[arg(long, env = "WECHAT_ENCODING_AES_KEY", hide_env_values = true)]
     encoding_aes_key: Option<String>,
+    /// A WeCom company's corpid: the emulator plays WeCom too.
+    #[arg(long, env = "WECOM_CORPID")]
+    wecom_corpid: Option<String>,
+    /// The WeCom self-built app's AgentId.
+    #[arg(long, env = "WECOM_AGENTID", default_value = "1000002")]
+    wecom_agentid: String,
+    /// The WeCom app's secret `cgi-bin/gettoken` accepts.
+    #[arg(
+        long,
+        env = "WECOM_SECRET",
+        hide_env_values = true,
+        default_value = "emulator-wecom-secret"
+    )]
+    wecom_secret: String,
 }
 
 #[tokio::main]
@@ -72,6 +86,11 @@ async fn main() {
         url,
         token: args.push_token,
         encoding_aes_key: args.encoding_aes_key,
+    });
+    cfg.wecom = args.wecom_corpid.map(|corpid| wechat_emulator::WecomApp {
+        corpid,
+        agentid: args.wecom_agentid,
+        secret: args.wecom_secret,
     });
     let running = match wechat_emulator::spawn(cfg, args.listen).await {
         Ok(r) => r,

@@ -18,7 +18,9 @@ use wechat_oauth::push;
 use wechat_oauth::seal::Sealer;
 use wechat_oauth::secret::Secret;
 use wechat_oauth::session::{open_session, SESSION_COOKIE};
-use wechat_oauth::state::{open_state, safe_return_path, seal_state, STATE_COOKIE_PREFIX};
+use wechat_oauth::state::{
+    open_state, safe_return_path, seal_state, LoginApp, STATE_COOKIE_PREFIX,
+};
 use wechat_oauth::{sns, Config, Decision, Gate, RequestParts};
 
 /// Every target by name: the directory names under `corpus/` and
@@ -171,7 +173,7 @@ pub fn request(data: &[u8]) {
             .find_map(|p| p.strip_prefix("state="))
             .unwrap_or("");
         if wechat_oauth::state::is_valid_state(state) {
-            let sealed = seal_state(&SEALER, state, &f[9], false, NOW + 60);
+            let sealed = seal_state(&SEALER, state, &f[9], LoginApp::OfficialAccount, NOW + 60);
             cookie = format!("{cookie}; {STATE_COOKIE_PREFIX}{state}={sealed}");
         }
     }
@@ -226,7 +228,7 @@ pub fn cookies(data: &[u8]) {
         }
     }
     if wechat_oauth::state::is_valid_state(state) {
-        let sealed = seal_state(&SEALER, state, payload, false, NOW + 60);
+        let sealed = seal_state(&SEALER, state, payload, LoginApp::OfficialAccount, NOW + 60);
         if let Some(opened) = open_state(&SEALER, state, &sealed, NOW) {
             assert_eq!(opened.return_to, **payload);
         }

@@ -602,6 +602,12 @@ pub struct Browser {
 
 /// A WeChat in-app browser's User-Agent.
 pub const WECHAT_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 XWEB/1160065 MMWEBSDK/20231202 MicroMessenger/8.0.47.2560(0x28002F35) WeChat/arm64 Weixin NetType/WIFI Language/zh_CN ABI/arm64";
+/// WeCom's in-app browser's User-Agent (it says `wxwork` and `MicroMessenger`).
+pub const WECOM_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 wxwork/4.1.22 MicroMessenger/7.0.1 NetType/WIFI Language/zh ColorScheme/Light";
+/// The emulated WeCom company's corpid.
+pub const WECOM_CORPID: &str = "ww0123456789abcdef";
+/// The emulated WeCom app's AgentId.
+pub const WECOM_AGENTID: &str = "1000002";
 /// A desktop browser's User-Agent.
 pub const DESKTOP_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
 
@@ -990,6 +996,34 @@ impl Stack {
             ENCODING_AES_KEY.to_owned(),
         ];
         Self::start_inner(&wechat_extra, &gateway_extra, None, &emulator_extra).await
+    }
+
+    /// A stack whose emulator plays WeCom too ([`WECOM_CORPID`],
+    /// [`WECOM_AGENTID`], secret `corp_secret`) and whose gateway has
+    /// `[wecom]` with it plus `wecom_extra` lines, and `gateway_extra` in
+    /// `[gateway]`; the emulator's push target is the gateway.
+    pub async fn start_wecom(corp_secret: &str, wecom_extra: &str, gateway_extra: &str) -> Stack {
+        let emulator_extra = [
+            "--wecom-corpid",
+            WECOM_CORPID,
+            "--wecom-agentid",
+            WECOM_AGENTID,
+            "--wecom-secret",
+            corp_secret,
+        ]
+        .map(str::to_owned);
+        let mut stack = Self::start_inner("", "", None, &emulator_extra).await;
+        let emulator_url = stack.emulator_url.clone();
+        let gateway_extra = format!(
+            "{gateway_extra}\n[wecom]\ncorpid = \"{WECOM_CORPID}\"\nagentid = {WECOM_AGENTID}\n\
+             secret = \"{corp_secret}\"\nopen_base = \"{emulator_url}\"\n\
+             api_base = \"{emulator_url}\"\nlogin_base = \"{emulator_url}\"\n{wecom_extra}\n"
+        );
+        let cookie_secret = stack.cookie_secret.clone();
+        stack
+            .start_gateway("", &gateway_extra, &cookie_secret)
+            .await;
+        stack
     }
 
     /// As [`Stack::start`], for a gateway behind a front (nginx) that

@@ -80,8 +80,13 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `[wechat]`: the Official Account and WeChat's endpoints.
+    /// `[wechat]`: the Official Account and WeChat's endpoints. A site with
+    /// `[wecom]` may leave it out: its `appid` is then empty
+    /// ([`Config::has_wechat`]) and no login goes through WeChat.
     pub wechat: WechatConfig,
+    /// `[wecom]`: the WeCom (企业微信) app a company's members log in
+    /// through (docs/wecom.md); `None` without one.
+    pub wecom: Option<WecomConfig>,
     /// `[gateway]`: where the gate listens, what it protects, its cookies.
     pub gateway: GatewayConfig,
     /// `[store]`: where login state lives (this process, or Redis shared by
@@ -102,6 +107,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the site logs users in through WeChat (`[wechat]` is set);
+    /// `false` for a WeCom-only site.
+    pub fn has_wechat(&self) -> bool {
+        !self.wechat.appid.is_empty()
+    }
+
     /// The site's name for metrics and logs: [`Config::site`], or
     /// `default` for a file without sites (the gateway's name for it too).
     pub fn site_label(&self) -> &str {
@@ -283,6 +294,61 @@ pub struct OpenAppConfig {
     pub secret: Secret,
 }
 
+/// `[wecom]`: a WeCom self-built app (自建应用) whose members log in
+/// (docs/wecom.md). Timeouts and retries are `[wechat]`'s `timeout_ms`
+/// and `retries`.
+#[derive(Debug, Clone)]
+pub struct WecomConfig {
+    /// `corpid` (env `WECOM_CORPID`): the company's id, `ww…` or `wx…`.
+    pub corpid: String,
+    /// `agentid` (env `WECOM_AGENTID`): the app's id, digits.
+    pub agentid: String,
+    /// `secret` (env `WECOM_SECRET`, or `secret_file`): the app's secret.
+    /// Never printed.
+    pub secret: Secret,
+    /// `scope`: `snsapi_base` (default, silent) or `snsapi_privateinfo`
+    /// (the member confirms; their details come too).
+    pub scope: WecomScope,
+    /// `open_base`: the in-app browser's authorize host, default
+    /// [`DEFAULT_OPEN_BASE`].
+    pub open_base: Url,
+    /// `api_base`: WeCom's API host, default [`DEFAULT_WECOM_API_BASE`].
+    pub api_base: Url,
+    /// `login_base`: the web QR login host, default
+    /// [`DEFAULT_WECOM_LOGIN_BASE`].
+    pub login_base: Url,
+    /// `allow_non_members`: let in a WeCom user who is not a member of the
+    /// company (WeCom answers an `openid` instead of a `userid`). Default
+    /// false: such a user gets a page saying the site is for members.
+    pub allow_non_members: bool,
+}
+
+/// WeCom's default API host.
+pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
+/// WeCom's default web login (QR) host.
+pub const DEFAULT_WECOM_LOGIN_BASE: &str = "https://login.work.weixin.qq.com";
+
+/// The scope of a WeCom login (`[wecom] scope`, docs/wecom.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WecomScope {
+    /// `snsapi_base`: silent; the member's `userid`.
+    Base,
+    /// `snsapi_privateinfo`: the member confirms; also their details
+    /// (`cgi-bin/auth/getuserdetail`). In the in-app browser only: the web
+    /// QR login is always base.
+    PrivateInfo,
+}
+
+impl WecomScope {
+    /// The scope as WeCom spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WecomScope::Base => "snsapi_base",
+            WecomScope::PrivateInfo => "snsapi_privateinfo",
+        }
+    }
+}
+
 /// The default of `[gateway] header_timeout_secs`, in seconds.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// The default of `[gateway] upgrade_sock`.
@@ -310,6 +376,9 @@ pub enum DesktopLogin {
     Qrconnect,
     /// Official Account scene QR code + signed scan push (`push_token`).
     SceneQr,
+    /// WeCom's web QR login (`[wecom]`), scanned with the WeCom app; the
+    /// default when `[wecom]` is set.
+    WecomQr,
 }
 
 /// `[gateway]` settings.

@@ -19,6 +19,7 @@ use super::keys::*;
 struct RawFile {
     #[serde(default)]
     wechat: RawWechat,
+    wecom: Option<RawWecom>,
     #[serde(default)]
     gateway: RawGateway,
     #[serde(default)]
@@ -73,6 +74,81 @@ struct RawWechat {
     token_redis_url: Option<String>,
     token_redis_key: Option<String>,
     open: Option<RawOpen>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWecom {
+    corpid: Option<String>,
+    agentid: Option<toml::Value>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    scope: Option<String>,
+    open_base: Option<String>,
+    api_base: Option<String>,
+    login_base: Option<String>,
+    allow_non_members: Option<bool>,
+}
+
+/// `[wecom]`, when it is set (or `WECOM_CORPID` is).
+fn wecom(
+    raw: Option<RawWecom>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<WecomConfig>, ConfigError> {
+    let raw = match raw {
+        None if env("WECOM_CORPID").is_none() => return Ok(None),
+        raw => raw.unwrap_or_default(),
+    };
+    let corpid = env("WECOM_CORPID")
+        .or(raw.corpid)
+        .ok_or_else(|| invalid("[wecom] corpid", "missing (set it, or env WECOM_CORPID)"))?;
+    check_appid("[wecom] corpid", &corpid)?;
+    let agentid = match (env("WECOM_AGENTID"), raw.agentid) {
+        (Some(a), _) => a,
+        (None, Some(toml::Value::Integer(n))) => n.to_string(),
+        (None, Some(toml::Value::String(s))) => s,
+        (None, Some(_)) => return Err(invalid("[wecom] agentid", "the app's AgentId, digits")),
+        (None, None) => {
+            return Err(invalid(
+                "[wecom] agentid",
+                "missing (the app's AgentId; or env WECOM_AGENTID)",
+            ))
+        }
+    };
+    if agentid.is_empty() || agentid.len() > 20 || !agentid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("[wecom] agentid", "the app's AgentId, digits"));
+    }
+    let secret = secret_value(
+        env("WECOM_SECRET"),
+        raw.secret_file,
+        raw.secret,
+        "[wecom] secret",
+        "set secret, secret_file, or env WECOM_SECRET",
+    )?;
+    let scope = match raw.scope.as_deref().unwrap_or("snsapi_base") {
+        "snsapi_base" => WecomScope::Base,
+        "snsapi_privateinfo" => WecomScope::PrivateInfo,
+        _ => {
+            return Err(invalid(
+                "[wecom] scope",
+                "must be \"snsapi_base\" or \"snsapi_privateinfo\"",
+            ))
+        }
+    };
+    Ok(Some(WecomConfig {
+        corpid,
+        agentid,
+        secret,
+        scope,
+        open_base: base_url("[wecom] open_base", raw.open_base, DEFAULT_OPEN_BASE)?,
+        api_base: base_url("[wecom] api_base", raw.api_base, DEFAULT_WECOM_API_BASE)?,
+        login_base: base_url(
+            "[wecom] login_base",
+            raw.login_base,
+            DEFAULT_WECOM_LOGIN_BASE,
+        )?,
+        allow_non_members: raw.allow_non_members.unwrap_or(false),
+    }))
 }
 
 #[derive(Deserialize, Default)]
@@ -328,17 +404,34 @@ impl Config {
         let env = |name: &str| env(name).filter(|v| !v.is_empty());
 
         let w = raw.wechat;
-        let appid = env("WECHAT_APPID")
-            .or(w.appid)
-            .ok_or_else(|| invalid("[wechat] appid", "missing (set it, or env WECHAT_APPID)"))?;
-        check_appid("[wechat] appid", &appid)?;
-        let secret = secret_value(
-            env("WECHAT_APP_SECRET"),
-            w.secret_file,
-            w.secret,
-            "[wechat] secret",
-            "set secret, secret_file, or env WECHAT_APP_SECRET",
-        )?;
+        let wecom = wecom(raw.wecom, &env)?;
+        let appid = env("WECHAT_APPID").or(w.appid.clone());
+        // A WeCom-only site: no Official Account, no login through WeChat.
+        let wecom_only = appid.is_none() && wecom.is_some();
+        let appid = match appid {
+            Some(appid) => appid,
+            None if wecom_only => String::new(),
+            None => {
+                return Err(invalid(
+                    "[wechat] appid",
+                    "missing (set it, or env WECHAT_APPID; or log in through [wecom] only)",
+                ))
+            }
+        };
+        if !wecom_only {
+            check_appid("[wechat] appid", &appid)?;
+        }
+        let secret = if wecom_only {
+            Secret::new(String::new())
+        } else {
+            secret_value(
+                env("WECHAT_APP_SECRET"),
+                w.secret_file,
+                w.secret,
+                "[wechat] secret",
+                "set secret, secret_file, or env WECHAT_APP_SECRET",
+            )?
+        };
         let scope = match w.scope.as_deref() {
             None => Scope::Base,
             Some(s) => Scope::parse(s).ok_or_else(|| {
@@ -655,17 +748,35 @@ impl Config {
             }
         };
 
-        let desktop_login = match g.desktop_login.as_deref().unwrap_or("notice") {
+        let default_desktop = if wecom.is_some() {
+            "wecom_qr"
+        } else {
+            "notice"
+        };
+        let desktop_login = match g.desktop_login.as_deref().unwrap_or(default_desktop) {
             "notice" => DesktopLogin::Notice,
             "qrconnect" => DesktopLogin::Qrconnect,
             "scene_qr" => DesktopLogin::SceneQr,
+            "wecom_qr" => DesktopLogin::WecomQr,
             _ => {
                 return Err(invalid(
                     "[gateway] desktop_login",
-                    "must be \"notice\", \"qrconnect\" or \"scene_qr\"",
+                    "must be \"notice\", \"qrconnect\", \"scene_qr\" or \"wecom_qr\"",
                 ))
             }
         };
+        if desktop_login == DesktopLogin::WecomQr && wecom.is_none() {
+            return Err(invalid(
+                "[gateway] desktop_login",
+                "desktop_login = \"wecom_qr\" needs the WeCom app ([wecom] corpid, agentid and secret)",
+            ));
+        }
+        if wecom_only && !matches!(desktop_login, DesktopLogin::WecomQr | DesktopLogin::Notice) {
+            return Err(invalid(
+                "[gateway] desktop_login",
+                "a WeCom-only site (no [wechat] appid) logs desktops in by \"wecom_qr\"",
+            ));
+        }
         if desktop_login == DesktopLogin::Qrconnect && open.is_none() {
             return Err(invalid(
                 "[wechat.open] appid",
@@ -909,6 +1020,7 @@ impl Config {
                 verify_files,
                 followers_cache,
             },
+            wecom,
             routes,
             upstreams,
         })

@@ -175,10 +175,13 @@ impl Config {
                 Some(_) => return Err(site_error(&name, "hosts: a list of host names")),
             };
             for key in site.keys() {
-                if !matches!(key.as_str(), "wechat" | "gateway" | "limits" | "route") {
+                if !matches!(
+                    key.as_str(),
+                    "wechat" | "wecom" | "gateway" | "limits" | "route"
+                ) {
                     return Err(site_error(
                         &name,
-                        format!("{key}: not a site's key (a site has name, hosts, [site.wechat], [site.gateway], [site.limits] and [[site.route]]; [store] and [upstreams] are the process's)"),
+                        format!("{key}: not a site's key (a site has name, hosts, [site.wechat], [site.wecom], [site.gateway], [site.limits] and [[site.route]]; [store] and [upstreams] are the process's)"),
                     ));
                 }
             }

@@ -224,6 +224,7 @@ impl<S: KeyValue> Coordination for S {
                 return Err(CoordinationError::Stalled(match which {
                     SharedToken::BasicToken => "basic-support token fetch",
                     SharedToken::JsapiTicket => "jsapi_ticket fetch",
+                    SharedToken::CorpToken => "WeCom corp token fetch",
                 }));
             }
             tokio::time::sleep(TURN_POLL).await;
@@ -516,12 +517,15 @@ pub(in crate::coordination) mod keys {
     pub(super) const BASIC_TOKEN_LOCK: &str = "basic-token-lock";
     pub(super) const JSAPI_TICKET: &str = "jsapi-ticket";
     pub(super) const JSAPI_TICKET_LOCK: &str = "jsapi-ticket-lock";
+    pub(super) const CORP_TOKEN: &str = "wecom-corp-token";
+    pub(super) const CORP_TOKEN_LOCK: &str = "wecom-corp-token-lock";
 
     /// The key of a shared token and of its fetch lock.
     pub(super) fn shared_token(which: super::SharedToken) -> (&'static str, &'static str) {
         match which {
             super::SharedToken::BasicToken => (BASIC_TOKEN, BASIC_TOKEN_LOCK),
             super::SharedToken::JsapiTicket => (JSAPI_TICKET, JSAPI_TICKET_LOCK),
+            super::SharedToken::CorpToken => (CORP_TOKEN, CORP_TOKEN_LOCK),
         }
     }
     /// The sorted set of logouts, scored by the logout time in ms.

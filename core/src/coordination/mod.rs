@@ -98,6 +98,8 @@ pub enum SharedToken {
     BasicToken,
     /// The JS-SDK's `jsapi_ticket` (`cgi-bin/ticket/getticket?type=jsapi`).
     JsapiTicket,
+    /// WeCom's corp `access_token` (`cgi-bin/gettoken`, docs/wecom.md).
+    CorpToken,
 }
 
 /// What several instances must agree on. Every call is atomic; keys are

@@ -43,6 +43,21 @@ impl LoginStart {
 }
 
 /// The single value of a query parameter; `None` when absent or repeated.
+/// Whether the browser is WeCom's own (its User-Agent says `wxwork`).
+pub(super) fn is_wecom_browser(user_agent: Option<&str>) -> bool {
+    user_agent.is_some_and(|ua| ua.contains("wxwork"))
+}
+
+/// The WeCom login for this browser: the in-app authorization in WeCom's
+/// browser, the web QR login elsewhere.
+pub(super) fn wecom_login(user_agent: Option<&str>) -> LoginApp {
+    if is_wecom_browser(user_agent) {
+        LoginApp::WeCom
+    } else {
+        LoginApp::WecomWeb
+    }
+}
+
 pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     let mut found = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -275,6 +290,10 @@ impl Gate {
                 }
                 return Decision::Reply(self.not_allowed(req, &s.identity, lang()));
             }
+            // Following the Official Account says nothing of a WeCom member.
+            (Some(s), Policy::Followers) if s.identity.wecom.is_some() => {
+                return Decision::Reply(self.not_allowed(req, &s.identity, lang()));
+            }
             (Some(s), Policy::Followers) => {
                 // The same request again once the follow state is known
                 // (a 307 keeps its method and body).
@@ -287,8 +306,11 @@ impl Gate {
                     .followers_decision(req, &s.identity, again, false, now, lang())
                     .unwrap_or_else(|| pass(Some(s)));
             }
+            // A WeCom login has no WeChat profile to ask for.
             (Some(s), _)
-                if !needs_userinfo || Scope::granted_includes_userinfo(&s.identity.scope) =>
+                if !needs_userinfo
+                    || s.identity.wecom.is_some()
+                    || Scope::granted_includes_userinfo(&s.identity.scope) =>
             {
                 return pass(Some(s));
             }
@@ -368,9 +390,14 @@ impl Gate {
         if wants_json(req) {
             return login_required_json(&self.login_url(return_to, scope, LinkForm::Absolute));
         }
-        if req
-            .user_agent
-            .is_some_and(|ua| ua.contains("MicroMessenger"))
+        // WeCom's browser says both `wxwork` and `MicroMessenger`.
+        if self.config.wecom.is_some() && is_wecom_browser(req.user_agent) {
+            return self.start_login_with(return_to, scope, LoginApp::WeCom, cookies, now);
+        }
+        if self.config.has_wechat()
+            && req
+                .user_agent
+                .is_some_and(|ua| ua.contains("MicroMessenger"))
         {
             return self.start_login(return_to, scope, cookies, now);
         }
@@ -382,6 +409,10 @@ impl Gate {
                 .any(|m| ua.contains(m))
         });
         match self.config.gateway.desktop_login {
+            // WeCom's web login page serves a phone's browser too.
+            DesktopLogin::WecomQr => {
+                return self.start_login_with(return_to, scope, LoginApp::WecomWeb, cookies, now)
+            }
             _ if phone => {}
             DesktopLogin::SceneQr => {
                 return crate::pages::scene_qr_page(
@@ -413,7 +444,9 @@ impl Gate {
             LinkForm::Absolute => self.config.gateway.origin(),
             LinkForm::Path => String::new(),
         };
-        let scope = if scope == self.config.wechat.scope {
+        let scope = if !self.config.has_wechat() {
+            "&app=wecom".to_owned()
+        } else if scope == self.config.wechat.scope {
             String::new()
         } else {
             format!("&scope={}", scope.as_str())
@@ -465,9 +498,15 @@ impl Gate {
         crate::metrics::LOGINS_STARTED
             .with_label_values(&[self.config.site_label()])
             .inc();
-        let authorize_url = match (&wechat.open, app) {
-            (Some(open), LoginApp::Website) => {
+        let authorize_url = match (&wechat.open, &self.config.wecom, app) {
+            (Some(open), _, LoginApp::Website) => {
                 qrconnect_url(wechat.open_base.as_str(), &open.appid, callback, &state)
+            }
+            (_, Some(wecom), LoginApp::WeCom) => {
+                crate::wecom::authorize_url(wecom, callback, wecom.scope, &state)
+            }
+            (_, Some(wecom), LoginApp::WecomWeb) => {
+                crate::wecom::web_login_url(wecom, callback, &state)
             }
             _ => authorize_url(
                 wechat.open_base.as_str(),
@@ -483,13 +522,7 @@ impl Gate {
         };
         let mut set_cookies = vec![self.set_cookie(
             &state_cookie_name(&state),
-            seal_state(
-                &self.sealer,
-                &state,
-                return_to,
-                app == LoginApp::Website && wechat.open.is_some(),
-                now,
-            ),
+            seal_state(&self.sealer, &state, return_to, app, now),
             STATE_LIFETIME_SECS,
         )];
         let mut live: Vec<(&str, u64)> = Vec::new();
@@ -651,10 +684,11 @@ impl Gate {
                 let scope = query_param(req.query, "scope")
                     .and_then(|s| Scope::parse(&s))
                     .unwrap_or(self.config.wechat.scope);
-                let app = if query_param(req.query, "app").as_deref() == Some("open") {
-                    LoginApp::Website
-                } else {
-                    LoginApp::OfficialAccount
+                let app = match query_param(req.query, "app").as_deref() {
+                    Some("open") if self.config.wechat.open.is_some() => LoginApp::Website,
+                    Some("wecom") if self.config.wecom.is_some() => wecom_login(req.user_agent),
+                    _ if !self.config.has_wechat() => wecom_login(req.user_agent),
+                    _ => LoginApp::OfficialAccount,
                 };
                 self.start_login_with(&rd, scope, app, cookies, now)
             }

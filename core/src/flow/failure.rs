@@ -32,6 +32,10 @@ pub(super) enum LoginFailure {
     SnapshotUser,
     /// A login without a `unionid` on a site with `require_unionid`.
     NoUnionid,
+    /// A WeCom user outside the company (no `allow_non_members`).
+    NotMember,
+    /// WeCom says the member is outside the app's visible range (60011).
+    NotVisible,
 }
 
 impl LoginFailure {
@@ -48,12 +52,21 @@ impl LoginFailure {
                     code @ (ErrCode::InvalidAppid
                     | ErrCode::InvalidAppSecret
                     | ErrCode::IpNotWhitelisted
-                    | ErrCode::InvalidGrantType),
+                    | ErrCode::InvalidGrantType
+                    | ErrCode::InvalidCredential
+                    | ErrCode::WecomInvalidAgentid
+                    | ErrCode::WecomIpNotAllowed),
                 ),
             ) => LoginFailure::Misconfigured(code),
-            (_, Some(code @ (ErrCode::DailyQuotaReached | ErrCode::TooFrequent))) => {
-                LoginFailure::WeChatBusy(code)
-            }
+            (
+                _,
+                Some(
+                    code @ (ErrCode::DailyQuotaReached
+                    | ErrCode::TooFrequent
+                    | ErrCode::WecomConcurrencyLimit),
+                ),
+            ) => LoginFailure::WeChatBusy(code),
+            (_, Some(ErrCode::WecomNoPrivilege)) => LoginFailure::NotVisible,
             (CallError::Coordination(_), _) => LoginFailure::StoreDown,
             (CallError::WeChat(e), _) if e.is_unavailable() => LoginFailure::WeChatUnreachable,
             (_, errcode) => LoginFailure::WeChatFailed(errcode),
@@ -67,6 +80,7 @@ impl LoginFailure {
             | LoginFailure::Misconfigured(code)
             | LoginFailure::WeChatBusy(code) => Some(code.code()),
             LoginFailure::WeChatFailed(code) => code.map(ErrCode::code),
+            LoginFailure::NotVisible => Some(ErrCode::WecomNoPrivilege.code()),
             _ => None,
         }
     }
@@ -103,6 +117,16 @@ impl LoginFailure {
                 403,
                 AccessDenied,
                 "this site needs a unionid: bind the Official Account (and website app) to one Open Platform account",
+            ),
+            LoginFailure::NotMember => (
+                403,
+                AccessDenied,
+                "this site is for the company's WeCom members",
+            ),
+            LoginFailure::NotVisible => (
+                403,
+                AccessDenied,
+                "the WeCom app's visible range does not include this member",
             ),
         };
         let error = ApiError::new(status, name)
@@ -163,6 +187,10 @@ impl Gate {
             },
             LoginFailure::SnapshotUser => Notice::SnapshotUser { retry },
             LoginFailure::NoUnionid => Notice::NoUnionid,
+            LoginFailure::NotMember => Notice::WecomNotMember { retry },
+            LoginFailure::NotVisible => Notice::WecomNotVisible {
+                errcode: ErrCode::WecomNoPrivilege.code(),
+            },
         };
         let reply = page
             .reply(lang, &self.branding)

@@ -23,6 +23,8 @@ pub(super) enum LoginOutcome {
     User(PackedLogin),
     /// A snapshot-page virtual user, refused by configuration.
     SnapshotRefused,
+    /// A WeCom user outside the company, refused by configuration.
+    NotMember,
 }
 
 /// A completed login: the identity, the session id its tokens are under,
@@ -69,6 +71,7 @@ pub(super) fn encode_outcome(result: &Result<LoginOutcome, CallError>) -> Option
     match result {
         Ok(LoginOutcome::User(packed)) => Some(format!("u{}", packed.0)),
         Ok(LoginOutcome::SnapshotRefused) => Some("s".into()),
+        Ok(LoginOutcome::NotMember) => Some("n".into()),
         Err(CallError::WeChat(SnsError::WeChat { code, .. })) => Some(format!("e{}", code.code())),
         Err(_) => None,
     }
@@ -82,6 +85,7 @@ pub(super) fn decode_outcome(encoded: &str) -> Result<LoginOutcome, CallError> {
             Ok(LoginOutcome::User(PackedLogin(packed.into())))
         }
         ("s", _) => Ok(LoginOutcome::SnapshotRefused),
+        ("n", _) => Ok(LoginOutcome::NotMember),
         ("e", code) => Err(CallError::WeChat(SnsError::WeChat {
             code: ErrCode::from_code(code.parse().map_err(|_| unreadable())?),
             errmsg: "answered to another instance".into(),
@@ -107,6 +111,9 @@ pub(super) fn log_login(
             .inc(),
         Ok(LoginOutcome::SnapshotRefused) => crate::metrics::LOGINS_FAILED
             .with_label_values(&[site, "snapshot"])
+            .inc(),
+        Ok(LoginOutcome::NotMember) => crate::metrics::LOGINS_FAILED
+            .with_label_values(&[site, "not_member"])
             .inc(),
         Err(e) => {
             let errcode = match e {
@@ -141,6 +148,14 @@ pub(super) fn log_login(
                 "login refused: snapshot user"
             )
         }
+        Ok(LoginOutcome::NotMember) => {
+            tracing::info!(
+                outcome = "refused",
+                site,
+                elapsed_ms,
+                "login refused: not a member of the WeCom company (allow_non_members = false)"
+            )
+        }
         Err(e @ CallError::Coordination(_)) => {
             tracing::debug!(outcome = "failed", site, error = %e, elapsed_ms, "login failed")
         }
@@ -159,6 +174,13 @@ pub(super) fn log_login(
                     "add this server's IP address to the account's IP whitelist in the WeChat console",
                 ),
                 Some(ErrCode::InvalidGrantType) => Some("check [wechat] api_base"),
+                Some(ErrCode::InvalidCredential) => {
+                    Some("check the secret ([wechat] secret, or [wecom] secret / env WECOM_SECRET)")
+                }
+                Some(ErrCode::WecomInvalidAgentid) => Some("check [wecom] agentid"),
+                Some(ErrCode::WecomIpNotAllowed) => Some(
+                    "add this server's IP address to the WeCom app's trusted IPs (企业可信IP)",
+                ),
                 _ => None,
             };
             if let Some(fix) = fix {
@@ -231,11 +253,7 @@ impl Gate {
             .iter()
             .find(|(n, _)| *n == name)
             .and_then(|(_, v)| open_state(&self.sealer, &state, v, now));
-        let app = if opened.as_ref().is_some_and(|o| o.open_app) {
-            LoginApp::Website
-        } else {
-            LoginApp::OfficialAccount
-        };
+        let app = opened.as_ref().map_or(LoginApp::OfficialAccount, |o| o.app);
         let return_to = opened.map(|o| o.return_to);
         let Some(return_to) = return_to else {
             // A repeat of a callback that already logged this browser in
@@ -464,6 +482,9 @@ impl Gate {
     /// Exchanges the code (and fetches the profile when `snsapi_userinfo` was
     /// granted), then stores the tokens under a new session id.
     pub(super) async fn exchange(&self, pending: &PendingLogin) -> Result<LoginOutcome, CallError> {
+        if matches!(pending.app, LoginApp::WeCom | LoginApp::WecomWeb) {
+            return self.exchange_wecom(pending).await;
+        }
         let sns = match (&self.open_sns, pending.app) {
             (Some(open), LoginApp::Website) => open,
             _ => &self.sns,
@@ -524,6 +545,81 @@ impl Gate {
         })))
     }
 
+    /// A WeCom login's exchange (docs/wecom.md §2): who the code belongs
+    /// to (`cgi-bin/auth/getuserinfo`), then for a member their name and
+    /// departments (`cgi-bin/user/get`) and, with `snsapi_privateinfo`,
+    /// their details (`cgi-bin/auth/getuserdetail`). The `user_ticket` is
+    /// used here and dropped; a WeCom session keeps no token.
+    async fn exchange_wecom(&self, pending: &PendingLogin) -> Result<LoginOutcome, CallError> {
+        let (Some(client), Some(cfg)) = (&self.wecom, &self.config.wecom) else {
+            return Err(
+                SnsError::Malformed("a WeCom login on a site without [wecom]".into()).into(),
+            );
+        };
+        let now = now_unix();
+        let identity = match client.visitor(&pending.code, now).await? {
+            crate::wecom::Visitor::NonMember { .. } if !cfg.allow_non_members => {
+                return Ok(LoginOutcome::NotMember)
+            }
+            crate::wecom::Visitor::NonMember { openid } => Identity {
+                openid,
+                scope: WecomScope::Base.as_str().to_owned(),
+                wecom: Some(crate::session::WecomMember {
+                    corpid: cfg.corpid.clone(),
+                    member: false,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            crate::wecom::Visitor::Member {
+                userid,
+                user_ticket,
+            } => {
+                let record = match client.member(&userid, now).await {
+                    Ok(record) => record,
+                    Err(e) if e.errcode() == Some(ErrCode::WecomNoPrivilege) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WeCom user/get failed; the session carries the userid only");
+                        crate::wecom::MemberRecord::default()
+                    }
+                };
+                let mut headimgurl = None;
+                if let Some(ticket) = &user_ticket {
+                    match client.member_detail(ticket, now).await {
+                        Ok(detail) => headimgurl = detail.avatar,
+                        Err(e) => tracing::warn!(error = %e, "WeCom getuserdetail failed"),
+                    }
+                }
+                let scope = if user_ticket.is_some() {
+                    WecomScope::PrivateInfo
+                } else {
+                    WecomScope::Base
+                };
+                Identity {
+                    openid: userid,
+                    scope: scope.as_str().to_owned(),
+                    headimgurl,
+                    wecom: Some(crate::session::WecomMember {
+                        corpid: cfg.corpid.clone(),
+                        member: true,
+                        name: record.name,
+                        departments: record.departments,
+                    }),
+                    ..Default::default()
+                }
+            }
+        };
+        if !crate::wecom::is_valid_userid(&identity.openid) {
+            return Err(SnsError::Malformed("userid has unexpected characters".into()).into());
+        }
+        Ok(LoginOutcome::User(PackedLogin::pack(&LoginRecord {
+            identity: identity.bounded(),
+            sid: new_sid(),
+            issued_at: now,
+            return_to: pending.return_to.clone(),
+        })))
+    }
+
     /// The answer to a finished exchange: the session and the way back
     /// (a `302`, or the identity as JSON for a front end's hand-off), or
     /// the failure as a page or JSON. The state cookie goes either way.
@@ -542,7 +638,10 @@ impl Gate {
                     issued_at,
                     ..
                 } = packed.unpack();
-                if self.config.gateway.require_unionid && identity.unionid.is_none() {
+                if self.config.gateway.require_unionid
+                    && identity.unionid.is_none()
+                    && identity.wecom.is_none()
+                {
                     tracing::warn!(openid = %self.log_id(&identity.openid), "login refused: no unionid (require_unionid)");
                     return self
                         .login_failure(
@@ -569,6 +668,7 @@ impl Gate {
                     .with_header("Set-Cookie", self.remove_cookie(&pending.state_cookie));
             }
             Ok(LoginOutcome::SnapshotRefused) => LoginFailure::SnapshotUser,
+            Ok(LoginOutcome::NotMember) => LoginFailure::NotMember,
             Err(e) => LoginFailure::of(e),
         };
         self.login_failure(failure, &pending.return_to, pending.answer, lang)

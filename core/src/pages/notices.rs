@@ -107,6 +107,12 @@ pub(crate) enum Notice<'a> {
     /// `403`: WeChat gave no `unionid` and the site needs one
     /// (`require_unionid`): the Open Platform binding is missing.
     NoUnionid,
+    /// `403`: a WeCom user who is not a member of the company (and the
+    /// site does not `allow_non_members`).
+    WecomNotMember { retry: &'a str },
+    /// `403`: WeCom says the member is outside the app's visible range
+    /// (60011).
+    WecomNotVisible { errcode: i64 },
     /// `400`: WeChat says the code is invalid or expired (40029, 42003).
     LoginExpired { retry: &'a str },
     /// `500`: WeChat refuses the site's credentials (`errcode`).
@@ -276,6 +282,35 @@ impl Notice<'_> {
                     None,
                     None,
                 ),
+                Notice::WecomNotMember { retry } => (
+                    403,
+                    Text {
+                        zh: "此网站仅限企业成员",
+                        en: "This site is for the company's members",
+                    },
+                    Text {
+                        zh: "您登录的企业微信账号不是本企业的成员。请用本企业的企业微信账号登录。",
+                        en: "The WeCom account you logged in with is not a member of this company. Log in with your company's WeCom account.",
+                    },
+                    None,
+                    Some((*retry, LOG_IN_AGAIN)),
+                ),
+                Notice::WecomNotVisible { errcode } => {
+                    detail_text = errcode_detail(*errcode, lang);
+                    (
+                        403,
+                        Text {
+                            zh: "您无权使用此应用",
+                            en: "You can't use this app",
+                        },
+                        Text {
+                            zh: "此企业微信应用的可见范围不包括您。请联系企业管理员在管理后台把您加入应用的可见范围。",
+                            en: "This WeCom app's visible range does not include you. Ask the company's administrator to add you to the app's visible range in the admin console.",
+                        },
+                        Some(detail_text.as_str()),
+                        None,
+                    )
+                }
                 Notice::SnapshotUser { retry } => (
                     403,
                     Text {
