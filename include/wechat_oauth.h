@@ -126,7 +126,8 @@ enum wechat_oauth_identity_field
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * `openid`.
+   * `openid` (for a WeCom login, the member's `userid`, or a
+   * non-member's WeCom `openid`).
    */
   WECHAT_OAUTH_IDENTITY_FIELD_OPENID = 1,
   /**
@@ -150,6 +151,24 @@ enum wechat_oauth_identity_field
    * WeChat gave one, else the `openid`.
    */
   WECHAT_OAUTH_IDENTITY_FIELD_USER = 6,
+  /**
+   * A WeCom member's `userid` (absent for WeChat logins and WeCom
+   * non-members), as in `X-WeCom-UserID`.
+   */
+  WECHAT_OAUTH_IDENTITY_FIELD_WECOM_USERID = 7,
+  /**
+   * The WeCom company's `corpid` (absent for WeChat logins).
+   */
+  WECHAT_OAUTH_IDENTITY_FIELD_WECOM_CORPID = 8,
+  /**
+   * The WeCom member's name, UTF-8 (absent when WeCom gave none).
+   */
+  WECHAT_OAUTH_IDENTITY_FIELD_WECOM_NAME = 9,
+  /**
+   * The WeCom member's department ids, comma-separated (`1,2`), as in
+   * `X-WeCom-Department`.
+   */
+  WECHAT_OAUTH_IDENTITY_FIELD_WECOM_DEPARTMENT = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -625,8 +644,8 @@ void wechat_oauth_decision_free(struct wechat_oauth_decision *decision);
  * Whether a request header named `name` (any bytes, any case) is one of
  * the gate's identity headers, which a host must remove before the
  * application sees the request: lower-cased with `_` read as `-`, it
- * starts with `x-wechat-` (so `X_WeChat_OpenID`, which CGI and PHP read as
- * `HTTP_X_WECHAT_OPENID`, is one too). `*out` is set to it.
+ * starts with `x-wechat-` or `x-wecom-` (so `X_WeChat_OpenID`, which CGI
+ * and PHP read as `HTTP_X_WECHAT_OPENID`, is one too). `*out` is set to it.
  *
  * Errors: `NULL_PARAMETER`.
  *
@@ -652,7 +671,9 @@ wechat_oauth_result wechat_oauth_identity_get(const struct wechat_oauth_identity
 /**
  * How many identity headers an application behind a proxy gets
  * (`X-WeChat-OpenID`, `X-WeChat-User`, `X-WeChat-Scope`, and when known
- * `X-WeChat-UnionID`, `X-WeChat-Nickname`, `X-WeChat-Snapshot`).
+ * `X-WeChat-UnionID`, `X-WeChat-Nickname`, `X-WeChat-Snapshot`; for a
+ * WeCom login `X-WeCom-UserID` or `X-WeCom-OpenID`, `X-WeCom-CorpID`, and
+ * when known `X-WeCom-Name`, `X-WeCom-Department`).
  *
  * # Safety
  * `identity` live; `out` writable.
@@ -662,8 +683,9 @@ wechat_oauth_result wechat_oauth_identity_header_count(const struct wechat_oauth
 
 /**
  * Identity header number `index`: name and value exactly as the gateway
- * sends them (the nickname percent-encoded UTF-8). Before adding them,
- * remove every `X-WeChat-*` header the client sent.
+ * sends them (the nickname and name percent-encoded UTF-8). Before adding
+ * them, remove every header the client sent that
+ * [`wechat_oauth_is_identity_header`] names (`X-WeChat-*`, `X-WeCom-*`).
  *
  * Errors: `INVALID_ARGUMENT` past the count, `NULL_PARAMETER`.
  *

@@ -224,7 +224,7 @@ final class WechatDecision
     public const NEEDS_BODY = 4;
 
     /** `WECHAT_OAUTH_IDENTITY_FIELD_*`: the identity's fields by name. */
-    public const IDENTITY_FIELDS = ['openid' => 1, 'unionid' => 2, 'scope' => 3, 'nickname' => 4, 'headimgurl' => 5, 'user' => 6];
+    public const IDENTITY_FIELDS = ['openid' => 1, 'unionid' => 2, 'scope' => 3, 'nickname' => 4, 'headimgurl' => 5, 'user' => 6, 'wecom_userid' => 7, 'wecom_corpid' => 8, 'wecom_name' => 9, 'wecom_department' => 10];
 
     public function __construct(private FFI\CData $decision)
     {

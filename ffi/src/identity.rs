@@ -13,7 +13,8 @@ use crate::strings::*;
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum wechat_oauth_identity_field {
-    /// `openid`.
+    /// `openid` (for a WeCom login, the member's `userid`, or a
+    /// non-member's WeCom `openid`).
     Openid = 1,
     /// `unionid` (absent unless WeChat gave one).
     Unionid = 2,
@@ -26,6 +27,16 @@ pub enum wechat_oauth_identity_field {
     /// The user's stable key, as in `X-WeChat-User`: the `unionid` where
     /// WeChat gave one, else the `openid`.
     User = 6,
+    /// A WeCom member's `userid` (absent for WeChat logins and WeCom
+    /// non-members), as in `X-WeCom-UserID`.
+    WecomUserid = 7,
+    /// The WeCom company's `corpid` (absent for WeChat logins).
+    WecomCorpid = 8,
+    /// The WeCom member's name, UTF-8 (absent when WeCom gave none).
+    WecomName = 9,
+    /// The WeCom member's department ids, comma-separated (`1,2`), as in
+    /// `X-WeCom-Department`.
+    WecomDepartment = 10,
 }
 
 /// A verified identity: borrowed from a decision
@@ -47,8 +58,8 @@ impl wechat_oauth_identity {
 /// Whether a request header named `name` (any bytes, any case) is one of
 /// the gate's identity headers, which a host must remove before the
 /// application sees the request: lower-cased with `_` read as `-`, it
-/// starts with `x-wechat-` (so `X_WeChat_OpenID`, which CGI and PHP read as
-/// `HTTP_X_WECHAT_OPENID`, is one too). `*out` is set to it.
+/// starts with `x-wechat-` or `x-wecom-` (so `X_WeChat_OpenID`, which CGI
+/// and PHP read as `HTTP_X_WECHAT_OPENID`, is one too). `*out` is set to it.
 ///
 /// Errors: `NULL_PARAMETER`.
 ///
@@ -96,6 +107,18 @@ pub unsafe extern "C" fn wechat_oauth_identity_get(
             f if f == F::Nickname as u32 => id.nickname.as_deref(),
             f if f == F::Headimgurl as u32 => id.headimgurl.as_deref(),
             f if f == F::User as u32 => Some(id.user_key()),
+            f if f == F::WecomUserid as u32 => id
+                .wecom
+                .as_ref()
+                .filter(|w| w.member)
+                .map(|_| id.openid.as_str()),
+            f if f == F::WecomCorpid as u32 => id.wecom.as_ref().map(|w| w.corpid.as_str()),
+            f if f == F::WecomName as u32 => id.wecom.as_ref().and_then(|w| w.name.as_deref()),
+            f if f == F::WecomDepartment as u32 => id
+                .upstream_header_values()
+                .iter()
+                .find(|(name, _)| *name == core_lib::session::HEADER_WECOM_DEPARTMENT)
+                .and_then(|(_, v)| v.to_str().ok()),
             _ => {
                 return fail(
                     wechat_oauth_result::InvalidArgument,
@@ -110,7 +133,9 @@ pub unsafe extern "C" fn wechat_oauth_identity_get(
 
 /// How many identity headers an application behind a proxy gets
 /// (`X-WeChat-OpenID`, `X-WeChat-User`, `X-WeChat-Scope`, and when known
-/// `X-WeChat-UnionID`, `X-WeChat-Nickname`, `X-WeChat-Snapshot`).
+/// `X-WeChat-UnionID`, `X-WeChat-Nickname`, `X-WeChat-Snapshot`; for a
+/// WeCom login `X-WeCom-UserID` or `X-WeCom-OpenID`, `X-WeCom-CorpID`, and
+/// when known `X-WeCom-Name`, `X-WeCom-Department`).
 ///
 /// # Safety
 /// `identity` live; `out` writable.
@@ -128,8 +153,9 @@ pub unsafe extern "C" fn wechat_oauth_identity_header_count(
 }
 
 /// Identity header number `index`: name and value exactly as the gateway
-/// sends them (the nickname percent-encoded UTF-8). Before adding them,
-/// remove every `X-WeChat-*` header the client sent.
+/// sends them (the nickname and name percent-encoded UTF-8). Before adding
+/// them, remove every header the client sent that
+/// [`wechat_oauth_is_identity_header`] names (`X-WeChat-*`, `X-WeCom-*`).
 ///
 /// Errors: `INVALID_ARGUMENT` past the count, `NULL_PARAMETER`.
 ///

@@ -1406,7 +1406,14 @@ pub enum SiteLogin {
     SceneQr,
     /// Scene QR login in safe mode (`encoding_aes_key`): encrypted pushes.
     SceneQrSafe,
+    /// WeCom beside WeChat (`[wecom]` with the emulator playing WeCom,
+    /// secret [`WECOM_TEST_SECRET`]): WeCom's browser logs in through
+    /// WeCom, desktops by WeCom's web QR login.
+    Wecom,
 }
+
+/// The corp secret of [`SiteLogin::Wecom`] sites.
+pub const WECOM_TEST_SECRET: &str = "wecomsecret8c1f2e9a7b3d";
 
 /// The `[gateway]` lines every [`Site`] has, whatever its front: a
 /// verification file, an `allow` route that lists nobody and a `public`
@@ -1448,6 +1455,24 @@ impl SiteLogin {
     fn setup(self, emulator_url: &str, front_url: &str) -> (String, String, Vec<String>) {
         if self == SiteLogin::Notice {
             return (String::new(), SITE_ROUTES.to_owned(), Vec::new());
+        }
+        if self == SiteLogin::Wecom {
+            let gateway = format!(
+                "{SITE_ROUTES}\n[wecom]\ncorpid = \"{WECOM_CORPID}\"\nagentid = {WECOM_AGENTID}\n\
+                 secret = \"{WECOM_TEST_SECRET}\"\nopen_base = \"{emulator_url}\"\n\
+                 api_base = \"{emulator_url}\"\nlogin_base = \"{emulator_url}\"\n"
+            );
+            let emulator = [
+                "--wecom-corpid",
+                WECOM_CORPID,
+                "--wecom-agentid",
+                WECOM_AGENTID,
+                "--wecom-secret",
+                WECOM_TEST_SECRET,
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            return (String::new(), gateway, emulator);
         }
         let key = if self == SiteLogin::SceneQrSafe {
             format!("encoding_aes_key = \"{ENCODING_AES_KEY}\"\n")
@@ -1493,6 +1518,7 @@ impl Site {
                 SiteLogin::SceneQrSafe => {
                     Stack::start_desktop_with("scene_qr", true, SITE_ROUTES).await
                 }
+                SiteLogin::Wecom => Stack::start_wecom(WECOM_TEST_SECRET, "", SITE_ROUTES).await,
             };
             return Site {
                 front,

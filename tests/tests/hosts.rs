@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wechat_e2e::{
     nginx_module, query_param, rss_kib, target_dir, Answer, Browser, Front, Site, SiteLogin,
-    DESKTOP_UA, WECHAT_UA,
+    DESKTOP_UA, WECHAT_UA, WECOM_AGENTID, WECOM_CORPID, WECOM_TEST_SECRET, WECOM_UA,
 };
 
 /// What one case saw, with the site's own URLs and random values replaced,
@@ -1133,4 +1133,129 @@ async fn the_nginx_modules_access_log_in_the_examples_format_holds_no_code_state
         .unwrap_or_else(|| panic!("{log}"));
     let openid = user["openid"].as_str().unwrap();
     assert!(passed.ends_with(&format!("openid={openid}")), "{passed}");
+}
+
+/// A WeCom member's login on `site`, in WeCom's browser and by the web QR
+/// login on a desktop, then a non-member refused: what every front answers.
+async fn wecom_logins(site: &Site) {
+    let front = site.front;
+    let mut phone = Browser::new(WECOM_UA);
+    let first = phone.get(&format!("{}/", site.url)).await;
+    assert_eq!(first.status, 302, "{front:?}: {}", first.body);
+    let authorize = first.location().to_owned();
+    assert!(
+        authorize.starts_with(&format!(
+            "{}/connect/oauth2/authorize?appid={WECOM_CORPID}&",
+            site.emulator_url
+        )),
+        "{front:?}: {authorize}"
+    );
+    assert_eq!(query_param(&authorize, "agentid"), WECOM_AGENTID);
+    let consent = phone.get(&authorize).await;
+    assert_eq!(consent.status, 302, "{front:?}: {}", consent.body);
+    let back = phone.get(consent.location()).await;
+    assert_eq!(back.status, 302, "{front:?}: {}", back.body);
+    let me = phone.get(&format!("{}/_wechat/userinfo", site.url)).await;
+    assert_eq!(me.status, 200, "{front:?}: {}", me.body);
+    assert_eq!(me.json()["wecom"]["userid"], "zhangsan", "{front:?}");
+    assert_eq!(me.json()["wecom"]["corpid"], WECOM_CORPID, "{front:?}");
+    match front {
+        // A proxy: the application behind gets the headers, never a client's own.
+        Front::Gateway | Front::NginxModule => {
+            let echo = phone
+                .get_with(
+                    &format!("{}/echo", site.url),
+                    &[("X-WeCom-UserID", "boss"), ("X-WeChat-OpenID", "oBoss")],
+                )
+                .await;
+            assert_eq!(echo.status, 200, "{front:?}: {}", echo.body);
+            let headers = &echo.json()["headers"];
+            assert_eq!(
+                headers["x-wecom-userid"],
+                serde_json::json!(["zhangsan"]),
+                "{front:?}: {headers}"
+            );
+            assert_eq!(
+                headers["x-wecom-department"],
+                serde_json::json!(["1,2"]),
+                "{front:?}"
+            );
+            assert_eq!(
+                headers["x-wecom-name"],
+                serde_json::json!(["%E5%BC%A0%E4%B8%89"]),
+                "{front:?}"
+            );
+            assert!(
+                headers.get("x-wechat-openid").is_none(),
+                "{front:?}: {headers}"
+            );
+        }
+        // A host is the application: its page names the member.
+        _ => {
+            let page = phone.get(&format!("{}/", site.url)).await;
+            assert_eq!(page.status, 200, "{front:?}: {}", page.body);
+            assert!(page.body.contains("zhangsan"), "{front:?}: {}", page.body);
+        }
+    }
+
+    let mut desktop = Browser::new(DESKTOP_UA);
+    let first = desktop.get(&format!("{}/", site.url)).await;
+    assert_eq!(first.status, 302, "{front:?}: {}", first.body);
+    let login = first.location().to_owned();
+    assert!(
+        login.contains("/wwlogin/sso/login?login_type=CorpApp&"),
+        "{front:?}: {login}"
+    );
+    let scanned = desktop.post_form(&login, &[]).await;
+    assert_eq!(scanned.status, 302, "{front:?}: {}", scanned.body);
+    let back = desktop.get(scanned.location()).await;
+    assert_eq!(back.status, 302, "{front:?}: {}", back.body);
+    let me = desktop.get(&format!("{}/_wechat/userinfo", site.url)).await;
+    assert_eq!(me.json()["wecom"]["userid"], "zhangsan", "{front:?}");
+
+    wechat_e2e::emulator_control(
+        &site.emulator_url,
+        "wecom/member",
+        serde_json::json!({"non_member": true}),
+    )
+    .await;
+    let mut guest = Browser::new(WECOM_UA);
+    let first = guest.get(&format!("{}/", site.url)).await;
+    let consent = guest.get(first.location()).await;
+    let refused = guest.get(consent.location()).await;
+    assert_eq!(refused.status, 403, "{front:?}: {}", refused.body);
+    assert!(
+        refused.body.contains("此网站仅限企业成员"),
+        "{front:?}: {}",
+        refused.body
+    );
+    let issued = wechat_e2e::issued_secrets(&site.emulator_url);
+    for answer in phone.seen.iter().chain(&desktop.seen).chain(&guest.seen) {
+        if !answer.url.starts_with(&site.url) {
+            continue;
+        }
+        let text = answer.all_text();
+        for secret in issued.iter().map(String::as_str).chain([WECOM_TEST_SECRET]) {
+            assert!(
+                !text.contains(secret),
+                "{front:?}: {} shows a secret",
+                answer.url
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_front_logs_a_wecom_member_in_through_the_same_calls() {
+    for front in [
+        Front::Gateway,
+        Front::C,
+        Front::Php,
+        Front::Java,
+        Front::NginxModule,
+    ] {
+        let site = Site::start_with(front, SiteLogin::Wecom).await;
+        wecom_logins(&site).await;
+        wechat_e2e::assert_no_secret_in_logs(&site.dir, &[WECOM_TEST_SECRET.to_owned()]);
+    }
 }

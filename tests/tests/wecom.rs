@@ -344,3 +344,35 @@ async fn a_wecom_only_site_logs_every_browser_in_through_wecom() {
         json!(["zhangsan"])
     );
 }
+
+#[tokio::test]
+async fn a_route_lets_in_wecom_members_by_userid_or_department_only() {
+    let secret = corp_secret();
+    let routes = "[[route]]\nprefix = \"/echo/ops/\"\npolicy = \"allow\"\n\
+                  wecom_userids = [\"lisi\"]\nwecom_departments = [1]\n";
+    let stack = Stack::start_wecom(&secret, "", routes).await;
+    member(&stack, json!({"hidden": []})).await;
+    for (userid, allowed) in [("zhangsan", true), ("lisi", true), ("wangwu", false)] {
+        member(&stack, json!({"userid": userid})).await;
+        let mut browser = Browser::new(WECOM_UA);
+        assert_eq!(in_wecom(&stack, &mut browser).await.status, 302, "{userid}");
+        let ops = browser.get(&stack.url("/echo/ops/deploy")).await;
+        if allowed {
+            assert_eq!(ops.status, 200, "{userid}: {}", ops.body);
+            assert_eq!(ops.json()["headers"]["x-wecom-userid"], json!([userid]));
+        } else {
+            assert_eq!(ops.status, 403, "{userid}: {}", ops.body);
+            assert!(
+                ops.body.contains(userid),
+                "the page names who is refused: {}",
+                ops.body
+            );
+        }
+        // Elsewhere every member is in.
+        assert_eq!(
+            browser.get(&stack.url("/echo")).await.status,
+            200,
+            "{userid}"
+        );
+    }
+}

@@ -21,6 +21,8 @@ pub(super) struct RawRoute {
     policy: Option<String>,
     allow: Option<Vec<String>>,
     allow_file: Option<PathBuf>,
+    wecom_userids: Option<Vec<String>>,
+    wecom_departments: Option<Vec<u64>>,
     preflight: Option<String>,
     upstream: Option<String>,
     force_popup: Option<bool>,
@@ -64,8 +66,9 @@ pub enum Policy {
     /// `userinfo`: a login with `snsapi_userinfo`; a `snsapi_base` session
     /// is sent to authorize again with it.
     Userinfo,
-    /// `allow`: only the listed users (their `openid` or `unionid`); anyone
-    /// else logged in gets `403`.
+    /// `allow`: only the listed users (their `openid` or `unionid`; WeCom
+    /// members by `wecom_userids` or `wecom_departments`); anyone else
+    /// logged in gets `403`.
     Allow(AllowList),
     /// `followers`: users who follow the Official Account
     /// (`cgi-bin/user/info` `subscribe` = 1, kept for `[gateway]
@@ -73,28 +76,50 @@ pub enum Policy {
     Followers,
 }
 
-/// The users of an `allow` policy: `openid`s and `unionid`s from the
-/// inline `allow` list and the `allow_file` (one per line, `#` comments),
-/// read when the configuration is loaded (so again on every reload).
+/// The users of an `allow` policy: WeChat `openid`s and `unionid`s from
+/// the inline `allow` list and the `allow_file` (one per line, `#`
+/// comments), and WeCom members by `userid` (`wecom_userids`) or by a
+/// department they are directly in (`wecom_departments`, the ids of
+/// `cgi-bin/user/get`), read when the configuration is loaded (so again on
+/// every reload). The two kinds never mix: a WeCom userid never matches a
+/// WeChat id, nor the other way round.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AllowList {
     ids: HashSet<String>,
+    wecom_userids: HashSet<String>,
+    wecom_departments: HashSet<u64>,
 }
 
 impl AllowList {
-    /// Whether a user with this `openid` (and `unionid`, if known) is listed.
-    pub fn allows(&self, openid: &str, unionid: Option<&str>) -> bool {
-        self.ids.contains(openid) || unionid.is_some_and(|u| self.ids.contains(u))
+    /// Whether `identity` is listed: a WeChat user by openid or unionid, a
+    /// WeCom member by userid or department (a WeCom non-member never).
+    pub fn allows(&self, identity: &crate::session::Identity) -> bool {
+        match &identity.wecom {
+            None => {
+                self.ids.contains(&identity.openid)
+                    || identity
+                        .unionid
+                        .as_deref()
+                        .is_some_and(|u| self.ids.contains(u))
+            }
+            Some(w) if w.member => {
+                self.wecom_userids.contains(&identity.openid)
+                    || w.departments
+                        .iter()
+                        .any(|d| self.wecom_departments.contains(d))
+            }
+            Some(_) => false,
+        }
     }
 
-    /// How many ids are listed.
+    /// How many ids are listed (WeChat ids, WeCom userids and departments).
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.ids.len() + self.wecom_userids.len() + self.wecom_departments.len()
     }
 
     /// Whether no id is listed (then nobody may enter).
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 }
 
@@ -215,12 +240,35 @@ fn route(r: RawRoute) -> Result<RouteConfig, ConfigError> {
         }
         methods.push(upper);
     }
-    let listed = r.allow.is_some() || r.allow_file.is_some();
+    let listed = r.allow.is_some()
+        || r.allow_file.is_some()
+        || r.wecom_userids.is_some()
+        || r.wecom_departments.is_some();
     let policy = match r.policy.as_deref().unwrap_or("login") {
         "public" => Policy::Public,
         "login" => Policy::Login,
         "userinfo" => Policy::Userinfo,
-        "allow" => Policy::Allow(allow_list(r.allow.unwrap_or_default(), r.allow_file)?),
+        "allow" => {
+            let mut list = allow_list(r.allow.unwrap_or_default(), r.allow_file)?;
+            for userid in r.wecom_userids.unwrap_or_default() {
+                if !crate::wecom::is_valid_userid(&userid) {
+                    return Err(invalid(
+                        "[[route]] wecom_userids",
+                        format!("{userid:?} is not a WeCom userid (1 to 64 letters, digits, '_', '-', '@', '.')"),
+                    ));
+                }
+                list.wecom_userids.insert(userid);
+            }
+            list.wecom_departments
+                .extend(r.wecom_departments.unwrap_or_default());
+            if list.len() > MAX_ALLOW_IDS {
+                return Err(invalid(
+                    "[[route]] allow",
+                    format!("at most {MAX_ALLOW_IDS} ids"),
+                ));
+            }
+            Policy::Allow(list)
+        }
         "followers" => Policy::Followers,
         other => {
             return Err(invalid(
@@ -234,7 +282,7 @@ fn route(r: RawRoute) -> Result<RouteConfig, ConfigError> {
     if listed && !matches!(policy, Policy::Allow(_)) {
         return Err(invalid(
             "[[route]] allow",
-            "allow and allow_file belong to policy = \"allow\"",
+            "allow, allow_file, wecom_userids and wecom_departments belong to policy = \"allow\"",
         ));
     }
     let preflight = match r.preflight.as_deref().unwrap_or("pass") {
@@ -308,7 +356,10 @@ fn allow_list(inline: Vec<String>, file: Option<PathBuf>) -> Result<AllowList, C
             format!("at most {MAX_ALLOW_IDS} ids"),
         ));
     }
-    Ok(AllowList { ids })
+    Ok(AllowList {
+        ids,
+        ..Default::default()
+    })
 }
 
 fn read(key: &'static str, path: &Path) -> Result<String, ConfigError> {

@@ -285,7 +285,7 @@ impl Gate {
         let needs_userinfo = *chosen.policy == Policy::Userinfo;
         match (&session, chosen.policy) {
             (Some(s), Policy::Allow(list)) => {
-                if list.allows(&s.identity.openid, s.identity.unionid.as_deref()) {
+                if list.allows(&s.identity) {
                     return pass(Some(s));
                 }
                 return Decision::Reply(self.not_allowed(req, &s.identity, lang()));

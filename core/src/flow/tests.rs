@@ -1040,12 +1040,61 @@ fn an_allow_file_is_read_with_comments_and_blank_lines() {
     let Policy::Allow(list) = &g.config.routes[0].policy else {
         panic!("{:?}", g.config.routes[0].policy)
     };
+    let who = |openid: &str, unionid: Option<&str>| Identity {
+        openid: openid.into(),
+        unionid: unionid.map(Into::into),
+        scope: "snsapi_base".into(),
+        ..Default::default()
+    };
     assert_eq!(list.len(), 2);
-    assert!(list.allows("oFromFile1", None));
-    assert!(list.allows("oSomeone", Some("uUnionFile")));
-    assert!(!list.allows("# admins", None));
-    assert!(!list.allows("oSomeone", None));
+    assert!(list.allows(&who("oFromFile1", None)));
+    assert!(list.allows(&who("oSomeone", Some("uUnionFile"))));
+    assert!(!list.allows(&who("# admins", None)));
+    assert!(!list.allows(&who("oSomeone", None)));
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn wecom_members_are_allowed_by_userid_or_department_and_never_by_a_wechat_id() {
+    let g = gate_with(
+        "[[route]]\nprefix = \"/ops/\"\npolicy = \"allow\"\nallow = [\"zhangsan\"]\n\
+         wecom_userids = [\"lisi\"]\nwecom_departments = [7]\n",
+    );
+    let Policy::Allow(list) = &g.config.routes[0].policy else {
+        panic!("{:?}", g.config.routes[0].policy)
+    };
+    let member = |userid: &str, departments: Vec<u64>, member: bool| Identity {
+        openid: userid.into(),
+        scope: "snsapi_base".into(),
+        wecom: Some(crate::session::WecomMember {
+            corpid: "ww0123456789abcdef".into(),
+            member,
+            name: None,
+            departments,
+        }),
+        ..Default::default()
+    };
+    assert!(list.allows(&member("lisi", vec![1], true)));
+    assert!(list.allows(&member("wangwu", vec![3, 7], true)));
+    assert!(!list.allows(&member("wangwu", vec![3], true)));
+    // `allow` lists WeChat ids: a member whose userid spells one is not in.
+    assert!(!list.allows(&member("zhangsan", vec![], true)));
+    // A non-member is never in, whatever its WeCom openid.
+    assert!(!list.allows(&member("lisi", vec![7], false)));
+    // And a WeChat user whose openid spells a listed userid is not either.
+    let wechat = Identity {
+        openid: "lisi".into(),
+        scope: "snsapi_base".into(),
+        ..Default::default()
+    };
+    assert!(!list.allows(&wechat));
+    for bad in ["wecom_userids = [\"a b\"]", "wecom_departments = [\"x\"]"] {
+        let text = format!(
+            "[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\n[gateway]\npublic_url = \"https://a.example\"\n\
+             cookie_secret = \"0123456789abcdef0123456789abcdef\"\n[[route]]\nprefix = \"/x/\"\npolicy = \"allow\"\n{bad}\n"
+        );
+        assert!(Config::from_toml(&text, |_| None).is_err(), "{bad}");
+    }
 }
 
 #[test]

@@ -110,6 +110,10 @@ public final class WechatOAuth implements AutoCloseable {
     static final int FIELD_NICKNAME = 4;
     static final int FIELD_HEADIMGURL = 5;
     static final int FIELD_USER = 6;
+    static final int FIELD_WECOM_USERID = 7;
+    static final int FIELD_WECOM_CORPID = 8;
+    static final int FIELD_WECOM_NAME = 9;
+    static final int FIELD_WECOM_DEPARTMENT = 10;
 
     private Pointer client;
 
@@ -253,8 +257,10 @@ public final class WechatOAuth implements AutoCloseable {
 
     static Map<String, String> identityFields(Pointer identity) {
         Map<String, String> fields = new LinkedHashMap<>();
-        String[] names = {"openid", "unionid", "scope", "nickname", "headimgurl", "user"};
-        int[] ids = {FIELD_OPENID, FIELD_UNIONID, FIELD_SCOPE, FIELD_NICKNAME, FIELD_HEADIMGURL, FIELD_USER};
+        String[] names = {"openid", "unionid", "scope", "nickname", "headimgurl", "user",
+            "wecom_userid", "wecom_corpid", "wecom_name", "wecom_department"};
+        int[] ids = {FIELD_OPENID, FIELD_UNIONID, FIELD_SCOPE, FIELD_NICKNAME, FIELD_HEADIMGURL, FIELD_USER,
+            FIELD_WECOM_USERID, FIELD_WECOM_CORPID, FIELD_WECOM_NAME, FIELD_WECOM_DEPARTMENT};
         Str value = new Str();
         for (int i = 0; i < names.length; i++) {
             check(LIB.wechat_oauth_identity_get(identity, ids[i], value), 0);

@@ -11,7 +11,8 @@
  *
  * Every request is decided by wechat_oauth_client_decide(), which does no
  * IO: it passes (identity in $wechat_openid, $wechat_unionid, $wechat_scope,
- * $wechat_nickname, $wechat_user), or answers (a redirect to WeChat, the 401 JSON, a page,
+ * $wechat_nickname, $wechat_user; a WeCom member's in $wecom_userid,
+ * $wecom_openid, $wecom_corpid, $wecom_name, $wecom_department), or answers (a redirect to WeChat, the 401 JSON, a page,
  * the library's routes under the prefix).
  *
  * The one blocking step, a callback's code exchange with WeChat, never runs
@@ -25,7 +26,7 @@
  * the config file) instead of the route its path falls under; an unknown
  * name stops `nginx -t` with the names there are.
  *
- * Client-sent X-WeChat-* request headers are removed before any upstream
+ * Client-sent X-WeChat-* and X-WeCom-* request headers are removed before any upstream
  * sees them. A broken config file stops `nginx -t` with the library's
  * message.
  */
@@ -61,7 +62,7 @@ typedef struct {
     ngx_uint_t state;
     ngx_uint_t passed;
     ngx_uint_t waiting_body; /* the access phase returned NGX_DONE until the body is read */
-    ngx_str_t fields[5]; /* openid, unionid, scope, nickname (percent-encoded), user */
+    ngx_str_t fields[10]; /* the variables of field_names (FIELD_COUNT), by index */
 } ngx_http_wechat_oauth_ctx_t;
 
 typedef struct {
@@ -112,8 +113,16 @@ ngx_module_t ngx_http_wechat_oauth_module = {
     NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     NGX_MODULE_V1_PADDING};
 
-static const char *field_names[5] = {"wechat_openid", "wechat_unionid", "wechat_scope", "wechat_nickname",
-                                     "wechat_user"};
+#define FIELD_COUNT 10
+/* The variables, and the identity header each one holds. */
+static const char *field_names[FIELD_COUNT] = {"wechat_openid",  "wechat_unionid",   "wechat_scope",
+                                               "wechat_nickname", "wechat_user",     "wecom_userid",
+                                               "wecom_openid",   "wecom_corpid",     "wecom_name",
+                                               "wecom_department"};
+static const char *field_headers[FIELD_COUNT] = {"X-WeChat-OpenID",   "X-WeChat-UnionID", "X-WeChat-Scope",
+                                                 "X-WeChat-Nickname", "X-WeChat-User",    "X-WeCom-UserID",
+                                                 "X-WeCom-OpenID",    "X-WeCom-CorpID",   "X-WeCom-Name",
+                                                 "X-WeCom-Department"};
 
 /* ---- configuration ---- */
 
@@ -242,7 +251,7 @@ static ngx_int_t ngx_http_wechat_oauth_variable(ngx_http_request_t *r, ngx_http_
 }
 
 static ngx_int_t ngx_http_wechat_oauth_preconf(ngx_conf_t *cf) {
-    for (uintptr_t i = 0; i < 5; i++) {
+    for (uintptr_t i = 0; i < FIELD_COUNT; i++) {
         ngx_str_t name = {ngx_strlen(field_names[i]), (u_char *)field_names[i]};
         ngx_http_variable_t *var = ngx_http_add_variable(cf, &name, NGX_HTTP_VAR_NOCACHEABLE);
         if (var == NULL) return NGX_ERROR;
@@ -432,35 +441,23 @@ static ngx_int_t respond(ngx_http_request_t *r, const wechat_oauth_decision *d) 
 static ngx_int_t pass(ngx_http_request_t *r, ngx_http_wechat_oauth_ctx_t *ctx) {
     const wechat_oauth_identity *id = NULL;
     if (wechat_oauth_decision_identity(ctx->decision, &id) == WECHAT_OAUTH_RESULT_OK) {
-        /* Each library field into its variable's slot (3: the nickname, below). */
-        static const struct {
-            uint32_t field;
-            int slot;
-        } fields[4] = {{WECHAT_OAUTH_IDENTITY_FIELD_OPENID, 0},
-                       {WECHAT_OAUTH_IDENTITY_FIELD_UNIONID, 1},
-                       {WECHAT_OAUTH_IDENTITY_FIELD_SCOPE, 2},
-                       {WECHAT_OAUTH_IDENTITY_FIELD_USER, 4}};
-        for (int i = 0; i < 4; i++) {
-            wechat_oauth_str v = {NULL, 0};
-            ngx_str_t *slot = &ctx->fields[fields[i].slot];
-            if (wechat_oauth_identity_get(id, fields[i].field, &v) == WECHAT_OAUTH_RESULT_OK && v.data) {
-                slot->data = ngx_pnalloc(r->pool, v.len);
-                if (slot->data == NULL) return NGX_ERROR;
-                ngx_memcpy(slot->data, v.data, v.len);
-                slot->len = v.len;
-            }
-        }
-        /* The nickname as the gateway's header carries it: percent-encoded UTF-8. */
+        /* Each variable is the value of its identity header, exactly as the
+         * gateway sends it (nickname and name percent-encoded UTF-8); a WeCom
+         * login has no X-WeChat-* header, a WeChat login no X-WeCom-* one. */
         size_t count = 0;
         wechat_oauth_identity_header_count(id, &count);
         for (size_t i = 0; i < count; i++) {
             wechat_oauth_str name, value;
-            if (wechat_oauth_identity_header(id, i, &name, &value) == WECHAT_OAUTH_RESULT_OK && name.len == 17 &&
-                ngx_strncasecmp((u_char *)name.data, (u_char *)"X-WeChat-Nickname", 17) == 0) {
-                ctx->fields[3].data = ngx_pnalloc(r->pool, value.len);
-                if (ctx->fields[3].data == NULL) return NGX_ERROR;
-                ngx_memcpy(ctx->fields[3].data, value.data, value.len);
-                ctx->fields[3].len = value.len;
+            if (wechat_oauth_identity_header(id, i, &name, &value) != WECHAT_OAUTH_RESULT_OK) continue;
+            for (int slot = 0; slot < FIELD_COUNT; slot++) {
+                size_t len = ngx_strlen(field_headers[slot]);
+                if (name.len != len || ngx_strncasecmp((u_char *)name.data, (u_char *)field_headers[slot], len) != 0) {
+                    continue;
+                }
+                ctx->fields[slot].data = ngx_pnalloc(r->pool, value.len);
+                if (ctx->fields[slot].data == NULL) return NGX_ERROR;
+                ngx_memcpy(ctx->fields[slot].data, value.data, value.len);
+                ctx->fields[slot].len = value.len;
             }
         }
     }
