@@ -26,6 +26,9 @@ pub struct SessionsRow {
 /// The Redis store's costs.
 pub struct RedisCosts {
     pub per_login: f64,
+    /// Per completed scene-QR login: the QR code, the scan's push, the
+    /// status poll that sets the session.
+    pub per_qr_login: f64,
     pub per_request: f64,
     pub background_per_s: f64,
     pub logins_one: f64,
@@ -147,15 +150,49 @@ fn commands_since_reset(port: u16) -> f64 {
         .sum()
 }
 
-/// The Redis store's commands per login, per authenticated request and in
-/// the background, and logins/s with 1 and 3 gateways on one Redis.
-pub async fn redis(
-    o: &Options,
-    dir: &Path,
-    release: &Path,
-    config: &Path,
-    emulator_url_ok: &str,
-) -> RedisCosts {
+const DESKTOP_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0";
+const PUSH_TOKEN: &str = "benchpushtoken";
+
+/// One scene-QR login on `gateway` by a desktop browser, the scan done by
+/// the emulator at `emulator` (which pushes the event to the gateway).
+async fn qr_login(client: &reqwest::Client, gateway: &str, emulator: &str) {
+    let created = client
+        .get(format!("{gateway}/_wechat/qr/new?rd=%2F"))
+        .header("User-Agent", DESKTOP_UA)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "qr/new");
+    let scene_cookie = crate::cookie_of(&created, "wechat_scene");
+    let q: serde_json::Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
+    let scan = client
+        .post(format!("{emulator}/_emulator/scan"))
+        .header("Content-Type", "application/json")
+        .body(serde_json::json!({"ticket": q["ticket"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let scanned: serde_json::Value = serde_json::from_slice(&scan.bytes().await.unwrap()).unwrap();
+    assert_eq!(scanned["status"], 200, "the scan's push: {scanned}");
+    let status = client
+        .get(format!(
+            "{gateway}/_wechat/qr/status?scene={}&wait=0",
+            q["scene"].as_str().unwrap()
+        ))
+        .header("User-Agent", DESKTOP_UA)
+        .header("Cookie", &scene_cookie)
+        .send()
+        .await
+        .unwrap();
+    crate::cookie_of(&status, "wechat_session=");
+}
+
+/// The Redis store's commands per login, per scene-QR login, per
+/// authenticated request and in the background, and logins/s with 1 and 3
+/// gateways on one Redis (with an emulator of their own, which pushes the
+/// scans to the first gateway).
+pub async fn redis(o: &Options, dir: &Path, release: &Path, config: &Path) -> RedisCosts {
     let port = free_port();
     let _redis = spawn(
         Side::Load,
@@ -181,12 +218,34 @@ pub async fn redis(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    wait_ready(emulator_url_ok).await;
+    let listens = [free_port(), free_port(), free_port()];
+    let emulator_port = free_port();
+    let emulator = format!("http://127.0.0.1:{emulator_port}");
+    let _emulator = spawn(
+        Side::Load,
+        &release.join("wechat-emulator"),
+        &[
+            "--listen",
+            &format!("127.0.0.1:{emulator_port}"),
+            "--callback-host",
+            "127.0.0.1",
+            "--appid",
+            crate::APPID,
+            "--push-token",
+            PUSH_TOKEN,
+            "--push-url",
+            &format!("http://127.0.0.1:{}/_wechat/events", listens[0]),
+        ],
+        &[("WECHAT_APP_SECRET", crate::APP_SECRET)],
+        &dir.join("emulator-redis.log"),
+    );
+    wait_ready(&format!("{emulator}/_emulator/calls")).await;
     let store = format!("redis://127.0.0.1:{port}");
     let config_arg = config.to_string_lossy();
-    let gateways: Vec<(wechat_e2e::Proc, String)> = (0..3)
-        .map(|i| {
-            let listen = free_port();
+    let gateways: Vec<(wechat_e2e::Proc, String)> = listens
+        .iter()
+        .enumerate()
+        .map(|(i, &listen)| {
             let p = spawn(
                 Side::Proxy,
                 &release.join("wechat-gateway"),
@@ -198,7 +257,13 @@ pub async fn redis(
                     "--public-url",
                     &format!("http://127.0.0.1:{listen}"),
                 ],
-                &[("WECHAT_GATEWAY__STORE__URL", store.as_str())],
+                &[
+                    ("WECHAT_GATEWAY__STORE__URL", store.as_str()),
+                    ("WECHAT_GATEWAY__WECHAT__API_BASE", emulator.as_str()),
+                    ("WECHAT_GATEWAY__WECHAT__OPEN_BASE", emulator.as_str()),
+                    ("WECHAT_GATEWAY__WECHAT__PUSH_TOKEN", PUSH_TOKEN),
+                    ("WECHAT_GATEWAY__GATEWAY__DESKTOP_LOGIN", "scene_qr"),
+                ],
                 &dir.join(format!("gateway-redis-{i}.log")),
             );
             (p, format!("http://127.0.0.1:{listen}"))
@@ -223,6 +288,17 @@ pub async fn redis(
     logins(first, count, 8).await;
     let in_logins = commands_since_reset(port) - background_per_s * t.elapsed().as_secs_f64();
     let per_login = in_logins / count as f64;
+    // The first QR code fetches the basic token (once, under the lock): not
+    // a per-login cost.
+    qr_login(&client, first, &emulator).await;
+    let qr_count = 100;
+    redis_cli(port, &["CONFIG", "RESETSTAT"]);
+    let t = Instant::now();
+    for _ in 0..qr_count {
+        qr_login(&client, first, &emulator).await;
+    }
+    let in_qr = commands_since_reset(port) - background_per_s * t.elapsed().as_secs_f64();
+    let per_qr_login = in_qr / qr_count as f64;
     let session = login(&client, first).await;
     let headers = vec![
         format!("Cookie: {session}"),
@@ -253,11 +329,12 @@ pub async fn redis(
     }
     let logins_three = 3.0 * 667.0 / t.elapsed().as_secs_f64();
     eprintln!(
-        "Redis: {per_login:.1} commands per login, {per_request:.3} per request, \
+        "Redis: {per_login:.1} commands per login, {per_qr_login:.1} per scene-QR login, {per_request:.3} per request, \
          {background_per_s:.1}/s in the background; logins/s {logins_one:.0} (1 instance), {logins_three:.0} (3)"
     );
     RedisCosts {
         per_login,
+        per_qr_login,
         per_request,
         background_per_s,
         logins_one,

@@ -491,6 +491,65 @@ mod tests {
     }
 
     #[test]
+    fn identity_headers_are_known_in_every_spelling() {
+        for name in [
+            "X-WeChat-OpenID",
+            "x_wechat_openid",
+            "X-WECHAT-Anything",
+            "X-WeCom-UserID",
+            "x_wecom_department",
+            "X-WECOM_NAME",
+        ] {
+            assert!(is_identity_header(name.as_bytes()), "{name}");
+        }
+        for name in ["X-WeCo", "X-Wechat", "X-Forwarded-For", "WeCom-UserID", ""] {
+            assert!(!is_identity_header(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_wecom_member_round_trips_and_gets_only_wecom_headers() {
+        let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+        let member = Identity {
+            openid: "li.si@corp".into(),
+            scope: "snsapi_privateinfo".into(),
+            headimgurl: Some("https://wework.qpic.cn/a/0".into()),
+            wecom: Some(WecomMember {
+                corpid: "ww0123456789abcdef".into(),
+                member: true,
+                name: Some("李四".into()),
+                departments: vec![2, 5],
+            }),
+            ..Default::default()
+        };
+        let v = seal_session(&s, &session(member.clone()));
+        assert_eq!(open_session(&s, &v, 1000), Some(session(member.clone())));
+        let headers: Vec<(&str, String)> = member
+            .upstream_headers()
+            .map(|(n, v)| (n, v.into_owned()))
+            .collect();
+        assert_eq!(
+            headers,
+            vec![
+                (HEADER_WECOM_USERID, "li.si@corp".to_owned()),
+                (HEADER_WECOM_CORPID, "ww0123456789abcdef".to_owned()),
+                (HEADER_WECOM_NAME, "%E6%9D%8E%E5%9B%9B".to_owned()),
+                (HEADER_WECOM_DEPARTMENT, "2,5".to_owned()),
+            ]
+        );
+        // A WeChat id rule does not hold a userid's `@`: a WeChat session
+        // with one never opens.
+        let forged = Identity {
+            wecom: None,
+            ..member
+        };
+        assert_eq!(
+            open_session(&s, &seal_session(&s, &session(forged)), 1000),
+            None
+        );
+    }
+
+    #[test]
     fn sessions_round_trip_and_expire() {
         let s = Sealer::new(&Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
         let v = seal_session(&s, &session(identity()));

@@ -1433,6 +1433,14 @@ policy = "followers"
 name = "staff"
 policy = "allow"
 allow = ["oNobodyIsListed"]
+[[route]]
+prefix = "/ops/"
+policy = "allow"
+wecom_userids = ["lisi"]
+[[route]]
+prefix = "/dept/"
+policy = "allow"
+wecom_departments = [1]
 "#;
 
 /// The module front's extra `location`s, each with the policy it names

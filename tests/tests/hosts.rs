@@ -1153,8 +1153,27 @@ async fn wecom_logins(site: &Site) {
     assert_eq!(query_param(&authorize, "agentid"), WECOM_AGENTID);
     let consent = phone.get(&authorize).await;
     assert_eq!(consent.status, 302, "{front:?}: {}", consent.body);
-    let back = phone.get(consent.location()).await;
+    let callback = consent.location().to_owned();
+    let kept = phone.cookies.clone();
+    let back = phone.get(&callback).await;
     assert_eq!(back.status, 302, "{front:?}: {}", back.body);
+    // WeCom's duplicate callback: the same session, no second exchange.
+    let mut duplicate = Browser::new(WECOM_UA);
+    duplicate.cookies = kept;
+    let again = duplicate.get(&callback).await;
+    assert_eq!(again.status, 302, "{front:?}: {}", again.body);
+    let calls = wechat_e2e::emulator_json(&site.emulator_url, "calls").await;
+    assert_eq!(calls["wecom_getuserinfo"], 1, "{front:?}: {calls}");
+    // The routes' WeCom rules: by userid (lisi only), by department (1).
+    let ops = phone.get(&format!("{}/ops/deploy", site.url)).await;
+    assert_eq!(ops.status, 403, "{front:?}: {}", ops.body);
+    let dept = phone.get(&format!("{}/dept/report", site.url)).await;
+    assert!(
+        ![302, 401, 403].contains(&dept.status),
+        "{front:?}: {} {}",
+        dept.status,
+        dept.body
+    );
     let me = phone.get(&format!("{}/_wechat/userinfo", site.url)).await;
     assert_eq!(me.status, 200, "{front:?}: {}", me.body);
     assert_eq!(me.json()["wecom"]["userid"], "zhangsan", "{front:?}");
@@ -1229,8 +1248,26 @@ async fn wecom_logins(site: &Site) {
         "{front:?}: {}",
         refused.body
     );
+    // WeCom refuses a code (40029): the login-expired page.
+    wechat_e2e::emulator_control(
+        &site.emulator_url,
+        "faults",
+        serde_json::json!({"endpoint": "wecom_getuserinfo", "errcode": 40029}),
+    )
+    .await;
+    let mut late = Browser::new(WECOM_UA);
+    let first = late.get(&format!("{}/", site.url)).await;
+    let consent = late.get(first.location()).await;
+    let expired = late.get(consent.location()).await;
+    assert_eq!(expired.status, 400, "{front:?}: {}", expired.body);
     let issued = wechat_e2e::issued_secrets(&site.emulator_url);
-    for answer in phone.seen.iter().chain(&desktop.seen).chain(&guest.seen) {
+    for answer in phone
+        .seen
+        .iter()
+        .chain(&desktop.seen)
+        .chain(&guest.seen)
+        .chain(&late.seen)
+    {
         if !answer.url.starts_with(&site.url) {
             continue;
         }

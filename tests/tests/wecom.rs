@@ -376,3 +376,66 @@ async fn a_route_lets_in_wecom_members_by_userid_or_department_only() {
         );
     }
 }
+
+/// The rendered text of the page `client` is on, once it holds `words`.
+async fn page_shows(client: &fantoccini::Client, words: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = match client.find(fantoccini::Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(words) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {words:?} but {text:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_desktop_chromium_logs_in_by_wecom_qr_and_sees_pages_in_english_too() {
+    let secret = corp_secret();
+    let stack = Stack::start_wecom(&secret, "", "").await;
+    let (_driver, client) = wechat_e2e::chromium(DESKTOP_UA).await;
+    // The gate sends the page to WeCom's web login; the phone scans it.
+    client.goto(&stack.url("/echo")).await.unwrap();
+    page_shows(&client, "企业微信扫码登录").await;
+    client
+        .find(fantoccini::Locator::Css("#scan"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Back through the callback to the page first asked for.
+    let text = page_shows(&client, "x-wecom-userid").await;
+    assert!(text.contains("zhangsan"), "{text}");
+    assert!(client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .ends_with("/echo"));
+    client.close().await.unwrap();
+
+    // A non-member's page, in the browser's language.
+    member(&stack, json!({"non_member": true})).await;
+    let mut guest = Browser::new(WECOM_UA);
+    let first = guest.get(&stack.url("/echo")).await;
+    let consent = guest.get(first.location()).await;
+    let refused = guest
+        .get_with(consent.location(), &[("Accept-Language", "en-US,en;q=0.9")])
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("This site is for the company's members"),
+        "{}",
+        refused.body
+    );
+}
