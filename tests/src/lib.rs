@@ -1412,6 +1412,61 @@ pub enum SiteLogin {
     Wecom,
 }
 
+/// A WeCom login from `page` with `browser`, up to the gate's callback:
+/// the page redirects to the emulator at `emulator_url` (WeCom's browser:
+/// the web authorization, with the corpid, the agentid and
+/// `#wechat_redirect`; any other: the web QR page, whose scan is played);
+/// WeCom sends the browser back. Returns the callback URL, not yet visited.
+pub async fn wecom_callback(browser: &mut Browser, page: &str, emulator_url: &str) -> String {
+    let first = browser.get(page).await;
+    assert_eq!(first.status, 302, "{page}: {}", first.body);
+    let to = first.location().to_owned();
+    let back = if to.starts_with(&format!("{emulator_url}/connect/oauth2/authorize?")) {
+        assert!(
+            to.starts_with(&format!(
+                "{emulator_url}/connect/oauth2/authorize?appid={WECOM_CORPID}&redirect_uri="
+            )),
+            "{to}"
+        );
+        assert!(to.ends_with("#wechat_redirect"), "{to}");
+        assert_eq!(query_param(&to, "agentid"), WECOM_AGENTID);
+        browser.get(&to).await
+    } else {
+        assert!(
+            to.starts_with(&format!(
+                "{emulator_url}/wwlogin/sso/login?login_type=CorpApp&appid={WECOM_CORPID}&agentid={WECOM_AGENTID}&redirect_uri="
+            )),
+            "{to}"
+        );
+        let qr = browser.get(&to).await;
+        assert_eq!(qr.status, 200, "{}", qr.body);
+        assert!(qr.body.contains("企业微信扫码登录"), "{}", qr.body);
+        // The phone scans and confirms.
+        browser.post_form(&to, &[]).await
+    };
+    assert_eq!(back.status, 302, "emulator: {}", back.body);
+    let callback = back.location().to_owned();
+    assert!(callback.contains("/_wechat/callback?"), "{callback}");
+    callback
+}
+
+/// The rendered text of the page `client` shows, once it holds `words`
+/// (within 10 s).
+pub async fn rendered_text(client: &fantoccini::Client, words: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = match client.find(fantoccini::Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(words) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "not {words:?} but {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The corp secret of [`SiteLogin::Wecom`] sites.
 pub const WECOM_TEST_SECRET: &str = "wecomsecret8c1f2e9a7b3d";
 

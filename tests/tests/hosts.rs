@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wechat_e2e::{
-    nginx_module, query_param, rss_kib, target_dir, Answer, Browser, Front, Site, SiteLogin,
-    DESKTOP_UA, WECHAT_UA, WECOM_AGENTID, WECOM_CORPID, WECOM_TEST_SECRET, WECOM_UA,
+    nginx_module, query_param, rss_kib, target_dir, wecom_callback, Answer, Browser, Front, Site,
+    SiteLogin, DESKTOP_UA, WECHAT_UA, WECOM_CORPID, WECOM_TEST_SECRET, WECOM_UA,
 };
 
 /// What one case saw, with the site's own URLs and random values replaced,
@@ -1140,20 +1140,8 @@ async fn the_nginx_modules_access_log_in_the_examples_format_holds_no_code_state
 async fn wecom_logins(site: &Site) {
     let front = site.front;
     let mut phone = Browser::new(WECOM_UA);
-    let first = phone.get(&format!("{}/", site.url)).await;
-    assert_eq!(first.status, 302, "{front:?}: {}", first.body);
-    let authorize = first.location().to_owned();
-    assert!(
-        authorize.starts_with(&format!(
-            "{}/connect/oauth2/authorize?appid={WECOM_CORPID}&",
-            site.emulator_url
-        )),
-        "{front:?}: {authorize}"
-    );
-    assert_eq!(query_param(&authorize, "agentid"), WECOM_AGENTID);
-    let consent = phone.get(&authorize).await;
-    assert_eq!(consent.status, 302, "{front:?}: {}", consent.body);
-    let callback = consent.location().to_owned();
+    let page = format!("{}/", site.url);
+    let callback = wecom_callback(&mut phone, &page, &site.emulator_url).await;
     let kept = phone.cookies.clone();
     let back = phone.get(&callback).await;
     assert_eq!(back.status, 302, "{front:?}: {}", back.body);
@@ -1218,16 +1206,8 @@ async fn wecom_logins(site: &Site) {
     }
 
     let mut desktop = Browser::new(DESKTOP_UA);
-    let first = desktop.get(&format!("{}/", site.url)).await;
-    assert_eq!(first.status, 302, "{front:?}: {}", first.body);
-    let login = first.location().to_owned();
-    assert!(
-        login.contains("/wwlogin/sso/login?login_type=CorpApp&"),
-        "{front:?}: {login}"
-    );
-    let scanned = desktop.post_form(&login, &[]).await;
-    assert_eq!(scanned.status, 302, "{front:?}: {}", scanned.body);
-    let back = desktop.get(scanned.location()).await;
+    let callback = wecom_callback(&mut desktop, &page, &site.emulator_url).await;
+    let back = desktop.get(&callback).await;
     assert_eq!(back.status, 302, "{front:?}: {}", back.body);
     let me = desktop.get(&format!("{}/_wechat/userinfo", site.url)).await;
     assert_eq!(me.json()["wecom"]["userid"], "zhangsan", "{front:?}");
@@ -1239,9 +1219,8 @@ async fn wecom_logins(site: &Site) {
     )
     .await;
     let mut guest = Browser::new(WECOM_UA);
-    let first = guest.get(&format!("{}/", site.url)).await;
-    let consent = guest.get(first.location()).await;
-    let refused = guest.get(consent.location()).await;
+    let callback = wecom_callback(&mut guest, &page, &site.emulator_url).await;
+    let refused = guest.get(&callback).await;
     assert_eq!(refused.status, 403, "{front:?}: {}", refused.body);
     assert!(
         refused.body.contains("此网站仅限企业成员"),
@@ -1256,9 +1235,8 @@ async fn wecom_logins(site: &Site) {
     )
     .await;
     let mut late = Browser::new(WECOM_UA);
-    let first = late.get(&format!("{}/", site.url)).await;
-    let consent = late.get(first.location()).await;
-    let expired = late.get(consent.location()).await;
+    let callback = wecom_callback(&mut late, &page, &site.emulator_url).await;
+    let expired = late.get(&callback).await;
     assert_eq!(expired.status, 400, "{front:?}: {}", expired.body);
     let issued = wechat_e2e::issued_secrets(&site.emulator_url);
     for answer in phone

@@ -2,7 +2,6 @@
 //! and in English, each saved as a screenshot (`target/…/screenshots/`),
 //! its words checked in the rendered page.
 
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wechat_e2e::{Stack, WECHAT_UA};
@@ -10,24 +9,7 @@ use wechat_e2e::{Stack, WECHAT_UA};
 /// Loads `url` in the browser; its rendered text once it holds `words`.
 async fn shows(client: &fantoccini::Client, url: &str, words: &str) -> String {
     client.goto(url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = client
-            .find(fantoccini::Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default();
-        if text.contains(words) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url}: not {words:?} but {text:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wechat_e2e::rendered_text(client, words).await
 }
 
 #[tokio::test]

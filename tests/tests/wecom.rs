@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use wechat_e2e::{
-    query_param, random, Answer, Browser, Stack, DESKTOP_UA, WECHAT_UA, WECOM_AGENTID,
+    random, rendered_text, wecom_callback, Answer, Browser, Stack, DESKTOP_UA, WECHAT_UA,
     WECOM_CORPID, WECOM_UA,
 };
 
@@ -25,44 +25,10 @@ async fn member(stack: &Stack, body: serde_json::Value) {
     stack.control("wecom/member", body).await;
 }
 
-/// A login in WeCom's browser from `/echo`: the gateway's answer to the callback.
+/// A login in WeCom's browser (or by the web QR login elsewhere) from
+/// `/echo`: the gateway's answer to the callback.
 async fn in_wecom(stack: &Stack, browser: &mut Browser) -> Answer {
-    let first = browser.get(&stack.url("/echo")).await;
-    assert_eq!(first.status, 302, "{}", first.body);
-    let authorize = first.location().to_owned();
-    assert!(
-        authorize.starts_with(&format!(
-            "{}/connect/oauth2/authorize?appid={WECOM_CORPID}&redirect_uri=",
-            stack.emulator_url
-        )),
-        "{authorize}"
-    );
-    assert!(authorize.ends_with("#wechat_redirect"), "{authorize}");
-    assert_eq!(query_param(&authorize, "agentid"), WECOM_AGENTID);
-    let consent = browser.get(&authorize).await;
-    assert_eq!(consent.status, 302, "emulator: {}", consent.body);
-    browser.get(consent.location()).await
-}
-
-/// A desktop login by WeCom's web QR code from `/echo`: the callback's answer.
-async fn by_wecom_qr(stack: &Stack, browser: &mut Browser) -> Answer {
-    let first = browser.get(&stack.url("/echo")).await;
-    assert_eq!(first.status, 302, "{}", first.body);
-    let login = first.location().to_owned();
-    assert!(
-        login.starts_with(&format!(
-            "{}/wwlogin/sso/login?login_type=CorpApp&appid={WECOM_CORPID}&agentid={WECOM_AGENTID}&redirect_uri=",
-            stack.emulator_url
-        )),
-        "{login}"
-    );
-    let page = browser.get(&login).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("企业微信扫码登录"), "{}", page.body);
-    // The phone scans and confirms: WeCom sends the browser back.
-    let scanned = browser.post_form(&login, &[]).await;
-    assert_eq!(scanned.status, 302, "{}", scanned.body);
-    let callback = scanned.location().to_owned();
+    let callback = wecom_callback(browser, &stack.url("/echo"), &stack.emulator_url).await;
     assert!(
         callback.starts_with(&stack.url("/_wechat/callback?")),
         "{callback}"
@@ -174,7 +140,7 @@ async fn a_desktop_logs_in_by_wecom_qr_and_a_duplicate_callback_is_one_exchange(
     let secret = corp_secret();
     let stack = Stack::start_wecom(&secret, "", "").await;
     let mut browser = Browser::new(DESKTOP_UA);
-    let back = by_wecom_qr(&stack, &mut browser).await;
+    let back = in_wecom(&stack, &mut browser).await;
     assert_eq!(back.status, 302, "{}", back.body);
     assert_eq!(
         echo(&stack, &mut browser, &[]).await["x-wecom-userid"],
@@ -377,25 +343,6 @@ async fn a_route_lets_in_wecom_members_by_userid_or_department_only() {
     }
 }
 
-/// The rendered text of the page `client` is on, once it holds `words`.
-async fn page_shows(client: &fantoccini::Client, words: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = match client.find(fantoccini::Locator::Css("body")).await {
-            Ok(body) => body.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if text.contains(words) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not {words:?} but {text:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_desktop_chromium_logs_in_by_wecom_qr_and_sees_pages_in_english_too() {
     let secret = corp_secret();
@@ -403,7 +350,7 @@ async fn a_desktop_chromium_logs_in_by_wecom_qr_and_sees_pages_in_english_too() 
     let (_driver, client) = wechat_e2e::chromium(DESKTOP_UA).await;
     // The gate sends the page to WeCom's web login; the phone scans it.
     client.goto(&stack.url("/echo")).await.unwrap();
-    page_shows(&client, "企业微信扫码登录").await;
+    rendered_text(&client, "企业微信扫码登录").await;
     client
         .find(fantoccini::Locator::Css("#scan"))
         .await
@@ -412,7 +359,7 @@ async fn a_desktop_chromium_logs_in_by_wecom_qr_and_sees_pages_in_english_too() 
         .await
         .unwrap();
     // Back through the callback to the page first asked for.
-    let text = page_shows(&client, "x-wecom-userid").await;
+    let text = rendered_text(&client, "x-wecom-userid").await;
     assert!(text.contains("zhangsan"), "{text}");
     assert!(client
         .current_url()
