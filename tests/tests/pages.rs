@@ -2,7 +2,6 @@
 //! and in English, each saved as a screenshot (`target/…/screenshots/`),
 //! its words checked in the rendered page.
 
-
 use serde_json::json;
 use wechat_e2e::{Stack, WECHAT_UA};
 
