@@ -104,6 +104,9 @@ pub(super) fn env_override_of(key: &str) -> Option<&'static str> {
         "[wechat] encoding_aes_key" => "WECHAT_ENCODING_AES_KEY",
         "[wechat.open] appid" => "WECHAT_OPEN_APPID",
         "[wechat.open] secret" => "WECHAT_OPEN_SECRET",
+        "[wecom] corpid" => "WECOM_CORPID",
+        "[wecom] agentid" => "WECOM_AGENTID",
+        "[wecom] secret" => "WECOM_SECRET",
         "[gateway] cookie_secret" | "[gateway] cookie_secrets" => "WECHAT_COOKIE_SECRET",
         "[store] url" => "WECHAT_STORE_URL",
         _ => return None,
@@ -156,6 +159,12 @@ pub(super) fn repair_key(doc: &mut toml::Table, key: &str) -> bool {
                 "secret",
                 stand_in("stand-in-secret"),
             );
+        }
+        ("wecom", "corpid") => set(doc, &path, name, stand_in("ww0000000000000000")),
+        ("wecom", "agentid") => set(doc, &path, name, stand_in("1000000")),
+        ("wecom", "secret") => {
+            remove_key(doc, "wecom", "secret_file");
+            set(doc, &["wecom"], "secret", stand_in("stand-in-secret"));
         }
         ("gateway", "public_url") => set(doc, &path, name, stand_in("https://example.invalid")),
         ("gateway", "cookie_secret" | "cookie_secrets") => {

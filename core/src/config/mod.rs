@@ -632,6 +632,60 @@ timeout_ms = 0
         assert!(problems[0].to_string().starts_with("config line 1"));
     }
 
+    #[test]
+    fn wecom_is_read_checked_and_may_stand_alone() {
+        let site = "[gateway]\npublic_url = \"https://ops.example.com\"\ncookie_secret = \"0123456789abcdef0123456789abcdef\"\n";
+        let wecom_only = format!(
+            "{site}[wecom]\ncorpid = \"ww0123456789abcdef\"\nagentid = 1000002\nsecret = \"s\"\n"
+        );
+        let c = Config::from_toml(&wecom_only, |_| None).unwrap();
+        assert!(!c.has_wechat());
+        let w = c.wecom.as_ref().unwrap();
+        assert_eq!((w.agentid.as_str(), w.scope), ("1000002", WecomScope::Base));
+        assert_eq!(w.api_base.as_str(), "https://qyapi.weixin.qq.com/");
+        assert_eq!(c.gateway.desktop_login, DesktopLogin::WecomQr);
+        assert!(!format!("{c:?}").contains("secret = \"s\""));
+        // The secret from the environment; a WeCom-only site can't use WeChat's desktop logins.
+        let env = |k: &str| (k == "WECOM_SECRET").then(|| "from-env".to_owned());
+        let no_secret = wecom_only.replace("secret = \"s\"\n", "");
+        assert_eq!(
+            Config::from_toml(&no_secret, env)
+                .unwrap()
+                .wecom
+                .unwrap()
+                .secret
+                .expose(),
+            "from-env"
+        );
+        let problems: Vec<String> = Config::check(
+            &format!("{site}desktop_login = \"scene_qr\"\n[wecom]\ncorpid = \"no spaces\"\nagentid = \"abc\"\nscope = \"snsapi_userinfo\"\n"),
+            |_| None,
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        for key in [
+            "[wecom] corpid",
+            "[wecom] agentid",
+            "[wecom] secret",
+            "[wecom] scope",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(key)),
+                "{key}:\n{}",
+                problems.join("\n")
+            );
+        }
+        // Without [wecom] and without [wechat]: the appid is missing.
+        let none = Config::from_toml(site, |_| None).unwrap_err().to_string();
+        assert!(none.contains("[wechat] appid"), "{none}");
+        let wrong = format!("{site}desktop_login = \"wecom_qr\"\n[wechat]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\n");
+        assert!(Config::from_toml(&wrong, |_| None)
+            .unwrap_err()
+            .to_string()
+            .contains("[wecom]"));
+    }
+
     const GOOD: &str = r#"
 [wechat]
 appid = "wx1234567890abcdef"
