@@ -1410,6 +1410,8 @@ pub enum SiteLogin {
     /// secret [`WECOM_TEST_SECRET`]): WeCom's browser logs in through
     /// WeCom, desktops by WeCom's web QR login.
     Wecom,
+    /// As [`SiteLogin::Wecom`], with `[wecom] scope = "snsapi_privateinfo"`.
+    WecomPrivateinfo,
 }
 
 /// A WeCom login from `page` with `browser`, up to the gate's callback:
@@ -1513,17 +1515,26 @@ const NGINX_POLICY_LOCATIONS: &str = "    location /echo/staff/ {
 ";
 
 impl SiteLogin {
+    /// The `[wecom] scope` of a WeCom site.
+    pub fn wecom_scope(self) -> Option<&'static str> {
+        match self {
+            SiteLogin::Wecom => Some("snsapi_base"),
+            SiteLogin::WecomPrivateinfo => Some("snsapi_privateinfo"),
+            _ => None,
+        }
+    }
+
     /// The `[wechat]` lines, the `[gateway]` lines (with [`SITE_ROUTES`])
     /// and the emulator's arguments (pushing to `front_url`) of this login.
     fn setup(self, emulator_url: &str, front_url: &str) -> (String, String, Vec<String>) {
         if self == SiteLogin::Notice {
             return (String::new(), SITE_ROUTES.to_owned(), Vec::new());
         }
-        if self == SiteLogin::Wecom {
+        if let Some(scope) = self.wecom_scope() {
             let gateway = format!(
                 "{SITE_ROUTES}\n[wecom]\ncorpid = \"{WECOM_CORPID}\"\nagentid = {WECOM_AGENTID}\n\
                  secret = \"{WECOM_TEST_SECRET}\"\nopen_base = \"{emulator_url}\"\n\
-                 api_base = \"{emulator_url}\"\nlogin_base = \"{emulator_url}\"\n"
+                 api_base = \"{emulator_url}\"\nlogin_base = \"{emulator_url}\"\nscope = \"{scope}\"\n"
             );
             let emulator = [
                 "--wecom-corpid",
@@ -1581,7 +1592,10 @@ impl Site {
                 SiteLogin::SceneQrSafe => {
                     Stack::start_desktop_with("scene_qr", true, SITE_ROUTES).await
                 }
-                SiteLogin::Wecom => Stack::start_wecom(WECOM_TEST_SECRET, "", SITE_ROUTES).await,
+                SiteLogin::Wecom | SiteLogin::WecomPrivateinfo => {
+                    let scope = format!("scope = \"{}\"", login.wecom_scope().unwrap());
+                    Stack::start_wecom(WECOM_TEST_SECRET, &scope, SITE_ROUTES).await
+                }
             };
             return Site {
                 front,

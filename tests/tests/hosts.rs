@@ -1135,9 +1135,9 @@ async fn the_nginx_modules_access_log_in_the_examples_format_holds_no_code_state
     assert!(passed.ends_with(&format!("openid={openid}")), "{passed}");
 }
 
-/// A WeCom member's login on `site`, in WeCom's browser and by the web QR
+/// A WeCom member's login on `site` (`login`: its scope), in WeCom's browser and by the web QR
 /// login on a desktop, then a non-member refused: what every front answers.
-async fn wecom_logins(site: &Site) {
+async fn wecom_logins(site: &Site, login: SiteLogin) {
     let front = site.front;
     let mut phone = Browser::new(WECOM_UA);
     let page = format!("{}/", site.url);
@@ -1166,6 +1166,21 @@ async fn wecom_logins(site: &Site) {
     assert_eq!(me.status, 200, "{front:?}: {}", me.body);
     assert_eq!(me.json()["wecom"]["userid"], "zhangsan", "{front:?}");
     assert_eq!(me.json()["wecom"]["corpid"], WECOM_CORPID, "{front:?}");
+    // With snsapi_privateinfo the member's details come once, for the avatar.
+    let scope = login.wecom_scope().unwrap();
+    assert_eq!(me.json()["scope"], scope, "{front:?}");
+    let private = scope == "snsapi_privateinfo";
+    assert_eq!(
+        calls["wecom_getuserdetail"],
+        u64::from(private),
+        "{front:?}: {calls}"
+    );
+    assert_eq!(
+        me.json()["headimgurl"].is_string(),
+        private,
+        "{front:?}: {}",
+        me.body
+    );
     match front {
         // A proxy: the application behind gets the headers, never a client's own.
         Front::Gateway | Front::NginxModule => {
@@ -1269,12 +1284,14 @@ async fn every_front_logs_a_wecom_member_in_through_the_same_calls() {
         Front::Java,
         Front::NginxModule,
     ] {
-        let site = Site::start_with(front, SiteLogin::Wecom).await;
-        wecom_logins(&site).await;
-        // No corp secret, corp token, code or user_ticket in any log of the front.
-        let mut secrets = wechat_e2e::issued_secrets(&site.emulator_url);
-        assert!(secrets.len() >= 4, "{front:?}: {secrets:?}");
-        secrets.push(WECOM_TEST_SECRET.to_owned());
-        wechat_e2e::assert_no_secret_in_logs(&site.dir, &secrets);
+        for login in [SiteLogin::Wecom, SiteLogin::WecomPrivateinfo] {
+            let site = Site::start_with(front, login).await;
+            wecom_logins(&site, login).await;
+            // No corp secret, corp token, code or user_ticket in any log of the front.
+            let mut secrets = wechat_e2e::issued_secrets(&site.emulator_url);
+            assert!(secrets.len() >= 4, "{front:?}: {secrets:?}");
+            secrets.push(WECOM_TEST_SECRET.to_owned());
+            wechat_e2e::assert_no_secret_in_logs(&site.dir, &secrets);
+        }
     }
 }
