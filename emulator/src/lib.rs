@@ -496,18 +496,7 @@ fn check_authorize_for(
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or_else(|| error_page(-1, "redirect_uri 参数错误"))?;
-    let host = redirect_uri.host_str().unwrap_or_default();
-    let authority = match redirect_uri.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_owned(),
-    };
-    let expected = &cfg.callback_host;
-    let matches = if expected.contains(':') {
-        &authority == expected
-    } else {
-        host == expected
-    };
-    if !matches {
+    if !on_callback_host(cfg, &redirect_uri) {
         return Err(error_page(
             10003,
             "redirect_uri 域名与后台配置不一致 (redirect_uri domain differs from the console's)",
@@ -520,6 +509,18 @@ fn check_authorize_for(
         force_popup,
         connect_redirect,
     })
+}
+
+/// Whether `url` is on the console's callback domain (WeCom: a trusted
+/// domain): its host, or `host:port` when the setting names a port.
+fn on_callback_host(cfg: &EmulatorConfig, url: &url::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let expected = &cfg.callback_host;
+    match url.port() {
+        Some(p) if expected.contains(':') => format!("{host}:{p}") == *expected,
+        _ if expected.contains(':') => false,
+        _ => host == expected,
+    }
 }
 
 fn back_to(mut redirect_uri: url::Url, code: Option<&str>, state: &str) -> Response {

@@ -133,18 +133,7 @@ fn trusted_redirect(app: &App, raw: &str, value: Option<&str>) -> Result<url::Ur
         .and_then(|v| url::Url::parse(v).ok())
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or_else(|| error_page(-1, "redirect_uri 参数错误"))?;
-    let host = url.host_str().unwrap_or_default();
-    let authority = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_owned(),
-    };
-    let expected = &app.cfg.callback_host;
-    let ok = if expected.contains(':') {
-        &authority == expected
-    } else {
-        host == expected
-    };
-    if !ok {
+    if !on_callback_host(&app.cfg, &url) {
         return Err(error_page(
             50001,
             "redirect_uri 需使用应用可信域名 (redirect_uri is not on the app's trusted domain)",
