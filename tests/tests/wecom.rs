@@ -279,14 +279,28 @@ async fn a_wecom_only_site_logs_every_browser_in_through_wecom() {
     std::fs::write(&stack.gateway_config, toml::to_string(&config).unwrap()).unwrap();
     stack.restart_gateway().await;
 
-    // WeChat's browser is not WeCom's: it gets WeCom's web login.
+    // WeChat's browser is not WeCom's, and a phone can't scan its own
+    // screen: a page to open the link in WeCom, and WeCom's web login
+    // behind its button.
     let mut wechat = Browser::new(WECHAT_UA);
     let first = wechat.get(&stack.url("/echo")).await;
-    assert_eq!(first.status, 302);
+    assert_eq!(first.status, 401, "{}", first.body);
+    assert!(first.body.contains("请在企业微信中打开"), "{}", first.body);
+    assert!(first.body.contains(&stack.url("/echo")), "{}", first.body);
+    let start = wechat
+        .get(&stack.url("/_wechat/login?rd=%2Fecho&app=wecom"))
+        .await;
     assert!(
-        first.location().contains("/wwlogin/sso/login?"),
+        start.location().contains("/wwlogin/sso/login?"),
         "{}",
-        first.location()
+        start.location()
+    );
+    assert!(
+        first
+            .body
+            .contains("/_wechat/login?rd=%2Fecho&amp;app=wecom"),
+        "{}",
+        first.body
     );
     // A script is told where to log in: the WeCom login.
     let script = Browser::new(DESKTOP_UA)

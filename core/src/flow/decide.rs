@@ -409,8 +409,16 @@ impl Gate {
                 .any(|m| ua.contains(m))
         });
         match self.config.gateway.desktop_login {
-            // WeCom's web login page serves a phone's browser too.
-            DesktopLogin::WecomQr => {
+            // A phone can't scan its own screen: open the page in WeCom
+            // (or still go to the web login, scanned with another phone).
+            DesktopLogin::WecomQr if phone && !self.config.has_wechat() => {
+                return Notice::OpenInWecom {
+                    link: &format!("{}{}", self.config.gateway.origin(), return_to),
+                    login: &self.login_url(return_to, scope, LinkForm::Path),
+                }
+                .reply(lang, &self.branding);
+            }
+            DesktopLogin::WecomQr if !phone => {
                 return self.start_login_with(return_to, scope, LoginApp::WecomWeb, cookies, now)
             }
             _ if phone => {}
@@ -428,7 +436,8 @@ impl Gate {
                 let href = format!("{login}?rd={rd}&app=open");
                 return Notice::QrconnectLogin { login: &href }.reply(lang, &self.branding);
             }
-            DesktopLogin::Notice => {}
+            // A phone on a site with WeChat too: open the page in WeChat.
+            DesktopLogin::Notice | DesktopLogin::WecomQr => {}
         }
         Notice::OpenInWeChat {
             link: &format!("{}{}", self.config.gateway.origin(), return_to),

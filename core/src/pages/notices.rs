@@ -91,6 +91,9 @@ pub(crate) enum Notice<'a> {
     /// `401`: a desktop browser on a site without a desktop login: open the
     /// `link` in WeChat, or `login` if this is WeChat after all.
     OpenInWeChat { link: &'a str, login: &'a str },
+    /// `401`: a phone's own browser on a site that logs in through WeCom
+    /// only: open the `link` in WeCom, or use WeCom's web login at `login`.
+    OpenInWecom { link: &'a str, login: &'a str },
     /// `401`: a desktop browser on a qrconnect site: log in at `login`.
     QrconnectLogin { login: &'a str },
     /// `400`: a code that came back with another browser's state.
@@ -208,6 +211,25 @@ impl Notice<'_> {
                         Text {
                             zh: "已在微信中？继续登录",
                             en: "In WeChat already? Continue",
+                        },
+                    )),
+                ),
+                Notice::OpenInWecom { link, login } => (
+                    401,
+                    Text {
+                        zh: "请在企业微信中打开",
+                        en: "Open this page in WeCom",
+                    },
+                    Text {
+                        zh: "此页面需要企业微信登录。请复制链接，在企业微信中打开。",
+                        en: "This page needs a WeCom login. Copy the link and open it in WeCom.",
+                    },
+                    Some(*link),
+                    Some((
+                        *login,
+                        Text {
+                            zh: "用企业微信扫码登录",
+                            en: "Log in with WeCom's QR code",
                         },
                     )),
                 ),
