@@ -28,7 +28,7 @@ use url::form_urlencoded;
 
 use crate::api::{self, ApiError, ErrorName, Health, PushAnswer};
 use crate::authorize::{authorize_url, qrconnect_url, AuthorizeOptions, Scope};
-use crate::config::{Config, DesktopLogin, WecomScope};
+use crate::config::{Config, DesktopLogin, Policy, WecomScope};
 use crate::coordination::key_hash;
 use crate::coordination::{
     Coordination, CoordinationError, FileStore, LoginClaim, Logout, MemoryCoordination, RedisStore,
@@ -320,6 +320,10 @@ pub struct Gate {
     /// Whether users follow the Official Account, by openid, until when
     /// (unix seconds): what `followers` routes decide on without IO.
     followers: Arc<crate::expiring::ExpiringMap<String, bool>>,
+    /// Whether a `followers` policy can decide a request here (a route
+    /// has it, or a host named it): only then is a scanner's follow state
+    /// worth a write to the shared store.
+    followers_in_use: std::sync::atomic::AtomicBool,
     /// `[wechat] push_forward`: the application's push handler.
     push_forwarder: Option<Arc<forward::PushForwarder>>,
     /// `[limits]`: logins per client address; `None` when off.
@@ -528,6 +532,7 @@ impl Gate {
                     })?,
             )),
         };
+        let followers_in_use = config.routes.iter().any(|r| r.policy == Policy::Followers);
         Ok(Gate {
             config,
             sealer,
@@ -549,6 +554,7 @@ impl Gate {
             followers: Arc::new(crate::expiring::ExpiringMap::new(
                 policy::MAX_KNOWN_FOLLOWERS,
             )),
+            followers_in_use: followers_in_use.into(),
             login_limiter,
             push_forwarder,
             long_poll_limit: Duration::from_secs(QR_LONG_POLL_SECS),
@@ -626,6 +632,9 @@ impl Gate {
         gate.refreshes = self.refreshes.clone();
         gate.revocations = self.revocations.clone();
         gate.followers = self.followers.clone();
+        if self.followers_in_use() {
+            gate.followers_in_use = true.into();
+        }
         if gate.config.limits == self.config.limits {
             gate.login_limiter = self.login_limiter.clone();
         }

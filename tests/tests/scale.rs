@@ -938,3 +938,150 @@ async fn a_scan_confirmed_on_another_instance_logs_in_the_browser_polling_a_thir
         "the scene cookie is gone after the login"
     );
 }
+
+/// The Redis commands the gateways ran since the last `CONFIG RESETSTAT`,
+/// by name: every command a script ran counts too, as `INFO commandstats`
+/// counts them. The logout sync each instance runs every 500 ms
+/// (`zrange`, `zremrangebyscore`) and this test's own calls are left out.
+fn redis_commands_since_reset(port: u16) -> std::collections::BTreeMap<String, u64> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "commandstats"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| {
+            ![
+                "zrange",
+                "zremrangebyscore",
+                "info",
+                "config|resetstat",
+                "keys",
+            ]
+            .contains(&name.as_str())
+        })
+        .collect()
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A scene QR login on `cluster`: the QR from instance 0, the scan (by a
+/// follower) pushed by WeChat to instance 0, one poll on instance 1 after
+/// it. Returns the browser, logged in, and the scene.
+async fn scanned_then_polled(cluster: &Cluster) -> (Browser, String) {
+    let mut browser = Browser::new(DESKTOP_UA);
+    let q = browser
+        .qr_new(&cluster.on(0, "/_wechat/qr/new?rd=%2Forders"))
+        .await;
+    let scene = q["scene"].as_str().unwrap().to_owned();
+    cluster
+        .control("scan", json!({ "ticket": q["ticket"], "subscribe": true }))
+        .await;
+    let polled = browser
+        .get(&cluster.on(1, &format!("/_wechat/qr/status?scene={scene}&wait=0")))
+        .await;
+    assert_eq!(polled.json()["status"], "confirmed", "{}", polled.body);
+    (browser, scene)
+}
+
+#[tokio::test]
+async fn a_scene_qr_login_costs_redis_at_most_eight_commands_and_a_retried_scan_changes_nothing() {
+    let cluster = Cluster::start().await;
+    // The first QR code fetches the basic token: not a per-login cost.
+    scanned_then_polled(&cluster).await;
+    redis_cli(cluster.redis_port, &["CONFIG", "RESETSTAT"]);
+    let (mut browser, _) = scanned_then_polled(&cluster).await;
+    let commands = redis_commands_since_reset(cluster.redis_port);
+    let total: u64 = commands.values().sum();
+    assert!(
+        total <= 8,
+        "{total} Redis commands for one scene QR login: {commands:?}"
+    );
+    // No followers route: nobody reads a follow state, none is written.
+    assert_eq!(
+        redis_cli(cluster.redis_port, &["KEYS", "test:follower:*"]).trim(),
+        ""
+    );
+    let page = browser.get(&cluster.on(2, "/echo")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+
+    // WeChat's retry of a scan (same signed URL, same body), then another
+    // person's scan of the claimed scene: each acknowledged, neither logs
+    // anyone in again.
+    let mut desktop = Browser::new(DESKTOP_UA);
+    let q = desktop.qr_new(&cluster.on(0, "/_wechat/qr/new")).await;
+    let scene = q["scene"].as_str().unwrap().to_owned();
+    // A copy of the browser that keeps the scene cookie past the login.
+    let mut kept = Browser::new(DESKTOP_UA);
+    kept.cookies = desktop.cookies.clone();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let push = |i: usize, nonce: &'static str, body: String| {
+        let url = cluster.on(i, "/_wechat/events");
+        let ts = ts.clone();
+        async move { wechat_e2e::signed_push(&url, &ts, nonce, "", body).await }
+    };
+    let scan = wechat_e2e::scan_xml("oFirstScanner", &scene, 7);
+    assert_eq!(push(0, "retryNonce1", scan.clone()).await, 200);
+    assert_eq!(push(1, "retryNonce1", scan).await, 200, "WeChat's retry");
+    let status = cluster.on(2, &format!("/_wechat/qr/status?scene={scene}&wait=0"));
+    let polled = desktop.get(&status).await;
+    assert_eq!(polled.json()["status"], "confirmed", "{}", polled.body);
+    let page = desktop.get(&cluster.on(0, "/echo")).await;
+    assert_eq!(
+        page.json()["headers"]["x-wechat-openid"][0],
+        "oFirstScanner"
+    );
+    let again = wechat_e2e::scan_xml("oSecondScanner", &scene, 8);
+    assert_eq!(push(0, "retryNonce2", again).await, 200);
+    let later = kept.get(&status).await;
+    assert_eq!(later.json()["status"], "expired", "{}", later.body);
+    assert!(!later
+        .headers_named("set-cookie")
+        .iter()
+        .any(|c| c.starts_with("wechat_session=") && !c.contains("Max-Age=0")));
+    assert_eq!(
+        desktop.get(&cluster.on(1, "/echo")).await.json()["headers"]["x-wechat-openid"][0],
+        "oFirstScanner"
+    );
+}
+
+#[tokio::test]
+async fn with_a_followers_route_a_scanners_follow_state_reaches_every_instance() {
+    let cluster = Cluster::start_with(
+        Backend::Single,
+        "[[route]]\nprefix = \"/echo/fans/\"\npolicy = \"followers\"\n",
+    )
+    .await;
+    let (mut browser, _) = scanned_then_polled(&cluster).await;
+    let checks = cluster.calls("user_info").await;
+    // Instance 2 never saw this user: the store tells it he follows (its
+    // check answers 307 back to the page, then the page).
+    let fans = browser.follow(&cluster.on(2, "/echo/fans/")).await;
+    assert_eq!(fans.status, 200, "{}", fans.body);
+    assert_eq!(
+        cluster.calls("user_info").await,
+        checks,
+        "no second cgi-bin/user/info"
+    );
+}

@@ -47,7 +47,11 @@ impl Gate {
             "public" => Named::Public,
             "login" => Named::Login,
             "userinfo" => Named::Userinfo,
-            "followers" => Named::Followers,
+            "followers" => {
+                self.followers_in_use
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Named::Followers
+            }
             _ => match self
                 .config
                 .routes
@@ -221,16 +225,22 @@ pub(super) const MAX_KNOWN_FOLLOWERS: usize = 100_000;
 pub(super) const FOLLOW_RECHECK_SECS: u64 = 10;
 
 impl Gate {
+    /// Until when (unix seconds) what WeChat said at `now` of a user's
+    /// following holds: `followers_cache_secs` for a follower,
+    /// [`FOLLOW_RECHECK_SECS`] for anyone else.
+    fn follow_known_until(&self, follows: bool, now: u64) -> u64 {
+        now + if follows {
+            self.config.gateway.followers_cache.as_secs()
+        } else {
+            FOLLOW_RECHECK_SECS
+        }
+    }
+
     /// Keeps what WeChat said of `openid`'s following in the store for
     /// every instance, until `followers_cache_secs` (a follower) or
     /// [`FOLLOW_RECHECK_SECS`] (not one) from `now`; that end.
     async fn keep_follow_status(&self, openid: &str, follows: bool, now: u64) -> u64 {
-        let until = now
-            + if follows {
-                self.config.gateway.followers_cache.as_secs()
-            } else {
-                FOLLOW_RECHECK_SECS
-            };
+        let until = self.follow_known_until(follows, now);
         if let Err(e) = self
             .coordination
             .keep_follow_status(openid, follows, until)
@@ -241,9 +251,23 @@ impl Gate {
         until
     }
 
-    /// [`Gate::keep_follow_status`], and in this instance's memory.
+    /// Whether a `followers` policy can decide a request here: a
+    /// `[[route]]` has it, or a host named it ([`Gate::named_policy`]).
+    pub(super) fn followers_in_use(&self) -> bool {
+        self.followers_in_use
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What WeChat said of a scanner's following, in this instance's
+    /// memory, and (via [`Gate::keep_follow_status`]) in the store for the
+    /// other instances when a `followers` policy is in use; else that
+    /// write would be read by nobody.
     pub(super) async fn remember_follower(&self, openid: &str, follows: bool, now: u64) {
-        let until = self.keep_follow_status(openid, follows, now).await;
+        let until = if self.followers_in_use() {
+            self.keep_follow_status(openid, follows, now).await
+        } else {
+            self.follow_known_until(follows, now)
+        };
         self.followers.insert(openid.to_owned(), follows, until);
     }
 

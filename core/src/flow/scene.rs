@@ -451,40 +451,30 @@ impl Gate {
             .await
     }
 
-    /// A push handled once across instances (WeChat retries it): a scan
-    /// marks its scene scanned for whichever instance the browser polls.
+    /// A scan marks its scene scanned for whichever instance the browser
+    /// polls, once across instances: the step from pending is its own
+    /// de-duplication, so WeChat's retry of the push finds the scene
+    /// scanned (or claimed) and changes nothing.
     ///
-    /// Errors: [`CoordinationError`] when the store is down (the push's
-    /// key is forgotten again, so WeChat's retry is handled).
+    /// Errors: [`CoordinationError`] when the store is down (nothing is
+    /// kept, so WeChat's retry is handled).
     async fn record_scan(&self, event: &push::PushEvent) -> Result<(), CoordinationError> {
-        let dedup = &event.dedup_key();
-        let ttl = Duration::from_secs(crate::qr::PUSH_DEDUP_SECS);
-        if !self.coordination.first_push(dedup, ttl).await? {
-            tracing::debug!("a push WeChat retried; already handled");
-            return Ok(());
-        }
         let Some(scene) = event.scanned_scene() else {
             return Ok(());
         };
         let scanned = SceneStatus::Scanned(event.from_user.clone());
-        match self
+        if self
             .coordination
             .scene_step(scene, &SceneStatus::Pending, &scanned)
-            .await
+            .await?
         {
-            Ok(true) => {
-                tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
-                Ok(())
-            }
-            Ok(false) => {
-                tracing::info!("a scan of an unknown or used scene; ignored");
-                Ok(())
-            }
-            Err(e) => {
-                self.coordination.forget_push(dedup).await;
-                Err(e)
-            }
+            tracing::info!(openid = %self.log_id(&event.from_user), "login scene scanned");
+        } else {
+            tracing::info!(
+                "a scan of an unknown or used scene (or WeChat's retry of one); ignored"
+            );
         }
+        Ok(())
     }
 }
 

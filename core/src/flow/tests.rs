@@ -1383,3 +1383,60 @@ fn the_auth_route_checks_followers_too() {
     assert_eq!(passed.status, 202);
     assert_eq!(passed.header("X-WeChat-OpenID"), Some("oOpenid123"));
 }
+
+#[tokio::test]
+async fn a_scanners_follow_state_is_shared_only_where_a_followers_policy_is_in_use() {
+    let now = now_unix();
+    let dir = std::env::temp_dir().join(format!("wechat-follow-{}", new_sid()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A gate whose store (a state file) keeps follow states for others.
+    let filed = |name: &str, extra: &str| {
+        gate_with(&format!(
+            "{extra}\n[store]\nurl = \"file:{}\"\n",
+            dir.join(name).display()
+        ))
+    };
+    let shared = |g: &Gate, openid: &'static str| {
+        let coordination = g.coordination.clone();
+        async move { coordination.follow_status(openid).await.unwrap() }
+    };
+    // No followers route: kept in this instance's memory, not written.
+    let g = filed("a.db", "");
+    g.remember_follower("oScanner1", true, now).await;
+    assert_eq!(g.followers.get("oScanner1", now), Some(true));
+    assert_eq!(shared(&g, "oScanner1").await, None);
+    // A host names the followers policy: from then on it is shared, and a
+    // reloaded gate keeps sharing it.
+    g.named_policy("followers").unwrap();
+    g.remember_follower("oScanner2", true, now).await;
+    let kept = shared(&g, "oScanner2").await;
+    assert!(
+        matches!(kept, Some((true, until)) if until > now),
+        "{kept:?}"
+    );
+    let reloaded = g.reload(g.config.clone()).unwrap();
+    reloaded.remember_follower("oScanner3", false, now).await;
+    assert!(matches!(
+        shared(&reloaded, "oScanner3").await,
+        Some((false, _))
+    ));
+    drop((g, reloaded));
+    // A followers route: shared from the start.
+    let routed = filed(
+        "b.db",
+        "[[route]]\nprefix = \"/fans/\"\npolicy = \"followers\"\n",
+    );
+    routed.remember_follower("oScanner4", true, now).await;
+    assert!(matches!(
+        shared(&routed, "oScanner4").await,
+        Some((true, _))
+    ));
+    drop(routed);
+    // Other named policies change nothing.
+    let other = filed("c.db", "");
+    other.named_policy("userinfo").unwrap();
+    other.remember_follower("oScanner5", true, now).await;
+    assert_eq!(shared(&other, "oScanner5").await, None);
+    drop(other);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
