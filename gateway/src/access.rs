@@ -91,6 +91,12 @@ impl AccessLogger {
         }
     }
 
+    /// Whether lines are written (`access_log` is not `"off"`): when not,
+    /// a request's [`Entry`] need not be built at all.
+    pub fn is_on(&self) -> bool {
+        !matches!(self.sink, Sink::Off)
+    }
+
     /// Writes one request's line.
     pub fn write(&self, entry: &Entry<'_>) {
         match &self.sink {

@@ -255,6 +255,10 @@ impl ProxyHttp for GatewayProxy {
         if ctx.site.is_some() {
             site.count(outcome);
         }
+        if !self.access.is_on() {
+            // No line: no time to format, no address or log id to build.
+            return;
+        }
         let several = !site.hosts.is_empty();
         let entry = Entry {
             site: ctx.site.filter(|_| several).map(|_| site.name.as_str()),
