@@ -134,19 +134,14 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Commands Redis ran since its last `CONFIG RESETSTAT`, less the bench's
-/// own `INFO` and `CONFIG` calls.
-fn commands_since_reset(port: u16) -> f64 {
-    redis_cli(port, &["INFO", "commandstats"])
-        .lines()
-        .filter_map(|l| l.strip_prefix("cmdstat_"))
-        .filter(|l| {
-            !l.starts_with("info:") && !l.starts_with("config|") && !l.starts_with("config:")
-        })
-        .filter_map(|l| {
-            let calls = l.split_once("calls=")?.1;
-            calls.split(',').next()?.parse::<f64>().ok()
-        })
+/// Commands Redis ran since its last `CONFIG RESETSTAT` (those a script
+/// ran count too, as `INFO commandstats` counts them): the logout sync's
+/// (`background`) or every other one.
+fn commands_since_reset(port: u16, background: bool) -> f64 {
+    wechat_e2e::redis_commands_since_reset(port)
+        .into_iter()
+        .filter(|(name, _)| wechat_e2e::REDIS_SYNC_COMMANDS.contains(&name.as_str()) == background)
+        .map(|(_, calls)| calls as f64)
         .sum()
 }
 
@@ -281,23 +276,21 @@ pub async fn redis(o: &Options, dir: &Path, release: &Path, config: &Path) -> Re
     // Background: the logout sync every 500 ms, per instance.
     redis_cli(port, &["CONFIG", "RESETSTAT"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let background_per_s = commands_since_reset(port) / 2.0;
+    let background_per_s = commands_since_reset(port, true) / 2.0;
     let count = 300;
     redis_cli(port, &["CONFIG", "RESETSTAT"]);
-    let t = Instant::now();
     logins(first, count, 8).await;
-    let in_logins = commands_since_reset(port) - background_per_s * t.elapsed().as_secs_f64();
+    let in_logins = commands_since_reset(port, false);
     let per_login = in_logins / count as f64;
     // The first QR code fetches the basic token (once, under the lock): not
     // a per-login cost.
     qr_login(&client, first, &emulator).await;
     let qr_count = 100;
     redis_cli(port, &["CONFIG", "RESETSTAT"]);
-    let t = Instant::now();
     for _ in 0..qr_count {
         qr_login(&client, first, &emulator).await;
     }
-    let in_qr = commands_since_reset(port) - background_per_s * t.elapsed().as_secs_f64();
+    let in_qr = commands_since_reset(port, false);
     let per_qr_login = in_qr / qr_count as f64;
     let session = login(&client, first).await;
     let headers = vec![
@@ -305,7 +298,6 @@ pub async fn redis(o: &Options, dir: &Path, release: &Path, config: &Path) -> Re
         format!("User-Agent: {}", crate::WECHAT_UA),
     ];
     redis_cli(port, &["CONFIG", "RESETSTAT"]);
-    let t = Instant::now();
     let s = crate::wrk(
         o,
         32,
@@ -313,7 +305,7 @@ pub async fn redis(o: &Options, dir: &Path, release: &Path, config: &Path) -> Re
         &headers,
         &[gateways[0].0.pid()],
     );
-    let in_requests = commands_since_reset(port) - background_per_s * t.elapsed().as_secs_f64();
+    let in_requests = commands_since_reset(port, false);
     let per_request = (in_requests / (s.rps * o.duration as f64).max(1.0)).max(0.0);
     let logins_one = logins(first, 2_000, 32).await;
     let t = Instant::now();

@@ -1168,7 +1168,7 @@ misses more as N outnumbers it.\n\n| live sessions | req/s | proxy CPU per reque
     if let Some(r) = &x.redis {
         write!(
             growth,
-            "\nWith `[store] url = \"redis://…\"` (`INFO commandstats`, the background's share taken out): \
+            "\nWith `[store] url = \"redis://…\"` (`INFO commandstats`, every command a script runs counted too; the logout sync's `ZRANGE` and `ZREMRANGEBYSCORE` counted apart as the background): \
 **{:.1} commands per completed login** (WeChat browser: redirect, authorize, callback, first page), **{:.1} per completed \
 scene-QR login** (desktop browser: QR code, the phone's scan pushed by the emulator, the status poll that sets the session), \
 **{:.3} per authenticated request**, and {:.1} per second in the background \

@@ -182,6 +182,35 @@ pub async fn emulator_control(base: &str, path: &str, body: serde_json::Value) {
     );
 }
 
+/// The commands each gateway's logout sync sends Redis every 500 ms
+/// (`Gate::sync_revocations`): background, apart from a login's work.
+pub const REDIS_SYNC_COMMANDS: [&str; 2] = ["zrange", "zremrangebyscore"];
+
+/// The Redis on loopback `port`'s command counts since its last `CONFIG
+/// RESETSTAT`, by lower-case name (`INFO commandstats`: the commands a
+/// script ran count too), less the `INFO`, `CONFIG` and `KEYS` calls
+/// tests and the bench make to look.
+pub fn redis_commands_since_reset(port: u16) -> BTreeMap<String, u64> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "commandstats"])
+        .output()
+        .expect("redis-cli runs (apt-get install redis-server)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "info" && name != "keys" && !name.starts_with("config"))
+        .collect()
+}
+
 /// Starts `redis-server` on loopback `port` (no persistence), logging to
 /// `dir/{label}.log`, and waits until it accepts connections.
 pub async fn start_redis(dir: &Path, label: &str, port: u16) -> Proc {

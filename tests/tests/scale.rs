@@ -939,40 +939,6 @@ async fn a_scan_confirmed_on_another_instance_logs_in_the_browser_polling_a_thir
     );
 }
 
-/// The Redis commands the gateways ran since the last `CONFIG RESETSTAT`,
-/// by name: every command a script ran counts too, as `INFO commandstats`
-/// counts them. The logout sync each instance runs every 500 ms
-/// (`zrange`, `zremrangebyscore`) and this test's own calls are left out.
-fn redis_commands_since_reset(port: u16) -> std::collections::BTreeMap<String, u64> {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "INFO", "commandstats"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .filter(|(name, _)| {
-            ![
-                "zrange",
-                "zremrangebyscore",
-                "info",
-                "config|resetstat",
-                "keys",
-            ]
-            .contains(&name.as_str())
-        })
-        .collect()
-}
-
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
         .args(["-p", &port.to_string()])
@@ -1008,7 +974,8 @@ async fn a_scene_qr_login_costs_redis_at_most_eight_commands_and_a_retried_scan_
     scanned_then_polled(&cluster).await;
     redis_cli(cluster.redis_port, &["CONFIG", "RESETSTAT"]);
     let (mut browser, _) = scanned_then_polled(&cluster).await;
-    let commands = redis_commands_since_reset(cluster.redis_port);
+    let mut commands = wechat_e2e::redis_commands_since_reset(cluster.redis_port);
+    commands.retain(|name, _| !wechat_e2e::REDIS_SYNC_COMMANDS.contains(&name.as_str()));
     let total: u64 = commands.values().sum();
     assert!(
         total <= 8,
