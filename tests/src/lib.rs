@@ -1196,6 +1196,25 @@ impl Stack {
         format!("{}{path}", self.gateway_url)
     }
 
+    /// The phone allows the website app's QR login (`connect/qrconnect`)
+    /// that the gateway sent `browser` to at `location`; the browser then
+    /// follows the emulator's redirect to the callback: the gateway's answer.
+    pub async fn confirm_qrconnect(&self, browser: &mut Browser, location: &str) -> Answer {
+        let query = location
+            .split_once('?')
+            .expect("a qrconnect URL with a query")
+            .1
+            .trim_end_matches("#wechat_redirect")
+            .to_owned();
+        let confirmed = browser
+            .post_form(
+                &format!("{}/connect/qrconnect", self.emulator_url),
+                &[("query", &query), ("decision", "allow")],
+            )
+            .await;
+        browser.get(confirmed.location()).await
+    }
+
     /// GET a control route of the emulator as JSON.
     pub async fn emulator(&self, path: &str) -> serde_json::Value {
         emulator_json(&self.emulator_url, path).await

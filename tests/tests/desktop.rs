@@ -436,19 +436,7 @@ async fn qrconnect_logs_in_with_the_website_apps_credentials() {
     );
     let qr_page = browser.get(&location).await;
     assert_eq!(qr_page.status, 200);
-    let query = location
-        .split_once('?')
-        .unwrap()
-        .1
-        .trim_end_matches("#wechat_redirect")
-        .to_owned();
-    let confirmed = browser
-        .post_form(
-            &format!("{}/connect/qrconnect", stack.emulator_url),
-            &[("query", &query), ("decision", "allow")],
-        )
-        .await;
-    let back = browser.get(confirmed.location()).await;
+    let back = stack.confirm_qrconnect(&mut browser, &location).await;
     assert_eq!(
         (back.status, back.location()),
         (302, "/orders"),

@@ -31,19 +31,7 @@ async fn by_qrconnect(stack: &Stack, browser: &mut Browser) -> wechat_e2e::Answe
         location.contains(&format!("appid={OPEN_APPID}")),
         "{location}"
     );
-    let query = location
-        .split_once('?')
-        .unwrap()
-        .1
-        .trim_end_matches("#wechat_redirect")
-        .to_owned();
-    let confirmed = browser
-        .post_form(
-            &format!("{}/connect/qrconnect", stack.emulator_url),
-            &[("query", &query), ("decision", "allow")],
-        )
-        .await;
-    browser.get(confirmed.location()).await
+    stack.confirm_qrconnect(browser, &location).await
 }
 
 /// A desktop login by the Official Account's scene QR code, scanned by a

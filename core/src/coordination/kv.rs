@@ -207,13 +207,13 @@ impl<S: KeyValue> Coordination for S {
         let deadline = Instant::now() + hold;
         loop {
             let kept = self.kv_get(key).await?;
-            if let Some(found) = fresh_basic_token(kept, fresh_until) {
+            if let Some(found) = fresh_shared_token(kept, fresh_until) {
                 return Ok(Turn::Done(found));
             }
             if take_lock(self, lock, hold).await? {
                 if self.is_multi_process() {
                     let kept = self.kv_get(key).await?;
-                    if let Some(found) = fresh_basic_token(kept, fresh_until) {
+                    if let Some(found) = fresh_shared_token(kept, fresh_until) {
                         release_lock(self, lock).await;
                         return Ok(Turn::Done(found));
                     }
@@ -240,7 +240,7 @@ impl<S: KeyValue> Coordination for S {
         let kept = match fetched {
             Some((token, expires_at)) => {
                 let ttl = Duration::from_secs(expires_at.saturating_sub(now_unix()).max(1));
-                let value = encode_basic_token(token, expires_at);
+                let value = encode_shared_token(token, expires_at);
                 self.kv_set(key, &value, ttl).await
             }
             None => Ok(()),
@@ -251,7 +251,7 @@ impl<S: KeyValue> Coordination for S {
 
     async fn forget_shared_token(&self, which: SharedToken, token: &AccessToken) {
         let (key, _) = keys::shared_token(which);
-        if is_basic_token(self.kv_get(key).await.ok().flatten(), token) {
+        if is_shared_token(self.kv_get(key).await.ok().flatten(), token) {
             let _ = self.kv_delete(key).await;
         }
     }
@@ -412,14 +412,15 @@ fn logout_from_member(member: &str, at_ms: u64) -> Option<Logout> {
     })
 }
 
-/// The basic-support token as either store keeps it: compact JSON.
+/// A shared token ([`SharedToken`]: the basic-support token, the
+/// `jsapi_ticket`, WeCom's corp token) as either store keeps it: compact JSON.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KeptToken {
     t: String,
     exp: u64,
 }
 
-fn encode_basic_token(token: &AccessToken, expires_at: u64) -> String {
+fn encode_shared_token(token: &AccessToken, expires_at: u64) -> String {
     serde_json::to_string(&KeptToken {
         t: token.expose().to_owned(),
         exp: expires_at,
@@ -427,15 +428,15 @@ fn encode_basic_token(token: &AccessToken, expires_at: u64) -> String {
     .expect("serializes")
 }
 
-/// A kept basic-support token that lasts past `fresh_until`.
-fn fresh_basic_token(kept: Option<String>, fresh_until: u64) -> Option<(AccessToken, u64)> {
+/// A kept shared token that lasts past `fresh_until` (unix seconds), with its end.
+fn fresh_shared_token(kept: Option<String>, fresh_until: u64) -> Option<(AccessToken, u64)> {
     kept.and_then(|v| serde_json::from_str::<KeptToken>(&v).ok())
         .filter(|t| t.exp > fresh_until)
         .map(|t| (AccessToken::new(t.t), t.exp))
 }
 
-/// Whether the kept basic-support token is `token`.
-fn is_basic_token(kept: Option<String>, token: &AccessToken) -> bool {
+/// Whether the kept shared token is `token`.
+fn is_shared_token(kept: Option<String>, token: &AccessToken) -> bool {
     kept.and_then(|v| serde_json::from_str::<KeptToken>(&v).ok())
         .is_some_and(|t| t.t == token.expose())
 }
