@@ -119,10 +119,11 @@ static const char *field_names[FIELD_COUNT] = {"wechat_openid",  "wechat_unionid
                                                "wechat_nickname", "wechat_user",     "wecom_userid",
                                                "wecom_openid",   "wecom_corpid",     "wecom_name",
                                                "wecom_department"};
-static const char *field_headers[FIELD_COUNT] = {"X-WeChat-OpenID",   "X-WeChat-UnionID", "X-WeChat-Scope",
-                                                 "X-WeChat-Nickname", "X-WeChat-User",    "X-WeCom-UserID",
-                                                 "X-WeCom-OpenID",    "X-WeCom-CorpID",   "X-WeCom-Name",
-                                                 "X-WeCom-Department"};
+static const ngx_str_t field_headers[FIELD_COUNT] = {
+    ngx_string("X-WeChat-OpenID"),   ngx_string("X-WeChat-UnionID"), ngx_string("X-WeChat-Scope"),
+    ngx_string("X-WeChat-Nickname"), ngx_string("X-WeChat-User"),    ngx_string("X-WeCom-UserID"),
+    ngx_string("X-WeCom-OpenID"),    ngx_string("X-WeCom-CorpID"),   ngx_string("X-WeCom-Name"),
+    ngx_string("X-WeCom-Department")};
 
 /* ---- configuration ---- */
 
@@ -449,15 +450,15 @@ static ngx_int_t pass(ngx_http_request_t *r, ngx_http_wechat_oauth_ctx_t *ctx) {
         for (size_t i = 0; i < count; i++) {
             wechat_oauth_str name, value;
             if (wechat_oauth_identity_header(id, i, &name, &value) != WECHAT_OAUTH_RESULT_OK) continue;
+            /* The library names each header exactly as field_headers spells it. */
             for (int slot = 0; slot < FIELD_COUNT; slot++) {
-                size_t len = ngx_strlen(field_headers[slot]);
-                if (name.len != len || ngx_strncasecmp((u_char *)name.data, (u_char *)field_headers[slot], len) != 0) {
-                    continue;
-                }
-                ctx->fields[slot].data = ngx_pnalloc(r->pool, value.len);
-                if (ctx->fields[slot].data == NULL) return NGX_ERROR;
-                ngx_memcpy(ctx->fields[slot].data, value.data, value.len);
+                const ngx_str_t *header = &field_headers[slot];
+                if (name.len != header->len || ngx_memcmp(name.data, header->data, header->len) != 0) continue;
+                /* Borrowed, not copied: the decision holds the identity until
+                 * the request's pool is destroyed, after its log phase. */
+                ctx->fields[slot].data = (u_char *)value.data;
                 ctx->fields[slot].len = value.len;
+                break;
             }
         }
     }
