@@ -1196,22 +1196,28 @@ impl Stack {
         format!("{}{path}", self.gateway_url)
     }
 
+    /// The user answers the emulator's consent page (`connect/oauth2/authorize`)
+    /// or its website-app QR page (`connect/qrconnect`) that the gateway
+    /// sent `browser` to at `location`, with `decision` (`allow` or
+    /// `deny`): the emulator's redirect back to the callback.
+    pub async fn answer_wechat(
+        &self,
+        browser: &mut Browser,
+        location: &str,
+        decision: &str,
+    ) -> Answer {
+        let (page, query) = location.split_once('?').expect("a WeChat URL with a query");
+        let query = query.trim_end_matches("#wechat_redirect");
+        browser
+            .post_form(page, &[("query", query), ("decision", decision)])
+            .await
+    }
+
     /// The phone allows the website app's QR login (`connect/qrconnect`)
-    /// that the gateway sent `browser` to at `location`; the browser then
-    /// follows the emulator's redirect to the callback: the gateway's answer.
+    /// at `location`; the browser follows the emulator's redirect to the
+    /// callback: the gateway's answer.
     pub async fn confirm_qrconnect(&self, browser: &mut Browser, location: &str) -> Answer {
-        let query = location
-            .split_once('?')
-            .expect("a qrconnect URL with a query")
-            .1
-            .trim_end_matches("#wechat_redirect")
-            .to_owned();
-        let confirmed = browser
-            .post_form(
-                &format!("{}/connect/qrconnect", self.emulator_url),
-                &[("query", &query), ("decision", "allow")],
-            )
-            .await;
+        let confirmed = self.answer_wechat(browser, location, "allow").await;
         browser.get(confirmed.location()).await
     }
 

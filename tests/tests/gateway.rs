@@ -242,12 +242,7 @@ async fn a_declined_authorization_gets_a_page_to_try_again_and_no_token_call() {
         .await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("decision"), "{}", page.body);
-    let denied = browser
-        .post_form(
-            &format!("{}/connect/oauth2/authorize", stack.emulator_url),
-            &[("query", &query), ("decision", "deny")],
-        )
-        .await;
+    let denied = stack.answer_wechat(&mut browser, &with_popup, "deny").await;
     let callback = denied.location().to_owned();
     assert!(!callback.contains("code="));
     let answer = browser.get(&callback).await;
@@ -292,18 +287,8 @@ async fn force_popup_connect_redirect_and_the_profile_language_reach_wechat() {
     let page = payer.get(first.location()).await;
     assert_eq!(page.status, 200, "the consent page: {}", page.body);
     assert_eq!(seen().await["authorize_force_popup"], true);
-    let query = first
-        .location()
-        .split_once('?')
-        .unwrap()
-        .1
-        .trim_end_matches("#wechat_redirect")
-        .to_owned();
-    let allowed = payer
-        .post_form(
-            &format!("{}/connect/oauth2/authorize", stack.emulator_url),
-            &[("query", &query), ("decision", "allow")],
-        )
+    let allowed = stack
+        .answer_wechat(&mut payer, first.location(), "allow")
         .await;
     let back = payer.get(allowed.location()).await;
     assert_eq!(back.location(), "/echo/pay/order?id=7");
