@@ -257,13 +257,13 @@ pub async fn emulator_post(base: &str, path: &str, body: serde_json::Value) -> s
 
 /// GET `/_emulator/{path}` of the emulator at `base` as JSON.
 pub async fn emulator_json(base: &str, path: &str) -> serde_json::Value {
-    let text = reqwest::get(format!("{base}/_emulator/{path}"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
+    get_json(&format!("{base}/_emulator/{path}")).await
+}
+
+/// GET `url` as JSON (the emulator's own WeChat APIs, a control route).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
 }
 
 /// The website app's appid in [`Stack::start_desktop`].

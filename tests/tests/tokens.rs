@@ -60,16 +60,11 @@ async fn a_follower_opens_the_fans_page(stack: &Stack, base: &str) -> u16 {
 
 /// The account's other backend: `cgi-bin/token` (plain).
 async fn plain_token(stack: &Stack) -> String {
-    let text = reqwest::get(format!(
+    wechat_e2e::get_json(&format!(
         "{}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
         stack.emulator_url, stack.appid, stack.app_secret
     ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["access_token"]
+    .await["access_token"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -99,16 +94,11 @@ async fn user_info_errcode(stack: &Stack, token: &str) -> i64 {
         .as_str()
         .unwrap()
         .to_owned();
-    let text = reqwest::get(format!(
+    wechat_e2e::get_json(&format!(
         "{}/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN",
         stack.emulator_url
     ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["errcode"]
+    .await["errcode"]
         .as_i64()
         .unwrap_or(0)
 }
