@@ -1746,13 +1746,21 @@ impl Site {
                 .filter(|l| !l.starts_with("mp_base"))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            let s = Stack::start_inner(
+            let wecom = login.wecom_scope().is_some();
+            let mut s = Stack::start_inner(
                 &wechat_extra,
-                &gateway_extra,
+                if wecom { "" } else { &gateway_extra },
                 Some(url.clone()),
                 &emulator_args,
             )
             .await;
+            if wecom {
+                // [wecom] names the emulator's URL, known once it runs.
+                let (_, gateway_extra, _) = login.setup(&s.emulator_url, &url);
+                let cookie_secret = s.cookie_secret.clone();
+                s.start_gateway(&wechat_extra, &gateway_extra, &cookie_secret)
+                    .await;
+            }
             site_conf = site_conf
                 .replace(
                     "127.0.0.1:8080",

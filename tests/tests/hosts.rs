@@ -601,11 +601,14 @@ async fn nginx_passes_the_identity_upstream_and_never_a_spoofed_header() {
             ("X_WeChat_OpenID", "forged"),
             ("X-WeChat_UnionID", "forged"),
             ("x_wechat_scope", "snsapi_userinfo"),
+            // A WeCom member's headers, on a WeChat site.
+            ("X-WeCom-UserID", "boss"),
+            ("x-wecom-corpid", "wwforged"),
+            ("X_WeCom_Department", "1"),
         ];
         let identity_like = |name: &String| {
-            name.to_ascii_lowercase()
-                .replace('_', "-")
-                .starts_with("x-wechat-")
+            let name = name.to_ascii_lowercase().replace('_', "-");
+            name.starts_with("x-wechat-") || name.starts_with("x-wecom-")
         };
         // Public path without a session: nothing claims an identity.
         let public = Browser::new(DESKTOP_UA)
@@ -643,6 +646,9 @@ async fn nginx_passes_the_identity_upstream_and_never_a_spoofed_header() {
         );
         assert_eq!(echo["nickname"], user["nickname"], "{front:?}");
         assert!(h.get("x-wechat-snapshot").is_none(), "{front:?}");
+        for wecom in ["x-wecom-userid", "x-wecom-corpid", "x-wecom-department"] {
+            assert!(h.get(wecom).is_none(), "{front:?}: {h}");
+        }
         let spellings: Vec<&String> = h
             .as_object()
             .unwrap()
@@ -1183,7 +1189,7 @@ async fn wecom_logins(site: &Site, login: SiteLogin) {
     );
     match front {
         // A proxy: the application behind gets the headers, never a client's own.
-        Front::Gateway | Front::NginxModule => {
+        Front::Gateway | Front::NginxModule | Front::NginxAuthRequest => {
             let echo = phone
                 .get_with(
                     &format!("{}/echo", site.url),
@@ -1283,6 +1289,7 @@ async fn every_front_logs_a_wecom_member_in_through_the_same_calls() {
         Front::Php,
         Front::Java,
         Front::NginxModule,
+        Front::NginxAuthRequest,
     ] {
         for login in [SiteLogin::Wecom, SiteLogin::WecomPrivateinfo] {
             let site = Site::start_with(front, login).await;
