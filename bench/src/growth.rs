@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wechat_e2e::redis_cli;
 use wechat_oauth::seal::Sealer;
 use wechat_oauth::session::seal_session;
 use wechat_oauth::{Config, Identity, Session};
@@ -123,15 +124,6 @@ pub async fn sessions(
     }
     let _ = std::fs::remove_file(dir.join("cookies.txt"));
     rows
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs (apt-get install redis-server)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Commands Redis ran since its last `CONFIG RESETSTAT` (those a script

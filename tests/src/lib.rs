@@ -182,6 +182,17 @@ pub async fn emulator_control(base: &str, path: &str, body: serde_json::Value) {
     );
 }
 
+/// `redis-cli -p PORT ARGS…` against the Redis on loopback `port`: its
+/// standard output.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (apt-get install redis-server)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The commands each gateway's logout sync sends Redis every 500 ms
 /// (`Gate::sync_revocations`): background, apart from a login's work.
 pub const REDIS_SYNC_COMMANDS: [&str; 2] = ["zrange", "zremrangebyscore"];
@@ -191,11 +202,7 @@ pub const REDIS_SYNC_COMMANDS: [&str; 2] = ["zrange", "zremrangebyscore"];
 /// script ran count too), less the `INFO`, `CONFIG` and `KEYS` calls
 /// tests and the bench make to look.
 pub fn redis_commands_since_reset(port: u16) -> BTreeMap<String, u64> {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "INFO", "commandstats"])
-        .output()
-        .expect("redis-cli runs (apt-get install redis-server)");
-    String::from_utf8_lossy(&out.stdout)
+    redis_cli(port, &["INFO", "commandstats"])
         .lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;

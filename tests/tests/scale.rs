@@ -208,11 +208,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in &ports {
             loop {
-                let info = std::process::Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "cluster", "info"])
-                    .output()
-                    .unwrap();
-                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                if wechat_e2e::redis_cli(*port, &["cluster", "info"]).contains("cluster_state:ok") {
                     break;
                 }
                 assert!(
@@ -939,19 +935,10 @@ async fn a_scan_confirmed_on_another_instance_logs_in_the_browser_polling_a_thir
     );
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A scene QR login on `cluster`: the QR from instance 0, the scan (by a
 /// follower) pushed by WeChat to instance 0, one poll on instance 1 after
-/// it. Returns the browser, logged in, and the scene.
-async fn scanned_then_polled(cluster: &Cluster) -> (Browser, String) {
+/// it. Returns the browser, logged in.
+async fn scanned_then_polled(cluster: &Cluster) -> Browser {
     let mut browser = Browser::new(DESKTOP_UA);
     let q = browser
         .qr_new(&cluster.on(0, "/_wechat/qr/new?rd=%2Forders"))
@@ -964,7 +951,7 @@ async fn scanned_then_polled(cluster: &Cluster) -> (Browser, String) {
         .get(&cluster.on(1, &format!("/_wechat/qr/status?scene={scene}&wait=0")))
         .await;
     assert_eq!(polled.json()["status"], "confirmed", "{}", polled.body);
-    (browser, scene)
+    browser
 }
 
 #[tokio::test]
@@ -972,8 +959,8 @@ async fn a_scene_qr_login_costs_redis_at_most_eight_commands_and_a_retried_scan_
     let cluster = Cluster::start().await;
     // The first QR code fetches the basic token: not a per-login cost.
     scanned_then_polled(&cluster).await;
-    redis_cli(cluster.redis_port, &["CONFIG", "RESETSTAT"]);
-    let (mut browser, _) = scanned_then_polled(&cluster).await;
+    wechat_e2e::redis_cli(cluster.redis_port, &["CONFIG", "RESETSTAT"]);
+    let mut browser = scanned_then_polled(&cluster).await;
     let mut commands = wechat_e2e::redis_commands_since_reset(cluster.redis_port);
     commands.retain(|name, _| !wechat_e2e::REDIS_SYNC_COMMANDS.contains(&name.as_str()));
     let total: u64 = commands.values().sum();
@@ -983,7 +970,7 @@ async fn a_scene_qr_login_costs_redis_at_most_eight_commands_and_a_retried_scan_
     );
     // No followers route: nobody reads a follow state, none is written.
     assert_eq!(
-        redis_cli(cluster.redis_port, &["KEYS", "test:follower:*"]).trim(),
+        wechat_e2e::redis_cli(cluster.redis_port, &["KEYS", "test:follower:*"]).trim(),
         ""
     );
     let page = browser.get(&cluster.on(2, "/echo")).await;
@@ -1040,7 +1027,7 @@ async fn with_a_followers_route_a_scanners_follow_state_reaches_every_instance()
         "[[route]]\nprefix = \"/echo/fans/\"\npolicy = \"followers\"\n",
     )
     .await;
-    let (mut browser, _) = scanned_then_polled(&cluster).await;
+    let mut browser = scanned_then_polled(&cluster).await;
     let checks = cluster.calls("user_info").await;
     // Instance 2 never saw this user: the store tells it he follows (its
     // check answers 307 back to the page, then the page).
